@@ -1,0 +1,1106 @@
+//! Multithreaded, cache-blocked, packed matrix product over the ring Z/2^64 (`u64` with
+//! wrapping arithmetic), bit-exact with the naive triple loop.
+//!
+//! # Design
+//!
+//! BLIS-style: the `n` dimension is cut into blocks of [`NC`] columns, the depth `k` into blocks
+//! of [`KC`]; for each (column block, depth block) the `KC × NC` block of `B` is packed once
+//! into `NR`-column micro-panels (in parallel), then row blocks of at most [`MC`] rows (and, when
+//! there are too few of them to feed every thread, column chunks) are handed to rayon. Each task
+//! packs its `mc × kc` block of `A` into `MR`-row micro-panels (zero-padded at the edges, so the
+//! microkernel never branches on the shape) and walks the `NR`-panels (outer) and `MR`-panels
+//! (inner), so a `B` micro-panel stays hot in L1/L2 while the `A` block sits in L2. The
+//! microkernel writes an `MR × NR` tile into a small buffer that is then stored into (or added
+//! to) `C`: only the valid part of an edge tile is written.
+//!
+//! Problems with `m·n·k` below [`SMALL_WORK`] use a plain serial loop; below
+//! [`PARALLEL_WORK`] the blocked path runs on the calling thread only.
+//!
+//! # Microkernels and their ceiling
+//!
+//! One kernel is picked once per process ([`selected_kernel`]), best first:
+//!
+//! * `avx512-ifma` (AVX-512F + IFMA + VNNI), 4×16 tile. Write `a = a_l + 2^52·a_h` with
+//!   `a_l < 2^52`, `a_h < 2^12` (same for `b`). Then
+//!   `a·b mod 2^64 = lo52(a_l·b_l) + 2^52·(hi52(a_l·b_l) + a_l·b_h + a_h·b_l mod 2^12)`, and
+//!   `a_l·b_h + a_h·b_l ≡ (a_l mod 2^12)·b_h + a_h·(b_l mod 2^12) (mod 2^12)`. `vpmadd52luq` /
+//!   `vpmadd52huq` give `lo52` / `hi52` as fused multiply-adds into 64-bit accumulators (one
+//!   each per 8 MACs); the two 12-bit cross products of *two* depth steps are packed as 16-bit
+//!   words and done by a single `vpdpwssd` (dword accumulators; only their sum mod 2^12 is
+//!   used, so wrap-around is harmless). Every step is linear, so the recombination
+//!   `lo + ((hi + x₀ + x₁) << 52)` happens once per tile. Cost: 2.5 vector uops per 8 MACs.
+//! * `avx512-dq`, 4×16 tile: `vpmullq` (3 uops) + `vpaddq` = 4 uops per 8 MACs.
+//! * `avx2`, 4×4 tile: no 64-bit low multiply; `a·b = a₀b₀ + ((a₀b₁ + a₁b₀) << 32)` with three
+//!   `vpmuludq`, the cross terms kept in their own accumulator and shifted once per tile.
+//! * `portable`, 4×4 tile of plain `wrapping_mul`/`wrapping_add` (any architecture).
+//!
+//! On Sapphire Rapids every one of these instructions (and `vfmadd231pd`) issues on ports 0
+//! and 5 only, two 512-bit uops per cycle (measured: `vfmadd231pd`, `vpmadd52[lh]uq`,
+//! `vpdpwssd`, `vpmuludq`, `vpaddq` at 0.5 cycle, `vpmullq` at 1.5 cycles). An f64 GEMM does
+//! 8 MACs per uop, i.e. 16 MACs/cycle/core; the IFMA kernel's floor is 2.5 uops per 8 MACs,
+//! i.e. 6.4 MACs/cycle/core = **40 %** of the f64 peak (`vpmullq`: 4 MACs/cycle = 25 %).
+//! Reaching half the f64 rate would need 2 uops per 8 MACs, which no split of a 64-bit
+//! product into these instructions that we know of achieves.
+//!
+//! The AVX-512 kernels are written with `asm!` (not `#[target_feature]` intrinsics), which
+//! keeps the crate building on the workspace MSRV, where AVX-512 target features are not
+//! stable yet.
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+/// Depth of a packed block (the `k` extent of one pass of the microkernel).
+pub const KC: usize = 256;
+/// Maximum number of rows of `A` packed by one task (the packed block lives in L2).
+pub const MC: usize = 128;
+/// Number of columns of `B` packed at once (the packed block lives in L3).
+pub const NC: usize = 2048;
+/// Below this many MACs (`m·n·k`) a plain serial triple loop is used.
+pub const SMALL_WORK: usize = 32 * 32 * 32;
+/// Below this many MACs the blocked path runs on the calling thread only.
+pub const PARALLEL_WORK: usize = 96 * 96 * 96;
+
+/// Largest `MR·NR` over all microkernels.
+const TILE: usize = 64;
+
+/// C = A·B (or C += A·B when `accumulate`) mod 2^64. A is m×k, B is k×n, given by element
+/// strides (row stride, column stride) so that transposed operands cost nothing; C is
+/// row-major m×n with leading dimension ldc.
+///
+/// Element `(i, p)` of `A` is `a[i * a_rs + p * a_cs]`, element `(p, j)` of `B` is
+/// `b[p * b_rs + j * b_cs]` and element `(i, j)` of `C` is `c[i * ldc + j]`. Elements of `c`
+/// outside the `m × n` window (the padding between `n` and `ldc`) are never touched. With
+/// `k == 0` the product is zero: `C` is zeroed, or left as it is when accumulating.
+///
+/// Large problems run on the rayon thread pool; the result does not depend on the number of
+/// threads (integer arithmetic mod 2^64 is exact).
+///
+/// # Panics
+///
+/// Panics when a slice is too short for the shape and strides it is given with (when
+/// `m, k > 0`: `a.len() <= (m-1)·a_rs + (k-1)·a_cs`; when `k, n > 0`:
+/// `b.len() <= (k-1)·b_rs + (n-1)·b_cs`; when `m, n > 0`: `c.len() < (m-1)·ldc + n`), when
+/// `ldc < n` with more than one row, or when an index computation overflows `usize`.
+pub fn gemm_u64(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[u64],
+    a_rs: usize,
+    a_cs: usize,
+    b: &[u64],
+    b_rs: usize,
+    b_cs: usize,
+    c: &mut [u64],
+    ldc: usize,
+    accumulate: bool,
+) {
+    gemm_with(
+        selected(),
+        None,
+        m,
+        k,
+        n,
+        Operand::new(a, a_rs, a_cs),
+        Operand::new(b, b_rs, b_cs),
+        c,
+        ldc,
+        accumulate,
+    );
+}
+
+/// Row-major `C = A·B mod 2^64` for row-major `A` (m×k) and `B` (k×n), into a new vector.
+///
+/// # Panics
+///
+/// Panics when `a.len() != m·k` or `b.len() != k·n`, or when `m·n` overflows `usize`.
+pub fn matmul_u64(a: &[u64], b: &[u64], m: usize, k: usize, n: usize) -> Vec<u64> {
+    assert_eq!(Some(a.len()), m.checked_mul(k), "matmul_u64: a is not m×k");
+    assert_eq!(Some(b.len()), k.checked_mul(n), "matmul_u64: b is not k×n");
+    let len = m.checked_mul(n).expect("matmul_u64: m·n overflows usize");
+    let mut c = vec![0u64; len];
+    gemm_u64(m, k, n, a, k, 1, b, n, 1, &mut c, n, false);
+    c
+}
+
+/// Name of the microkernel this process uses: `"avx512-ifma"`, `"avx512-dq"`, `"avx2"` or
+/// `"portable"` (chosen once, at the first call, from run-time CPU feature detection).
+pub fn selected_kernel() -> &'static str {
+    selected().name
+}
+
+/// A read-only strided matrix operand.
+#[derive(Clone, Copy)]
+struct Operand<'a> {
+    data: &'a [u64],
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Operand<'a> {
+    fn new(data: &'a [u64], rs: usize, cs: usize) -> Self {
+        Self { data, rs, cs }
+    }
+
+    /// Element `(i, j)`.
+    #[inline(always)]
+    fn at(&self, i: usize, j: usize) -> u64 {
+        self.data[i * self.rs + j * self.cs]
+    }
+
+    /// The same matrix, transposed.
+    fn t(self) -> Self {
+        Self { data: self.data, rs: self.cs, cs: self.rs }
+    }
+}
+
+/// How a microkernel wants its micro-panels laid out.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Format {
+    /// Depth-major: `w` consecutive values per depth step.
+    Plain,
+    /// Per pair of depth steps: `w` values of step `2q`, `w` values of step `2q + 1`, then `w`
+    /// words-packed 12-bit pieces for the IFMA kernel's cross term (see the module docs).
+    Split52,
+}
+
+/// A microkernel: computes the `MR × NR` tile `A_panel · B_panel` of depth `kc` into `out`
+/// (row-major, row stride `NR`).
+///
+/// # Safety
+///
+/// The running CPU must support the target features of the kernel it belongs to. The
+/// kernels check their slice lengths themselves.
+type MicroFn = unsafe fn(kc: usize, a: &[u64], b: &[u64], out: &mut [u64; TILE]);
+
+/// A microkernel with its tile shape and packing format.
+///
+/// Invariant: a `&Kernel` is only ever obtained from [`available_kernels`], which checks at
+/// run time that the CPU supports it; so calling `micro` on it is sound.
+struct Kernel {
+    name: &'static str,
+    mr: usize,
+    nr: usize,
+    format: Format,
+    micro: MicroFn,
+}
+
+impl Kernel {
+    /// `u64`s in one packed micro-panel of width `w` and depth `kc`.
+    fn panel_len(&self, w: usize, kc: usize) -> usize {
+        match self.format {
+            Format::Plain => kc * w,
+            Format::Split52 => kc.div_ceil(2) * 3 * w,
+        }
+    }
+
+    /// Packs the micro-panel of `src` with lanes `l0..l0 + lanes` (rows of `A`, or columns of
+    /// `B` given transposed) and depth `p0..p0 + kc` into `dst`, zero-padding the lanes up to
+    /// `w`. `is_a` selects which side of the cross term the pieces are laid out for.
+    fn pack(
+        &self,
+        dst: &mut [u64],
+        src: Operand<'_>,
+        l0: usize,
+        lanes: usize,
+        w: usize,
+        p0: usize,
+        kc: usize,
+        is_a: bool,
+    ) {
+        // Depth step `p` of the panel into `d` (`w` lanes, zero-padded).
+        let gather = |d: &mut [u64], p: usize| {
+            if p < kc {
+                let start = l0 * src.rs + (p0 + p) * src.cs;
+                if src.rs == 1 && lanes == w {
+                    // Whole panel width: fixed-size copies, inlined (no `memcpy` call).
+                    let s = &src.data[start..start + w];
+                    match w {
+                        4 => d[..4].copy_from_slice(&s[..4]),
+                        16 => d[..16].copy_from_slice(&s[..16]),
+                        _ => d.copy_from_slice(s),
+                    }
+                } else {
+                    for (l, x) in d[..lanes].iter_mut().enumerate() {
+                        *x = src.data[start + l * src.rs];
+                    }
+                }
+                d[lanes..].fill(0);
+            } else {
+                d.fill(0);
+            }
+        };
+        match self.format {
+            Format::Plain => {
+                for (p, d) in dst[..kc * w].chunks_exact_mut(w).enumerate() {
+                    gather(d, p);
+                }
+            }
+            Format::Split52 => {
+                let kp = kc.div_ceil(2);
+                for (q, d) in dst[..kp * 3 * w].chunks_exact_mut(3 * w).enumerate() {
+                    let (v0, rest) = d.split_at_mut(w);
+                    let (v1, x) = rest.split_at_mut(w);
+                    gather(v0, 2 * q);
+                    gather(v1, 2 * q + 1);
+                    for ((x, &e0), &e1) in x.iter_mut().zip(&*v0).zip(&*v1) {
+                        *x = if is_a {
+                            lo12(e0) | hi12(e0) << 16 | lo12(e1) << 32 | hi12(e1) << 48
+                        } else {
+                            hi12(e0) | lo12(e0) << 16 | hi12(e1) << 32 | lo12(e1) << 48
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn lo12(x: u64) -> u64 {
+    x & 0xfff
+}
+
+#[inline(always)]
+fn hi12(x: u64) -> u64 {
+    x >> 52
+}
+
+static PORTABLE: Kernel = Kernel {
+    name: "portable",
+    mr: 4,
+    nr: 4,
+    format: Format::Plain,
+    micro: micro_portable,
+};
+
+#[cfg(target_arch = "x86_64")]
+static AVX512_IFMA: Kernel = Kernel {
+    name: "avx512-ifma",
+    mr: 4,
+    nr: 16,
+    format: Format::Split52,
+    micro: x86::micro_ifma,
+};
+
+#[cfg(target_arch = "x86_64")]
+static AVX512_DQ: Kernel = Kernel {
+    name: "avx512-dq",
+    mr: 4,
+    nr: 16,
+    format: Format::Plain,
+    micro: x86::micro_dq,
+};
+
+#[cfg(target_arch = "x86_64")]
+static AVX2: Kernel = Kernel {
+    name: "avx2",
+    mr: 4,
+    nr: 4,
+    format: Format::Plain,
+    micro: x86::micro_avx2,
+};
+
+/// Every kernel the running CPU supports, best first (the last is always `portable`).
+fn available_kernels() -> Vec<&'static Kernel> {
+    #[allow(unused_mut)]
+    let mut v: Vec<&'static Kernel> = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512ifma")
+            && is_x86_feature_detected!("avx512vnni")
+        {
+            v.push(&AVX512_IFMA);
+        }
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512dq") {
+            v.push(&AVX512_DQ);
+        }
+        if is_x86_feature_detected!("avx2") {
+            v.push(&AVX2);
+        }
+    }
+    v.push(&PORTABLE);
+    v
+}
+
+/// The kernel used by [`gemm_u64`], chosen once.
+fn selected() -> &'static Kernel {
+    static SELECTED: OnceLock<&'static Kernel> = OnceLock::new();
+    SELECTED.get_or_init(|| available_kernels()[0])
+}
+
+/// The portable microkernel (any architecture).
+fn micro_portable(kc: usize, a: &[u64], b: &[u64], out: &mut [u64; TILE]) {
+    const MR: usize = 4;
+    const NR: usize = 4;
+    let mut acc = [[0u64; NR]; MR];
+    for (ap, bp) in a[..kc * MR].chunks_exact(MR).zip(b[..kc * NR].chunks_exact(NR)) {
+        for (row, &ai) in acc.iter_mut().zip(ap) {
+            for (x, &bj) in row.iter_mut().zip(bp) {
+                *x = x.wrapping_add(ai.wrapping_mul(bj));
+            }
+        }
+    }
+    for (o, row) in out.chunks_exact_mut(NR).zip(&acc) {
+        o.copy_from_slice(row);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! x86-64 microkernels. Each is an `unsafe fn` whose only precondition is that the CPU
+    //! supports its instructions; slice lengths are checked here.
+
+    use super::TILE;
+    use std::arch::asm;
+    use std::arch::x86_64::{
+        __m256i, _mm256_add_epi64, _mm256_loadu_si256, _mm256_mul_epu32, _mm256_set1_epi64x,
+        _mm256_setzero_si256, _mm256_slli_epi64, _mm256_srli_epi64, _mm256_storeu_si256,
+    };
+
+    /// AVX-512 IFMA + VNNI microkernel, 4×16 tile, [`super::Format::Split52`] panels.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX-512F, AVX-512IFMA and AVX-512VNNI.
+    pub(super) unsafe fn micro_ifma(kc: usize, a: &[u64], b: &[u64], out: &mut [u64; TILE]) {
+        let kp = kc.div_ceil(2);
+        assert!(kp > 0 && a.len() >= kp * 12 && b.len() >= kp * 48);
+        // SAFETY: the caller guarantees AVX-512F/IFMA/VNNI. The loop runs `kp >= 1` times and
+        // reads 96 bytes of `a` and 384 bytes of `b` per iteration, in bounds by the assert
+        // above; the epilogue writes 8 × 64 bytes = 64 `u64`s, the size of `out`. All
+        // accesses are unaligned loads/stores (`vmovdqu64`, `vpbroadcastq`). Every vector
+        // register used is declared clobbered, and `vzeroupper` restores the clean upper
+        // state before returning to (possibly SSE) compiled code.
+        unsafe {
+            asm!(
+                "vpxorq zmm0, zmm0, zmm0",
+                "vpxorq zmm1, zmm1, zmm1",
+                "vpxorq zmm2, zmm2, zmm2",
+                "vpxorq zmm3, zmm3, zmm3",
+                "vpxorq zmm4, zmm4, zmm4",
+                "vpxorq zmm5, zmm5, zmm5",
+                "vpxorq zmm6, zmm6, zmm6",
+                "vpxorq zmm7, zmm7, zmm7",
+                "vpxorq zmm8, zmm8, zmm8",
+                "vpxorq zmm9, zmm9, zmm9",
+                "vpxorq zmm10, zmm10, zmm10",
+                "vpxorq zmm11, zmm11, zmm11",
+                "vpxorq zmm12, zmm12, zmm12",
+                "vpxorq zmm13, zmm13, zmm13",
+                "vpxorq zmm14, zmm14, zmm14",
+                "vpxorq zmm15, zmm15, zmm15",
+                "vpxorq zmm16, zmm16, zmm16",
+                "vpxorq zmm17, zmm17, zmm17",
+                "vpxorq zmm18, zmm18, zmm18",
+                "vpxorq zmm19, zmm19, zmm19",
+                "vpxorq zmm20, zmm20, zmm20",
+                "vpxorq zmm21, zmm21, zmm21",
+                "vpxorq zmm22, zmm22, zmm22",
+                "vpxorq zmm23, zmm23, zmm23",
+                "2:",
+                "vmovdqu64 zmm24, zmmword ptr [{b} + 0]",
+                "vmovdqu64 zmm25, zmmword ptr [{b} + 64]",
+                "vpbroadcastq zmm28, qword ptr [{a} + 0]",
+                "vpbroadcastq zmm29, qword ptr [{a} + 8]",
+                "vpbroadcastq zmm30, qword ptr [{a} + 16]",
+                "vpbroadcastq zmm31, qword ptr [{a} + 24]",
+                "vpmadd52luq zmm0, zmm24, zmm28",
+                "vpmadd52luq zmm1, zmm25, zmm28",
+                "vpmadd52huq zmm8, zmm24, zmm28",
+                "vpmadd52huq zmm9, zmm25, zmm28",
+                "vpmadd52luq zmm2, zmm24, zmm29",
+                "vpmadd52luq zmm3, zmm25, zmm29",
+                "vpmadd52huq zmm10, zmm24, zmm29",
+                "vpmadd52huq zmm11, zmm25, zmm29",
+                "vpmadd52luq zmm4, zmm24, zmm30",
+                "vpmadd52luq zmm5, zmm25, zmm30",
+                "vpmadd52huq zmm12, zmm24, zmm30",
+                "vpmadd52huq zmm13, zmm25, zmm30",
+                "vpmadd52luq zmm6, zmm24, zmm31",
+                "vpmadd52luq zmm7, zmm25, zmm31",
+                "vpmadd52huq zmm14, zmm24, zmm31",
+                "vpmadd52huq zmm15, zmm25, zmm31",
+                "vmovdqu64 zmm26, zmmword ptr [{b} + 128]",
+                "vmovdqu64 zmm27, zmmword ptr [{b} + 192]",
+                "vpbroadcastq zmm28, qword ptr [{a} + 32]",
+                "vpbroadcastq zmm29, qword ptr [{a} + 40]",
+                "vpbroadcastq zmm30, qword ptr [{a} + 48]",
+                "vpbroadcastq zmm31, qword ptr [{a} + 56]",
+                "vpmadd52luq zmm0, zmm26, zmm28",
+                "vpmadd52luq zmm1, zmm27, zmm28",
+                "vpmadd52huq zmm8, zmm26, zmm28",
+                "vpmadd52huq zmm9, zmm27, zmm28",
+                "vpmadd52luq zmm2, zmm26, zmm29",
+                "vpmadd52luq zmm3, zmm27, zmm29",
+                "vpmadd52huq zmm10, zmm26, zmm29",
+                "vpmadd52huq zmm11, zmm27, zmm29",
+                "vpmadd52luq zmm4, zmm26, zmm30",
+                "vpmadd52luq zmm5, zmm27, zmm30",
+                "vpmadd52huq zmm12, zmm26, zmm30",
+                "vpmadd52huq zmm13, zmm27, zmm30",
+                "vpmadd52luq zmm6, zmm26, zmm31",
+                "vpmadd52luq zmm7, zmm27, zmm31",
+                "vpmadd52huq zmm14, zmm26, zmm31",
+                "vpmadd52huq zmm15, zmm27, zmm31",
+                "vmovdqu64 zmm24, zmmword ptr [{b} + 256]",
+                "vmovdqu64 zmm25, zmmword ptr [{b} + 320]",
+                "vpbroadcastq zmm28, qword ptr [{a} + 64]",
+                "vpbroadcastq zmm29, qword ptr [{a} + 72]",
+                "vpbroadcastq zmm30, qword ptr [{a} + 80]",
+                "vpbroadcastq zmm31, qword ptr [{a} + 88]",
+                "vpdpwssd zmm16, zmm24, zmm28",
+                "vpdpwssd zmm17, zmm25, zmm28",
+                "vpdpwssd zmm18, zmm24, zmm29",
+                "vpdpwssd zmm19, zmm25, zmm29",
+                "vpdpwssd zmm20, zmm24, zmm30",
+                "vpdpwssd zmm21, zmm25, zmm30",
+                "vpdpwssd zmm22, zmm24, zmm31",
+                "vpdpwssd zmm23, zmm25, zmm31",
+                "add {a}, 96",
+                "add {b}, 384",
+                "dec {n}",
+                "jnz 2b",
+                "vpsrlq zmm24, zmm16, 32",
+                "vpaddq zmm8, zmm8, zmm16",
+                "vpaddq zmm8, zmm8, zmm24",
+                "vpsllq zmm8, zmm8, 52",
+                "vpaddq zmm0, zmm0, zmm8",
+                "vmovdqu64 zmmword ptr [{o} + 0], zmm0",
+                "vpsrlq zmm24, zmm17, 32",
+                "vpaddq zmm9, zmm9, zmm17",
+                "vpaddq zmm9, zmm9, zmm24",
+                "vpsllq zmm9, zmm9, 52",
+                "vpaddq zmm1, zmm1, zmm9",
+                "vmovdqu64 zmmword ptr [{o} + 64], zmm1",
+                "vpsrlq zmm24, zmm18, 32",
+                "vpaddq zmm10, zmm10, zmm18",
+                "vpaddq zmm10, zmm10, zmm24",
+                "vpsllq zmm10, zmm10, 52",
+                "vpaddq zmm2, zmm2, zmm10",
+                "vmovdqu64 zmmword ptr [{o} + 128], zmm2",
+                "vpsrlq zmm24, zmm19, 32",
+                "vpaddq zmm11, zmm11, zmm19",
+                "vpaddq zmm11, zmm11, zmm24",
+                "vpsllq zmm11, zmm11, 52",
+                "vpaddq zmm3, zmm3, zmm11",
+                "vmovdqu64 zmmword ptr [{o} + 192], zmm3",
+                "vpsrlq zmm24, zmm20, 32",
+                "vpaddq zmm12, zmm12, zmm20",
+                "vpaddq zmm12, zmm12, zmm24",
+                "vpsllq zmm12, zmm12, 52",
+                "vpaddq zmm4, zmm4, zmm12",
+                "vmovdqu64 zmmword ptr [{o} + 256], zmm4",
+                "vpsrlq zmm24, zmm21, 32",
+                "vpaddq zmm13, zmm13, zmm21",
+                "vpaddq zmm13, zmm13, zmm24",
+                "vpsllq zmm13, zmm13, 52",
+                "vpaddq zmm5, zmm5, zmm13",
+                "vmovdqu64 zmmword ptr [{o} + 320], zmm5",
+                "vpsrlq zmm24, zmm22, 32",
+                "vpaddq zmm14, zmm14, zmm22",
+                "vpaddq zmm14, zmm14, zmm24",
+                "vpsllq zmm14, zmm14, 52",
+                "vpaddq zmm6, zmm6, zmm14",
+                "vmovdqu64 zmmword ptr [{o} + 384], zmm6",
+                "vpsrlq zmm24, zmm23, 32",
+                "vpaddq zmm15, zmm15, zmm23",
+                "vpaddq zmm15, zmm15, zmm24",
+                "vpsllq zmm15, zmm15, 52",
+                "vpaddq zmm7, zmm7, zmm15",
+                "vmovdqu64 zmmword ptr [{o} + 448], zmm7",
+                "vzeroupper",
+                a = inout(reg) a.as_ptr() => _,
+                b = inout(reg) b.as_ptr() => _,
+                n = inout(reg) kp => _,
+                o = in(reg) out.as_mut_ptr(),
+                out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _,
+                out("zmm4") _, out("zmm5") _, out("zmm6") _, out("zmm7") _,
+                out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,
+                out("zmm12") _, out("zmm13") _, out("zmm14") _, out("zmm15") _,
+                out("zmm16") _, out("zmm17") _, out("zmm18") _, out("zmm19") _,
+                out("zmm20") _, out("zmm21") _, out("zmm22") _, out("zmm23") _,
+                out("zmm24") _, out("zmm25") _, out("zmm26") _, out("zmm27") _,
+                out("zmm28") _, out("zmm29") _, out("zmm30") _, out("zmm31") _,
+                options(nostack),
+            );
+        }
+    }
+
+    /// AVX-512DQ microkernel (`vpmullq` + `vpaddq`), 4×16 tile, plain panels.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX-512F and AVX-512DQ.
+    pub(super) unsafe fn micro_dq(kc: usize, a: &[u64], b: &[u64], out: &mut [u64; TILE]) {
+        assert!(kc > 0 && a.len() >= kc * 4 && b.len() >= kc * 16);
+        // SAFETY: the caller guarantees AVX-512F/DQ. The loop runs `kc >= 1` times and reads
+        // 32 bytes of `a` and 128 bytes of `b` per iteration, in bounds by the assert above;
+        // the epilogue writes 64 `u64`s, the size of `out`. All accesses are unaligned; every
+        // vector register used is declared clobbered; `vzeroupper` before returning.
+        unsafe {
+            asm!(
+                "vpxorq zmm0, zmm0, zmm0",
+                "vpxorq zmm1, zmm1, zmm1",
+                "vpxorq zmm2, zmm2, zmm2",
+                "vpxorq zmm3, zmm3, zmm3",
+                "vpxorq zmm4, zmm4, zmm4",
+                "vpxorq zmm5, zmm5, zmm5",
+                "vpxorq zmm6, zmm6, zmm6",
+                "vpxorq zmm7, zmm7, zmm7",
+                "2:",
+                "vmovdqu64 zmm16, zmmword ptr [{b}]",
+                "vmovdqu64 zmm17, zmmword ptr [{b} + 64]",
+                "vpmullq zmm20, zmm16, qword ptr [{a} + 0]{{1to8}}",
+                "vpmullq zmm21, zmm17, qword ptr [{a} + 0]{{1to8}}",
+                "vpmullq zmm22, zmm16, qword ptr [{a} + 8]{{1to8}}",
+                "vpmullq zmm23, zmm17, qword ptr [{a} + 8]{{1to8}}",
+                "vpmullq zmm24, zmm16, qword ptr [{a} + 16]{{1to8}}",
+                "vpmullq zmm25, zmm17, qword ptr [{a} + 16]{{1to8}}",
+                "vpmullq zmm26, zmm16, qword ptr [{a} + 24]{{1to8}}",
+                "vpmullq zmm27, zmm17, qword ptr [{a} + 24]{{1to8}}",
+                "vpaddq zmm0, zmm0, zmm20",
+                "vpaddq zmm1, zmm1, zmm21",
+                "vpaddq zmm2, zmm2, zmm22",
+                "vpaddq zmm3, zmm3, zmm23",
+                "vpaddq zmm4, zmm4, zmm24",
+                "vpaddq zmm5, zmm5, zmm25",
+                "vpaddq zmm6, zmm6, zmm26",
+                "vpaddq zmm7, zmm7, zmm27",
+                "add {a}, 32",
+                "add {b}, 128",
+                "dec {n}",
+                "jnz 2b",
+                "vmovdqu64 zmmword ptr [{o} + 0], zmm0",
+                "vmovdqu64 zmmword ptr [{o} + 64], zmm1",
+                "vmovdqu64 zmmword ptr [{o} + 128], zmm2",
+                "vmovdqu64 zmmword ptr [{o} + 192], zmm3",
+                "vmovdqu64 zmmword ptr [{o} + 256], zmm4",
+                "vmovdqu64 zmmword ptr [{o} + 320], zmm5",
+                "vmovdqu64 zmmword ptr [{o} + 384], zmm6",
+                "vmovdqu64 zmmword ptr [{o} + 448], zmm7",
+                "vzeroupper",
+                a = inout(reg) a.as_ptr() => _,
+                b = inout(reg) b.as_ptr() => _,
+                n = inout(reg) kc => _,
+                o = in(reg) out.as_mut_ptr(),
+                out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _,
+                out("zmm4") _, out("zmm5") _, out("zmm6") _, out("zmm7") _,
+                out("zmm16") _, out("zmm17") _,
+                out("zmm20") _, out("zmm21") _, out("zmm22") _, out("zmm23") _,
+                out("zmm24") _, out("zmm25") _, out("zmm26") _, out("zmm27") _,
+                options(nostack),
+            );
+        }
+    }
+
+    /// AVX2 microkernel (32-bit split with `vpmuludq`), 4×4 tile, plain panels.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2.
+    pub(super) unsafe fn micro_avx2(kc: usize, a: &[u64], b: &[u64], out: &mut [u64; TILE]) {
+        // SAFETY: the caller guarantees AVX2, the only target feature `avx2_impl` enables.
+        unsafe { avx2_impl(kc, a, b, out) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    fn avx2_impl(kc: usize, a: &[u64], b: &[u64], out: &mut [u64; TILE]) {
+        const MR: usize = 4;
+        let zero = _mm256_setzero_si256();
+        // a·b = a0·b0 + ((a0·b1 + a1·b0) << 32) mod 2^64: `lo` accumulates a0·b0, `x` the
+        // cross terms, shifted once at the end (the shift is linear mod 2^64).
+        let mut lo = [zero; MR];
+        let mut x = [zero; MR];
+        for (ap, bp) in a[..kc * MR].chunks_exact(MR).zip(b[..kc * 4].chunks_exact(4)) {
+            // SAFETY: `bp` holds exactly 4 `u64`s, one unaligned 256-bit load.
+            let bv: __m256i = unsafe { _mm256_loadu_si256(bp.as_ptr().cast()) };
+            let bh = _mm256_srli_epi64::<32>(bv);
+            for i in 0..MR {
+                let av = _mm256_set1_epi64x(ap[i] as i64);
+                let ah = _mm256_srli_epi64::<32>(av);
+                lo[i] = _mm256_add_epi64(lo[i], _mm256_mul_epu32(av, bv));
+                let cross = _mm256_add_epi64(_mm256_mul_epu32(av, bh), _mm256_mul_epu32(ah, bv));
+                x[i] = _mm256_add_epi64(x[i], cross);
+            }
+        }
+        for (i, o) in out[..MR * 4].chunks_exact_mut(4).enumerate() {
+            let r = _mm256_add_epi64(lo[i], _mm256_slli_epi64::<32>(x[i]));
+            // SAFETY: `o` holds exactly 4 `u64`s, one unaligned 256-bit store.
+            unsafe { _mm256_storeu_si256(o.as_mut_ptr().cast(), r) };
+        }
+    }
+}
+
+/// Checks that the slices cover the shapes and strides (see [`gemm_u64`]'s panics).
+fn check_shapes(m: usize, k: usize, n: usize, a: Operand<'_>, b: Operand<'_>, c_len: usize, ldc: usize) {
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
+        (rows - 1)
+            .checked_mul(rs)
+            .and_then(|r| (cols - 1).checked_mul(cs).and_then(|c| r.checked_add(c)))
+            .expect("gemm_u64: index overflows usize")
+    };
+    if m > 0 && k > 0 {
+        assert!(last(m, k, a.rs, a.cs) < a.data.len(), "gemm_u64: a is too short for m×k");
+    }
+    if k > 0 && n > 0 {
+        assert!(last(k, n, b.rs, b.cs) < b.data.len(), "gemm_u64: b is too short for k×n");
+    }
+    if m > 0 && n > 0 {
+        assert!(m == 1 || ldc >= n, "gemm_u64: ldc < n");
+        assert!(last(m, n, ldc, 1) < c_len, "gemm_u64: c is too short for m×n with ldc");
+    }
+}
+
+/// [`gemm_u64`] with an explicit kernel and, optionally, thread count (tests use these to
+/// cover every kernel and both the serial and parallel paths).
+fn gemm_with(
+    kern: &Kernel,
+    threads: Option<usize>,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Operand<'_>,
+    b: Operand<'_>,
+    c: &mut [u64],
+    ldc: usize,
+    accumulate: bool,
+) {
+    check_shapes(m, k, n, a, b, c.len(), ldc);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let rows = split_rows(c, m, n, ldc);
+    if k == 0 {
+        if !accumulate {
+            rows.into_iter().for_each(|r| r.fill(0));
+        }
+        return;
+    }
+    let work = m.saturating_mul(n).saturating_mul(k);
+    if threads.is_none() && work < SMALL_WORK {
+        gemm_naive(k, a, b, rows, accumulate);
+        return;
+    }
+    let threads = threads.unwrap_or(if work < PARALLEL_WORK {
+        1
+    } else {
+        rayon::current_num_threads()
+    });
+    gemm_packed(kern, threads.max(1), m, k, n, a, b, rows, accumulate);
+}
+
+/// Splits the `m × n` window of `c` into disjoint row slices of length `n`.
+fn split_rows(c: &mut [u64], m: usize, n: usize, ldc: usize) -> Vec<&mut [u64]> {
+    let mut rows = Vec::with_capacity(m);
+    let mut rest = c;
+    for i in 0..m {
+        let take = if i + 1 < m { ldc } else { n };
+        let (row, tail) = std::mem::take(&mut rest).split_at_mut(take);
+        rows.push(&mut row[..n]);
+        rest = tail;
+    }
+    rows
+}
+
+/// The plain triple loop, for small problems.
+fn gemm_naive(k: usize, a: Operand<'_>, b: Operand<'_>, rows: Vec<&mut [u64]>, accumulate: bool) {
+    for (i, row) in rows.into_iter().enumerate() {
+        for (j, x) in row.iter_mut().enumerate() {
+            let mut s = 0u64;
+            for p in 0..k {
+                s = s.wrapping_add(a.at(i, p).wrapping_mul(b.at(p, j)));
+            }
+            *x = if accumulate { x.wrapping_add(s) } else { s };
+        }
+    }
+}
+
+thread_local! {
+    /// Per-thread buffer for packed blocks of `A`, reused across calls.
+    static PACKED_A: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One unit of parallel work: rows `i0..i0 + rows.len()` of `C` times the `B` micro-panels
+/// `p0..p1` of the current packed block; `rows` hold exactly those columns.
+struct Task<'r> {
+    i0: usize,
+    p0: usize,
+    rows: Vec<&'r mut [u64]>,
+}
+
+/// The blocked, packed path.
+fn gemm_packed(
+    kern: &Kernel,
+    threads: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Operand<'_>,
+    b: Operand<'_>,
+    mut rows: Vec<&mut [u64]>,
+    accumulate: bool,
+) {
+    let (mr, nr) = (kern.mr, kern.nr);
+    // Enough row blocks for every thread to get two, but no more than MC rows each.
+    let mc = if threads > 1 {
+        m.div_ceil(2 * threads).next_multiple_of(mr).clamp(mr, MC)
+    } else {
+        MC
+    };
+    let row_blocks = m.div_ceil(mc);
+    let bt = b.t();
+    let nc_max = n.min(NC).next_multiple_of(nr);
+    let mut packed_b = vec![0u64; kern.panel_len(nc_max, KC.min(k))];
+
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        let n_panels = nc.div_ceil(nr);
+        // Too few row blocks to feed the threads: also cut the columns.
+        let col_chunks = if threads > 1 && row_blocks < 2 * threads {
+            (2 * threads).div_ceil(row_blocks).min(n_panels)
+        } else {
+            1
+        };
+        let panels_per_chunk = n_panels.div_ceil(col_chunks);
+        let col_chunks = n_panels.div_ceil(panels_per_chunk);
+
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            let overwrite = pc == 0 && !accumulate;
+            let bl = kern.panel_len(nr, kc);
+            let pack_b = |(p, dst): (usize, &mut [u64])| {
+                let j0 = p * nr;
+                kern.pack(dst, bt, jc + j0, nr.min(nc - j0), nr, pc, kc, false);
+            };
+            let packed = &mut packed_b[..n_panels * bl];
+            if threads > 1 {
+                packed.par_chunks_mut(bl).enumerate().for_each(pack_b);
+            } else {
+                packed.chunks_mut(bl).enumerate().for_each(pack_b);
+            }
+            let packed_b = &packed_b[..n_panels * bl];
+
+            let mut tasks = Vec::with_capacity(row_blocks * col_chunks);
+            for (rb, block) in rows.chunks_mut(mc).enumerate() {
+                let mut segs: Vec<Vec<&mut [u64]>> =
+                    (0..col_chunks).map(|_| Vec::with_capacity(block.len())).collect();
+                for row in block.iter_mut() {
+                    let mut rest = &mut row[jc..jc + nc];
+                    for (cc, seg) in segs.iter_mut().enumerate() {
+                        let width = (((cc + 1) * panels_per_chunk * nr).min(nc))
+                            - cc * panels_per_chunk * nr;
+                        let (s, t) = std::mem::take(&mut rest).split_at_mut(width);
+                        seg.push(s);
+                        rest = t;
+                    }
+                }
+                for (cc, seg) in segs.into_iter().enumerate() {
+                    tasks.push(Task { i0: rb * mc, p0: cc * panels_per_chunk, rows: seg });
+                }
+            }
+
+            let run = |task: Task<'_>| {
+                run_task(kern, a, pc, kc, packed_b, bl, nc, task, overwrite);
+            };
+            if threads > 1 && tasks.len() > 1 {
+                tasks.into_par_iter().for_each(run);
+            } else {
+                tasks.into_iter().for_each(run);
+            }
+        }
+    }
+}
+
+/// Asks for the cache lines of `s` (a row of a `C` tile, at most 16 `u64`s = 2 lines), so
+/// that they arrive while the microkernel runs.
+#[inline(always)]
+fn prefetch(s: &[u64]) {
+    #[cfg(target_arch = "x86_64")]
+    for chunk in s.chunks(8) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: a prefetch is only a hint: it never faults and has no architectural effect;
+        // the pointer points into a live slice anyway. SSE is part of the x86-64 baseline.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(chunk.as_ptr().cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = s;
+}
+
+/// Packs this task's block of `A` and runs the microkernel over its tiles.
+fn run_task(
+    kern: &Kernel,
+    a: Operand<'_>,
+    pc: usize,
+    kc: usize,
+    packed_b: &[u64],
+    bl: usize,
+    nc: usize,
+    mut task: Task<'_>,
+    overwrite: bool,
+) {
+    let (mr, nr) = (kern.mr, kern.nr);
+    let mrows = task.rows.len();
+    let Some(width) = task.rows.first().map(|r| r.len()) else {
+        return;
+    };
+    let n_panels = width.div_ceil(nr);
+    let al = kern.panel_len(mr, kc);
+    let a_panels = mrows.div_ceil(mr);
+    PACKED_A.with_borrow_mut(|buf| {
+        if buf.len() < a_panels * al {
+            buf.resize(a_panels * al, 0);
+        }
+        let apack = &mut buf[..a_panels * al];
+        for (ip, dst) in apack.chunks_exact_mut(al).enumerate() {
+            let r0 = ip * mr;
+            kern.pack(dst, a, task.i0 + r0, mr.min(mrows - r0), mr, pc, kc, true);
+        }
+        let mut tile = [0u64; TILE];
+        for jp in 0..n_panels {
+            let pi = task.p0 + jp;
+            let bpanel = &packed_b[pi * bl..(pi + 1) * bl];
+            let col0 = jp * nr;
+            let ncols = nr.min(nc - pi * nr).min(width - col0);
+            for (ip, apanel) in apack.chunks_exact(al).enumerate() {
+                let r0 = ip * mr;
+                let nrows = mr.min(mrows - r0);
+                for row in &task.rows[r0..r0 + nrows] {
+                    prefetch(&row[col0..col0 + ncols]);
+                }
+                // SAFETY: `kern` came from `available_kernels`, which only returns kernels whose
+                // target features were detected on this CPU (the `Kernel` invariant); the
+                // kernel checks the panel lengths itself.
+                unsafe { (kern.micro)(kc, apanel, bpanel, &mut tile) };
+                for (i, row) in task.rows[r0..r0 + nrows].iter_mut().enumerate() {
+                    let dst = &mut row[col0..col0 + ncols];
+                    let src = &tile[i * nr..i * nr + ncols];
+                    if overwrite {
+                        dst.copy_from_slice(src);
+                    } else {
+                        for (d, s) in dst.iter_mut().zip(src) {
+                            *d = d.wrapping_add(*s);
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SplitMix64: a tiny deterministic generator, enough for test data.
+    struct SplitMix64(u64);
+
+    impl SplitMix64 {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+
+        /// `len` nonzero values.
+        fn vec(&mut self, len: usize) -> Vec<u64> {
+            (0..len).map(|_| self.next() | 1).collect()
+        }
+    }
+
+    /// Naive reference over strided operands, into row-major `c` with `ldc`.
+    fn reference(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: Operand<'_>,
+        b: Operand<'_>,
+        c: &mut [u64],
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0u64;
+                for p in 0..k {
+                    s = s.wrapping_add(a.at(i, p).wrapping_mul(b.at(p, j)));
+                }
+                let x = &mut c[i * ldc + j];
+                *x = if accumulate { x.wrapping_add(s) } else { s };
+            }
+        }
+    }
+
+    /// Runs one shape through every available kernel, serial and parallel, plus the public
+    /// entry point; row-major, transposed and padded layouts; overwrite and accumulate.
+    fn check(m: usize, k: usize, n: usize, seed: u64) {
+        let mut rng = SplitMix64(seed);
+        let a_rm = rng.vec(m * k);
+        let b_rm = rng.vec(k * n);
+        // Transposed copies (column-major storage of the same matrices).
+        let mut a_cm = vec![0; m * k];
+        let mut b_cm = vec![0; k * n];
+        for i in 0..m {
+            for p in 0..k {
+                a_cm[p * m + i] = a_rm[i * k + p];
+            }
+        }
+        for p in 0..k {
+            for j in 0..n {
+                b_cm[j * k + p] = b_rm[p * n + j];
+            }
+        }
+        let layouts = [
+            (Operand::new(&a_rm, k, 1), Operand::new(&b_rm, n, 1)),
+            (Operand::new(&a_cm, 1, m), Operand::new(&b_cm, 1, k)),
+        ];
+        let ldc = n + 3;
+        let c0 = rng.vec(m * ldc);
+        for (li, &(a, b)) in layouts.iter().enumerate() {
+            for accumulate in [false, true] {
+                let mut want = c0.clone();
+                reference(m, k, n, a, b, &mut want, ldc, accumulate);
+                let mut got = c0.clone();
+                gemm_u64(m, k, n, a.data, a.rs, a.cs, b.data, b.rs, b.cs, &mut got, ldc, accumulate);
+                assert!(got == want, "gemm_u64 {m}×{k}×{n} layout {li} acc {accumulate}");
+                if li == 1 && m * n * k > 200_000 {
+                    continue; // the big case: every kernel on one layout is enough
+                }
+                for kern in available_kernels() {
+                    for threads in [1, 3] {
+                        let mut got = c0.clone();
+                        gemm_with(kern, Some(threads), m, k, n, a, b, &mut got, ldc, accumulate);
+                        assert!(
+                            got == want,
+                            "{} threads={threads} {m}×{k}×{n} layout {li} acc {accumulate}",
+                            kern.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn small_and_odd_shapes() {
+        let shapes = [
+            (1, 1, 1),
+            (1, 7, 1),
+            (1, 5, 40),
+            (40, 5, 1),
+            (2, 1, 3),
+            (7, 13, 5),
+            (5, 2, 17),
+            (16, 1, 16),
+            (4, 3, 16),
+            (33, 65, 17),
+            (17, 33, 65),
+            (64, 64, 64),
+        ];
+        for (s, &(m, k, n)) in shapes.iter().enumerate() {
+            check(m, k, n, s as u64 + 1);
+        }
+    }
+
+    #[test]
+    fn shapes_crossing_blocks() {
+        // k crosses KC (odd remainders exercise the padded depth pair), m crosses MC and
+        // splits into uneven row blocks, n crosses NC with a ragged last panel.
+        check(MC + 5, KC + 3, 37, 11);
+        check(9, 2 * KC + 1, 21, 12);
+        check(3, 40, NC + 17, 13);
+        check(130, 7, 70, 14);
+    }
+
+    #[test]
+    fn large_square() {
+        check(300, 300, 300, 21);
+    }
+
+    #[test]
+    fn extreme_values() {
+        // Values that stress the 52/12-bit split: all ones, high bit only, 2^52 ± 1, ...
+        let vals = [u64::MAX, 1 << 63, (1 << 52) - 1, 1 << 52, (1 << 52) + 1, 0xfff, 1];
+        let (m, k, n) = (9, 70, 19);
+        let pick = |i: usize| vals[(i * 7 + i / 3) % vals.len()];
+        let a: Vec<u64> = (0..m * k).map(pick).collect();
+        let b: Vec<u64> = (0..k * n).map(|i| pick(i + 3)).collect();
+        let mut want = vec![0; m * n];
+        reference(m, k, n, Operand::new(&a, k, 1), Operand::new(&b, n, 1), &mut want, n, false);
+        for kern in available_kernels() {
+            let mut got = vec![0; m * n];
+            let (ao, bo) = (Operand::new(&a, k, 1), Operand::new(&b, n, 1));
+            gemm_with(kern, Some(2), m, k, n, ao, bo, &mut got, n, false);
+            assert!(got == want, "{}", kern.name);
+        }
+    }
+
+    #[test]
+    fn k_zero_and_empty() {
+        let mut c = vec![5u64; 6];
+        gemm_u64(2, 0, 3, &[], 0, 1, &[], 3, 1, &mut c, 3, true);
+        assert_eq!(c, vec![5; 6]);
+        gemm_u64(2, 0, 3, &[], 0, 1, &[], 3, 1, &mut c, 3, false);
+        assert_eq!(c, vec![0; 6]);
+        // Padding between n and ldc is left alone.
+        let mut c = vec![5u64; 5];
+        gemm_u64(2, 0, 2, &[], 0, 1, &[], 2, 1, &mut c, 3, false);
+        assert_eq!(c, vec![0, 0, 5, 0, 0]);
+        let mut c: Vec<u64> = vec![];
+        gemm_u64(0, 4, 3, &[], 4, 1, &[0; 12], 3, 1, &mut c, 3, false);
+        assert!(matmul_u64(&[1, 2], &[], 2, 1, 0).is_empty());
+    }
+
+    #[test]
+    fn broadcast_strides_and_matmul() {
+        // Zero strides: A is the all-`x` matrix; B a single repeated column.
+        let (m, k, n) = (40, 50, 45);
+        let x = 0xdead_beef_1234_5678u64;
+        let mut rng = SplitMix64(99);
+        let col = rng.vec(k);
+        let mut c = vec![0; m * n];
+        gemm_u64(m, k, n, &[x], 0, 0, &col, 1, 0, &mut c, n, false);
+        let s = col.iter().fold(0u64, |acc, &v| acc.wrapping_add(x.wrapping_mul(v)));
+        assert!(c.iter().all(|&v| v == s));
+
+        let a = rng.vec(m * k);
+        let b = rng.vec(k * n);
+        let mut want = vec![0; m * n];
+        reference(m, k, n, Operand::new(&a, k, 1), Operand::new(&b, n, 1), &mut want, n, false);
+        assert_eq!(matmul_u64(&a, &b, m, k, n), want);
+    }
+
+    #[test]
+    #[should_panic(expected = "too short")]
+    fn short_slice_panics() {
+        let mut c = vec![0; 4];
+        gemm_u64(2, 2, 2, &[1, 2, 3], 2, 1, &[1, 2, 3, 4], 2, 1, &mut c, 2, false);
+    }
+
+    #[test]
+    fn kernel_is_selected() {
+        let names: Vec<_> = available_kernels().iter().map(|k| k.name).collect();
+        assert_eq!(selected_kernel(), names[0]);
+        assert_eq!(*names.last().unwrap(), "portable");
+    }
+}
+
+#[doc(hidden)]
+pub fn tmp_bench_micro(kc: usize, iters: usize) -> u64 {
+    let k = selected();
+    let a = vec![3u64; k.panel_len(k.mr, kc)];
+    let b = vec![5u64; k.panel_len(k.nr, kc)];
+    let mut t = [0u64; TILE];
+    let mut s = 0u64;
+    for _ in 0..iters {
+        // SAFETY: tmp
+        unsafe { (k.micro)(kc, &a, &b, &mut t) };
+        s = s.wrapping_add(t[0]);
+    }
+    s
+}

@@ -1,0 +1,266 @@
+//! The CPU backend: the bit-exact reference for every device op, and a fast one
+//! (rayon threads, a packed cache-blocked u64 GEMM, convolution as im2col + GEMM).
+//!
+//! Every kernel of the CUDA and WGSL backends has its twin here, and the conformance
+//! suite holds all of them to the same scalar definitions.
+
+mod conv;
+pub mod gemm;
+mod layout;
+mod par;
+mod pool;
+
+use cryptgpu_backend::shape::{self, Conv2dDims, MatmulDims, Pool2dDims};
+use cryptgpu_backend::{
+    BinaryOp, Conv2dParams, DeviceTensor, GpuBackend, Pool2dParams, Result, ShiftOp, UnaryOp, prg,
+};
+use rayon::prelude::*;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// The CPU backend. Work runs on rayon's global thread pool (size it with
+/// `RAYON_NUM_THREADS`); every op has finished when it returns.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    /// The CPU backend.
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+/// A tensor in host memory. Clones share the buffer; ops never write to an existing tensor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuTensor {
+    data: Arc<[u64]>,
+    shape: Vec<usize>,
+}
+
+impl CpuTensor {
+    fn new(data: Vec<u64>, shape: Vec<usize>) -> Self {
+        debug_assert_eq!(data.len(), shape.iter().product::<usize>());
+        Self { data: data.into(), shape }
+    }
+
+    /// The elements, row-major (no copy: the CPU's "device" memory is the host's).
+    pub fn as_slice(&self) -> &[u64] {
+        &self.data
+    }
+}
+
+impl DeviceTensor for CpuTensor {
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+}
+
+impl GpuBackend for CpuBackend {
+    type Tensor = CpuTensor;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn upload(&self, data: &[u64], shape: &[usize]) -> Result<CpuTensor> {
+        shape::check_len("upload", shape, data.len())?;
+        Ok(CpuTensor::new(data.to_vec(), shape.to_vec()))
+    }
+
+    fn download(&self, tensor: &CpuTensor) -> Result<Vec<u64>> {
+        Ok(tensor.data.to_vec())
+    }
+
+    fn full(&self, shape: &[usize], value: u64) -> Result<CpuTensor> {
+        let n = shape::numel("full", shape)?;
+        Ok(CpuTensor::new(vec![value; n], shape.to_vec()))
+    }
+
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn reshape(&self, tensor: &CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
+        shape::check_len("reshape", shape, tensor.len())?;
+        Ok(CpuTensor { data: tensor.data.clone(), shape: shape.to_vec() })
+    }
+
+    fn permute(&self, tensor: &CpuTensor, axes: &[usize]) -> Result<CpuTensor> {
+        let out_shape = shape::permuted("permute", &tensor.shape, axes)?;
+        let strides = shape::strides(&tensor.shape);
+        let src_strides: Vec<usize> = axes.iter().map(|&a| strides[a]).collect();
+        Ok(CpuTensor::new(layout::strided_gather(&tensor.data, &out_shape, &src_strides, 0), out_shape))
+    }
+
+    fn slice(&self, tensor: &CpuTensor, axis: usize, range: Range<usize>) -> Result<CpuTensor> {
+        let out_shape = shape::sliced("slice", &tensor.shape, axis, &range)?;
+        let strides = shape::strides(&tensor.shape);
+        let data = layout::strided_gather(&tensor.data, &out_shape, &strides, range.start * strides[axis]);
+        Ok(CpuTensor::new(data, out_shape))
+    }
+
+    fn concat(&self, tensors: &[&CpuTensor], axis: usize) -> Result<CpuTensor> {
+        let shapes: Vec<&[usize]> = tensors.iter().map(|t| t.shape.as_slice()).collect();
+        let out_shape = shape::concatenated("concat", &shapes, axis)?;
+        let parts: Vec<(&[u64], &[usize])> = tensors.iter().map(|t| (&t.data[..], t.shape.as_slice())).collect();
+        let total = out_shape.iter().product();
+        Ok(CpuTensor::new(layout::concat(&parts, axis, total), out_shape))
+    }
+
+    fn broadcast_to(&self, tensor: &CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
+        shape::check_broadcast("broadcast_to", &tensor.shape, shape)?;
+        shape::numel("broadcast_to", shape)?;
+        let lead = shape.len() - tensor.shape.len();
+        let strides = shape::strides(&tensor.shape);
+        let src_strides: Vec<usize> = (0..shape.len())
+            .map(|axis| match axis.checked_sub(lead) {
+                Some(a) if tensor.shape[a] != 1 => strides[a],
+                _ => 0,
+            })
+            .collect();
+        Ok(CpuTensor::new(layout::strided_gather(&tensor.data, shape, &src_strides, 0), shape.to_vec()))
+    }
+
+    fn binary(&self, op: BinaryOp, lhs: &CpuTensor, rhs: &CpuTensor) -> Result<CpuTensor> {
+        shape::check_same("binary", &lhs.shape, &rhs.shape)?;
+        let data = match op {
+            BinaryOp::Add => par::zip_map(&lhs.data, &rhs.data, u64::wrapping_add),
+            BinaryOp::Sub => par::zip_map(&lhs.data, &rhs.data, u64::wrapping_sub),
+            BinaryOp::Mul => par::zip_map(&lhs.data, &rhs.data, u64::wrapping_mul),
+            BinaryOp::And => par::zip_map(&lhs.data, &rhs.data, |a, b| a & b),
+            BinaryOp::Or => par::zip_map(&lhs.data, &rhs.data, |a, b| a | b),
+            BinaryOp::Xor => par::zip_map(&lhs.data, &rhs.data, |a, b| a ^ b),
+        };
+        Ok(CpuTensor::new(data, lhs.shape.clone()))
+    }
+
+    fn binary_scalar(&self, op: BinaryOp, tensor: &CpuTensor, scalar: u64) -> Result<CpuTensor> {
+        Ok(CpuTensor::new(par::map(&tensor.data, |x| op.apply(x, scalar)), tensor.shape.clone()))
+    }
+
+    fn unary(&self, op: UnaryOp, tensor: &CpuTensor) -> Result<CpuTensor> {
+        Ok(CpuTensor::new(par::map(&tensor.data, |x| op.apply(x)), tensor.shape.clone()))
+    }
+
+    fn shift(&self, op: ShiftOp, tensor: &CpuTensor, bits: u32) -> Result<CpuTensor> {
+        shape::check_shift("shift", bits)?;
+        Ok(CpuTensor::new(par::map(&tensor.data, |x| op.apply(x, bits)), tensor.shape.clone()))
+    }
+
+    fn extract_bit(&self, tensor: &CpuTensor, bit: u32) -> Result<CpuTensor> {
+        shape::check_bit("extract_bit", bit)?;
+        Ok(CpuTensor::new(par::map(&tensor.data, |x| (x >> bit) & 1), tensor.shape.clone()))
+    }
+
+    fn pack_bits(&self, tensor: &CpuTensor) -> Result<CpuTensor> {
+        let bits = &tensor.data;
+        let words = shape::packed_words(bits.len());
+        let mut out = vec![0u64; words];
+        par::fill_chunks(&mut out, |first, chunk| {
+            for (w, word) in chunk.iter_mut().enumerate() {
+                let start = (first + w) * 64;
+                *word = bits[start..bits.len().min(start + 64)]
+                    .iter()
+                    .enumerate()
+                    .fold(0, |acc, (j, &b)| acc | ((b & 1) << j));
+            }
+        });
+        Ok(CpuTensor::new(out, vec![words]))
+    }
+
+    fn unpack_bits(&self, packed: &CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
+        let n = shape::numel("unpack_bits", shape)?;
+        shape::check_len("unpack_bits", &[shape::packed_words(n)], packed.len())?;
+        let words = &packed.data;
+        let mut out = vec![0u64; n];
+        par::fill_chunks(&mut out, |first, chunk| {
+            for (j, bit) in chunk.iter_mut().enumerate() {
+                let i = first + j;
+                *bit = (words[i / 64] >> (i % 64)) & 1;
+            }
+        });
+        Ok(CpuTensor::new(out, shape.to_vec()))
+    }
+
+    fn matmul(&self, lhs: &CpuTensor, rhs: &CpuTensor) -> Result<CpuTensor> {
+        let d = MatmulDims::new(&lhs.shape, &rhs.shape)?;
+        let (m, k, n) = (d.m, d.k, d.n);
+        let mut out = vec![0u64; d.batch * m * n];
+        if m * n > 0 {
+            out.par_chunks_mut(m * n).enumerate().for_each(|(t, c)| {
+                let a = &lhs.data[if d.a_batched { t * m * k } else { 0 }..][..m * k];
+                let b = &rhs.data[if d.b_batched { t * k * n } else { 0 }..][..k * n];
+                gemm::gemm_u64(m, k, n, a, k, 1, b, n, 1, c, n, false);
+            });
+        }
+        Ok(CpuTensor::new(out, d.out_shape))
+    }
+
+    fn conv2d(&self, input: &CpuTensor, weight: &CpuTensor, params: Conv2dParams) -> Result<CpuTensor> {
+        let d = Conv2dDims::forward(&input.shape, &weight.shape, params)?;
+        Ok(CpuTensor::new(conv::conv2d(&d, &input.data, &weight.data), d.output_shape()))
+    }
+
+    fn conv2d_grad_input(
+        &self,
+        grad_output: &CpuTensor,
+        weight: &CpuTensor,
+        input_hw: [usize; 2],
+        params: Conv2dParams,
+    ) -> Result<CpuTensor> {
+        let d = Conv2dDims::grad_input(&grad_output.shape, &weight.shape, input_hw, params)?;
+        Ok(CpuTensor::new(conv::grad_input(&d, &grad_output.data, &weight.data), d.input_shape()))
+    }
+
+    fn conv2d_grad_weight(
+        &self,
+        input: &CpuTensor,
+        grad_output: &CpuTensor,
+        kernel_hw: [usize; 2],
+        params: Conv2dParams,
+    ) -> Result<CpuTensor> {
+        let d = Conv2dDims::grad_weight(&input.shape, &grad_output.shape, kernel_hw, params)?;
+        Ok(CpuTensor::new(conv::grad_weight(&d, &input.data, &grad_output.data), d.weight_shape()))
+    }
+
+    fn sum_axis(&self, tensor: &CpuTensor, axis: usize) -> Result<CpuTensor> {
+        let out_shape = shape::reduced("sum_axis", &tensor.shape, axis)?;
+        let extent = tensor.shape[axis];
+        let inner: usize = tensor.shape[axis + 1..].iter().product();
+        let x = &tensor.data;
+        let mut out = vec![0u64; out_shape.iter().product()];
+        par::fill_chunks(&mut out, |first, chunk| {
+            for (j, o) in chunk.iter_mut().enumerate() {
+                let (outer, i) = ((first + j) / inner, (first + j) % inner);
+                let base = outer * extent * inner + i;
+                *o = (0..extent).fold(0u64, |acc, a| acc.wrapping_add(x[base + a * inner]));
+            }
+        });
+        Ok(CpuTensor::new(out, out_shape))
+    }
+
+    fn pool_window_sum(&self, input: &CpuTensor, params: Pool2dParams) -> Result<CpuTensor> {
+        let d = Pool2dDims::new("pool_window_sum", &input.shape, params)?;
+        Ok(CpuTensor::new(pool::window_sum(&d, &input.data), d.output_shape()))
+    }
+
+    fn pool_unfold(&self, input: &CpuTensor, params: Pool2dParams, pad_value: u64) -> Result<CpuTensor> {
+        let d = Pool2dDims::new("pool_unfold", &input.shape, params)?;
+        Ok(CpuTensor::new(pool::unfold(&d, &input.data, pad_value), d.windows_shape()))
+    }
+
+    fn pool_fold(&self, windows: &CpuTensor, params: Pool2dParams, input_shape: &[usize]) -> Result<CpuTensor> {
+        let d = Pool2dDims::new("pool_fold", input_shape, params)?;
+        d.check_windows("pool_fold", &windows.shape)?;
+        Ok(CpuTensor::new(pool::fold(&d, &windows.data), d.input_shape()))
+    }
+
+    fn fill_chacha12(&self, shape: &[usize], key: &[u8; 32], stream: u64, position: u64) -> Result<CpuTensor> {
+        let n = shape::numel("fill_chacha12", shape)?;
+        let mut out = vec![0u64; n];
+        par::fill_chunks(&mut out, |first, chunk| {
+            prg::fill_chacha12(key, stream, position.wrapping_add(first as u64), chunk);
+        });
+        Ok(CpuTensor::new(out, shape.to_vec()))
+    }
+}

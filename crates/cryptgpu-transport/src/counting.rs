@@ -1,0 +1,307 @@
+//! [`Counting`]: a [`Transport`] wrapper that counts bytes, messages and rounds, readable at
+//! any time as a [`CommStats`] snapshot.
+
+use std::fmt;
+use std::ops::{Add, AddAssign};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::{PartyId, Peer, Transport, TransportError};
+
+/// A pair of counters, one per neighbour.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PeerCounts {
+    /// The count for the next party.
+    pub next: u64,
+    /// The count for the previous party.
+    pub prev: u64,
+}
+
+impl PeerCounts {
+    /// The sum over both neighbours.
+    pub fn total(&self) -> u64 {
+        self.next + self.prev
+    }
+
+    /// The count for `peer`.
+    pub fn get(&self, peer: Peer) -> u64 {
+        match peer {
+            Peer::Next => self.next,
+            Peer::Prev => self.prev,
+        }
+    }
+
+    fn since(&self, earlier: &PeerCounts) -> PeerCounts {
+        PeerCounts {
+            next: self.next.saturating_sub(earlier.next),
+            prev: self.prev.saturating_sub(earlier.prev),
+        }
+    }
+}
+
+impl Add for PeerCounts {
+    type Output = PeerCounts;
+    fn add(self, rhs: PeerCounts) -> PeerCounts {
+        PeerCounts {
+            next: self.next + rhs.next,
+            prev: self.prev + rhs.prev,
+        }
+    }
+}
+
+/// A snapshot of one party's communication counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CommStats {
+    /// Payload bytes sent, per neighbour.
+    pub bytes_sent: PeerCounts,
+    /// Payload bytes received, per neighbour.
+    pub bytes_received: PeerCounts,
+    /// Messages sent, per neighbour.
+    pub messages_sent: PeerCounts,
+    /// Messages received, per neighbour.
+    pub messages_received: PeerCounts,
+    /// Communication rounds, as defined on [`Counting`].
+    pub rounds: u64,
+}
+
+impl CommStats {
+    /// The counts accumulated between `earlier` (a snapshot taken before) and this snapshot:
+    /// what an operation cost when `earlier` was taken just before it.
+    pub fn since(&self, earlier: &CommStats) -> CommStats {
+        CommStats {
+            bytes_sent: self.bytes_sent.since(&earlier.bytes_sent),
+            bytes_received: self.bytes_received.since(&earlier.bytes_received),
+            messages_sent: self.messages_sent.since(&earlier.messages_sent),
+            messages_received: self.messages_received.since(&earlier.messages_received),
+            rounds: self.rounds.saturating_sub(earlier.rounds),
+        }
+    }
+
+    /// Payload bytes sent to both neighbours: the "bytes sent per party" of PROTOCOLS.md.
+    pub fn total_bytes_sent(&self) -> u64 {
+        self.bytes_sent.total()
+    }
+
+    /// Payload bytes received from both neighbours.
+    pub fn total_bytes_received(&self) -> u64 {
+        self.bytes_received.total()
+    }
+
+    /// Messages sent to both neighbours.
+    pub fn total_messages_sent(&self) -> u64 {
+        self.messages_sent.total()
+    }
+
+    /// Messages received from both neighbours.
+    pub fn total_messages_received(&self) -> u64 {
+        self.messages_received.total()
+    }
+
+    /// The field-wise sum of several snapshots (e.g. of the three parties). Note that the sum
+    /// of `rounds` adds the parties' rounds; for a protocol's round count take the maximum.
+    pub fn sum<'a>(stats: impl IntoIterator<Item = &'a CommStats>) -> CommStats {
+        stats
+            .into_iter()
+            .fold(CommStats::default(), |acc, s| acc + *s)
+    }
+}
+
+impl Add for CommStats {
+    type Output = CommStats;
+    fn add(self, rhs: CommStats) -> CommStats {
+        CommStats {
+            bytes_sent: self.bytes_sent + rhs.bytes_sent,
+            bytes_received: self.bytes_received + rhs.bytes_received,
+            messages_sent: self.messages_sent + rhs.messages_sent,
+            messages_received: self.messages_received + rhs.messages_received,
+            rounds: self.rounds + rhs.rounds,
+        }
+    }
+}
+
+impl AddAssign for CommStats {
+    fn add_assign(&mut self, rhs: CommStats) {
+        *self = *self + rhs;
+    }
+}
+
+impl fmt::Display for CommStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} rounds, sent {} B in {} messages (next {} B, prev {} B), received {} B in {} messages",
+            self.rounds,
+            self.total_bytes_sent(),
+            self.total_messages_sent(),
+            self.bytes_sent.next,
+            self.bytes_sent.prev,
+            self.total_bytes_received(),
+            self.total_messages_received(),
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+struct Cells {
+    bytes_sent: [AtomicU64; 2],
+    bytes_received: [AtomicU64; 2],
+    messages_sent: [AtomicU64; 2],
+    messages_received: [AtomicU64; 2],
+    rounds: AtomicU64,
+}
+
+fn slot(peer: Peer) -> usize {
+    match peer {
+        Peer::Next => 0,
+        Peer::Prev => 1,
+    }
+}
+
+impl Cells {
+    fn snapshot(&self) -> CommStats {
+        let pair = |c: &[AtomicU64; 2]| PeerCounts {
+            next: c[0].load(Ordering::Relaxed),
+            prev: c[1].load(Ordering::Relaxed),
+        };
+        CommStats {
+            bytes_sent: pair(&self.bytes_sent),
+            bytes_received: pair(&self.bytes_received),
+            messages_sent: pair(&self.messages_sent),
+            messages_received: pair(&self.messages_received),
+            rounds: self.rounds.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A cheap, cloneable handle to a [`Counting`] transport's counters, readable from any
+/// thread while the transport is in use.
+#[derive(Clone, Debug)]
+pub struct StatsHandle(Arc<Cells>);
+
+impl StatsHandle {
+    /// The counters now.
+    pub fn snapshot(&self) -> CommStats {
+        self.0.snapshot()
+    }
+}
+
+/// Wraps a [`Transport`] and counts what goes through it: bytes and messages per neighbour
+/// and direction, and rounds.
+///
+/// # Rounds
+///
+/// PROTOCOLS.md defines a round as "a step in which a party must wait for a message before it
+/// can continue". `Counting` counts, per party, a new round on a receive when the party has
+/// sent something since the round last counted (or when the receive is the party's first).
+/// Receives with no send between them wait for messages that could all be in flight at once,
+/// so they belong to one round: the receives of one [`Transport::exchange`] or
+/// [`Transport::exchange_both`] count as one round, and so do several receives in a row.
+/// A send on its own never counts a round: a party that only sends never waits.
+///
+/// Bytes are payload bytes: framing headers and TLS overhead are not counted. Counters cover
+/// operations that succeeded. Use [`Counting::mark_round_boundary`] where a sub-protocol opens
+/// by waiting, and [`CommStats::since`] to measure one operation.
+#[derive(Debug)]
+pub struct Counting<T> {
+    inner: T,
+    cells: Arc<Cells>,
+    /// Whether the next receive starts a new round.
+    round_pending: bool,
+}
+
+impl<T: Transport> Counting<T> {
+    /// Starts counting from zero.
+    pub fn new(inner: T) -> Self {
+        Counting {
+            inner,
+            cells: Arc::new(Cells::default()),
+            round_pending: true,
+        }
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> CommStats {
+        self.cells.snapshot()
+    }
+
+    /// A handle that reads the counters from anywhere.
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle(self.cells.clone())
+    }
+
+    /// Makes the next receive start a new round even if nothing was sent since the last one
+    /// (e.g. at the start of a sub-protocol that opens by waiting).
+    pub fn mark_round_boundary(&mut self) {
+        self.round_pending = true;
+    }
+
+    /// The wrapped transport.
+    pub fn inner(&self) -> &T {
+        &self.inner
+    }
+
+    /// The wrapped transport, mutably (what goes through it directly is not counted).
+    pub fn inner_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
+    /// Unwraps the transport.
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+
+    fn count_send(&mut self, peer: Peer, len: usize) {
+        let i = slot(peer);
+        self.cells.bytes_sent[i].fetch_add(len as u64, Ordering::Relaxed);
+        self.cells.messages_sent[i].fetch_add(1, Ordering::Relaxed);
+        self.round_pending = true;
+    }
+
+    fn count_recv(&mut self, peer: Peer, len: usize) {
+        let i = slot(peer);
+        self.cells.bytes_received[i].fetch_add(len as u64, Ordering::Relaxed);
+        self.cells.messages_received[i].fetch_add(1, Ordering::Relaxed);
+        if self.round_pending {
+            self.cells.rounds.fetch_add(1, Ordering::Relaxed);
+            self.round_pending = false;
+        }
+    }
+}
+
+impl<T: Transport> Transport for Counting<T> {
+    fn party(&self) -> PartyId {
+        self.inner.party()
+    }
+
+    fn send(&mut self, peer: Peer, msg: &[u8]) -> Result<(), TransportError> {
+        self.inner.send(peer, msg)?;
+        self.count_send(peer, msg.len());
+        Ok(())
+    }
+
+    fn recv(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {
+        let msg = self.inner.recv(peer)?;
+        self.count_recv(peer, msg.len());
+        Ok(msg)
+    }
+
+    fn exchange(&mut self, to: Peer, msg: &[u8], from: Peer) -> Result<Vec<u8>, TransportError> {
+        let got = self.inner.exchange(to, msg, from)?;
+        self.count_send(to, msg.len());
+        self.count_recv(from, got.len());
+        Ok(got)
+    }
+
+    fn exchange_both(
+        &mut self,
+        to_next: &[u8],
+        to_prev: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>), TransportError> {
+        let (from_next, from_prev) = self.inner.exchange_both(to_next, to_prev)?;
+        self.count_send(Peer::Next, to_next.len());
+        self.count_send(Peer::Prev, to_prev.len());
+        self.count_recv(Peer::Next, from_next.len());
+        self.count_recv(Peer::Prev, from_prev.len());
+        Ok((from_next, from_prev))
+    }
+}

@@ -1,0 +1,62 @@
+//! Party-to-party transport for the three parties P0, P1, P2 of cryptgpu, which sit in a ring
+//! (each talks to its next and previous party).
+//!
+//! - [`Transport`]: the object-safe trait protocols use: `send`, `recv`, `exchange`,
+//!   `exchange_both` and their `u64` forms. Sending never waits for the receiver, so no
+//!   exchange pattern deadlocks, and receiving is bounded by a timeout.
+//! - [`LocalTransport`] and [`run_local_3pc`]: the three parties as threads of one process
+//!   over channels, the default for tests, demos and benches.
+//! - [`TcpTransport`]: the parties as processes over TCP with mutual TLS (rustls, TLS 1.3,
+//!   `ring`), each party authenticated by a certificate from the deployment CA naming its
+//!   identity; [`generate_deployment`] makes the CA and certificates; [`run_tls_loopback_3pc`]
+//!   runs three parties over loopback TLS in one process.
+//! - [`Counting`] and [`CommStats`]: bytes, messages and rounds per party, with the round
+//!   definition of PROTOCOLS.md.
+//!
+//! ```
+//! use cryptgpu_transport::{Counting, Peer, Transport, run_local_3pc};
+//!
+//! let results = run_local_3pc(|t| {
+//!     let mut t = Counting::new(t);
+//!     let me = t.party().index() as u64;
+//!     // Each party sends its index to the next party and receives the previous one's.
+//!     let got = t.exchange_u64s(Peer::Next, &[me], Peer::Prev).unwrap();
+//!     (got[0], t.stats().rounds)
+//! })
+//! .unwrap();
+//! assert_eq!(results, [(2, 1), (0, 1), (1, 1)]);
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod certs;
+mod counting;
+mod error;
+mod frame;
+mod local;
+mod party;
+mod runner;
+mod tcp;
+mod tls;
+mod transport;
+
+use std::time::Duration;
+
+pub use certs::{DeploymentFiles, GeneratedDeployment, GeneratedParty, generate_deployment};
+pub use counting::{CommStats, Counting, PeerCounts, StatsHandle};
+pub use error::TransportError;
+pub use local::{LocalConfig, LocalTransport, run_local_3pc, run_local_3pc_with};
+pub use party::{PartyId, Peer};
+pub use tcp::{
+    DEFAULT_CONNECT_TIMEOUT, LinkConfig, NetworkConfig, TcpTransport, run_tls_loopback_3pc,
+};
+pub use tls::{DEFAULT_IDENTITIES, PartyCredentials, TlsConfig};
+pub use transport::{Transport, le_bytes_to_u64s, u64s_to_le_bytes};
+
+/// Default receive timeout of both transports: 120 s. Long enough for a party to compute
+/// between messages, short enough that a protocol bug or a silent peer ends in
+/// [`TransportError::Timeout`] rather than a hang.
+pub const DEFAULT_RECV_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Default maximum payload of one TCP frame: 1 GiB.
+pub const DEFAULT_MAX_FRAME_LEN: u64 = 1 << 30;

@@ -1,0 +1,176 @@
+//! [`LocalTransport`]: the three parties as threads of one process, connected by channels,
+//! and [`run_local_3pc`], which runs a closure as the three parties.
+
+use std::sync::Mutex;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::Duration;
+
+use crate::runner::run_three;
+use crate::{DEFAULT_RECV_TIMEOUT, PartyId, Peer, Transport, TransportError};
+
+/// The receiving end of one direction of a link.
+type Queue = Receiver<Vec<u8>>;
+
+/// Settings of the in-process transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalConfig {
+    /// How long `recv` waits for a message before it fails with
+    /// [`TransportError::Timeout`]; `None` waits as long as the peer is alive (a peer that
+    /// drops its transport or panics still ends the wait with
+    /// [`TransportError::Disconnected`]). Default: [`DEFAULT_RECV_TIMEOUT`].
+    pub recv_timeout: Option<Duration>,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig {
+            recv_timeout: Some(DEFAULT_RECV_TIMEOUT),
+        }
+    }
+}
+
+impl LocalConfig {
+    /// This configuration with another receive timeout.
+    pub fn with_recv_timeout(mut self, recv_timeout: Option<Duration>) -> Self {
+        self.recv_timeout = recv_timeout;
+        self
+    }
+}
+
+/// One party's end of an in-process three-party network: unbounded channels to and from
+/// each neighbour.
+///
+/// Sending never blocks. Dropping a `LocalTransport` (including when its thread panics)
+/// disconnects it: the neighbours receive what it sent before, then
+/// [`TransportError::Disconnected`].
+#[derive(Debug)]
+pub struct LocalTransport {
+    party: PartyId,
+    // Fields drop in order: the receivers go first, so that by the time a neighbour's `recv`
+    // sees this party disconnect, its `send` to this party fails too.
+    from_next: Receiver<Vec<u8>>,
+    from_prev: Receiver<Vec<u8>>,
+    to_next: Sender<Vec<u8>>,
+    to_prev: Sender<Vec<u8>>,
+    recv_timeout: Option<Duration>,
+}
+
+impl LocalTransport {
+    /// Three connected transports, for P0, P1 and P2 in that order. Move each to its own
+    /// thread (or use [`run_local_3pc`], which does it for you).
+    pub fn triple(config: LocalConfig) -> [LocalTransport; 3] {
+        // into_from_prev[j] sends into party j's queue of messages from its previous party;
+        // into_from_next[j] into its queue of messages from its next party.
+        let mut into_from_prev: Vec<Sender<Vec<u8>>> = Vec::with_capacity(3);
+        let mut into_from_next: Vec<Sender<Vec<u8>>> = Vec::with_capacity(3);
+        let queues: [(Queue, Queue); 3] = std::array::from_fn(|_| {
+            let (prev_tx, prev_rx) = mpsc::channel();
+            let (next_tx, next_rx) = mpsc::channel();
+            into_from_prev.push(prev_tx);
+            into_from_next.push(next_tx);
+            (prev_rx, next_rx)
+        });
+        let mut parties = PartyId::ALL.into_iter();
+        queues.map(|(from_prev, from_next)| {
+            let party = parties.next().unwrap_or(PartyId::P0);
+            LocalTransport {
+                party,
+                // This party is the previous party of its next party, and vice versa.
+                to_next: into_from_prev[party.next().index()].clone(),
+                to_prev: into_from_next[party.prev().index()].clone(),
+                from_next,
+                from_prev,
+                recv_timeout: config.recv_timeout,
+            }
+        })
+        // The original senders are dropped here, so each queue's only senders are the clones
+        // held by the neighbour: dropping that neighbour disconnects the queue.
+    }
+
+    /// The receive timeout in force.
+    pub fn recv_timeout(&self) -> Option<Duration> {
+        self.recv_timeout
+    }
+
+    /// Changes the receive timeout (`None`: wait as long as the peer is alive).
+    pub fn set_recv_timeout(&mut self, recv_timeout: Option<Duration>) {
+        self.recv_timeout = recv_timeout;
+    }
+}
+
+impl Transport for LocalTransport {
+    fn party(&self) -> PartyId {
+        self.party
+    }
+
+    fn send(&mut self, peer: Peer, msg: &[u8]) -> Result<(), TransportError> {
+        let tx = match peer {
+            Peer::Next => &self.to_next,
+            Peer::Prev => &self.to_prev,
+        };
+        tx.send(msg.to_vec())
+            .map_err(|_| TransportError::Disconnected {
+                peer: self.party.neighbour(peer),
+            })
+    }
+
+    fn recv(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {
+        let rx = match peer {
+            Peer::Next => &self.from_next,
+            Peer::Prev => &self.from_prev,
+        };
+        let from = self.party.neighbour(peer);
+        match self.recv_timeout {
+            None => rx
+                .recv()
+                .map_err(|_| TransportError::Disconnected { peer: from }),
+            Some(after) => rx.recv_timeout(after).map_err(|e| match e {
+                RecvTimeoutError::Timeout => TransportError::Timeout { peer: from, after },
+                RecvTimeoutError::Disconnected => TransportError::Disconnected { peer: from },
+            }),
+        }
+    }
+}
+
+/// Runs `f` as the three parties P0, P1, P2 on three threads of this process, connected by a
+/// [`LocalTransport`] with the default [`LocalConfig`], and returns the three results in
+/// party order.
+///
+/// Each party's transport is dropped as soon as its closure returns or panics, so the others
+/// see [`TransportError::Disconnected`] instead of waiting.
+///
+/// # Errors
+/// [`TransportError::PartyPanicked`] naming the party whose closure panicked first (the
+/// others typically fail after it, as their peer went away), or
+/// [`TransportError::LocalIo`] if a thread could not be spawned.
+pub fn run_local_3pc<T, F>(f: F) -> Result<[T; 3], TransportError>
+where
+    T: Send,
+    F: Fn(&mut LocalTransport) -> T + Sync,
+{
+    run_local_3pc_with(LocalConfig::default(), f)
+}
+
+/// [`run_local_3pc`] with an explicit [`LocalConfig`].
+///
+/// # Errors
+/// As [`run_local_3pc`].
+pub fn run_local_3pc_with<T, F>(config: LocalConfig, f: F) -> Result<[T; 3], TransportError>
+where
+    T: Send,
+    F: Fn(&mut LocalTransport) -> T + Sync,
+{
+    let slots = Mutex::new(LocalTransport::triple(config).map(Some));
+    run_three(|party| {
+        let taken = match slots.lock() {
+            Ok(mut slots) => slots[party.index()].take(),
+            Err(poisoned) => poisoned.into_inner()[party.index()].take(),
+        };
+        let mut transport = taken.ok_or_else(|| {
+            TransportError::Config(format!("the transport of {party} was already taken"))
+        })?;
+        let out = f(&mut transport);
+        drop(transport);
+        Ok(out)
+    })
+}

@@ -1,0 +1,208 @@
+//! The [`Transport`] trait that protocols program against, and its `u64` helpers.
+
+use crate::{PartyId, Peer, TransportError};
+
+/// Moves byte messages between one party and its two neighbours.
+///
+/// Messages are whole frames: each `send` is delivered as one `recv` on the other side, in
+/// order, per direction. Protocols see only this trait, never what carries the bytes
+/// ([`LocalTransport`](crate::LocalTransport) between threads of one process,
+/// [`TcpTransport`](crate::TcpTransport) over mutual TLS).
+///
+/// # No deadlocks, no hangs
+///
+/// `send` never waits for the peer to call `recv`: every implementation of this crate drains
+/// incoming messages into a queue in the background (a channel for the local transport, a
+/// reader thread per connection for TCP). So any pattern in which each message sent is
+/// eventually received completes, including both neighbours sending 64 MiB to each other in
+/// the same round. `recv` waits at most the configured receive timeout and reports a peer
+/// that went away as [`TransportError::Disconnected`].
+///
+/// The trait is object safe: protocols may take `&mut dyn Transport`.
+pub trait Transport: Send {
+    /// This party's identity.
+    fn party(&self) -> PartyId;
+
+    /// Sends one message to `peer`. Returns once the message is handed to the carrier (queued
+    /// or written to the socket), not when the peer has read it.
+    ///
+    /// # Errors
+    /// [`TransportError::Disconnected`] if the peer is gone, [`TransportError::FrameTooLarge`]
+    /// if the message exceeds the maximum frame length, I/O and TLS errors.
+    fn send(&mut self, peer: Peer, msg: &[u8]) -> Result<(), TransportError>;
+
+    /// Receives the next message from `peer`, waiting at most the receive timeout.
+    ///
+    /// # Errors
+    /// [`TransportError::Timeout`], [`TransportError::Disconnected`], framing errors
+    /// ([`TransportError::FrameTooLarge`], [`TransportError::Truncated`]), I/O and TLS errors.
+    fn recv(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError>;
+
+    /// Sends `msg` to `to` and receives one message from `from`, as one round. Both
+    /// neighbours may call this against each other with messages of any size at once.
+    ///
+    /// # Errors
+    /// As [`Transport::send`] and [`Transport::recv`].
+    fn exchange(&mut self, to: Peer, msg: &[u8], from: Peer) -> Result<Vec<u8>, TransportError> {
+        self.send(to, msg)?;
+        self.recv(from)
+    }
+
+    /// Sends `to_next` to the next party and `to_prev` to the previous one, then receives one
+    /// message from each: returns `(from_next, from_prev)`. One round.
+    ///
+    /// # Errors
+    /// As [`Transport::send`] and [`Transport::recv`].
+    fn exchange_both(
+        &mut self,
+        to_next: &[u8],
+        to_prev: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>), TransportError> {
+        self.send(Peer::Next, to_next)?;
+        self.send(Peer::Prev, to_prev)?;
+        let from_next = self.recv(Peer::Next)?;
+        let from_prev = self.recv(Peer::Prev)?;
+        Ok((from_next, from_prev))
+    }
+
+    /// Sends `words` to `peer` as little-endian bytes (8 per word).
+    ///
+    /// # Errors
+    /// As [`Transport::send`].
+    fn send_u64s(&mut self, peer: Peer, words: &[u64]) -> Result<(), TransportError> {
+        self.send(peer, &u64s_to_le_bytes(words))
+    }
+
+    /// Receives a message from `peer` and reads it as little-endian `u64` words.
+    ///
+    /// # Errors
+    /// As [`Transport::recv`], and [`TransportError::NotU64Aligned`] if the message's length
+    /// is not a multiple of 8.
+    fn recv_u64s(&mut self, peer: Peer) -> Result<Vec<u64>, TransportError> {
+        let bytes = self.recv(peer)?;
+        le_bytes_to_u64s(self.party().neighbour(peer), &bytes)
+    }
+
+    /// [`Transport::exchange`] for `u64` words (little-endian on the wire).
+    ///
+    /// # Errors
+    /// As [`Transport::exchange`] and [`Transport::recv_u64s`].
+    fn exchange_u64s(
+        &mut self,
+        to: Peer,
+        words: &[u64],
+        from: Peer,
+    ) -> Result<Vec<u64>, TransportError> {
+        let bytes = self.exchange(to, &u64s_to_le_bytes(words), from)?;
+        le_bytes_to_u64s(self.party().neighbour(from), &bytes)
+    }
+
+    /// [`Transport::exchange_both`] for `u64` words: returns `(from_next, from_prev)`.
+    ///
+    /// # Errors
+    /// As [`Transport::exchange_both`] and [`Transport::recv_u64s`].
+    fn exchange_both_u64s(
+        &mut self,
+        to_next: &[u64],
+        to_prev: &[u64],
+    ) -> Result<(Vec<u64>, Vec<u64>), TransportError> {
+        let (from_next, from_prev) =
+            self.exchange_both(&u64s_to_le_bytes(to_next), &u64s_to_le_bytes(to_prev))?;
+        let party = self.party();
+        Ok((
+            le_bytes_to_u64s(party.next(), &from_next)?,
+            le_bytes_to_u64s(party.prev(), &from_prev)?,
+        ))
+    }
+}
+
+impl<T: Transport + ?Sized> Transport for &mut T {
+    fn party(&self) -> PartyId {
+        (**self).party()
+    }
+    fn send(&mut self, peer: Peer, msg: &[u8]) -> Result<(), TransportError> {
+        (**self).send(peer, msg)
+    }
+    fn recv(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {
+        (**self).recv(peer)
+    }
+    fn exchange(&mut self, to: Peer, msg: &[u8], from: Peer) -> Result<Vec<u8>, TransportError> {
+        (**self).exchange(to, msg, from)
+    }
+    fn exchange_both(
+        &mut self,
+        to_next: &[u8],
+        to_prev: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>), TransportError> {
+        (**self).exchange_both(to_next, to_prev)
+    }
+}
+
+impl<T: Transport + ?Sized> Transport for Box<T> {
+    fn party(&self) -> PartyId {
+        (**self).party()
+    }
+    fn send(&mut self, peer: Peer, msg: &[u8]) -> Result<(), TransportError> {
+        (**self).send(peer, msg)
+    }
+    fn recv(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {
+        (**self).recv(peer)
+    }
+    fn exchange(&mut self, to: Peer, msg: &[u8], from: Peer) -> Result<Vec<u8>, TransportError> {
+        (**self).exchange(to, msg, from)
+    }
+    fn exchange_both(
+        &mut self,
+        to_next: &[u8],
+        to_prev: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>), TransportError> {
+        (**self).exchange_both(to_next, to_prev)
+    }
+}
+
+/// Encodes `words` as little-endian bytes, 8 per word: the wire format of the `u64` helpers.
+pub fn u64s_to_le_bytes(words: &[u64]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(words.len() * 8);
+    for w in words {
+        bytes.extend_from_slice(&w.to_le_bytes());
+    }
+    bytes
+}
+
+/// Decodes little-endian `u64` words from a message received from `from`.
+///
+/// # Errors
+/// [`TransportError::NotU64Aligned`] if `bytes.len()` is not a multiple of 8.
+pub fn le_bytes_to_u64s(from: PartyId, bytes: &[u8]) -> Result<Vec<u64>, TransportError> {
+    if !bytes.len().is_multiple_of(8) {
+        return Err(TransportError::NotU64Aligned {
+            peer: from,
+            len: bytes.len(),
+        });
+    }
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn u64_round_trip() {
+        let words = [0u64, 1, u64::MAX, 0x0102_0304_0506_0708];
+        let bytes = u64s_to_le_bytes(&words);
+        assert_eq!(&bytes[24..32], &[8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(le_bytes_to_u64s(PartyId::P1, &bytes).unwrap(), words);
+        let err = le_bytes_to_u64s(PartyId::P1, &bytes[..7]).unwrap_err();
+        assert!(matches!(
+            err,
+            TransportError::NotU64Aligned {
+                peer: PartyId::P1,
+                len: 7
+            }
+        ));
+    }
+}
