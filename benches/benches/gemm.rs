@@ -16,7 +16,10 @@ const SIZES: [usize; 3] = [256, 512, 1024];
 fn bench_gemm(c: &mut Criterion) {
     let mut rng = ChaCha12Rng::seed_from_u64(0x6e6d);
     let mut group = c.benchmark_group("cpu");
-    group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
     for n in SIZES {
         group.throughput(Throughput::Elements((n * n * n) as u64));
 
@@ -25,7 +28,20 @@ fn bench_gemm(c: &mut Criterion) {
         let mut out = vec![0u64; n * n];
         group.bench_function(format!("gemm_u64/{n}"), |bench| {
             bench.iter(|| {
-                cryptgpu_cpu::gemm::gemm_u64(n, n, n, black_box(&a), n, 1, black_box(&b), n, 1, &mut out, n, false);
+                cryptgpu_cpu::gemm::gemm_u64(
+                    n,
+                    n,
+                    n,
+                    black_box(&a),
+                    n,
+                    1,
+                    black_box(&b),
+                    n,
+                    1,
+                    &mut out,
+                    n,
+                    false,
+                );
                 black_box(&out);
             })
         });
@@ -36,7 +52,14 @@ fn bench_gemm(c: &mut Criterion) {
         let mut cf = Mat::<f64>::zeros(n, n);
         group.bench_function(format!("gemm_f64_faer/{n}"), |bench| {
             bench.iter(|| {
-                matmul(cf.as_mut(), Accum::Replace, black_box(af.as_ref()), black_box(bf.as_ref()), 1.0, Par::rayon(0));
+                matmul(
+                    cf.as_mut(),
+                    Accum::Replace,
+                    black_box(af.as_ref()),
+                    black_box(bf.as_ref()),
+                    1.0,
+                    Par::rayon(0),
+                );
                 black_box(&cf);
             })
         });

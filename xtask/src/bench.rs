@@ -25,7 +25,10 @@ pub(crate) fn print_table(root: &Path) -> Result<()> {
     let mut rows = Vec::new();
     collect(&dir, &mut rows).with_context(|| format!("reading {}", dir.display()))?;
     if rows.is_empty() {
-        println!("no bench results under {}; run `cargo xtask bench` first", dir.display());
+        println!(
+            "no bench results under {}; run `cargo xtask bench` first",
+            dir.display()
+        );
         return Ok(());
     }
     rows.sort_by(|a, b| a.id.cmp(&b.id));
@@ -64,14 +67,19 @@ fn collect(dir: &Path, rows: &mut Vec<Row>) -> Result<()> {
 }
 
 fn read_row(new_dir: &Path) -> Result<Option<Row>> {
-    let (bench, estimates) = (new_dir.join("benchmark.json"), new_dir.join("estimates.json"));
+    let (bench, estimates) = (
+        new_dir.join("benchmark.json"),
+        new_dir.join("estimates.json"),
+    );
     if !bench.exists() || !estimates.exists() {
         return Ok(None);
     }
     let bench: Value = serde_json::from_str(&std::fs::read_to_string(&bench)?)?;
     let estimates: Value = serde_json::from_str(&std::fs::read_to_string(&estimates)?)?;
     let id = bench["full_id"].as_str().unwrap_or("?").to_string();
-    let mean_ns = estimates["mean"]["point_estimate"].as_f64().context("estimates.json without a mean")?;
+    let mean_ns = estimates["mean"]["point_estimate"]
+        .as_f64()
+        .context("estimates.json without a mean")?;
     let throughput = &bench["throughput"];
     Ok(Some(Row {
         id,

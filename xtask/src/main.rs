@@ -37,14 +37,21 @@ fn main() -> Result<()> {
 
 /// The workspace root (the parent of `xtask/`).
 fn project_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 fn test(sh: &Shell) -> Result<()> {
     println!("== rustfmt");
     cmd!(sh, "cargo fmt --all -- --check").run()?;
     println!("== clippy");
-    cmd!(sh, "cargo clippy --workspace --all-targets --locked -- -D warnings").run()?;
+    cmd!(
+        sh,
+        "cargo clippy --workspace --all-targets --locked -- -D warnings"
+    )
+    .run()?;
     println!("== tests");
     cmd!(sh, "cargo test --workspace --locked").run()?;
     Ok(())

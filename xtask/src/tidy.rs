@@ -5,7 +5,11 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     /// Crates allowed to contain `unsafe`: the backends, which talk to devices and SIMD.
-    const UNSAFE_ALLOWED: &[&str] = &["crates/cryptgpu-cpu/", "crates/cryptgpu-cuda/", "crates/cryptgpu-wgpu/"];
+    const UNSAFE_ALLOWED: &[&str] = &[
+        "crates/cryptgpu-cpu/",
+        "crates/cryptgpu-cuda/",
+        "crates/cryptgpu-wgpu/",
+    ];
 
     fn root() -> PathBuf {
         crate::project_root()
@@ -30,22 +34,36 @@ mod tests {
         for dir in ["crates", "xtask", "benches"] {
             files_with_extension(&root().join(dir), "rs", &mut files);
         }
-        assert!(files.len() > 10, "tidy found too few Rust files: is the root right?");
+        assert!(
+            files.len() > 10,
+            "tidy found too few Rust files: is the root right?"
+        );
         files
     }
 
     fn relative(path: &Path) -> String {
-        path.strip_prefix(root()).unwrap().to_string_lossy().replace('\\', "/")
+        path.strip_prefix(root())
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/")
     }
 
     #[test]
     fn every_rust_file_starts_with_a_module_doc() {
         let missing: Vec<String> = rust_files()
             .into_iter()
-            .filter(|f| !std::fs::read_to_string(f).unwrap().trim_start().starts_with("//!"))
+            .filter(|f| {
+                !std::fs::read_to_string(f)
+                    .unwrap()
+                    .trim_start()
+                    .starts_with("//!")
+            })
             .map(|f| relative(&f))
             .collect();
-        assert!(missing.is_empty(), "files without a `//!` line at the top: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "files without a `//!` line at the top: {missing:?}"
+        );
     }
 
     #[test]
@@ -53,7 +71,10 @@ mod tests {
         let offenders: Vec<String> = rust_files()
             .into_iter()
             .map(|f| relative(&f))
-            .filter(|f| !UNSAFE_ALLOWED.iter().any(|allowed| f.starts_with(allowed)) && !f.ends_with("tidy.rs"))
+            .filter(|f| {
+                !UNSAFE_ALLOWED.iter().any(|allowed| f.starts_with(allowed))
+                    && !f.ends_with("tidy.rs")
+            })
             .filter(|f| {
                 let text = std::fs::read_to_string(root().join(f)).unwrap();
                 text.lines().any(|line| {
@@ -62,7 +83,10 @@ mod tests {
                 })
             })
             .collect();
-        assert!(offenders.is_empty(), "`unsafe` outside the backend crates: {offenders:?}");
+        assert!(
+            offenders.is_empty(),
+            "`unsafe` outside the backend crates: {offenders:?}"
+        );
     }
 
     #[test]
@@ -74,12 +98,30 @@ mod tests {
         for manifest in manifests.iter().filter(|m| m.ends_with("Cargo.toml")) {
             let text = std::fs::read_to_string(manifest).unwrap();
             let name = relative(manifest);
-            assert!(text.contains("[lints]\nworkspace = true"), "{name} must use the workspace lints");
-            assert!(text.contains("version.workspace = true"), "{name} must inherit the workspace version");
-            assert!(text.contains("edition.workspace = true"), "{name} must inherit the workspace edition");
-            let folder = manifest.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+            assert!(
+                text.contains("[lints]\nworkspace = true"),
+                "{name} must use the workspace lints"
+            );
+            assert!(
+                text.contains("version.workspace = true"),
+                "{name} must inherit the workspace version"
+            );
+            assert!(
+                text.contains("edition.workspace = true"),
+                "{name} must inherit the workspace edition"
+            );
+            let folder = manifest
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             if name.starts_with("crates/") {
-                assert!(text.contains(&format!("name = \"{folder}\"")), "{name}: the crate name must equal its folder");
+                assert!(
+                    text.contains(&format!("name = \"{folder}\"")),
+                    "{name}: the crate name must equal its folder"
+                );
             }
         }
     }
@@ -90,7 +132,11 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         for (i, line) in lines.iter().enumerate() {
             if line.contains("= \"allow\"") {
-                assert!(i > 0 && lines[i - 1].trim_start().starts_with('#'), "Cargo.toml line {}: an `allow` needs a reason in a comment above it", i + 1);
+                assert!(
+                    i > 0 && lines[i - 1].trim_start().starts_with('#'),
+                    "Cargo.toml line {}: an `allow` needs a reason in a comment above it",
+                    i + 1
+                );
             }
         }
     }

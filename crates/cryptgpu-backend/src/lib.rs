@@ -92,7 +92,12 @@ pub trait GpuBackend: Clone + Debug + Send + Sync + 'static {
     }
 
     /// The elements whose index along `axis` lies in `range`.
-    fn slice(&self, tensor: &Self::Tensor, axis: usize, range: Range<usize>) -> Result<Self::Tensor>;
+    fn slice(
+        &self,
+        tensor: &Self::Tensor,
+        axis: usize,
+        range: Range<usize>,
+    ) -> Result<Self::Tensor>;
 
     /// Joins tensors along `axis`; every other extent must agree.
     fn concat(&self, tensors: &[&Self::Tensor], axis: usize) -> Result<Self::Tensor>;
@@ -106,7 +111,12 @@ pub trait GpuBackend: Clone + Debug + Send + Sync + 'static {
     fn binary(&self, op: BinaryOp, lhs: &Self::Tensor, rhs: &Self::Tensor) -> Result<Self::Tensor>;
 
     /// `op(tensor[i], scalar)` for every element: the scalar is a public value.
-    fn binary_scalar(&self, op: BinaryOp, tensor: &Self::Tensor, scalar: u64) -> Result<Self::Tensor>;
+    fn binary_scalar(
+        &self,
+        op: BinaryOp,
+        tensor: &Self::Tensor,
+        scalar: u64,
+    ) -> Result<Self::Tensor>;
 
     /// `op(tensor[i])` for every element.
     fn unary(&self, op: UnaryOp, tensor: &Self::Tensor) -> Result<Self::Tensor>;
@@ -133,7 +143,12 @@ pub trait GpuBackend: Clone + Debug + Send + Sync + 'static {
 
     /// 2-d convolution (cross-correlation, as in PyTorch) of an NCHW input with OIHW
     /// weights, mod 2^64.
-    fn conv2d(&self, input: &Self::Tensor, weight: &Self::Tensor, params: Conv2dParams) -> Result<Self::Tensor>;
+    fn conv2d(
+        &self,
+        input: &Self::Tensor,
+        weight: &Self::Tensor,
+        params: Conv2dParams,
+    ) -> Result<Self::Tensor>;
 
     /// The gradient of [`GpuBackend::conv2d`] with respect to its input: the adjoint
     /// (transposed convolution) of the output gradient, of shape `[n, c, input_hw..]`.
@@ -168,12 +183,22 @@ pub trait GpuBackend: Clone + Debug + Send + Sync + 'static {
     /// where slice `i` along axis 0 holds window element `i` (row-major within the window)
     /// of every window. Padding positions read `pad_value`. Max-pooling compares these
     /// slices in a tournament.
-    fn pool_unfold(&self, input: &Self::Tensor, params: Pool2dParams, pad_value: u64) -> Result<Self::Tensor>;
+    fn pool_unfold(
+        &self,
+        input: &Self::Tensor,
+        params: Pool2dParams,
+        pad_value: u64,
+    ) -> Result<Self::Tensor>;
 
     /// The adjoint of [`GpuBackend::pool_unfold`]: adds every window element of `windows`
     /// (`[kh·kw, n, c, oh, ow]`) back onto its input position of an `[n, c, h, w]` tensor;
     /// padding positions are dropped. Max-pooling's backward pass.
-    fn pool_fold(&self, windows: &Self::Tensor, params: Pool2dParams, input_shape: &[usize]) -> Result<Self::Tensor>;
+    fn pool_fold(
+        &self,
+        windows: &Self::Tensor,
+        params: Pool2dParams,
+        input_shape: &[usize],
+    ) -> Result<Self::Tensor>;
 
     // ---- randomness ---------------------------------------------------------------------
 
@@ -181,7 +206,13 @@ pub trait GpuBackend: Clone + Debug + Send + Sync + 'static {
     /// element position `position` (in 64-bit elements): element `i` (row-major) equals the
     /// `u64` that `rand_chacha::ChaCha12Rng` with that key and stream returns after
     /// `set_word_pos(2 · (position + i))`. See [`prg`].
-    fn fill_chacha12(&self, shape: &[usize], key: &[u8; 32], stream: u64, position: u64) -> Result<Self::Tensor>;
+    fn fill_chacha12(
+        &self,
+        shape: &[usize],
+        key: &[u8; 32],
+        stream: u64,
+        position: u64,
+    ) -> Result<Self::Tensor>;
 
     // ---- shorthands ---------------------------------------------------------------------
 

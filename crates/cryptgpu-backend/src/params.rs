@@ -19,7 +19,14 @@ pub enum BinaryOp {
 
 impl BinaryOp {
     /// Every binary op, for tests and kernel tables.
-    pub const ALL: [BinaryOp; 6] = [Self::Add, Self::Sub, Self::Mul, Self::And, Self::Or, Self::Xor];
+    pub const ALL: [BinaryOp; 6] = [
+        Self::Add,
+        Self::Sub,
+        Self::Mul,
+        Self::And,
+        Self::Or,
+        Self::Xor,
+    ];
 
     /// The op on two scalars: the definition every backend must match bit for bit.
     #[inline]

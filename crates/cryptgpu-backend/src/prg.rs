@@ -19,7 +19,9 @@ const SIGMA: [u32; 4] = [0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574];
 
 /// The key as eight little-endian 32-bit words, as ChaCha reads it.
 pub fn key_words(key: &[u8; 32]) -> [u32; 8] {
-    std::array::from_fn(|i| u32::from_le_bytes([key[4 * i], key[4 * i + 1], key[4 * i + 2], key[4 * i + 3]]))
+    std::array::from_fn(|i| {
+        u32::from_le_bytes([key[4 * i], key[4 * i + 1], key[4 * i + 2], key[4 * i + 3]])
+    })
 }
 
 #[inline(always)]

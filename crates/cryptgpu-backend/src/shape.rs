@@ -9,9 +9,15 @@ use std::ops::Range;
 
 /// Elements in a tensor of this shape, or an error if the count overflows `usize`.
 pub fn numel(op: &'static str, shape: &[usize]) -> Result<usize> {
-    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| {
-        BackendError::invalid(op, format!("shape {shape:?} has more elements than fit in usize"))
-    })
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| {
+            BackendError::invalid(
+                op,
+                format!("shape {shape:?} has more elements than fit in usize"),
+            )
+        })
 }
 
 /// Row-major strides, in elements, of a dense tensor of this shape.
@@ -41,7 +47,12 @@ pub fn check_len(op: &'static str, shape: &[usize], len: usize) -> Result<()> {
 /// implicitly: protocols call `broadcast_to` where they mean it).
 pub fn check_same(op: &'static str, lhs: &[usize], rhs: &[usize]) -> Result<()> {
     if lhs != rhs {
-        return Err(BackendError::shapes(op, lhs, rhs, "elementwise operands need equal shapes"));
+        return Err(BackendError::shapes(
+            op,
+            lhs,
+            rhs,
+            "elementwise operands need equal shapes",
+        ));
     }
     Ok(())
 }
@@ -51,7 +62,10 @@ pub fn check_axis(op: &'static str, shape: &[usize], axis: usize) -> Result<()> 
     if axis >= shape.len() {
         return Err(BackendError::invalid(
             op,
-            format!("axis {axis} is out of range for a tensor of rank {} (shape {shape:?})", shape.len()),
+            format!(
+                "axis {axis} is out of range for a tensor of rank {} (shape {shape:?})",
+                shape.len()
+            ),
         ));
     }
     Ok(())
@@ -60,7 +74,10 @@ pub fn check_axis(op: &'static str, shape: &[usize], axis: usize) -> Result<()> 
 /// Checks a shift amount.
 pub fn check_shift(op: &'static str, bits: u32) -> Result<()> {
     if bits >= 64 {
-        return Err(BackendError::invalid(op, format!("shift by {bits} bits; shifts must be below 64")));
+        return Err(BackendError::invalid(
+            op,
+            format!("shift by {bits} bits; shifts must be below 64"),
+        ));
     }
     Ok(())
 }
@@ -68,7 +85,10 @@ pub fn check_shift(op: &'static str, bits: u32) -> Result<()> {
 /// Checks a bit index.
 pub fn check_bit(op: &'static str, bit: u32) -> Result<()> {
     if bit >= 64 {
-        return Err(BackendError::invalid(op, format!("bit {bit} of a 64-bit ring element")));
+        return Err(BackendError::invalid(
+            op,
+            format!("bit {bit} of a 64-bit ring element"),
+        ));
     }
     Ok(())
 }
@@ -83,23 +103,36 @@ pub fn packed_words(bits: usize) -> usize {
 pub fn permuted(op: &'static str, shape: &[usize], axes: &[usize]) -> Result<Vec<usize>> {
     let mut seen = vec![false; shape.len()];
     let valid = axes.len() == shape.len()
-        && axes.iter().all(|&a| a < shape.len() && !std::mem::replace(&mut seen[a], true));
+        && axes
+            .iter()
+            .all(|&a| a < shape.len() && !std::mem::replace(&mut seen[a], true));
     if !valid {
         return Err(BackendError::invalid(
             op,
-            format!("{axes:?} is not a permutation of the {} axes of shape {shape:?}", shape.len()),
+            format!(
+                "{axes:?} is not a permutation of the {} axes of shape {shape:?}",
+                shape.len()
+            ),
         ));
     }
     Ok(axes.iter().map(|&a| shape[a]).collect())
 }
 
 /// The shape of `shape[.., range, ..]` along `axis`.
-pub fn sliced(op: &'static str, shape: &[usize], axis: usize, range: &Range<usize>) -> Result<Vec<usize>> {
+pub fn sliced(
+    op: &'static str,
+    shape: &[usize],
+    axis: usize,
+    range: &Range<usize>,
+) -> Result<Vec<usize>> {
     check_axis(op, shape, axis)?;
     if range.start > range.end || range.end > shape[axis] {
         return Err(BackendError::invalid(
             op,
-            format!("range {range:?} does not fit axis {axis} of extent {} (shape {shape:?})", shape[axis]),
+            format!(
+                "range {range:?} does not fit axis {axis} of extent {} (shape {shape:?})",
+                shape[axis]
+            ),
         ));
     }
     let mut out = shape.to_vec();
@@ -116,7 +149,11 @@ pub fn concatenated(op: &'static str, shapes: &[&[usize]], axis: usize) -> Resul
     let mut out = first.to_vec();
     for shape in &shapes[1..] {
         let agree = shape.len() == first.len()
-            && shape.iter().zip(first.iter()).enumerate().all(|(i, (a, b))| i == axis || a == b);
+            && shape
+                .iter()
+                .zip(first.iter())
+                .enumerate()
+                .all(|(i, (a, b))| i == axis || a == b);
         if !agree {
             return Err(BackendError::shapes(
                 op,
@@ -134,9 +171,18 @@ pub fn concatenated(op: &'static str, shapes: &[&[usize]], axis: usize) -> Resul
 /// extent of `from` equals the target's or is 1; missing leading axes are added.
 pub fn check_broadcast(op: &'static str, from: &[usize], to: &[usize]) -> Result<()> {
     let fits = from.len() <= to.len()
-        && from.iter().rev().zip(to.iter().rev()).all(|(&f, &t)| f == t || f == 1);
+        && from
+            .iter()
+            .rev()
+            .zip(to.iter().rev())
+            .all(|(&f, &t)| f == t || f == 1);
     if !fits {
-        return Err(BackendError::shapes(op, from, to, "the first does not broadcast to the second"));
+        return Err(BackendError::shapes(
+            op,
+            from,
+            to,
+            "the first does not broadcast to the second",
+        ));
     }
     Ok(())
 }
@@ -176,13 +222,23 @@ impl MatmulDims {
     pub fn new(a: &[usize], b: &[usize]) -> Result<Self> {
         const OP: &str = "matmul";
         if a.len() < 2 || b.len() < 2 {
-            return Err(BackendError::shapes(OP, a, b, "both operands need rank 2 or more"));
+            return Err(BackendError::shapes(
+                OP,
+                a,
+                b,
+                "both operands need rank 2 or more",
+            ));
         }
         let (a_batch, a_mat) = a.split_at(a.len() - 2);
         let (b_batch, b_mat) = b.split_at(b.len() - 2);
         let (m, k, k2, n) = (a_mat[0], a_mat[1], b_mat[0], b_mat[1]);
         if k != k2 {
-            return Err(BackendError::shapes(OP, a, b, format!("inner dimensions differ ({k} and {k2})")));
+            return Err(BackendError::shapes(
+                OP,
+                a,
+                b,
+                format!("inner dimensions differ ({k} and {k2})"),
+            ));
         }
         let batch_shape = match (a_batch.is_empty(), b_batch.is_empty()) {
             (_, true) => a_batch,
@@ -239,9 +295,18 @@ pub struct Conv2dDims {
 }
 
 /// Output extent of a window of `kernel` sliding with `stride` over `input + 2·padding`.
-fn window_count(op: &'static str, input: usize, kernel: usize, stride: usize, padding: usize) -> Result<usize> {
+fn window_count(
+    op: &'static str,
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<usize> {
     if kernel == 0 || stride == 0 {
-        return Err(BackendError::invalid(op, "kernel size and stride must be at least 1"));
+        return Err(BackendError::invalid(
+            op,
+            "kernel size and stride must be at least 1",
+        ));
     }
     let padded = input + 2 * padding;
     if padded < kernel {
@@ -254,8 +319,9 @@ fn window_count(op: &'static str, input: usize, kernel: usize, stride: usize, pa
 }
 
 fn rank4(op: &'static str, what: &str, shape: &[usize]) -> Result<[usize; 4]> {
-    <[usize; 4]>::try_from(shape)
-        .map_err(|_| BackendError::invalid(op, format!("{what} must have rank 4, got shape {shape:?}")))
+    <[usize; 4]>::try_from(shape).map_err(|_| {
+        BackendError::invalid(op, format!("{what} must have rank 4, got shape {shape:?}"))
+    })
 }
 
 impl Conv2dDims {
@@ -301,7 +367,13 @@ impl Conv2dDims {
         let [n, c, _, _] = rank4(OP, "the input", input)?;
         let [n2, o, oh, ow] = rank4(OP, "the output gradient", grad_out)?;
         if params.groups == 0 || c % params.groups != 0 {
-            return Err(BackendError::invalid(OP, format!("{c} input channels do not split into {} groups", params.groups)));
+            return Err(BackendError::invalid(
+                OP,
+                format!(
+                    "{c} input channels do not split into {} groups",
+                    params.groups
+                ),
+            ));
         }
         let weight = [o, c / params.groups, kernel_hw[0], kernel_hw[1]];
         let dims = Self::build(OP, input, &weight, params)?;
@@ -316,7 +388,12 @@ impl Conv2dDims {
         Ok(dims)
     }
 
-    fn build(op: &'static str, input: &[usize], weight: &[usize], params: Conv2dParams) -> Result<Self> {
+    fn build(
+        op: &'static str,
+        input: &[usize],
+        weight: &[usize],
+        params: Conv2dParams,
+    ) -> Result<Self> {
         let [n, c, h, w] = rank4(op, "the input", input)?;
         let [o, c_per_group, kh, kw] = rank4(op, "the weight", weight)?;
         let g = params.groups;
@@ -333,12 +410,26 @@ impl Conv2dDims {
                 op,
                 input,
                 weight,
-                format!("the weight expects {c_per_group} input channels per group, the input has {}", c / g),
+                format!(
+                    "the weight expects {c_per_group} input channels per group, the input has {}",
+                    c / g
+                ),
             ));
         }
         let oh = window_count(op, h, kh, params.stride[0], params.padding[0])?;
         let ow = window_count(op, w, kw, params.stride[1], params.padding[1])?;
-        let dims = Self { n, c, h, w, o, kh, kw, oh, ow, params };
+        let dims = Self {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kh,
+            kw,
+            oh,
+            ow,
+            params,
+        };
         numel(op, &dims.output_shape())?;
         Ok(dims)
     }
@@ -386,13 +477,24 @@ impl Pool2dDims {
             if params.padding[axis] >= params.kernel[axis].max(1) {
                 return Err(BackendError::invalid(
                     op,
-                    format!("padding {:?} must be smaller than the window {:?}", params.padding, params.kernel),
+                    format!(
+                        "padding {:?} must be smaller than the window {:?}",
+                        params.padding, params.kernel
+                    ),
                 ));
             }
         }
         let oh = window_count(op, h, params.kernel[0], params.stride[0], params.padding[0])?;
         let ow = window_count(op, w, params.kernel[1], params.stride[1], params.padding[1])?;
-        Ok(Self { n, c, h, w, oh, ow, params })
+        Ok(Self {
+            n,
+            c,
+            h,
+            w,
+            oh,
+            ow,
+            params,
+        })
     }
 
     /// `[n, c, h, w]`.
@@ -414,7 +516,12 @@ impl Pool2dDims {
     pub fn check_windows(&self, op: &'static str, windows: &[usize]) -> Result<()> {
         let want = self.windows_shape();
         if windows != want {
-            return Err(BackendError::shapes(op, windows, &want, "the windows must have the unfolded shape of the input"));
+            return Err(BackendError::shapes(
+                op,
+                windows,
+                &want,
+                "the windows must have the unfolded shape of the input",
+            ));
         }
         Ok(())
     }

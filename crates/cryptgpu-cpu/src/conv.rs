@@ -52,7 +52,9 @@ fn im2col(d: &Conv2dDims, input: &[u64], cols: &mut [u64]) {
 
 /// Adds the im2col matrix `cols` back onto one image's group of the input gradient.
 fn col2im(d: &Conv2dDims, cols: &[u64], grad_input: &mut [u64]) {
-    for_each_col(d, |c, i| grad_input[i] = grad_input[i].wrapping_add(cols[c]));
+    for_each_col(d, |c, i| {
+        grad_input[i] = grad_input[i].wrapping_add(cols[c])
+    });
 }
 
 /// Forward convolution; shapes already checked.
@@ -65,15 +67,23 @@ pub(crate) fn conv2d(d: &Conv2dDims, input: &[u64], weight: &[u64]) -> Vec<u64> 
     if out.is_empty() || rows == 0 {
         return out;
     }
-    out.par_chunks_mut(d.o * positions).enumerate().for_each(|(n, out_image)| {
-        let mut cols = vec![0u64; rows * positions];
-        for group in 0..g {
-            im2col(d, &input[n * image_in + group * group_in..][..group_in], &mut cols);
-            let w = &weight[group * opg * rows..][..opg * rows];
-            let c = &mut out_image[group * opg * positions..][..opg * positions];
-            gemm_u64(opg, rows, positions, w, rows, 1, &cols, positions, 1, c, positions, false);
-        }
-    });
+    out.par_chunks_mut(d.o * positions)
+        .enumerate()
+        .for_each(|(n, out_image)| {
+            let mut cols = vec![0u64; rows * positions];
+            for group in 0..g {
+                im2col(
+                    d,
+                    &input[n * image_in + group * group_in..][..group_in],
+                    &mut cols,
+                );
+                let w = &weight[group * opg * rows..][..opg * rows];
+                let c = &mut out_image[group * opg * positions..][..opg * positions];
+                gemm_u64(
+                    opg, rows, positions, w, rows, 1, &cols, positions, 1, c, positions, false,
+                );
+            }
+        });
     out
 }
 
@@ -87,16 +97,20 @@ pub(crate) fn grad_input(d: &Conv2dDims, grad_out: &[u64], weight: &[u64]) -> Ve
     if out.is_empty() || opg == 0 {
         return out;
     }
-    out.par_chunks_mut(image_in).enumerate().for_each(|(n, grad_image)| {
-        let mut cols = vec![0u64; rows * positions];
-        for group in 0..g {
-            // Wᵀ is [rows, opg]: read W [opg, rows] with swapped strides.
-            let w = &weight[group * opg * rows..][..opg * rows];
-            let go = &grad_out[(n * d.o + group * opg) * positions..][..opg * positions];
-            gemm_u64(rows, opg, positions, w, 1, rows, go, positions, 1, &mut cols, positions, false);
-            col2im(d, &cols, &mut grad_image[group * group_in..][..group_in]);
-        }
-    });
+    out.par_chunks_mut(image_in)
+        .enumerate()
+        .for_each(|(n, grad_image)| {
+            let mut cols = vec![0u64; rows * positions];
+            for group in 0..g {
+                // Wᵀ is [rows, opg]: read W [opg, rows] with swapped strides.
+                let w = &weight[group * opg * rows..][..opg * rows];
+                let go = &grad_out[(n * d.o + group * opg) * positions..][..opg * positions];
+                gemm_u64(
+                    rows, opg, positions, w, 1, rows, go, positions, 1, &mut cols, positions, false,
+                );
+                col2im(d, &cols, &mut grad_image[group * group_in..][..group_in]);
+            }
+        });
     out
 }
 
@@ -119,11 +133,17 @@ pub(crate) fn grad_weight(d: &Conv2dDims, input: &[u64], grad_out: &[u64]) -> Ve
             let mut cols = vec![0u64; rows * positions];
             for n in first..(first + per_task).min(d.n) {
                 for group in 0..g {
-                    im2col(d, &input[n * image_in + group * group_in..][..group_in], &mut cols);
+                    im2col(
+                        d,
+                        &input[n * image_in + group * group_in..][..group_in],
+                        &mut cols,
+                    );
                     let go = &grad_out[(n * d.o + group * opg) * positions..][..opg * positions];
                     let gw = &mut acc[group * opg * rows..][..opg * rows];
                     // grad_out [opg, positions] · colsᵀ [positions, rows].
-                    gemm_u64(opg, positions, rows, go, positions, 1, &cols, 1, positions, gw, rows, true);
+                    gemm_u64(
+                        opg, positions, rows, go, positions, 1, &cols, 1, positions, gw, rows, true,
+                    );
                 }
             }
             acc

@@ -5,13 +5,14 @@
 //!
 //! BLIS-style: the `n` dimension is cut into blocks of [`NC`] columns, the depth `k` into blocks
 //! of [`KC`]; for each (column block, depth block) the `KC × NC` block of `B` is packed once
-//! into `NR`-column micro-panels (in parallel), then row blocks of at most [`MC`] rows (and, when
-//! there are too few of them to feed every thread, column chunks) are handed to rayon. Each task
-//! packs its `mc × kc` block of `A` into `MR`-row micro-panels (zero-padded at the edges, so the
-//! microkernel never branches on the shape) and walks the `NR`-panels (outer) and `MR`-panels
-//! (inner), so a `B` micro-panel stays hot in L1/L2 while the `A` block sits in L2. The
-//! microkernel writes an `MR × NR` tile into a small buffer that is then stored into (or added
-//! to) `C`: only the valid part of an edge tile is written.
+//! into `NR`-column micro-panels (in parallel, by ranges of depth), then row blocks of at most
+//! [`MC`] rows (and, when there are too few of them to feed every thread, column chunks) are
+//! handed to rayon. Each task packs its `mc × kc` block of `A` into `MR`-row micro-panels
+//! (zero-padded at the edges, so the microkernel never branches on the shape) and walks the
+//! `NR`-panels (outer) and `MR`-panels (inner): a `B` micro-panel stays in L1/L2 while the
+//! `A` block sits in L2. A full `MR × NR` tile is stored (first depth block) or added (later
+//! ones, or `accumulate`) straight into `C` by the microkernel; an edge tile goes through a
+//! scratch tile, of which only the valid part is written.
 //!
 //! Problems with `m·n·k` below [`SMALL_WORK`] use a plain serial loop; below
 //! [`PARALLEL_WORK`] the blocked path runs on the calling thread only.
@@ -34,34 +35,39 @@
 //!   `vpmuludq`, the cross terms kept in their own accumulator and shifted once per tile.
 //! * `portable`, 4×4 tile of plain `wrapping_mul`/`wrapping_add` (any architecture).
 //!
-//! On Sapphire Rapids every one of these instructions (and `vfmadd231pd`) issues on ports 0
-//! and 5 only, two 512-bit uops per cycle (measured: `vfmadd231pd`, `vpmadd52[lh]uq`,
-//! `vpdpwssd`, `vpmuludq`, `vpaddq` at 0.5 cycle, `vpmullq` at 1.5 cycles). An f64 GEMM does
-//! 8 MACs per uop, i.e. 16 MACs/cycle/core; the IFMA kernel's floor is 2.5 uops per 8 MACs,
-//! i.e. 6.4 MACs/cycle/core = **40 %** of the f64 peak (`vpmullq`: 4 MACs/cycle = 25 %).
-//! Reaching half the f64 rate would need 2 uops per 8 MACs, which no split of a 64-bit
-//! product into these instructions that we know of achieves.
+//! On Sapphire Rapids every one of these vector instructions (and `vfmadd231pd`) issues on
+//! ports 0 and 5 only, two 512-bit uops per cycle (measured: `vfmadd231pd`,
+//! `vpmadd52[lh]uq`, `vpdpwssd`, `vpmuludq`, `vpaddq` at 0.5 cycle each, `vpmullq` at 1.5
+//! cycles). An f64 GEMM does 8 MACs per uop, i.e. 16 MACs/cycle/core; the IFMA kernel needs
+//! 2.5 uops per 8 MACs, i.e. at most 6.4 MACs/cycle/core = **40 %** of the f64 peak
+//! (`vpmullq`: 4 MACs/cycle = 25 %). Half the f64 rate would take 2 uops per 8 MACs: the
+//! `lo52`/`hi52` pair alone already costs that. On the 2-core development VM the kernel runs
+//! at ~16–17 GMAC/s per core in L1 (ceiling ≈ 17.5 at 2.74 GHz) and the whole GEMM at
+//! ~26–31 GMAC/s on two cores, 0.40–0.47× faer's f64 GEMM at n = 256…1024.
 //!
-//! The AVX-512 kernels are written with `asm!` (not `#[target_feature]` intrinsics), which
-//! keeps the crate building on the workspace MSRV, where AVX-512 target features are not
-//! stable yet.
+//! The AVX-512 kernels are written with `asm!` rather than `#[target_feature]` intrinsics:
+//! AVX-512 target features were stabilised in Rust 1.89, after the workspace MSRV (1.88).
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-/// Depth of a packed block (the `k` extent of one pass of the microkernel).
-pub const KC: usize = 256;
-/// Maximum number of rows of `A` packed by one task (the packed block lives in L2).
+/// Depth of a packed block (the `k` extent of one pass of the microkernel). A `B` micro-panel
+/// is `KC × 16 × 1.5` words = 96 KiB (L2), an `A` micro-panel 24 KiB.
+pub const KC: usize = 512;
+/// Maximum number of rows of `A` packed by one task (the packed `MC × KC` block, 768 KiB,
+/// lives in L2).
 pub const MC: usize = 128;
-/// Number of columns of `B` packed at once (the packed block lives in L3).
-pub const NC: usize = 2048;
+/// Number of columns of `B` packed at once (the packed `KC × NC` block, 6 MiB, lives in L3).
+pub const NC: usize = 1024;
 /// Below this many MACs (`m·n·k`) a plain serial triple loop is used.
 pub const SMALL_WORK: usize = 32 * 32 * 32;
 /// Below this many MACs the blocked path runs on the calling thread only.
 pub const PARALLEL_WORK: usize = 96 * 96 * 96;
 
+/// Rows of every microkernel's tile.
+const MR: usize = 4;
 /// Largest `MR·NR` over all microkernels.
 const TILE: usize = 64;
 
@@ -152,7 +158,11 @@ impl<'a> Operand<'a> {
 
     /// The same matrix, transposed.
     fn t(self) -> Self {
-        Self { data: self.data, rs: self.cs, cs: self.rs }
+        Self {
+            data: self.data,
+            rs: self.cs,
+            cs: self.rs,
+        }
     }
 }
 
@@ -163,17 +173,42 @@ enum Format {
     Plain,
     /// Per pair of depth steps: `w` values of step `2q`, `w` values of step `2q + 1`, then `w`
     /// words-packed 12-bit pieces for the IFMA kernel's cross term (see the module docs).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     Split52,
 }
 
-/// A microkernel: computes the `MR × NR` tile `A_panel · B_panel` of depth `kc` into `out`
-/// (row-major, row stride `NR`).
+/// Where a microkernel puts its `MR × NR` tile: row `i` goes to `rows[i][..NR]`, stored, or
+/// added to what is there when `add`. Full tiles go straight into `C`; edge tiles into a
+/// scratch tile whose valid part is then copied.
+struct TileOut<'a> {
+    rows: [&'a mut [u64]; MR],
+    add: bool,
+}
+
+impl TileOut<'_> {
+    /// Stores or adds `acc` (row-major, `NR` per row) into the rows (portable kernels).
+    fn write<const NR: usize>(self, acc: &[[u64; NR]; MR]) {
+        for (row, acc) in self.rows.into_iter().zip(acc) {
+            let row = &mut row[..NR];
+            if self.add {
+                for (d, s) in row.iter_mut().zip(acc) {
+                    *d = d.wrapping_add(*s);
+                }
+            } else {
+                row.copy_from_slice(acc);
+            }
+        }
+    }
+}
+
+/// A microkernel: computes the `MR × NR` tile `A_panel · B_panel` of depth `kc >= 1` into
+/// `out`.
 ///
 /// # Safety
 ///
 /// The running CPU must support the target features of the kernel it belongs to. The
-/// kernels check their slice lengths themselves.
-type MicroFn = unsafe fn(kc: usize, a: &[u64], b: &[u64], out: &mut [u64; TILE]);
+/// kernels check their slice lengths (panels and output rows) themselves.
+type MicroFn = unsafe fn(kc: usize, a: &[u64], b: &[u64], out: TileOut<'_>);
 
 /// A microkernel with its tile shape and packing format.
 ///
@@ -181,7 +216,6 @@ type MicroFn = unsafe fn(kc: usize, a: &[u64], b: &[u64], out: &mut [u64; TILE])
 /// run time that the CPU supports it; so calling `micro` on it is sound.
 struct Kernel {
     name: &'static str,
-    mr: usize,
     nr: usize,
     format: Format,
     micro: MicroFn,
@@ -196,65 +230,167 @@ impl Kernel {
         }
     }
 
-    /// Packs the micro-panel of `src` with lanes `l0..l0 + lanes` (rows of `A`, or columns of
-    /// `B` given transposed) and depth `p0..p0 + kc` into `dst`, zero-padding the lanes up to
-    /// `w`. `is_a` selects which side of the cross term the pieces are laid out for.
+    /// Depth steps of a packed panel of depth `kc`: one per depth (plain) or per pair.
+    fn steps(&self, kc: usize) -> usize {
+        match self.format {
+            Format::Plain => kc,
+            Format::Split52 => kc.div_ceil(2),
+        }
+    }
+
+    /// Packs lanes `l0..l0 + lanes` (rows of `A`, or columns of `B` given transposed) at depth
+    /// `p0..p0 + kc` of `src` into consecutive micro-panels, zero-padding the last panel's lanes
+    /// up to the panel width ([`MR`] for `A`, `nr` for `B`). Each of `panels` holds the depth
+    /// steps `s0..` of one panel (all the same number of steps), so that a panel can be packed
+    /// in several pieces. `is_a` selects which side of the cross term the pieces are laid out
+    /// for.
     fn pack(
         &self,
-        dst: &mut [u64],
+        panels: &mut [&mut [u64]],
         src: Operand<'_>,
         l0: usize,
         lanes: usize,
-        w: usize,
         p0: usize,
         kc: usize,
+        s0: usize,
         is_a: bool,
     ) {
-        // Depth step `p` of the panel into `d` (`w` lanes, zero-padded).
-        let gather = |d: &mut [u64], p: usize| {
-            if p < kc {
-                let start = l0 * src.rs + (p0 + p) * src.cs;
-                if src.rs == 1 && lanes == w {
-                    // Whole panel width: fixed-size copies, inlined (no `memcpy` call).
-                    let s = &src.data[start..start + w];
-                    match w {
-                        4 => d[..4].copy_from_slice(&s[..4]),
-                        16 => d[..16].copy_from_slice(&s[..16]),
-                        _ => d.copy_from_slice(s),
+        let w = if is_a { MR } else { self.nr };
+        let args = (panels, src, l0, lanes, p0, kc, s0, is_a);
+        match (w, self.format) {
+            (4, Format::Plain) => pack_panels::<4, false>(args),
+            (16, Format::Plain) => pack_panels::<16, false>(args),
+            (4, Format::Split52) => pack_panels::<4, true>(args),
+            (16, Format::Split52) => pack_panels::<16, true>(args),
+            _ => unreachable!("no kernel has panel width {w}"),
+        }
+    }
+}
+
+/// Depth step `p` (absolute) of lanes `l0..l0 + lanes` of `src`, zero-padded to `W` lanes.
+#[inline(always)]
+fn gather<const W: usize>(src: Operand<'_>, l0: usize, lanes: usize, p: usize) -> [u64; W] {
+    let mut v = [0u64; W];
+    let start = l0 * src.rs + p * src.cs;
+    if lanes == W {
+        if src.rs == 1 {
+            v.copy_from_slice(&src.data[start..start + W]);
+        } else {
+            for (l, x) in v.iter_mut().enumerate() {
+                *x = src.data[start + l * src.rs];
+            }
+        }
+    } else {
+        for (l, x) in v[..lanes].iter_mut().enumerate() {
+            *x = src.data[start + l * src.rs];
+        }
+    }
+    v
+}
+
+/// The arguments of [`Kernel::pack`].
+type PackArgs<'p, 'q, 'a> = (
+    &'p mut [&'q mut [u64]],
+    Operand<'a>,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    bool,
+);
+
+/// [`Kernel::pack`] for panel width `W`, in [`Format::Split52`] when `SPLIT`, else
+/// [`Format::Plain`].
+///
+/// When the depth is contiguous in `src` (`A` row-major, `B` column-major), each lane is
+/// read in one sequential run; otherwise (`B` row-major, `A` column-major) the lanes are
+/// contiguous, and each depth step is gathered across all panels at once, reading one run
+/// of `panels.len() · W` lanes (a whole row of a row-major `B`) instead of a short piece
+/// of a new row, on a new page, per panel.
+fn pack_panels<const W: usize, const SPLIT: bool>(args: PackArgs<'_, '_, '_>) {
+    let (panels, src, l0, lanes, p0, kc, s0, is_a) = args;
+    let step_len = if SPLIT { 3 * W } else { W };
+    let Some(n_steps) = panels.first().map(|p| p.len() / step_len) else {
+        return;
+    };
+    if src.cs == 1 && src.rs != 1 {
+        for (pi, panel) in panels.iter_mut().enumerate() {
+            let pl = W.min(lanes - pi * W);
+            for l in 0..W {
+                let lane = l0 + pi * W + l;
+                let run: &[u64] = if l < pl {
+                    let start = lane * src.rs + p0;
+                    &src.data[start..start + kc]
+                } else {
+                    &[]
+                };
+                // The next lane's run (a new page, likely): ask for it now.
+                if pi * W + l + 1 < lanes {
+                    let next = (lane + 1) * src.rs + p0;
+                    prefetch(src.data.get(next..next + kc).unwrap_or(&[]));
+                }
+                let steps = panel.chunks_exact_mut(step_len).zip(s0..);
+                if SPLIT {
+                    for (d, q) in steps {
+                        let e0 = run.get(2 * q).copied().unwrap_or(0);
+                        let e1 = run.get(2 * q + 1).copied().unwrap_or(0);
+                        d[l] = e0;
+                        d[W + l] = e1;
+                        d[2 * W + l] = cross(e0, e1, is_a);
                     }
                 } else {
-                    for (l, x) in d[..lanes].iter_mut().enumerate() {
-                        *x = src.data[start + l * src.rs];
-                    }
-                }
-                d[lanes..].fill(0);
-            } else {
-                d.fill(0);
-            }
-        };
-        match self.format {
-            Format::Plain => {
-                for (p, d) in dst[..kc * w].chunks_exact_mut(w).enumerate() {
-                    gather(d, p);
-                }
-            }
-            Format::Split52 => {
-                let kp = kc.div_ceil(2);
-                for (q, d) in dst[..kp * 3 * w].chunks_exact_mut(3 * w).enumerate() {
-                    let (v0, rest) = d.split_at_mut(w);
-                    let (v1, x) = rest.split_at_mut(w);
-                    gather(v0, 2 * q);
-                    gather(v1, 2 * q + 1);
-                    for ((x, &e0), &e1) in x.iter_mut().zip(&*v0).zip(&*v1) {
-                        *x = if is_a {
-                            lo12(e0) | hi12(e0) << 16 | lo12(e1) << 32 | hi12(e1) << 48
-                        } else {
-                            hi12(e0) | lo12(e0) << 16 | hi12(e1) << 32 | lo12(e1) << 48
-                        };
+                    for (d, p) in steps {
+                        d[l] = run.get(p).copied().unwrap_or(0);
                     }
                 }
             }
         }
+        return;
+    }
+    for (i, s) in (s0..s0 + n_steps).enumerate() {
+        // The next step's rows (on other pages, likely): ask for them now.
+        if src.rs == 1 && i + 1 < n_steps {
+            let d = if SPLIT { 2 } else { 1 };
+            for p in p0 + d * (s + 1)..(p0 + d * (s + 2)).min(p0 + kc) {
+                let start = l0 + p * src.cs;
+                prefetch(src.data.get(start..start + lanes).unwrap_or(&[]));
+            }
+        }
+        for (pi, panel) in panels.iter_mut().enumerate() {
+            let (pl0, pl) = (l0 + pi * W, W.min(lanes - pi * W));
+            let d = &mut panel[i * step_len..(i + 1) * step_len];
+            if !SPLIT {
+                d.copy_from_slice(&gather::<W>(src, pl0, pl, p0 + s));
+                continue;
+            }
+            let v0 = gather::<W>(src, pl0, pl, p0 + 2 * s);
+            let v1 = if 2 * s + 1 < kc {
+                gather::<W>(src, pl0, pl, p0 + 2 * s + 1)
+            } else {
+                [0; W]
+            };
+            let mut x = [0u64; W];
+            for ((x, &e0), &e1) in x.iter_mut().zip(&v0).zip(&v1) {
+                *x = cross(e0, e1, is_a);
+            }
+            d[..W].copy_from_slice(&v0);
+            d[W..2 * W].copy_from_slice(&v1);
+            d[2 * W..].copy_from_slice(&x);
+        }
+    }
+}
+
+/// The 16-bit words the `vpdpwssd` cross term of depth steps `e0`, `e1` needs (see the module
+/// docs): `[lo12(a₀), hi12(a₀), lo12(a₁), hi12(a₁)]` for `A`, `[hi12(b₀), lo12(b₀), hi12(b₁),
+/// lo12(b₁)]` for `B`, so that each dword of the product sums `lo12(a)·hi12(b) +
+/// hi12(a)·lo12(b)` for one depth step.
+#[inline(always)]
+fn cross(e0: u64, e1: u64, is_a: bool) -> u64 {
+    if is_a {
+        lo12(e0) | hi12(e0) << 16 | lo12(e1) << 32 | hi12(e1) << 48
+    } else {
+        hi12(e0) | lo12(e0) << 16 | hi12(e1) << 32 | lo12(e1) << 48
     }
 }
 
@@ -270,7 +406,6 @@ fn hi12(x: u64) -> u64 {
 
 static PORTABLE: Kernel = Kernel {
     name: "portable",
-    mr: 4,
     nr: 4,
     format: Format::Plain,
     micro: micro_portable,
@@ -279,7 +414,6 @@ static PORTABLE: Kernel = Kernel {
 #[cfg(target_arch = "x86_64")]
 static AVX512_IFMA: Kernel = Kernel {
     name: "avx512-ifma",
-    mr: 4,
     nr: 16,
     format: Format::Split52,
     micro: x86::micro_ifma,
@@ -288,7 +422,6 @@ static AVX512_IFMA: Kernel = Kernel {
 #[cfg(target_arch = "x86_64")]
 static AVX512_DQ: Kernel = Kernel {
     name: "avx512-dq",
-    mr: 4,
     nr: 16,
     format: Format::Plain,
     micro: x86::micro_dq,
@@ -297,7 +430,6 @@ static AVX512_DQ: Kernel = Kernel {
 #[cfg(target_arch = "x86_64")]
 static AVX2: Kernel = Kernel {
     name: "avx2",
-    mr: 4,
     nr: 4,
     format: Format::Plain,
     micro: x86::micro_avx2,
@@ -305,25 +437,21 @@ static AVX2: Kernel = Kernel {
 
 /// Every kernel the running CPU supports, best first (the last is always `portable`).
 fn available_kernels() -> Vec<&'static Kernel> {
-    #[allow(unused_mut)]
-    let mut v: Vec<&'static Kernel> = Vec::new();
     #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512ifma")
-            && is_x86_feature_detected!("avx512vnni")
-        {
-            v.push(&AVX512_IFMA);
-        }
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512dq") {
-            v.push(&AVX512_DQ);
-        }
-        if is_x86_feature_detected!("avx2") {
-            v.push(&AVX2);
-        }
-    }
-    v.push(&PORTABLE);
-    v
+    let simd = {
+        let avx512 = is_x86_feature_detected!("avx512f");
+        [
+            (avx512
+                && is_x86_feature_detected!("avx512ifma")
+                && is_x86_feature_detected!("avx512vnni"))
+            .then_some(&AVX512_IFMA),
+            (avx512 && is_x86_feature_detected!("avx512dq")).then_some(&AVX512_DQ),
+            is_x86_feature_detected!("avx2").then_some(&AVX2),
+        ]
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd: [Option<&'static Kernel>; 0] = [];
+    simd.into_iter().flatten().chain([&PORTABLE]).collect()
 }
 
 /// The kernel used by [`gemm_u64`], chosen once.
@@ -333,20 +461,20 @@ fn selected() -> &'static Kernel {
 }
 
 /// The portable microkernel (any architecture).
-fn micro_portable(kc: usize, a: &[u64], b: &[u64], out: &mut [u64; TILE]) {
-    const MR: usize = 4;
+fn micro_portable(kc: usize, a: &[u64], b: &[u64], out: TileOut<'_>) {
     const NR: usize = 4;
     let mut acc = [[0u64; NR]; MR];
-    for (ap, bp) in a[..kc * MR].chunks_exact(MR).zip(b[..kc * NR].chunks_exact(NR)) {
+    for (ap, bp) in a[..kc * MR]
+        .chunks_exact(MR)
+        .zip(b[..kc * NR].chunks_exact(NR))
+    {
         for (row, &ai) in acc.iter_mut().zip(ap) {
             for (x, &bj) in row.iter_mut().zip(bp) {
                 *x = x.wrapping_add(ai.wrapping_mul(bj));
             }
         }
     }
-    for (o, row) in out.chunks_exact_mut(NR).zip(&acc) {
-        o.copy_from_slice(row);
-    }
+    out.write(&acc);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -354,7 +482,7 @@ mod x86 {
     //! x86-64 microkernels. Each is an `unsafe fn` whose only precondition is that the CPU
     //! supports its instructions; slice lengths are checked here.
 
-    use super::TILE;
+    use super::{MR, TileOut};
     use std::arch::asm;
     use std::arch::x86_64::{
         __m256i, _mm256_add_epi64, _mm256_loadu_si256, _mm256_mul_epu32, _mm256_set1_epi64x,
@@ -366,15 +494,17 @@ mod x86 {
     /// # Safety
     ///
     /// The CPU must support AVX-512F, AVX-512IFMA and AVX-512VNNI.
-    pub(super) unsafe fn micro_ifma(kc: usize, a: &[u64], b: &[u64], out: &mut [u64; TILE]) {
+    pub(super) unsafe fn micro_ifma(kc: usize, a: &[u64], b: &[u64], out: TileOut<'_>) {
         let kp = kc.div_ceil(2);
         assert!(kp > 0 && a.len() >= kp * 12 && b.len() >= kp * 48);
+        let [c0, c1, c2, c3] = out.rows.map(|r| r[..16].as_mut_ptr());
         // SAFETY: the caller guarantees AVX-512F/IFMA/VNNI. The loop runs `kp >= 1` times and
         // reads 96 bytes of `a` and 384 bytes of `b` per iteration, in bounds by the assert
-        // above; the epilogue writes 8 × 64 bytes = 64 `u64`s, the size of `out`. All
-        // accesses are unaligned loads/stores (`vmovdqu64`, `vpbroadcastq`). Every vector
-        // register used is declared clobbered, and `vzeroupper` restores the clean upper
-        // state before returning to (possibly SSE) compiled code.
+        // above; the epilogue reads (when adding) and writes 16 `u64`s at each `c*`, which
+        // point to distinct live `&mut` rows of at least 16 elements (the `[..16]` above). All
+        // accesses are unaligned loads/stores (`vmovdqu64`, `vpbroadcastq`, `vpaddq` with a
+        // memory operand). Every vector register used is declared clobbered, and `vzeroupper`
+        // restores the clean upper state before returning to (possibly SSE) compiled code.
         unsafe {
             asm!(
                 "vpxorq zmm0, zmm0, zmm0",
@@ -469,54 +599,69 @@ mod x86 {
                 "vpaddq zmm8, zmm8, zmm24",
                 "vpsllq zmm8, zmm8, 52",
                 "vpaddq zmm0, zmm0, zmm8",
-                "vmovdqu64 zmmword ptr [{o} + 0], zmm0",
                 "vpsrlq zmm24, zmm17, 32",
                 "vpaddq zmm9, zmm9, zmm17",
                 "vpaddq zmm9, zmm9, zmm24",
                 "vpsllq zmm9, zmm9, 52",
                 "vpaddq zmm1, zmm1, zmm9",
-                "vmovdqu64 zmmword ptr [{o} + 64], zmm1",
                 "vpsrlq zmm24, zmm18, 32",
                 "vpaddq zmm10, zmm10, zmm18",
                 "vpaddq zmm10, zmm10, zmm24",
                 "vpsllq zmm10, zmm10, 52",
                 "vpaddq zmm2, zmm2, zmm10",
-                "vmovdqu64 zmmword ptr [{o} + 128], zmm2",
                 "vpsrlq zmm24, zmm19, 32",
                 "vpaddq zmm11, zmm11, zmm19",
                 "vpaddq zmm11, zmm11, zmm24",
                 "vpsllq zmm11, zmm11, 52",
                 "vpaddq zmm3, zmm3, zmm11",
-                "vmovdqu64 zmmword ptr [{o} + 192], zmm3",
                 "vpsrlq zmm24, zmm20, 32",
                 "vpaddq zmm12, zmm12, zmm20",
                 "vpaddq zmm12, zmm12, zmm24",
                 "vpsllq zmm12, zmm12, 52",
                 "vpaddq zmm4, zmm4, zmm12",
-                "vmovdqu64 zmmword ptr [{o} + 256], zmm4",
                 "vpsrlq zmm24, zmm21, 32",
                 "vpaddq zmm13, zmm13, zmm21",
                 "vpaddq zmm13, zmm13, zmm24",
                 "vpsllq zmm13, zmm13, 52",
                 "vpaddq zmm5, zmm5, zmm13",
-                "vmovdqu64 zmmword ptr [{o} + 320], zmm5",
                 "vpsrlq zmm24, zmm22, 32",
                 "vpaddq zmm14, zmm14, zmm22",
                 "vpaddq zmm14, zmm14, zmm24",
                 "vpsllq zmm14, zmm14, 52",
                 "vpaddq zmm6, zmm6, zmm14",
-                "vmovdqu64 zmmword ptr [{o} + 384], zmm6",
                 "vpsrlq zmm24, zmm23, 32",
                 "vpaddq zmm15, zmm15, zmm23",
                 "vpaddq zmm15, zmm15, zmm24",
                 "vpsllq zmm15, zmm15, 52",
                 "vpaddq zmm7, zmm7, zmm15",
-                "vmovdqu64 zmmword ptr [{o} + 448], zmm7",
+                "test {add:e}, {add:e}",
+                "jz 3f",
+                "vpaddq zmm0, zmm0, zmmword ptr [{c0} + 0]",
+                "vpaddq zmm1, zmm1, zmmword ptr [{c0} + 64]",
+                "vpaddq zmm2, zmm2, zmmword ptr [{c1} + 0]",
+                "vpaddq zmm3, zmm3, zmmword ptr [{c1} + 64]",
+                "vpaddq zmm4, zmm4, zmmword ptr [{c2} + 0]",
+                "vpaddq zmm5, zmm5, zmmword ptr [{c2} + 64]",
+                "vpaddq zmm6, zmm6, zmmword ptr [{c3} + 0]",
+                "vpaddq zmm7, zmm7, zmmword ptr [{c3} + 64]",
+                "3:",
+                "vmovdqu64 zmmword ptr [{c0} + 0], zmm0",
+                "vmovdqu64 zmmword ptr [{c0} + 64], zmm1",
+                "vmovdqu64 zmmword ptr [{c1} + 0], zmm2",
+                "vmovdqu64 zmmword ptr [{c1} + 64], zmm3",
+                "vmovdqu64 zmmword ptr [{c2} + 0], zmm4",
+                "vmovdqu64 zmmword ptr [{c2} + 64], zmm5",
+                "vmovdqu64 zmmword ptr [{c3} + 0], zmm6",
+                "vmovdqu64 zmmword ptr [{c3} + 64], zmm7",
                 "vzeroupper",
                 a = inout(reg) a.as_ptr() => _,
                 b = inout(reg) b.as_ptr() => _,
                 n = inout(reg) kp => _,
-                o = in(reg) out.as_mut_ptr(),
+                c0 = in(reg) c0,
+                c1 = in(reg) c1,
+                c2 = in(reg) c2,
+                c3 = in(reg) c3,
+                add = in(reg) u32::from(out.add),
                 out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _,
                 out("zmm4") _, out("zmm5") _, out("zmm6") _, out("zmm7") _,
                 out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,
@@ -535,11 +680,13 @@ mod x86 {
     /// # Safety
     ///
     /// The CPU must support AVX-512F and AVX-512DQ.
-    pub(super) unsafe fn micro_dq(kc: usize, a: &[u64], b: &[u64], out: &mut [u64; TILE]) {
+    pub(super) unsafe fn micro_dq(kc: usize, a: &[u64], b: &[u64], out: TileOut<'_>) {
         assert!(kc > 0 && a.len() >= kc * 4 && b.len() >= kc * 16);
+        let [c0, c1, c2, c3] = out.rows.map(|r| r[..16].as_mut_ptr());
         // SAFETY: the caller guarantees AVX-512F/DQ. The loop runs `kc >= 1` times and reads
         // 32 bytes of `a` and 128 bytes of `b` per iteration, in bounds by the assert above;
-        // the epilogue writes 64 `u64`s, the size of `out`. All accesses are unaligned; every
+        // the epilogue reads (when adding) and writes 16 `u64`s at each `c*`, which point to
+        // distinct live `&mut` rows of at least 16 elements. All accesses are unaligned; every
         // vector register used is declared clobbered; `vzeroupper` before returning.
         unsafe {
             asm!(
@@ -574,19 +721,34 @@ mod x86 {
                 "add {b}, 128",
                 "dec {n}",
                 "jnz 2b",
-                "vmovdqu64 zmmword ptr [{o} + 0], zmm0",
-                "vmovdqu64 zmmword ptr [{o} + 64], zmm1",
-                "vmovdqu64 zmmword ptr [{o} + 128], zmm2",
-                "vmovdqu64 zmmword ptr [{o} + 192], zmm3",
-                "vmovdqu64 zmmword ptr [{o} + 256], zmm4",
-                "vmovdqu64 zmmword ptr [{o} + 320], zmm5",
-                "vmovdqu64 zmmword ptr [{o} + 384], zmm6",
-                "vmovdqu64 zmmword ptr [{o} + 448], zmm7",
+                "test {add:e}, {add:e}",
+                "jz 3f",
+                "vpaddq zmm0, zmm0, zmmword ptr [{c0} + 0]",
+                "vpaddq zmm1, zmm1, zmmword ptr [{c0} + 64]",
+                "vpaddq zmm2, zmm2, zmmword ptr [{c1} + 0]",
+                "vpaddq zmm3, zmm3, zmmword ptr [{c1} + 64]",
+                "vpaddq zmm4, zmm4, zmmword ptr [{c2} + 0]",
+                "vpaddq zmm5, zmm5, zmmword ptr [{c2} + 64]",
+                "vpaddq zmm6, zmm6, zmmword ptr [{c3} + 0]",
+                "vpaddq zmm7, zmm7, zmmword ptr [{c3} + 64]",
+                "3:",
+                "vmovdqu64 zmmword ptr [{c0} + 0], zmm0",
+                "vmovdqu64 zmmword ptr [{c0} + 64], zmm1",
+                "vmovdqu64 zmmword ptr [{c1} + 0], zmm2",
+                "vmovdqu64 zmmword ptr [{c1} + 64], zmm3",
+                "vmovdqu64 zmmword ptr [{c2} + 0], zmm4",
+                "vmovdqu64 zmmword ptr [{c2} + 64], zmm5",
+                "vmovdqu64 zmmword ptr [{c3} + 0], zmm6",
+                "vmovdqu64 zmmword ptr [{c3} + 64], zmm7",
                 "vzeroupper",
                 a = inout(reg) a.as_ptr() => _,
                 b = inout(reg) b.as_ptr() => _,
                 n = inout(reg) kc => _,
-                o = in(reg) out.as_mut_ptr(),
+                c0 = in(reg) c0,
+                c1 = in(reg) c1,
+                c2 = in(reg) c2,
+                c3 = in(reg) c3,
+                add = in(reg) u32::from(out.add),
                 out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _,
                 out("zmm4") _, out("zmm5") _, out("zmm6") _, out("zmm7") _,
                 out("zmm16") _, out("zmm17") _,
@@ -602,20 +764,22 @@ mod x86 {
     /// # Safety
     ///
     /// The CPU must support AVX2.
-    pub(super) unsafe fn micro_avx2(kc: usize, a: &[u64], b: &[u64], out: &mut [u64; TILE]) {
+    pub(super) unsafe fn micro_avx2(kc: usize, a: &[u64], b: &[u64], out: TileOut<'_>) {
         // SAFETY: the caller guarantees AVX2, the only target feature `avx2_impl` enables.
         unsafe { avx2_impl(kc, a, b, out) }
     }
 
     #[target_feature(enable = "avx2")]
-    fn avx2_impl(kc: usize, a: &[u64], b: &[u64], out: &mut [u64; TILE]) {
-        const MR: usize = 4;
+    fn avx2_impl(kc: usize, a: &[u64], b: &[u64], out: TileOut<'_>) {
         let zero = _mm256_setzero_si256();
         // a·b = a0·b0 + ((a0·b1 + a1·b0) << 32) mod 2^64: `lo` accumulates a0·b0, `x` the
         // cross terms, shifted once at the end (the shift is linear mod 2^64).
         let mut lo = [zero; MR];
         let mut x = [zero; MR];
-        for (ap, bp) in a[..kc * MR].chunks_exact(MR).zip(b[..kc * 4].chunks_exact(4)) {
+        for (ap, bp) in a[..kc * MR]
+            .chunks_exact(MR)
+            .zip(b[..kc * 4].chunks_exact(4))
+        {
             // SAFETY: `bp` holds exactly 4 `u64`s, one unaligned 256-bit load.
             let bv: __m256i = unsafe { _mm256_loadu_si256(bp.as_ptr().cast()) };
             let bh = _mm256_srli_epi64::<32>(bv);
@@ -627,16 +791,26 @@ mod x86 {
                 x[i] = _mm256_add_epi64(x[i], cross);
             }
         }
-        for (i, o) in out[..MR * 4].chunks_exact_mut(4).enumerate() {
+        let mut acc = [[0u64; 4]; MR];
+        for (i, o) in acc.iter_mut().enumerate() {
             let r = _mm256_add_epi64(lo[i], _mm256_slli_epi64::<32>(x[i]));
-            // SAFETY: `o` holds exactly 4 `u64`s, one unaligned 256-bit store.
+            // SAFETY: `o` is 4 `u64`s, one unaligned 256-bit store.
             unsafe { _mm256_storeu_si256(o.as_mut_ptr().cast(), r) };
         }
+        out.write(&acc);
     }
 }
 
 /// Checks that the slices cover the shapes and strides (see [`gemm_u64`]'s panics).
-fn check_shapes(m: usize, k: usize, n: usize, a: Operand<'_>, b: Operand<'_>, c_len: usize, ldc: usize) {
+fn check_shapes(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Operand<'_>,
+    b: Operand<'_>,
+    c_len: usize,
+    ldc: usize,
+) {
     let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
         (rows - 1)
             .checked_mul(rs)
@@ -644,14 +818,23 @@ fn check_shapes(m: usize, k: usize, n: usize, a: Operand<'_>, b: Operand<'_>, c_
             .expect("gemm_u64: index overflows usize")
     };
     if m > 0 && k > 0 {
-        assert!(last(m, k, a.rs, a.cs) < a.data.len(), "gemm_u64: a is too short for m×k");
+        assert!(
+            last(m, k, a.rs, a.cs) < a.data.len(),
+            "gemm_u64: a is too short for m×k"
+        );
     }
     if k > 0 && n > 0 {
-        assert!(last(k, n, b.rs, b.cs) < b.data.len(), "gemm_u64: b is too short for k×n");
+        assert!(
+            last(k, n, b.rs, b.cs) < b.data.len(),
+            "gemm_u64: b is too short for k×n"
+        );
     }
     if m > 0 && n > 0 {
         assert!(m == 1 || ldc >= n, "gemm_u64: ldc < n");
-        assert!(last(m, n, ldc, 1) < c_len, "gemm_u64: c is too short for m×n with ldc");
+        assert!(
+            last(m, n, ldc, 1) < c_len,
+            "gemm_u64: c is too short for m×n with ldc"
+        );
     }
 }
 
@@ -720,18 +903,38 @@ fn gemm_naive(k: usize, a: Operand<'_>, b: Operand<'_>, rows: Vec<&mut [u64]>, a
 }
 
 thread_local! {
-    /// Per-thread buffer for packed blocks of `A`, reused across calls.
-    static PACKED_A: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread buffers for packed blocks of `A` and `B`, reused across calls. They are
+    /// taken out while in use and put back afterwards, so a nested call on the same thread
+    /// (rayon may run another `gemm_u64` while this one waits) just allocates its own.
+    static PACKED_A: Cell<Vec<u64>> = const { Cell::new(Vec::new()) };
+    static PACKED_B: Cell<Vec<u64>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's buffer `key`, grown to at least `len` elements (contents
+/// unspecified).
+fn with_buffer<R>(
+    key: &'static std::thread::LocalKey<Cell<Vec<u64>>>,
+    len: usize,
+    f: impl FnOnce(&mut [u64]) -> R,
+) -> R {
+    let mut buf = key.take();
+    if buf.len() < len {
+        buf = vec![0; len];
+    }
+    let r = f(&mut buf[..len]);
+    key.set(buf);
+    r
 }
 
 /// One unit of parallel work: rows `i0..i0 + rows.len()` of `C` times the `B` micro-panels
-/// `p0..p1` of the current packed block; `rows` hold exactly those columns.
+/// `p0..` of the current packed block; `rows` hold exactly the columns of those panels.
 struct Task<'r> {
     i0: usize,
     p0: usize,
     rows: Vec<&'r mut [u64]>,
 }
 
+fn tmpf() -> usize { std::env::var("TMPF").ok().and_then(|v| v.parse().ok()).unwrap_or(2) }
 /// The blocked, packed path.
 fn gemm_packed(
     kern: &Kernel,
@@ -744,87 +947,123 @@ fn gemm_packed(
     mut rows: Vec<&mut [u64]>,
     accumulate: bool,
 ) {
-    let (mr, nr) = (kern.mr, kern.nr);
+    let nr = kern.nr;
     // Enough row blocks for every thread to get two, but no more than MC rows each.
     let mc = if threads > 1 {
-        m.div_ceil(2 * threads).next_multiple_of(mr).clamp(mr, MC)
+        m.div_ceil(tmpf() * threads).next_multiple_of(MR).clamp(MR, MC)
     } else {
         MC
     };
     let row_blocks = m.div_ceil(mc);
     let bt = b.t();
     let nc_max = n.min(NC).next_multiple_of(nr);
-    let mut packed_b = vec![0u64; kern.panel_len(nc_max, KC.min(k))];
-
-    for jc in (0..n).step_by(NC) {
-        let nc = NC.min(n - jc);
-        let n_panels = nc.div_ceil(nr);
-        // Too few row blocks to feed the threads: also cut the columns.
-        let col_chunks = if threads > 1 && row_blocks < 2 * threads {
-            (2 * threads).div_ceil(row_blocks).min(n_panels)
-        } else {
-            1
-        };
-        let panels_per_chunk = n_panels.div_ceil(col_chunks);
-        let col_chunks = n_panels.div_ceil(panels_per_chunk);
-
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
-            let overwrite = pc == 0 && !accumulate;
-            let bl = kern.panel_len(nr, kc);
-            let pack_b = |(p, dst): (usize, &mut [u64])| {
-                let j0 = p * nr;
-                kern.pack(dst, bt, jc + j0, nr.min(nc - j0), nr, pc, kc, false);
-            };
-            let packed = &mut packed_b[..n_panels * bl];
-            if threads > 1 {
-                packed.par_chunks_mut(bl).enumerate().for_each(pack_b);
+    with_buffer(&PACKED_B, kern.panel_len(nc_max, KC.min(k)), |packed_b| {
+        for jc in (0..n).step_by(NC) {
+            let nc = NC.min(n - jc);
+            let n_panels = nc.div_ceil(nr);
+            // Too few row blocks to feed the threads: also cut the columns.
+            let col_chunks = if threads > 1 && row_blocks < tmpf() * threads {
+                (tmpf() * threads).div_ceil(row_blocks).min(n_panels)
             } else {
-                packed.chunks_mut(bl).enumerate().for_each(pack_b);
-            }
-            let packed_b = &packed_b[..n_panels * bl];
+                1
+            };
+            let panels_per_chunk = n_panels.div_ceil(col_chunks);
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                let bl = kern.panel_len(nr, kc);
+                let packed_b = &mut packed_b[..n_panels * bl];
+                pack_b_block(kern, threads, packed_b, bt, jc, nc, pc, kc);
+                let packed_b = &*packed_b;
 
-            let mut tasks = Vec::with_capacity(row_blocks * col_chunks);
-            for (rb, block) in rows.chunks_mut(mc).enumerate() {
-                let mut segs: Vec<Vec<&mut [u64]>> =
-                    (0..col_chunks).map(|_| Vec::with_capacity(block.len())).collect();
-                for row in block.iter_mut() {
-                    let mut rest = &mut row[jc..jc + nc];
-                    for (cc, seg) in segs.iter_mut().enumerate() {
-                        let width = (((cc + 1) * panels_per_chunk * nr).min(nc))
-                            - cc * panels_per_chunk * nr;
-                        let (s, t) = std::mem::take(&mut rest).split_at_mut(width);
-                        seg.push(s);
-                        rest = t;
+                let mut tasks = Vec::with_capacity(row_blocks * col_chunks);
+                for (rb, block) in rows.chunks_mut(mc).enumerate() {
+                    let (chunk_cols, block_rows) = (panels_per_chunk * nr, block.len());
+                    let mut segs: Vec<Vec<&mut [u64]>> = Vec::new();
+                    for row in block.iter_mut() {
+                        let pieces = row[jc..jc + nc].chunks_mut(chunk_cols);
+                        segs.resize_with(pieces.len(), || Vec::with_capacity(block_rows));
+                        for (seg, piece) in segs.iter_mut().zip(pieces) {
+                            seg.push(piece);
+                        }
+                    }
+                    for (cc, rows) in segs.into_iter().enumerate() {
+                        tasks.push(Task {
+                            i0: rb * mc,
+                            p0: cc * panels_per_chunk,
+                            rows,
+                        });
                     }
                 }
-                for (cc, seg) in segs.into_iter().enumerate() {
-                    tasks.push(Task { i0: rb * mc, p0: cc * panels_per_chunk, rows: seg });
+                let overwrite = pc == 0 && !accumulate;
+                let run = |task| run_task(kern, a, pc, kc, packed_b, bl, task, overwrite);
+                if threads > 1 && tasks.len() > 1 {
+                    tasks.into_par_iter().for_each(run);
+                } else {
+                    tasks.into_iter().for_each(run);
                 }
             }
-
-            let run = |task: Task<'_>| {
-                run_task(kern, a, pc, kc, packed_b, bl, nc, task, overwrite);
-            };
-            if threads > 1 && tasks.len() > 1 {
-                tasks.into_par_iter().for_each(run);
-            } else {
-                tasks.into_iter().for_each(run);
-            }
         }
+    });
+}
+
+/// Packs columns `jc..jc + nc`, depth `pc..pc + kc` of `B` (given transposed, as `bt`) into
+/// `packed` (`nc.div_ceil(nr)` micro-panels), split across the threads by ranges of depth
+/// steps, each over every panel (see `pack_panels`).
+fn pack_b_block(
+    kern: &Kernel,
+    threads: usize,
+    packed: &mut [u64],
+    bt: Operand<'_>,
+    jc: usize,
+    nc: usize,
+    pc: usize,
+    kc: usize,
+) {
+    let bl = kern.panel_len(kern.nr, kc);
+    let steps = kern.steps(kc);
+    let step_len = bl / steps;
+    let parts = if threads > 1 {
+        (2 * threads).min(steps)
+    } else {
+        1
+    };
+    let per_part = steps.div_ceil(parts) * step_len;
+    let mut jobs: Vec<Vec<&mut [u64]>> = Vec::new();
+    for panel in packed.chunks_exact_mut(bl) {
+        let pieces = panel.chunks_mut(per_part);
+        jobs.resize_with(pieces.len(), Vec::new);
+        for (job, piece) in jobs.iter_mut().zip(pieces) {
+            job.push(piece);
+        }
+    }
+    let pack = |(t, mut pieces): (usize, Vec<&mut [u64]>)| {
+        kern.pack(
+            &mut pieces,
+            bt,
+            jc,
+            nc,
+            pc,
+            kc,
+            t * per_part / step_len,
+            false,
+        );
+    };
+    if threads > 1 && jobs.len() > 1 {
+        jobs.into_par_iter().enumerate().for_each(pack);
+    } else {
+        jobs.into_iter().enumerate().for_each(pack);
     }
 }
 
-/// Asks for the cache lines of `s` (a row of a `C` tile, at most 16 `u64`s = 2 lines), so
-/// that they arrive while the microkernel runs.
+/// Asks for the cache lines of `s` (into L2), so that they arrive while other work runs.
 #[inline(always)]
 fn prefetch(s: &[u64]) {
     #[cfg(target_arch = "x86_64")]
     for chunk in s.chunks(8) {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
         // SAFETY: a prefetch is only a hint: it never faults and has no architectural effect;
         // the pointer points into a live slice anyway. SSE is part of the x86-64 baseline.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(chunk.as_ptr().cast()) };
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(chunk.as_ptr().cast()) };
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = s;
@@ -838,11 +1077,10 @@ fn run_task(
     kc: usize,
     packed_b: &[u64],
     bl: usize,
-    nc: usize,
     mut task: Task<'_>,
     overwrite: bool,
 ) {
-    let (mr, nr) = (kern.mr, kern.nr);
+    let (mr, nr) = (MR, kern.nr);
     let mrows = task.rows.len();
     let Some(width) = task.rows.first().map(|r| r.len()) else {
         return;
@@ -850,34 +1088,44 @@ fn run_task(
     let n_panels = width.div_ceil(nr);
     let al = kern.panel_len(mr, kc);
     let a_panels = mrows.div_ceil(mr);
-    PACKED_A.with_borrow_mut(|buf| {
-        if buf.len() < a_panels * al {
-            buf.resize(a_panels * al, 0);
-        }
-        let apack = &mut buf[..a_panels * al];
-        for (ip, dst) in apack.chunks_exact_mut(al).enumerate() {
-            let r0 = ip * mr;
-            kern.pack(dst, a, task.i0 + r0, mr.min(mrows - r0), mr, pc, kc, true);
-        }
-        let mut tile = [0u64; TILE];
+    with_buffer(&PACKED_A, a_panels * al, |apack| {
+        let mut panels: Vec<&mut [u64]> = apack.chunks_exact_mut(al).collect();
+        kern.pack(&mut panels, a, task.i0, mrows, pc, kc, 0, true);
+        let mut scratch = [0u64; TILE];
         for jp in 0..n_panels {
             let pi = task.p0 + jp;
             let bpanel = &packed_b[pi * bl..(pi + 1) * bl];
             let col0 = jp * nr;
-            let ncols = nr.min(nc - pi * nr).min(width - col0);
+            let ncols = nr.min(width - col0);
             for (ip, apanel) in apack.chunks_exact(al).enumerate() {
                 let r0 = ip * mr;
                 let nrows = mr.min(mrows - r0);
                 for row in &task.rows[r0..r0 + nrows] {
                     prefetch(&row[col0..col0 + ncols]);
                 }
-                // SAFETY: `kern` came from `available_kernels`, which only returns kernels whose
-                // target features were detected on this CPU (the `Kernel` invariant); the
-                // kernel checks the panel lengths itself.
-                unsafe { (kern.micro)(kc, apanel, bpanel, &mut tile) };
+                if nrows == MR && ncols == nr {
+                    // A full tile: straight into C.
+                    let rows: &mut [&mut [u64]; MR] =
+                        (&mut task.rows[r0..r0 + MR]).try_into().expect("MR rows");
+                    let rows = rows.each_mut().map(|r| &mut r[col0..col0 + nr]);
+                    let out = TileOut {
+                        rows,
+                        add: !overwrite,
+                    };
+                    // SAFETY: `kern` came from `available_kernels`, which only returns kernels
+                    // whose target features were detected on this CPU (the `Kernel`
+                    // invariant); the kernel checks the slice lengths itself.
+                    unsafe { (kern.micro)(kc, apanel, bpanel, out) };
+                    continue;
+                }
+                // An edge tile: into the scratch tile, then its valid part into C.
+                let mut chunks = scratch.chunks_exact_mut(nr);
+                let rows = [(); MR].map(|()| chunks.next().expect("TILE >= MR·NR"));
+                // SAFETY: as above.
+                unsafe { (kern.micro)(kc, apanel, bpanel, TileOut { rows, add: false }) };
                 for (i, row) in task.rows[r0..r0 + nrows].iter_mut().enumerate() {
                     let dst = &mut row[col0..col0 + ncols];
-                    let src = &tile[i * nr..i * nr + ncols];
+                    let src = &scratch[i * nr..i * nr + ncols];
                     if overwrite {
                         dst.copy_from_slice(src);
                     } else {
@@ -966,15 +1214,31 @@ mod tests {
                 let mut want = c0.clone();
                 reference(m, k, n, a, b, &mut want, ldc, accumulate);
                 let mut got = c0.clone();
-                gemm_u64(m, k, n, a.data, a.rs, a.cs, b.data, b.rs, b.cs, &mut got, ldc, accumulate);
-                assert!(got == want, "gemm_u64 {m}×{k}×{n} layout {li} acc {accumulate}");
+                gemm_u64(
+                    m, k, n, a.data, a.rs, a.cs, b.data, b.rs, b.cs, &mut got, ldc, accumulate,
+                );
+                assert!(
+                    got == want,
+                    "gemm_u64 {m}×{k}×{n} layout {li} acc {accumulate}"
+                );
                 if li == 1 && m * n * k > 200_000 {
                     continue; // the big case: every kernel on one layout is enough
                 }
                 for kern in available_kernels() {
                     for threads in [1, 3] {
                         let mut got = c0.clone();
-                        gemm_with(kern, Some(threads), m, k, n, a, b, &mut got, ldc, accumulate);
+                        gemm_with(
+                            kern,
+                            Some(threads),
+                            m,
+                            k,
+                            n,
+                            a,
+                            b,
+                            &mut got,
+                            ldc,
+                            accumulate,
+                        );
                         assert!(
                             got == want,
                             "{} threads={threads} {m}×{k}×{n} layout {li} acc {accumulate}",
@@ -1025,13 +1289,30 @@ mod tests {
     #[test]
     fn extreme_values() {
         // Values that stress the 52/12-bit split: all ones, high bit only, 2^52 ± 1, ...
-        let vals = [u64::MAX, 1 << 63, (1 << 52) - 1, 1 << 52, (1 << 52) + 1, 0xfff, 1];
+        let vals = [
+            u64::MAX,
+            1 << 63,
+            (1 << 52) - 1,
+            1 << 52,
+            (1 << 52) + 1,
+            0xfff,
+            1,
+        ];
         let (m, k, n) = (9, 70, 19);
         let pick = |i: usize| vals[(i * 7 + i / 3) % vals.len()];
         let a: Vec<u64> = (0..m * k).map(pick).collect();
         let b: Vec<u64> = (0..k * n).map(|i| pick(i + 3)).collect();
         let mut want = vec![0; m * n];
-        reference(m, k, n, Operand::new(&a, k, 1), Operand::new(&b, n, 1), &mut want, n, false);
+        reference(
+            m,
+            k,
+            n,
+            Operand::new(&a, k, 1),
+            Operand::new(&b, n, 1),
+            &mut want,
+            n,
+            false,
+        );
         for kern in available_kernels() {
             let mut got = vec![0; m * n];
             let (ao, bo) = (Operand::new(&a, k, 1), Operand::new(&b, n, 1));
@@ -1065,13 +1346,24 @@ mod tests {
         let col = rng.vec(k);
         let mut c = vec![0; m * n];
         gemm_u64(m, k, n, &[x], 0, 0, &col, 1, 0, &mut c, n, false);
-        let s = col.iter().fold(0u64, |acc, &v| acc.wrapping_add(x.wrapping_mul(v)));
+        let s = col
+            .iter()
+            .fold(0u64, |acc, &v| acc.wrapping_add(x.wrapping_mul(v)));
         assert!(c.iter().all(|&v| v == s));
 
         let a = rng.vec(m * k);
         let b = rng.vec(k * n);
         let mut want = vec![0; m * n];
-        reference(m, k, n, Operand::new(&a, k, 1), Operand::new(&b, n, 1), &mut want, n, false);
+        reference(
+            m,
+            k,
+            n,
+            Operand::new(&a, k, 1),
+            Operand::new(&b, n, 1),
+            &mut want,
+            n,
+            false,
+        );
         assert_eq!(matmul_u64(&a, &b, m, k, n), want);
     }
 
@@ -1079,7 +1371,20 @@ mod tests {
     #[should_panic(expected = "too short")]
     fn short_slice_panics() {
         let mut c = vec![0; 4];
-        gemm_u64(2, 2, 2, &[1, 2, 3], 2, 1, &[1, 2, 3, 4], 2, 1, &mut c, 2, false);
+        gemm_u64(
+            2,
+            2,
+            2,
+            &[1, 2, 3],
+            2,
+            1,
+            &[1, 2, 3, 4],
+            2,
+            1,
+            &mut c,
+            2,
+            false,
+        );
     }
 
     #[test]
@@ -1088,19 +1393,4 @@ mod tests {
         assert_eq!(selected_kernel(), names[0]);
         assert_eq!(*names.last().unwrap(), "portable");
     }
-}
-
-#[doc(hidden)]
-pub fn tmp_bench_micro(kc: usize, iters: usize) -> u64 {
-    let k = selected();
-    let a = vec![3u64; k.panel_len(k.mr, kc)];
-    let b = vec![5u64; k.panel_len(k.nr, kc)];
-    let mut t = [0u64; TILE];
-    let mut s = 0u64;
-    for _ in 0..iters {
-        // SAFETY: tmp
-        unsafe { (k.micro)(kc, &a, &b, &mut t) };
-        s = s.wrapping_add(t[0]);
-    }
-    s
 }

@@ -5,7 +5,12 @@ use crate::par::fill_chunks;
 /// Gathers a dense row-major tensor of `out_shape` from `src`, where output index `(i_0, ..)`
 /// reads `src[offset + Σ i_k · src_strides[k]]`. A stride of 0 repeats (broadcast), permuted
 /// strides transpose, an offset and the source's strides slice.
-pub(crate) fn strided_gather(src: &[u64], out_shape: &[usize], src_strides: &[usize], offset: usize) -> Vec<u64> {
+pub(crate) fn strided_gather(
+    src: &[u64],
+    out_shape: &[usize],
+    src_strides: &[usize],
+    offset: usize,
+) -> Vec<u64> {
     let n: usize = out_shape.iter().product();
     let mut out = vec![0u64; n];
     if n == 0 {
@@ -20,7 +25,12 @@ pub(crate) fn strided_gather(src: &[u64], out_shape: &[usize], src_strides: &[us
             index[axis] = rest % out_shape[axis];
             rest /= out_shape[axis];
         }
-        let mut pos = offset + index.iter().zip(src_strides).map(|(i, s)| i * s).sum::<usize>();
+        let mut pos = offset
+            + index
+                .iter()
+                .zip(src_strides)
+                .map(|(i, s)| i * s)
+                .sum::<usize>();
         let inner = rank.checked_sub(1);
         for o in chunk.iter_mut() {
             *o = src[pos];
@@ -44,7 +54,10 @@ pub(crate) fn strided_gather(src: &[u64], out_shape: &[usize], src_strides: &[us
 /// elements, interleaved run by run.
 pub(crate) fn concat(parts: &[(&[u64], &[usize])], axis: usize, total: usize) -> Vec<u64> {
     let outer: usize = parts[0].1[..axis].iter().product();
-    let runs: Vec<usize> = parts.iter().map(|(_, shape)| shape[axis..].iter().product()).collect();
+    let runs: Vec<usize> = parts
+        .iter()
+        .map(|(_, shape)| shape[axis..].iter().product())
+        .collect();
     let mut out = Vec::with_capacity(total);
     for o in 0..outer {
         for ((data, _), &run) in parts.iter().zip(&runs) {

@@ -40,7 +40,10 @@ pub struct CpuTensor {
 impl CpuTensor {
     fn new(data: Vec<u64>, shape: Vec<usize>) -> Self {
         debug_assert_eq!(data.len(), shape.iter().product::<usize>());
-        Self { data: data.into(), shape }
+        Self {
+            data: data.into(),
+            shape,
+        }
     }
 
     /// The elements, row-major (no copy: the CPU's "device" memory is the host's).
@@ -82,29 +85,46 @@ impl GpuBackend for CpuBackend {
 
     fn reshape(&self, tensor: &CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
         shape::check_len("reshape", shape, tensor.len())?;
-        Ok(CpuTensor { data: tensor.data.clone(), shape: shape.to_vec() })
+        Ok(CpuTensor {
+            data: tensor.data.clone(),
+            shape: shape.to_vec(),
+        })
     }
 
     fn permute(&self, tensor: &CpuTensor, axes: &[usize]) -> Result<CpuTensor> {
         let out_shape = shape::permuted("permute", &tensor.shape, axes)?;
         let strides = shape::strides(&tensor.shape);
         let src_strides: Vec<usize> = axes.iter().map(|&a| strides[a]).collect();
-        Ok(CpuTensor::new(layout::strided_gather(&tensor.data, &out_shape, &src_strides, 0), out_shape))
+        Ok(CpuTensor::new(
+            layout::strided_gather(&tensor.data, &out_shape, &src_strides, 0),
+            out_shape,
+        ))
     }
 
     fn slice(&self, tensor: &CpuTensor, axis: usize, range: Range<usize>) -> Result<CpuTensor> {
         let out_shape = shape::sliced("slice", &tensor.shape, axis, &range)?;
         let strides = shape::strides(&tensor.shape);
-        let data = layout::strided_gather(&tensor.data, &out_shape, &strides, range.start * strides[axis]);
+        let data = layout::strided_gather(
+            &tensor.data,
+            &out_shape,
+            &strides,
+            range.start * strides[axis],
+        );
         Ok(CpuTensor::new(data, out_shape))
     }
 
     fn concat(&self, tensors: &[&CpuTensor], axis: usize) -> Result<CpuTensor> {
         let shapes: Vec<&[usize]> = tensors.iter().map(|t| t.shape.as_slice()).collect();
         let out_shape = shape::concatenated("concat", &shapes, axis)?;
-        let parts: Vec<(&[u64], &[usize])> = tensors.iter().map(|t| (&t.data[..], t.shape.as_slice())).collect();
+        let parts: Vec<(&[u64], &[usize])> = tensors
+            .iter()
+            .map(|t| (&t.data[..], t.shape.as_slice()))
+            .collect();
         let total = out_shape.iter().product();
-        Ok(CpuTensor::new(layout::concat(&parts, axis, total), out_shape))
+        Ok(CpuTensor::new(
+            layout::concat(&parts, axis, total),
+            out_shape,
+        ))
     }
 
     fn broadcast_to(&self, tensor: &CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
@@ -118,7 +138,10 @@ impl GpuBackend for CpuBackend {
                 _ => 0,
             })
             .collect();
-        Ok(CpuTensor::new(layout::strided_gather(&tensor.data, shape, &src_strides, 0), shape.to_vec()))
+        Ok(CpuTensor::new(
+            layout::strided_gather(&tensor.data, shape, &src_strides, 0),
+            shape.to_vec(),
+        ))
     }
 
     fn binary(&self, op: BinaryOp, lhs: &CpuTensor, rhs: &CpuTensor) -> Result<CpuTensor> {
@@ -135,21 +158,33 @@ impl GpuBackend for CpuBackend {
     }
 
     fn binary_scalar(&self, op: BinaryOp, tensor: &CpuTensor, scalar: u64) -> Result<CpuTensor> {
-        Ok(CpuTensor::new(par::map(&tensor.data, |x| op.apply(x, scalar)), tensor.shape.clone()))
+        Ok(CpuTensor::new(
+            par::map(&tensor.data, |x| op.apply(x, scalar)),
+            tensor.shape.clone(),
+        ))
     }
 
     fn unary(&self, op: UnaryOp, tensor: &CpuTensor) -> Result<CpuTensor> {
-        Ok(CpuTensor::new(par::map(&tensor.data, |x| op.apply(x)), tensor.shape.clone()))
+        Ok(CpuTensor::new(
+            par::map(&tensor.data, |x| op.apply(x)),
+            tensor.shape.clone(),
+        ))
     }
 
     fn shift(&self, op: ShiftOp, tensor: &CpuTensor, bits: u32) -> Result<CpuTensor> {
         shape::check_shift("shift", bits)?;
-        Ok(CpuTensor::new(par::map(&tensor.data, |x| op.apply(x, bits)), tensor.shape.clone()))
+        Ok(CpuTensor::new(
+            par::map(&tensor.data, |x| op.apply(x, bits)),
+            tensor.shape.clone(),
+        ))
     }
 
     fn extract_bit(&self, tensor: &CpuTensor, bit: u32) -> Result<CpuTensor> {
         shape::check_bit("extract_bit", bit)?;
-        Ok(CpuTensor::new(par::map(&tensor.data, |x| (x >> bit) & 1), tensor.shape.clone()))
+        Ok(CpuTensor::new(
+            par::map(&tensor.data, |x| (x >> bit) & 1),
+            tensor.shape.clone(),
+        ))
     }
 
     fn pack_bits(&self, tensor: &CpuTensor) -> Result<CpuTensor> {
@@ -196,9 +231,17 @@ impl GpuBackend for CpuBackend {
         Ok(CpuTensor::new(out, d.out_shape))
     }
 
-    fn conv2d(&self, input: &CpuTensor, weight: &CpuTensor, params: Conv2dParams) -> Result<CpuTensor> {
+    fn conv2d(
+        &self,
+        input: &CpuTensor,
+        weight: &CpuTensor,
+        params: Conv2dParams,
+    ) -> Result<CpuTensor> {
         let d = Conv2dDims::forward(&input.shape, &weight.shape, params)?;
-        Ok(CpuTensor::new(conv::conv2d(&d, &input.data, &weight.data), d.output_shape()))
+        Ok(CpuTensor::new(
+            conv::conv2d(&d, &input.data, &weight.data),
+            d.output_shape(),
+        ))
     }
 
     fn conv2d_grad_input(
@@ -209,7 +252,10 @@ impl GpuBackend for CpuBackend {
         params: Conv2dParams,
     ) -> Result<CpuTensor> {
         let d = Conv2dDims::grad_input(&grad_output.shape, &weight.shape, input_hw, params)?;
-        Ok(CpuTensor::new(conv::grad_input(&d, &grad_output.data, &weight.data), d.input_shape()))
+        Ok(CpuTensor::new(
+            conv::grad_input(&d, &grad_output.data, &weight.data),
+            d.input_shape(),
+        ))
     }
 
     fn conv2d_grad_weight(
@@ -220,7 +266,10 @@ impl GpuBackend for CpuBackend {
         params: Conv2dParams,
     ) -> Result<CpuTensor> {
         let d = Conv2dDims::grad_weight(&input.shape, &grad_output.shape, kernel_hw, params)?;
-        Ok(CpuTensor::new(conv::grad_weight(&d, &input.data, &grad_output.data), d.weight_shape()))
+        Ok(CpuTensor::new(
+            conv::grad_weight(&d, &input.data, &grad_output.data),
+            d.weight_shape(),
+        ))
     }
 
     fn sum_axis(&self, tensor: &CpuTensor, axis: usize) -> Result<CpuTensor> {
@@ -241,21 +290,46 @@ impl GpuBackend for CpuBackend {
 
     fn pool_window_sum(&self, input: &CpuTensor, params: Pool2dParams) -> Result<CpuTensor> {
         let d = Pool2dDims::new("pool_window_sum", &input.shape, params)?;
-        Ok(CpuTensor::new(pool::window_sum(&d, &input.data), d.output_shape()))
+        Ok(CpuTensor::new(
+            pool::window_sum(&d, &input.data),
+            d.output_shape(),
+        ))
     }
 
-    fn pool_unfold(&self, input: &CpuTensor, params: Pool2dParams, pad_value: u64) -> Result<CpuTensor> {
+    fn pool_unfold(
+        &self,
+        input: &CpuTensor,
+        params: Pool2dParams,
+        pad_value: u64,
+    ) -> Result<CpuTensor> {
         let d = Pool2dDims::new("pool_unfold", &input.shape, params)?;
-        Ok(CpuTensor::new(pool::unfold(&d, &input.data, pad_value), d.windows_shape()))
+        Ok(CpuTensor::new(
+            pool::unfold(&d, &input.data, pad_value),
+            d.windows_shape(),
+        ))
     }
 
-    fn pool_fold(&self, windows: &CpuTensor, params: Pool2dParams, input_shape: &[usize]) -> Result<CpuTensor> {
+    fn pool_fold(
+        &self,
+        windows: &CpuTensor,
+        params: Pool2dParams,
+        input_shape: &[usize],
+    ) -> Result<CpuTensor> {
         let d = Pool2dDims::new("pool_fold", input_shape, params)?;
         d.check_windows("pool_fold", &windows.shape)?;
-        Ok(CpuTensor::new(pool::fold(&d, &windows.data), d.input_shape()))
+        Ok(CpuTensor::new(
+            pool::fold(&d, &windows.data),
+            d.input_shape(),
+        ))
     }
 
-    fn fill_chacha12(&self, shape: &[usize], key: &[u8; 32], stream: u64, position: u64) -> Result<CpuTensor> {
+    fn fill_chacha12(
+        &self,
+        shape: &[usize],
+        key: &[u8; 32],
+        stream: u64,
+        position: u64,
+    ) -> Result<CpuTensor> {
         let n = shape::numel("fill_chacha12", shape)?;
         let mut out = vec![0u64; n];
         par::fill_chunks(&mut out, |first, chunk| {

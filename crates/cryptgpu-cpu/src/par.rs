@@ -13,7 +13,9 @@ pub(crate) fn fill_chunks(out: &mut [u64], fill: impl Fn(usize, &mut [u64]) + Sy
     if out.len() < PARALLEL_MIN {
         fill(0, out);
     } else {
-        out.par_chunks_mut(CHUNK).enumerate().for_each(|(i, chunk)| fill(i * CHUNK, chunk));
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, chunk)| fill(i * CHUNK, chunk));
     }
 }
 

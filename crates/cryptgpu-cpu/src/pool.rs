@@ -16,7 +16,11 @@ fn for_each_window_elem(d: &Pool2dDims, mut visit: impl FnMut(usize, usize, Opti
                 for kx in 0..kw {
                     let ix = (ox * sx + kx) as isize - px as isize;
                     let inside = iy >= 0 && ix >= 0 && (iy as usize) < d.h && (ix as usize) < d.w;
-                    visit(ky * kw + kx, oy * d.ow + ox, inside.then(|| iy as usize * d.w + ix as usize));
+                    visit(
+                        ky * kw + kx,
+                        oy * d.ow + ox,
+                        inside.then(|| iy as usize * d.w + ix as usize),
+                    );
                 }
             }
         }
@@ -27,14 +31,16 @@ fn for_each_window_elem(d: &Pool2dDims, mut visit: impl FnMut(usize, usize, Opti
 pub(crate) fn window_sum(d: &Pool2dDims, input: &[u64]) -> Vec<u64> {
     let (plane_in, plane_out) = (d.h * d.w, d.oh * d.ow);
     let mut out = vec![0u64; d.n * d.c * plane_out];
-    out.par_chunks_mut(plane_out.max(1)).enumerate().for_each(|(plane, out)| {
-        let x = &input[plane * plane_in..][..plane_in];
-        for_each_window_elem(d, |_, o, i| {
-            if let Some(i) = i {
-                out[o] = out[o].wrapping_add(x[i]);
-            }
+    out.par_chunks_mut(plane_out.max(1))
+        .enumerate()
+        .for_each(|(plane, out)| {
+            let x = &input[plane * plane_in..][..plane_in];
+            for_each_window_elem(d, |_, o, i| {
+                if let Some(i) = i {
+                    out[o] = out[o].wrapping_add(x[i]);
+                }
+            });
         });
-    });
     out
 }
 
@@ -50,14 +56,17 @@ pub(crate) fn unfold(d: &Pool2dDims, input: &[u64], pad_value: u64) -> Vec<u64> 
         .map(|plane| {
             let x = &input[plane * plane_in..][..plane_in];
             let mut block = vec![0u64; window * plane_out];
-            for_each_window_elem(d, |e, o, i| block[e * plane_out + o] = i.map_or(pad_value, |i| x[i]));
+            for_each_window_elem(d, |e, o, i| {
+                block[e * plane_out + o] = i.map_or(pad_value, |i| x[i])
+            });
             block
         })
         .collect();
     let mut out = vec![0u64; window * per_elem];
     for (plane, block) in planes.iter().enumerate() {
         for e in 0..window {
-            out[e * per_elem + plane * plane_out..][..plane_out].copy_from_slice(&block[e * plane_out..][..plane_out]);
+            out[e * per_elem + plane * plane_out..][..plane_out]
+                .copy_from_slice(&block[e * plane_out..][..plane_out]);
         }
     }
     out
@@ -68,12 +77,14 @@ pub(crate) fn fold(d: &Pool2dDims, windows: &[u64]) -> Vec<u64> {
     let (plane_in, plane_out) = (d.h * d.w, d.oh * d.ow);
     let per_elem = d.n * d.c * plane_out;
     let mut out = vec![0u64; d.n * d.c * plane_in];
-    out.par_chunks_mut(plane_in.max(1)).enumerate().for_each(|(plane, x)| {
-        for_each_window_elem(d, |e, o, i| {
-            if let Some(i) = i {
-                x[i] = x[i].wrapping_add(windows[e * per_elem + plane * plane_out + o]);
-            }
+    out.par_chunks_mut(plane_in.max(1))
+        .enumerate()
+        .for_each(|(plane, x)| {
+            for_each_window_elem(d, |e, o, i| {
+                if let Some(i) = i {
+                    x[i] = x[i].wrapping_add(windows[e * per_elem + plane * plane_out + o]);
+                }
+            });
         });
-    });
     out
 }

@@ -97,8 +97,13 @@ impl CommStats {
         self.messages_received.total()
     }
 
+    /// The round count of a protocol run by three parties: the largest of their counts.
+    pub fn rounds_of(stats: &[CommStats]) -> u64 {
+        stats.iter().map(|s| s.rounds).max().unwrap_or(0)
+    }
+
     /// The field-wise sum of several snapshots (e.g. of the three parties). Note that the sum
-    /// of `rounds` adds the parties' rounds; for a protocol's round count take the maximum.
+    /// of `rounds` adds the parties' rounds; for a protocol's round count use [`CommStats::rounds_of`].
     pub fn sum<'a>(stats: impl IntoIterator<Item = &'a CommStats>) -> CommStats {
         stats
             .into_iter()
@@ -191,23 +196,28 @@ impl StatsHandle {
 /// # Rounds
 ///
 /// PROTOCOLS.md defines a round as "a step in which a party must wait for a message before it
-/// can continue". `Counting` counts, per party, a new round on a receive when the party has
-/// sent something since the round last counted (or when the receive is the party's first).
-/// Receives with no send between them wait for messages that could all be in flight at once,
-/// so they belong to one round: the receives of one [`Transport::exchange`] or
-/// [`Transport::exchange_both`] count as one round, and so do several receives in a row.
-/// A send on its own never counts a round: a party that only sends never waits.
+/// can continue". `Counting` measures rounds as the length of the longest chain of messages,
+/// each waiting on the one before, that ends at this party: a Lamport clock. Every message
+/// carries its sender's count in an 8-byte header frame sent just before it (both ends must
+/// wrap their transport in `Counting`); on a receive, the count becomes
+/// `max(own, sender's + 1)`. So a reshare in which every party sends and then receives
+/// costs one round, and a protocol in which P1 sends to P0, which then sends to P2, costs two
+/// at P2, whatever the parties counted before. A protocol's round count is the largest count
+/// over the three parties ([`CommStats::rounds_of`]).
 ///
-/// Bytes are payload bytes: framing headers and TLS overhead are not counted. Counters cover
-/// operations that succeeded. Use [`Counting::mark_round_boundary`] where a sub-protocol opens
-/// by waiting, and [`CommStats::since`] to measure one operation.
+/// Bytes are payload bytes: the header frames, framing and TLS overhead are not counted.
+/// Counters cover operations that succeeded. Use [`CommStats::since`] to measure one
+/// operation.
 #[derive(Debug)]
 pub struct Counting<T> {
     inner: T,
     cells: Arc<Cells>,
-    /// Whether the next receive starts a new round.
-    round_pending: bool,
+    /// This party's round count (the Lamport clock).
+    depth: u64,
 }
+
+/// Bytes of the round-count header frame that precedes every counted message.
+const HEADER_LEN: usize = 8;
 
 impl<T: Transport> Counting<T> {
     /// Starts counting from zero.
@@ -215,7 +225,7 @@ impl<T: Transport> Counting<T> {
         Counting {
             inner,
             cells: Arc::new(Cells::default()),
-            round_pending: true,
+            depth: 0,
         }
     }
 
@@ -227,12 +237,6 @@ impl<T: Transport> Counting<T> {
     /// A handle that reads the counters from anywhere.
     pub fn stats_handle(&self) -> StatsHandle {
         StatsHandle(self.cells.clone())
-    }
-
-    /// Makes the next receive start a new round even if nothing was sent since the last one
-    /// (e.g. at the start of a sub-protocol that opens by waiting).
-    pub fn mark_round_boundary(&mut self) {
-        self.round_pending = true;
     }
 
     /// The wrapped transport.
@@ -250,21 +254,30 @@ impl<T: Transport> Counting<T> {
         self.inner
     }
 
-    fn count_send(&mut self, peer: Peer, len: usize) {
+    fn send_counted(&mut self, peer: Peer, msg: &[u8]) -> Result<(), TransportError> {
+        self.inner.send(peer, &self.depth.to_le_bytes())?;
+        self.inner.send(peer, msg)?;
         let i = slot(peer);
-        self.cells.bytes_sent[i].fetch_add(len as u64, Ordering::Relaxed);
+        self.cells.bytes_sent[i].fetch_add(msg.len() as u64, Ordering::Relaxed);
         self.cells.messages_sent[i].fetch_add(1, Ordering::Relaxed);
-        self.round_pending = true;
+        Ok(())
     }
 
-    fn count_recv(&mut self, peer: Peer, len: usize) {
+    fn recv_counted(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {
+        let header = self.inner.recv(peer)?;
+        let sender_depth = <[u8; HEADER_LEN]>::try_from(header.as_slice())
+            .map(u64::from_le_bytes)
+            .map_err(|_| TransportError::BadHeader {
+                peer: self.inner.party().neighbour(peer),
+                len: header.len(),
+            })?;
+        let msg = self.inner.recv(peer)?;
         let i = slot(peer);
-        self.cells.bytes_received[i].fetch_add(len as u64, Ordering::Relaxed);
+        self.cells.bytes_received[i].fetch_add(msg.len() as u64, Ordering::Relaxed);
         self.cells.messages_received[i].fetch_add(1, Ordering::Relaxed);
-        if self.round_pending {
-            self.cells.rounds.fetch_add(1, Ordering::Relaxed);
-            self.round_pending = false;
-        }
+        self.depth = self.depth.max(sender_depth.saturating_add(1));
+        self.cells.rounds.store(self.depth, Ordering::Relaxed);
+        Ok(msg)
     }
 }
 
@@ -274,22 +287,18 @@ impl<T: Transport> Transport for Counting<T> {
     }
 
     fn send(&mut self, peer: Peer, msg: &[u8]) -> Result<(), TransportError> {
-        self.inner.send(peer, msg)?;
-        self.count_send(peer, msg.len());
-        Ok(())
+        self.send_counted(peer, msg)
     }
 
     fn recv(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {
-        let msg = self.inner.recv(peer)?;
-        self.count_recv(peer, msg.len());
-        Ok(msg)
+        self.recv_counted(peer)
     }
 
+    // Sends never wait for the peer to receive (every transport queues them), so an exchange
+    // is its sends followed by its receives.
     fn exchange(&mut self, to: Peer, msg: &[u8], from: Peer) -> Result<Vec<u8>, TransportError> {
-        let got = self.inner.exchange(to, msg, from)?;
-        self.count_send(to, msg.len());
-        self.count_recv(from, got.len());
-        Ok(got)
+        self.send_counted(to, msg)?;
+        self.recv_counted(from)
     }
 
     fn exchange_both(
@@ -297,11 +306,10 @@ impl<T: Transport> Transport for Counting<T> {
         to_next: &[u8],
         to_prev: &[u8],
     ) -> Result<(Vec<u8>, Vec<u8>), TransportError> {
-        let (from_next, from_prev) = self.inner.exchange_both(to_next, to_prev)?;
-        self.count_send(Peer::Next, to_next.len());
-        self.count_send(Peer::Prev, to_prev.len());
-        self.count_recv(Peer::Next, from_next.len());
-        self.count_recv(Peer::Prev, from_prev.len());
+        self.send_counted(Peer::Next, to_next)?;
+        self.send_counted(Peer::Prev, to_prev)?;
+        let from_next = self.recv_counted(Peer::Next)?;
+        let from_prev = self.recv_counted(Peer::Prev)?;
         Ok((from_next, from_prev))
     }
 }

@@ -55,6 +55,15 @@ pub enum TransportError {
         /// Bytes of it that arrived.
         received: u64,
     },
+    /// A round-count header frame of the wrong length: the peer does not wrap its transport
+    /// in [`crate::Counting`], or the stream is out of step.
+    #[error("the round-count header from {peer} has {len} bytes, not 8: is the peer counting?")]
+    BadHeader {
+        /// The party that sent it.
+        peer: PartyId,
+        /// Its length.
+        len: usize,
+    },
     /// A message meant to hold `u64` words has a byte length that is not a multiple of 8.
     #[error("a message of {len} bytes from {peer} is not a whole number of 8-byte words")]
     NotU64Aligned {

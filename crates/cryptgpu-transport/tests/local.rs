@@ -76,10 +76,9 @@ fn rounds_and_deltas() {
         c.exchange_both(&[2; 16], &[3; 24]).unwrap();
         c.exchange_u64s(Peer::Prev, &[7, 8], Peer::Next).unwrap();
         let delta = c.stats().since(&before);
-        // A sub-protocol that opens by waiting counts once a boundary is marked.
+        // A step in which every party sends and then receives is one more round.
         c.send(Peer::Next, &[]).unwrap();
         c.send(Peer::Prev, &[]).unwrap();
-        c.mark_round_boundary();
         c.recv(Peer::Next).unwrap();
         c.recv(Peer::Prev).unwrap();
         (delta, c.stats().rounds)

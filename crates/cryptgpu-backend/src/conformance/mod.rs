@@ -8,8 +8,8 @@ pub mod reference;
 
 use crate::shape::packed_words;
 use crate::{BinaryOp, Conv2dParams, DeviceTensor, GpuBackend, Pool2dParams, ShiftOp, UnaryOp};
-use rand_chacha::ChaCha12Rng;
 use rand_chacha::ChaCha8Rng;
+use rand_chacha::ChaCha12Rng;
 use rand_core::{Rng, SeedableRng};
 use reference::HostTensor;
 
@@ -21,7 +21,9 @@ pub fn unavailable<B>(backend: &str, why: impl std::fmt::Display) -> Option<B> {
     if std::env::var_os(&var).is_some_and(|v| !v.is_empty() && v != "0") {
         panic!("{var} is set but the {backend} backend is unavailable: {why}");
     }
-    eprintln!("skipped: the {backend} backend is unavailable here ({why}); set {var}=1 to make this a failure");
+    eprintln!(
+        "skipped: the {backend} backend is unavailable here ({why}); set {var}=1 to make this a failure"
+    );
     None
 }
 
@@ -32,7 +34,9 @@ pub struct Inputs(ChaCha8Rng);
 impl Inputs {
     /// A generator seeded from the check's name, so every run sees the same data.
     pub fn new(check: &str) -> Self {
-        let seed = check.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let seed = check.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
         Self(ChaCha8Rng::seed_from_u64(seed))
     }
 
@@ -81,7 +85,12 @@ pub fn download<B: GpuBackend>(backend: &B, t: &B::Tensor) -> HostTensor {
 pub fn assert_same(what: &str, got: &HostTensor, want: &HostTensor) {
     assert_eq!(got.shape, want.shape, "{what}: shape differs");
     if let Some(i) = got.data.iter().zip(&want.data).position(|(g, w)| g != w) {
-        let diffs = got.data.iter().zip(&want.data).filter(|(g, w)| g != w).count();
+        let diffs = got
+            .data
+            .iter()
+            .zip(&want.data)
+            .filter(|(g, w)| g != w)
+            .count();
         panic!(
             "{what}: {diffs} of {} elements differ; first at flat index {i}: got {:#018x}, want {:#018x}",
             want.data.len(),
@@ -93,19 +102,41 @@ pub fn assert_same(what: &str, got: &HostTensor, want: &HostTensor) {
 
 /// Shapes that catch off-by-one and tail handling: scalars, ones, primes, a power of two
 /// and one past it.
-const ELEMENTWISE_SHAPES: &[&[usize]] =
-    &[&[], &[1], &[7], &[64], &[65], &[3, 5], &[2, 3, 7], &[1000], &[4099], &[2, 1, 3, 1, 5], &[33, 129]];
+const ELEMENTWISE_SHAPES: &[&[usize]] = &[
+    &[],
+    &[1],
+    &[7],
+    &[64],
+    &[65],
+    &[3, 5],
+    &[2, 3, 7],
+    &[1000],
+    &[4099],
+    &[2, 1, 3, 1, 5],
+    &[33, 129],
+];
 
 /// Uploads and downloads keep every bit; a buffer of the wrong length is refused.
 pub fn check_upload_download<B: GpuBackend>(backend: &B) {
     let mut rng = Inputs::new("upload_download");
-    for shape in ELEMENTWISE_SHAPES.iter().copied().chain([&[0usize, 3][..], &[4, 0]]) {
+    for shape in ELEMENTWISE_SHAPES
+        .iter()
+        .copied()
+        .chain([&[0usize, 3][..], &[4, 0]])
+    {
         let x = rng.tensor(shape);
         let t = upload(backend, &x);
         assert_eq!(t.shape(), shape);
-        assert_same(&format!("upload/download {shape:?}"), &download(backend, &t), &x);
+        assert_same(
+            &format!("upload/download {shape:?}"),
+            &download(backend, &t),
+            &x,
+        );
     }
-    assert!(backend.upload(&[1, 2, 3], &[2, 2]).is_err(), "upload of 3 elements as [2, 2] must fail");
+    assert!(
+        backend.upload(&[1, 2, 3], &[2, 2]).is_err(),
+        "upload of 3 elements as [2, 2] must fail"
+    );
     backend.sync().expect("sync");
 }
 
@@ -115,8 +146,16 @@ pub fn check_full_and_zeros<B: GpuBackend>(backend: &B) {
     for shape in ELEMENTWISE_SHAPES {
         let v = rng.elem();
         let n = shape.iter().product();
-        assert_same("full", &download(backend, &backend.full(shape, v).unwrap()), &HostTensor::new(vec![v; n], shape));
-        assert_same("zeros", &download(backend, &backend.zeros(shape).unwrap()), &HostTensor::new(vec![0; n], shape));
+        assert_same(
+            "full",
+            &download(backend, &backend.full(shape, v).unwrap()),
+            &HostTensor::new(vec![v; n], shape),
+        );
+        assert_same(
+            "zeros",
+            &download(backend, &backend.zeros(shape).unwrap()),
+            &HostTensor::new(vec![0; n], shape),
+        );
     }
 }
 
@@ -126,9 +165,16 @@ pub fn check_reshape<B: GpuBackend>(backend: &B) {
     let t = upload(backend, &x);
     for shape in [&[30usize][..], &[5, 6], &[1, 30, 1], &[3, 2, 5]] {
         let r = backend.reshape(&t, shape).unwrap();
-        assert_same("reshape", &download(backend, &r), &HostTensor::new(x.data.clone(), shape));
+        assert_same(
+            "reshape",
+            &download(backend, &r),
+            &HostTensor::new(x.data.clone(), shape),
+        );
     }
-    assert!(backend.reshape(&t, &[31]).is_err(), "reshape to another element count must fail");
+    assert!(
+        backend.reshape(&t, &[31]).is_err(),
+        "reshape to another element count must fail"
+    );
 }
 
 /// `permute` and `transpose` on ranks 2 to 4.
@@ -147,14 +193,28 @@ pub fn check_permute<B: GpuBackend>(backend: &B) {
     for &(shape, axes) in cases {
         let x = rng.tensor(shape);
         let got = backend.permute(&upload(backend, &x), axes).unwrap();
-        assert_same(&format!("permute {shape:?} by {axes:?}"), &download(backend, &got), &reference::permute(&x, axes));
+        assert_same(
+            &format!("permute {shape:?} by {axes:?}"),
+            &download(backend, &got),
+            &reference::permute(&x, axes),
+        );
     }
     let x = rng.tensor(&[4, 6, 5]);
     let got = backend.transpose(&upload(backend, &x), 0, 2).unwrap();
-    assert_same("transpose", &download(backend, &got), &reference::permute(&x, &[2, 1, 0]));
+    assert_same(
+        "transpose",
+        &download(backend, &got),
+        &reference::permute(&x, &[2, 1, 0]),
+    );
     let t = upload(backend, &x);
-    assert!(backend.permute(&t, &[0, 0, 1]).is_err(), "a repeated axis must fail");
-    assert!(backend.permute(&t, &[0, 1]).is_err(), "too few axes must fail");
+    assert!(
+        backend.permute(&t, &[0, 0, 1]).is_err(),
+        "a repeated axis must fail"
+    );
+    assert!(
+        backend.permute(&t, &[0, 1]).is_err(),
+        "too few axes must fail"
+    );
 }
 
 /// `slice` along every axis, empty and full ranges included.
@@ -163,14 +223,30 @@ pub fn check_slice<B: GpuBackend>(backend: &B) {
     let t = upload(backend, &x);
     for axis in 0..3 {
         let extent = x.shape[axis];
-        for (start, end) in [(0, extent), (1, extent - 1), (2, 3), (extent, extent), (0, 1)] {
+        for (start, end) in [
+            (0, extent),
+            (1, extent - 1),
+            (2, 3),
+            (extent, extent),
+            (0, 1),
+        ] {
             let got = backend.slice(&t, axis, start..end).unwrap();
             let want = reference::slice(&x, axis, start, end);
-            assert_same(&format!("slice axis {axis} {start}..{end}"), &download(backend, &got), &want);
+            assert_same(
+                &format!("slice axis {axis} {start}..{end}"),
+                &download(backend, &got),
+                &want,
+            );
         }
     }
-    assert!(backend.slice(&t, 3, 0..1).is_err(), "slice past the rank must fail");
-    assert!(backend.slice(&t, 0, 2..6).is_err(), "slice past the extent must fail");
+    assert!(
+        backend.slice(&t, 3, 0..1).is_err(),
+        "slice past the rank must fail"
+    );
+    assert!(
+        backend.slice(&t, 0, 2..6).is_err(),
+        "slice past the extent must fail"
+    );
 }
 
 /// `concat` along every axis, of two and three tensors.
@@ -182,14 +258,27 @@ pub fn check_concat<B: GpuBackend>(backend: &B) {
         shapes[2][axis] = 7;
         let xs: Vec<HostTensor> = shapes.iter().map(|s| rng.tensor(s)).collect();
         let ts: Vec<B::Tensor> = xs.iter().map(|x| upload(backend, x)).collect();
-        let got = backend.concat(&ts.iter().collect::<Vec<_>>(), axis).unwrap();
-        assert_same(&format!("concat axis {axis}"), &download(backend, &got), &reference::concat(&xs.iter().collect::<Vec<_>>(), axis));
+        let got = backend
+            .concat(&ts.iter().collect::<Vec<_>>(), axis)
+            .unwrap();
+        assert_same(
+            &format!("concat axis {axis}"),
+            &download(backend, &got),
+            &reference::concat(&xs.iter().collect::<Vec<_>>(), axis),
+        );
         let got = backend.concat(&[&ts[0], &ts[1]], axis).unwrap();
-        assert_same(&format!("concat of two, axis {axis}"), &download(backend, &got), &reference::concat(&[&xs[0], &xs[1]], axis));
+        assert_same(
+            &format!("concat of two, axis {axis}"),
+            &download(backend, &got),
+            &reference::concat(&[&xs[0], &xs[1]], axis),
+        );
     }
     let a = upload(backend, &rng.tensor(&[2, 3]));
     let b = upload(backend, &rng.tensor(&[3, 3]));
-    assert!(backend.concat(&[&a, &b], 1).is_err(), "mismatched extents must fail");
+    assert!(
+        backend.concat(&[&a, &b], 1).is_err(),
+        "mismatched extents must fail"
+    );
     assert!(backend.concat(&[], 0).is_err(), "an empty list must fail");
 }
 
@@ -207,11 +296,21 @@ pub fn check_broadcast<B: GpuBackend>(backend: &B) {
     for &(from, to) in cases {
         let x = rng.tensor(from);
         let got = backend.broadcast_to(&upload(backend, &x), to).unwrap();
-        assert_same(&format!("broadcast {from:?} to {to:?}"), &download(backend, &got), &reference::broadcast(&x, to));
+        assert_same(
+            &format!("broadcast {from:?} to {to:?}"),
+            &download(backend, &got),
+            &reference::broadcast(&x, to),
+        );
     }
     let t = upload(backend, &rng.tensor(&[3, 2]));
-    assert!(backend.broadcast_to(&t, &[3, 3]).is_err(), "an extent of 2 cannot broadcast to 3");
-    assert!(backend.broadcast_to(&t, &[2]).is_err(), "broadcast to a lower rank must fail");
+    assert!(
+        backend.broadcast_to(&t, &[3, 3]).is_err(),
+        "an extent of 2 cannot broadcast to 3"
+    );
+    assert!(
+        backend.broadcast_to(&t, &[2]).is_err(),
+        "broadcast to a lower rank must fail"
+    );
 }
 
 /// Every elementwise binary op, tensor with tensor and tensor with a public scalar.
@@ -223,15 +322,26 @@ pub fn check_binary<B: GpuBackend>(backend: &B) {
         let s = rng.elem();
         for op in BinaryOp::ALL {
             let got = backend.binary(op, &ta, &tb).unwrap();
-            assert_same(&format!("{op:?} {shape:?}"), &download(backend, &got), &reference::binary(op, &a, &b));
+            assert_same(
+                &format!("{op:?} {shape:?}"),
+                &download(backend, &got),
+                &reference::binary(op, &a, &b),
+            );
             let got = backend.binary_scalar(op, &ta, s).unwrap();
             let want = HostTensor::new(a.data.iter().map(|&x| op.apply(x, s)).collect(), shape);
-            assert_same(&format!("{op:?} scalar {shape:?}"), &download(backend, &got), &want);
+            assert_same(
+                &format!("{op:?} scalar {shape:?}"),
+                &download(backend, &got),
+                &want,
+            );
         }
     }
     let a = upload(backend, &rng.tensor(&[3, 4]));
     let b = upload(backend, &rng.tensor(&[4, 3]));
-    assert!(backend.binary(BinaryOp::Add, &a, &b).is_err(), "elementwise ops on different shapes must fail");
+    assert!(
+        backend.binary(BinaryOp::Add, &a, &b).is_err(),
+        "elementwise ops on different shapes must fail"
+    );
 }
 
 /// Every unary op.
@@ -242,7 +352,11 @@ pub fn check_unary<B: GpuBackend>(backend: &B) {
         for op in UnaryOp::ALL {
             let got = backend.unary(op, &upload(backend, &a)).unwrap();
             let want = HostTensor::new(a.data.iter().map(|&x| op.apply(x)).collect(), shape);
-            assert_same(&format!("{op:?} {shape:?}"), &download(backend, &got), &want);
+            assert_same(
+                &format!("{op:?} {shape:?}"),
+                &download(backend, &got),
+                &want,
+            );
         }
     }
 }
@@ -256,10 +370,18 @@ pub fn check_shift<B: GpuBackend>(backend: &B) {
         for op in ShiftOp::ALL {
             for bits in [0, 1, 20, 31, 32, 63] {
                 let got = backend.shift(op, &t, bits).unwrap();
-                let want = HostTensor::new(a.data.iter().map(|&x| op.apply(x, bits)).collect(), shape);
-                assert_same(&format!("{op:?} by {bits} {shape:?}"), &download(backend, &got), &want);
+                let want =
+                    HostTensor::new(a.data.iter().map(|&x| op.apply(x, bits)).collect(), shape);
+                assert_same(
+                    &format!("{op:?} by {bits} {shape:?}"),
+                    &download(backend, &got),
+                    &want,
+                );
             }
-            assert!(backend.shift(op, &t, 64).is_err(), "a shift by 64 must fail");
+            assert!(
+                backend.shift(op, &t, 64).is_err(),
+                "a shift by 64 must fail"
+            );
         }
     }
 }
@@ -273,7 +395,11 @@ pub fn check_extract_bit<B: GpuBackend>(backend: &B) {
         for bit in [0, 1, 31, 32, 62, 63] {
             let got = backend.extract_bit(&t, bit).unwrap();
             let want = HostTensor::new(a.data.iter().map(|&x| (x >> bit) & 1).collect(), shape);
-            assert_same(&format!("bit {bit} {shape:?}"), &download(backend, &got), &want);
+            assert_same(
+                &format!("bit {bit} {shape:?}"),
+                &download(backend, &got),
+                &want,
+            );
         }
         assert!(backend.extract_bit(&t, 64).is_err(), "bit 64 must fail");
     }
@@ -298,11 +424,18 @@ pub fn check_pack_bits<B: GpuBackend>(backend: &B) {
         assert_same(&format!("unpack {n}"), &download(backend, &unpacked), &want);
     }
     let packed = upload(backend, &rng.tensor(&[2]));
-    assert!(backend.unpack_bits(&packed, &[200]).is_err(), "200 bits need 4 words, not 2");
+    assert!(
+        backend.unpack_bits(&packed, &[200]).is_err(),
+        "200 bits need 4 words, not 2"
+    );
     let from_words = backend.unpack_bits(&packed, &[2, 64]).unwrap();
     let words = backend.download(&packed).unwrap();
     let want: Vec<u64> = (0..128).map(|i| (words[i / 64] >> (i % 64)) & 1).collect();
-    assert_same("unpack of random words", &download(backend, &from_words), &HostTensor::new(want, &[2, 64]));
+    assert_same(
+        "unpack of random words",
+        &download(backend, &from_words),
+        &HostTensor::new(want, &[2, 64]),
+    );
 }
 
 /// Batched matrix products on odd shapes, with and without broadcasting of one side.
@@ -323,25 +456,97 @@ pub fn check_matmul<B: GpuBackend>(backend: &B) {
     ];
     for &(sa, sb) in cases {
         let (a, b) = (rng.tensor(sa), rng.tensor(sb));
-        let got = backend.matmul(&upload(backend, &a), &upload(backend, &b)).unwrap();
-        assert_same(&format!("matmul {sa:?} x {sb:?}"), &download(backend, &got), &reference::matmul(&a, &b));
+        let got = backend
+            .matmul(&upload(backend, &a), &upload(backend, &b))
+            .unwrap();
+        assert_same(
+            &format!("matmul {sa:?} x {sb:?}"),
+            &download(backend, &got),
+            &reference::matmul(&a, &b),
+        );
     }
-    let bad: &[(&[usize], &[usize])] = &[(&[3, 4], &[5, 2]), (&[4], &[4, 2]), (&[2, 3, 4], &[3, 4, 2])];
+    let bad: &[(&[usize], &[usize])] = &[
+        (&[3, 4], &[5, 2]),
+        (&[4], &[4, 2]),
+        (&[2, 3, 4], &[3, 4, 2]),
+    ];
     for &(sa, sb) in bad {
-        let (a, b) = (upload(backend, &rng.tensor(sa)), upload(backend, &rng.tensor(sb)));
-        assert!(backend.matmul(&a, &b).is_err(), "matmul {sa:?} x {sb:?} must fail");
+        let (a, b) = (
+            upload(backend, &rng.tensor(sa)),
+            upload(backend, &rng.tensor(sb)),
+        );
+        assert!(
+            backend.matmul(&a, &b).is_err(),
+            "matmul {sa:?} x {sb:?} must fail"
+        );
     }
 }
 
 /// Convolutions with stride, padding, rectangular kernels and groups.
 const CONV_CASES: &[([usize; 4], [usize; 4], Conv2dParams)] = &[
-    ([1, 1, 5, 5], [1, 1, 3, 3], Conv2dParams { stride: [1, 1], padding: [0, 0], groups: 1 }),
-    ([2, 3, 7, 9], [4, 3, 3, 2], Conv2dParams { stride: [2, 1], padding: [1, 0], groups: 1 }),
-    ([1, 6, 8, 8], [9, 2, 3, 3], Conv2dParams { stride: [1, 1], padding: [1, 1], groups: 3 }),
-    ([2, 4, 9, 7], [4, 1, 3, 3], Conv2dParams { stride: [2, 2], padding: [1, 1], groups: 4 }),
-    ([1, 1, 28, 28], [20, 1, 5, 5], Conv2dParams { stride: [1, 1], padding: [0, 0], groups: 1 }),
-    ([3, 5, 6, 6], [7, 5, 1, 1], Conv2dParams { stride: [1, 1], padding: [0, 0], groups: 1 }),
-    ([1, 3, 11, 10], [5, 3, 4, 3], Conv2dParams { stride: [3, 2], padding: [2, 1], groups: 1 }),
+    (
+        [1, 1, 5, 5],
+        [1, 1, 3, 3],
+        Conv2dParams {
+            stride: [1, 1],
+            padding: [0, 0],
+            groups: 1,
+        },
+    ),
+    (
+        [2, 3, 7, 9],
+        [4, 3, 3, 2],
+        Conv2dParams {
+            stride: [2, 1],
+            padding: [1, 0],
+            groups: 1,
+        },
+    ),
+    (
+        [1, 6, 8, 8],
+        [9, 2, 3, 3],
+        Conv2dParams {
+            stride: [1, 1],
+            padding: [1, 1],
+            groups: 3,
+        },
+    ),
+    (
+        [2, 4, 9, 7],
+        [4, 1, 3, 3],
+        Conv2dParams {
+            stride: [2, 2],
+            padding: [1, 1],
+            groups: 4,
+        },
+    ),
+    (
+        [1, 1, 28, 28],
+        [20, 1, 5, 5],
+        Conv2dParams {
+            stride: [1, 1],
+            padding: [0, 0],
+            groups: 1,
+        },
+    ),
+    (
+        [3, 5, 6, 6],
+        [7, 5, 1, 1],
+        Conv2dParams {
+            stride: [1, 1],
+            padding: [0, 0],
+            groups: 1,
+        },
+    ),
+    (
+        [1, 3, 11, 10],
+        [5, 3, 4, 3],
+        Conv2dParams {
+            stride: [3, 2],
+            padding: [2, 1],
+            groups: 1,
+        },
+    ),
 ];
 
 /// Forward convolution.
@@ -349,71 +554,160 @@ pub fn check_conv2d<B: GpuBackend>(backend: &B) {
     let mut rng = Inputs::new("conv2d");
     for &(sx, sw, p) in CONV_CASES {
         let (x, w) = (rng.tensor(&sx), rng.tensor(&sw));
-        let got = backend.conv2d(&upload(backend, &x), &upload(backend, &w), p).unwrap();
-        assert_same(&format!("conv2d {sx:?} * {sw:?} {p:?}"), &download(backend, &got), &reference::conv2d(&x, &w, p));
+        let got = backend
+            .conv2d(&upload(backend, &x), &upload(backend, &w), p)
+            .unwrap();
+        assert_same(
+            &format!("conv2d {sx:?} * {sw:?} {p:?}"),
+            &download(backend, &got),
+            &reference::conv2d(&x, &w, p),
+        );
     }
     let x = upload(backend, &rng.tensor(&[1, 3, 5, 5]));
     let w = upload(backend, &rng.tensor(&[2, 2, 3, 3]));
-    assert!(backend.conv2d(&x, &w, Conv2dParams::default()).is_err(), "channel mismatch must fail");
+    assert!(
+        backend.conv2d(&x, &w, Conv2dParams::default()).is_err(),
+        "channel mismatch must fail"
+    );
     let w = upload(backend, &rng.tensor(&[2, 3, 7, 7]));
-    assert!(backend.conv2d(&x, &w, Conv2dParams::default()).is_err(), "a kernel larger than the input must fail");
+    assert!(
+        backend.conv2d(&x, &w, Conv2dParams::default()).is_err(),
+        "a kernel larger than the input must fail"
+    );
     let w = upload(backend, &rng.tensor(&[2, 3, 3, 3]));
-    assert!(backend.conv2d(&x, &w, Conv2dParams::new(0, 0)).is_err(), "stride 0 must fail");
+    assert!(
+        backend.conv2d(&x, &w, Conv2dParams::new(0, 0)).is_err(),
+        "stride 0 must fail"
+    );
 }
 
 /// Gradient of the convolution with respect to the input.
 pub fn check_conv2d_grad_input<B: GpuBackend>(backend: &B) {
     let mut rng = Inputs::new("conv2d_grad_input");
     for &(sx, sw, p) in CONV_CASES {
-        let out_shape = crate::shape::Conv2dDims::forward(&sx, &sw, p).unwrap().output_shape();
+        let out_shape = crate::shape::Conv2dDims::forward(&sx, &sw, p)
+            .unwrap()
+            .output_shape();
         let (g, w) = (rng.tensor(&out_shape), rng.tensor(&sw));
         let hw = [sx[2], sx[3]];
-        let got = backend.conv2d_grad_input(&upload(backend, &g), &upload(backend, &w), hw, p).unwrap();
+        let got = backend
+            .conv2d_grad_input(&upload(backend, &g), &upload(backend, &w), hw, p)
+            .unwrap();
         let want = reference::conv2d_grad_input(&g, &w, hw, p);
-        assert_same(&format!("conv2d_grad_input {sx:?} * {sw:?} {p:?}"), &download(backend, &got), &want);
+        assert_same(
+            &format!("conv2d_grad_input {sx:?} * {sw:?} {p:?}"),
+            &download(backend, &got),
+            &want,
+        );
     }
     let g = upload(backend, &rng.tensor(&[1, 2, 3, 3]));
     let w = upload(backend, &rng.tensor(&[2, 3, 3, 3]));
-    assert!(backend.conv2d_grad_input(&g, &w, [6, 6], Conv2dParams::default()).is_err(), "wrong input size must fail");
+    assert!(
+        backend
+            .conv2d_grad_input(&g, &w, [6, 6], Conv2dParams::default())
+            .is_err(),
+        "wrong input size must fail"
+    );
 }
 
 /// Gradient of the convolution with respect to the weight.
 pub fn check_conv2d_grad_weight<B: GpuBackend>(backend: &B) {
     let mut rng = Inputs::new("conv2d_grad_weight");
     for &(sx, sw, p) in CONV_CASES {
-        let out_shape = crate::shape::Conv2dDims::forward(&sx, &sw, p).unwrap().output_shape();
+        let out_shape = crate::shape::Conv2dDims::forward(&sx, &sw, p)
+            .unwrap()
+            .output_shape();
         let (x, g) = (rng.tensor(&sx), rng.tensor(&out_shape));
         let khw = [sw[2], sw[3]];
-        let got = backend.conv2d_grad_weight(&upload(backend, &x), &upload(backend, &g), khw, p).unwrap();
+        let got = backend
+            .conv2d_grad_weight(&upload(backend, &x), &upload(backend, &g), khw, p)
+            .unwrap();
         let want = reference::conv2d_grad_weight(&x, &g, khw, p);
-        assert_same(&format!("conv2d_grad_weight {sx:?} * {sw:?} {p:?}"), &download(backend, &got), &want);
+        assert_same(
+            &format!("conv2d_grad_weight {sx:?} * {sw:?} {p:?}"),
+            &download(backend, &got),
+            &want,
+        );
     }
     let x = upload(backend, &rng.tensor(&[1, 3, 5, 5]));
     let g = upload(backend, &rng.tensor(&[2, 2, 3, 3]));
-    assert!(backend.conv2d_grad_weight(&x, &g, [3, 3], Conv2dParams::default()).is_err(), "batch mismatch must fail");
+    assert!(
+        backend
+            .conv2d_grad_weight(&x, &g, [3, 3], Conv2dParams::default())
+            .is_err(),
+        "batch mismatch must fail"
+    );
 }
 
 /// Sums over each axis.
 pub fn check_sum_axis<B: GpuBackend>(backend: &B) {
     let mut rng = Inputs::new("sum_axis");
-    for shape in [&[7usize][..], &[3, 5], &[2, 3, 7], &[4, 1, 65, 3], &[10, 1000]] {
+    for shape in [
+        &[7usize][..],
+        &[3, 5],
+        &[2, 3, 7],
+        &[4, 1, 65, 3],
+        &[10, 1000],
+    ] {
         let x = rng.tensor(shape);
         let t = upload(backend, &x);
         for axis in 0..shape.len() {
             let got = backend.sum_axis(&t, axis).unwrap();
-            assert_same(&format!("sum {shape:?} over {axis}"), &download(backend, &got), &reference::sum_axis(&x, axis));
+            assert_same(
+                &format!("sum {shape:?} over {axis}"),
+                &download(backend, &got),
+                &reference::sum_axis(&x, axis),
+            );
         }
-        assert!(backend.sum_axis(&t, shape.len()).is_err(), "an axis past the rank must fail");
+        assert!(
+            backend.sum_axis(&t, shape.len()).is_err(),
+            "an axis past the rank must fail"
+        );
     }
 }
 
 /// Pooling windows: 2×2, overlapping 3×3 with stride 2, padded, rectangular.
 const POOL_CASES: &[([usize; 4], Pool2dParams)] = &[
-    ([1, 1, 4, 4], Pool2dParams { kernel: [2, 2], stride: [2, 2], padding: [0, 0] }),
-    ([2, 3, 7, 9], Pool2dParams { kernel: [2, 2], stride: [2, 2], padding: [0, 0] }),
-    ([2, 3, 9, 7], Pool2dParams { kernel: [3, 3], stride: [2, 2], padding: [1, 1] }),
-    ([1, 5, 8, 6], Pool2dParams { kernel: [3, 2], stride: [1, 2], padding: [1, 0] }),
-    ([3, 2, 5, 5], Pool2dParams { kernel: [5, 5], stride: [1, 1], padding: [0, 0] }),
+    (
+        [1, 1, 4, 4],
+        Pool2dParams {
+            kernel: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+        },
+    ),
+    (
+        [2, 3, 7, 9],
+        Pool2dParams {
+            kernel: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+        },
+    ),
+    (
+        [2, 3, 9, 7],
+        Pool2dParams {
+            kernel: [3, 3],
+            stride: [2, 2],
+            padding: [1, 1],
+        },
+    ),
+    (
+        [1, 5, 8, 6],
+        Pool2dParams {
+            kernel: [3, 2],
+            stride: [1, 2],
+            padding: [1, 0],
+        },
+    ),
+    (
+        [3, 2, 5, 5],
+        Pool2dParams {
+            kernel: [5, 5],
+            stride: [1, 1],
+            padding: [0, 0],
+        },
+    ),
 ];
 
 /// `pool_window_sum`.
@@ -422,10 +716,19 @@ pub fn check_pool_window_sum<B: GpuBackend>(backend: &B) {
     for &(shape, p) in POOL_CASES {
         let x = rng.tensor(&shape);
         let got = backend.pool_window_sum(&upload(backend, &x), p).unwrap();
-        assert_same(&format!("window sum {shape:?} {p:?}"), &download(backend, &got), &reference::pool_window_sum(&x, p));
+        assert_same(
+            &format!("window sum {shape:?} {p:?}"),
+            &download(backend, &got),
+            &reference::pool_window_sum(&x, p),
+        );
     }
     let t = upload(backend, &rng.tensor(&[1, 1, 2, 2]));
-    assert!(backend.pool_window_sum(&t, Pool2dParams::new(3, 1)).is_err(), "a window larger than the input must fail");
+    assert!(
+        backend
+            .pool_window_sum(&t, Pool2dParams::new(3, 1))
+            .is_err(),
+        "a window larger than the input must fail"
+    );
 }
 
 /// `pool_unfold` with a padding value, and `pool_fold`, its adjoint.
@@ -435,15 +738,30 @@ pub fn check_pool_unfold_fold<B: GpuBackend>(backend: &B) {
         let x = rng.tensor(&shape);
         let pad = rng.elem();
         let got = backend.pool_unfold(&upload(backend, &x), p, pad).unwrap();
-        assert_same(&format!("unfold {shape:?} {p:?}"), &download(backend, &got), &reference::pool_unfold(&x, p, pad));
+        assert_same(
+            &format!("unfold {shape:?} {p:?}"),
+            &download(backend, &got),
+            &reference::pool_unfold(&x, p, pad),
+        );
 
         let windows = rng.tensor(got.shape());
-        let folded = backend.pool_fold(&upload(backend, &windows), p, &shape).unwrap();
+        let folded = backend
+            .pool_fold(&upload(backend, &windows), p, &shape)
+            .unwrap();
         let want = reference::pool_fold(&windows, p, &shape);
-        assert_same(&format!("fold {shape:?} {p:?}"), &download(backend, &folded), &want);
+        assert_same(
+            &format!("fold {shape:?} {p:?}"),
+            &download(backend, &folded),
+            &want,
+        );
     }
     let t = upload(backend, &rng.tensor(&[4, 1, 2, 2]));
-    assert!(backend.pool_fold(&t, Pool2dParams::new(2, 2), &[1, 1, 4, 4]).is_err(), "windows of the wrong shape must fail");
+    assert!(
+        backend
+            .pool_fold(&t, Pool2dParams::new(2, 2), &[1, 1, 4, 4])
+            .is_err(),
+        "windows of the wrong shape must fail"
+    );
 }
 
 /// `fill_chacha12` against `rand_chacha::ChaCha12Rng`, word for word: several keys and
@@ -456,12 +774,23 @@ pub fn check_fill_chacha12<B: GpuBackend>(backend: &B) {
         let key = rng.key();
         let stream = if case == 2 { u64::MAX } else { rng.elem() };
         for shape in [&[1usize][..], &[3, 5], &[1000], &[2, 257]] {
-            let got = backend.fill_chacha12(shape, &key, stream, position).unwrap();
+            let got = backend
+                .fill_chacha12(shape, &key, stream, position)
+                .unwrap();
             let mut reference = ChaCha12Rng::from_seed(key);
             reference.set_stream(stream);
             reference.set_word_pos(2 * u128::from(position));
-            let want = HostTensor::new((0..shape.iter().product::<usize>()).map(|_| reference.next_u64()).collect(), shape);
-            assert_same(&format!("chacha12 position {position} {shape:?}"), &download(backend, &got), &want);
+            let want = HostTensor::new(
+                (0..shape.iter().product::<usize>())
+                    .map(|_| reference.next_u64())
+                    .collect(),
+                shape,
+            );
+            assert_same(
+                &format!("chacha12 position {position} {shape:?}"),
+                &download(backend, &got),
+                &want,
+            );
         }
     }
 }
@@ -472,8 +801,14 @@ pub fn check_large<B: GpuBackend>(backend: &B) {
     let mut rng = Inputs::new("large");
     let n = (1 << 21) + 3;
     let (a, b) = (rng.tensor(&[n]), rng.tensor(&[n]));
-    let got = backend.binary(BinaryOp::Mul, &upload(backend, &a), &upload(backend, &b)).unwrap();
-    assert_same("large mul", &download(backend, &got), &reference::binary(BinaryOp::Mul, &a, &b));
+    let got = backend
+        .binary(BinaryOp::Mul, &upload(backend, &a), &upload(backend, &b))
+        .unwrap();
+    assert_same(
+        "large mul",
+        &download(backend, &got),
+        &reference::binary(BinaryOp::Mul, &a, &b),
+    );
     let key = rng.key();
     let got = download(backend, &backend.fill_chacha12(&[n], &key, 5, 3).unwrap());
     let mut reference = ChaCha12Rng::from_seed(key);
@@ -501,7 +836,12 @@ pub fn check_inputs_unchanged_and_deterministic<B: GpuBackend>(backend: &B) {
     let _ = backend.add(&ta, &ta).unwrap();
     let _ = backend.reshape(&ta, &[41, 37]).unwrap();
     let _ = backend.shift(ShiftOp::Left, &ta, 3).unwrap();
-    for (name, t, want) in [("matmul lhs", &ta, &a), ("matmul rhs", &tb, &b), ("conv input", &tx, &x), ("conv weight", &tw, &w)] {
+    for (name, t, want) in [
+        ("matmul lhs", &ta, &a),
+        ("matmul rhs", &tb, &b),
+        ("conv input", &tx, &x),
+        ("conv weight", &tw, &w),
+    ] {
         assert_same(&format!("{name} after ops"), &download(backend, t), want);
     }
 }

@@ -17,8 +17,15 @@ pub struct HostTensor {
 impl HostTensor {
     /// Wraps data and shape (lengths must agree).
     pub fn new(data: Vec<u64>, shape: &[usize]) -> Self {
-        assert_eq!(data.len(), shape.iter().product::<usize>(), "reference tensor of wrong length");
-        Self { data, shape: shape.to_vec() }
+        assert_eq!(
+            data.len(),
+            shape.iter().product::<usize>(),
+            "reference tensor of wrong length"
+        );
+        Self {
+            data,
+            shape: shape.to_vec(),
+        }
     }
 }
 
@@ -95,8 +102,12 @@ pub fn broadcast(x: &HostTensor, shape: &[usize]) -> HostTensor {
     let data = (0..n)
         .map(|flat| {
             let out_index = unravel(flat, shape);
-            let in_index: Vec<usize> =
-                x.shape.iter().enumerate().map(|(a, &d)| if d == 1 { 0 } else { out_index[lead + a] }).collect();
+            let in_index: Vec<usize> = x
+                .shape
+                .iter()
+                .enumerate()
+                .map(|(a, &d)| if d == 1 { 0 } else { out_index[lead + a] })
+                .collect();
             x.data[ravel(&in_index, &x.shape)]
         })
         .collect();
@@ -107,7 +118,11 @@ pub fn broadcast(x: &HostTensor, shape: &[usize]) -> HostTensor {
 pub fn matmul(a: &HostTensor, b: &HostTensor) -> HostTensor {
     let (ra, rb) = (a.shape.len(), b.shape.len());
     let (m, k, n) = (a.shape[ra - 2], a.shape[ra - 1], b.shape[rb - 1]);
-    let batch_shape = if ra > 2 { &a.shape[..ra - 2] } else { &b.shape[..rb - 2] };
+    let batch_shape = if ra > 2 {
+        &a.shape[..ra - 2]
+    } else {
+        &b.shape[..rb - 2]
+    };
     let batch: usize = batch_shape.iter().product();
     let mut out_shape = batch_shape.to_vec();
     out_shape.extend([m, n]);
@@ -119,7 +134,9 @@ pub fn matmul(a: &HostTensor, b: &HostTensor) -> HostTensor {
             for j in 0..n {
                 let mut acc = 0u64;
                 for l in 0..k {
-                    acc = acc.wrapping_add(a.data[a_off + i * k + l].wrapping_mul(b.data[b_off + l * n + j]));
+                    acc = acc.wrapping_add(
+                        a.data[a_off + i * k + l].wrapping_mul(b.data[b_off + l * n + j]),
+                    );
                 }
                 data[t * m * n + i * n + j] = acc;
             }
@@ -154,7 +171,8 @@ fn for_each_conv_term(d: &Conv2dDims, mut visit: impl FnMut(usize, usize, usize)
                                 if ix < 0 || ix >= d.w as isize {
                                     continue;
                                 }
-                                let in_index = ((n * d.c + c) * d.h + iy as usize) * d.w + ix as usize;
+                                let in_index =
+                                    ((n * d.c + c) * d.h + iy as usize) * d.w + ix as usize;
                                 let w_index = ((o * c_per_group + ci) * d.kh + ky) * d.kw + kx;
                                 visit(in_index, w_index, out_index);
                             }
@@ -170,23 +188,41 @@ fn for_each_conv_term(d: &Conv2dDims, mut visit: impl FnMut(usize, usize, usize)
 pub fn conv2d(x: &HostTensor, w: &HostTensor, params: Conv2dParams) -> HostTensor {
     let d = Conv2dDims::forward(&x.shape, &w.shape, params).expect("reference conv2d shapes");
     let mut out = vec![0u64; d.output_shape().iter().product()];
-    for_each_conv_term(&d, |i, k, o| out[o] = out[o].wrapping_add(x.data[i].wrapping_mul(w.data[k])));
+    for_each_conv_term(&d, |i, k, o| {
+        out[o] = out[o].wrapping_add(x.data[i].wrapping_mul(w.data[k]))
+    });
     HostTensor::new(out, &d.output_shape())
 }
 
 /// Gradient of the convolution with respect to its input.
-pub fn conv2d_grad_input(grad: &HostTensor, w: &HostTensor, input_hw: [usize; 2], params: Conv2dParams) -> HostTensor {
-    let d = Conv2dDims::grad_input(&grad.shape, &w.shape, input_hw, params).expect("reference grad_input shapes");
+pub fn conv2d_grad_input(
+    grad: &HostTensor,
+    w: &HostTensor,
+    input_hw: [usize; 2],
+    params: Conv2dParams,
+) -> HostTensor {
+    let d = Conv2dDims::grad_input(&grad.shape, &w.shape, input_hw, params)
+        .expect("reference grad_input shapes");
     let mut out = vec![0u64; d.input_shape().iter().product()];
-    for_each_conv_term(&d, |i, k, o| out[i] = out[i].wrapping_add(grad.data[o].wrapping_mul(w.data[k])));
+    for_each_conv_term(&d, |i, k, o| {
+        out[i] = out[i].wrapping_add(grad.data[o].wrapping_mul(w.data[k]))
+    });
     HostTensor::new(out, &d.input_shape())
 }
 
 /// Gradient of the convolution with respect to its weight.
-pub fn conv2d_grad_weight(x: &HostTensor, grad: &HostTensor, kernel_hw: [usize; 2], params: Conv2dParams) -> HostTensor {
-    let d = Conv2dDims::grad_weight(&x.shape, &grad.shape, kernel_hw, params).expect("reference grad_weight shapes");
+pub fn conv2d_grad_weight(
+    x: &HostTensor,
+    grad: &HostTensor,
+    kernel_hw: [usize; 2],
+    params: Conv2dParams,
+) -> HostTensor {
+    let d = Conv2dDims::grad_weight(&x.shape, &grad.shape, kernel_hw, params)
+        .expect("reference grad_weight shapes");
     let mut out = vec![0u64; d.weight_shape().iter().product()];
-    for_each_conv_term(&d, |i, k, o| out[k] = out[k].wrapping_add(grad.data[o].wrapping_mul(x.data[i])));
+    for_each_conv_term(&d, |i, k, o| {
+        out[k] = out[k].wrapping_add(grad.data[o].wrapping_mul(x.data[i]))
+    });
     HostTensor::new(out, &d.weight_shape())
 }
 
@@ -218,7 +254,8 @@ fn for_each_window_elem(d: &Pool2dDims, mut visit: impl FnMut(usize, usize, Opti
                     for kx in 0..kw {
                         let iy = (oy * sy + ky) as isize - py as isize;
                         let ix = (ox * sx + kx) as isize - px as isize;
-                        let inside = iy >= 0 && ix >= 0 && (iy as usize) < d.h && (ix as usize) < d.w;
+                        let inside =
+                            iy >= 0 && ix >= 0 && (iy as usize) < d.h && (ix as usize) < d.w;
                         let in_index = inside.then(|| (nc * d.h + iy as usize) * d.w + ix as usize);
                         visit(ky * kw + kx, out_index, in_index);
                     }
@@ -245,7 +282,9 @@ pub fn pool_unfold(x: &HostTensor, params: Pool2dParams, pad_value: u64) -> Host
     let d = Pool2dDims::new("reference", &x.shape, params).expect("reference pool shapes");
     let per_elem: usize = d.output_shape().iter().product();
     let mut out = vec![0u64; params.window_len() * per_elem];
-    for_each_window_elem(&d, |e, o, i| out[e * per_elem + o] = i.map_or(pad_value, |i| x.data[i]));
+    for_each_window_elem(&d, |e, o, i| {
+        out[e * per_elem + o] = i.map_or(pad_value, |i| x.data[i])
+    });
     HostTensor::new(out, &d.windows_shape())
 }
 
@@ -264,5 +303,12 @@ pub fn pool_fold(windows: &HostTensor, params: Pool2dParams, input_shape: &[usiz
 
 /// Elementwise binary op.
 pub fn binary(op: BinaryOp, a: &HostTensor, b: &HostTensor) -> HostTensor {
-    HostTensor::new(a.data.iter().zip(&b.data).map(|(&x, &y)| op.apply(x, y)).collect(), &a.shape)
+    HostTensor::new(
+        a.data
+            .iter()
+            .zip(&b.data)
+            .map(|(&x, &y)| op.apply(x, y))
+            .collect(),
+        &a.shape,
+    )
 }

@@ -41,7 +41,8 @@ pub fn script(t: &mut dyn Transport) -> Result<Vec<Vec<u8>>, TransportError> {
     for _ in 0..3 {
         got.push(t.recv(Peer::Prev)?);
     }
-    // 6. Only P0 sends, only P1 receives: P1 sent nothing since its last round, so no new round.
+    // 6. Only P0 sends, only P1 receives: P1 waits on a message P0 sent after round 5, so its
+    //    count becomes 6 while the others stay at 5.
     if me == 0 {
         t.send(Peer::Next, b"only p0")?;
     }
@@ -74,7 +75,7 @@ pub fn script_stats(party: PartyId) -> CommStats {
             next: 1 + 1 + 1,
             prev: 1 + 1 + 3 + only_p1,
         },
-        rounds: 5,
+        rounds: 5 + only_p1,
     }
 }
 

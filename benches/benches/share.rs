@@ -1,0 +1,81 @@
+//! Private (secret-shared) products on the CPU backend, three parties in one process: time
+//! per fixed-point matmul and elementwise product, with bytes sent per party and rounds
+//! printed beside each bench id (criterion times; the counters give the communication).
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use cryptgpu_backend::GpuBackend;
+use cryptgpu_cpu::CpuBackend;
+use cryptgpu_ring::FixedPoint;
+use cryptgpu_share::{Bilinear, KeySource, Party, Rss};
+use cryptgpu_transport::{CommStats, LocalTransport, PartyId, run_local_3pc};
+use std::time::{Duration, Instant};
+
+/// Runs `iters` fused products of two shared inputs of the given shapes in a fresh
+/// three-party session; returns the slowest party's time and one product's communication
+/// (bytes sent by each party, rounds).
+fn run(op: Bilinear, xs: &[usize], ys: &[usize], iters: u64) -> (Duration, [u64; 3], u64) {
+    let out = run_local_3pc(|t: &mut LocalTransport| {
+        let mut p = Party::setup_with(
+            CpuBackend::new(),
+            t,
+            FixedPoint::default(),
+            KeySource::InsecureSeeded(1),
+        )
+        .unwrap();
+        let b = *p.backend();
+        let input = |shape: &[usize]| b.fill_chacha12(shape, &[7; 32], 0, 0).unwrap();
+        let (x0, y0) = (input(xs), input(ys));
+        let x: Rss<CpuBackend> = p
+            .share(PartyId::P0, (p.id() == PartyId::P0).then_some(&x0), xs)
+            .unwrap();
+        let y = p
+            .share(PartyId::P1, (p.id() == PartyId::P1).then_some(&y0), ys)
+            .unwrap();
+        // One product first, to measure its communication from a synchronized state.
+        let _ = p.reveal(&x).unwrap();
+        let before = p.stats();
+        let _ = p.product_truncated(op, &x, &y).unwrap();
+        let after = p.stats();
+        let start = Instant::now();
+        for _ in 0..iters {
+            let z = p.product_truncated(op, &x, &y).unwrap();
+            b.sync().unwrap();
+            drop(z);
+        }
+        (start.elapsed(), before, after)
+    })
+    .unwrap();
+    let time = out.iter().map(|o| o.0).max().unwrap();
+    let sent = out.each_ref().map(|o| o.2.since(&o.1).total_bytes_sent());
+    let rounds = CommStats::rounds_of(&out.each_ref().map(|o| o.2))
+        - CommStats::rounds_of(&out.each_ref().map(|o| o.1));
+    (time, sent, rounds)
+}
+
+fn private_products(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cpu/private");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_millis(500));
+    for n in [64usize, 128, 256, 512] {
+        let (_, sent, rounds) = run(Bilinear::Matmul, &[n, n], &[n, n], 1);
+        eprintln!("cpu/private/matmul_fixed/{n}: bytes sent per party {sent:?}, rounds {rounds}");
+        group.throughput(Throughput::Elements((n * n * n) as u64));
+        group.bench_with_input(BenchmarkId::new("matmul_fixed", n), &n, |bench, &n| {
+            bench.iter_custom(|iters| run(Bilinear::Matmul, &[n, n], &[n, n], iters).0);
+        });
+    }
+    for n in [10_000usize, 100_000, 1_000_000] {
+        let (_, sent, rounds) = run(Bilinear::Mul, &[n], &[n], 1);
+        eprintln!("cpu/private/mul_fixed/{n}: bytes sent per party {sent:?}, rounds {rounds}");
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::new("mul_fixed", n), &n, |bench, &n| {
+            bench.iter_custom(|iters| run(Bilinear::Mul, &[n], &[n], iters).0);
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, private_products);
+criterion_main!(benches);

@@ -1,0 +1,388 @@
+//! Arithmetic sharing protocols: input, reveal, local linear ops, products with a fresh
+//! zero sharing and one resharing round, and truncation.
+//!
+//! # Communication (n = elements of the result; bytes are sent by one party)
+//!
+//! | op | rounds | bytes sent per party |
+//! | --- | --- | --- |
+//! | [`Party::share`] | 1 | owner: 16·n (8·n to each neighbour); others: 0 |
+//! | [`Party::reveal`] | 1 | 8·n each |
+//! | [`Party::reveal_to`] | 1 | the target's next party: 8·n; others: 0 |
+//! | local ops (add, sub, neg, public add/mul) | 0 | 0 |
+//! | [`Party::product`] (mul, square, matmul, conv2d and its gradients) | 1 | 8·n each |
+//! | [`Party::truncate`] | 1 | P0: 8·n; P1, P2: 0 |
+//! | [`Party::product_truncated`] (fused) | 2 | 8·n each |
+//! | product, then truncate | 2 | P0: 16·n; P1, P2: 8·n |
+//!
+//! Rounds are the length of the longest chain of messages (see
+//! `cryptgpu_transport::Counting`); the tests check the counters against this table.
+//!
+//! # Truncation and its failure odds
+//!
+//! After a fixed-point product the value carries 2f fractional bits. [`Party::truncate`] is
+//! ABY3's Π_trunc1 as CryptGPU uses it (see PROTOCOLS.md): view the sharing as the
+//! 2-out-of-2 sharing (A, B) = (z0 + z1, z2), shift each part locally, and re-randomise
+//! into 2-out-of-3 with one message from P0 to P2. For a product z with |z| < 2^ℓ (as an
+//! integer at 2f fractional bits):
+//! - the result is ⌊z / 2^f⌋ or ⌊z / 2^f⌋ + 1, i.e. off by at most one unit in the last
+//!   place (2^-f) from exact truncation;
+//! - except with probability at most 2^(ℓ+1−64) per element, when the result is off by
+//!   about 2^(64−f) (a huge value): A + B wraps around 2^64 only when the random A lands in
+//!   a window of width |z| next to the wrap point.
+//!
+//! With f = 20 and products of real magnitude below 2^4 (ℓ = 44) that is 2^-19 per element;
+//! with f = 16 and the same magnitude, 2^-27. The test `truncation_failure_rate` measures
+//! the rate against this bound.
+
+use crate::party::same_shape;
+use crate::{Party, Result, Rss, ShareError};
+use cryptgpu_backend::{Conv2dParams, DeviceTensor, GpuBackend, ShiftOp};
+use cryptgpu_transport::{PartyId, Peer, Transport};
+
+/// A bilinear op ⊗ of two tensors: the products the resharing protocol computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bilinear {
+    /// Elementwise product.
+    Mul,
+    /// Batched matrix product (see `cryptgpu_backend::shape::MatmulDims`).
+    Matmul,
+    /// 2-d convolution of an NCHW input (left) with OIHW weights (right).
+    Conv2d(Conv2dParams),
+    /// Gradient of a convolution with respect to its input: output gradient (left) ⊗ weight
+    /// (right), for an input of height and width `input_hw`.
+    Conv2dGradInput {
+        /// The input's height and width.
+        input_hw: [usize; 2],
+        /// The convolution's parameters.
+        params: Conv2dParams,
+    },
+    /// Gradient of a convolution with respect to its weight: input (left) ⊗ output gradient
+    /// (right), for a kernel of `kernel_hw`.
+    Conv2dGradWeight {
+        /// The kernel's height and width.
+        kernel_hw: [usize; 2],
+        /// The convolution's parameters.
+        params: Conv2dParams,
+    },
+}
+
+impl Bilinear {
+    /// The op on two plain tensors on the device.
+    pub fn apply<B: GpuBackend>(
+        self,
+        backend: &B,
+        x: &B::Tensor,
+        y: &B::Tensor,
+    ) -> Result<B::Tensor> {
+        Ok(match self {
+            Self::Mul => backend.mul(x, y)?,
+            Self::Matmul => backend.matmul(x, y)?,
+            Self::Conv2d(p) => backend.conv2d(x, y, p)?,
+            Self::Conv2dGradInput { input_hw, params } => {
+                backend.conv2d_grad_input(x, y, input_hw, params)?
+            }
+            Self::Conv2dGradWeight { kernel_hw, params } => {
+                backend.conv2d_grad_weight(x, y, kernel_hw, params)?
+            }
+        })
+    }
+}
+
+impl<B: GpuBackend, T: Transport> Party<B, T> {
+    // ---- input and output -----------------------------------------------------------------
+
+    /// Secret-shares a tensor of ring elements held by `owner`, which passes `Some(values)`;
+    /// the others pass `None`. `shape` is public and the same for all.
+    ///
+    /// x_owner and x_{owner+1} come from the keys the owner shares with each neighbour, so
+    /// only x_{owner+2} = x − x_owner − x_{owner+1} travels, to both neighbours: one round.
+    pub fn share(
+        &mut self,
+        owner: PartyId,
+        values: Option<&B::Tensor>,
+        shape: &[usize],
+    ) -> Result<Rss<B>> {
+        const OP: &str = "share";
+        let stream = self.step();
+        let me = self.id();
+        if (me == owner) != values.is_some() {
+            let why = if me == owner {
+                "owns the input but passed none"
+            } else {
+                "passed an input it does not own"
+            };
+            return Err(ShareError::Input {
+                op: OP,
+                party: me,
+                why,
+            });
+        }
+        if me == owner {
+            let x = values.expect("checked above");
+            same_shape(OP, x.shape(), shape)?;
+            let own = self.random_with_prev(shape, stream)?;
+            let next = self.random_with_next(shape, stream)?;
+            let b = self.backend();
+            let last = b.sub(&b.sub(x, &own)?, &next)?;
+            self.send_tensor(Peer::Next, &last)?;
+            self.send_tensor(Peer::Prev, &last)?;
+            Rss::from_shares(own, next)
+        } else if owner == me.prev() {
+            // I am owner + 1: I hold (x_{owner+1}, x_{owner+2}).
+            let own = self.random_with_prev(shape, stream)?;
+            let next = self.recv_tensor(OP, Peer::Prev, shape)?;
+            Rss::from_shares(own, next)
+        } else {
+            // I am owner + 2: I hold (x_{owner+2}, x_owner).
+            let next = self.random_with_next(shape, stream)?;
+            let own = self.recv_tensor(OP, Peer::Next, shape)?;
+            Rss::from_shares(own, next)
+        }
+    }
+
+    /// Secret-shares real values held by `owner` (encoded in the party's fixed-point format;
+    /// a value out of range is an error at the owner, which then sends nothing; the others
+    /// then fail with a transport error such as a timeout or disconnect).
+    pub fn share_f64(
+        &mut self,
+        owner: PartyId,
+        values: Option<&[f64]>,
+        shape: &[usize],
+    ) -> Result<Rss<B>> {
+        let tensor = match values {
+            Some(v) => {
+                let encoded = self.fixed().encode_slice(v)?;
+                Some(self.backend().upload(&encoded, shape)?)
+            }
+            None => None,
+        };
+        self.share(owner, tensor.as_ref(), shape)
+    }
+
+    /// Reveals a shared tensor to all three parties: each sends its copy of x_{i+1} to its
+    /// previous party, which lacks it. One round.
+    pub fn reveal(&mut self, x: &Rss<B>) -> Result<Vec<u64>> {
+        self.send_tensor(Peer::Prev, &x.next)?;
+        let missing = self.recv_tensor("reveal", Peer::Next, x.shape())?;
+        self.sum_of_three(x, &missing)
+    }
+
+    /// Reveals a shared tensor to `target` only, which gets `Some(values)`; the others get
+    /// `None`. The target's next party sends it the one share it lacks. One round.
+    pub fn reveal_to(&mut self, target: PartyId, x: &Rss<B>) -> Result<Option<Vec<u64>>> {
+        let me = self.id();
+        if me == target {
+            let missing = self.recv_tensor("reveal_to", Peer::Next, x.shape())?;
+            Ok(Some(self.sum_of_three(x, &missing)?))
+        } else {
+            if me == target.next() {
+                self.send_tensor(Peer::Prev, &x.next)?;
+            }
+            Ok(None)
+        }
+    }
+
+    /// Reveals to all and decodes from fixed point.
+    pub fn reveal_f64(&mut self, x: &Rss<B>) -> Result<Vec<f64>> {
+        let values = self.reveal(x)?;
+        Ok(self.fixed().decode_slice(&values))
+    }
+
+    fn sum_of_three(&self, x: &Rss<B>, missing: &B::Tensor) -> Result<Vec<u64>> {
+        let b = self.backend();
+        Ok(b.download(&b.add(&b.add(&x.own, &x.next)?, missing)?)?)
+    }
+
+    // ---- local linear ops (no messages) ---------------------------------------------------
+
+    /// x + y.
+    pub fn add(&self, x: &Rss<B>, y: &Rss<B>) -> Result<Rss<B>> {
+        same_shape("add", x.shape(), y.shape())?;
+        let b = self.backend();
+        Rss::from_shares(b.add(&x.own, &y.own)?, b.add(&x.next, &y.next)?)
+    }
+
+    /// x − y.
+    pub fn sub(&self, x: &Rss<B>, y: &Rss<B>) -> Result<Rss<B>> {
+        same_shape("sub", x.shape(), y.shape())?;
+        let b = self.backend();
+        Rss::from_shares(b.sub(&x.own, &y.own)?, b.sub(&x.next, &y.next)?)
+    }
+
+    /// −x.
+    pub fn neg(&self, x: &Rss<B>) -> Result<Rss<B>> {
+        let b = self.backend();
+        Rss::from_shares(b.neg(&x.own)?, b.neg(&x.next)?)
+    }
+
+    /// x + c for a public tensor c (same shape): added to x0, i.e. by P0 to its own share
+    /// and by P2 to its copy.
+    pub fn add_public(&self, x: &Rss<B>, c: &B::Tensor) -> Result<Rss<B>> {
+        same_shape("add_public", x.shape(), c.shape())?;
+        let b = self.backend();
+        match self.id().index() {
+            0 => Rss::from_shares(b.add(&x.own, c)?, x.next.clone()),
+            2 => Rss::from_shares(x.own.clone(), b.add(&x.next, c)?),
+            _ => Ok(x.clone()),
+        }
+    }
+
+    /// x + c for a public scalar c.
+    pub fn add_scalar(&self, x: &Rss<B>, c: u64) -> Result<Rss<B>> {
+        let b = self.backend();
+        match self.id().index() {
+            0 => Rss::from_shares(b.add_scalar(&x.own, c)?, x.next.clone()),
+            2 => Rss::from_shares(x.own.clone(), b.add_scalar(&x.next, c)?),
+            _ => Ok(x.clone()),
+        }
+    }
+
+    /// x · c for a public integer scalar c (no truncation: for a fixed-point c, follow with
+    /// [`Party::truncate`]).
+    pub fn mul_scalar(&self, x: &Rss<B>, c: u64) -> Result<Rss<B>> {
+        let b = self.backend();
+        Rss::from_shares(b.mul_scalar(&x.own, c)?, b.mul_scalar(&x.next, c)?)
+    }
+
+    /// x ⊗ c for a public tensor c: local, since ⊗ is linear in each argument.
+    pub fn apply_public(&self, op: Bilinear, x: &Rss<B>, c: &B::Tensor) -> Result<Rss<B>> {
+        let b = self.backend();
+        Rss::from_shares(op.apply(b, &x.own, c)?, op.apply(b, &x.next, c)?)
+    }
+
+    // ---- products -------------------------------------------------------------------------
+
+    /// This party's term z_i = x_i ⊗ (y_i + y_{i+1}) + x_{i+1} ⊗ y_i + α_i of a 3-out-of-3
+    /// sharing of x ⊗ y (two local products and a fresh zero sharing).
+    fn product_term(&mut self, op: Bilinear, x: &Rss<B>, y: &Rss<B>) -> Result<B::Tensor> {
+        let b = self.backend();
+        let y_both = b.add(&y.own, &y.next)?;
+        let z = b.add(
+            &op.apply(b, &x.own, &y_both)?,
+            &op.apply(b, &x.next, &y.own)?,
+        )?;
+        self.mask_with_zero_share(z)
+    }
+
+    /// Adds α_i, the fresh zero sharing without which z_i would leak (CrypTen issue #518).
+    fn mask_with_zero_share(&mut self, z: B::Tensor) -> Result<B::Tensor> {
+        let alpha = self.zero_share(z.shape())?;
+        #[cfg(test)]
+        if self.insecure_skip_zero_sharing {
+            return Ok(z);
+        }
+        Ok(self.backend().add(&z, &alpha)?)
+    }
+
+    /// Restores 2-out-of-3 from a 3-out-of-3 sharing: each party sends z_i to its previous
+    /// party and receives z_{i+1} from its next. One round, 8·n bytes each.
+    fn reshare(&mut self, z: B::Tensor) -> Result<Rss<B>> {
+        self.send_tensor(Peer::Prev, &z)?;
+        let next = self.recv_tensor("reshare", Peer::Next, z.shape())?;
+        Rss::from_shares(z, next)
+    }
+
+    /// x ⊗ y of two shared tensors, without truncation (for integers, or a fixed-point
+    /// product still at 2f fractional bits). One round, 8·n bytes each.
+    pub fn product(&mut self, op: Bilinear, x: &Rss<B>, y: &Rss<B>) -> Result<Rss<B>> {
+        let z = self.product_term(op, x, y)?;
+        self.reshare(z)
+    }
+
+    /// Elementwise x · y (no truncation).
+    pub fn mul(&mut self, x: &Rss<B>, y: &Rss<B>) -> Result<Rss<B>> {
+        same_shape("mul", x.shape(), y.shape())?;
+        self.product(Bilinear::Mul, x, y)
+    }
+
+    /// x · x with one local product: z_i = x_i · (x_i + 2·x_{i+1}) + α_i.
+    pub fn square(&mut self, x: &Rss<B>) -> Result<Rss<B>> {
+        let b = self.backend();
+        let z = b.mul(&x.own, &b.add(&x.own, &b.mul_scalar(&x.next, 2)?)?)?;
+        let z = self.mask_with_zero_share(z)?;
+        self.reshare(z)
+    }
+
+    /// Fixed-point truncation by f bits of a product at 2f fractional bits (ABY3 Π_trunc1;
+    /// see the module docs for its error and failure odds). One round: P0 sends 8·n bytes.
+    pub fn truncate(&mut self, z: &Rss<B>) -> Result<Rss<B>> {
+        // P0 holds (z0, z1), P1 (z1, z2), P2 (z2, z0): A = z0 + z1 at P0, B = z2 at P1 and P2.
+        let part = match self.id().index() {
+            0 => self.backend().add(&z.own, &z.next)?,
+            1 => z.next.clone(),
+            _ => z.own.clone(),
+        };
+        self.finish_truncation(part)
+    }
+
+    /// x ⊗ y followed by truncation, fused: P1 sends z1 to P0 and P2 sends z2 to P1, so that
+    /// P0 knows A = z0 + z1 and P1, P2 know B = z2; then the truncation's one message. Two
+    /// rounds, 8·n bytes for every party (a product then [`Party::truncate`] costs P0 16·n).
+    pub fn product_truncated(&mut self, op: Bilinear, x: &Rss<B>, y: &Rss<B>) -> Result<Rss<B>> {
+        let z = self.product_term(op, x, y)?;
+        let part = match self.id().index() {
+            0 => {
+                let z1 = self.recv_tensor("product_truncated", Peer::Next, z.shape())?;
+                self.backend().add(&z, &z1)?
+            }
+            1 => {
+                self.send_tensor(Peer::Prev, &z)?;
+                self.recv_tensor("product_truncated", Peer::Next, z.shape())?
+            }
+            _ => {
+                self.send_tensor(Peer::Prev, &z)?;
+                z
+            }
+        };
+        self.finish_truncation(part)
+    }
+
+    /// Fixed-point elementwise product: x · y truncated by f bits (fused, two rounds).
+    pub fn mul_fixed(&mut self, x: &Rss<B>, y: &Rss<B>) -> Result<Rss<B>> {
+        same_shape("mul_fixed", x.shape(), y.shape())?;
+        self.product_truncated(Bilinear::Mul, x, y)
+    }
+
+    /// Fixed-point matrix product (fused, two rounds).
+    pub fn matmul_fixed(&mut self, x: &Rss<B>, y: &Rss<B>) -> Result<Rss<B>> {
+        self.product_truncated(Bilinear::Matmul, x, y)
+    }
+
+    /// Fixed-point convolution (fused, two rounds).
+    pub fn conv2d_fixed(
+        &mut self,
+        input: &Rss<B>,
+        weight: &Rss<B>,
+        params: Conv2dParams,
+    ) -> Result<Rss<B>> {
+        self.product_truncated(Bilinear::Conv2d(params), input, weight)
+    }
+
+    /// The common end of both truncations. `part` is A = z0 + z1 at P0 and B = z2 at P1 and
+    /// P2. With A' = ⌊A / 2^f⌋ and B' = −⌊−B / 2^f⌋ (shares read as unsigned), the result is
+    /// y2 = B' (P1, P2), y1 = r from k_1 (P0, P1), y0 = A' − r, sent by P0 to P2.
+    fn finish_truncation(&mut self, part: B::Tensor) -> Result<Rss<B>> {
+        let f = self.fixed().frac_bits();
+        let stream = self.step();
+        let shape = part.shape().to_vec();
+        let b = self.backend();
+        match self.id().index() {
+            0 => {
+                let r = self.random_with_next(&shape, stream)?;
+                let y0 = b.sub(&b.shift(ShiftOp::RightLogical, &part, f)?, &r)?;
+                self.send_tensor(Peer::Prev, &y0)?;
+                Rss::from_shares(y0, r)
+            }
+            1 => {
+                let r = self.random_with_prev(&shape, stream)?;
+                let y2 = b.neg(&b.shift(ShiftOp::RightLogical, &b.neg(&part)?, f)?)?;
+                Rss::from_shares(r, y2)
+            }
+            _ => {
+                let y2 = b.neg(&b.shift(ShiftOp::RightLogical, &b.neg(&part)?, f)?)?;
+                let y0 = self.recv_tensor("truncate", Peer::Next, &shape)?;
+                Rss::from_shares(y2, y0)
+            }
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! The one error type of the sharing layer: backend, transport and encoding errors wrapped
+//! as they are, and protocol errors of its own.
+
+use cryptgpu_backend::BackendError;
+use cryptgpu_ring::RingError;
+use cryptgpu_transport::{PartyId, TransportError};
+
+/// What can go wrong in a sharing protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    /// A device op failed or refused its arguments.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// A message could not be sent or received (a peer disconnected, timed out, ...).
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// A value could not be encoded in fixed point (out of range, not finite).
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    /// A peer's message does not fit the protocol step (wrong length): the parties are out of
+    /// step or the peer misbehaves.
+    #[error("{op}: {peer} sent {got} ring elements where {expected} were expected")]
+    UnexpectedMessage {
+        /// The protocol step.
+        op: &'static str,
+        /// The sender.
+        peer: PartyId,
+        /// Elements expected.
+        expected: usize,
+        /// Elements received.
+        got: usize,
+    },
+    /// The input owner called `share` without its input, or another party passed one.
+    #[error("{op}: {party} {why}")]
+    Input {
+        /// The protocol step.
+        op: &'static str,
+        /// The party that called it wrongly.
+        party: PartyId,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// Two shared operands whose shapes do not fit.
+    #[error("{op}: shapes {lhs:?} and {rhs:?} do not fit")]
+    Shape {
+        /// The op.
+        op: &'static str,
+        /// First operand's shape.
+        lhs: Vec<usize>,
+        /// Second operand's shape.
+        rhs: Vec<usize>,
+    },
+    /// The operating system gave no randomness for the keys.
+    #[error("could not draw key material from the operating system: {0}")]
+    Entropy(String),
+}
+
+/// The result type of the sharing layer.
+pub type Result<T, E = ShareError> = std::result::Result<T, E>;

@@ -1,0 +1,249 @@
+//! [`Party`]: one party's context (backend, counted transport, PRG keys, fixed-point
+//! format), its setup, the correlated randomness drawn from its keys, and tensor messaging.
+
+use crate::{Result, ShareError};
+use cryptgpu_backend::GpuBackend;
+use cryptgpu_ring::FixedPoint;
+use cryptgpu_transport::{CommStats, Counting, PartyId, Peer, Transport};
+use rand_chacha::ChaCha12Rng;
+use rand_core::{Rng, SeedableRng};
+
+/// Where the parties' PRG keys come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// The operating system's randomness: the only secure choice.
+    Os,
+    /// **Insecure, for tests and reproducible benchmarks only:** keys derived from a public
+    /// seed and the party index, so runs are bit-for-bit repeatable (e.g. to compare two
+    /// transports). Anyone who knows the seed knows every share.
+    InsecureSeeded(u64),
+}
+
+/// The PRG keys of party P_i: k_i (also held by P_{i-1}), k_{i+1} (also held by P_{i+1}),
+/// and a key common to all three.
+struct Keys {
+    /// k_i, shared with the previous party.
+    with_prev: [u8; 32],
+    /// k_{i+1}, shared with the next party.
+    with_next: [u8; 32],
+    /// Known to all three parties.
+    common: [u8; 32],
+}
+
+/// One party of a three-party computation: its device, its counted link to its two
+/// neighbours, its PRG keys and the fixed-point format.
+///
+/// Every protocol method must be called by all three parties in the same order with the same
+/// public arguments (shapes, owners, ops): the parties' PRG streams advance in step with
+/// the protocol, never with time or thread order.
+pub struct Party<B: GpuBackend, T: Transport> {
+    backend: B,
+    id: PartyId,
+    net: Counting<T>,
+    keys: Keys,
+    /// Streams of ChaCha12 used so far; every protocol step takes the next one.
+    stream: u64,
+    fixed: FixedPoint,
+    /// Test hook: products without their zero sharing, to show that the privacy test detects
+    /// the leak.
+    #[cfg(test)]
+    pub(crate) insecure_skip_zero_sharing: bool,
+}
+
+impl<B: GpuBackend, T: Transport> Party<B, T> {
+    /// Sets up a party with keys from the operating system: one round in which each party
+    /// sends 64 bytes to its previous and 32 bytes to its next neighbour.
+    pub fn setup(backend: B, transport: T, fixed: FixedPoint) -> Result<Self> {
+        Self::setup_with(backend, transport, fixed, KeySource::Os)
+    }
+
+    /// Sets up a party with keys from `source`.
+    ///
+    /// P_i draws k_i and sends it to P_{i-1}, so that each key is held by two parties; and
+    /// each party draws a contribution c_i sent to both others, the common key being
+    /// c_0 ⊕ c_1 ⊕ c_2.
+    pub fn setup_with(
+        backend: B,
+        transport: T,
+        fixed: FixedPoint,
+        source: KeySource,
+    ) -> Result<Self> {
+        let mut net = Counting::new(transport);
+        let id = net.party();
+        let draw = |label: u64| -> Result<[u8; 32]> {
+            let mut key = [0u8; 32];
+            match source {
+                KeySource::Os => {
+                    getrandom::fill(&mut key).map_err(|e| ShareError::Entropy(e.to_string()))?
+                }
+                KeySource::InsecureSeeded(seed) => {
+                    let mut rng = ChaCha12Rng::seed_from_u64(seed);
+                    rng.set_stream(3 * label + id.index() as u64);
+                    rng.fill_bytes(&mut key);
+                }
+            }
+            Ok(key)
+        };
+        let own_key = draw(0)?;
+        let contribution = draw(1)?;
+        let to_prev = [own_key.as_slice(), contribution.as_slice()].concat();
+        let (from_next, from_prev) = net.exchange_both(&contribution, &to_prev)?;
+        let (Ok(next_part), Ok(prev_part)) = (
+            <[u8; 64]>::try_from(from_next.as_slice()),
+            <[u8; 32]>::try_from(from_prev.as_slice()),
+        ) else {
+            return Err(ShareError::UnexpectedMessage {
+                op: "setup",
+                peer: id.next(),
+                expected: 64,
+                got: from_next.len().max(from_prev.len()),
+            });
+        };
+        let mut with_next = [0u8; 32];
+        with_next.copy_from_slice(&next_part[..32]);
+        let mut common = contribution;
+        for (c, (a, b)) in common
+            .iter_mut()
+            .zip(next_part[32..].iter().zip(prev_part.iter()))
+        {
+            *c ^= a ^ b;
+        }
+        Ok(Self {
+            backend,
+            id,
+            net,
+            keys: Keys {
+                with_prev: own_key,
+                with_next,
+                common,
+            },
+            stream: 0,
+            fixed,
+            #[cfg(test)]
+            insecure_skip_zero_sharing: false,
+        })
+    }
+
+    /// This party's index.
+    pub fn id(&self) -> PartyId {
+        self.id
+    }
+
+    /// The device backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The fixed-point format of real-valued inputs and outputs.
+    pub fn fixed(&self) -> FixedPoint {
+        self.fixed
+    }
+
+    /// This party's communication so far (setup included).
+    pub fn stats(&self) -> CommStats {
+        self.net.stats()
+    }
+
+    // ---- correlated randomness (no messages) ------------------------------------------------
+
+    fn next_stream(&mut self) -> u64 {
+        self.stream += 1;
+        self.stream
+    }
+
+    /// The next protocol step's stream id: every party calls this the same number of times
+    /// in the same order.
+    pub(crate) fn step(&mut self) -> u64 {
+        self.next_stream()
+    }
+
+    /// F(k_{i+1}, stream): a random tensor known to this party and the next.
+    pub(crate) fn random_with_next(&self, shape: &[usize], stream: u64) -> Result<B::Tensor> {
+        Ok(self
+            .backend
+            .fill_chacha12(shape, &self.keys.with_next, stream, 0)?)
+    }
+
+    /// F(k_i, stream): a random tensor known to this party and the previous one.
+    pub(crate) fn random_with_prev(&self, shape: &[usize], stream: u64) -> Result<B::Tensor> {
+        Ok(self
+            .backend
+            .fill_chacha12(shape, &self.keys.with_prev, stream, 0)?)
+    }
+
+    /// A random tensor known to all three parties (public randomness, e.g. for shuffles).
+    pub fn random_common(&mut self, shape: &[usize]) -> Result<B::Tensor> {
+        let stream = self.next_stream();
+        Ok(self
+            .backend
+            .fill_chacha12(shape, &self.keys.common, stream, 0)?)
+    }
+
+    /// This party's part α_i = F(k_i) − F(k_{i+1}) of a fresh sharing of zero
+    /// (α_0 + α_1 + α_2 = 0), with no message. Every product adds it before resharing.
+    pub fn zero_share(&mut self, shape: &[usize]) -> Result<B::Tensor> {
+        let stream = self.next_stream();
+        let mine = self.random_with_prev(shape, stream)?;
+        let theirs = self.random_with_next(shape, stream)?;
+        Ok(self.backend.sub(&mine, &theirs)?)
+    }
+
+    /// This party's part β_i = F(k_i) ⊕ F(k_{i+1}) of a fresh XOR sharing of zero.
+    pub fn zero_share_binary(&mut self, shape: &[usize]) -> Result<B::Tensor> {
+        let stream = self.next_stream();
+        let mine = self.random_with_prev(shape, stream)?;
+        let theirs = self.random_with_next(shape, stream)?;
+        Ok(self.backend.xor(&mine, &theirs)?)
+    }
+
+    // ---- messaging ------------------------------------------------------------------------
+
+    /// Sends a tensor's elements to a neighbour (the one place tensors leave the device).
+    pub(crate) fn send_tensor(&mut self, peer: Peer, tensor: &B::Tensor) -> Result<()> {
+        let words = self.backend.download(tensor)?;
+        self.net.send_u64s(peer, &words)?;
+        Ok(())
+    }
+
+    /// Receives a tensor of a known shape from a neighbour.
+    pub(crate) fn recv_tensor(
+        &mut self,
+        op: &'static str,
+        peer: Peer,
+        shape: &[usize],
+    ) -> Result<B::Tensor> {
+        let words = self.net.recv_u64s(peer)?;
+        let expected: usize = shape.iter().product();
+        if words.len() != expected {
+            return Err(ShareError::UnexpectedMessage {
+                op,
+                peer: self.id.neighbour(peer),
+                expected,
+                got: words.len(),
+            });
+        }
+        Ok(self.backend.upload(&words, shape)?)
+    }
+}
+
+impl<B: GpuBackend, T: Transport> std::fmt::Debug for Party<B, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Party")
+            .field("id", &self.id)
+            .field("backend", &self.backend.name())
+            .field("fixed", &self.fixed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks that two shared operands have the same shape.
+pub(crate) fn same_shape(op: &'static str, lhs: &[usize], rhs: &[usize]) -> Result<()> {
+    if lhs != rhs {
+        return Err(ShareError::Shape {
+            op,
+            lhs: lhs.to_vec(),
+            rhs: rhs.to_vec(),
+        });
+    }
+    Ok(())
+}

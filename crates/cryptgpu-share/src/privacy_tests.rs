@@ -1,0 +1,134 @@
+//! Privacy checks that can fail: what one party receives in share, mul and truncation must
+//! be distributed the same for two very different secrets, and turning off the zero sharing
+//! of products must make the check fail.
+//!
+//! Each element of a large tensor is an independent run. From a party's view (its shares and
+//! what it received) the test computes a statistic per element and compares the histograms
+//! of its low 4 bits under the two secrets with a two-sample chi-square test (15 degrees of
+//! freedom; the threshold 60 has a false-alarm chance near 10^-7).
+
+use crate::{Party, Rss};
+use cryptgpu_backend::GpuBackend;
+use cryptgpu_cpu::CpuBackend;
+use cryptgpu_ring::FixedPoint;
+use cryptgpu_transport::{PartyId, run_local_3pc};
+
+const RUNS: usize = 20_000;
+const BINS: usize = 16;
+const THRESHOLD: f64 = 60.0;
+
+/// Histograms of the low 4 bits of: P1's received share of x, P0's product statistic, and
+/// P2's received truncation message.
+struct Views {
+    share: [u64; BINS],
+    product: [u64; BINS],
+    truncation: [u64; BINS],
+}
+
+fn histogram(values: impl Iterator<Item = u64>) -> [u64; BINS] {
+    let mut h = [0u64; BINS];
+    for v in values {
+        h[(v as usize) % BINS] += 1;
+    }
+    h
+}
+
+fn download(
+    p: &Party<CpuBackend, impl cryptgpu_transport::Transport>,
+    x: &Rss<CpuBackend>,
+) -> (Vec<u64>, Vec<u64>) {
+    let b = p.backend();
+    (b.download(&x.own).unwrap(), b.download(&x.next).unwrap())
+}
+
+/// Runs share (x by P0, y by P1), product and truncation on `RUNS` copies of the secrets.
+fn views(secret_x: u64, secret_y: u64, zero_sharing: bool) -> Views {
+    let out = run_local_3pc(|t| {
+        let mut p = Party::setup(CpuBackend::new(), t, FixedPoint::default()).unwrap();
+        p.insecure_skip_zero_sharing = !zero_sharing;
+        let b = *p.backend();
+        let me = p.id();
+        let xs = (me == PartyId::P0).then(|| b.full(&[RUNS], secret_x).unwrap());
+        let ys = (me == PartyId::P1).then(|| b.full(&[RUNS], secret_y).unwrap());
+        let x = p.share(PartyId::P0, xs.as_ref(), &[RUNS]).unwrap();
+        let y = p.share(PartyId::P1, ys.as_ref(), &[RUNS]).unwrap();
+        let z = p.mul(&x, &y).unwrap();
+        let t = p.truncate(&z).unwrap();
+        (
+            download(&p, &x),
+            download(&p, &y),
+            download(&p, &z),
+            download(&p, &t),
+        )
+    })
+    .unwrap();
+    // P1 holds (x1, x2) and received x2 from the owner P0.
+    let share = histogram(out[1].0.1.iter().copied());
+    // P0 holds (x0, x1), (y0, y1) and received z1 = x1·y1 + x1·y2 + x2·y1 (+ α1) from P1.
+    // Without α1, z1 + x1·y0 + x0·y1 + x1·y1 = x1·y + x·y1: zero whenever the secrets are.
+    let ((x0, x1), (y0, y1), (_, z1)) = (&out[0].0, &out[0].1, &out[0].2);
+    let product = histogram((0..RUNS).map(|i| {
+        z1[i]
+            .wrapping_add(x1[i].wrapping_mul(y0[i]))
+            .wrapping_add(x0[i].wrapping_mul(y1[i]))
+            .wrapping_add(x1[i].wrapping_mul(y1[i]))
+    }));
+    // P2 holds (y2, y0) of the truncated value and received y0 = A' − r from P0.
+    let truncation = histogram(out[2].3.1.iter().copied());
+    Views {
+        share,
+        product,
+        truncation,
+    }
+}
+
+/// Two-sample chi-square statistic of two histograms of equal totals.
+fn chi_square(a: &[u64; BINS], b: &[u64; BINS]) -> f64 {
+    a.iter()
+        .zip(b)
+        .filter(|(x, y)| **x + **y > 0)
+        .map(|(&x, &y)| {
+            let d = x as f64 - y as f64;
+            d * d / (x + y) as f64
+        })
+        .sum()
+}
+
+fn secrets() -> [(u64, u64); 2] {
+    let fixed = FixedPoint::default();
+    [
+        (0, 0),
+        (
+            fixed.encode(1000.0 * std::f64::consts::PI).unwrap(),
+            fixed.encode(-77.0 * std::f64::consts::E).unwrap(),
+        ),
+    ]
+}
+
+#[test]
+fn what_a_party_receives_does_not_depend_on_the_secret() {
+    let [a, b] = secrets();
+    let (va, vb) = (views(a.0, a.1, true), views(b.0, b.1, true));
+    for (what, ha, hb) in [
+        ("share", va.share, vb.share),
+        ("product", va.product, vb.product),
+        ("truncation", va.truncation, vb.truncation),
+    ] {
+        let chi = chi_square(&ha, &hb);
+        assert!(
+            chi < THRESHOLD,
+            "{what}: the view tells the secrets apart (chi-square {chi:.1} ≥ {THRESHOLD})"
+        );
+    }
+}
+
+#[test]
+fn without_the_zero_sharing_the_product_leaks_and_the_test_sees_it() {
+    let [a, b] = secrets();
+    let (va, vb) = (views(a.0, a.1, false), views(b.0, b.1, false));
+    let chi = chi_square(&va.product, &vb.product);
+    assert!(
+        chi > THRESHOLD,
+        "without α the product view must differ between secrets (chi-square {chi:.1})"
+    );
+}

@@ -1,0 +1,585 @@
+//! The sharing protocols on the CPU backend, in-process and over mutual TLS: correctness
+//! against plaintext (exact ring arithmetic and f64), communication against the documented
+//! formulas, and the truncation's measured failure rate.
+
+use cryptgpu_backend::{Conv2dParams, GpuBackend, ShiftOp};
+use cryptgpu_cpu::{CpuBackend, CpuTensor};
+use cryptgpu_ring::FixedPoint;
+use cryptgpu_share::{Bilinear, KeySource, Party, Result};
+use cryptgpu_transport::{
+    CommStats, LinkConfig, PartyId, Transport, run_local_3pc, run_tls_loopback_3pc,
+};
+use proptest::prelude::*;
+
+type CpuParty<'a, T> = Party<CpuBackend, T>;
+
+/// Runs `f` as three parties in one process, each set up with OS keys.
+fn run3<R: Send>(
+    fixed: FixedPoint,
+    f: impl Fn(&mut CpuParty<'_, &mut cryptgpu_transport::LocalTransport>) -> Result<R> + Sync,
+) -> [R; 3] {
+    run_local_3pc(|t| {
+        let mut party = Party::setup(CpuBackend::new(), t, fixed)?;
+        f(&mut party)
+    })
+    .expect("no party failed")
+    .map(|r| r.expect("protocol succeeded"))
+}
+
+/// Deterministic real inputs in [-scale, scale).
+fn reals(seed: u64, n: usize, scale: f64) -> Vec<f64> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// The exact plaintext fixed-point result of `op` on encoded inputs: the ring op, then an
+/// arithmetic shift by f.
+fn plaintext(
+    op: Bilinear,
+    fixed: FixedPoint,
+    x: &[f64],
+    xs: &[usize],
+    y: &[f64],
+    ys: &[usize],
+) -> Vec<u64> {
+    let b = CpuBackend::new();
+    let tx = b.upload(&fixed.encode_slice(x).unwrap(), xs).unwrap();
+    let ty = b.upload(&fixed.encode_slice(y).unwrap(), ys).unwrap();
+    let z = op.apply(&b, &tx, &ty).unwrap();
+    b.download(
+        &b.shift(ShiftOp::RightArithmetic, &z, fixed.frac_bits())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// The f64 result of `op`.
+fn real(op: Bilinear, x: &[f64], xs: &[usize], y: &[f64], ys: &[usize]) -> Vec<f64> {
+    // Exact enough: compute in the ring at 30 fractional bits of headroom-free f64 loops.
+    match op {
+        Bilinear::Mul => x.iter().zip(y).map(|(a, b)| a * b).collect(),
+        Bilinear::Matmul => {
+            let (m, k, n) = (xs[0], xs[1], ys[1]);
+            let mut out = vec![0.0; m * n];
+            for i in 0..m {
+                for j in 0..n {
+                    out[i * n + j] = (0..k).map(|l| x[i * k + l] * y[l * n + j]).sum();
+                }
+            }
+            out
+        }
+        other => panic!("no f64 reference for {other:?} here"),
+    }
+}
+
+/// Compares a private truncated result with exact plaintext truncation of the 2f-bit
+/// product `z` (which must match within one unit) and returns how many elements failed, i.e.
+/// were off by about 2^(64-f), the truncation's documented failure mode.
+fn count_truncation_failures(fixed: FixedPoint, got: &[u64], exact: &[u64]) -> usize {
+    let huge = 1u64 << (63 - fixed.frac_bits());
+    let mut failures = 0;
+    for (i, (&g, &want)) in got.iter().zip(exact).enumerate() {
+        let diff = g.wrapping_sub(want) as i64;
+        if !(0..=1).contains(&diff) {
+            assert!(
+                diff.unsigned_abs() >= huge,
+                "element {i}: off by {diff}, neither within one unit nor a wrap failure"
+            );
+            failures += 1;
+        }
+    }
+    failures
+}
+
+/// At most as many failures as the documented odds 2^(l+1-64) allow (with a margin of 8 and
+/// at least one), where 2^l bounds the 2f-bit products.
+fn assert_failures_within_bound(fixed: FixedPoint, failures: usize, n: usize, max_product: f64) {
+    let l = (max_product.log2() + 2.0 * fixed.frac_bits() as f64).ceil();
+    let p = 2f64.powf(l + 1.0 - 64.0);
+    let allowed = (8.0 * n as f64 * p).ceil().max(1.0) as usize;
+    assert!(
+        failures <= allowed,
+        "{failures} truncation failures in {n} elements; the bound allows {allowed}"
+    );
+}
+
+/// Private `op` with truncation, revealed; checked against exact plaintext truncation (off by
+/// at most one unit in the last place, but for the rare documented failures) and against f64
+/// within the documented bound.
+fn check_product(
+    op: Bilinear,
+    fixed: FixedPoint,
+    x: &[f64],
+    xs: &[usize],
+    y: &[f64],
+    ys: &[usize],
+    terms: usize,
+    magnitude: f64,
+) {
+    let revealed = run3(fixed, |p| {
+        let sx = p.share_f64(PartyId::P0, (p.id() == PartyId::P0).then_some(x), xs)?;
+        let sy = p.share_f64(PartyId::P1, (p.id() == PartyId::P1).then_some(y), ys)?;
+        let z = p.product_truncated(op, &sx, &sy)?;
+        p.reveal(&z)
+    });
+    assert_eq!(revealed[0], revealed[1]);
+    assert_eq!(revealed[1], revealed[2]);
+    let exact = plaintext(op, fixed, x, xs, y, ys);
+    let failures = count_truncation_failures(fixed, &revealed[0], &exact);
+    assert_failures_within_bound(
+        fixed,
+        failures,
+        exact.len(),
+        terms as f64 * magnitude * magnitude,
+    );
+    // Documented bound vs f64: terms·(2·M·2^-(f+1) + 2^-(2f+2)) + 2·2^-f, off failures.
+    let res = fixed.resolution();
+    let bound = terms as f64 * (2.0 * magnitude * res / 2.0 + res * res / 4.0) + 2.0 * res;
+    let reals = real(op, x, xs, y, ys);
+    let beyond = revealed[0]
+        .iter()
+        .zip(&reals)
+        .filter(|(got, want)| (fixed.decode(**got) - **want).abs() > bound)
+        .count();
+    assert_eq!(
+        beyond, failures,
+        "every element off the f64 result by more than {bound} must be a counted truncation failure"
+    );
+}
+
+/// Inputs of magnitude at most `scale` keep products in the regime the docs recommend for f:
+/// |product| < 2^(44 - 2f), i.e. failure odds below 2^-19 per element.
+fn scale_for(f: u32) -> f64 {
+    2f64.powf((44.0 - 2.0 * f as f64) / 2.0)
+}
+
+#[test]
+fn reveal_of_share_is_the_input_for_every_owner() {
+    let fixed = FixedPoint::default();
+    for owner in PartyId::ALL {
+        let values: Vec<u64> = (0..37u64)
+            .map(|i| i.wrapping_mul(0x1234_5678_9abc_def1) ^ (i << 60))
+            .collect();
+        let out = run3(fixed, |p| {
+            let b = *p.backend();
+            let mine = (p.id() == owner).then(|| b.upload(&values, &[37]).unwrap());
+            let x = p.share(owner, mine.as_ref(), &[37])?;
+            let all = p.reveal(&x)?;
+            let only = p.reveal_to(owner.next(), &x)?;
+            Ok((all, only))
+        });
+        for (i, (all, only)) in out.iter().enumerate() {
+            assert_eq!(all, &values);
+            assert_eq!(only.is_some(), i == owner.next().index());
+            if let Some(v) = only {
+                assert_eq!(v, &values);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, .. ProptestConfig::default() })]
+
+    #[test]
+    fn share_and_reveal_round_trip(values in prop::collection::vec(any::<u64>(), 1..200), owner in 0usize..3) {
+        let owner = PartyId::new(owner).unwrap();
+        let n = values.len();
+        let out = run3(FixedPoint::default(), |p| {
+            let b = *p.backend();
+            let mine = (p.id() == owner).then(|| b.upload(&values, &[n]).unwrap());
+            let x = p.share(owner, mine.as_ref(), &[n])?;
+            p.reveal(&x)
+        });
+        for got in out {
+            prop_assert_eq!(&got, &values);
+        }
+    }
+
+    #[test]
+    fn elementwise_product_with_truncation(seed in any::<u64>(), n in 1usize..300, f in prop::sample::select(vec![20u32, 26])) {
+        let fixed = FixedPoint::new(f).unwrap();
+        let scale = scale_for(f);
+        let (x, y) = (reals(seed, n, scale), reals(seed ^ 1, n, scale));
+        check_product(Bilinear::Mul, fixed, &x, &[n], &y, &[n], 1, scale);
+    }
+
+    #[test]
+    fn matmul_with_truncation_on_odd_shapes(seed in any::<u64>(), m in 1usize..13, k in 1usize..17, n in 1usize..11, f in prop::sample::select(vec![20u32, 26])) {
+        let fixed = FixedPoint::new(f).unwrap();
+        let scale = scale_for(f) / (k as f64).sqrt();
+        let (x, y) = (reals(seed, m * k, scale), reals(seed ^ 2, k * n, scale));
+        check_product(Bilinear::Matmul, fixed, &x, &[m, k], &y, &[k, n], k, scale);
+    }
+}
+
+#[test]
+fn square_then_truncate_matches_plaintext() {
+    for f in [20, 26] {
+        let fixed = FixedPoint::new(f).unwrap();
+        let x = reals(7, 101, scale_for(f));
+        let out = run3(fixed, |p| {
+            let sx = p.share_f64(
+                PartyId::P2,
+                (p.id() == PartyId::P2).then_some(&x[..]),
+                &[101],
+            )?;
+            let sq = p.square(&sx)?;
+            let t = p.truncate(&sq)?;
+            p.reveal(&t)
+        });
+        let exact = plaintext(Bilinear::Mul, fixed, &x, &[101], &x, &[101]);
+        let failures = count_truncation_failures(fixed, &out[0], &exact);
+        assert_failures_within_bound(fixed, failures, 101, scale_for(f).powi(2));
+    }
+}
+
+#[test]
+fn convolution_and_its_gradients_with_truncation() {
+    let fixed = FixedPoint::default();
+    let p = Conv2dParams::new(2, 1).with_groups(2);
+    let (xs, ws) = ([2usize, 4, 7, 6], [6usize, 2, 3, 3]);
+    let gs = cryptgpu_backend::shape::Conv2dDims::forward(&xs, &ws, p)
+        .unwrap()
+        .output_shape();
+    let x = reals(11, xs.iter().product(), 2.0);
+    let w = reals(12, ws.iter().product(), 2.0);
+    let g = reals(13, gs.iter().product(), 2.0);
+    let cases = [
+        (Bilinear::Conv2d(p), &x, &xs[..], &w, &ws[..]),
+        (
+            Bilinear::Conv2dGradInput {
+                input_hw: [7, 6],
+                params: p,
+            },
+            &g,
+            &gs[..],
+            &w,
+            &ws[..],
+        ),
+        (
+            Bilinear::Conv2dGradWeight {
+                kernel_hw: [3, 3],
+                params: p,
+            },
+            &x,
+            &xs[..],
+            &g,
+            &gs[..],
+        ),
+    ];
+    for (op, a, sa, b, sb) in cases {
+        let out = run3(fixed, |party| {
+            let s1 = party.share_f64(
+                PartyId::P0,
+                (party.id() == PartyId::P0).then_some(&a[..]),
+                sa,
+            )?;
+            let s2 = party.share_f64(
+                PartyId::P2,
+                (party.id() == PartyId::P2).then_some(&b[..]),
+                sb,
+            )?;
+            let z = party.product_truncated(op, &s1, &s2)?;
+            party.reveal(&z)
+        });
+        let exact = plaintext(op, fixed, a, sa, b, sb);
+        let failures = count_truncation_failures(fixed, &out[0], &exact);
+        assert_failures_within_bound(fixed, failures, exact.len(), 200.0);
+    }
+}
+
+/// A sharing of public values made with no message (x0 = v, x1 = x2 = 0), so that an op can
+/// be measured from the synchronized state right after setup.
+fn public_sharing<T: Transport>(
+    p: &CpuParty<'_, T>,
+    values: &[u64],
+) -> cryptgpu_share::Rss<CpuBackend> {
+    let b = p.backend();
+    let v = b.upload(values, &[values.len()]).unwrap();
+    let zero = b.zeros(&[values.len()]).unwrap();
+    match p.id().index() {
+        0 => cryptgpu_share::Rss::from_shares(v, zero),
+        1 => cryptgpu_share::Rss::from_shares(zero.clone(), zero),
+        _ => cryptgpu_share::Rss::from_shares(zero, v),
+    }
+    .unwrap()
+}
+
+/// Runs one op in a fresh session from the synchronized state after setup and returns each
+/// party's bytes sent and the op's rounds.
+fn cost_of(
+    op: impl Fn(
+        &mut CpuParty<'_, &mut cryptgpu_transport::LocalTransport>,
+        &cryptgpu_share::Rss<CpuBackend>,
+    ) -> Result<()>
+    + Sync,
+    n: usize,
+) -> ([u64; 3], u64) {
+    let stats = run3(FixedPoint::default(), |p| {
+        let x = public_sharing(p, &vec![3u64 << 20; n]);
+        let before = p.stats();
+        op(p, &x)?;
+        Ok((before, p.stats()))
+    });
+    let sent = stats.map(|(before, after)| after.since(&before).total_bytes_sent());
+    let rounds = CommStats::rounds_of(&stats.map(|(_, after)| after))
+        - CommStats::rounds_of(&stats.map(|(before, _)| before));
+    (sent, rounds)
+}
+
+/// The communication table of `cryptgpu_share::arith`, checked on the counters.
+#[test]
+fn communication_matches_the_documented_formulas() {
+    let n = 300usize;
+    let e = n as u64;
+    // Setup: 64 bytes to the previous party and 32 to the next, one round.
+    let setup = run3(FixedPoint::default(), |p| Ok(p.stats()));
+    for st in &setup {
+        assert_eq!((st.total_bytes_sent(), st.rounds), (96, 1), "setup");
+    }
+    let share = cost_of(
+        |p, _| {
+            let b = *p.backend();
+            let mine = (p.id() == PartyId::P1).then(|| b.full(&[n], 5).unwrap());
+            p.share(PartyId::P1, mine.as_ref(), &[n]).map(drop)
+        },
+        n,
+    );
+    assert_eq!(share, ([0, 16 * e, 0], 1), "share by P1");
+    let local = cost_of(
+        |p, x| p.add_scalar(&p.mul_scalar(x, 3)?, 1 << 20).map(drop),
+        n,
+    );
+    assert_eq!(local, ([0, 0, 0], 0), "local ops");
+    assert_eq!(
+        cost_of(|p, x| p.product(Bilinear::Mul, x, x).map(drop), n),
+        ([8 * e; 3], 1),
+        "product"
+    );
+    assert_eq!(
+        cost_of(|p, x| p.square(x).map(drop), n),
+        ([8 * e; 3], 1),
+        "square"
+    );
+    assert_eq!(
+        cost_of(|p, x| p.truncate(x).map(drop), n),
+        ([8 * e, 0, 0], 1),
+        "truncate"
+    );
+    assert_eq!(
+        cost_of(|p, x| p.mul_fixed(x, x).map(drop), n),
+        ([8 * e; 3], 2),
+        "fused product and truncation"
+    );
+    let unfused = cost_of(
+        |p, x| {
+            let z = p.mul(x, x)?;
+            p.truncate(&z).map(drop)
+        },
+        n,
+    );
+    assert_eq!(
+        unfused,
+        ([16 * e, 8 * e, 8 * e], 2),
+        "product then truncate"
+    );
+    assert_eq!(
+        cost_of(|p, x| p.reveal(x).map(drop), n),
+        ([8 * e; 3], 1),
+        "reveal"
+    );
+    assert_eq!(
+        cost_of(|p, x| p.reveal_to(PartyId::P2, x).map(drop), n),
+        ([8 * e, 0, 0], 1),
+        "reveal to P2 (P0 sends)"
+    );
+}
+
+/// Truncation fails (by about 2^(64-f)) with probability at most 2^(ℓ+1-64) for |z| < 2^ℓ,
+/// and is otherwise off by at most one unit from exact. Measured with ℓ = 55 (z = ±2^54),
+/// where failures are frequent enough to count: the expected rate is 2^-10.
+#[test]
+fn truncation_failure_rate() {
+    let fixed = FixedPoint::default();
+    let n = 1usize << 17;
+    let z: Vec<u64> = (0..n)
+        .map(|i| {
+            if i % 2 == 0 {
+                1u64 << 54
+            } else {
+                (1u64 << 54).wrapping_neg()
+            }
+        })
+        .collect();
+    let out = run3(fixed, |p| {
+        let b = *p.backend();
+        let mine = (p.id() == PartyId::P0).then(|| b.upload(&z, &[n]).unwrap());
+        let sz = p.share(PartyId::P0, mine.as_ref(), &[n])?;
+        let t = p.truncate(&sz)?;
+        p.reveal(&t)
+    });
+    let mut failures = 0usize;
+    for (&got, &zi) in out[0].iter().zip(&z) {
+        let exact = ((zi as i64) >> 20) as u64;
+        let diff = got.wrapping_sub(exact) as i64;
+        if !(0..=1).contains(&diff) {
+            failures += 1;
+            assert!(
+                diff.unsigned_abs() > 1 << 40,
+                "a failure is off by about 2^44, got {diff}"
+            );
+        }
+    }
+    let rate = failures as f64 / n as f64;
+    let bound = 2f64.powi(55 + 1 - 64);
+    assert!(rate <= bound, "failure rate {rate} above the bound {bound}");
+    assert!(
+        rate >= 2f64.powi(-12),
+        "failure rate {rate} far below the expected 2^-10: is the test measuring?"
+    );
+}
+
+/// What one party of the realistic job returns: the revealed matmul and convolution, and
+/// each op's [bytes sent, rounds].
+type JobOutput = (Vec<u64>, Vec<u64>, [u64; 2], [u64; 2]);
+
+/// "Done when": realistic sizes end to end, in-process and over mutual TLS, bit-identical
+/// between the two (same seeded keys), matching plaintext, with exact bytes and rounds.
+#[test]
+fn realistic_matmul_and_conv_in_process_and_over_tls() {
+    let fixed = FixedPoint::default();
+    let (m, k, n) = (256usize, 256usize, 256usize);
+    let a = reals(21, m * k, 1.0);
+    let bm = reals(22, k * n, 1.0);
+    let conv = Conv2dParams::new(1, 1);
+    let (xs, ws) = ([1usize, 64, 32, 32], [64usize, 64, 3, 3]);
+    let x = reals(23, xs.iter().product(), 1.0);
+    let w = reals(24, ws.iter().product(), 0.1);
+
+    fn job<T: Transport>(
+        t: T,
+        fixed: FixedPoint,
+        inputs: (&[f64], &[f64], &[f64], &[f64]),
+        conv: Conv2dParams,
+    ) -> Result<JobOutput> {
+        let (a, bm, x, w) = inputs;
+        let mut p = Party::setup_with(CpuBackend::new(), t, fixed, KeySource::InsecureSeeded(99))?;
+        let me = p.id();
+        let sa = p.share_f64(PartyId::P0, (me == PartyId::P0).then_some(a), &[256, 256])?;
+        let sb = p.share_f64(PartyId::P1, (me == PartyId::P1).then_some(bm), &[256, 256])?;
+        let before = p.stats();
+        let prod = p.matmul_fixed(&sa, &sb)?;
+        let mm_cost = p.stats().since(&before);
+        let sx = p.share_f64(
+            PartyId::P2,
+            (me == PartyId::P2).then_some(x),
+            &[1, 64, 32, 32],
+        )?;
+        let sw = p.share_f64(
+            PartyId::P0,
+            (me == PartyId::P0).then_some(w),
+            &[64, 64, 3, 3],
+        )?;
+        let before = p.stats();
+        let y = p.conv2d_fixed(&sx, &sw, conv)?;
+        let conv_cost = p.stats().since(&before);
+        Ok((
+            p.reveal(&prod)?,
+            p.reveal(&y)?,
+            [mm_cost.total_bytes_sent(), mm_cost.rounds],
+            [conv_cost.total_bytes_sent(), conv_cost.rounds],
+        ))
+    }
+
+    let inputs = (&a[..], &bm[..], &x[..], &w[..]);
+    let local = run_local_3pc(|t| job(t, fixed, inputs, conv))
+        .unwrap()
+        .map(Result::unwrap);
+    let tls = run_tls_loopback_3pc(LinkConfig::default(), |t| job(t, fixed, inputs, conv))
+        .unwrap()
+        .map(Result::unwrap);
+    for i in 0..3 {
+        assert_eq!(
+            local[i].0, tls[i].0,
+            "matmul over TLS differs from in-process at P{i}"
+        );
+        assert_eq!(
+            local[i].1, tls[i].1,
+            "conv over TLS differs from in-process at P{i}"
+        );
+        assert_eq!(local[i].2[0], 8 * 256 * 256, "matmul bytes sent by P{i}");
+        assert_eq!(local[i].3[0], 8 * 64 * 32 * 32, "conv bytes sent by P{i}");
+        assert_eq!(local[i].2, tls[i].2);
+        assert_eq!(local[i].3, tls[i].3);
+    }
+    let exact_mm = plaintext(Bilinear::Matmul, fixed, &a, &[m, k], &bm, &[k, n]);
+    let exact_conv = plaintext(Bilinear::Conv2d(conv), fixed, &x, &xs, &w, &ws);
+    let failures = count_truncation_failures(fixed, &local[0].0, &exact_mm)
+        + count_truncation_failures(fixed, &local[0].1, &exact_conv);
+    assert_failures_within_bound(fixed, failures, exact_mm.len() + exact_conv.len(), 256.0);
+    let reals_mm = real(Bilinear::Matmul, &a, &[m, k], &bm, &[k, n]);
+    let res = fixed.resolution();
+    let bound = k as f64 * (1.0 * res + res * res / 4.0) + 2.0 * res;
+    let beyond = local[0]
+        .0
+        .iter()
+        .zip(&reals_mm)
+        .filter(|(got, want)| (fixed.decode(**got) - **want).abs() > bound)
+        .count();
+    assert!(
+        beyond <= failures,
+        "matmul elements beyond the f64 bound must be truncation failures"
+    );
+}
+
+#[test]
+fn a_peer_that_leaves_gives_the_others_an_error() {
+    let results = run_local_3pc(|t| -> Result<Vec<u64>> {
+        let mut p = Party::setup(CpuBackend::new(), t, FixedPoint::default())?;
+        let b = *p.backend();
+        let mine = (p.id() == PartyId::P0).then(|| b.full(&[4], 9).unwrap());
+        let x = p.share(PartyId::P0, mine.as_ref(), &[4])?;
+        if p.id() == PartyId::P2 {
+            return Ok(vec![]); // P2 leaves: its transport is dropped.
+        }
+        let y = p.mul(&x, &x)?;
+        p.reveal(&y)
+    })
+    .unwrap();
+    assert!(
+        results[0].is_err() && results[1].is_err(),
+        "P0 and P1 must get an error, not hang"
+    );
+}
+
+#[test]
+fn wrong_input_arguments_are_errors() {
+    let out = run_local_3pc(|t| {
+        let mut p = Party::setup(CpuBackend::new(), t, FixedPoint::default()).unwrap();
+        // Every party claims to own the input: P1 and P2 are wrong and say so.
+        let b = *p.backend();
+        let v: CpuTensor = b.full(&[2], 1).unwrap();
+        p.share(PartyId::P0, Some(&v), &[2])
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .unwrap();
+    // The owner's call was right: it either sent before the others left or saw them leave.
+    assert!(
+        out[0]
+            .as_ref()
+            .map_or_else(|e| e.contains("disconnected"), |_| true),
+        "P0: {:?}",
+        out[0]
+    );
+    assert!(out[1].as_ref().unwrap_err().contains("does not own"));
+    assert!(out[2].as_ref().unwrap_err().contains("does not own"));
+}
