@@ -31,7 +31,15 @@ pub(crate) fn print_table(root: &Path) -> Result<()> {
         );
         return Ok(());
     }
-    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    // By id, with a trailing size compared as a number (so 256 comes before 1024).
+    rows.sort_by_key(|r| match r.id.rsplit_once('/') {
+        Some((head, size)) => (
+            head.to_string(),
+            size.parse::<u64>().unwrap_or(u64::MAX),
+            r.id.clone(),
+        ),
+        None => (r.id.clone(), 0, String::new()),
+    });
     let width = rows.iter().map(|r| r.id.len()).max().unwrap_or(0).max(5);
     println!("{:width$}  {:>12}  {:>16}", "bench", "time", "rate");
     for row in rows {

@@ -66,6 +66,10 @@ pub const SMALL_WORK: usize = 32 * 32 * 32;
 /// Below this many MACs the blocked path runs on the calling thread only.
 pub const PARALLEL_WORK: usize = 96 * 96 * 96;
 
+/// Parallel tasks per thread the blocked path aims for (row blocks, or column chunks when
+/// the rows run out).
+const TASKS_PER_THREAD: usize = 4;
+
 /// Rows of every microkernel's tile.
 const MR: usize = 4;
 /// Largest `MR·NR` over all microkernels.
@@ -934,7 +938,6 @@ struct Task<'r> {
     rows: Vec<&'r mut [u64]>,
 }
 
-fn tmpf() -> usize { std::env::var("TMPF").ok().and_then(|v| v.parse().ok()).unwrap_or(2) }
 /// The blocked, packed path.
 fn gemm_packed(
     kern: &Kernel,
@@ -948,9 +951,12 @@ fn gemm_packed(
     accumulate: bool,
 ) {
     let nr = kern.nr;
-    // Enough row blocks for every thread to get two, but no more than MC rows each.
+    // Enough row blocks for every thread to get a few (so that a thread that starts late, or is
+    // preempted, still finds work), but no more than MC rows each.
     let mc = if threads > 1 {
-        m.div_ceil(tmpf() * threads).next_multiple_of(MR).clamp(MR, MC)
+        m.div_ceil(TASKS_PER_THREAD * threads)
+            .next_multiple_of(MR)
+            .clamp(MR, MC)
     } else {
         MC
     };
@@ -962,8 +968,10 @@ fn gemm_packed(
             let nc = NC.min(n - jc);
             let n_panels = nc.div_ceil(nr);
             // Too few row blocks to feed the threads: also cut the columns.
-            let col_chunks = if threads > 1 && row_blocks < tmpf() * threads {
-                (tmpf() * threads).div_ceil(row_blocks).min(n_panels)
+            let col_chunks = if threads > 1 && row_blocks < TASKS_PER_THREAD * threads {
+                (TASKS_PER_THREAD * threads)
+                    .div_ceil(row_blocks)
+                    .min(n_panels)
             } else {
                 1
             };
@@ -1121,7 +1129,8 @@ fn run_task(
                 // An edge tile: into the scratch tile, then its valid part into C.
                 let mut chunks = scratch.chunks_exact_mut(nr);
                 let rows = [(); MR].map(|()| chunks.next().expect("TILE >= MR·NR"));
-                // SAFETY: as above.
+                // SAFETY: as for the full tile: `kern` is supported by this CPU (`Kernel`
+                // invariant), and the kernel checks the slice lengths itself.
                 unsafe { (kern.micro)(kc, apanel, bpanel, TileOut { rows, add: false }) };
                 for (i, row) in task.rows[r0..r0 + nrows].iter_mut().enumerate() {
                     let dst = &mut row[col0..col0 + ncols];
