@@ -116,49 +116,40 @@ pub trait Transport: Send {
     }
 }
 
-impl<T: Transport + ?Sized> Transport for &mut T {
-    fn party(&self) -> PartyId {
-        (**self).party()
-    }
-    fn send(&mut self, peer: Peer, msg: &[u8]) -> Result<(), TransportError> {
-        (**self).send(peer, msg)
-    }
-    fn recv(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {
-        (**self).recv(peer)
-    }
-    fn exchange(&mut self, to: Peer, msg: &[u8], from: Peer) -> Result<Vec<u8>, TransportError> {
-        (**self).exchange(to, msg, from)
-    }
-    fn exchange_both(
-        &mut self,
-        to_next: &[u8],
-        to_prev: &[u8],
-    ) -> Result<(Vec<u8>, Vec<u8>), TransportError> {
-        (**self).exchange_both(to_next, to_prev)
-    }
+/// `Transport` for a pointer to a transport, forwarding every method.
+macro_rules! forward_transport {
+    ($pointer:ty) => {
+        impl<T: Transport + ?Sized> Transport for $pointer {
+            fn party(&self) -> PartyId {
+                (**self).party()
+            }
+            fn send(&mut self, peer: Peer, msg: &[u8]) -> Result<(), TransportError> {
+                (**self).send(peer, msg)
+            }
+            fn recv(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {
+                (**self).recv(peer)
+            }
+            fn exchange(
+                &mut self,
+                to: Peer,
+                msg: &[u8],
+                from: Peer,
+            ) -> Result<Vec<u8>, TransportError> {
+                (**self).exchange(to, msg, from)
+            }
+            fn exchange_both(
+                &mut self,
+                to_next: &[u8],
+                to_prev: &[u8],
+            ) -> Result<(Vec<u8>, Vec<u8>), TransportError> {
+                (**self).exchange_both(to_next, to_prev)
+            }
+        }
+    };
 }
 
-impl<T: Transport + ?Sized> Transport for Box<T> {
-    fn party(&self) -> PartyId {
-        (**self).party()
-    }
-    fn send(&mut self, peer: Peer, msg: &[u8]) -> Result<(), TransportError> {
-        (**self).send(peer, msg)
-    }
-    fn recv(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {
-        (**self).recv(peer)
-    }
-    fn exchange(&mut self, to: Peer, msg: &[u8], from: Peer) -> Result<Vec<u8>, TransportError> {
-        (**self).exchange(to, msg, from)
-    }
-    fn exchange_both(
-        &mut self,
-        to_next: &[u8],
-        to_prev: &[u8],
-    ) -> Result<(Vec<u8>, Vec<u8>), TransportError> {
-        (**self).exchange_both(to_next, to_prev)
-    }
-}
+forward_transport!(&mut T);
+forward_transport!(Box<T>);
 
 /// Encodes `words` as little-endian bytes, 8 per word: the wire format of the `u64` helpers.
 pub fn u64s_to_le_bytes(words: &[u64]) -> Vec<u8> {
