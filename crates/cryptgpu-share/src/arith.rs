@@ -219,20 +219,23 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     /// and by P2 to its copy.
     pub fn add_public(&self, x: &Rss<B>, c: &B::Tensor) -> Result<Rss<B>> {
         same_shape("add_public", x.shape(), c.shape())?;
-        let b = self.backend();
-        match self.id().index() {
-            0 => Rss::from_shares(b.add(&x.own, c)?, x.next.clone()),
-            2 => Rss::from_shares(x.own.clone(), b.add(&x.next, c)?),
-            _ => Ok(x.clone()),
-        }
+        self.update_x0(x, |share| Ok(self.backend().add(share, c)?))
     }
 
     /// x + c for a public scalar c.
     pub fn add_scalar(&self, x: &Rss<B>, c: u64) -> Result<Rss<B>> {
-        let b = self.backend();
+        self.update_x0(x, |share| Ok(self.backend().add_scalar(share, c)?))
+    }
+
+    /// Applies `update` to the share x0 wherever it is held: P0's own share and P2's copy.
+    fn update_x0(
+        &self,
+        x: &Rss<B>,
+        update: impl Fn(&B::Tensor) -> Result<B::Tensor>,
+    ) -> Result<Rss<B>> {
         match self.id().index() {
-            0 => Rss::from_shares(b.add_scalar(&x.own, c)?, x.next.clone()),
-            2 => Rss::from_shares(x.own.clone(), b.add_scalar(&x.next, c)?),
+            0 => Rss::from_shares(update(&x.own)?, x.next.clone()),
+            2 => Rss::from_shares(x.own.clone(), update(&x.next)?),
             _ => Ok(x.clone()),
         }
     }
@@ -366,23 +369,19 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         let stream = self.step();
         let shape = part.shape().to_vec();
         let b = self.backend();
-        match self.id().index() {
-            0 => {
-                let r = self.random_with_next(&shape, stream)?;
-                let y0 = b.sub(&b.shift(ShiftOp::RightLogical, &part, f)?, &r)?;
-                self.send_tensor(Peer::Prev, &y0)?;
-                Rss::from_shares(y0, r)
-            }
-            1 => {
-                let r = self.random_with_prev(&shape, stream)?;
-                let y2 = b.neg(&b.shift(ShiftOp::RightLogical, &b.neg(&part)?, f)?)?;
-                Rss::from_shares(r, y2)
-            }
-            _ => {
-                let y2 = b.neg(&b.shift(ShiftOp::RightLogical, &b.neg(&part)?, f)?)?;
-                let y0 = self.recv_tensor("truncate", Peer::Next, &shape)?;
-                Rss::from_shares(y2, y0)
-            }
+        if self.id() == PartyId::P0 {
+            let r = self.random_with_next(&shape, stream)?;
+            let y0 = b.sub(&b.shift(ShiftOp::RightLogical, &part, f)?, &r)?;
+            self.send_tensor(Peer::Prev, &y0)?;
+            return Rss::from_shares(y0, r);
+        }
+        let y2 = b.neg(&b.shift(ShiftOp::RightLogical, &b.neg(&part)?, f)?)?;
+        if self.id() == PartyId::P1 {
+            let r = self.random_with_prev(&shape, stream)?;
+            Rss::from_shares(r, y2)
+        } else {
+            let y0 = self.recv_tensor("truncate", Peer::Next, &shape)?;
+            Rss::from_shares(y2, y0)
         }
     }
 }

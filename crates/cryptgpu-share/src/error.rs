@@ -17,17 +17,17 @@ pub enum ShareError {
     /// A value could not be encoded in fixed point (out of range, not finite).
     #[error(transparent)]
     Ring(#[from] RingError),
-    /// A peer's message does not fit the protocol step (wrong length): the parties are out of
-    /// step or the peer misbehaves.
-    #[error("{op}: {peer} sent {got} ring elements where {expected} were expected")]
+    /// A peer's message does not fit the protocol step (wrong length, in ring elements, or in
+    /// bytes during setup): the parties are out of step or the peer misbehaves.
+    #[error("{op}: {peer} sent a message of {got} where {expected} were expected")]
     UnexpectedMessage {
         /// The protocol step.
         op: &'static str,
         /// The sender.
         peer: PartyId,
-        /// Elements expected.
+        /// Length expected.
         expected: usize,
-        /// Elements received.
+        /// Length received.
         got: usize,
     },
     /// The input owner called `share` without its input, or another party passed one.

@@ -88,17 +88,8 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         let contribution = draw(1)?;
         let to_prev = [own_key.as_slice(), contribution.as_slice()].concat();
         let (from_next, from_prev) = net.exchange_both(&contribution, &to_prev)?;
-        let (Ok(next_part), Ok(prev_part)) = (
-            <[u8; 64]>::try_from(from_next.as_slice()),
-            <[u8; 32]>::try_from(from_prev.as_slice()),
-        ) else {
-            return Err(ShareError::UnexpectedMessage {
-                op: "setup",
-                peer: id.next(),
-                expected: 64,
-                got: from_next.len().max(from_prev.len()),
-            });
-        };
+        let next_part: [u8; 64] = key_message(&from_next, id.next())?;
+        let prev_part: [u8; 32] = key_message(&from_prev, id.prev())?;
         let mut with_next = [0u8; 32];
         with_next.copy_from_slice(&next_part[..32]);
         let mut common = contribution;
@@ -146,15 +137,11 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
 
     // ---- correlated randomness (no messages) ------------------------------------------------
 
-    fn next_stream(&mut self) -> u64 {
-        self.stream += 1;
-        self.stream
-    }
-
     /// The next protocol step's stream id: every party calls this the same number of times
     /// in the same order.
     pub(crate) fn step(&mut self) -> u64 {
-        self.next_stream()
+        self.stream += 1;
+        self.stream
     }
 
     /// F(k_{i+1}, stream): a random tensor known to this party and the next.
@@ -173,7 +160,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
 
     /// A random tensor known to all three parties (public randomness, e.g. for shuffles).
     pub fn random_common(&mut self, shape: &[usize]) -> Result<B::Tensor> {
-        let stream = self.next_stream();
+        let stream = self.step();
         Ok(self
             .backend
             .fill_chacha12(shape, &self.keys.common, stream, 0)?)
@@ -182,7 +169,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     /// This party's part α_i = F(k_i) − F(k_{i+1}) of a fresh sharing of zero
     /// (α_0 + α_1 + α_2 = 0), with no message. Every product adds it before resharing.
     pub fn zero_share(&mut self, shape: &[usize]) -> Result<B::Tensor> {
-        let stream = self.next_stream();
+        let stream = self.step();
         let mine = self.random_with_prev(shape, stream)?;
         let theirs = self.random_with_next(shape, stream)?;
         Ok(self.backend.sub(&mine, &theirs)?)
@@ -190,7 +177,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
 
     /// This party's part β_i = F(k_i) ⊕ F(k_{i+1}) of a fresh XOR sharing of zero.
     pub fn zero_share_binary(&mut self, shape: &[usize]) -> Result<B::Tensor> {
-        let stream = self.next_stream();
+        let stream = self.step();
         let mine = self.random_with_prev(shape, stream)?;
         let theirs = self.random_with_next(shape, stream)?;
         Ok(self.backend.xor(&mine, &theirs)?)
@@ -246,4 +233,14 @@ pub(crate) fn same_shape(op: &'static str, lhs: &[usize], rhs: &[usize]) -> Resu
         });
     }
     Ok(())
+}
+
+/// A setup message of exactly `N` bytes from `peer`.
+fn key_message<const N: usize>(msg: &[u8], peer: PartyId) -> Result<[u8; N]> {
+    <[u8; N]>::try_from(msg).map_err(|_| ShareError::UnexpectedMessage {
+        op: "setup (bytes)",
+        peer,
+        expected: N,
+        got: msg.len(),
+    })
 }

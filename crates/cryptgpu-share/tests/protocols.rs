@@ -11,12 +11,12 @@ use cryptgpu_transport::{
 };
 use proptest::prelude::*;
 
-type CpuParty<'a, T> = Party<CpuBackend, T>;
+type CpuParty<T> = Party<CpuBackend, T>;
 
 /// Runs `f` as three parties in one process, each set up with OS keys.
 fn run3<R: Send>(
     fixed: FixedPoint,
-    f: impl Fn(&mut CpuParty<'_, &mut cryptgpu_transport::LocalTransport>) -> Result<R> + Sync,
+    f: impl Fn(&mut CpuParty<&mut cryptgpu_transport::LocalTransport>) -> Result<R> + Sync,
 ) -> [R; 3] {
     run_local_3pc(|t| {
         let mut party = Party::setup(CpuBackend::new(), t, fixed)?;
@@ -62,7 +62,6 @@ fn plaintext(
 
 /// The f64 result of `op`.
 fn real(op: Bilinear, x: &[f64], xs: &[usize], y: &[f64], ys: &[usize]) -> Vec<f64> {
-    // Exact enough: compute in the ring at 30 fractional bits of headroom-free f64 loops.
     match op {
         Bilinear::Mul => x.iter().zip(y).map(|(a, b)| a * b).collect(),
         Bilinear::Matmul => {
@@ -299,7 +298,7 @@ fn convolution_and_its_gradients_with_truncation() {
 /// A sharing of public values made with no message (x0 = v, x1 = x2 = 0), so that an op can
 /// be measured from the synchronized state right after setup.
 fn public_sharing<T: Transport>(
-    p: &CpuParty<'_, T>,
+    p: &CpuParty<T>,
     values: &[u64],
 ) -> cryptgpu_share::Rss<CpuBackend> {
     let b = p.backend();
@@ -317,7 +316,7 @@ fn public_sharing<T: Transport>(
 /// party's bytes sent and the op's rounds.
 fn cost_of(
     op: impl Fn(
-        &mut CpuParty<'_, &mut cryptgpu_transport::LocalTransport>,
+        &mut CpuParty<&mut cryptgpu_transport::LocalTransport>,
         &cryptgpu_share::Rss<CpuBackend>,
     ) -> Result<()>
     + Sync,
