@@ -1,1 +1,129 @@
-//! Bench helpers.
+//! Bench helpers shared by the bench targets: private protocol runs that every backend's
+//! bench calls the same way, so the CPU, CUDA and wgpu figures are directly comparable.
+
+use cryptgpu_backend::GpuBackend;
+use cryptgpu_backend::Pool2dParams;
+use cryptgpu_nonlinear::{SoftmaxOptions, max_pool2d, relu, softmax};
+use cryptgpu_ring::FixedPoint;
+use cryptgpu_share::Rss;
+use cryptgpu_share::{KeySource, Party};
+use cryptgpu_transport::Transport;
+use cryptgpu_transport::{CommStats, PartyId, run_local_3pc};
+use std::time::{Duration, Instant};
+
+/// One measured protocol: the slowest party's wall time over the timed iterations, and one
+/// run's communication from parties in step (bytes sent by P0, P1, P2; rounds).
+#[derive(Clone, Copy, Debug)]
+pub struct Measured {
+    /// Wall time of all timed iterations (the slowest party).
+    pub time: Duration,
+    /// Bytes sent by each party in one run.
+    pub bytes: [u64; 3],
+    /// Rounds of one run.
+    pub rounds: u64,
+}
+
+/// A private op on a shared input of `shape`, run `iters` times after one measured run, by
+/// three parties in one process on `backend` (seeded keys: repeatable).
+pub fn run_private<B: GpuBackend>(
+    backend: &B,
+    shape: &[usize],
+    iters: u64,
+    op: &impl PrivateOp,
+) -> Measured {
+    let out = run_local_3pc(|t| {
+        let mut p = Party::setup_with(
+            backend.clone(),
+            t,
+            FixedPoint::default(),
+            KeySource::InsecureSeeded(1),
+        )
+        .expect("setup");
+        let b = p.backend().clone();
+        // Reals in about [-8, 8): random ring elements shifted down.
+        let raw = b.fill_chacha12(shape, &[7; 32], 0, 0).expect("fill");
+        let values = b
+            .shift(cryptgpu_backend::ShiftOp::RightArithmetic, &raw, 40)
+            .expect("shift");
+        let x = p
+            .share(
+                PartyId::P0,
+                (p.id() == PartyId::P0).then_some(&values),
+                shape,
+            )
+            .expect("share");
+        // A reveal puts the parties in step before the measured run.
+        let _ = p.reveal(&x).expect("reveal");
+        let before = p.stats();
+        op.run(&mut p, &x).expect("op");
+        let after = p.stats();
+        b.sync().expect("sync");
+        let start = Instant::now();
+        for _ in 0..iters {
+            op.run(&mut p, &x).expect("op");
+        }
+        b.sync().expect("sync");
+        (start.elapsed(), before, after)
+    })
+    .expect("no party failed");
+    Measured {
+        time: out.iter().map(|o| o.0).max().expect("three parties"),
+        bytes: out.each_ref().map(|o| o.2.since(&o.1).total_bytes_sent()),
+        rounds: CommStats::rounds_of(&out.each_ref().map(|o| o.2))
+            - CommStats::rounds_of(&out.each_ref().map(|o| o.1)),
+    }
+}
+
+/// A private op on one shared input, for [`run_private`].
+pub trait PrivateOp: Sync {
+    /// Runs the op once as party `p` on `x`.
+    fn run<B: GpuBackend, T: Transport>(
+        &self,
+        p: &mut Party<B, T>,
+        x: &Rss<B>,
+    ) -> cryptgpu_nonlinear::Result<()>;
+}
+
+/// ReLU.
+pub struct Relu;
+
+impl PrivateOp for Relu {
+    fn run<B: GpuBackend, T: Transport>(
+        &self,
+        p: &mut Party<B, T>,
+        x: &Rss<B>,
+    ) -> cryptgpu_nonlinear::Result<()> {
+        relu(p, x).map(drop)
+    }
+}
+
+/// 2×2 max-pooling with stride 2 of an NCHW input.
+pub struct MaxPool2x2;
+
+impl PrivateOp for MaxPool2x2 {
+    fn run<B: GpuBackend, T: Transport>(
+        &self,
+        p: &mut Party<B, T>,
+        x: &Rss<B>,
+    ) -> cryptgpu_nonlinear::Result<()> {
+        max_pool2d(p, x, Pool2dParams::new(2, 2)).map(drop)
+    }
+}
+
+/// Softmax over the last axis of a 2-d input.
+pub struct SoftmaxRows;
+
+impl PrivateOp for SoftmaxRows {
+    fn run<B: GpuBackend, T: Transport>(
+        &self,
+        p: &mut Party<B, T>,
+        x: &Rss<B>,
+    ) -> cryptgpu_nonlinear::Result<()> {
+        softmax(p, x, 1, SoftmaxOptions::default()).map(drop)
+    }
+}
+
+/// Private ReLU of `n` elements on `backend`.
+pub fn private_relu<B: GpuBackend>(backend: &B, n: usize, iters: u64) -> Measured {
+    run_private(backend, &[n], iters, &Relu)
+}

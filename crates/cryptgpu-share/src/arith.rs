@@ -11,8 +11,10 @@
 //! | local ops (add, sub, neg, public add/mul) | 0 | 0 |
 //! | [`Party::product`] (mul, square, matmul, conv2d and its gradients) | 1 | 8·n each |
 //! | [`Party::truncate`] | 1 | P0: 8·n; P1, P2: 0 |
-//! | [`Party::product_truncated`] (fused) | 2 | 8·n each |
+//! | [`Party::product_truncated`] (fused: mul, square, matmul, conv2d) | 2 | 8·n each |
 //! | product, then truncate | 2 | P0: 16·n; P1, P2: 8·n |
+//! | [`Party::truncate_by`], [`Party::mul_public_fixed`] | 1 | P0: 8·n; P1, P2: 0 |
+//! | [`Party::constant`], [`Party::linear`] (layout ops, sums, public factors) | 0 | 0 |
 //!
 //! Rounds are the length of the longest chain of messages (see
 //! `cryptgpu_transport::Counting`); the tests check the counters against this table.
@@ -102,7 +104,23 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         values: Option<&B::Tensor>,
         shape: &[usize],
     ) -> Result<Rss<B>> {
-        const OP: &str = "share";
+        let (own, next) = self.input_shares("share", owner, values, shape, |b, x, r0, r1| {
+            b.sub(&b.sub(x, r0)?, r1)
+        })?;
+        Rss::from_shares(own, next)
+    }
+
+    /// The input protocol of [`Party::share`] and [`Party::share_binary`], for the sharing
+    /// whose third share `last(x, x_owner, x_{owner+1})` completes the other two: this
+    /// party's (own, next) shares.
+    pub(crate) fn input_shares(
+        &mut self,
+        op: &'static str,
+        owner: PartyId,
+        values: Option<&B::Tensor>,
+        shape: &[usize],
+        last: impl Fn(&B, &B::Tensor, &B::Tensor, &B::Tensor) -> cryptgpu_backend::Result<B::Tensor>,
+    ) -> Result<(B::Tensor, B::Tensor)> {
         let stream = self.step();
         let me = self.id();
         if (me == owner) != values.is_some() {
@@ -111,32 +129,27 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
             } else {
                 "passed an input it does not own"
             };
-            return Err(ShareError::Input {
-                op: OP,
-                party: me,
-                why,
-            });
+            return Err(ShareError::Input { op, party: me, why });
         }
         if me == owner {
             let x = values.expect("checked above");
-            same_shape(OP, x.shape(), shape)?;
+            same_shape(op, x.shape(), shape)?;
             let own = self.random_with_prev(shape, stream)?;
             let next = self.random_with_next(shape, stream)?;
-            let b = self.backend();
-            let last = b.sub(&b.sub(x, &own)?, &next)?;
-            self.send_tensor(Peer::Next, &last)?;
-            self.send_tensor(Peer::Prev, &last)?;
-            Rss::from_shares(own, next)
+            let third = last(self.backend(), x, &own, &next)?;
+            self.send_tensor(Peer::Next, &third)?;
+            self.send_tensor(Peer::Prev, &third)?;
+            Ok((own, next))
         } else if owner == me.prev() {
             // I am owner + 1: I hold (x_{owner+1}, x_{owner+2}).
             let own = self.random_with_prev(shape, stream)?;
-            let next = self.recv_tensor(OP, Peer::Prev, shape)?;
-            Rss::from_shares(own, next)
+            let next = self.recv_tensor(op, Peer::Prev, shape)?;
+            Ok((own, next))
         } else {
             // I am owner + 2: I hold (x_{owner+2}, x_owner).
             let next = self.random_with_next(shape, stream)?;
-            let own = self.recv_tensor(OP, Peer::Next, shape)?;
-            Rss::from_shares(own, next)
+            let own = self.recv_tensor(op, Peer::Next, shape)?;
+            Ok((own, next))
         }
     }
 
@@ -253,6 +266,44 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         Rss::from_shares(op.apply(b, &x.own, c)?, op.apply(b, &x.next, c)?)
     }
 
+    /// A sharing of a public tensor, with no message: x0 = c, x1 = x2 = 0.
+    pub fn constant(&self, c: &B::Tensor) -> Result<Rss<B>> {
+        let zero = self.backend().zeros(c.shape())?;
+        match self.id().index() {
+            0 => Rss::from_shares(c.clone(), zero),
+            1 => Rss::from_shares(zero.clone(), zero),
+            _ => Rss::from_shares(zero, c.clone()),
+        }
+    }
+
+    /// A sharing of public reals (encoded in fixed point), with no message.
+    pub fn constant_f64(&self, values: &[f64], shape: &[usize]) -> Result<Rss<B>> {
+        let encoded = self.fixed().encode_slice(values)?;
+        let c = self.backend().upload(&encoded, shape)?;
+        self.constant(&c)
+    }
+
+    /// Applies a map that is linear over Z_2^64 (a layout op such as reshape, slice, permute
+    /// or broadcast; a sum over an axis; a product with public values) to both shares: local,
+    /// since (x0 + x1 + x2) ↦ f(x0) + f(x1) + f(x2). A map that is not additive gives a
+    /// wrong result, so use it only with such ops.
+    pub fn linear(
+        &self,
+        x: &Rss<B>,
+        f: impl Fn(&B, &B::Tensor) -> cryptgpu_backend::Result<B::Tensor>,
+    ) -> Result<Rss<B>> {
+        let b = self.backend();
+        Rss::from_shares(f(b, &x.own)?, f(b, &x.next)?)
+    }
+
+    /// Joins sharings along `axis` (local).
+    pub fn concat(&self, xs: &[&Rss<B>], axis: usize) -> Result<Rss<B>> {
+        let b = self.backend();
+        let own: Vec<&B::Tensor> = xs.iter().map(|x| &x.own).collect();
+        let next: Vec<&B::Tensor> = xs.iter().map(|x| &x.next).collect();
+        Rss::from_shares(b.concat(&own, axis)?, b.concat(&next, axis)?)
+    }
+
     // ---- products -------------------------------------------------------------------------
 
     /// This party's term z_i = x_i ⊗ (y_i + y_{i+1}) + x_{i+1} ⊗ y_i + α_i of a 3-out-of-3
@@ -300,22 +351,54 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
 
     /// x · x with one local product: z_i = x_i · (x_i + 2·x_{i+1}) + α_i.
     pub fn square(&mut self, x: &Rss<B>) -> Result<Rss<B>> {
+        let z = self.square_term(x)?;
+        self.reshare(z)
+    }
+
+    /// This party's masked term of x · x: x_i · (x_i + 2·x_{i+1}) + α_i.
+    fn square_term(&mut self, x: &Rss<B>) -> Result<B::Tensor> {
         let b = self.backend();
         let z = b.mul(&x.own, &b.add(&x.own, &b.mul_scalar(&x.next, 2)?)?)?;
-        let z = self.mask_with_zero_share(z)?;
-        self.reshare(z)
+        self.mask_with_zero_share(z)
     }
 
     /// Fixed-point truncation by f bits of a product at 2f fractional bits (ABY3 Π_trunc1;
     /// see the module docs for its error and failure odds). One round: P0 sends 8·n bytes.
     pub fn truncate(&mut self, z: &Rss<B>) -> Result<Rss<B>> {
         // P0 holds (z0, z1), P1 (z1, z2), P2 (z2, z0): A = z0 + z1 at P0, B = z2 at P1 and P2.
-        let part = match self.id().index() {
+        let part = self.truncation_part(z)?;
+        self.finish_truncation(part, self.fixed().frac_bits())
+    }
+
+    /// Divides a shared value by 2^`bits` (`bits` < 64) with the same protocol as
+    /// [`Party::truncate`], and the same error and failure odds with f replaced by `bits`
+    /// (for |z| < 2^ℓ the failure odds are 2^(ℓ+1−64)). One round: P0 sends 8·n bytes.
+    pub fn truncate_by(&mut self, z: &Rss<B>, bits: u32) -> Result<Rss<B>> {
+        if bits >= 64 {
+            return Err(ShareError::Argument {
+                op: "truncate_by",
+                why: format!("cannot shift by {bits} bits (at most 63)"),
+            });
+        }
+        let part = self.truncation_part(z)?;
+        self.finish_truncation(part, bits)
+    }
+
+    /// x · c for a public real c, truncated back to f fractional bits: the local product by
+    /// c's encoding, then [`Party::truncate`]. One round: P0 sends 8·n bytes.
+    pub fn mul_public_fixed(&mut self, x: &Rss<B>, c: f64) -> Result<Rss<B>> {
+        let c = self.fixed().encode(c)?;
+        let scaled = self.mul_scalar(x, c)?;
+        self.truncate(&scaled)
+    }
+
+    /// A = z0 + z1 at P0 and B = z2 at P1 and P2: the 2-out-of-2 view truncation shifts.
+    fn truncation_part(&self, z: &Rss<B>) -> Result<B::Tensor> {
+        Ok(match self.id().index() {
             0 => self.backend().add(&z.own, &z.next)?,
             1 => z.next.clone(),
             _ => z.own.clone(),
-        };
-        self.finish_truncation(part)
+        })
     }
 
     /// x ⊗ y followed by truncation, fused: P1 sends z1 to P0 and P2 sends z2 to P1, so that
@@ -323,6 +406,19 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     /// rounds, 8·n bytes for every party (a product then [`Party::truncate`] costs P0 16·n).
     pub fn product_truncated(&mut self, op: Bilinear, x: &Rss<B>, y: &Rss<B>) -> Result<Rss<B>> {
         let z = self.product_term(op, x, y)?;
+        self.reshare_truncated(z)
+    }
+
+    /// x · x truncated by f bits, fused like [`Party::product_truncated`] but with the one
+    /// local product of [`Party::square`]. Two rounds, 8·n bytes each.
+    pub fn square_fixed(&mut self, x: &Rss<B>) -> Result<Rss<B>> {
+        let z = self.square_term(x)?;
+        self.reshare_truncated(z)
+    }
+
+    /// The fused end of a truncated product from this party's 3-out-of-3 term `z`: P1 sends
+    /// z1 to P0 and P2 sends z2 to P1, then the truncation's one message.
+    fn reshare_truncated(&mut self, z: B::Tensor) -> Result<Rss<B>> {
         let part = match self.id().index() {
             0 => {
                 let z1 = self.recv_tensor("product_truncated", Peer::Next, z.shape())?;
@@ -337,7 +433,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                 z
             }
         };
-        self.finish_truncation(part)
+        self.finish_truncation(part, self.fixed().frac_bits())
     }
 
     /// Fixed-point elementwise product: x · y truncated by f bits (fused, two rounds).
@@ -361,11 +457,11 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         self.product_truncated(Bilinear::Conv2d(params), input, weight)
     }
 
-    /// The common end of both truncations. `part` is A = z0 + z1 at P0 and B = z2 at P1 and
-    /// P2. With A' = ⌊A / 2^f⌋ and B' = −⌊−B / 2^f⌋ (shares read as unsigned), the result is
-    /// y2 = B' (P1, P2), y1 = r from k_1 (P0, P1), y0 = A' − r, sent by P0 to P2.
-    fn finish_truncation(&mut self, part: B::Tensor) -> Result<Rss<B>> {
-        let f = self.fixed().frac_bits();
+    /// The common end of every truncation, by `f` bits. `part` is A = z0 + z1 at P0 and
+    /// B = z2 at P1 and P2. With A' = ⌊A / 2^f⌋ and B' = −⌊−B / 2^f⌋ (shares read as
+    /// unsigned), the result is y2 = B' (P1, P2), y1 = r from k_1 (P0, P1), y0 = A' − r, sent
+    /// by P0 to P2.
+    fn finish_truncation(&mut self, part: B::Tensor, f: u32) -> Result<Rss<B>> {
         let stream = self.step();
         let shape = part.shape().to_vec();
         let b = self.backend();

@@ -50,6 +50,14 @@ pub enum ShareError {
         /// Second operand's shape.
         rhs: Vec<usize>,
     },
+    /// A protocol argument out of its domain (a shift too wide, an empty axis, ...).
+    #[error("{op}: {why}")]
+    Argument {
+        /// The op.
+        op: &'static str,
+        /// What is wrong.
+        why: String,
+    },
     /// The operating system gave no randomness for the keys.
     #[error("could not draw key material from the operating system: {0}")]
     Entropy(String),

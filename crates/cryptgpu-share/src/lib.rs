@@ -31,6 +31,7 @@
 //! ```
 
 pub mod arith;
+pub mod binary;
 mod error;
 mod party;
 mod rss;
@@ -39,6 +40,7 @@ mod rss;
 mod privacy_tests;
 
 pub use arith::Bilinear;
+pub use binary::SharedBits;
 pub use error::{Result, ShareError};
 pub use party::{KeySource, Party};
 pub use rss::{BinaryRss, Rss};

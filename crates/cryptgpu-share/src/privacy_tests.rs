@@ -1,6 +1,6 @@
-//! Privacy checks that can fail: what one party receives in share, mul and truncation must
-//! be distributed the same for two very different secrets, and turning off the zero sharing
-//! of products must make the check fail.
+//! Privacy checks that can fail: what one party receives in share, mul, truncation and
+//! binary AND must be distributed the same for two very different secrets, and turning off
+//! the zero sharing of products (or the XOR zero sharing of AND) must make the check fail.
 //!
 //! Each element of a large tensor is an independent run. From a party's view (its shares and
 //! what it received) the test computes a statistic per element and compares the histograms
@@ -23,6 +23,7 @@ struct Views {
     share: [u64; BINS],
     product: [u64; BINS],
     truncation: [u64; BINS],
+    and: [u64; BINS],
 }
 
 fn histogram(values: impl Iterator<Item = u64>) -> [u64; BINS] {
@@ -54,11 +55,18 @@ fn views(secret_x: u64, secret_y: u64, zero_sharing: bool) -> Views {
         let y = p.share(PartyId::P1, ys.as_ref(), &[RUNS]).unwrap();
         let z = p.mul(&x, &y).unwrap();
         let t = p.truncate(&z).unwrap();
+        let bx = p.share_binary(PartyId::P0, xs.as_ref(), &[RUNS]).unwrap();
+        let by = p.share_binary(PartyId::P1, ys.as_ref(), &[RUNS]).unwrap();
+        let bz = p.binary_and(&bx, &by).unwrap();
+        let words = |v: &crate::BinaryRss<CpuBackend>| {
+            (b.download(&v.own).unwrap(), b.download(&v.next).unwrap())
+        };
         (
             download(&p, &x),
             download(&p, &y),
             download(&p, &z),
             download(&p, &t),
+            (words(&bx), words(&by), words(&bz)),
         )
     })
     .unwrap();
@@ -75,10 +83,17 @@ fn views(secret_x: u64, secret_y: u64, zero_sharing: bool) -> Views {
     }));
     // P2 holds (y2, y0) of the truncated value and received y0 = A' − r from P0.
     let truncation = histogram(out[2].3.1.iter().copied());
+    // P0 received z1 of the AND from P1; without β1, z1 ⊕ x1∧y0 ⊕ x0∧y1 ⊕ x1∧y1 =
+    // x1∧y ⊕ x∧y1, zero whenever the secrets are.
+    let ((bx0, bx1), (by0, by1), (_, bz1)) = &out[0].4;
+    let and = histogram(
+        (0..RUNS).map(|i| bz1[i] ^ (bx1[i] & by0[i]) ^ (bx0[i] & by1[i]) ^ (bx1[i] & by1[i])),
+    );
     Views {
         share,
         product,
         truncation,
+        and,
     }
 }
 
@@ -113,6 +128,7 @@ fn what_a_party_receives_does_not_depend_on_the_secret() {
         ("share", va.share, vb.share),
         ("product", va.product, vb.product),
         ("truncation", va.truncation, vb.truncation),
+        ("binary and", va.and, vb.and),
     ] {
         let chi = chi_square(&ha, &hb);
         assert!(
@@ -130,5 +146,10 @@ fn without_the_zero_sharing_the_product_leaks_and_the_test_sees_it() {
     assert!(
         chi > THRESHOLD,
         "without α the product view must differ between secrets (chi-square {chi:.1})"
+    );
+    let chi = chi_square(&va.and, &vb.and);
+    assert!(
+        chi > THRESHOLD,
+        "without β the AND view must differ between secrets (chi-square {chi:.1})"
     );
 }

@@ -219,6 +219,46 @@ proptest! {
     }
 }
 
+/// truncate_by, mul_public_fixed and square_fixed against f64.
+#[test]
+fn public_factors_shifts_and_fused_square() {
+    let fixed = FixedPoint::default();
+    let x = reals(5, 300, 8.0);
+    let out = run3(fixed, |p| {
+        let sx = p.share_f64(
+            PartyId::P2,
+            (p.id() == PartyId::P2).then_some(&x[..]),
+            &[300],
+        )?;
+        let a = p.truncate_by(&sx, 3)?;
+        let b = p.mul_public_fixed(&sx, -0.375)?;
+        let c = p.square_fixed(&sx)?;
+        Ok((p.reveal_f64(&a)?, p.reveal_f64(&b)?, p.reveal_f64(&c)?))
+    });
+    let (a, b, c) = &out[0];
+    let unit = fixed.resolution();
+    for i in 0..300 {
+        assert!((a[i] - x[i] / 8.0).abs() <= 2.0 * unit, "truncate_by {i}");
+        assert!(
+            (b[i] + 0.375 * x[i]).abs() <= 2.0 * unit,
+            "mul_public_fixed {i}"
+        );
+        assert!(
+            (c[i] - x[i] * x[i]).abs() <= 2.0 * unit + x[i].abs() * unit,
+            "square_fixed {i}"
+        );
+    }
+    let too_wide = run_local_3pc(|t| {
+        let mut p = Party::setup(CpuBackend::new(), t, fixed)?;
+        let z = p.constant_f64(&[1.0], &[1])?;
+        p.truncate_by(&z, 64).map(drop)
+    })
+    .expect("runs");
+    for r in too_wide {
+        assert!(r.unwrap_err().to_string().contains("at most 63"));
+    }
+}
+
 #[test]
 fn square_then_truncate_matches_plaintext() {
     for f in [20, 26] {
@@ -389,6 +429,32 @@ fn communication_matches_the_documented_formulas() {
         unfused,
         ([16 * e, 8 * e, 8 * e], 2),
         "product then truncate"
+    );
+    assert_eq!(
+        cost_of(|p, x| p.square_fixed(x).map(drop), n),
+        ([8 * e; 3], 2),
+        "fused square and truncation"
+    );
+    assert_eq!(
+        cost_of(|p, x| p.truncate_by(x, 7).map(drop), n),
+        ([8 * e, 0, 0], 1),
+        "truncate by 7 bits"
+    );
+    assert_eq!(
+        cost_of(|p, x| p.mul_public_fixed(x, 0.3).map(drop), n),
+        ([8 * e, 0, 0], 1),
+        "product by a public real"
+    );
+    assert_eq!(
+        cost_of(
+            |p, x| {
+                let c = p.constant(x.own_share())?;
+                p.linear(&p.add(x, &c)?, |b, t| b.sum_axis(t, 0)).map(drop)
+            },
+            n
+        ),
+        ([0, 0, 0], 0),
+        "constants and linear maps"
     );
     assert_eq!(
         cost_of(|p, x| p.reveal(x).map(drop), n),

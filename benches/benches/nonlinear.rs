@@ -1,0 +1,63 @@
+//! Private non-linear protocols on the CPU backend, three parties in one process: ReLU on
+//! 10^4, 10^5 and 10^6 elements, 2×2 max-pooling and softmax over 10 classes, with each
+//! run's bytes sent per party and rounds printed beside the bench id.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use cryptgpu_benches::{MaxPool2x2, Measured, SoftmaxRows, private_relu, run_private};
+use cryptgpu_cpu::CpuBackend;
+use std::time::Duration;
+
+fn report(id: &str, elements: usize, m: Measured) {
+    let per = m.bytes.map(|b| b as f64 / elements as f64);
+    eprintln!(
+        "{id}: rounds {}, bytes sent per party {:?} ({per:?} per element)",
+        m.rounds, m.bytes
+    );
+}
+
+fn nonlinear(c: &mut Criterion) {
+    let cpu = CpuBackend::new();
+    let mut group = c.benchmark_group("cpu/private");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_millis(500));
+    for n in [10_000usize, 100_000, 1_000_000] {
+        report(
+            &format!("cpu/private/relu/{n}"),
+            n,
+            private_relu(&cpu, n, 0),
+        );
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::new("relu", n), &n, |bench, &n| {
+            bench.iter_custom(|iters| private_relu(&cpu, n, iters).time);
+        });
+    }
+    // 2×2 max-pooling of a 64-channel 32×32 batch of 8 (as after a CIFAR-10 conv layer).
+    let shape = [8usize, 64, 32, 32];
+    let outputs = 8 * 64 * 16 * 16;
+    report(
+        "cpu/private/max_pool2x2/8x64x32x32",
+        outputs,
+        run_private(&cpu, &shape, 0, &MaxPool2x2),
+    );
+    group.throughput(Throughput::Elements(outputs as u64));
+    group.bench_function("max_pool2x2/8x64x32x32", |bench| {
+        bench.iter_custom(|iters| run_private(&cpu, &shape, iters, &MaxPool2x2).time);
+    });
+    // Softmax over 10 classes for a batch of 128.
+    let rows = 128;
+    report(
+        "cpu/private/softmax10/128",
+        rows,
+        run_private(&cpu, &[rows, 10], 0, &SoftmaxRows),
+    );
+    group.throughput(Throughput::Elements(rows as u64));
+    group.bench_function("softmax10/128", |bench| {
+        bench.iter_custom(|iters| run_private(&cpu, &[rows, 10], iters, &SoftmaxRows).time);
+    });
+    group.finish();
+}
+
+criterion_group!(benches, nonlinear);
+criterion_main!(benches);

@@ -1,0 +1,180 @@
+//! One CUDA device shared by every backend handle on it: the context, the compiled kernels
+//! (NVRTC runs once per device and process), and the checked launch builder.
+
+use crate::CudaError;
+use crate::kernels::{self, KernelDecl, KernelValue, Param};
+use cryptgpu_backend::BackendError;
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchArgs, LaunchConfig,
+    PushKernelArg,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// A device with its kernels loaded.
+pub(crate) struct Device {
+    /// The device's primary context.
+    pub(crate) ctx: Arc<CudaContext>,
+    /// The device's name, e.g. `NVIDIA H100 80GB HBM3`.
+    pub(crate) name: String,
+    /// Compute capability `(major, minor)`.
+    pub(crate) compute_capability: (i32, i32),
+    /// Number of streaming multiprocessors (sizes grids).
+    pub(crate) multiprocessors: u32,
+    functions: HashMap<&'static str, (CudaFunction, &'static KernelDecl)>,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("ordinal", &self.ctx.ordinal())
+            .field("name", &self.name)
+            .field("compute_capability", &self.compute_capability)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The devices opened so far in this process, by ordinal.
+fn opened() -> &'static Mutex<HashMap<usize, Arc<Device>>> {
+    static OPENED: OnceLock<Mutex<HashMap<usize, Arc<Device>>>> = OnceLock::new();
+    OPENED.get_or_init(Default::default)
+}
+
+impl Device {
+    /// The device `ordinal`, opened and its kernels compiled on first use.
+    pub(crate) fn get(ordinal: usize) -> Result<Arc<Device>, BackendError> {
+        let no_device = |why: String| BackendError::NoDevice {
+            backend: "cuda",
+            why,
+        };
+        crate::libs::driver().map_err(|e| no_device(e.to_string()))?;
+        let mut opened = opened().lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(device) = opened.get(&ordinal) {
+            return Ok(device.clone());
+        }
+        let count = CudaContext::device_count()
+            .map_err(|e| no_device(format!("the CUDA driver cannot count devices: {e}")))?;
+        if ordinal >= count.max(0) as usize {
+            return Err(no_device(format!(
+                "device {ordinal} was asked for but the driver reports {count}"
+            )));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(CudaError::from)?;
+        let device = Arc::new(Self::load(ctx)?);
+        opened.insert(ordinal, device.clone());
+        Ok(device)
+    }
+
+    /// Compiles every kernel source for the device's architecture and loads it.
+    fn load(ctx: Arc<CudaContext>) -> Result<Self, CudaError> {
+        let name = ctx.name()?;
+        let compute_capability = ctx.compute_capability()?;
+        let multiprocessors = ctx.attribute(
+            cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+        )?;
+        let arch = kernels::arch_for(compute_capability)?;
+        let mut functions = HashMap::new();
+        for source in kernels::SOURCES {
+            let compiled = kernels::compile_ptx(source, &arch)?;
+            let module = ctx.load_module(cudarc::nvrtc::Ptx::from_src(compiled.ptx))?;
+            for decl in source.kernels {
+                functions.insert(decl.name, (module.load_function(decl.name)?, decl));
+            }
+        }
+        Ok(Self {
+            ctx,
+            name,
+            compute_capability,
+            multiprocessors: multiprocessors.max(1) as u32,
+            functions,
+        })
+    }
+
+    /// A 1-d grid-stride launch over `n` items: 256 threads a block, enough blocks to fill
+    /// the device several times over (the kernels loop over the rest).
+    pub(crate) fn grid_1d(&self, n: u64) -> LaunchConfig {
+        const THREADS: u64 = 256;
+        let most = u64::from(self.multiprocessors) * 32;
+        let blocks = n.div_ceil(THREADS).clamp(1, most);
+        LaunchConfig {
+            grid_dim: (blocks as u32, 1, 1),
+            block_dim: (THREADS as u32, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+
+    /// A launch of kernel `name` on `stream`, arguments to follow.
+    pub(crate) fn call<'a>(
+        &'a self,
+        stream: &'a CudaStream,
+        name: &'static str,
+        config: LaunchConfig,
+    ) -> Result<Call<'a>, CudaError> {
+        let (function, decl) = self.functions.get(name).ok_or(CudaError::Launch {
+            kernel: name,
+            why: "no such kernel in kernels::SOURCES".into(),
+        })?;
+        Ok(Call {
+            args: stream.launch_builder(function),
+            pushed: Vec::with_capacity(decl.params.len()),
+            decl,
+            config,
+        })
+    }
+}
+
+/// A kernel launch being assembled. Every argument is recorded with its [`Param`] kind,
+/// and [`Call::launch`] refuses a list that differs from the kernel's declaration (which
+/// the NVRTC test holds to the PTX).
+pub(crate) struct Call<'a> {
+    args: LaunchArgs<'a>,
+    pushed: Vec<Param>,
+    decl: &'static KernelDecl,
+    config: LaunchConfig,
+}
+
+impl<'a> Call<'a> {
+    /// A buffer the kernel reads.
+    pub(crate) fn input<T>(&mut self, buffer: &'a CudaSlice<T>) -> &mut Self {
+        self.args.arg(buffer);
+        self.pushed.push(Param::Ptr);
+        self
+    }
+
+    /// A buffer the kernel writes (and may read).
+    pub(crate) fn output<T>(&mut self, buffer: &'a mut CudaSlice<T>) -> &mut Self {
+        self.args.arg(buffer);
+        self.pushed.push(Param::Ptr);
+        self
+    }
+
+    /// A value passed by value: an integer or one of the parameter structs.
+    pub(crate) fn value<T: KernelValue + DeviceRepr>(&mut self, value: &'a T) -> &mut Self {
+        self.args.arg(value);
+        self.pushed.push(T::PARAM);
+        self
+    }
+
+    /// Launches the kernel on its stream.
+    ///
+    /// # Safety
+    /// The sizes and offsets passed must keep every access of the kernel inside the
+    /// buffers passed (each call site says why they do).
+    pub(crate) unsafe fn launch(&mut self) -> Result<(), CudaError> {
+        if self.pushed != self.decl.params {
+            return Err(CudaError::Launch {
+                kernel: self.decl.name,
+                why: format!(
+                    "launched with {:?} but declared with {:?}",
+                    self.pushed, self.decl.params
+                ),
+            });
+        }
+        // SAFETY: the argument list matches the kernel's declared parameters in number,
+        // kind and size (checked just above; the NVRTC test checks the declaration against
+        // the PTX), so the kernel reads every parameter from a value of the right layout;
+        // the caller guarantees the memory accesses stay in bounds.
+        unsafe { self.args.launch(self.config) }?;
+        Ok(())
+    }
+}

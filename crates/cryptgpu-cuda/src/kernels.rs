@@ -1,0 +1,503 @@
+//! The CUDA C sources under `kernels/`, embedded with `include_str!`, each kernel's declared
+//! parameter list, the `#[repr(C)]` parameter structs the kernels take by value, and the
+//! NVRTC compile step.
+//!
+//! The declared parameter lists are checked twice: every launch compares the arguments it
+//! pushes against them (`device::Call`), and the NVRTC test compares them against the
+//! `.entry` signatures of the PTX, so a launch and its kernel cannot disagree silently.
+
+use crate::CudaError;
+use cudarc::driver::DeviceRepr;
+use std::ffi::{CStr, CString};
+
+/// One kernel parameter as the PTX sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Param {
+    /// A device pointer (`.param .u64`).
+    Ptr,
+    /// A 32-bit integer (`.param .u32`).
+    U32,
+    /// A 64-bit integer (`.param .u64`).
+    U64,
+    /// A struct passed by value, of this many bytes (`.param .align 8 .b8 name[bytes]`).
+    Struct(usize),
+}
+
+impl Param {
+    /// Bytes the parameter takes.
+    pub fn size(self) -> usize {
+        match self {
+            Param::Ptr | Param::U64 => 8,
+            Param::U32 => 4,
+            Param::Struct(bytes) => bytes,
+        }
+    }
+}
+
+/// A kernel: its name (`extern "C"`, so the PTX entry has the same name) and parameters.
+#[derive(Debug)]
+pub struct KernelDecl {
+    /// The entry point's name.
+    pub name: &'static str,
+    /// Its parameters, in order.
+    pub params: &'static [Param],
+}
+
+/// A `.cu` file of `kernels/` and the kernels it defines.
+#[derive(Debug)]
+pub struct KernelSource {
+    /// The file name under `kernels/`.
+    pub file: &'static str,
+    /// The CUDA C source.
+    pub source: &'static str,
+    /// Every `extern "C" __global__` function of the file.
+    pub kernels: &'static [KernelDecl],
+}
+
+/// Mirrors `GatherParams` in `kernels/layout.cu`: a strided view of up to
+/// [`GATHER_MAX_RANK`] axes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GatherParams {
+    /// Number of axes in use.
+    pub rank: u64,
+    /// Element offset of the view's first element.
+    pub offset: u64,
+    /// Extents of the output, row-major.
+    pub shape: [u64; GATHER_MAX_RANK],
+    /// Source stride (in elements) of each output axis; 0 repeats.
+    pub strides: [u64; GATHER_MAX_RANK],
+}
+
+/// The most axes a strided gather takes.
+pub const GATHER_MAX_RANK: usize = 12;
+
+/// Mirrors `PoolDims` in `kernels/pool.cu`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+#[allow(missing_docs)] // the fields are the pooling dimensions, named as in `Pool2dDims`
+pub struct PoolDims {
+    pub planes: u64,
+    pub h: u64,
+    pub w: u64,
+    pub oh: u64,
+    pub ow: u64,
+    pub kh: u64,
+    pub kw: u64,
+    pub sy: u64,
+    pub sx: u64,
+    pub py: u64,
+    pub px: u64,
+}
+
+/// Mirrors `ConvDims` in `kernels/conv.cu`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+#[allow(missing_docs)] // the fields are the convolution dimensions, named as in `Conv2dDims`
+pub struct ConvDims {
+    pub n: u64,
+    pub c: u64,
+    pub h: u64,
+    pub w: u64,
+    pub groups: u64,
+    pub cpg: u64,
+    pub kh: u64,
+    pub kw: u64,
+    pub oh: u64,
+    pub ow: u64,
+    pub sy: u64,
+    pub sx: u64,
+    pub py: u64,
+    pub px: u64,
+}
+
+/// Mirrors `GemmDims` in `kernels/gemm.cu`: a batch of `m × k` by `k × n` products with
+/// arbitrary row, column and batch strides on the inputs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+#[allow(missing_docs)] // documented in kernels/gemm.cu next to the struct
+pub struct GemmDims {
+    pub m: u64,
+    pub n: u64,
+    pub k: u64,
+    pub a_off: u64,
+    pub a_rs: u64,
+    pub a_cs: u64,
+    pub a_bs: u64,
+    pub b_off: u64,
+    pub b_rs: u64,
+    pub b_cs: u64,
+    pub b_bs: u64,
+    pub c_off: u64,
+    pub c_rs: u64,
+    pub c_bs: u64,
+    pub accumulate: u64,
+}
+
+/// Mirrors `SplitDims` in `kernels/gemm.cu`: one chunk of a matrix split into limbs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+#[allow(missing_docs)] // documented in kernels/gemm.cu next to the struct
+pub struct SplitDims {
+    pub rows: u64,
+    pub cols: u64,
+    pub k0: u64,
+    pub off: u64,
+    pub rs: u64,
+    pub cs: u64,
+    pub rows_pad: u64,
+    pub kcp: u64,
+    pub reversed: u64,
+}
+
+/// Mirrors `RecombineDims` in `kernels/gemm.cu`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+#[allow(missing_docs)] // documented in kernels/gemm.cu next to the struct
+pub struct RecombineDims {
+    pub m: u64,
+    pub n: u64,
+    pub ld: u64,
+    pub plane: u64,
+    pub out_off: u64,
+    pub out_rs: u64,
+    pub accumulate: u64,
+}
+
+/// Mirrors `ChachaKey` in `kernels/chacha.cu`: the key as ChaCha's eight words.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChachaKey {
+    /// `prg::key_words` of the key.
+    pub words: [u32; 8],
+}
+
+// SAFETY: each struct is #[repr(C)], made only of u64/u32 fields (any bit pattern is
+// valid, no padding: every field has the struct's alignment or the u32 array fills whole
+// 8-byte units), and has the exact layout of its namesake in kernels/*.cu; the NVRTC test
+// checks the sizes against the PTX.
+unsafe impl DeviceRepr for GatherParams {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for PoolDims {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for ConvDims {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for GemmDims {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for SplitDims {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for RecombineDims {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for ChachaKey {}
+
+/// A value that can be passed to a kernel, with its [`Param`] kind.
+pub trait KernelValue: DeviceRepr {
+    /// How the PTX declares it.
+    const PARAM: Param;
+}
+
+impl KernelValue for u32 {
+    const PARAM: Param = Param::U32;
+}
+impl KernelValue for u64 {
+    const PARAM: Param = Param::U64;
+}
+
+macro_rules! struct_values {
+    ($($t:ty),*) => {
+        $(impl KernelValue for $t {
+            const PARAM: Param = Param::Struct(std::mem::size_of::<$t>());
+        })*
+    };
+}
+struct_values!(
+    GatherParams,
+    PoolDims,
+    ConvDims,
+    GemmDims,
+    SplitDims,
+    RecombineDims,
+    ChachaKey
+);
+
+use Param::{Ptr, U32, U64};
+
+const fn by_value<T>() -> Param {
+    Param::Struct(std::mem::size_of::<T>())
+}
+
+/// Every kernel source, in the order the backend loads them.
+pub const SOURCES: &[KernelSource] = &[
+    KernelSource {
+        file: "elementwise.cu",
+        source: include_str!("../../../kernels/elementwise.cu"),
+        kernels: &[
+            KernelDecl {
+                name: "fill_u64",
+                params: &[Ptr, U64, U64],
+            },
+            KernelDecl {
+                name: "binary_u64",
+                params: &[Ptr, Ptr, Ptr, U64, U32],
+            },
+            KernelDecl {
+                name: "binary_scalar_u64",
+                params: &[Ptr, Ptr, U64, U64, U32],
+            },
+            KernelDecl {
+                name: "unary_u64",
+                params: &[Ptr, Ptr, U64, U32],
+            },
+            KernelDecl {
+                name: "shift_u64",
+                params: &[Ptr, Ptr, U64, U32, U32],
+            },
+            KernelDecl {
+                name: "extract_bit_u64",
+                params: &[Ptr, Ptr, U64, U32],
+            },
+            KernelDecl {
+                name: "pack_bits_u64",
+                params: &[Ptr, Ptr, U64, U64],
+            },
+            KernelDecl {
+                name: "unpack_bits_u64",
+                params: &[Ptr, Ptr, U64],
+            },
+        ],
+    },
+    KernelSource {
+        file: "layout.cu",
+        source: include_str!("../../../kernels/layout.cu"),
+        kernels: &[
+            KernelDecl {
+                name: "strided_gather_u64",
+                params: &[Ptr, Ptr, U64, by_value::<GatherParams>()],
+            },
+            KernelDecl {
+                name: "copy_runs_u64",
+                params: &[Ptr, Ptr, U64, U64, U64, U64],
+            },
+            KernelDecl {
+                name: "sum_axis_u64",
+                params: &[Ptr, Ptr, U64, U64, U64],
+            },
+        ],
+    },
+    KernelSource {
+        file: "pool.cu",
+        source: include_str!("../../../kernels/pool.cu"),
+        kernels: &[
+            KernelDecl {
+                name: "pool_window_sum_u64",
+                params: &[Ptr, Ptr, by_value::<PoolDims>()],
+            },
+            KernelDecl {
+                name: "pool_unfold_u64",
+                params: &[Ptr, Ptr, by_value::<PoolDims>(), U64],
+            },
+            KernelDecl {
+                name: "pool_fold_u64",
+                params: &[Ptr, Ptr, by_value::<PoolDims>()],
+            },
+        ],
+    },
+    KernelSource {
+        file: "conv.cu",
+        source: include_str!("../../../kernels/conv.cu"),
+        kernels: &[
+            KernelDecl {
+                name: "im2col_u64",
+                params: &[Ptr, Ptr, by_value::<ConvDims>()],
+            },
+            KernelDecl {
+                name: "col2im_u64",
+                params: &[Ptr, Ptr, by_value::<ConvDims>()],
+            },
+        ],
+    },
+    KernelSource {
+        file: "gemm.cu",
+        source: include_str!("../../../kernels/gemm.cu"),
+        kernels: &[
+            KernelDecl {
+                name: "gemm_tiled_u64",
+                params: &[Ptr, Ptr, Ptr, by_value::<GemmDims>()],
+            },
+            KernelDecl {
+                name: "split_i8",
+                params: &[Ptr, Ptr, by_value::<SplitDims>()],
+            },
+            KernelDecl {
+                name: "split_f64",
+                params: &[Ptr, Ptr, by_value::<SplitDims>()],
+            },
+            KernelDecl {
+                name: "recombine_i32",
+                params: &[Ptr, Ptr, by_value::<RecombineDims>()],
+            },
+            KernelDecl {
+                name: "recombine_f64",
+                params: &[Ptr, Ptr, by_value::<RecombineDims>()],
+            },
+        ],
+    },
+    KernelSource {
+        file: "chacha.cu",
+        source: include_str!("../../../kernels/chacha.cu"),
+        kernels: &[KernelDecl {
+            name: "chacha12_fill_u64",
+            params: &[Ptr, U64, U64, U64, by_value::<ChachaKey>()],
+        }],
+    },
+];
+
+/// The declaration of kernel `name`.
+pub fn decl(name: &str) -> Option<&'static KernelDecl> {
+    SOURCES
+        .iter()
+        .flat_map(|s| s.kernels.iter())
+        .find(|k| k.name == name)
+}
+
+/// NVRTC's output for one source: the PTX and the compile log (warnings, if any).
+#[derive(Clone, Debug)]
+pub struct CompiledPtx {
+    /// The PTX text.
+    pub ptx: String,
+    /// NVRTC's log; empty when it had nothing to say.
+    pub log: String,
+}
+
+/// The NVRTC options for a target such as `compute_90`.
+pub fn nvrtc_options(arch: &str) -> Vec<String> {
+    vec![
+        format!("--gpu-architecture={arch}"),
+        "--std=c++17".into(),
+        // Line tables let compute-sanitizer name the source line of a bad access.
+        "--generate-line-info".into(),
+    ]
+}
+
+/// The virtual architectures this NVRTC compiles for, as `major·10 + minor` (75, 80, ..).
+pub fn supported_archs() -> Result<Vec<i32>, CudaError> {
+    use cudarc::nvrtc::sys;
+    crate::libs::nvrtc()?;
+    let nvrtc_error = |e: cudarc::nvrtc::result::NvrtcError| CudaError::LibraryMissing {
+        library: "libnvrtc",
+        why: format!("it does not list its architectures: {e}"),
+    };
+    let mut count = 0;
+    // SAFETY: NVRTC is loaded (checked above); the call writes one int.
+    unsafe { sys::nvrtcGetNumSupportedArchs(&mut count) }
+        .result()
+        .map_err(nvrtc_error)?;
+    let mut archs = vec![0; count.max(0) as usize];
+    // SAFETY: `archs` has room for the `count` ints NVRTC writes.
+    unsafe { sys::nvrtcGetSupportedArchs(archs.as_mut_ptr()) }
+        .result()
+        .map_err(nvrtc_error)?;
+    Ok(archs)
+}
+
+/// The NVRTC target for a device of compute capability `(major, minor)`: its own
+/// `compute_XY` if this NVRTC knows it, else the newest older one it knows (PTX for an
+/// older virtual architecture runs on newer devices, compiled by the driver).
+pub fn arch_for(compute_capability: (i32, i32)) -> Result<String, CudaError> {
+    let device = compute_capability.0 * 10 + compute_capability.1;
+    let archs = supported_archs()?;
+    archs
+        .iter()
+        .copied()
+        .filter(|&a| a <= device)
+        .max()
+        .map(|a| format!("compute_{a}"))
+        .ok_or_else(|| CudaError::Compile {
+            file: "(all)",
+            arch: format!("compute_{device}"),
+            status: "unsupported architecture".into(),
+            log: format!("this NVRTC compiles for {archs:?}, none at or below the device's"),
+        })
+}
+
+/// Compiles one source to PTX for `arch` (e.g. `compute_90`). A rejected source returns
+/// [`CudaError::Compile`] with NVRTC's log.
+pub fn compile_ptx(source: &KernelSource, arch: &str) -> Result<CompiledPtx, CudaError> {
+    use cudarc::nvrtc::result as nvrtc;
+    crate::libs::nvrtc()?;
+    let fail = |status: String, log: String| CudaError::Compile {
+        file: source.file,
+        arch: arch.to_string(),
+        status,
+        log,
+    };
+    let code = CString::new(source.source)
+        .map_err(|_| fail("source holds a NUL byte".into(), String::new()))?;
+    let name = CString::new(source.file).expect("file names hold no NUL");
+    let program = nvrtc::create_program(&code, Some(&name))
+        .map_err(|e| fail(e.to_string(), String::new()))?;
+    let options = nvrtc_options(arch);
+    // SAFETY: `program` was just created and is destroyed only below; `code` and `name`
+    // outlive it.
+    let compiled = unsafe { nvrtc::compile_program(program, &options) };
+    // SAFETY: as above, the program is alive.
+    let log = unsafe { nvrtc::get_program_log(program) }
+        .map(|raw| c_chars_to_string(&raw))
+        .unwrap_or_default();
+    let result = match compiled {
+        // SAFETY: as above; the program compiled, so it has PTX.
+        Ok(()) => unsafe { nvrtc::get_ptx(program) }
+            .map(|raw| CompiledPtx {
+                ptx: c_chars_to_string(&raw),
+                log: log.clone(),
+            })
+            .map_err(|e| fail(e.to_string(), log)),
+        Err(e) => Err(fail(e.to_string(), log)),
+    };
+    // SAFETY: the program is alive and not used after this.
+    let _ = unsafe { nvrtc::destroy_program(program) };
+    result
+}
+
+/// A NUL-terminated C string from NVRTC as a Rust string.
+fn c_chars_to_string(raw: &[std::ffi::c_char]) -> String {
+    let bytes: Vec<u8> = raw.iter().map(|&c| c as u8).collect();
+    CStr::from_bytes_until_nul(&bytes)
+        .map(|s| s.to_string_lossy().trim_end().to_string())
+        .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim_end().to_string())
+}
+
+/// The parameters of `.entry name(..)` in a PTX text, or `None` if there is no such entry.
+pub fn ptx_entry_params(ptx: &str, name: &str) -> Option<Vec<Param>> {
+    let start = ptx.find(&format!(".entry {name}("))?;
+    let rest = &ptx[start..];
+    let body = &rest[rest.find('(')? + 1..rest.find(')')?];
+    body.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let words: Vec<&str> = p.split_whitespace().collect();
+            if words.contains(&".b8") {
+                // `.param .align 8 .b8 name_param_3[208]`
+                let last = words.last()?;
+                let bytes = &last[last.find('[')? + 1..last.find(']')?];
+                return Some(Param::Struct(bytes.parse().ok()?));
+            }
+            match words.get(1).copied() {
+                Some(".u64") | Some(".s64") | Some(".b64") => Some(Param::U64),
+                Some(".u32") | Some(".s32") | Some(".b32") => Some(Param::U32),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Whether `actual` (from the PTX) fits the declaration: pointers and 64-bit integers are
+/// both `.u64` in PTX.
+pub fn params_match(declared: &[Param], actual: &[Param]) -> bool {
+    declared.len() == actual.len()
+        && declared.iter().zip(actual).all(|(d, a)| match d {
+            Param::Ptr => *a == Param::U64,
+            other => other == a,
+        })
+}

@@ -1,0 +1,750 @@
+//! The CUDA backend: ring tensors (u64, arithmetic mod 2^64) on an NVIDIA GPU through
+//! [cudarc](https://docs.rs/cudarc) (driver API, NVRTC, cuBLAS), loaded at run time so the
+//! crate builds and its tests run on machines without CUDA.
+//!
+//! - [`CudaBackend::new`] opens a device; without a driver it returns
+//!   [`BackendError::NoDevice`] instead of letting cudarc panic ([`libs`]).
+//! - The kernels are the CUDA C files of `kernels/` ([`kernels::SOURCES`]), compiled once
+//!   per device and process by NVRTC for the device's architecture.
+//! - Matrix products and convolutions use one of three exact ring GEMMs ([`GemmMethod`]):
+//!   int8 tensor cores, CryptGPU's fp64 blocks (both through cuBLAS, maths in [`limbs`]),
+//!   or a tiled integer kernel.
+//! - Each host thread that uses a backend (or a clone of it) gets its own stream and cuBLAS
+//!   handle: three parties on three threads run side by side on one GPU, and one party's
+//!   host copies do not wait for another's kernels. Ops are queued asynchronously;
+//!   `download` and `sync` wait for the calling thread's stream (and, through cudarc's
+//!   events, for the work on other streams that produced their inputs).
+//!
+//! # Testing without a GPU
+//! `tests/nvrtc_ptx.rs` compiles every kernel with NVRTC and holds each launch's declared
+//! parameters to the PTX; `tests/limbs.rs` proves the limb arithmetic of the cuBLAS GEMMs
+//! on the CPU ([`limbs::simulate_gemm`]); `tests/kernel_emulation.rs` runs the kernels
+//! themselves as host C++ under a CUDA shim (`emulate/`). The conformance, device and
+//! protocol tests need a GPU and print `skipped:` without one (`CRYPTGPU_REQUIRE_CUDA=1`
+//! makes that a failure); `device-run.sh` runs them on a GPU machine.
+
+mod conv;
+mod device;
+mod error;
+mod gemm;
+pub mod kernels;
+pub mod libs;
+pub mod limbs;
+
+pub use error::CudaError;
+pub use gemm::{GemmMethod, ReferenceGemm};
+
+use cryptgpu_backend::shape::{self, Conv2dDims, MatmulDims, Pool2dDims};
+use cryptgpu_backend::{
+    BackendError, BinaryOp, Conv2dParams, DeviceTensor, GpuBackend, Pool2dParams, Result, ShiftOp,
+    UnaryOp, prg,
+};
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{CudaSlice, CudaStream};
+use device::Device;
+use gemm::{GemmShape, MatRef};
+use kernels::{ChachaKey, GATHER_MAX_RANK, GatherParams, PoolDims};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::ThreadId;
+
+/// The environment variable that picks the GEMM method of new backends: `int8`, `fp64` or
+/// `tiled` (see [`GemmMethod::name`]).
+pub const GEMM_METHOD_VAR: &str = "CRYPTGPU_CUDA_GEMM";
+
+/// One thread's stream and, created on first use, its cuBLAS handle (bound to that stream).
+pub(crate) struct Queue {
+    pub(crate) stream: Arc<CudaStream>,
+    blas: Mutex<Option<CudaBlas>>,
+}
+
+impl Queue {
+    /// The cuBLAS handle of this stream, created on first use; the guard holds `Some`.
+    pub(crate) fn blas(&self) -> Result<MutexGuard<'_, Option<CudaBlas>>, CudaError> {
+        let mut blas = self.blas.lock().unwrap_or_else(|p| p.into_inner());
+        if blas.is_none() {
+            libs::cublas()?;
+            *blas = Some(CudaBlas::new(self.stream.clone())?);
+        }
+        Ok(blas)
+    }
+}
+
+/// The streams of one backend and its clones, one per host thread that uses them.
+#[derive(Default)]
+struct Queues(Mutex<HashMap<ThreadId, Arc<Queue>>>);
+
+impl std::fmt::Debug for Queues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = self.0.lock().map(|q| q.len()).unwrap_or_default();
+        f.debug_struct("Queues").field("streams", &count).finish()
+    }
+}
+
+/// The CUDA backend: a device, a GEMM method, and a stream per host thread. Cheap to
+/// clone; `Send + Sync`. Work a thread queues goes to that thread's stream, so parties on
+/// three threads run side by side on one GPU even when they share one handle; tensors
+/// passed between threads are ordered by cudarc's stream events.
+#[derive(Clone, Debug)]
+pub struct CudaBackend {
+    device: Arc<Device>,
+    queues: Arc<Queues>,
+    method: GemmMethod,
+}
+
+/// A tensor in device memory. Clones share the buffer; ops never write to an existing
+/// tensor. The buffer holds at least one element, so empty tensors are real allocations.
+#[derive(Clone, Debug)]
+pub struct CudaTensor {
+    buf: Arc<CudaSlice<u64>>,
+    shape: Vec<usize>,
+}
+
+impl CudaTensor {
+    fn new(buf: CudaSlice<u64>, shape: Vec<usize>) -> Self {
+        Self {
+            buf: Arc::new(buf),
+            shape,
+        }
+    }
+
+    fn buffer(&self) -> &CudaSlice<u64> {
+        &self.buf
+    }
+
+    fn with_shape(self, shape: Vec<usize>) -> Self {
+        Self { shape, ..self }
+    }
+}
+
+impl DeviceTensor for CudaTensor {
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+}
+
+impl CudaBackend {
+    /// Opens CUDA device `ordinal` (compiling the kernels on the first open in this
+    /// process) with a new stream and the default GEMM method: `CRYPTGPU_CUDA_GEMM` if
+    /// set, else int8 tensor cores on compute capability 7.5 and above when cuBLAS loads,
+    /// else the tiled kernel.
+    ///
+    /// Without a driver, or without that device, returns [`BackendError::NoDevice`].
+    pub fn new(ordinal: usize) -> Result<Self> {
+        let device = Device::get(ordinal)?;
+        let method = match std::env::var(GEMM_METHOD_VAR) {
+            Ok(name) if !name.is_empty() => GemmMethod::from_name(&name).ok_or_else(|| {
+                BackendError::invalid(
+                    "CudaBackend::new",
+                    format!("{GEMM_METHOD_VAR}={name}: expected int8, fp64 or tiled"),
+                )
+            })?,
+            _ if libs::cublas().is_ok() && device.compute_capability >= (7, 5) => {
+                GemmMethod::Int8TensorCore
+            }
+            _ => GemmMethod::TiledInt,
+        };
+        let backend = Self {
+            device,
+            queues: Arc::default(),
+            method,
+        };
+        backend.check_method(method)?;
+        // Open this thread's stream now: a failure shows here, not at the first op.
+        backend.queue()?;
+        Ok(backend)
+    }
+
+    /// The same handle with GEMM method `method` for matmul and convolutions. Refused when
+    /// the method needs cuBLAS and cuBLAS does not load, or the device is too old for it.
+    pub fn with_gemm_method(self, method: GemmMethod) -> Result<Self> {
+        self.check_method(method)?;
+        Ok(Self { method, ..self })
+    }
+
+    fn check_method(&self, method: GemmMethod) -> Result<()> {
+        if method.uses_cublas() {
+            libs::cublas()?;
+        }
+        if method == GemmMethod::Int8TensorCore && self.device.compute_capability < (6, 1) {
+            return Err(BackendError::invalid(
+                "with_gemm_method",
+                format!(
+                    "int8 GEMMs need compute capability 6.1 or above; this device has {:?}",
+                    self.device.compute_capability
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The GEMM method in use.
+    pub fn gemm_method(&self) -> GemmMethod {
+        self.method
+    }
+
+    /// The device's name as the driver reports it.
+    pub fn device_name(&self) -> &str {
+        &self.device.name
+    }
+
+    /// The device's compute capability, `(major, minor)`.
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.device.compute_capability
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The calling thread's queue, created on its first use.
+    pub(crate) fn queue(&self) -> Result<Arc<Queue>, CudaError> {
+        let thread = std::thread::current().id();
+        let mut queues = self.queues.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(queue) = queues.get(&thread) {
+            return Ok(queue.clone());
+        }
+        let queue = Arc::new(Queue {
+            stream: self.device.ctx.new_stream()?,
+            blas: Mutex::new(None),
+        });
+        queues.insert(thread, queue.clone());
+        Ok(queue)
+    }
+
+    /// The calling thread's stream.
+    pub(crate) fn stream(&self) -> Result<Arc<CudaStream>, CudaError> {
+        Ok(self.queue()?.stream.clone())
+    }
+
+    /// A buffer of `len` elements (at least one) whose contents the caller will write.
+    fn alloc(&self, len: usize) -> Result<CudaSlice<u64>, CudaError> {
+        // SAFETY: every caller launches a kernel (or a copy) that writes all `len`
+        // elements before the buffer is read; the spare element of an empty tensor is
+        // never read.
+        Ok(unsafe { self.stream()?.alloc::<u64>(len.max(1)) }?)
+    }
+
+    /// Sets the first `n` elements of `buf` to `value`.
+    fn fill_slice(&self, buf: &mut CudaSlice<u64>, n: u64, value: u64) -> Result<(), CudaError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let stream = self.stream()?;
+        let mut call = self
+            .device
+            .call(&stream, "fill_u64", self.device.grid_1d(n))?;
+        call.output(buf).value(&n).value(&value);
+        // SAFETY: the kernel writes buf[i] for i < n, and callers pass n ≤ buf.len().
+        unsafe { call.launch() }
+    }
+
+    /// A new tensor of `shape` where element `i` (row-major multi-index `(i_0, ..)`) reads
+    /// `x[offset + Σ i_k · strides[k]]`.
+    fn gather(
+        &self,
+        x: &CudaTensor,
+        shape: &[usize],
+        strides: &[usize],
+        offset: usize,
+    ) -> Result<CudaTensor, CudaError> {
+        let n: usize = shape.iter().product();
+        let mut out = self.alloc(n)?;
+        if n > 0 {
+            // Drop axes of extent 1 and merge neighbours that are contiguous in the source
+            // (stride_outer = extent_inner · stride_inner): same addresses, fewer divisions.
+            let mut axes: Vec<(u64, u64)> = Vec::with_capacity(shape.len());
+            for (&extent, &stride) in shape.iter().zip(strides) {
+                let (extent, stride) = (extent as u64, stride as u64);
+                if extent == 1 {
+                    continue;
+                }
+                match axes.last_mut() {
+                    Some(last) if last.1 == extent * stride => *last = (last.0 * extent, stride),
+                    _ => axes.push((extent, stride)),
+                }
+            }
+            if axes.len() > GATHER_MAX_RANK {
+                return Err(CudaError::TooLarge {
+                    op: "strided gather",
+                    why: format!(
+                        "{} axes remain after merging; the kernel takes {GATHER_MAX_RANK}",
+                        axes.len()
+                    ),
+                });
+            }
+            let mut params = GatherParams {
+                rank: axes.len() as u64,
+                offset: offset as u64,
+                ..Default::default()
+            };
+            for (i, (extent, stride)) in axes.into_iter().enumerate() {
+                params.shape[i] = extent;
+                params.strides[i] = stride;
+            }
+            let n = n as u64;
+            let stream = self.stream()?;
+            let mut call =
+                self.device
+                    .call(&stream, "strided_gather_u64", self.device.grid_1d(n))?;
+            call.input(x.buffer())
+                .output(&mut out)
+                .value(&n)
+                .value(&params);
+            // SAFETY: the kernel writes out[i] for i < n (the allocation); the addresses it
+            // reads are those of a view that the shape checks keep inside x (a permutation,
+            // a slice or a broadcast of x, or a reordering of all of x's elements).
+            unsafe { call.launch() }?;
+        }
+        Ok(CudaTensor::new(out, shape.to_vec()))
+    }
+
+    /// A kernel that maps `x` elementwise to a new tensor of the same shape; `op` is the
+    /// kernel's op code or parameter.
+    fn map(
+        &self,
+        kernel: &'static str,
+        x: &CudaTensor,
+        scalar: Option<u64>,
+        codes: &[u32],
+    ) -> Result<CudaTensor, CudaError> {
+        let n = x.len() as u64;
+        let mut out = self.alloc(x.len())?;
+        if n > 0 {
+            let stream = self.stream()?;
+            let mut call = self.device.call(&stream, kernel, self.device.grid_1d(n))?;
+            call.input(x.buffer()).output(&mut out).value(&n);
+            if let Some(scalar) = scalar.as_ref() {
+                call.value(scalar);
+            }
+            for code in codes {
+                call.value(code);
+            }
+            // SAFETY: elementwise kernels read x[i] and write out[i] for i < n, the
+            // element count of both.
+            unsafe { call.launch() }?;
+        }
+        Ok(CudaTensor::new(out, x.shape.clone()))
+    }
+}
+
+/// The kernels' op codes (`kernels/elementwise.cu`).
+fn binary_code(op: BinaryOp) -> u32 {
+    match op {
+        BinaryOp::Add => 0,
+        BinaryOp::Sub => 1,
+        BinaryOp::Mul => 2,
+        BinaryOp::And => 3,
+        BinaryOp::Or => 4,
+        BinaryOp::Xor => 5,
+    }
+}
+
+fn unary_code(op: UnaryOp) -> u32 {
+    match op {
+        UnaryOp::Neg => 0,
+        UnaryOp::Not => 1,
+    }
+}
+
+fn shift_code(op: ShiftOp) -> u32 {
+    match op {
+        ShiftOp::Left => 0,
+        ShiftOp::RightLogical => 1,
+        ShiftOp::RightArithmetic => 2,
+    }
+}
+
+fn pool_dims(d: &Pool2dDims) -> PoolDims {
+    let p = d.params;
+    PoolDims {
+        planes: (d.n * d.c) as u64,
+        h: d.h as u64,
+        w: d.w as u64,
+        oh: d.oh as u64,
+        ow: d.ow as u64,
+        kh: p.kernel[0] as u64,
+        kw: p.kernel[1] as u64,
+        sy: p.stride[0] as u64,
+        sx: p.stride[1] as u64,
+        py: p.padding[0] as u64,
+        px: p.padding[1] as u64,
+    }
+}
+
+impl GpuBackend for CudaBackend {
+    type Tensor = CudaTensor;
+
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn upload(&self, data: &[u64], shape: &[usize]) -> Result<CudaTensor> {
+        shape::check_len("upload", shape, data.len())?;
+        let buf = if data.is_empty() {
+            self.alloc(0)?
+        } else {
+            self.stream()?.clone_htod(data).map_err(CudaError::from)?
+        };
+        Ok(CudaTensor::new(buf, shape.to_vec()))
+    }
+
+    fn download(&self, tensor: &CudaTensor) -> Result<Vec<u64>> {
+        let n = tensor.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .stream()?
+            .clone_dtoh(&tensor.buf.slice(0..n))
+            .map_err(CudaError::from)?)
+    }
+
+    fn full(&self, shape: &[usize], value: u64) -> Result<CudaTensor> {
+        let n = shape::numel("full", shape)?;
+        let mut buf = self.alloc(n)?;
+        self.fill_slice(&mut buf, n as u64, value)?;
+        Ok(CudaTensor::new(buf, shape.to_vec()))
+    }
+
+    fn sync(&self) -> Result<()> {
+        Ok(self.stream()?.synchronize().map_err(CudaError::from)?)
+    }
+
+    fn reshape(&self, tensor: &CudaTensor, shape: &[usize]) -> Result<CudaTensor> {
+        shape::check_len("reshape", shape, tensor.len())?;
+        Ok(tensor.clone().with_shape(shape.to_vec()))
+    }
+
+    fn permute(&self, tensor: &CudaTensor, axes: &[usize]) -> Result<CudaTensor> {
+        let out_shape = shape::permuted("permute", &tensor.shape, axes)?;
+        let strides = shape::strides(&tensor.shape);
+        let src_strides: Vec<usize> = axes.iter().map(|&a| strides[a]).collect();
+        Ok(self.gather(tensor, &out_shape, &src_strides, 0)?)
+    }
+
+    fn slice(&self, tensor: &CudaTensor, axis: usize, range: Range<usize>) -> Result<CudaTensor> {
+        let out_shape = shape::sliced("slice", &tensor.shape, axis, &range)?;
+        let strides = shape::strides(&tensor.shape);
+        Ok(self.gather(tensor, &out_shape, &strides, range.start * strides[axis])?)
+    }
+
+    fn concat(&self, tensors: &[&CudaTensor], axis: usize) -> Result<CudaTensor> {
+        let shapes: Vec<&[usize]> = tensors.iter().map(|t| t.shape.as_slice()).collect();
+        let out_shape = shape::concatenated("concat", &shapes, axis)?;
+        let total: usize = out_shape.iter().product();
+        let mut out = self.alloc(total)?;
+        let outer: usize = out_shape[..axis].iter().product();
+        let out_run = out_shape[axis..].iter().product::<usize>() as u64;
+        let mut out_offset = 0u64;
+        for part in tensors {
+            let run = part.shape[axis..].iter().product::<usize>() as u64;
+            let (outer, items) = (outer as u64, outer as u64 * run);
+            if items > 0 {
+                let stream = self.stream()?;
+                let mut call =
+                    self.device
+                        .call(&stream, "copy_runs_u64", self.device.grid_1d(items))?;
+                call.input(part.buffer())
+                    .output(&mut out)
+                    .value(&outer)
+                    .value(&run)
+                    .value(&out_run)
+                    .value(&out_offset);
+                // SAFETY: the kernel reads part[i] for i < outer·run (its element count)
+                // and writes out[o·out_run + out_offset + j] for o < outer, j < run, where
+                // out_offset + run ≤ out_run: inside out's outer·out_run elements.
+                unsafe { call.launch() }.map_err(BackendError::from)?;
+            }
+            out_offset += run;
+        }
+        Ok(CudaTensor::new(out, out_shape))
+    }
+
+    fn broadcast_to(&self, tensor: &CudaTensor, shape: &[usize]) -> Result<CudaTensor> {
+        shape::check_broadcast("broadcast_to", &tensor.shape, shape)?;
+        shape::numel("broadcast_to", shape)?;
+        let lead = shape.len() - tensor.shape.len();
+        let strides = shape::strides(&tensor.shape);
+        let src_strides: Vec<usize> = (0..shape.len())
+            .map(|axis| match axis.checked_sub(lead) {
+                Some(a) if tensor.shape[a] != 1 => strides[a],
+                _ => 0,
+            })
+            .collect();
+        Ok(self.gather(tensor, shape, &src_strides, 0)?)
+    }
+
+    fn binary(&self, op: BinaryOp, lhs: &CudaTensor, rhs: &CudaTensor) -> Result<CudaTensor> {
+        shape::check_same("binary", &lhs.shape, &rhs.shape)?;
+        let n = lhs.len() as u64;
+        let code = binary_code(op);
+        let mut out = self.alloc(lhs.len())?;
+        if n > 0 {
+            let stream = self.stream()?;
+            let mut call = self
+                .device
+                .call(&stream, "binary_u64", self.device.grid_1d(n))?;
+            call.input(lhs.buffer())
+                .input(rhs.buffer())
+                .output(&mut out)
+                .value(&n)
+                .value(&code);
+            // SAFETY: the kernel reads lhs[i], rhs[i] and writes out[i] for i < n, the
+            // element count of all three (the shapes are equal).
+            unsafe { call.launch() }.map_err(BackendError::from)?;
+        }
+        Ok(CudaTensor::new(out, lhs.shape.clone()))
+    }
+
+    fn binary_scalar(&self, op: BinaryOp, tensor: &CudaTensor, scalar: u64) -> Result<CudaTensor> {
+        Ok(self.map(
+            "binary_scalar_u64",
+            tensor,
+            Some(scalar),
+            &[binary_code(op)],
+        )?)
+    }
+
+    fn unary(&self, op: UnaryOp, tensor: &CudaTensor) -> Result<CudaTensor> {
+        Ok(self.map("unary_u64", tensor, None, &[unary_code(op)])?)
+    }
+
+    fn shift(&self, op: ShiftOp, tensor: &CudaTensor, bits: u32) -> Result<CudaTensor> {
+        shape::check_shift("shift", bits)?;
+        Ok(self.map("shift_u64", tensor, None, &[bits, shift_code(op)])?)
+    }
+
+    fn extract_bit(&self, tensor: &CudaTensor, bit: u32) -> Result<CudaTensor> {
+        shape::check_bit("extract_bit", bit)?;
+        Ok(self.map("extract_bit_u64", tensor, None, &[bit])?)
+    }
+
+    fn pack_bits(&self, tensor: &CudaTensor) -> Result<CudaTensor> {
+        let n = tensor.len() as u64;
+        let words = shape::packed_words(tensor.len()) as u64;
+        let mut out = self.alloc(words as usize)?;
+        if words > 0 {
+            // One warp per word; 256-thread blocks are whole warps.
+            let stream = self.stream()?;
+            let mut call =
+                self.device
+                    .call(&stream, "pack_bits_u64", self.device.grid_1d(words * 32))?;
+            call.input(tensor.buffer())
+                .output(&mut out)
+                .value(&n)
+                .value(&words);
+            // SAFETY: the kernel reads tensor[i] only for i < n and writes out[w] for
+            // w < words = ceil(n / 64), the allocation.
+            unsafe { call.launch() }.map_err(BackendError::from)?;
+        }
+        Ok(CudaTensor::new(out, vec![words as usize]))
+    }
+
+    fn unpack_bits(&self, packed: &CudaTensor, shape: &[usize]) -> Result<CudaTensor> {
+        let n = shape::numel("unpack_bits", shape)?;
+        shape::check_len("unpack_bits", &[shape::packed_words(n)], packed.len())?;
+        let mut out = self.alloc(n)?;
+        let n = n as u64;
+        if n > 0 {
+            let stream = self.stream()?;
+            let mut call = self
+                .device
+                .call(&stream, "unpack_bits_u64", self.device.grid_1d(n))?;
+            call.input(packed.buffer()).output(&mut out).value(&n);
+            // SAFETY: the kernel writes out[i] for i < n and reads packed[i / 64], below
+            // ceil(n / 64) = packed's length (checked above).
+            unsafe { call.launch() }.map_err(BackendError::from)?;
+        }
+        Ok(CudaTensor::new(out, shape.to_vec()))
+    }
+
+    fn matmul(&self, lhs: &CudaTensor, rhs: &CudaTensor) -> Result<CudaTensor> {
+        let d = MatmulDims::new(&lhs.shape, &rhs.shape)?;
+        let (m, k, n) = (d.m, d.k, d.n);
+        let mut out = self.alloc(d.batch * m * n)?;
+        gemm::gemm(
+            self,
+            self.method,
+            GemmShape {
+                batch: d.batch,
+                m,
+                k,
+                n,
+            },
+            MatRef {
+                buf: lhs.buffer(),
+                off: 0,
+                rs: k as u64,
+                cs: 1,
+                bs: if d.a_batched { (m * k) as u64 } else { 0 },
+            },
+            MatRef {
+                buf: rhs.buffer(),
+                off: 0,
+                rs: n as u64,
+                cs: 1,
+                bs: if d.b_batched { (k * n) as u64 } else { 0 },
+            },
+            &mut out,
+        )?;
+        Ok(CudaTensor::new(out, d.out_shape))
+    }
+
+    fn conv2d(
+        &self,
+        input: &CudaTensor,
+        weight: &CudaTensor,
+        params: Conv2dParams,
+    ) -> Result<CudaTensor> {
+        let d = Conv2dDims::forward(&input.shape, &weight.shape, params)?;
+        Ok(conv::forward(self, &d, input, weight)?)
+    }
+
+    fn conv2d_grad_input(
+        &self,
+        grad_output: &CudaTensor,
+        weight: &CudaTensor,
+        input_hw: [usize; 2],
+        params: Conv2dParams,
+    ) -> Result<CudaTensor> {
+        let d = Conv2dDims::grad_input(&grad_output.shape, &weight.shape, input_hw, params)?;
+        Ok(conv::grad_input(self, &d, grad_output, weight)?)
+    }
+
+    fn conv2d_grad_weight(
+        &self,
+        input: &CudaTensor,
+        grad_output: &CudaTensor,
+        kernel_hw: [usize; 2],
+        params: Conv2dParams,
+    ) -> Result<CudaTensor> {
+        let d = Conv2dDims::grad_weight(&input.shape, &grad_output.shape, kernel_hw, params)?;
+        Ok(conv::grad_weight(self, &d, input, grad_output)?)
+    }
+
+    fn sum_axis(&self, tensor: &CudaTensor, axis: usize) -> Result<CudaTensor> {
+        let out_shape = shape::reduced("sum_axis", &tensor.shape, axis)?;
+        let outer = tensor.shape[..axis].iter().product::<usize>() as u64;
+        let extent = tensor.shape[axis] as u64;
+        let inner = tensor.shape[axis + 1..].iter().product::<usize>() as u64;
+        let total = outer * inner;
+        let mut out = self.alloc(total as usize)?;
+        if total > 0 {
+            let stream = self.stream()?;
+            let mut call = self
+                .device
+                .call(&stream, "sum_axis_u64", self.device.grid_1d(total))?;
+            call.input(tensor.buffer())
+                .output(&mut out)
+                .value(&outer)
+                .value(&extent)
+                .value(&inner);
+            // SAFETY: the kernel writes out[i] for i < outer·inner and reads
+            // tensor[o·extent·inner + a·inner + j] for o < outer, a < extent, j < inner:
+            // inside its outer·extent·inner elements.
+            unsafe { call.launch() }.map_err(BackendError::from)?;
+        }
+        Ok(CudaTensor::new(out, out_shape))
+    }
+
+    fn pool_window_sum(&self, input: &CudaTensor, params: Pool2dParams) -> Result<CudaTensor> {
+        let d = Pool2dDims::new("pool_window_sum", &input.shape, params)?;
+        let total = (d.n * d.c * d.oh * d.ow) as u64;
+        let mut out = self.alloc(total as usize)?;
+        if total > 0 {
+            let dims = pool_dims(&d);
+            let stream = self.stream()?;
+            let mut call =
+                self.device
+                    .call(&stream, "pool_window_sum_u64", self.device.grid_1d(total))?;
+            call.input(input.buffer()).output(&mut out).value(&dims);
+            // SAFETY: the kernel writes out[i] for i < planes·oh·ow and reads the input
+            // only at in-range (plane, iy, ix).
+            unsafe { call.launch() }.map_err(BackendError::from)?;
+        }
+        Ok(CudaTensor::new(out, d.output_shape()))
+    }
+
+    fn pool_unfold(
+        &self,
+        input: &CudaTensor,
+        params: Pool2dParams,
+        pad_value: u64,
+    ) -> Result<CudaTensor> {
+        let d = Pool2dDims::new("pool_unfold", &input.shape, params)?;
+        let total = (params.window_len() * d.n * d.c * d.oh * d.ow) as u64;
+        let mut out = self.alloc(total as usize)?;
+        if total > 0 {
+            let dims = pool_dims(&d);
+            let stream = self.stream()?;
+            let mut call =
+                self.device
+                    .call(&stream, "pool_unfold_u64", self.device.grid_1d(total))?;
+            call.input(input.buffer())
+                .output(&mut out)
+                .value(&dims)
+                .value(&pad_value);
+            // SAFETY: the kernel writes out[i] for i < kh·kw·planes·oh·ow and reads the
+            // input only at in-range (plane, iy, ix).
+            unsafe { call.launch() }.map_err(BackendError::from)?;
+        }
+        Ok(CudaTensor::new(out, d.windows_shape()))
+    }
+
+    fn pool_fold(
+        &self,
+        windows: &CudaTensor,
+        params: Pool2dParams,
+        input_shape: &[usize],
+    ) -> Result<CudaTensor> {
+        let d = Pool2dDims::new("pool_fold", input_shape, params)?;
+        d.check_windows("pool_fold", &windows.shape)?;
+        let total = (d.n * d.c * d.h * d.w) as u64;
+        let mut out = self.alloc(total as usize)?;
+        if total > 0 {
+            let dims = pool_dims(&d);
+            let stream = self.stream()?;
+            let mut call =
+                self.device
+                    .call(&stream, "pool_fold_u64", self.device.grid_1d(total))?;
+            call.input(windows.buffer()).output(&mut out).value(&dims);
+            // SAFETY: the kernel writes out[i] for i < planes·h·w and reads windows at
+            // (e < kh·kw, plane, oy < oh, ox < ow): inside its checked windows shape.
+            unsafe { call.launch() }.map_err(BackendError::from)?;
+        }
+        Ok(CudaTensor::new(out, d.input_shape()))
+    }
+
+    fn fill_chacha12(
+        &self,
+        shape: &[usize],
+        key: &[u8; 32],
+        stream: u64,
+        position: u64,
+    ) -> Result<CudaTensor> {
+        let n = shape::numel("fill_chacha12", shape)? as u64;
+        let mut out = self.alloc(n as usize)?;
+        if n > 0 {
+            let key = ChachaKey {
+                words: prg::key_words(key),
+            };
+            let blocks = ((position & 7) + n).div_ceil(8);
+            let cuda_stream = self.stream()?;
+            let mut call = self.device.call(
+                &cuda_stream,
+                "chacha12_fill_u64",
+                self.device.grid_1d(blocks),
+            )?;
+            call.output(&mut out)
+                .value(&n)
+                .value(&position)
+                .value(&stream)
+                .value(&key);
+            // SAFETY: the kernel writes out[i] only for i < n, the allocation.
+            unsafe { call.launch() }.map_err(BackendError::from)?;
+        }
+        Ok(CudaTensor::new(out, shape.to_vec()))
+    }
+}

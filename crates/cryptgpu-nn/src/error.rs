@@ -1,0 +1,145 @@
+//! The one error type of the neural-network crate.
+
+use std::path::PathBuf;
+
+/// What can go wrong while building, loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum NnError {
+    /// A node's input shape does not fit its op (found during shape inference or execution).
+    #[error("node `{node}` ({op}): {message}")]
+    Shape {
+        /// The node's name.
+        node: String,
+        /// The op's name.
+        op: &'static str,
+        /// What does not fit.
+        message: String,
+    },
+    /// A model graph is malformed (an input id that does not exist, a second input, ...).
+    #[error("invalid model graph: {0}")]
+    Graph(String),
+    /// `zoo::build` was asked for a model it does not know.
+    #[error("unknown model `{name}`; known models: {}", known.join(", "))]
+    UnknownModel {
+        /// The name asked for.
+        name: String,
+        /// The names the zoo knows.
+        known: Vec<String>,
+    },
+    /// A parameter tensor the model needs is absent.
+    #[error("missing parameter `{name}` (expected shape {expected:?}){context}")]
+    MissingParameter {
+        /// The parameter's name (a PyTorch state_dict key).
+        name: String,
+        /// The shape the model expects.
+        expected: Vec<usize>,
+        /// Where it was looked for (e.g. " in weights file x.safetensors"), or empty.
+        context: String,
+    },
+    /// A parameter tensor has the wrong shape.
+    #[error("parameter `{name}` has shape {found:?} but the model expects {expected:?}{context}")]
+    ParameterShape {
+        /// The parameter's name.
+        name: String,
+        /// The shape the model expects.
+        expected: Vec<usize>,
+        /// The shape found.
+        found: Vec<usize>,
+        /// Where it was found, or empty.
+        context: String,
+    },
+    /// Tensors that the model has no parameter for.
+    #[error("unexpected tensors {names:?}{context}: the model has no parameters of these names")]
+    UnexpectedParameters {
+        /// Their names.
+        names: Vec<String>,
+        /// Where they were found, or empty.
+        context: String,
+    },
+    /// A tensor's data length does not match its shape.
+    #[error("tensor of shape {shape:?} needs {expected} values, got {got}")]
+    TensorLength {
+        /// The shape.
+        shape: Vec<usize>,
+        /// Elements the shape holds.
+        expected: usize,
+        /// Elements given.
+        got: usize,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A safetensors file is malformed or holds a dtype we cannot read.
+    #[error("safetensors {context}: {message}")]
+    Safetensors {
+        /// The file or step.
+        context: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// An ONNX file is malformed or uses something outside the supported subset.
+    #[error("ONNX: {0}")]
+    Onnx(String),
+    /// An ONNX node whose op is not in the supported layer set.
+    #[error(
+        "ONNX: unsupported op `{op}` in node `{node}`; supported ops: Conv, Gemm, MatMul, Relu, \
+         MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, Add, BatchNormalization, \
+         Softmax, Dropout, Identity, Constant"
+    )]
+    UnsupportedOnnxOp {
+        /// The op type.
+        op: String,
+        /// The node's name (or its first output when unnamed).
+        node: String,
+    },
+    /// A data set's files are not where they were looked for.
+    #[error(
+        "{dataset} data not found in {dir}: expected {} (raw or gzip-compressed where noted); {origin}",
+        files.join(", ")
+    )]
+    MissingData {
+        /// The data set (e.g. "MNIST").
+        dataset: &'static str,
+        /// The directory searched.
+        dir: PathBuf,
+        /// The files expected there.
+        files: Vec<String>,
+        /// Where the files come from.
+        origin: &'static str,
+    },
+    /// A data file is malformed.
+    #[error("{path}: {message}")]
+    BadData {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// An argument out of range (batch size 0, labels out of range, ...).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A private protocol failed (a peer left, a message did not fit, a device op failed).
+    #[error(transparent)]
+    Protocol(#[from] cryptgpu_nonlinear::NonlinearError),
+}
+
+/// The result type of the neural-network crate.
+pub type Result<T, E = NnError> = std::result::Result<T, E>;
+
+impl From<cryptgpu_share::ShareError> for NnError {
+    fn from(e: cryptgpu_share::ShareError) -> Self {
+        NnError::Protocol(e.into())
+    }
+}
+
+impl From<cryptgpu_backend::BackendError> for NnError {
+    fn from(e: cryptgpu_backend::BackendError) -> Self {
+        NnError::Protocol(e.into())
+    }
+}

@@ -1,0 +1,830 @@
+//! A model as a small DAG of nodes, its parameters, shape inference, deterministic
+//! initialisation and BatchNorm folding.
+//!
+//! # Walking the graph
+//!
+//! [`Model::nodes`] is in topological order: node 0 is the one [`Op::Input`], and every
+//! node's inputs are earlier nodes. A forward pass walks the nodes in order and keeps one
+//! value per node ([`Model::last_use`] tells when a value can be dropped); a backward pass
+//! walks them in reverse and *adds* the gradients flowing into a node from each of its
+//! consumers (a node feeding a residual `Add` and the next block has two). The model's
+//! value is that of [`Model::output`].
+//!
+//! # Parameters
+//!
+//! A node with parameters owns those named `"{node.name}.{suffix}"`, exactly PyTorch's
+//! `state_dict` keys for the same architecture (e.g. `features.0.weight`), with PyTorch's
+//! layouts: convolution weights `[O, C / groups, kh, kw]`, linear weights `[out, in]`,
+//! biases `[O]`, BatchNorm `weight`, `bias`, `running_mean`, `running_var` `[C]`.
+//! [`Model::param_specs`] lists them in `state_dict` order; [`ParamKind::Buffer`]s
+//! (running statistics) are not trained by SGD.
+
+use std::collections::BTreeMap;
+
+use cryptgpu_backend::{Conv2dParams, Pool2dParams};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+
+use crate::data::Normalization;
+use crate::error::{NnError, Result};
+use crate::tensor::Tensor;
+
+/// Index of a node in [`Model::nodes`].
+pub type NodeId = usize;
+
+/// What a node computes. Shapes are NCHW for images and `[N, features]` after `Flatten`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// The model's input `[N, ..input_shape]`; always node 0 and only there.
+    Input,
+    /// 2-d convolution, PyTorch semantics (cross-correlation, zero padding).
+    Conv2d {
+        /// Input channels `C`.
+        in_channels: usize,
+        /// Output channels `O`.
+        out_channels: usize,
+        /// Window `[kh, kw]`.
+        kernel: [usize; 2],
+        /// Stride, padding and groups.
+        params: Conv2dParams,
+        /// Whether the node has a `bias` parameter.
+        bias: bool,
+    },
+    /// `y = x W^T + b` on `[N, in]`.
+    Linear {
+        /// Input features.
+        in_features: usize,
+        /// Output features.
+        out_features: usize,
+        /// Whether the node has a `bias` parameter.
+        bias: bool,
+    },
+    /// `max(x, 0)` elementwise.
+    Relu,
+    /// Max over each window; padding never wins (it acts as -infinity).
+    MaxPool2d(Pool2dParams),
+    /// Mean over each window, dividing by the full window size even where it overlaps the
+    /// padding (PyTorch's default `count_include_pad=True`).
+    AvgPool2d(Pool2dParams),
+    /// Mean over all positions of each channel: `[N, C, H, W] -> [N, C, 1, 1]`.
+    GlobalAvgPool,
+    /// `[N, d1, d2, ...] -> [N, d1 * d2 * ...]`.
+    Flatten,
+    /// Elementwise sum of two inputs of the same shape (residual connection).
+    Add,
+    /// Per-channel normalisation. Inference: `(x - running_mean) / sqrt(running_var + eps)
+    /// * weight + bias`, an affine map ([`Model::batchnorm_affine`]). Training: batch
+    /// statistics over `N, H, W` (biased variance), and running statistics updated with
+    /// `momentum` (unbiased variance), as PyTorch does.
+    BatchNorm2d {
+        /// Channels `C`.
+        channels: usize,
+        /// Added to the variance.
+        eps: f64,
+        /// Weight of the new batch statistic in the running average.
+        momentum: f64,
+    },
+    /// Inference: identity. Training: zero each element with probability `p` and scale the
+    /// rest by `1 / (1 - p)`.
+    Dropout {
+        /// Drop probability, in `[0, 1)`.
+        p: f64,
+    },
+    /// Softmax over axis 1 of `[N, K]`; only as the model's output node. Losses take the
+    /// logits ([`Model::logits`]), not its value.
+    Softmax,
+}
+
+impl Op {
+    /// A short name for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Input => "Input",
+            Op::Conv2d { .. } => "Conv2d",
+            Op::Linear { .. } => "Linear",
+            Op::Relu => "ReLU",
+            Op::MaxPool2d(_) => "MaxPool2d",
+            Op::AvgPool2d(_) => "AvgPool2d",
+            Op::GlobalAvgPool => "GlobalAvgPool",
+            Op::Flatten => "Flatten",
+            Op::Add => "Add",
+            Op::BatchNorm2d { .. } => "BatchNorm2d",
+            Op::Dropout { .. } => "Dropout",
+            Op::Softmax => "Softmax",
+        }
+    }
+
+    /// How many inputs the op takes.
+    pub fn arity(&self) -> usize {
+        match self {
+            Op::Input => 0,
+            Op::Add => 2,
+            _ => 1,
+        }
+    }
+
+    /// The op's parameters: `(suffix, shape, kind)`, in PyTorch `state_dict` order.
+    pub fn param_specs(&self) -> Vec<(&'static str, Vec<usize>, ParamKind)> {
+        match *self {
+            Op::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                params,
+                bias,
+            } => {
+                let mut specs = vec![(
+                    "weight",
+                    vec![
+                        out_channels,
+                        in_channels / params.groups.max(1),
+                        kernel[0],
+                        kernel[1],
+                    ],
+                    ParamKind::Trainable,
+                )];
+                if bias {
+                    specs.push(("bias", vec![out_channels], ParamKind::Trainable));
+                }
+                specs
+            }
+            Op::Linear {
+                in_features,
+                out_features,
+                bias,
+            } => {
+                let mut specs = vec![(
+                    "weight",
+                    vec![out_features, in_features],
+                    ParamKind::Trainable,
+                )];
+                if bias {
+                    specs.push(("bias", vec![out_features], ParamKind::Trainable));
+                }
+                specs
+            }
+            Op::BatchNorm2d { channels, .. } => vec![
+                ("weight", vec![channels], ParamKind::Trainable),
+                ("bias", vec![channels], ParamKind::Trainable),
+                ("running_mean", vec![channels], ParamKind::Buffer),
+                ("running_var", vec![channels], ParamKind::Buffer),
+            ],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Whether SGD trains a parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamKind {
+    /// Learned by gradient descent (weights, biases, BatchNorm scale and shift).
+    Trainable,
+    /// State updated by the forward pass in training (BatchNorm running statistics).
+    Buffer,
+}
+
+/// One parameter the model needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamSpec {
+    /// Full name, e.g. `features.0.weight`.
+    pub name: String,
+    /// Expected shape.
+    pub shape: Vec<usize>,
+    /// Trained or buffer.
+    pub kind: ParamKind,
+    /// The node that owns it.
+    pub node: NodeId,
+}
+
+/// One node of the graph.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// PyTorch module path (`features.0`), the prefix of the node's parameter names; also
+    /// names the node in errors. Unique within a model.
+    pub name: String,
+    /// What it computes.
+    pub op: Op,
+    /// The nodes whose values it takes, in order (two for `Add`, none for `Input`).
+    pub inputs: Vec<NodeId>,
+}
+
+/// A network: a DAG of nodes, its parameters and the input it expects.
+#[derive(Clone, Debug)]
+pub struct Model {
+    name: String,
+    input_shape: Vec<usize>,
+    nodes: Vec<Node>,
+    output: NodeId,
+    /// Parameters by full name (see [`Model::param_specs`]).
+    pub params: BTreeMap<String, Tensor>,
+    /// How raw inputs are normalised before they reach the model, when known.
+    pub normalization: Option<Normalization>,
+}
+
+impl Model {
+    /// A model from its parts, checked: node 0 is the only `Input`, inputs point to earlier
+    /// nodes with the right arity, names are unique, and shapes infer from `input_shape`
+    /// (one example, without the batch axis). Parameters start at zero; see
+    /// [`Model::init_params`].
+    pub fn new(
+        name: &str,
+        input_shape: &[usize],
+        nodes: Vec<Node>,
+        output: NodeId,
+    ) -> Result<Self> {
+        if nodes.first().map(|n| &n.op) != Some(&Op::Input) {
+            return Err(NnError::Graph("node 0 must be the Input".into()));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (id, node) in nodes.iter().enumerate() {
+            if id > 0 && node.op == Op::Input {
+                return Err(NnError::Graph(format!(
+                    "node `{}` is a second Input",
+                    node.name
+                )));
+            }
+            if node.inputs.len() != node.op.arity() {
+                return Err(NnError::Graph(format!(
+                    "node `{}` ({}) has {} inputs, expected {}",
+                    node.name,
+                    node.op.kind(),
+                    node.inputs.len(),
+                    node.op.arity()
+                )));
+            }
+            if let Some(&bad) = node.inputs.iter().find(|&&i| i >= id) {
+                return Err(NnError::Graph(format!(
+                    "node `{}` takes node {bad}, which is not an earlier node",
+                    node.name
+                )));
+            }
+            if node.op == Op::Softmax && id != output {
+                return Err(NnError::Graph(format!(
+                    "Softmax node `{}` is allowed only as the model output",
+                    node.name
+                )));
+            }
+            if !names.insert(node.name.clone()) {
+                return Err(NnError::Graph(format!(
+                    "two nodes are named `{}`",
+                    node.name
+                )));
+            }
+        }
+        if output >= nodes.len() {
+            return Err(NnError::Graph(format!(
+                "output node {output} does not exist"
+            )));
+        }
+        let mut model = Self {
+            name: name.to_owned(),
+            input_shape: input_shape.to_vec(),
+            nodes,
+            output,
+            params: BTreeMap::new(),
+            normalization: None,
+        };
+        model.shapes(1)?;
+        for spec in model.param_specs() {
+            let tensor = Tensor::zeros(&spec.shape);
+            model.params.insert(spec.name, tensor);
+        }
+        Ok(model)
+    }
+
+    /// The model's name (e.g. `lenet`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The shape of one input example, e.g. `[1, 28, 28]`.
+    pub fn input_shape(&self) -> &[usize] {
+        &self.input_shape
+    }
+
+    /// The nodes, in topological order.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The node whose value is the model's output.
+    pub fn output(&self) -> NodeId {
+        self.output
+    }
+
+    /// The node holding the logits: the output, or the input of a final `Softmax`.
+    pub fn logits(&self) -> NodeId {
+        let out = &self.nodes[self.output];
+        if out.op == Op::Softmax {
+            out.inputs[0]
+        } else {
+            self.output
+        }
+    }
+
+    /// Number of classes: the size of the logits of one example.
+    pub fn num_classes(&self) -> usize {
+        let shapes = self.shapes(1).expect("shapes were checked in Model::new");
+        shapes[self.logits()].iter().product()
+    }
+
+    /// For each node, the nodes that take its value, in order.
+    pub fn consumers(&self) -> Vec<Vec<NodeId>> {
+        let mut consumers = vec![Vec::new(); self.nodes.len()];
+        for (id, node) in self.nodes.iter().enumerate() {
+            for &input in &node.inputs {
+                consumers[input].push(id);
+            }
+        }
+        consumers
+    }
+
+    /// For each node, the last node that reads its value (the output counts as read at the
+    /// end: `nodes.len()`); a forward pass that needs no backward can drop a value then.
+    pub fn last_use(&self) -> Vec<NodeId> {
+        let mut last: Vec<NodeId> = (0..self.nodes.len()).collect();
+        for (id, node) in self.nodes.iter().enumerate() {
+            for &input in &node.inputs {
+                last[input] = id;
+            }
+        }
+        last[self.output] = self.nodes.len();
+        last
+    }
+
+    /// Every parameter the model needs, in `state_dict` order.
+    pub fn param_specs(&self) -> Vec<ParamSpec> {
+        let mut specs = Vec::new();
+        for (id, node) in self.nodes.iter().enumerate() {
+            for (suffix, shape, kind) in node.op.param_specs() {
+                specs.push(ParamSpec {
+                    name: format!("{}.{suffix}", node.name),
+                    shape,
+                    kind,
+                    node: id,
+                });
+            }
+        }
+        specs
+    }
+
+    /// The parameter `"{node}.{suffix}"`, or a `MissingParameter` error.
+    pub fn param(&self, node: NodeId, suffix: &str) -> Result<&Tensor> {
+        let name = format!("{}.{suffix}", self.nodes[node].name);
+        self.params
+            .get(&name)
+            .ok_or_else(|| NnError::MissingParameter {
+                expected: self.nodes[node]
+                    .op
+                    .param_specs()
+                    .into_iter()
+                    .find(|(s, _, _)| *s == suffix)
+                    .map(|(_, shape, _)| shape)
+                    .unwrap_or_default(),
+                name,
+                context: String::new(),
+            })
+    }
+
+    /// Number of trainable parameter values.
+    pub fn num_trainable(&self) -> usize {
+        self.param_specs()
+            .iter()
+            .filter(|s| s.kind == ParamKind::Trainable)
+            .map(|s| s.shape.iter().product::<usize>())
+            .sum()
+    }
+
+    /// Checks that `params` holds exactly the model's parameters with the right shapes;
+    /// `context` is appended to the messages (e.g. " in weights file x").
+    pub fn check_params(&self, params: &BTreeMap<String, Tensor>, context: &str) -> Result<()> {
+        let specs = self.param_specs();
+        for spec in &specs {
+            match params.get(&spec.name) {
+                None => {
+                    return Err(NnError::MissingParameter {
+                        name: spec.name.clone(),
+                        expected: spec.shape.clone(),
+                        context: context.to_owned(),
+                    });
+                }
+                Some(t) if t.shape() != spec.shape => {
+                    return Err(NnError::ParameterShape {
+                        name: spec.name.clone(),
+                        expected: spec.shape.clone(),
+                        found: t.shape().to_vec(),
+                        context: context.to_owned(),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        let extra: Vec<String> = params
+            .keys()
+            .filter(|k| !specs.iter().any(|s| &s.name == *k))
+            .cloned()
+            .collect();
+        if !extra.is_empty() {
+            return Err(NnError::UnexpectedParameters {
+                names: extra,
+                context: context.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Replaces all parameters, after [`Model::check_params`].
+    pub fn set_params(&mut self, params: BTreeMap<String, Tensor>) -> Result<()> {
+        self.check_params(&params, "")?;
+        self.params = params;
+        Ok(())
+    }
+
+    /// Re-initialises every parameter from `seed`, deterministically, like PyTorch's layer
+    /// defaults: convolution and linear weights and biases uniform in `±1/sqrt(fan_in)`
+    /// (Kaiming-uniform with `a = sqrt(5)`), BatchNorm weight 1, bias 0, running mean 0,
+    /// running variance 1. Each parameter has its own stream, so adding a layer does not
+    /// change the others' values.
+    pub fn init_params(&mut self, seed: u64) {
+        for spec in self.param_specs() {
+            let node = &self.nodes[spec.node];
+            let suffix = &spec.name[node.name.len() + 1..];
+            let count: usize = spec.shape.iter().product();
+            let data = match (&node.op, suffix) {
+                (Op::BatchNorm2d { .. }, "weight" | "running_var") => vec![1.0; count],
+                (Op::BatchNorm2d { .. }, _) => vec![0.0; count],
+                (op, _) => {
+                    let fan_in = match *op {
+                        Op::Conv2d {
+                            in_channels,
+                            kernel,
+                            params,
+                            ..
+                        } => in_channels / params.groups.max(1) * kernel[0] * kernel[1],
+                        Op::Linear { in_features, .. } => in_features,
+                        _ => 1,
+                    };
+                    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+                    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ fnv1a(&spec.name));
+                    (0..count)
+                        .map(|_| {
+                            let unit = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                            (2.0 * unit - 1.0) * bound
+                        })
+                        .collect()
+                }
+            };
+            let tensor = Tensor::new(&spec.shape, data).expect("length matches the spec");
+            self.params.insert(spec.name, tensor);
+        }
+    }
+
+    /// The output shape of every node for a batch of `batch` examples, or an error naming
+    /// the first node whose input does not fit.
+    pub fn shapes(&self, batch: usize) -> Result<Vec<Vec<usize>>> {
+        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            let inputs: Vec<&[usize]> = node.inputs.iter().map(|&i| &shapes[i][..]).collect();
+            let shape = infer_shape(node, &inputs, batch, &self.input_shape)?;
+            shapes.push(shape);
+        }
+        Ok(shapes)
+    }
+
+    /// The per-channel `(scale, shift)` of a BatchNorm node at inference:
+    /// `scale = weight / sqrt(running_var + eps)`, `shift = bias - running_mean * scale`.
+    pub fn batchnorm_affine(&self, node: NodeId) -> Result<(Vec<f64>, Vec<f64>)> {
+        let Op::BatchNorm2d { eps, .. } = self.nodes[node].op else {
+            return Err(NnError::InvalidArgument(format!(
+                "node `{}` is not a BatchNorm2d",
+                self.nodes[node].name
+            )));
+        };
+        let weight = self.param(node, "weight")?.data();
+        let bias = self.param(node, "bias")?.data();
+        let mean = self.param(node, "running_mean")?.data();
+        let var = self.param(node, "running_var")?.data();
+        let scale: Vec<f64> = weight
+            .iter()
+            .zip(var)
+            .map(|(w, v)| w / (v + eps).sqrt())
+            .collect();
+        let shift = bias
+            .iter()
+            .zip(mean)
+            .zip(&scale)
+            .map(|((b, m), s)| b - m * s)
+            .collect();
+        Ok((scale, shift))
+    }
+
+    /// The same function for inference with every BatchNorm that directly follows a
+    /// convolution (and is that convolution's only consumer) folded into the convolution's
+    /// weights and bias. The folded convolution keeps its name and gains a bias; the
+    /// BatchNorm node disappears. Other BatchNorms stay.
+    pub fn fold_batchnorm(&self) -> Result<Model> {
+        let consumers = self.consumers();
+        // For each BatchNorm to fold: its convolution.
+        let mut folded_into: BTreeMap<NodeId, NodeId> = BTreeMap::new();
+        for (id, node) in self.nodes.iter().enumerate() {
+            if let Op::BatchNorm2d { .. } = node.op {
+                let conv = node.inputs[0];
+                if matches!(self.nodes[conv].op, Op::Conv2d { .. })
+                    && consumers[conv].len() == 1
+                    && conv != self.output
+                {
+                    folded_into.insert(id, conv);
+                }
+            }
+        }
+        let mut params = self.params.clone();
+        let mut nodes: Vec<Node> = Vec::new();
+        let mut new_id = vec![usize::MAX; self.nodes.len()];
+        for (id, node) in self.nodes.iter().enumerate() {
+            if let Some(&conv) = folded_into.get(&id) {
+                new_id[id] = new_id[conv];
+                let (scale, shift) = self.batchnorm_affine(id)?;
+                let conv_name = &self.nodes[conv].name;
+                let weight = params
+                    .get_mut(&format!("{conv_name}.weight"))
+                    .expect("checked by param()");
+                let per_channel = weight.len() / scale.len();
+                for (c, chunk) in weight.data_mut().chunks_mut(per_channel).enumerate() {
+                    chunk.iter_mut().for_each(|w| *w *= scale[c]);
+                }
+                let old_bias = params
+                    .remove(&format!("{conv_name}.bias"))
+                    .map(Tensor::into_data)
+                    .unwrap_or_else(|| vec![0.0; scale.len()]);
+                let bias = old_bias
+                    .iter()
+                    .zip(&scale)
+                    .zip(&shift)
+                    .map(|((b, s), t)| b * s + t)
+                    .collect();
+                params.insert(
+                    format!("{conv_name}.bias"),
+                    Tensor::new(&[scale.len()], bias)?,
+                );
+                let prefix = format!("{}.", node.name);
+                params.retain(|k, _| !k.starts_with(&prefix));
+                if let Op::Conv2d { bias, .. } = &mut nodes[new_id[conv]].op {
+                    *bias = true;
+                }
+                continue;
+            }
+            new_id[id] = nodes.len();
+            nodes.push(Node {
+                name: node.name.clone(),
+                op: node.op.clone(),
+                inputs: node.inputs.iter().map(|&i| new_id[i]).collect(),
+            });
+        }
+        let mut model = Model::new(&self.name, &self.input_shape, nodes, new_id[self.output])?;
+        model.set_params(params)?;
+        model.normalization = self.normalization.clone();
+        Ok(model)
+    }
+}
+
+/// FNV-1a of a parameter name: a per-parameter stream id for initialisation.
+fn fnv1a(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Output size of a window op along one axis, or `None` when the window does not fit.
+pub fn window_out(size: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
+    let padded = size + 2 * padding;
+    if kernel == 0 || stride == 0 || padded < kernel {
+        None
+    } else {
+        Some((padded - kernel) / stride + 1)
+    }
+}
+
+pub(crate) fn infer_shape(
+    node: &Node,
+    inputs: &[&[usize]],
+    batch: usize,
+    input_shape: &[usize],
+) -> Result<Vec<usize>> {
+    let err = |message: String| NnError::Shape {
+        node: node.name.clone(),
+        op: node.op.kind(),
+        message,
+    };
+    let nchw = |shape: &[usize]| -> Result<[usize; 4]> {
+        <[usize; 4]>::try_from(shape)
+            .map_err(|_| err(format!("needs an [N, C, H, W] input, got {shape:?}")))
+    };
+    match &node.op {
+        Op::Input => {
+            let mut shape = vec![batch];
+            shape.extend_from_slice(input_shape);
+            Ok(shape)
+        }
+        Op::Conv2d {
+            in_channels,
+            out_channels,
+            kernel,
+            params,
+            ..
+        } => {
+            let [n, c, h, w] = nchw(inputs[0])?;
+            if c != *in_channels {
+                return Err(err(format!(
+                    "expects {in_channels} input channels, got input {:?}",
+                    inputs[0]
+                )));
+            }
+            let g = params.groups;
+            if g == 0 || c % g != 0 || out_channels % g != 0 {
+                return Err(err(format!(
+                    "groups {g} must divide in_channels {c} and out_channels {out_channels}"
+                )));
+            }
+            let oh = window_out(h, kernel[0], params.stride[0], params.padding[0]);
+            let ow = window_out(w, kernel[1], params.stride[1], params.padding[1]);
+            match (oh, ow) {
+                (Some(oh), Some(ow)) => Ok(vec![n, *out_channels, oh, ow]),
+                _ => Err(err(format!(
+                    "kernel {kernel:?} with stride {:?} and padding {:?} does not fit input {:?}",
+                    params.stride, params.padding, inputs[0]
+                ))),
+            }
+        }
+        Op::Linear {
+            in_features,
+            out_features,
+            ..
+        } => match inputs[0] {
+            [n, f] if f == in_features => Ok(vec![*n, *out_features]),
+            other => Err(err(format!(
+                "expects [N, {in_features}], got {other:?} (flatten first?)"
+            ))),
+        },
+        Op::Relu => Ok(inputs[0].to_vec()),
+        Op::Dropout { p } => {
+            if (0.0..1.0).contains(p) {
+                Ok(inputs[0].to_vec())
+            } else {
+                Err(err(format!("drop probability must be in [0, 1), got {p}")))
+            }
+        }
+        Op::MaxPool2d(p) | Op::AvgPool2d(p) => {
+            let [n, c, h, w] = nchw(inputs[0])?;
+            if p.padding[0] * 2 > p.kernel[0] || p.padding[1] * 2 > p.kernel[1] {
+                return Err(err(format!(
+                    "padding {:?} exceeds half the kernel {:?}",
+                    p.padding, p.kernel
+                )));
+            }
+            let oh = window_out(h, p.kernel[0], p.stride[0], p.padding[0]);
+            let ow = window_out(w, p.kernel[1], p.stride[1], p.padding[1]);
+            match (oh, ow) {
+                (Some(oh), Some(ow)) => Ok(vec![n, c, oh, ow]),
+                _ => Err(err(format!(
+                    "window {:?} with stride {:?} and padding {:?} does not fit input {:?}",
+                    p.kernel, p.stride, p.padding, inputs[0]
+                ))),
+            }
+        }
+        Op::GlobalAvgPool => {
+            let [n, c, _, _] = nchw(inputs[0])?;
+            Ok(vec![n, c, 1, 1])
+        }
+        Op::Flatten => match inputs[0] {
+            [n, rest @ ..] if !rest.is_empty() => Ok(vec![*n, rest.iter().product()]),
+            other => Err(err(format!("needs at least 2 axes, got {other:?}"))),
+        },
+        Op::Add => {
+            if inputs[0] == inputs[1] {
+                Ok(inputs[0].to_vec())
+            } else {
+                Err(err(format!(
+                    "inputs have different shapes {:?} and {:?}",
+                    inputs[0], inputs[1]
+                )))
+            }
+        }
+        Op::BatchNorm2d { channels, eps, .. } => {
+            let [_, c, _, _] = nchw(inputs[0])?;
+            if c != *channels {
+                return Err(err(format!(
+                    "expects {channels} channels, got input {:?}",
+                    inputs[0]
+                )));
+            }
+            if eps.is_nan() || *eps <= 0.0 {
+                return Err(err(format!("eps must be positive, got {eps}")));
+            }
+            Ok(inputs[0].to_vec())
+        }
+        Op::Softmax => match inputs[0] {
+            [n, k] => Ok(vec![*n, *k]),
+            other => Err(err(format!("needs [N, K], got {other:?}"))),
+        },
+    }
+}
+
+/// Builds a model node by node; ids are handed out in order, so the graph is topological
+/// by construction.
+#[derive(Debug)]
+pub struct GraphBuilder {
+    nodes: Vec<Node>,
+}
+
+impl Default for GraphBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl GraphBuilder {
+    /// A graph holding only its input node (id 0, named `input`).
+    pub fn new() -> Self {
+        Self {
+            nodes: vec![Node {
+                name: "input".into(),
+                op: Op::Input,
+                inputs: Vec::new(),
+            }],
+        }
+    }
+
+    /// The input node's id.
+    pub fn input(&self) -> NodeId {
+        0
+    }
+
+    /// Adds a node and returns its id.
+    pub fn add(&mut self, name: impl Into<String>, op: Op, inputs: &[NodeId]) -> NodeId {
+        self.nodes.push(Node {
+            name: name.into(),
+            op,
+            inputs: inputs.to_vec(),
+        });
+        self.nodes.len() - 1
+    }
+
+    /// The finished model (checked by [`Model::new`]), parameters initialised from `seed`
+    /// (see [`Model::init_params`]).
+    pub fn finish(
+        self,
+        name: &str,
+        input_shape: &[usize],
+        output: NodeId,
+        seed: u64,
+    ) -> Result<Model> {
+        let mut model = self.finish_zeroed(name, input_shape, output)?;
+        model.init_params(seed);
+        Ok(model)
+    }
+
+    /// The finished model with every parameter zero: cheap for large models whose weights
+    /// are loaded next or that are only inspected.
+    pub fn finish_zeroed(self, name: &str, input_shape: &[usize], output: NodeId) -> Result<Model> {
+        Model::new(name, input_shape, self.nodes, output)
+    }
+}
+
+/// A PyTorch `nn.Sequential` inside a [`GraphBuilder`]: each pushed layer is named
+/// `{prefix}.{index}`, the index counting every layer (so ReLUs take numbers too).
+#[derive(Debug)]
+pub struct Sequential<'a> {
+    builder: &'a mut GraphBuilder,
+    prefix: String,
+    index: usize,
+    last: NodeId,
+}
+
+impl<'a> Sequential<'a> {
+    /// A sequence named `prefix` that starts from node `from`.
+    pub fn new(builder: &'a mut GraphBuilder, prefix: &str, from: NodeId) -> Self {
+        Self {
+            builder,
+            prefix: prefix.to_owned(),
+            index: 0,
+            last: from,
+        }
+    }
+
+    /// Appends a layer fed by the previous one.
+    pub fn push(&mut self, op: Op) -> &mut Self {
+        let name = if self.prefix.is_empty() {
+            self.index.to_string()
+        } else {
+            format!("{}.{}", self.prefix, self.index)
+        };
+        self.last = self.builder.add(name, op, &[self.last]);
+        self.index += 1;
+        self
+    }
+
+    /// The last layer's node.
+    pub fn last(&self) -> NodeId {
+        self.last
+    }
+}

@@ -1,0 +1,550 @@
+//! The private executor: a [`Model`] whose weights are secret-shared among the three
+//! parties, run on secret-shared inputs with the protocols of `cryptgpu_share` and
+//! `cryptgpu_nonlinear`, generic over the device backend.
+//!
+//! The architecture is public (every party holds the same [`Model`] structure); the model
+//! owner's weights enter by [`SharedModel::share`] and the data owner's inputs by
+//! [`share_input`]. Predictions are revealed to the data owner only
+//! ([`SharedModel::classify`]): the arg-max is computed privately, so the data owner learns
+//! the predicted classes and nothing else of the logits.
+//!
+//! Layers map to protocols one to one: convolution and linear layers are fixed-point
+//! products (2 rounds); ReLU is the 10-round MSB-and-bit-injection protocol and keeps its
+//! DReLU bits for the backward pass; max-pooling is a tournament that keeps one-hot
+//! winners; average pooling is a public scaling; BatchNorm at inference is the affine map
+//! its owner computes in plaintext (folded into the preceding convolution where there is
+//! one); dropout is the identity at inference.
+
+use std::collections::BTreeMap;
+
+use cryptgpu_backend::GpuBackend;
+use cryptgpu_nonlinear as nl;
+use cryptgpu_share::Bilinear;
+use cryptgpu_share::{Party, Rss, SharedBits};
+use cryptgpu_transport::{PartyId, Transport};
+
+use crate::error::{NnError, Result};
+use crate::model::{Model, NodeId, Op, ParamKind};
+use crate::optim::SgdConfig;
+use crate::tensor::Tensor;
+
+/// A model with secret-shared parameters, as one party holds it.
+pub struct SharedModel<B: GpuBackend> {
+    model: Model,
+    params: BTreeMap<String, Rss<B>>,
+}
+
+/// What a training forward pass keeps for the backward pass, per node.
+enum Saved<B: GpuBackend> {
+    Nothing,
+    Input(Rss<B>),
+    Relu(SharedBits<B>),
+    MaxPool(nl::MaxPool<B>),
+}
+
+/// One training forward pass: each node's value and what its backward pass needs.
+pub struct PrivateForward<B: GpuBackend> {
+    values: Vec<Option<Rss<B>>>,
+    saved: Vec<Saved<B>>,
+}
+
+impl<B: GpuBackend> PrivateForward<B> {
+    /// The value of `node`.
+    pub fn value(&self, node: NodeId) -> Option<&Rss<B>> {
+        self.values[node].as_ref()
+    }
+}
+
+/// Secret-shares a batch of inputs `[N, ..input_shape]` held by `owner` (who passes
+/// `Some(tensor)`; the others pass `None` and the public batch size).
+pub fn share_input<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    owner: PartyId,
+    input: Option<&Tensor>,
+    shape: &[usize],
+) -> Result<Rss<B>> {
+    if let Some(t) = input
+        && t.shape() != shape
+    {
+        return Err(NnError::InvalidArgument(format!(
+            "input of shape {:?} where {shape:?} was announced",
+            t.shape()
+        )));
+    }
+    Ok(p.share_f64(owner, input.map(Tensor::data), shape)?)
+}
+
+impl<B: GpuBackend> SharedModel<B> {
+    /// Shares the parameters of `model`, whose values only `owner` needs to hold (the
+    /// others pass a model of the same architecture, with any values). BatchNorm nodes are
+    /// folded into the convolution they follow where possible; the rest become per-channel
+    /// `scale` and `shift` tensors, computed by the owner.
+    pub fn share<T: Transport>(p: &mut Party<B, T>, model: &Model, owner: PartyId) -> Result<Self> {
+        let model = model.fold_batchnorm()?;
+        let mine = p.id() == owner;
+        let mut params = BTreeMap::new();
+        for spec in model.param_specs() {
+            if spec.kind == ParamKind::Buffer
+                || matches!(model.nodes()[spec.node].op, Op::BatchNorm2d { .. })
+            {
+                continue;
+            }
+            let value = model
+                .params
+                .get(&spec.name)
+                .ok_or_else(|| NnError::MissingParameter {
+                    name: spec.name.clone(),
+                    expected: spec.shape.clone(),
+                    context: String::new(),
+                })?;
+            let shared = p.share_f64(owner, mine.then(|| value.data()), &spec.shape)?;
+            params.insert(spec.name, shared);
+        }
+        for (id, node) in model.nodes().iter().enumerate() {
+            if let Op::BatchNorm2d { channels, .. } = node.op {
+                let (scale, shift) = if mine {
+                    model.batchnorm_affine(id)?
+                } else {
+                    (vec![0.0; channels], vec![0.0; channels])
+                };
+                let scale = p.share_f64(owner, mine.then_some(&scale[..]), &[channels])?;
+                let shift = p.share_f64(owner, mine.then_some(&shift[..]), &[channels])?;
+                params.insert(format!("{}.scale", node.name), scale);
+                params.insert(format!("{}.shift", node.name), shift);
+            }
+        }
+        Ok(Self { model, params })
+    }
+
+    /// The (folded) model structure.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// The shared parameter `"{node}.{suffix}"`.
+    fn param(&self, node: NodeId, suffix: &str) -> Result<&Rss<B>> {
+        let name = format!("{}.{suffix}", self.model.nodes()[node].name);
+        self.params
+            .get(&name)
+            .ok_or_else(|| NnError::MissingParameter {
+                name,
+                expected: Vec::new(),
+                context: " among the shared parameters".into(),
+            })
+    }
+
+    /// The private logits of a shared batch (inference: no state kept).
+    pub fn forward<T: Transport>(&self, p: &mut Party<B, T>, input: &Rss<B>) -> Result<Rss<B>> {
+        let fwd = self.run(p, input, false)?;
+        let logits = self.model.logits();
+        fwd.values[logits]
+            .clone()
+            .ok_or_else(|| NnError::Graph("the logits were dropped".into()))
+    }
+
+    /// Classifies a shared batch: the arg-max of the logits, computed privately and revealed
+    /// to `data_owner` only, who gets `Some(classes)`; the others get `None`.
+    pub fn classify<T: Transport>(
+        &self,
+        p: &mut Party<B, T>,
+        input: &Rss<B>,
+        data_owner: PartyId,
+    ) -> Result<Option<Vec<usize>>> {
+        let logits = self.forward(p, input)?;
+        let classes = logits.shape().get(1).copied().unwrap_or(1);
+        let hot = nl::argmax(p, &logits, 1)?;
+        // Σ_k k·onehot_k: the class index itself, so only the prediction is revealed.
+        let index: Vec<u64> = (0..logits.shape()[0])
+            .flat_map(|_| 0..classes as u64)
+            .collect();
+        let index = p.backend().upload(&index, logits.shape())?;
+        let weighted = p.linear(&hot, |b, t| b.sum_axis(&b.mul(t, &index)?, 1))?;
+        let revealed = p.reveal_to(data_owner, &weighted)?;
+        Ok(revealed.map(|v| v.iter().map(|&c| c as usize).collect()))
+    }
+
+    /// The parameters, revealed to `owner` (who gets `Some(model)` with the trained
+    /// values); the others get `None`. Used to hand a privately trained model back.
+    pub fn reveal_to<T: Transport>(
+        &self,
+        p: &mut Party<B, T>,
+        owner: PartyId,
+    ) -> Result<Option<Model>> {
+        let mut revealed = BTreeMap::new();
+        for (name, value) in &self.params {
+            if let Some(v) = p.reveal_to(owner, value)? {
+                let data = p.fixed().decode_slice(&v);
+                revealed.insert(name.clone(), Tensor::new(value.shape(), data)?);
+            }
+        }
+        if p.id() != owner {
+            return Ok(None);
+        }
+        let mut model = self.model.clone();
+        model.params.extend(revealed);
+        Ok(Some(model))
+    }
+
+    /// One private SGD step on a shared batch and shared one-hot labels `[N, classes]`:
+    /// forward (keeping each layer's state), the cross-entropy gradient (softmax − onehot)/N
+    /// at the logits, backward through every layer, and the update of `optimizer` (PyTorch's
+    /// SGD with momentum and weight decay, all on shares). Dropout is the identity here.
+    pub fn train_step<T: Transport>(
+        &mut self,
+        p: &mut Party<B, T>,
+        optimizer: &mut PrivateSgd<B>,
+        input: &Rss<B>,
+        onehot: &Rss<B>,
+    ) -> Result<()> {
+        let fwd = self.run(p, input, true)?;
+        let logits_id = self.model.logits();
+        let logits = fwd.values[logits_id].clone().expect("kept");
+        if logits.shape() != onehot.shape() {
+            return Err(NnError::InvalidArgument(format!(
+                "one-hot labels of shape {:?} for logits of shape {:?}",
+                onehot.shape(),
+                logits.shape()
+            )));
+        }
+        let n = logits.shape()[0];
+        let probs = nl::softmax(p, &logits, 1, nl::SoftmaxOptions::default())?;
+        let diff = p.sub(&probs, onehot)?;
+        let grad = p.mul_public_fixed(&diff, 1.0 / n as f64)?;
+        let grads = self.backward(p, &fwd, logits_id, grad)?;
+        optimizer.step(p, &mut self.params, &grads)
+    }
+
+    /// Gradients of every trainable parameter, from `grad` at node `from`.
+    fn backward<T: Transport>(
+        &self,
+        p: &mut Party<B, T>,
+        fwd: &PrivateForward<B>,
+        from: NodeId,
+        grad: Rss<B>,
+    ) -> Result<BTreeMap<String, Rss<B>>> {
+        let nodes = self.model.nodes();
+        let mut flowing: Vec<Option<Rss<B>>> = vec![None; nodes.len()];
+        flowing[from] = Some(grad);
+        let mut grads = BTreeMap::new();
+        for id in (1..=from).rev() {
+            let Some(dy) = flowing[id].take() else {
+                continue;
+            };
+            let node = &nodes[id];
+            let name = |suffix: &str| format!("{}.{suffix}", node.name);
+            let input_shape = fwd.values[node.inputs.first().copied().unwrap_or(0)]
+                .as_ref()
+                .map(|v| v.shape().to_vec())
+                .unwrap_or_default();
+            let mut into = |i: usize, g: Rss<B>, p: &Party<B, T>| -> Result<()> {
+                let target = node.inputs[i];
+                flowing[target] = Some(match flowing[target].take() {
+                    Some(acc) => p.add(&acc, &g)?,
+                    None => g,
+                });
+                Ok(())
+            };
+            match &node.op {
+                Op::Input | Op::Softmax => {}
+                Op::Conv2d {
+                    kernel,
+                    params,
+                    bias,
+                    ..
+                } => {
+                    let Saved::Input(x) = &fwd.saved[id] else {
+                        return Err(NnError::Graph(format!("`{}` kept no input", node.name)));
+                    };
+                    let w = self.param(id, "weight")?;
+                    let hw = [x.shape()[2], x.shape()[3]];
+                    let dw = p.product_truncated(
+                        Bilinear::Conv2dGradWeight {
+                            kernel_hw: *kernel,
+                            params: *params,
+                        },
+                        x,
+                        &dy,
+                    )?;
+                    grads.insert(name("weight"), dw);
+                    if *bias {
+                        let db = p.linear(&dy, |b, t| {
+                            b.sum_axis(&b.sum_axis(&b.sum_axis(t, 3)?, 2)?, 0)
+                        })?;
+                        grads.insert(name("bias"), db);
+                    }
+                    if node.inputs[0] != 0 {
+                        let dx = p.product_truncated(
+                            Bilinear::Conv2dGradInput {
+                                input_hw: hw,
+                                params: *params,
+                            },
+                            &dy,
+                            w,
+                        )?;
+                        into(0, dx, p)?;
+                    }
+                }
+                Op::Linear { bias, .. } => {
+                    let Saved::Input(x) = &fwd.saved[id] else {
+                        return Err(NnError::Graph(format!("`{}` kept no input", node.name)));
+                    };
+                    let dy_t = p.linear(&dy, |b, t| b.transpose(t, 0, 1))?;
+                    let dw = p.matmul_fixed(&dy_t, x)?;
+                    grads.insert(name("weight"), dw);
+                    if *bias {
+                        grads.insert(name("bias"), p.linear(&dy, |b, t| b.sum_axis(t, 0))?);
+                    }
+                    if node.inputs[0] != 0 {
+                        let dx = p.matmul_fixed(&dy, self.param(id, "weight")?)?;
+                        into(0, dx, p)?;
+                    }
+                }
+                Op::Relu => {
+                    let Saved::Relu(bits) = &fwd.saved[id] else {
+                        return Err(NnError::Graph(format!(
+                            "`{}` kept no DReLU bits",
+                            node.name
+                        )));
+                    };
+                    let dx = nl::relu_backward(p, &dy, bits)?;
+                    into(0, dx, p)?;
+                }
+                Op::MaxPool2d(_) => {
+                    let Saved::MaxPool(pool) = &fwd.saved[id] else {
+                        return Err(NnError::Graph(format!("`{}` kept no winners", node.name)));
+                    };
+                    let dx = nl::max_pool2d_backward(p, &dy, pool)?;
+                    into(0, dx, p)?;
+                }
+                Op::AvgPool2d(params) => {
+                    let dx = nl::avg_pool2d_backward(p, &dy, *params, &input_shape)?;
+                    into(0, dx, p)?;
+                }
+                Op::GlobalAvgPool => {
+                    let flat = p.linear(&dy, |b, t| b.reshape(t, &input_shape[..2]))?;
+                    let dx = nl::global_avg_pool_backward(p, &flat, &input_shape)?;
+                    into(0, dx, p)?;
+                }
+                Op::Flatten => {
+                    let dx = p.linear(&dy, |b, t| b.reshape(t, &input_shape))?;
+                    into(0, dx, p)?;
+                }
+                Op::Add => {
+                    into(0, dy.clone(), p)?;
+                    into(1, dy, p)?;
+                }
+                Op::Dropout { .. } => into(0, dy, p)?,
+                Op::BatchNorm2d { .. } => {
+                    return Err(NnError::InvalidArgument(format!(
+                        "private training through BatchNorm2d (`{}`) is not supported yet",
+                        node.name
+                    )));
+                }
+            }
+        }
+        Ok(grads)
+    }
+
+    /// Runs the graph. With `keep`, every value and what each backward pass needs are
+    /// kept; without, values are dropped after their last use.
+    fn run<T: Transport>(
+        &self,
+        p: &mut Party<B, T>,
+        input: &Rss<B>,
+        keep: bool,
+    ) -> Result<PrivateForward<B>> {
+        let nodes = self.model.nodes();
+        let last_use = self.model.last_use();
+        let mut values: Vec<Option<Rss<B>>> = vec![None; nodes.len()];
+        let mut saved: Vec<Saved<B>> = (0..nodes.len()).map(|_| Saved::Nothing).collect();
+        for (id, node) in nodes.iter().enumerate() {
+            let arg = |i: usize| -> Result<&Rss<B>> {
+                values[node.inputs[i]]
+                    .as_ref()
+                    .ok_or_else(|| NnError::Graph(format!("node `{}` lost its input", node.name)))
+            };
+            let value = match &node.op {
+                Op::Input => {
+                    let expected: Vec<usize> = self.model.input_shape().to_vec();
+                    if input.shape().get(1..) != Some(&expected[..]) {
+                        return Err(NnError::Shape {
+                            node: node.name.clone(),
+                            op: "Input",
+                            message: format!(
+                                "input of shape {:?}; the model takes [N, {}]",
+                                input.shape(),
+                                expected
+                                    .iter()
+                                    .map(|d| d.to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        });
+                    }
+                    input.clone()
+                }
+                Op::Conv2d { params, bias, .. } => {
+                    let x = arg(0)?.clone();
+                    let y = p.conv2d_fixed(&x, self.param(id, "weight")?, *params)?;
+                    if keep {
+                        saved[id] = Saved::Input(x);
+                    }
+                    if *bias {
+                        add_channel_bias(p, &y, self.param(id, "bias")?)?
+                    } else {
+                        y
+                    }
+                }
+                Op::Linear { bias, .. } => {
+                    let x = arg(0)?.clone();
+                    let w_t = p.linear(self.param(id, "weight")?, |b, t| b.transpose(t, 0, 1))?;
+                    let y = p.matmul_fixed(&x, &w_t)?;
+                    if keep {
+                        saved[id] = Saved::Input(x);
+                    }
+                    if *bias {
+                        let b = self.param(id, "bias")?;
+                        let shape = y.shape().to_vec();
+                        let spread = p.linear(b, |be, t| be.broadcast_to(t, &shape))?;
+                        p.add(&y, &spread)?
+                    } else {
+                        y
+                    }
+                }
+                Op::Relu => {
+                    let r = nl::relu(p, arg(0)?)?;
+                    if keep {
+                        saved[id] = Saved::Relu(r.drelu);
+                    }
+                    r.output
+                }
+                Op::MaxPool2d(params) => {
+                    let pool = nl::max_pool2d(p, arg(0)?, *params)?;
+                    let out = pool.output.clone();
+                    if keep {
+                        saved[id] = Saved::MaxPool(pool);
+                    }
+                    out
+                }
+                Op::AvgPool2d(params) => nl::avg_pool2d(p, arg(0)?, *params)?,
+                Op::GlobalAvgPool => {
+                    let x = arg(0)?;
+                    let (n, c) = (x.shape()[0], x.shape()[1]);
+                    let y = nl::global_avg_pool(p, x)?;
+                    p.linear(&y, |b, t| b.reshape(t, &[n, c, 1, 1]))?
+                }
+                Op::Flatten => {
+                    let x = arg(0)?;
+                    let n = x.shape()[0];
+                    let rest: usize = x.shape()[1..].iter().product();
+                    p.linear(x, |b, t| b.reshape(t, &[n, rest]))?
+                }
+                Op::Add => p.add(arg(0)?, arg(1)?)?,
+                Op::BatchNorm2d { .. } => {
+                    if keep {
+                        return Err(NnError::InvalidArgument(format!(
+                            "private training through BatchNorm2d (`{}`) is not supported yet; \
+                             fold it or train without it",
+                            node.name
+                        )));
+                    }
+                    let x = arg(0)?.clone();
+                    let y = mul_channel_scale(p, &x, self.param(id, "scale")?)?;
+                    add_channel_bias(p, &y, self.param(id, "shift")?)?
+                }
+                Op::Dropout { .. } => arg(0)?.clone(),
+                Op::Softmax => nl::softmax(p, arg(0)?, 1, nl::SoftmaxOptions::default())?,
+            };
+            values[id] = Some(value);
+            if !keep {
+                for &i in &node.inputs {
+                    if last_use[i] == id {
+                        values[i] = None;
+                    }
+                }
+            }
+        }
+        Ok(PrivateForward { values, saved })
+    }
+}
+
+/// y + b for a per-channel bias `[C]` on `[N, C, H, W]` (or `[N, C]`).
+fn add_channel_bias<B: GpuBackend, T: Transport>(
+    p: &Party<B, T>,
+    y: &Rss<B>,
+    bias: &Rss<B>,
+) -> Result<Rss<B>> {
+    let shape = y.shape().to_vec();
+    let mut keep = vec![1; shape.len()];
+    keep[1] = shape[1];
+    let spread = p.linear(bias, |b, t| b.broadcast_to(&b.reshape(t, &keep)?, &shape))?;
+    Ok(p.add(y, &spread)?)
+}
+
+/// y · s for a shared per-channel scale `[C]` on `[N, C, ...]` (fixed point, 2 rounds).
+fn mul_channel_scale<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    y: &Rss<B>,
+    scale: &Rss<B>,
+) -> Result<Rss<B>> {
+    let shape = y.shape().to_vec();
+    let mut keep = vec![1; shape.len()];
+    keep[1] = shape[1];
+    let spread = p.linear(scale, |b, t| b.broadcast_to(&b.reshape(t, &keep)?, &shape))?;
+    Ok(p.mul_fixed(y, &spread)?)
+}
+
+/// SGD on shared parameters, PyTorch's formulation: g' = g + weight_decay·w,
+/// v = momentum·v + g', w = w − lr·v. Each public factor is a fixed-point product by a
+/// public value (one round in which only P0 sends).
+pub struct PrivateSgd<B: GpuBackend> {
+    config: SgdConfig,
+    velocity: BTreeMap<String, Rss<B>>,
+}
+
+impl<B: GpuBackend> PrivateSgd<B> {
+    /// A fresh optimiser (zero velocity).
+    pub fn new(config: SgdConfig) -> Self {
+        Self {
+            config,
+            velocity: BTreeMap::new(),
+        }
+    }
+
+    fn step<T: Transport>(
+        &mut self,
+        p: &mut Party<B, T>,
+        params: &mut BTreeMap<String, Rss<B>>,
+        grads: &BTreeMap<String, Rss<B>>,
+    ) -> Result<()> {
+        let SgdConfig {
+            lr,
+            momentum,
+            weight_decay,
+        } = self.config;
+        for (name, grad) in grads {
+            let w = params.get(name).ok_or_else(|| {
+                NnError::InvalidArgument(format!("gradient for unknown `{name}`"))
+            })?;
+            let mut g = grad.clone();
+            if weight_decay != 0.0 {
+                let decay = p.mul_public_fixed(w, weight_decay)?;
+                g = p.add(&g, &decay)?;
+            }
+            if momentum != 0.0 {
+                g = match self.velocity.get(name) {
+                    Some(v) => {
+                        let kept = p.mul_public_fixed(v, momentum)?;
+                        p.add(&kept, &g)?
+                    }
+                    None => g,
+                };
+                self.velocity.insert(name.clone(), g.clone());
+            }
+            let update = p.mul_public_fixed(&g, lr)?;
+            let updated = p.sub(w, &update)?;
+            params.insert(name.clone(), updated);
+        }
+        Ok(())
+    }
+}

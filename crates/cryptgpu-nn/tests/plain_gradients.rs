@@ -1,0 +1,144 @@
+//! The plaintext executor's backward pass against central finite differences, for every op,
+//! in inference and in training mode (BatchNorm batch statistics, dropout masks).
+
+use cryptgpu_backend::{Conv2dParams, Pool2dParams};
+use cryptgpu_nn::model::GraphBuilder;
+use cryptgpu_nn::plain::{self, Mode};
+use cryptgpu_nn::zoo::{batchnorm, conv, linear};
+use cryptgpu_nn::{Model, Op, Tensor};
+
+/// A model that uses every op: conv (stride, padding, groups), BatchNorm, ReLU, both pools,
+/// a residual add, global average pool, flatten, dropout, linear and softmax.
+fn every_op_model(dropout: f64) -> Model {
+    let mut b = GraphBuilder::new();
+    let c1 = b.add(
+        "c1",
+        Op::Conv2d {
+            in_channels: 2,
+            out_channels: 4,
+            kernel: [3, 3],
+            params: Conv2dParams::new(1, 1).with_groups(2),
+            bias: true,
+        },
+        &[0],
+    );
+    let bn = b.add("bn", batchnorm(4), &[c1]);
+    let relu = b.add("relu", Op::Relu, &[bn]);
+    let c2 = b.add("c2", conv(4, 4, 3, 1, 1, false), &[relu]);
+    let add = b.add("add", Op::Add, &[c2, c1]);
+    let mp = b.add(
+        "mp",
+        Op::MaxPool2d(Pool2dParams::new(3, 2).with_padding(1)),
+        &[add],
+    );
+    let ap = b.add("ap", Op::AvgPool2d(Pool2dParams::new(2, 1)), &[mp]);
+    let c3 = b.add("c3", conv(4, 3, 2, 2, 1, true), &[ap]);
+    let gap = b.add("gap", Op::GlobalAvgPool, &[c3]);
+    let flat_a = b.add("flat_a", Op::Flatten, &[gap]);
+    let flat_b = b.add("flat_b", Op::Flatten, &[ap]);
+    let fc_b = b.add("fc_b", linear(4 * 2 * 2, 3), &[flat_b]);
+    let sum = b.add("sum", Op::Add, &[flat_a, fc_b]);
+    let drop = b.add("drop", Op::Dropout { p: dropout }, &[sum]);
+    let fc = b.add("fc", linear(3, 5), &[drop]);
+    let soft = b.add("softmax", Op::Softmax, &[fc]);
+    let mut model = b.finish("every-op", &[2, 6, 6], soft, 7).unwrap();
+    // Non-trivial BatchNorm state so inference mode is not the identity.
+    let bn_params = [
+        ("bn.weight", [1.2, 0.7, -0.9, 1.5]),
+        ("bn.bias", [0.1, -0.2, 0.3, 0.05]),
+        ("bn.running_mean", [0.2, -0.1, 0.05, 0.0]),
+        ("bn.running_var", [0.5, 1.5, 0.8, 2.0]),
+    ];
+    for (name, values) in bn_params {
+        model
+            .params
+            .insert(name.into(), Tensor::new(&[4], values.to_vec()).unwrap());
+    }
+    model
+}
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<f64> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// The scalar `sum(weights * output)` whose gradient backward computes.
+fn objective(model: &Model, input: &Tensor, weights: &[f64], mode: Mode) -> f64 {
+    let fwd = plain::forward(model, input, mode).unwrap();
+    let out = fwd.output(model);
+    out.data().iter().zip(weights).map(|(a, b)| a * b).sum()
+}
+
+fn check_gradients(mode: Mode, dropout: f64) {
+    let model = every_op_model(dropout);
+    let input = Tensor::new(&[3, 2, 6, 6], pseudo_random(3 * 72, 1)).unwrap();
+    let fwd = plain::forward(&model, &input, mode).unwrap();
+    let weights = pseudo_random(fwd.output(&model).len(), 2);
+    let grad_out = Tensor::new(fwd.output(&model).shape(), weights.clone()).unwrap();
+    let grads = plain::backward(&model, &fwd, model.output(), grad_out).unwrap();
+
+    let h = 1e-6;
+    let mut worst: f64 = 0.0;
+    let mut compare = |what: &str, analytic: f64, plus: f64, minus: f64| {
+        let numeric = (plus - minus) / (2.0 * h);
+        let err = (analytic - numeric).abs() / (1e-3 + analytic.abs().max(numeric.abs()));
+        assert!(
+            err < 1e-4,
+            "{mode:?}: {what}: analytic {analytic}, numeric {numeric}"
+        );
+        worst = worst.max(err);
+    };
+    for (name, grad) in &grads.params {
+        for i in 0..grad.len() {
+            let mut plus = model.clone();
+            plus.params.get_mut(name).unwrap().data_mut()[i] += h;
+            let mut minus = model.clone();
+            minus.params.get_mut(name).unwrap().data_mut()[i] -= h;
+            compare(
+                &format!("{name}[{i}]"),
+                grad.data()[i],
+                objective(&plus, &input, &weights, mode),
+                objective(&minus, &input, &weights, mode),
+            );
+        }
+    }
+    for i in (0..input.len()).step_by(5) {
+        let mut plus = input.clone();
+        plus.data_mut()[i] += h;
+        let mut minus = input.clone();
+        minus.data_mut()[i] -= h;
+        compare(
+            &format!("input[{i}]"),
+            grads.input().data()[i],
+            objective(&model, &plus, &weights, mode),
+            objective(&model, &minus, &weights, mode),
+        );
+    }
+    let trainable = model
+        .param_specs()
+        .iter()
+        .filter(|s| s.kind == cryptgpu_nn::model::ParamKind::Trainable)
+        .count();
+    assert_eq!(
+        grads.params.len(),
+        trainable,
+        "a gradient per trained tensor"
+    );
+}
+
+#[test]
+fn backward_matches_finite_differences_in_inference() {
+    check_gradients(Mode::Inference, 0.5);
+}
+
+#[test]
+fn backward_matches_finite_differences_in_training() {
+    check_gradients(Mode::Training { seed: 3 }, 0.3);
+}

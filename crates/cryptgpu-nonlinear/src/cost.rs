@@ -1,0 +1,143 @@
+//! The communication of every protocol of this crate as formulas: rounds, and bytes sent by
+//! each of P0, P1, P2. The tests compare the counting transport with these, and the bench
+//! prints them beside its timings.
+//!
+//! Bytes are exact for every protocol. Rounds are exact for the building blocks (products,
+//! truncation, MSB, bit injection: measured from a state where all parties are in step). For
+//! a composite protocol, [`Cost::rounds`] adds up its parts, which is an upper bound: the
+//! counting transport measures the longest chain of messages, and one part's first message
+//! often does not wait for the previous part's last (a truncation's only message goes from
+//! P0 to P2, so P1 moves on at once; P0's input message of an MSB leaves as soon as P0 has
+//! its shares). The measured rounds of the composites the docs quote are the constants
+//! below, which the tests check exactly.
+
+use cryptgpu_backend::shape::packed_words;
+use std::ops::Add;
+
+/// Rounds and bytes sent per party of one protocol run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cost {
+    /// The longest chain of messages.
+    pub rounds: u64,
+    /// Bytes sent by P0, P1 and P2.
+    pub bytes: [u64; 3],
+}
+
+impl Cost {
+    /// A cost of `rounds` rounds in which the parties send `bytes`.
+    pub const fn new(rounds: u64, bytes: [u64; 3]) -> Self {
+        Self { rounds, bytes }
+    }
+
+    /// The same cost repeated `times` in sequence.
+    pub fn times(self, times: u64) -> Self {
+        Self {
+            rounds: self.rounds * times,
+            bytes: self.bytes.map(|b| b * times),
+        }
+    }
+}
+
+impl Add for Cost {
+    type Output = Cost;
+
+    /// Two protocols one after the other.
+    fn add(self, rhs: Cost) -> Cost {
+        Cost {
+            rounds: self.rounds + rhs.rounds,
+            bytes: [0, 1, 2].map(|i| self.bytes[i] + rhs.bytes[i]),
+        }
+    }
+}
+
+/// Measured rounds of DReLU (and every comparison): the input round and 7 AND rounds.
+pub const DRELU_ROUNDS: u64 = 8;
+/// Measured rounds of ReLU: DReLU and a bit injection.
+pub const RELU_ROUNDS: u64 = 10;
+/// Measured rounds of 2×2 max-pooling (two tournament levels, which overlap by one round).
+pub const MAX_POOL_2X2_ROUNDS: u64 = 19;
+/// Measured rounds of softmax over 10 classes with the default options.
+pub const SOFTMAX_10_ROUNDS: u64 = 70;
+
+fn u(n: usize) -> u64 {
+    n as u64
+}
+
+/// ANDs per element in the MSB carry tree: 63 generate bits and 118 in the tree.
+pub const MSB_AND_BITS: u64 = 63 + 61 + 31 + 15 + 7 + 3 + 1;
+
+/// A shared product (mul, matmul, conv) of n output elements, without truncation.
+pub fn product(n: usize) -> Cost {
+    Cost::new(1, [8 * u(n); 3])
+}
+
+/// A fused product with truncation (mul_fixed, square_fixed, ...).
+pub fn product_truncated(n: usize) -> Cost {
+    Cost::new(2, [8 * u(n); 3])
+}
+
+/// A truncation alone, or a product by a public fixed-point factor: only P0 sends.
+pub fn truncation(n: usize) -> Cost {
+    Cost::new(1, [8 * u(n), 0, 0])
+}
+
+/// The MSB of n elements (and so DReLU and every comparison).
+pub fn msb(n: usize) -> Cost {
+    let words = u(packed_words(n));
+    let ands = 8 * MSB_AND_BITS * words;
+    Cost::new(8, [8 * 64 * words + ands, ands, ands])
+}
+
+/// Bit injection of `bits` bits into a value of `values` elements.
+pub fn mul_bit(bits: usize, values: usize) -> Cost {
+    let v = 8 * u(values);
+    Cost::new(2, [8 * u(bits) + v, 2 * v, 2 * v])
+}
+
+/// ReLU of n elements.
+pub fn relu(n: usize) -> Cost {
+    msb(n) + mul_bit(n, n)
+}
+
+/// The tournament over `k` candidates for each of `r` positions; `track` adds the one-hot
+/// argmax (k more values selected per comparison).
+pub fn tournament(k: usize, r: usize, track: bool) -> Cost {
+    let mut total = Cost::default();
+    let mut m = k;
+    while m > 1 {
+        let pairs = m / 2;
+        let selected = pairs * r * if track { 1 + k } else { 1 };
+        total = total + msb(pairs * r) + mul_bit(pairs * r, selected);
+        m -= pairs;
+    }
+    total
+}
+
+/// Max-pooling with windows of `window` elements and `outputs` output elements.
+pub fn max_pool2d(window: usize, outputs: usize) -> Cost {
+    tournament(window, outputs, true)
+}
+
+/// Max-pooling's backward pass.
+pub fn max_pool2d_backward(window: usize, outputs: usize) -> Cost {
+    product(window * outputs)
+}
+
+/// exp of n elements with `squarings` squarings.
+pub fn exp(n: usize, squarings: u32) -> Cost {
+    truncation(n) + product(n) + truncation(n) + product_truncated(n).times(u64::from(squarings))
+}
+
+/// reciprocal of n elements with `iterations` Newton iterations.
+pub fn reciprocal(n: usize, iterations: u32) -> Cost {
+    truncation(n).times(2) + product_truncated(n).times(2 * u64::from(iterations - 1))
+}
+
+/// softmax over `classes` for `rows` rows, with `squarings` in exp and `iterations` in the
+/// reciprocal (see `ReciprocalOptions::for_range(1, classes)`).
+pub fn softmax(rows: usize, classes: usize, squarings: u32, iterations: u32) -> Cost {
+    tournament(classes, rows, false)
+        + exp(rows * classes, squarings)
+        + reciprocal(rows, iterations)
+        + product_truncated(rows * classes)
+}

@@ -1,0 +1,52 @@
+//! Non-linear protocols on 2-out-of-3 replicated shares, written once for any
+//! [`GpuBackend`](cryptgpu_backend::GpuBackend): comparisons, DReLU and ReLU, max and
+//! argmax, max- and average-pooling with their backward passes, and exp, reciprocal,
+//! division, softmax, log, inverse square root and sigmoid by iteration.
+//!
+//! Everything builds on the binary sharing of `cryptgpu_share::binary`: the sign of a
+//! shared value comes from a carry tree over its bits (8 rounds), and a shared bit scales a
+//! shared value by bit injection (2 rounds). Each function is a free function taking the
+//! calling [`Party`](cryptgpu_share::Party); all three parties call it in the same order.
+//!
+//! # Communication
+//!
+//! Rounds are the longest chain of messages, measured on the counting transport; bytes are
+//! those one party sends, per element, for n a multiple of 64 (bit counts otherwise round
+//! up to whole 64-bit words). [`cost`] has every formula, and the tests check them.
+//!
+//! | op | rounds | bytes sent per element: P0 | P1 | P2 |
+//! | --- | --- | --- | --- | --- |
+//! | [`drelu`], [`lt`], [`gt`], [`le`], [`ge`] (and `*_public`) | 8 | 30.625 | 22.625 | 22.625 |
+//! | [`relu`] | 10 | 46.625 | 38.625 | 38.625 |
+//! | [`relu_backward`] | 2 | 16 | 16 | 16 |
+//! | [`max_pool2d`] 2×2, per output element | 19 | 235.875 | 307.875 | 307.875 |
+//! | [`max_pool2d_backward`] 2×2, per output element | 1 | 32 | 32 | 32 |
+//! | [`avg_pool2d`], [`global_avg_pool`], per output element | 1 | 8 | 0 | 0 |
+//! | [`softmax`] over 10 classes, per row | 70 | 1491.625 | 1243.625 | 1243.625 |
+//!
+//! For comparison, CryptGPU's ReLU takes about 53 sequential messages (its carry-select
+//! adder over 8-bit blocks, then a 3-party OT and a multiplication). The functions by
+//! iteration ([`approx`]) list their rounds, bytes, domains and errors in their own table.
+
+pub mod approx;
+pub mod compare;
+pub mod cost;
+mod error;
+pub mod pool;
+
+#[cfg(feature = "suite")]
+pub mod suite;
+
+pub use approx::{
+    ExpOptions, InvSqrtOptions, LogOptions, ReciprocalOptions, SigmoidOptions, SoftmaxOptions, div,
+    exp, inv_sqrt, log, reciprocal, sigmoid, softmax,
+};
+pub use compare::{
+    Relu, abs, drelu, ge, ge_public, gt, gt_public, le, le_public, lt, lt_public, relu,
+    relu_backward, select,
+};
+pub use error::{NonlinearError, Result};
+pub use pool::{
+    Max, MaxPool, argmax, avg_pool2d, avg_pool2d_backward, global_avg_pool,
+    global_avg_pool_backward, max, max_pool2d, max_pool2d_backward,
+};

@@ -1,0 +1,763 @@
+//! The protocol suite, generic over the backend: every check runs three parties in one
+//! process on a backend handle and compares the revealed results with plaintext (exactly,
+//! for comparisons, ReLU and pooling; within the documented bounds, for the functions by
+//! iteration) and the counted communication with [`crate::cost`]. Each backend crate runs
+//! it with [`nonlinear_protocol_tests!`](crate::nonlinear_protocol_tests).
+//!
+//! Parties use seeded keys (`KeySource::InsecureSeeded`), so every run is repeatable,
+//! including the rare truncation failures.
+
+use crate::cost::{self, Cost};
+use crate::*;
+use cryptgpu_backend::{GpuBackend, Pool2dParams};
+use cryptgpu_ring::FixedPoint;
+use cryptgpu_share::{KeySource, Party, Rss};
+use cryptgpu_transport::{CommStats, LocalTransport, PartyId, run_local_3pc};
+
+/// A party of the suite's in-process runs.
+pub type SuiteParty<'a, B> = Party<B, &'a mut LocalTransport>;
+
+/// Runs `f` as three parties on `backend` with seeded keys and returns each party's result.
+pub fn run3<B: GpuBackend, R: Send>(
+    backend: &B,
+    f: impl Fn(&mut SuiteParty<'_, B>) -> Result<R> + Sync,
+) -> [R; 3] {
+    run_local_3pc(|t| {
+        let mut party = Party::setup_with(
+            backend.clone(),
+            t,
+            FixedPoint::default(),
+            KeySource::InsecureSeeded(7),
+        )?;
+        f(&mut party)
+    })
+    .expect("no party failed")
+    .map(|r| r.expect("protocol succeeded"))
+}
+
+/// Deterministic reals in [lo, hi), with both ends included as the first two.
+pub fn reals(seed: u64, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|i| match i {
+            0 => lo,
+            1 => hi,
+            _ => {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                lo + (x >> 11) as f64 / (1u64 << 53) as f64 * (hi - lo)
+            }
+        })
+        .collect()
+}
+
+/// Deterministic ring elements with the edge cases first: 0, ±1, ±2^62 and friends.
+pub fn ring_values(seed: u64, n: usize) -> Vec<u64> {
+    let edges = [
+        0u64,
+        1,
+        u64::MAX,
+        1 << 62,
+        (1u64 << 62).wrapping_neg(),
+        (1 << 62) - 1,
+        2,
+        (1u64 << 20).wrapping_neg(),
+    ];
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|i| {
+            if i < edges.len() {
+                edges[i]
+            } else {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Values within ±2^62 so that differences stay below 2^63.
+                ((x as i64) >> 2) as u64
+            }
+        })
+        .collect()
+}
+
+fn signed(v: u64) -> i64 {
+    v as i64
+}
+
+/// Shares `values` from P0 (a real input round, not a public sharing).
+fn input<B: GpuBackend>(
+    p: &mut SuiteParty<'_, B>,
+    values: &[u64],
+    shape: &[usize],
+) -> Result<Rss<B>> {
+    let t = if p.id() == PartyId::P0 {
+        Some(p.backend().upload(values, shape)?)
+    } else {
+        None
+    };
+    Ok(p.share(PartyId::P0, t.as_ref(), shape)?)
+}
+
+fn input_f64<B: GpuBackend>(
+    p: &mut SuiteParty<'_, B>,
+    values: &[f64],
+    shape: &[usize],
+) -> Result<Rss<B>> {
+    let mine = (p.id() == PartyId::P0).then_some(values);
+    Ok(p.share_f64(PartyId::P0, mine, shape)?)
+}
+
+fn same3<R: PartialEq + std::fmt::Debug>(r: [R; 3]) -> R {
+    let [a, b, c] = r;
+    assert_eq!(a, b, "P0 and P1 revealed different values");
+    assert_eq!(b, c, "P1 and P2 revealed different values");
+    a
+}
+
+/// MSB and the eight comparisons (shared and public) against plaintext, exactly.
+pub fn check_comparisons<B: GpuBackend>(backend: &B) {
+    let n = 200;
+    let x = ring_values(1, n);
+    let mut y = ring_values(2, n);
+    y[10] = x[10]; // a tie
+    let bits = same3(run3(backend, |p| {
+        let sx = input(p, &x, &[n])?;
+        let sy = input(p, &y, &[n])?;
+        let c = p.backend().upload(&y, &[n])?;
+        let mut out = Vec::new();
+        let sign = p.msb(&sx)?;
+        out.push(p.reveal_bits(&sign)?);
+        for f in [lt, gt, le, ge] {
+            let r = f(p, &sx, &sy)?;
+            out.push(p.reveal_bits(&r)?);
+        }
+        for f in [lt_public, gt_public, le_public, ge_public] {
+            let r = f(p, &sx, &c)?;
+            out.push(p.reveal_bits(&r)?);
+        }
+        let d = drelu(p, &sx)?;
+        out.push(p.reveal_bits(&d)?);
+        Ok(out)
+    }));
+    let want = |f: fn(i64, i64) -> bool| -> Vec<bool> {
+        x.iter()
+            .zip(&y)
+            .map(|(&a, &b)| f(signed(a), signed(b)))
+            .collect()
+    };
+    assert_eq!(
+        bits[0],
+        x.iter().map(|&a| signed(a) < 0).collect::<Vec<_>>(),
+        "msb"
+    );
+    type Relation = fn(i64, i64) -> bool;
+    let ops: [(&str, Relation); 4] = [
+        ("lt", |a, b| a < b),
+        ("gt", |a, b| a > b),
+        ("le", |a, b| a <= b),
+        ("ge", |a, b| a >= b),
+    ];
+    for (k, (name, f)) in ops.iter().enumerate() {
+        assert_eq!(bits[1 + k], want(*f), "{name}");
+        assert_eq!(bits[5 + k], want(*f), "{name}_public");
+    }
+    assert_eq!(
+        bits[9],
+        x.iter().map(|&a| signed(a) >= 0).collect::<Vec<_>>(),
+        "drelu"
+    );
+}
+
+/// ReLU, its DReLU bits and its backward pass, exactly (no truncation is involved), on an
+/// odd size and a multi-axis shape.
+pub fn check_relu<B: GpuBackend>(backend: &B) {
+    for shape in [vec![1usize], vec![3, 5, 7]] {
+        let n: usize = shape.iter().product();
+        let x = ring_values(3, n);
+        let g = ring_values(4, n);
+        let (out, grad) = same3(run3(backend, |p| {
+            let sx = input(p, &x, &shape)?;
+            let sg = input(p, &g, &shape)?;
+            let r = relu(p, &sx)?;
+            let back = relu_backward(p, &sg, &r.drelu)?;
+            Ok((p.reveal(&r.output)?, p.reveal(&back)?))
+        }));
+        let want: Vec<u64> = x
+            .iter()
+            .map(|&v| if signed(v) >= 0 { v } else { 0 })
+            .collect();
+        assert_eq!(out, want, "relu on {shape:?}");
+        let want_grad: Vec<u64> = x
+            .iter()
+            .zip(&g)
+            .map(|(&v, &gv)| if signed(v) >= 0 { gv } else { 0 })
+            .collect();
+        assert_eq!(grad, want_grad, "relu backward on {shape:?}");
+    }
+}
+
+/// Bit injection with trailing axes, `bit_to_arith`, `select` and `abs`, exactly.
+pub fn check_bit_injection<B: GpuBackend>(backend: &B) {
+    let (rows, cols) = (70, 3);
+    let x = ring_values(5, rows);
+    let v = ring_values(6, rows * cols);
+    let w = ring_values(7, rows);
+    let (scaled, arith, chosen, absolute) = same3(run3(backend, |p| {
+        let sx = input(p, &x, &[rows])?;
+        let sv = input(p, &v, &[rows, cols])?;
+        let sw = input(p, &w, &[rows])?;
+        let neg = p.msb(&sx)?;
+        let scaled = p.mul_bit(&neg, &sv)?;
+        let arith = p.bit_to_arith(&neg)?;
+        let chosen = select(p, &neg, &sx, &sw)?;
+        let (absolute, _) = abs(p, &sx)?;
+        Ok((
+            p.reveal(&scaled)?,
+            p.reveal(&arith)?,
+            p.reveal(&chosen)?,
+            p.reveal(&absolute)?,
+        ))
+    }));
+    for i in 0..rows {
+        let bit = signed(x[i]) < 0;
+        assert_eq!(arith[i], bit as u64, "bit_to_arith {i}");
+        assert_eq!(chosen[i], if bit { x[i] } else { w[i] }, "select {i}");
+        assert_eq!(
+            absolute[i],
+            x[i].wrapping_mul(if bit { u64::MAX } else { 1 }),
+            "abs {i}"
+        );
+        for j in 0..cols {
+            let want = if bit { v[i * cols + j] } else { 0 };
+            assert_eq!(scaled[i * cols + j], want, "mul_bit [{i}, {j}]");
+        }
+    }
+}
+
+/// max and one-hot argmax along every axis of a 3-d tensor (odd lengths, ties), exactly.
+pub fn check_max_argmax<B: GpuBackend>(backend: &B) {
+    let shape = [5usize, 3, 6];
+    let n: usize = shape.iter().product();
+    let mut x = ring_values(8, n);
+    for v in x.iter_mut().skip(40).step_by(7) {
+        *v = 12345; // ties
+    }
+    for axis in 0..3 {
+        let (values, hot) = same3(run3(backend, |p| {
+            let sx = input(p, &x, &shape)?;
+            let m = max(p, &sx, axis, true)?;
+            let hot = m.argmax.as_ref().expect("asked");
+            Ok((p.reveal(&m.values)?, p.reveal(hot)?))
+        }));
+        let strides = [shape[1] * shape[2], shape[2], 1];
+        let mut out_i = 0;
+        for a in 0..shape[0] {
+            for b in 0..shape[1] {
+                for c in 0..shape[2] {
+                    let idx = [a, b, c];
+                    if idx[axis] != 0 {
+                        continue;
+                    }
+                    let at = |k: usize| {
+                        let mut j = idx;
+                        j[axis] = k;
+                        j[0] * strides[0] + j[1] * strides[1] + j[2] * strides[2]
+                    };
+                    let mut best = 0;
+                    for k in 1..shape[axis] {
+                        if signed(x[at(k)]) > signed(x[at(best)]) {
+                            best = k;
+                        }
+                    }
+                    assert_eq!(values[out_i], x[at(best)], "max along {axis} at {idx:?}");
+                    for k in 0..shape[axis] {
+                        // Ties: the tournament keeps the lower index when values are equal,
+                        // so the winner is an index holding the maximum.
+                        let is_winner = hot[at(k)] == 1;
+                        assert!(hot[at(k)] <= 1, "one-hot entries are 0 or 1");
+                        if is_winner {
+                            assert_eq!(x[at(k)], x[at(best)], "argmax along {axis} picks a max");
+                        }
+                    }
+                    let winners: u64 = (0..shape[axis]).map(|k| hot[at(k)]).sum();
+                    assert_eq!(winners, 1, "exactly one winner along {axis} at {idx:?}");
+                    out_i += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Plaintext max-pooling over signed ring values: output and winner positions.
+fn plain_max_pool(
+    x: &[u64],
+    shape: [usize; 4],
+    p: Pool2dParams,
+) -> (Vec<u64>, Vec<usize>, [usize; 4]) {
+    let [n, c, h, w] = shape;
+    let oh = (h + 2 * p.padding[0] - p.kernel[0]) / p.stride[0] + 1;
+    let ow = (w + 2 * p.padding[1] - p.kernel[1]) / p.stride[1] + 1;
+    let mut out = Vec::new();
+    let mut arg = Vec::new();
+    for ni in 0..n {
+        for ci in 0..c {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let mut best: Option<(i64, usize)> = None;
+                    for di in 0..p.kernel[0] {
+                        for dj in 0..p.kernel[1] {
+                            let (r, s) = (i * p.stride[0] + di, j * p.stride[1] + dj);
+                            if r < p.padding[0] || s < p.padding[1] {
+                                continue;
+                            }
+                            let (r, s) = (r - p.padding[0], s - p.padding[1]);
+                            if r >= h || s >= w {
+                                continue;
+                            }
+                            let at = ((ni * c + ci) * h + r) * w + s;
+                            if best.is_none_or(|(v, _)| signed(x[at]) > v) {
+                                best = Some((signed(x[at]), at));
+                            }
+                        }
+                    }
+                    let (v, at) = best.expect("every window holds an input");
+                    out.push(v as u64);
+                    arg.push(at);
+                }
+            }
+        }
+    }
+    (out, arg, [n, c, oh, ow])
+}
+
+/// Max-pooling forward and backward against plaintext, exactly, with and without padding.
+pub fn check_max_pool<B: GpuBackend>(backend: &B) {
+    let shape = [2usize, 3, 7, 6];
+    let n: usize = shape.iter().product();
+    let x: Vec<u64> = ring_values(9, n)
+        .iter()
+        .map(|&v| ((v as i64) >> 20) as u64)
+        .collect();
+    let cases = [
+        Pool2dParams::new(2, 2),
+        Pool2dParams {
+            kernel: [3, 3],
+            stride: [2, 2],
+            padding: [1, 1],
+        },
+    ];
+    for params in cases {
+        let (want, arg, out_shape) = plain_max_pool(&x, shape, params);
+        let outs: usize = out_shape.iter().product();
+        let g = ring_values(10, outs);
+        let (got, grad) = same3(run3(backend, |p| {
+            let sx = input(p, &x, &shape)?;
+            let sg = input(p, &g, &out_shape)?;
+            let pool = max_pool2d(p, &sx, params)?;
+            let back = max_pool2d_backward(p, &sg, &pool)?;
+            Ok((p.reveal(&pool.output)?, p.reveal(&back)?))
+        }));
+        assert_eq!(got, want, "max_pool2d {params:?}");
+        let mut want_grad = vec![0u64; n];
+        for (o, &at) in arg.iter().enumerate() {
+            want_grad[at] = want_grad[at].wrapping_add(g[o]);
+        }
+        assert_eq!(grad, want_grad, "max_pool2d backward {params:?}");
+    }
+}
+
+/// Average and global average pooling (forward and backward) against f64, within a few
+/// units of the last place.
+pub fn check_avg_pool<B: GpuBackend>(backend: &B) {
+    let fixed = FixedPoint::default();
+    let shape = [2usize, 2, 6, 5];
+    let n: usize = shape.iter().product();
+    let x = reals(11, n, -8.0, 8.0);
+    let params = Pool2dParams {
+        kernel: [3, 3],
+        stride: [2, 2],
+        padding: [1, 1],
+    };
+    let (oh, ow) = (3, 3);
+    let g = reals(12, 2 * 2 * oh * ow, -1.0, 1.0);
+    let gg = reals(13, 4, -1.0, 1.0);
+    let (pooled, back, global, global_back) = same3(run3(backend, |p| {
+        let sx = input_f64(p, &x, &shape)?;
+        let sg = input_f64(p, &g, &[2, 2, oh, ow])?;
+        let sgg = input_f64(p, &gg, &[2, 2])?;
+        let pooled = avg_pool2d(p, &sx, params)?;
+        let back = avg_pool2d_backward(p, &sg, params, &shape)?;
+        let global = global_avg_pool(p, &sx)?;
+        let global_back = global_avg_pool_backward(p, &sgg, &shape)?;
+        Ok((
+            p.reveal_f64(&pooled)?,
+            p.reveal_f64(&back)?,
+            p.reveal_f64(&global)?,
+            p.reveal_f64(&global_back)?,
+        ))
+    }));
+    let tol = 4.0 * fixed.resolution();
+    let at = |ni: usize, ci: usize, r: usize, s: usize| ((ni * 2 + ci) * 6 + r) * 5 + s;
+    let mut want_back = vec![0.0; n];
+    for ni in 0..2 {
+        for ci in 0..2 {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let mut sum = 0.0;
+                    for di in 0..3 {
+                        for dj in 0..3 {
+                            let (r, s) = ((i * 2 + di) as isize - 1, (j * 2 + dj) as isize - 1);
+                            if (0..6).contains(&r) && (0..5).contains(&s) {
+                                sum += x[at(ni, ci, r as usize, s as usize)];
+                                want_back[at(ni, ci, r as usize, s as usize)] +=
+                                    g[((ni * 2 + ci) * oh + i) * ow + j] / 9.0;
+                            }
+                        }
+                    }
+                    let o = ((ni * 2 + ci) * oh + i) * ow + j;
+                    // 1/9 itself is encoded with an error up to 2^-(f+1), scaled by the sum.
+                    let bound = tol + sum.abs() * fixed.resolution();
+                    let err = (pooled[o] - sum / 9.0).abs();
+                    assert!(err <= bound, "avg_pool2d {o}: error {err:e} over {bound:e}");
+                }
+            }
+            let mean: f64 = (0..6)
+                .flat_map(|r| (0..5).map(move |s| (r, s)))
+                .map(|(r, s)| x[at(ni, ci, r, s)])
+                .sum::<f64>()
+                / 30.0;
+            let bound = tol + 30.0 * mean.abs() * fixed.resolution();
+            assert!(
+                (global[ni * 2 + ci] - mean).abs() <= bound,
+                "global_avg_pool"
+            );
+            for r in 0..6 {
+                for s in 0..5 {
+                    let want = gg[ni * 2 + ci] / 30.0;
+                    assert!(
+                        (global_back[at(ni, ci, r, s)] - want).abs() <= tol,
+                        "global backward"
+                    );
+                }
+            }
+        }
+    }
+    for (i, (&got, &want)) in back.iter().zip(&want_back).enumerate() {
+        assert!(
+            (got - want).abs() <= 3.0 * tol,
+            "avg_pool2d backward {i}: {got} vs {want}"
+        );
+        let _ = i;
+    }
+}
+
+/// The largest error of `got` against `want`: |got − want| ≤ abs + rel·|want| must hold.
+fn assert_close(
+    what: &str,
+    inputs: &[f64],
+    got: &[f64],
+    want: &[f64],
+    abs: f64,
+    rel: f64,
+) -> (f64, f64) {
+    let mut worst_abs = 0f64;
+    let mut worst_rel = 0f64;
+    for i in 0..got.len() {
+        let err = (got[i] - want[i]).abs();
+        worst_abs = worst_abs.max(err);
+        if want[i].abs() > 1e-3 {
+            worst_rel = worst_rel.max(err / want[i].abs());
+        }
+        assert!(
+            err <= abs + rel * want[i].abs(),
+            "{what}({}) = {} but should be {} (error {err:e}; bound {abs:e} + {rel:e}·|want|)",
+            inputs[i],
+            got[i],
+            want[i]
+        );
+    }
+    eprintln!("{what}: max abs error {worst_abs:.3e}, max rel error {worst_rel:.3e}");
+    (worst_abs, worst_rel)
+}
+
+/// The documented error bounds of the functions by iteration (module `approx`), checked on
+/// random inputs over each default domain, edges included.
+pub fn check_functions<B: GpuBackend>(backend: &B) {
+    let n = 400;
+    let exp_in = reals(20, n, -256.0, 4.0);
+    let mut exp_near = reals(21, n, -8.0, 0.0);
+    exp_near[1] = 0.0;
+    let rec_in = reals(22, n, 0.5, 256.0);
+    let log_in = reals(23, n, 0.01, 200.0);
+    let isq_in = reals(24, n, 0.1, 100.0);
+    let sig_in = reals(25, n, -256.0, 256.0);
+    let sig_near = reals(26, n, -8.0, 8.0);
+    let num = reals(27, n, -4.0, 4.0);
+    let out = same3(run3(backend, |p| {
+        let mut revealed = Vec::new();
+        let e = input_f64(p, &exp_in, &[n])?;
+        let e = exp(p, &e, ExpOptions::default())?;
+        revealed.push(p.reveal_f64(&e)?);
+        let e = input_f64(p, &exp_near, &[n])?;
+        let e = exp(p, &e, ExpOptions::default())?;
+        revealed.push(p.reveal_f64(&e)?);
+        let r = input_f64(p, &rec_in, &[n])?;
+        let a = input_f64(p, &num, &[n])?;
+        let inv = reciprocal(p, &r, ReciprocalOptions::default())?;
+        revealed.push(p.reveal_f64(&inv)?);
+        let q = div(p, &a, &r, ReciprocalOptions::default())?;
+        revealed.push(p.reveal_f64(&q)?);
+        let l = input_f64(p, &log_in, &[n])?;
+        let l = log(p, &l, LogOptions::default())?;
+        revealed.push(p.reveal_f64(&l)?);
+        let s = input_f64(p, &isq_in, &[n])?;
+        let s = inv_sqrt(p, &s, InvSqrtOptions::default())?;
+        revealed.push(p.reveal_f64(&s)?);
+        let g = input_f64(p, &sig_in, &[n])?;
+        let g = sigmoid(p, &g, SigmoidOptions::default())?;
+        revealed.push(p.reveal_f64(&g)?);
+        let g = input_f64(p, &sig_near, &[n])?;
+        let g = sigmoid(p, &g, SigmoidOptions::default())?;
+        revealed.push(p.reveal_f64(&g)?);
+        Ok(revealed)
+    }));
+    let f = |v: &[f64], g: fn(f64) -> f64| v.iter().map(|&x| g(x)).collect::<Vec<_>>();
+    let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+    assert_close(
+        "exp",
+        &exp_in,
+        &out[0],
+        &f(&exp_in, f64::exp),
+        EXP_ABS,
+        EXP_REL,
+    );
+    assert_close(
+        "exp near 0",
+        &exp_near,
+        &out[1],
+        &f(&exp_near, f64::exp),
+        EXP_ABS,
+        EXP_REL,
+    );
+    assert_close(
+        "reciprocal",
+        &rec_in,
+        &out[2],
+        &f(&rec_in, f64::recip),
+        RECIPROCAL_ABS,
+        RECIPROCAL_REL,
+    );
+    let quotient: Vec<f64> = num.iter().zip(&rec_in).map(|(a, b)| a / b).collect();
+    assert_close(
+        "div",
+        &rec_in,
+        &out[3],
+        &quotient,
+        RECIPROCAL_ABS * 4.0,
+        RECIPROCAL_REL,
+    );
+    assert_close("log", &log_in, &out[4], &f(&log_in, f64::ln), LOG_ABS, 0.0);
+    assert_close(
+        "inv_sqrt",
+        &isq_in,
+        &out[5],
+        &f(&isq_in, |x| 1.0 / x.sqrt()),
+        INV_SQRT_ABS,
+        INV_SQRT_REL,
+    );
+    assert_close(
+        "sigmoid",
+        &sig_in,
+        &out[6],
+        &f(&sig_in, sig),
+        SIGMOID_ABS,
+        0.0,
+    );
+    assert_close(
+        "sigmoid near 0",
+        &sig_near,
+        &out[7],
+        &f(&sig_near, sig),
+        SIGMOID_ABS,
+        0.0,
+    );
+}
+
+/// exp's documented bound: absolute part.
+pub const EXP_ABS: f64 = 1.0 / (1u64 << 14) as f64;
+/// exp's documented bound: relative part.
+pub const EXP_REL: f64 = 1.0 / (1u64 << 10) as f64;
+/// reciprocal's documented bound: absolute part.
+pub const RECIPROCAL_ABS: f64 = 1.0 / (1u64 << 18) as f64;
+/// reciprocal's documented bound: relative part.
+pub const RECIPROCAL_REL: f64 = 1.0 / (1u64 << 12) as f64;
+/// log's documented bound (absolute).
+pub const LOG_ABS: f64 = 1.0 / (1u64 << 9) as f64;
+/// inv_sqrt's documented bound: absolute part.
+pub const INV_SQRT_ABS: f64 = 1.0 / (1u64 << 16) as f64;
+/// inv_sqrt's documented bound: relative part.
+pub const INV_SQRT_REL: f64 = 1.0 / (1u64 << 10) as f64;
+/// sigmoid's documented bound (absolute).
+pub const SIGMOID_ABS: f64 = 1.0 / (1u64 << 12) as f64;
+/// softmax's documented bound (absolute, per probability).
+pub const SOFTMAX_ABS: f64 = 1.0 / (1u64 << 12) as f64;
+
+/// softmax over 10 classes (rows of moderate and of wide logits) against f64.
+pub fn check_softmax<B: GpuBackend>(backend: &B) {
+    let (rows, classes) = (64, 10);
+    let mut logits = reals(30, rows * classes, -20.0, 20.0);
+    // A row with a wide spread and a row of equal logits.
+    for k in 0..classes {
+        logits[k] = -200.0 + 40.0 * k as f64 / 9.0 * 5.0;
+        logits[classes + k] = 3.5;
+    }
+    let got = same3(run3(backend, |p| {
+        let x = input_f64(p, &logits, &[rows, classes])?;
+        let s = softmax(p, &x, 1, SoftmaxOptions::default())?;
+        Ok(p.reveal_f64(&s)?)
+    }));
+    let mut want = Vec::new();
+    for r in 0..rows {
+        let row = &logits[r * classes..(r + 1) * classes];
+        let m = row.iter().cloned().fold(f64::MIN, f64::max);
+        let z: f64 = row.iter().map(|v| (v - m).exp()).sum();
+        want.extend(row.iter().map(|v| (v - m).exp() / z));
+    }
+    assert_close("softmax", &logits, &got, &want, SOFTMAX_ABS, 0.0);
+}
+
+/// Runs `op` from the synchronized state after setup and returns its measured cost.
+fn measure<B: GpuBackend>(
+    backend: &B,
+    shape: &[usize],
+    op: impl Fn(&mut SuiteParty<'_, B>, &Rss<B>) -> Result<()> + Sync,
+) -> Cost {
+    let n: usize = shape.iter().product();
+    let stats = run3(backend, |p| {
+        // A public sharing (no message), so every party starts at the same clock.
+        let values = vec![3u64 << 20; n];
+        let x = p.constant(&p.backend().upload(&values, shape)?)?;
+        let before = p.stats();
+        op(p, &x)?;
+        Ok((before, p.stats()))
+    });
+    let bytes = [0, 1, 2].map(|i| stats[i].1.since(&stats[i].0).total_bytes_sent());
+    let rounds =
+        CommStats::rounds_of(&stats.map(|(_, a)| a)) - CommStats::rounds_of(&stats.map(|(b, _)| b));
+    Cost { rounds, bytes }
+}
+
+/// Asserts that a composite's measured cost has the formula's bytes exactly and at most its
+/// rounds, and returns the measured rounds.
+fn assert_composite(what: &str, measured: Cost, formula: Cost) -> u64 {
+    assert_eq!(measured.bytes, formula.bytes, "{what}: bytes");
+    assert!(
+        measured.rounds <= formula.rounds,
+        "{what}: {} rounds measured, more than the {} of its parts",
+        measured.rounds,
+        formula.rounds
+    );
+    eprintln!(
+        "{what}: {} rounds (parts: {}), bytes {:?}",
+        measured.rounds, formula.rounds, measured.bytes
+    );
+    measured.rounds
+}
+
+/// The counters of DReLU, ReLU, its backward pass, max-pooling 2×2 (and backward), average
+/// pooling, exp, reciprocal and softmax over 10 classes against [`crate::cost`].
+pub fn check_communication<B: GpuBackend>(backend: &B) {
+    let n = 640;
+    let drelu_cost = measure(backend, &[n], |p, x| drelu(p, x).map(drop));
+    assert_eq!(drelu_cost, cost::msb(n), "drelu");
+    assert_eq!(drelu_cost.rounds, cost::DRELU_ROUNDS, "drelu rounds");
+    let relu_cost = measure(backend, &[n], |p, x| relu(p, x).map(drop));
+    assert_eq!(relu_cost, cost::relu(n), "relu");
+    assert_eq!(relu_cost.rounds, cost::RELU_ROUNDS, "relu rounds");
+    let per_elem = relu_cost.bytes.map(|b| b as f64 / n as f64);
+    assert_eq!(per_elem, [46.625, 38.625, 38.625], "relu bytes per element");
+    assert_composite(
+        "relu and backward",
+        measure(backend, &[n], |p, x| {
+            let r = relu(p, x)?;
+            relu_backward(p, x, &r.drelu).map(drop)
+        }),
+        cost::relu(n) + cost::mul_bit(n, n),
+    );
+    let shape = [2, 4, 8, 8];
+    let outs = 2 * 4 * 4 * 4;
+    let pool = measure(backend, &shape, |p, x| {
+        max_pool2d(p, x, Pool2dParams::new(2, 2)).map(drop)
+    });
+    let rounds = assert_composite("max_pool2d 2x2", pool, cost::max_pool2d(4, outs));
+    assert_eq!(rounds, cost::MAX_POOL_2X2_ROUNDS, "max_pool2d 2x2 rounds");
+    assert_composite(
+        "max_pool2d 2x2 and backward",
+        measure(backend, &shape, |p, x| {
+            let pool = max_pool2d(p, x, Pool2dParams::new(2, 2))?;
+            max_pool2d_backward(p, &pool.output, &pool).map(drop)
+        }),
+        cost::max_pool2d(4, outs) + cost::max_pool2d_backward(4, outs),
+    );
+    assert_eq!(
+        measure(backend, &shape, |p, x| avg_pool2d(
+            p,
+            x,
+            Pool2dParams::new(2, 2)
+        )
+        .map(drop)),
+        cost::truncation(outs),
+        "avg_pool2d"
+    );
+    assert_composite(
+        "exp",
+        measure(backend, &[n], |p, x| {
+            exp(p, x, ExpOptions::default()).map(drop)
+        }),
+        cost::exp(n, 8),
+    );
+    let rec = ReciprocalOptions::default();
+    assert_composite(
+        "reciprocal",
+        measure(backend, &[n], |p, x| reciprocal(p, x, rec).map(drop)),
+        cost::reciprocal(n, rec.iterations),
+    );
+    let (rows, classes) = (64, 10);
+    let iterations = ReciprocalOptions::for_range(1.0, classes as f64)
+        .expect("valid")
+        .iterations;
+    let rounds = assert_composite(
+        "softmax over 10 classes",
+        measure(backend, &[rows, classes], |p, x| {
+            softmax(p, x, 1, SoftmaxOptions::default()).map(drop)
+        }),
+        cost::softmax(rows, classes, 8, iterations),
+    );
+    assert_eq!(
+        rounds,
+        cost::SOFTMAX_10_ROUNDS,
+        "softmax over 10 classes: rounds"
+    );
+}
+
+/// Instantiates the protocol suite as `#[test]` functions for a backend: `$make` is a
+/// `fn() -> Option<B>` that returns `None` (after printing why) when the device is missing.
+#[macro_export]
+macro_rules! nonlinear_protocol_tests {
+    ($make:path) => {
+        $crate::nonlinear_protocol_tests!(@tests $make;
+            check_comparisons, check_relu, check_bit_injection, check_max_argmax,
+            check_max_pool, check_avg_pool, check_functions, check_softmax,
+            check_communication);
+    };
+    (@tests $make:path; $($name:ident),*) => {
+        $(
+            #[test]
+            fn $name() {
+                if let Some(backend) = $make() {
+                    $crate::suite::$name(&backend);
+                }
+            }
+        )*
+    };
+}

@@ -1,0 +1,473 @@
+//! Binary (XOR) sharing and the bridges to and from arithmetic sharing: local XOR and NOT,
+//! AND in one round, secret bits packed 64 to a word ([`SharedBits`]), the most significant
+//! bit of an arithmetic sharing by a carry tree (A2B), and bit injection (a shared bit times
+//! a shared value).
+//!
+//! # Communication (n = elements; w = ⌈n / 64⌉ packed words; bytes sent per party)
+//!
+//! | op | rounds | P0 | P1 | P2 |
+//! | --- | --- | --- | --- | --- |
+//! | [`Party::share_binary`] by P0 (n words) | 1 | 16·n | 0 | 0 |
+//! | [`Party::binary_and`] on `m` words | 1 | 8·m | 8·m | 8·m |
+//! | [`Party::msb`] | 8 | 8·(64 + 181)·w | 8·181·w | 8·181·w |
+//! | [`Party::mul_bit`] (bits of n elements, value of N ≥ n elements) | 2 | 8·n + 8·N | 16·N | 16·N |
+//! | [`Party::bit_to_arith`] | 2 | 16·n | 8·n | 8·n |
+//! | [`Party::reveal_bits`] | 1 | 8·w | 8·w | 8·w |
+//!
+//! So one bit of a shared AND costs one bit on the wire: for n a multiple of 64, the MSB
+//! costs P0 30.625 bytes per element and P1, P2 22.625.
+//!
+//! # MSB by a carry tree
+//!
+//! x = (x0 + x1) + x2 = a + b. P0 knows a and inputs it as the XOR sharing (a ⊕ r, r, 0),
+//! sending a ⊕ r to P2 only (r comes from the key P0 shares with P1): one message, one
+//! round. b = x2 is known to P1 and P2, so (0, 0, b) shares it for free. The 64 bits of each
+//! are sliced into 64 rows of packed words, so that a row op handles bit j of every element.
+//! Then msb(a + b) = a63 ⊕ b63 ⊕ c63, where the carry c63 into bit 63 is the generate
+//! signal G of bits 0..62: one AND round for g_j = a_j ∧ b_j (63 ANDs per element), then a
+//! balanced tree of (G, P)_hi ∘ (G, P)_lo = (G_hi ⊕ (P_hi ∧ G_lo), P_hi ∧ P_lo) over 63 →
+//! 32 → 16 → 8 → 4 → 2 → 1 groups: 6 rounds and 61 + 31 + 15 + 7 + 3 + 1 = 118 ANDs (the
+//! lowest group never needs its P). In all: 1 input round + 7 AND rounds = 8 rounds.
+//!
+//! # Bit injection
+//!
+//! For a shared bit β = β0 ⊕ β1 ⊕ β2 and a shared value x, P0 knows d = β0 ⊕ β1 and P1, P2
+//! know β2, and β = d + β2 − 2·d·β2. In round one, P0 inputs d (one message to P2) while
+//! P1 and P2 build a sharing of y = β2·x without P0: y0 and y1 come from keys, and P1
+//! sends β2·(x1 + x2) − y1 to P2 while P2 sends β2·x0 − y0 to P1, so both learn y2 = β2·x
+//! − y0 − y1 (each message is masked by a key the receiver lacks). In round two one
+//! product gives β·x = d·(x − 2y) + y.
+
+use crate::party::same_shape;
+use crate::{BinaryRss, Party, Result, Rss, ShareError};
+use cryptgpu_backend::{DeviceTensor, GpuBackend, UnaryOp, shape::packed_words};
+use cryptgpu_transport::{Peer, Transport};
+use std::ops::Range;
+
+/// Bits per ring element, the rows of a bit-sliced tensor.
+const RING_BITS: usize = 64;
+
+/// One secret bit per element of a tensor of `shape`, XOR-shared and packed 64 to a word
+/// (`packed` has shape `[⌈n / 64⌉]`; its unused high bits carry no meaning). Comparisons
+/// return it; [`Party::mul_bit`] and [`Party::bit_to_arith`] bring it back to arithmetic.
+pub struct SharedBits<B: GpuBackend> {
+    packed: BinaryRss<B>,
+    shape: Vec<usize>,
+}
+
+impl<B: GpuBackend> SharedBits<B> {
+    /// Wraps packed binary shares of the bits of a tensor of `shape`.
+    pub fn from_packed(packed: BinaryRss<B>, shape: &[usize]) -> Result<Self> {
+        let words = packed_words(shape.iter().product());
+        if packed.shape() != [words] {
+            return Err(ShareError::Shape {
+                op: "SharedBits::from_packed",
+                lhs: packed.shape().to_vec(),
+                rhs: vec![words],
+            });
+        }
+        Ok(Self {
+            packed,
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// The shape of the tensor the bits belong to.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of bits.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Whether there are no bits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The packed binary shares.
+    pub fn packed(&self) -> &BinaryRss<B> {
+        &self.packed
+    }
+
+    /// The same bits seen as a tensor of another shape with as many elements (local).
+    pub fn reshape(&self, shape: &[usize]) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        if n != self.len() {
+            return Err(ShareError::Shape {
+                op: "SharedBits::reshape",
+                lhs: self.shape.clone(),
+                rhs: shape.to_vec(),
+            });
+        }
+        Ok(Self {
+            packed: self.packed.clone(),
+            shape: shape.to_vec(),
+        })
+    }
+}
+
+impl<B: GpuBackend> Clone for SharedBits<B> {
+    fn clone(&self) -> Self {
+        Self {
+            packed: self.packed.clone(),
+            shape: self.shape.clone(),
+        }
+    }
+}
+
+impl<B: GpuBackend> std::fmt::Debug for SharedBits<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedBits")
+            .field("shape", &self.shape)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: GpuBackend, T: Transport> Party<B, T> {
+    // ---- binary sharing: local ops ------------------------------------------------------
+
+    /// x ⊕ y (local).
+    pub fn binary_xor(&self, x: &BinaryRss<B>, y: &BinaryRss<B>) -> Result<BinaryRss<B>> {
+        same_shape("binary_xor", x.shape(), y.shape())?;
+        let b = self.backend();
+        BinaryRss::from_shares(b.xor(&x.own, &y.own)?, b.xor(&x.next, &y.next)?)
+    }
+
+    /// ¬x, every bit flipped (local: the holders of x0, P0 and P2, flip their copy).
+    pub fn binary_not(&self, x: &BinaryRss<B>) -> Result<BinaryRss<B>> {
+        let b = self.backend();
+        match self.id().index() {
+            0 => BinaryRss::from_shares(b.unary(UnaryOp::Not, &x.own)?, x.next.clone()),
+            2 => BinaryRss::from_shares(x.own.clone(), b.unary(UnaryOp::Not, &x.next)?),
+            _ => Ok(x.clone()),
+        }
+    }
+
+    /// Applies a map that is linear over XOR (a layout op: reshape, slice, permute, concat of
+    /// one tensor, broadcast) to both shares: local.
+    pub fn binary_linear(
+        &self,
+        x: &BinaryRss<B>,
+        f: impl Fn(&B, &B::Tensor) -> cryptgpu_backend::Result<B::Tensor>,
+    ) -> Result<BinaryRss<B>> {
+        let b = self.backend();
+        BinaryRss::from_shares(f(b, &x.own)?, f(b, &x.next)?)
+    }
+
+    fn binary_concat(&self, xs: &[&BinaryRss<B>], axis: usize) -> Result<BinaryRss<B>> {
+        let b = self.backend();
+        let own: Vec<&B::Tensor> = xs.iter().map(|x| &x.own).collect();
+        let next: Vec<&B::Tensor> = xs.iter().map(|x| &x.next).collect();
+        BinaryRss::from_shares(b.concat(&own, axis)?, b.concat(&next, axis)?)
+    }
+
+    /// XOR-shares a tensor of words held by `owner` (who passes `Some`; the others `None`),
+    /// like [`Party::share`]: x_owner and x_{owner+1} come from keys, and the third share
+    /// goes to both neighbours. One round; the owner sends 16·n bytes.
+    pub fn share_binary(
+        &mut self,
+        owner: cryptgpu_transport::PartyId,
+        values: Option<&B::Tensor>,
+        shape: &[usize],
+    ) -> Result<BinaryRss<B>> {
+        let (own, next) =
+            self.input_shares("share_binary", owner, values, shape, |b, x, r0, r1| {
+                b.xor(&b.xor(x, r0)?, r1)
+            })?;
+        BinaryRss::from_shares(own, next)
+    }
+
+    // ---- binary sharing: AND and reveal -------------------------------------------------
+
+    /// x ∧ y, bitwise: z_i = x_i ∧ (y_i ⊕ y_{i+1}) ⊕ x_{i+1} ∧ y_i ⊕ β_i with a fresh XOR
+    /// sharing of zero β, then resharing. One round; each party sends one word per word.
+    pub fn binary_and(&mut self, x: &BinaryRss<B>, y: &BinaryRss<B>) -> Result<BinaryRss<B>> {
+        same_shape("binary_and", x.shape(), y.shape())?;
+        let b = self.backend();
+        let y_both = b.xor(&y.own, &y.next)?;
+        let z = b.xor(&b.and(&x.own, &y_both)?, &b.and(&x.next, &y.own)?)?;
+        let beta = self.zero_share_binary(z.shape())?;
+        #[cfg(test)]
+        let beta = if self.insecure_skip_zero_sharing {
+            self.backend().zeros(z.shape())?
+        } else {
+            beta
+        };
+        let z = self.backend().xor(&z, &beta)?;
+        self.send_tensor(Peer::Prev, &z)?;
+        let next = self.recv_tensor("binary_and", Peer::Next, z.shape())?;
+        BinaryRss::from_shares(z, next)
+    }
+
+    /// Reveals an XOR-shared tensor of words to all three parties. One round.
+    pub fn binary_reveal(&mut self, x: &BinaryRss<B>) -> Result<Vec<u64>> {
+        self.send_tensor(Peer::Prev, &x.next)?;
+        let missing = self.recv_tensor("binary_reveal", Peer::Next, x.shape())?;
+        let b = self.backend();
+        Ok(b.download(&b.xor(&b.xor(&x.own, &x.next)?, &missing)?)?)
+    }
+
+    // ---- shared bits --------------------------------------------------------------------
+
+    /// ¬β for every bit (local).
+    pub fn bits_not(&self, bits: &SharedBits<B>) -> Result<SharedBits<B>> {
+        SharedBits::from_packed(self.binary_not(&bits.packed)?, &bits.shape)
+    }
+
+    /// β ⊕ γ (local).
+    pub fn bits_xor(&self, x: &SharedBits<B>, y: &SharedBits<B>) -> Result<SharedBits<B>> {
+        same_shape("bits_xor", &x.shape, &y.shape)?;
+        SharedBits::from_packed(self.binary_xor(&x.packed, &y.packed)?, &x.shape)
+    }
+
+    /// β ∧ γ. One round, one bit per bit.
+    pub fn bits_and(&mut self, x: &SharedBits<B>, y: &SharedBits<B>) -> Result<SharedBits<B>> {
+        same_shape("bits_and", &x.shape, &y.shape)?;
+        SharedBits::from_packed(self.binary_and(&x.packed, &y.packed)?, &x.shape)
+    }
+
+    /// Reveals shared bits to all three parties. One round, one bit per bit.
+    pub fn reveal_bits(&mut self, bits: &SharedBits<B>) -> Result<Vec<bool>> {
+        let words = self.binary_reveal(&bits.packed)?;
+        Ok((0..bits.len())
+            .map(|i| (words[i / 64] >> (i % 64)) & 1 == 1)
+            .collect())
+    }
+
+    // ---- arithmetic to binary -----------------------------------------------------------
+
+    /// The most significant bit of every element of an arithmetic sharing (1 for the
+    /// negative values of the two's complement view), by the carry tree of the module docs.
+    /// 8 rounds.
+    pub fn msb(&mut self, x: &Rss<B>) -> Result<SharedBits<B>> {
+        const OP: &str = "msb";
+        let words = packed_words(x.len());
+        let rows = [RING_BITS, words];
+        let stream = self.step();
+        let b = self.backend().clone();
+        let zeros = b.zeros(&rows)?;
+        let (a, addend) = match self.id().index() {
+            0 => {
+                // a = x0 + x1, input as (a ⊕ r, r, 0) with r from k1 (shared with P1).
+                let plain = bit_slice(&b, &b.add(&x.own, &x.next)?)?;
+                let r = self.random_with_next(&rows, stream)?;
+                let a0 = b.xor(&plain, &r)?;
+                self.send_tensor(Peer::Prev, &a0)?;
+                (
+                    BinaryRss::from_shares(a0, r)?,
+                    BinaryRss::from_shares(zeros.clone(), zeros)?,
+                )
+            }
+            1 => {
+                let r = self.random_with_prev(&rows, stream)?;
+                (
+                    BinaryRss::from_shares(r, zeros.clone())?,
+                    BinaryRss::from_shares(zeros, bit_slice(&b, &x.next)?)?,
+                )
+            }
+            _ => {
+                let a0 = self.recv_tensor(OP, Peer::Next, &rows)?;
+                (
+                    BinaryRss::from_shares(zeros.clone(), a0)?,
+                    BinaryRss::from_shares(bit_slice(&b, &x.own)?, zeros)?,
+                )
+            }
+        };
+        let propagate = self.binary_xor(&a, &addend)?;
+        let low = RING_BITS - 1;
+        let mut generate =
+            self.binary_and(&self.rows(&a, 0..low)?, &self.rows(&addend, 0..low)?)?;
+        let mut group_propagate = self.rows(&propagate, 0..low)?;
+        while generate.shape()[0] > 1 {
+            (generate, group_propagate) = self.carry_tree_level(&generate, &group_propagate)?;
+        }
+        let top = self.binary_xor(&self.rows(&propagate, low..RING_BITS)?, &generate)?;
+        let packed = self.binary_linear(&top, |b, t| b.reshape(t, &[words]))?;
+        SharedBits::from_packed(packed, x.shape())
+    }
+
+    /// Rows `range` of a bit-sliced sharing.
+    fn rows(&self, x: &BinaryRss<B>, range: Range<usize>) -> Result<BinaryRss<B>> {
+        self.binary_linear(x, |b, t| b.slice(t, 0, range.clone()))
+    }
+
+    /// One level of the carry tree: groups 2k (low) and 2k + 1 (high) combine into group k;
+    /// an odd last group passes through. Row 0 of `propagate` (the lowest group's) is never
+    /// read, so it is not computed either: the level costs 2·pairs − 1 ANDs per element.
+    fn carry_tree_level(
+        &mut self,
+        generate: &BinaryRss<B>,
+        propagate: &BinaryRss<B>,
+    ) -> Result<(BinaryRss<B>, BinaryRss<B>)> {
+        let groups = generate.shape()[0];
+        let words = generate.shape()[1];
+        let pairs = groups / 2;
+        let half = |x: &BinaryRss<B>, which: usize| {
+            self.binary_linear(x, |b, t| {
+                let t = b.slice(t, 0, 0..2 * pairs)?;
+                let t = b.reshape(&t, &[pairs, 2, words])?;
+                let t = b.slice(&t, 1, which..which + 1)?;
+                b.reshape(&t, &[pairs, words])
+            })
+        };
+        let (g_lo, g_hi) = (half(generate, 0)?, half(generate, 1)?);
+        let (p_lo, p_hi) = (half(propagate, 0)?, half(propagate, 1)?);
+        let (left, right) = if pairs > 1 {
+            (
+                self.binary_concat(&[&p_hi, &self.rows(&p_hi, 1..pairs)?], 0)?,
+                self.binary_concat(&[&g_lo, &self.rows(&p_lo, 1..pairs)?], 0)?,
+            )
+        } else {
+            (p_hi.clone(), g_lo)
+        };
+        let products = self.binary_and(&left, &right)?;
+        let mut next_generate = self.binary_xor(&g_hi, &self.rows(&products, 0..pairs)?)?;
+        // Row 0 stands in for the lowest group's P, which no level reads.
+        let mut next_propagate = if pairs > 1 {
+            self.binary_concat(
+                &[
+                    &self.rows(&p_hi, 0..1)?,
+                    &self.rows(&products, pairs..2 * pairs - 1)?,
+                ],
+                0,
+            )?
+        } else {
+            self.rows(&p_hi, 0..1)?
+        };
+        if groups % 2 == 1 {
+            let last = groups - 1..groups;
+            next_generate =
+                self.binary_concat(&[&next_generate, &self.rows(generate, last.clone())?], 0)?;
+            next_propagate =
+                self.binary_concat(&[&next_propagate, &self.rows(propagate, last)?], 0)?;
+        }
+        Ok((next_generate, next_propagate))
+    }
+
+    // ---- binary to arithmetic -----------------------------------------------------------
+
+    /// β · x for shared bits β of shape S and a shared value x of shape S ++ T (each bit
+    /// scales the trailing block of elements it indexes), by the bit injection of the module
+    /// docs. No truncation: β is an integer. Two rounds.
+    pub fn mul_bit(&mut self, bits: &SharedBits<B>, x: &Rss<B>) -> Result<Rss<B>> {
+        let full = x.shape().to_vec();
+        if full.len() < bits.shape.len() || full[..bits.shape.len()] != bits.shape[..] {
+            return Err(ShareError::Shape {
+                op: "mul_bit",
+                lhs: bits.shape.clone(),
+                rhs: full,
+            });
+        }
+        // Every party sends its round-one messages before it waits for any, so that round
+        // one is one round: P0 → P2 (d), P1 ↔ P2 (the parts of y).
+        let d_stream = self.step();
+        let y_stream = self.step();
+        let b = self.backend().clone();
+        let (d, y) = match self.id().index() {
+            0 => {
+                let d = self.send_low_xor(bits, d_stream)?;
+                let y = Rss::from_shares(
+                    self.random_with_prev(&full, y_stream)?,
+                    self.random_with_next(&full, y_stream)?,
+                )?;
+                (d, y)
+            }
+            1 => {
+                let d = Rss::from_shares(
+                    self.random_with_prev(&bits.shape, d_stream)?,
+                    b.zeros(&bits.shape)?,
+                )?;
+                let beta2 =
+                    self.expand_bits(&b.unpack_bits(&bits.packed.next, &bits.shape)?, &full)?;
+                let y1 = self.random_with_prev(&full, y_stream)?;
+                let mine = b.sub(&b.mul(&beta2, &b.add(&x.own, &x.next)?)?, &y1)?;
+                self.send_tensor(Peer::Next, &mine)?;
+                let theirs = self.recv_tensor("mul_bit", Peer::Next, &full)?;
+                (d, Rss::from_shares(y1, b.add(&mine, &theirs)?)?)
+            }
+            _ => {
+                let beta2 =
+                    self.expand_bits(&b.unpack_bits(&bits.packed.own, &bits.shape)?, &full)?;
+                let y0 = self.random_with_next(&full, y_stream)?;
+                let mine = b.sub(&b.mul(&beta2, &x.next)?, &y0)?;
+                self.send_tensor(Peer::Prev, &mine)?;
+                let d0 = self.recv_tensor("mul_bit", Peer::Next, &bits.shape)?;
+                let d = Rss::from_shares(b.zeros(&bits.shape)?, d0)?;
+                let theirs = self.recv_tensor("mul_bit", Peer::Prev, &full)?;
+                (d, Rss::from_shares(b.add(&mine, &theirs)?, y0)?)
+            }
+        };
+        let w = self.sub(x, &self.mul_scalar(&y, 2)?)?;
+        let d = self.linear(&d, |_, t| self.expand_bits(t, &full))?;
+        let dw = self.mul(&d, &w)?;
+        self.add(&dw, &y)
+    }
+
+    /// The bits as arithmetic 0/1 values, β = d + β2 − 2·d·β2 with d input by P0 and β2
+    /// shared for free. Two rounds.
+    pub fn bit_to_arith(&mut self, bits: &SharedBits<B>) -> Result<Rss<B>> {
+        let d = self.input_low_xor(bits)?;
+        let b = self.backend().clone();
+        let zeros = b.zeros(&bits.shape)?;
+        let beta2 = match self.id().index() {
+            0 => Rss::from_shares(zeros.clone(), zeros)?,
+            1 => Rss::from_shares(zeros, b.unpack_bits(&bits.packed.next, &bits.shape)?)?,
+            _ => Rss::from_shares(b.unpack_bits(&bits.packed.own, &bits.shape)?, zeros)?,
+        };
+        let factor = self.add_scalar(&self.mul_scalar(&beta2, 2u64.wrapping_neg())?, 1)?;
+        let product = self.mul(&d, &factor)?;
+        self.add(&product, &beta2)
+    }
+
+    /// P0's d = β0 ⊕ β1 (as 0/1 ring elements) input as the arithmetic sharing (d − r, r, 0),
+    /// r from k1: one message from P0 to P2.
+    fn input_low_xor(&mut self, bits: &SharedBits<B>) -> Result<Rss<B>> {
+        let stream = self.step();
+        match self.id().index() {
+            0 => self.send_low_xor(bits, stream),
+            1 => Rss::from_shares(
+                self.random_with_prev(&bits.shape, stream)?,
+                self.backend().zeros(&bits.shape)?,
+            ),
+            _ => {
+                let d0 = self.recv_tensor("bit injection", Peer::Next, &bits.shape)?;
+                Rss::from_shares(self.backend().zeros(&bits.shape)?, d0)
+            }
+        }
+    }
+
+    /// P0's side of [`Party::input_low_xor`]: sends d − r to P2 and returns (d − r, r).
+    fn send_low_xor(&mut self, bits: &SharedBits<B>, stream: u64) -> Result<Rss<B>> {
+        let b = self.backend().clone();
+        let d = b.unpack_bits(&b.xor(&bits.packed.own, &bits.packed.next)?, &bits.shape)?;
+        let r = self.random_with_next(&bits.shape, stream)?;
+        let d0 = b.sub(&d, &r)?;
+        self.send_tensor(Peer::Prev, &d0)?;
+        Rss::from_shares(d0, r)
+    }
+
+    /// A tensor over the bits' shape S broadcast to S ++ T.
+    fn expand_bits(&self, t: &B::Tensor, full: &[usize]) -> cryptgpu_backend::Result<B::Tensor> {
+        let b = self.backend();
+        if t.shape() == full {
+            return Ok(t.clone());
+        }
+        let mut shape = t.shape().to_vec();
+        shape.resize(full.len(), 1);
+        b.broadcast_to(&b.reshape(t, &shape)?, full)
+    }
+}
+
+/// The 64 bit planes of a tensor of n elements: row j packs bit j of every element, so the
+/// result is `[64, ⌈n / 64⌉]`.
+fn bit_slice<B: GpuBackend>(b: &B, x: &B::Tensor) -> cryptgpu_backend::Result<B::Tensor> {
+    let words = packed_words(x.len());
+    let planes = (0..RING_BITS as u32)
+        .map(|j| b.reshape(&b.pack_bits(&b.extract_bit(x, j)?)?, &[1, words]))
+        .collect::<cryptgpu_backend::Result<Vec<_>>>()?;
+    let refs: Vec<&B::Tensor> = planes.iter().collect();
+    b.concat(&refs, 0)
+}

@@ -1,0 +1,308 @@
+//! Chunking against the CPU backend: with storage bindings capped far below the tensors,
+//! every op must split its output into chunks and its inputs into windows and still agree
+//! bit for bit; one elementwise op and one copy cross the adapter's real binding limit;
+//! and clones of one backend used from three threads at once give the results of one
+//! thread, run after run.
+
+use cryptgpu_backend::conformance::{Inputs, assert_same, reference::HostTensor, unavailable};
+use cryptgpu_backend::{BinaryOp, Conv2dParams, DeviceTensor, GpuBackend, Pool2dParams};
+use cryptgpu_cpu::CpuBackend;
+use cryptgpu_wgpu::{Int64Mode, WgpuBackend, WgpuOptions};
+
+fn open(int64: Int64Mode, max_binding_elements: Option<usize>) -> Option<WgpuBackend> {
+    WgpuBackend::with_options(WgpuOptions {
+        int64,
+        max_binding_elements,
+        ..WgpuOptions::default()
+    })
+    .map_err(|e| e.to_string())
+    .or_else(|why| unavailable("wgpu", why).ok_or(()))
+    .ok()
+}
+
+fn same<B: GpuBackend>(what: &str, backend: &B, got: &B::Tensor, want: &[u64], shape: &[usize]) {
+    let got = HostTensor::new(backend.download(got).unwrap(), shape);
+    assert_same(what, &got, &HostTensor::new(want.to_vec(), shape));
+}
+
+/// Runs a set of ops whose inputs span many 512-element windows on `gpu`, against the CPU.
+fn check_ops_against_cpu(gpu: &WgpuBackend) {
+    let cpu = CpuBackend::new();
+    let mut rng = Inputs::new("chunking");
+    let up = |x: &HostTensor| {
+        (
+            gpu.upload(&x.data, &x.shape).unwrap(),
+            cpu.upload(&x.data, &x.shape).unwrap(),
+        )
+    };
+
+    let (a, b) = (rng.tensor(&[70, 300]), rng.tensor(&[300, 45]));
+    let ((ga, ca), (gb, cb)) = (up(&a), up(&b));
+    let want = cpu.download(&cpu.matmul(&ca, &cb).unwrap()).unwrap();
+    same(
+        "matmul",
+        gpu,
+        &gpu.matmul(&ga, &gb).unwrap(),
+        &want,
+        &[70, 45],
+    );
+
+    let (a, b) = (rng.tensor(&[3, 40, 50]), rng.tensor(&[50, 30]));
+    let ((ga, ca), (gb, cb)) = (up(&a), up(&b));
+    let want = cpu.download(&cpu.matmul(&ca, &cb).unwrap()).unwrap();
+    same(
+        "batched matmul",
+        gpu,
+        &gpu.matmul(&ga, &gb).unwrap(),
+        &want,
+        &[3, 40, 30],
+    );
+
+    let x = rng.tensor(&[3, 6, 17, 15]);
+    let w = rng.tensor(&[8, 3, 3, 3]);
+    let p = Conv2dParams::new(2, 1).with_groups(2);
+    let ((gx, cx), (gw, cw)) = (up(&x), up(&w));
+    let out = cpu.conv2d(&cx, &cw, p).unwrap();
+    let out_shape = out.shape().to_vec();
+    same(
+        "conv2d",
+        gpu,
+        &gpu.conv2d(&gx, &gw, p).unwrap(),
+        &cpu.download(&out).unwrap(),
+        &out_shape,
+    );
+    let g = rng.tensor(&out_shape);
+    let (gg, cg) = up(&g);
+    let want = cpu
+        .download(&cpu.conv2d_grad_input(&cg, &cw, [17, 15], p).unwrap())
+        .unwrap();
+    same(
+        "conv2d_grad_input",
+        gpu,
+        &gpu.conv2d_grad_input(&gg, &gw, [17, 15], p).unwrap(),
+        &want,
+        &x.shape,
+    );
+    let want = cpu
+        .download(&cpu.conv2d_grad_weight(&cx, &cg, [3, 3], p).unwrap())
+        .unwrap();
+    same(
+        "conv2d_grad_weight",
+        gpu,
+        &gpu.conv2d_grad_weight(&gx, &gg, [3, 3], p).unwrap(),
+        &want,
+        &w.shape,
+    );
+
+    let pool = Pool2dParams::new(3, 2).with_padding(1);
+    let want = cpu
+        .download(&cpu.pool_window_sum(&cx, pool).unwrap())
+        .unwrap();
+    let windows = gpu.pool_unfold(&gx, pool, 7).unwrap();
+    let window_shape = windows.shape().to_vec();
+    same(
+        "pool_window_sum",
+        gpu,
+        &gpu.pool_window_sum(&gx, pool).unwrap(),
+        &want,
+        &[3, 6, 9, 8],
+    );
+    let want = cpu
+        .download(&cpu.pool_unfold(&cx, pool, 7).unwrap())
+        .unwrap();
+    same("pool_unfold", gpu, &windows, &want, &window_shape);
+    let wt = rng.tensor(&window_shape);
+    let (gwt, cwt) = up(&wt);
+    let want = cpu
+        .download(&cpu.pool_fold(&cwt, pool, &x.shape).unwrap())
+        .unwrap();
+    same(
+        "pool_fold",
+        gpu,
+        &gpu.pool_fold(&gwt, pool, &x.shape).unwrap(),
+        &want,
+        &x.shape,
+    );
+
+    let s = rng.tensor(&[300, 7, 5]);
+    let (gs, cs) = up(&s);
+    for axis in 0..3 {
+        let want_t = cpu.sum_axis(&cs, axis).unwrap();
+        let shape = want_t.shape().to_vec();
+        same(
+            "sum_axis",
+            gpu,
+            &gpu.sum_axis(&gs, axis).unwrap(),
+            &cpu.download(&want_t).unwrap(),
+            &shape,
+        );
+    }
+    let want = cpu
+        .download(&cpu.permute(&cs, &[2, 0, 1]).unwrap())
+        .unwrap();
+    same(
+        "permute",
+        gpu,
+        &gpu.permute(&gs, &[2, 0, 1]).unwrap(),
+        &want,
+        &[5, 300, 7],
+    );
+    let want = cpu.download(&cpu.slice(&cs, 0, 13..290).unwrap()).unwrap();
+    same(
+        "slice",
+        gpu,
+        &gpu.slice(&gs, 0, 13..290).unwrap(),
+        &want,
+        &[277, 7, 5],
+    );
+    let t = rng.tensor(&[300, 1, 5]);
+    let (gt, ct) = up(&t);
+    let want = cpu
+        .download(&cpu.broadcast_to(&ct, &[2, 300, 7, 5]).unwrap())
+        .unwrap();
+    same(
+        "broadcast",
+        gpu,
+        &gpu.broadcast_to(&gt, &[2, 300, 7, 5]).unwrap(),
+        &want,
+        &[2, 300, 7, 5],
+    );
+    let want = cpu
+        .download(&cpu.concat(&[&cs, &ct, &cs], 1).unwrap())
+        .unwrap();
+    same(
+        "concat",
+        gpu,
+        &gpu.concat(&[&gs, &gt, &gs], 1).unwrap(),
+        &want,
+        &[300, 15, 5],
+    );
+    let want = cpu.download(&cpu.pack_bits(&cs).unwrap()).unwrap();
+    let packed = gpu.pack_bits(&gs).unwrap();
+    same("pack_bits", gpu, &packed, &want, &[want.len()]);
+    let want = cpu
+        .download(
+            &cpu.unpack_bits(&cpu.pack_bits(&cs).unwrap(), &[10_500])
+                .unwrap(),
+        )
+        .unwrap();
+    same(
+        "unpack_bits",
+        gpu,
+        &gpu.unpack_bits(&packed, &[10_500]).unwrap(),
+        &want,
+        &[10_500],
+    );
+    let key = rng.key();
+    let want = cpu
+        .download(&cpu.fill_chacha12(&[5000], &key, 9, 3).unwrap())
+        .unwrap();
+    same(
+        "fill_chacha12",
+        gpu,
+        &gpu.fill_chacha12(&[5000], &key, 9, 3).unwrap(),
+        &want,
+        &[5000],
+    );
+    let position = u64::MAX - 100;
+    let want = cpu
+        .download(&cpu.fill_chacha12(&[3000], &key, 9, position).unwrap())
+        .unwrap();
+    same(
+        "fill_chacha12 across the wrap of the position",
+        gpu,
+        &gpu.fill_chacha12(&[3000], &key, 9, position).unwrap(),
+        &want,
+        &[3000],
+    );
+}
+
+#[test]
+fn ops_split_into_small_bindings_match_the_cpu() {
+    for int64 in [Int64Mode::Native, Int64Mode::Emulated] {
+        let Some(gpu) = open(int64, Some(512)) else {
+            return;
+        };
+        assert_eq!(gpu.binding_limit(), 512);
+        check_ops_against_cpu(&gpu);
+    }
+}
+
+#[test]
+fn elementwise_and_copy_cross_the_adapters_binding_limit() {
+    let Some(gpu) = open(Int64Mode::Auto, None) else {
+        return;
+    };
+    let limit = gpu.binding_limit();
+    if limit > 1 << 24 {
+        eprintln!(
+            "skipped: this adapter binds {limit} elements at once; crossing that here would \
+             take more memory than the test should"
+        );
+        return;
+    }
+    let n = limit + 4099;
+    let mut rng = Inputs::new("beyond the binding limit");
+    let (a, b) = (rng.elems(n), rng.elems(n));
+    let (ga, gb) = (gpu.upload(&a, &[n]).unwrap(), gpu.upload(&b, &[n]).unwrap());
+    let want: Vec<u64> = a
+        .iter()
+        .zip(&b)
+        .map(|(&x, &y)| BinaryOp::Mul.apply(x, y))
+        .collect();
+    same(
+        "mul beyond the binding limit",
+        &gpu,
+        &gpu.mul(&ga, &gb).unwrap(),
+        &want,
+        &[n],
+    );
+    let want: Vec<u64> = a[3..n - 5].to_vec();
+    same(
+        "slice beyond the binding limit",
+        &gpu,
+        &gpu.slice(&ga, 0, 3..n - 5).unwrap(),
+        &want,
+        &[n - 8],
+    );
+}
+
+#[test]
+fn clones_on_three_threads_agree_with_one_thread_run_after_run() {
+    let Some(gpu) = open(Int64Mode::Auto, None) else {
+        return;
+    };
+    let work = |backend: &WgpuBackend, seed: &str| -> Vec<u64> {
+        let mut rng = Inputs::new(seed);
+        let (a, b) = (rng.tensor(&[65, 129]), rng.tensor(&[129, 33]));
+        let ta = backend.upload(&a.data, &a.shape).unwrap();
+        let tb = backend.upload(&b.data, &b.shape).unwrap();
+        let product = backend.matmul(&ta, &tb).unwrap();
+        let noise = backend.fill_chacha12(&[65, 33], &rng.key(), 1, 77).unwrap();
+        let sum = backend.add(&product, &noise).unwrap();
+        let shifted = backend
+            .shift(cryptgpu_backend::ShiftOp::RightArithmetic, &sum, 20)
+            .unwrap();
+        backend.download(&shifted).unwrap()
+    };
+    let seeds = ["party 0", "party 1", "party 2"];
+    let alone: Vec<Vec<u64>> = seeds.iter().map(|s| work(&gpu, s)).collect();
+    for run in 0..2 {
+        let together: Vec<Vec<u64>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = seeds
+                .iter()
+                .map(|seed| {
+                    let backend = gpu.clone();
+                    scope.spawn(move || work(&backend, seed))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (i, (t, a)) in together.iter().zip(&alone).enumerate() {
+            assert!(
+                t == a,
+                "run {run}, thread {i}: differs from the one-thread result"
+            );
+        }
+    }
+}

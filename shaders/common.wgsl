@@ -1,0 +1,65 @@
+// Bindings and windowed element access shared by every kernel (after a ring prelude).
+//
+// Every dispatch binds a window of each tensor's buffer: elements [base, base + len) of
+// the tensor, so that no binding exceeds the adapter's max_storage_buffer_binding_size.
+// Kernels address tensors by global element index; a read outside the bound window
+// yields zero, because another pass of the same op binds the window that holds it.
+// Every kernel's contribution is linear in each input window, so the passes of one
+// output chunk add up: the first pass writes the output, later passes add to it.
+//
+// Each kernel declares `struct Params { win: Windows, .. }` and binds it at binding 3.
+
+struct Windows {
+    out_base: u32,
+    out_len: u32,
+    a_base: u32,
+    a_len: u32,
+    b_base: u32,
+    b_len: u32,
+    // 1 on the first pass of an output chunk (write), 0 on later passes (accumulate).
+    first: u32,
+    reserved: u32,
+}
+
+@group(0) @binding(0) var<storage, read> src_a: array<Ring>;
+@group(0) @binding(1) var<storage, read> src_b: array<Ring>;
+@group(0) @binding(2) var<storage, read_write> dst: array<Ring>;
+
+const WORKGROUP_THREADS: u32 = 256u;
+
+// Element `i` of the first input, or zero when it lies outside the bound window.
+fn load_a(i: u32) -> Ring {
+    let j = i - params.win.a_base;
+    if i >= params.win.a_base && j < params.win.a_len {
+        return src_a[j];
+    }
+    return r_zero();
+}
+
+// Element `i` of the second input, or zero when it lies outside the bound window.
+fn load_b(i: u32) -> Ring {
+    let j = i - params.win.b_base;
+    if i >= params.win.b_base && j < params.win.b_len {
+        return src_b[j];
+    }
+    return r_zero();
+}
+
+// Writes (first pass) or adds (later passes) `value` to output element `i`.
+fn store_out(i: u32, value: Ring) {
+    let j = i - params.win.out_base;
+    if i < params.win.out_base || j >= params.win.out_len {
+        return;
+    }
+    if params.win.first != 0u {
+        dst[j] = value;
+    } else {
+        dst[j] = r_add(dst[j], value);
+    }
+}
+
+// The flat thread index of a 1-d kernel dispatched on a 2-d grid of 256-thread groups
+// (the grid is 2-d because one dimension holds at most 65535 groups).
+fn thread_index(group: vec3<u32>, groups: vec3<u32>, local: u32) -> u32 {
+    return (group.y * groups.x + group.x) * WORKGROUP_THREADS + local;
+}
