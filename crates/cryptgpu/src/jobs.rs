@@ -45,6 +45,21 @@ pub(crate) fn structure_of(model: &Model) -> Result<Model> {
     Ok(copy)
 }
 
+/// The model owner's weights, shared: only the owner reads `model`; the others pass the
+/// public architecture `structure`.
+fn share_model<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    model: &Model,
+    structure: &Model,
+) -> Result<SharedModel<B>> {
+    let mine = if p.id() == MODEL_OWNER {
+        model
+    } else {
+        structure
+    };
+    Ok(SharedModel::share(p, mine, MODEL_OWNER)?)
+}
+
 /// Shape of a batch of `n` examples of `data`.
 fn batch_shape(data: &Dataset, n: usize) -> Vec<usize> {
     let [c, h, w] = data.image_shape;
@@ -90,7 +105,7 @@ pub(crate) struct Inference<'a> {
 pub(crate) struct InferenceOutcome {
     /// The predicted classes, as revealed to the data owner.
     pub(crate) predictions: Vec<usize>,
-    /// Wall time from after key setup to the last prediction.
+    /// Wall time, key setup and weight sharing included.
     pub(crate) seconds: f64,
     /// Communication, key setup included.
     pub(crate) traffic: Traffic,
@@ -103,12 +118,7 @@ impl Job for Inference<'_> {
         let structure = structure_of(self.model)?;
         let start = Instant::now();
         let (outputs, traffic) = three_parties(&backend, self.fixed, |p| {
-            let mine = if p.id() == MODEL_OWNER {
-                self.model
-            } else {
-                &structure
-            };
-            let shared = SharedModel::share(p, mine, MODEL_OWNER)?;
+            let shared = share_model(p, self.model, &structure)?;
             classify_all(p, &shared, self.data, self.batch, Some(self.progress))
         })?;
         let [_, predictions, _] = outputs;
@@ -191,12 +201,7 @@ impl Job for Training<'_> {
         let classes = self.train.num_classes;
         let start = Instant::now();
         let (outputs, traffic) = three_parties(&backend, self.fixed, |p| {
-            let mine = if p.id() == MODEL_OWNER {
-                self.model
-            } else {
-                &structure
-            };
-            let mut shared = SharedModel::share(p, mine, MODEL_OWNER)?;
+            let mut shared = share_model(p, self.model, &structure)?;
             let mut sgd = PrivateSgd::new(self.sgd);
             let owner = p.id() == DATA_OWNER;
             let mut per_epoch = Vec::new();
