@@ -526,3 +526,61 @@ impl Pool2dDims {
         Ok(())
     }
 }
+
+/// A layout op as a strided gather: output element at multi-index `i` (row-major over
+/// `shape`) reads input element `offset + Σ i[a]·strides[a]`. Permute, slice and broadcast
+/// are all this, so every backend implements them with one gather kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StridedView {
+    /// The output shape.
+    pub shape: Vec<usize>,
+    /// The input stride of each output axis (0 for a broadcast axis).
+    pub strides: Vec<usize>,
+    /// The input position of the first output element.
+    pub offset: usize,
+}
+
+/// [`StridedView`] of `permute(axes)` on a tensor of `shape`, checked.
+pub fn permute_view(op: &'static str, shape: &[usize], axes: &[usize]) -> Result<StridedView> {
+    let out = permuted(op, shape, axes)?;
+    let strides = strides(shape);
+    Ok(StridedView {
+        shape: out,
+        strides: axes.iter().map(|&a| strides[a]).collect(),
+        offset: 0,
+    })
+}
+
+/// [`StridedView`] of `slice(axis, range)` on a tensor of `shape`, checked.
+pub fn slice_view(
+    op: &'static str,
+    shape: &[usize],
+    axis: usize,
+    range: &Range<usize>,
+) -> Result<StridedView> {
+    let out = sliced(op, shape, axis, range)?;
+    let strides = strides(shape);
+    Ok(StridedView {
+        shape: out,
+        offset: range.start * strides[axis],
+        strides,
+    })
+}
+
+/// [`StridedView`] of broadcasting a tensor of `from` to `to`, checked.
+pub fn broadcast_view(op: &'static str, from: &[usize], to: &[usize]) -> Result<StridedView> {
+    check_broadcast(op, from, to)?;
+    numel(op, to)?;
+    let lead = to.len() - from.len();
+    let strides = strides(from);
+    Ok(StridedView {
+        shape: to.to_vec(),
+        strides: (0..to.len())
+            .map(|axis| match axis.checked_sub(lead) {
+                Some(a) if from[a] != 1 => strides[a],
+                _ => 0,
+            })
+            .collect(),
+        offset: 0,
+    })
+}

@@ -28,6 +28,12 @@ impl CpuBackend {
     pub fn new() -> Self {
         Self
     }
+
+    /// A layout op (permute, slice, broadcast) as the strided gather it is.
+    fn gather(&self, tensor: &CpuTensor, view: shape::StridedView) -> CpuTensor {
+        let data = layout::strided_gather(&tensor.data, &view.shape, &view.strides, view.offset);
+        CpuTensor::new(data, view.shape)
+    }
 }
 
 /// A tensor in host memory. Clones share the buffer; ops never write to an existing tensor.
@@ -92,25 +98,13 @@ impl GpuBackend for CpuBackend {
     }
 
     fn permute(&self, tensor: &CpuTensor, axes: &[usize]) -> Result<CpuTensor> {
-        let out_shape = shape::permuted("permute", &tensor.shape, axes)?;
-        let strides = shape::strides(&tensor.shape);
-        let src_strides: Vec<usize> = axes.iter().map(|&a| strides[a]).collect();
-        Ok(CpuTensor::new(
-            layout::strided_gather(&tensor.data, &out_shape, &src_strides, 0),
-            out_shape,
-        ))
+        let view = shape::permute_view("permute", &tensor.shape, axes)?;
+        Ok(self.gather(tensor, view))
     }
 
     fn slice(&self, tensor: &CpuTensor, axis: usize, range: Range<usize>) -> Result<CpuTensor> {
-        let out_shape = shape::sliced("slice", &tensor.shape, axis, &range)?;
-        let strides = shape::strides(&tensor.shape);
-        let data = layout::strided_gather(
-            &tensor.data,
-            &out_shape,
-            &strides,
-            range.start * strides[axis],
-        );
-        Ok(CpuTensor::new(data, out_shape))
+        let view = shape::slice_view("slice", &tensor.shape, axis, &range)?;
+        Ok(self.gather(tensor, view))
     }
 
     fn concat(&self, tensors: &[&CpuTensor], axis: usize) -> Result<CpuTensor> {
@@ -128,20 +122,8 @@ impl GpuBackend for CpuBackend {
     }
 
     fn broadcast_to(&self, tensor: &CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
-        shape::check_broadcast("broadcast_to", &tensor.shape, shape)?;
-        shape::numel("broadcast_to", shape)?;
-        let lead = shape.len() - tensor.shape.len();
-        let strides = shape::strides(&tensor.shape);
-        let src_strides: Vec<usize> = (0..shape.len())
-            .map(|axis| match axis.checked_sub(lead) {
-                Some(a) if tensor.shape[a] != 1 => strides[a],
-                _ => 0,
-            })
-            .collect();
-        Ok(CpuTensor::new(
-            layout::strided_gather(&tensor.data, shape, &src_strides, 0),
-            shape.to_vec(),
-        ))
+        let view = shape::broadcast_view("broadcast_to", &tensor.shape, shape)?;
+        Ok(self.gather(tensor, view))
     }
 
     fn binary(&self, op: BinaryOp, lhs: &CpuTensor, rhs: &CpuTensor) -> Result<CpuTensor> {

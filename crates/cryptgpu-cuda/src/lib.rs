@@ -418,16 +418,13 @@ impl GpuBackend for CudaBackend {
     }
 
     fn permute(&self, tensor: &CudaTensor, axes: &[usize]) -> Result<CudaTensor> {
-        let out_shape = shape::permuted("permute", &tensor.shape, axes)?;
-        let strides = shape::strides(&tensor.shape);
-        let src_strides: Vec<usize> = axes.iter().map(|&a| strides[a]).collect();
-        Ok(self.gather(tensor, &out_shape, &src_strides, 0)?)
+        let v = shape::permute_view("permute", &tensor.shape, axes)?;
+        Ok(self.gather(tensor, &v.shape, &v.strides, v.offset)?)
     }
 
     fn slice(&self, tensor: &CudaTensor, axis: usize, range: Range<usize>) -> Result<CudaTensor> {
-        let out_shape = shape::sliced("slice", &tensor.shape, axis, &range)?;
-        let strides = shape::strides(&tensor.shape);
-        Ok(self.gather(tensor, &out_shape, &strides, range.start * strides[axis])?)
+        let v = shape::slice_view("slice", &tensor.shape, axis, &range)?;
+        Ok(self.gather(tensor, &v.shape, &v.strides, v.offset)?)
     }
 
     fn concat(&self, tensors: &[&CudaTensor], axis: usize) -> Result<CudaTensor> {
@@ -463,17 +460,8 @@ impl GpuBackend for CudaBackend {
     }
 
     fn broadcast_to(&self, tensor: &CudaTensor, shape: &[usize]) -> Result<CudaTensor> {
-        shape::check_broadcast("broadcast_to", &tensor.shape, shape)?;
-        shape::numel("broadcast_to", shape)?;
-        let lead = shape.len() - tensor.shape.len();
-        let strides = shape::strides(&tensor.shape);
-        let src_strides: Vec<usize> = (0..shape.len())
-            .map(|axis| match axis.checked_sub(lead) {
-                Some(a) if tensor.shape[a] != 1 => strides[a],
-                _ => 0,
-            })
-            .collect();
-        Ok(self.gather(tensor, shape, &src_strides, 0)?)
+        let v = shape::broadcast_view("broadcast_to", &tensor.shape, shape)?;
+        Ok(self.gather(tensor, &v.shape, &v.strides, v.offset)?)
     }
 
     fn binary(&self, op: BinaryOp, lhs: &CudaTensor, rhs: &CudaTensor) -> Result<CudaTensor> {

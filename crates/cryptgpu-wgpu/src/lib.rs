@@ -233,17 +233,20 @@ impl GpuBackend for WgpuBackend {
     }
 
     fn permute(&self, tensor: &WgpuTensor, axes: &[usize]) -> Result<WgpuTensor> {
-        let out_shape = shape::permuted("permute", &tensor.shape, axes)?;
-        let strides = shape::strides(&tensor.shape);
-        let src_strides: Vec<usize> = axes.iter().map(|&a| strides[a]).collect();
-        kernels::gather_new(self.ctx(), "permute", tensor, &out_shape, &src_strides, 0)
+        let v = shape::permute_view("permute", &tensor.shape, axes)?;
+        kernels::gather_new(
+            self.ctx(),
+            "permute",
+            tensor,
+            &v.shape,
+            &v.strides,
+            v.offset,
+        )
     }
 
     fn slice(&self, tensor: &WgpuTensor, axis: usize, range: Range<usize>) -> Result<WgpuTensor> {
-        let out_shape = shape::sliced("slice", &tensor.shape, axis, &range)?;
-        let strides = shape::strides(&tensor.shape);
-        let offset = range.start * strides[axis];
-        kernels::gather_new(self.ctx(), "slice", tensor, &out_shape, &strides, offset)
+        let v = shape::slice_view("slice", &tensor.shape, axis, &range)?;
+        kernels::gather_new(self.ctx(), "slice", tensor, &v.shape, &v.strides, v.offset)
     }
 
     fn concat(&self, tensors: &[&WgpuTensor], axis: usize) -> Result<WgpuTensor> {
@@ -253,17 +256,15 @@ impl GpuBackend for WgpuBackend {
     }
 
     fn broadcast_to(&self, tensor: &WgpuTensor, shape: &[usize]) -> Result<WgpuTensor> {
-        shape::check_broadcast("broadcast_to", &tensor.shape, shape)?;
-        shape::numel("broadcast_to", shape)?;
-        let lead = shape.len() - tensor.shape.len();
-        let strides = shape::strides(&tensor.shape);
-        let src_strides: Vec<usize> = (0..shape.len())
-            .map(|axis| match axis.checked_sub(lead) {
-                Some(a) if tensor.shape[a] != 1 => strides[a],
-                _ => 0,
-            })
-            .collect();
-        kernels::gather_new(self.ctx(), "broadcast_to", tensor, shape, &src_strides, 0)
+        let v = shape::broadcast_view("broadcast_to", &tensor.shape, shape)?;
+        kernels::gather_new(
+            self.ctx(),
+            "broadcast_to",
+            tensor,
+            &v.shape,
+            &v.strides,
+            v.offset,
+        )
     }
 
     fn binary(&self, op: BinaryOp, lhs: &WgpuTensor, rhs: &WgpuTensor) -> Result<WgpuTensor> {
