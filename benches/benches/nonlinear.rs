@@ -1,9 +1,12 @@
 //! Private non-linear protocols on the CPU backend, three parties in one process: ReLU on
-//! 10^4, 10^5 and 10^6 elements, 2×2 max-pooling and softmax over 10 classes, with each
-//! run's bytes sent per party and rounds printed beside the bench id.
+//! 10^4, 10^5 and 10^6 elements, 2×2 max-pooling, softmax over 10 classes and BatchNorm
+//! training (forward with batch statistics and backward), with each run's bytes sent per
+//! party and rounds printed beside the bench id.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use cryptgpu_benches::{MaxPool2x2, Measured, SoftmaxRows, private_relu, run_private};
+use cryptgpu_benches::{
+    BatchNormTrain, MaxPool2x2, Measured, SoftmaxRows, private_relu, run_private,
+};
 use cryptgpu_cpu::CpuBackend;
 use std::time::Duration;
 
@@ -55,6 +58,18 @@ fn nonlinear(c: &mut Criterion) {
     group.throughput(Throughput::Elements(rows as u64));
     group.bench_function("softmax10/128", |bench| {
         bench.iter_custom(|iters| run_private(&cpu, &[rows, 10], iters, &SoftmaxRows).time);
+    });
+    // BatchNorm training, forward and backward, on a 64-channel 16×16 batch of 32.
+    let shape = [32usize, 64, 16, 16];
+    let elements = shape.iter().product();
+    report(
+        "cpu/private/batchnorm_train/32x64x16x16",
+        elements,
+        run_private(&cpu, &shape, 0, &BatchNormTrain),
+    );
+    group.throughput(Throughput::Elements(elements as u64));
+    group.bench_function("batchnorm_train/32x64x16x16", |bench| {
+        bench.iter_custom(|iters| run_private(&cpu, &shape, iters, &BatchNormTrain).time);
     });
     group.finish();
 }

@@ -3,6 +3,7 @@
 
 use cryptgpu_backend::GpuBackend;
 use cryptgpu_backend::Pool2dParams;
+use cryptgpu_nn::private::{batchnorm_backward, batchnorm_forward_train};
 use cryptgpu_nonlinear::{SoftmaxOptions, max_pool2d, relu, softmax};
 use cryptgpu_ring::FixedPoint;
 use cryptgpu_share::Rss;
@@ -120,6 +121,25 @@ impl PrivateOp for SoftmaxRows {
         x: &Rss<B>,
     ) -> cryptgpu_nonlinear::Result<()> {
         softmax(p, x, 1, SoftmaxOptions::default()).map(drop)
+    }
+}
+
+/// BatchNorm2d training on an `[N, C, H, W]` input: the forward pass with batch statistics,
+/// then the backward pass with the input as the output gradient (weight 1, bias 0).
+pub struct BatchNormTrain;
+
+impl PrivateOp for BatchNormTrain {
+    fn run<B: GpuBackend, T: Transport>(
+        &self,
+        p: &mut Party<B, T>,
+        x: &Rss<B>,
+    ) -> cryptgpu_nonlinear::Result<()> {
+        let channels = x.shape()[1];
+        let weight = p.constant_f64(&vec![1.0; channels], &[channels])?;
+        let bias = p.constant_f64(&vec![0.0; channels], &[channels])?;
+        let batch = batchnorm_forward_train(p, x, 1e-5, &weight, &bias).expect("forward");
+        batchnorm_backward(p, x, &batch.xhat, &batch.inv_std, &weight).expect("backward");
+        Ok(())
     }
 }
 

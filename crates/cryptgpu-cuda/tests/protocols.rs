@@ -1,5 +1,7 @@
 //! The protocol suites on the CUDA backend. The non-linear suite (comparisons, ReLU,
-//! pooling, softmax, communication) runs through `nonlinear_protocol_tests!`; the sharing
+//! pooling, softmax, communication) runs through `nonlinear_protocol_tests!`, and private
+//! training and inference of a small network (BatchNorm included) through
+//! `private_nn_tests!`, bit for bit against the CPU backend; the sharing
 //! protocols (products of every kind, with truncation) run on the CPU and on the GPU with
 //! the same seeded keys and must agree share for share, bit for bit. Without a GPU every
 //! test prints `skipped:`; `CRYPTGPU_REQUIRE_CUDA=1` makes that a failure.
@@ -21,6 +23,7 @@ fn cuda() -> Option<CudaBackend> {
 }
 
 cryptgpu_nonlinear::nonlinear_protocol_tests!(cuda);
+cryptgpu_nn::private_nn_tests!(cuda);
 
 /// Both of every party's shares of `op(x, y)` (fused product with truncation), and the
 /// revealed result, for inputs that P0 and P1 share from the same seeded reals.

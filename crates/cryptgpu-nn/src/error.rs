@@ -143,3 +143,9 @@ impl From<cryptgpu_backend::BackendError> for NnError {
         NnError::Protocol(e.into())
     }
 }
+
+impl From<cryptgpu_ring::RingError> for NnError {
+    fn from(e: cryptgpu_ring::RingError) -> Self {
+        NnError::Protocol(cryptgpu_share::ShareError::from(e).into())
+    }
+}

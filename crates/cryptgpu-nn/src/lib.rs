@@ -23,6 +23,8 @@ pub mod onnx;
 pub mod optim;
 pub mod plain;
 pub mod private;
+#[cfg(feature = "suite")]
+pub mod suite;
 mod tensor;
 pub mod weights;
 pub mod zoo;

@@ -11,9 +11,17 @@
 //! Layers map to protocols one to one: convolution and linear layers are fixed-point
 //! products (2 rounds); ReLU is the 10-round MSB-and-bit-injection protocol and keeps its
 //! DReLU bits for the backward pass; max-pooling is a tournament that keeps one-hot
-//! winners; average pooling is a public scaling; BatchNorm at inference is the affine map
-//! its owner computes in plaintext (folded into the preceding convolution where there is
-//! one); dropout is the identity at inference.
+//! winners; average pooling is a public scaling; dropout is the identity.
+//!
+//! BatchNorm has two forms. A model shared for inference ([`SharedModel::share`]) holds it
+//! as the affine map its owner computes in plaintext, folded into the preceding
+//! convolution where there is one. A model shared for training
+//! ([`SharedModel::share_for_training`]) holds its weight, bias and running statistics as
+//! shares: training normalises with the batch statistics (the mean by
+//! [`Party::div_public`], the variance from fused squares, 1/√(var + ε) by
+//! [`nl::inv_sqrt`] with [`BATCHNORM_INV_SQRT`]), backpropagates through them and updates
+//! the running statistics on shares; inference with such a model applies the running
+//! statistics, again through a private inverse square root.
 
 use std::collections::BTreeMap;
 
@@ -28,10 +36,22 @@ use crate::model::{Model, NodeId, Op, ParamKind};
 use crate::optim::SgdConfig;
 use crate::tensor::Tensor;
 
+/// The inverse square root of BatchNorm's variance + ε: 8 Newton iterations from CrypTen's
+/// initial guess, which take the relative error below 10^-5 (f = 20 limits it beyond) for
+/// var + ε in [0.01, 100], where 4 iterations need [0.1, 100]. Above 100 the iteration
+/// diverges. It runs on one value per channel, so the iterations cost rounds, not bytes.
+pub const BATCHNORM_INV_SQRT: nl::InvSqrtOptions = nl::InvSqrtOptions {
+    iterations: 8,
+    exp: nl::ExpOptions::DEFAULT,
+};
+
 /// A model with secret-shared parameters, as one party holds it.
 pub struct SharedModel<B: GpuBackend> {
     model: Model,
     params: BTreeMap<String, Rss<B>>,
+    /// Whether BatchNorm nodes keep their own shared parameters and running statistics
+    /// ([`SharedModel::share_for_training`]) rather than a folded affine map.
+    trainable_batchnorm: bool,
 }
 
 /// What a training forward pass keeps for the backward pass, per node.
@@ -40,12 +60,19 @@ enum Saved<B: GpuBackend> {
     Input(Rss<B>),
     Relu(SharedBits<B>),
     MaxPool(nl::MaxPool<B>),
+    /// BatchNorm with batch statistics: the normalised input and 1/√(var + ε) per channel.
+    BatchNorm {
+        xhat: Rss<B>,
+        inv_std: Rss<B>,
+    },
 }
 
 /// One training forward pass: each node's value and what its backward pass needs.
 pub struct PrivateForward<B: GpuBackend> {
     values: Vec<Option<Rss<B>>>,
     saved: Vec<Saved<B>>,
+    /// In training: BatchNorm running statistics after this batch, by parameter name.
+    running_stats: BTreeMap<String, Rss<B>>,
 }
 
 impl<B: GpuBackend> PrivateForward<B> {
@@ -113,7 +140,43 @@ impl<B: GpuBackend> SharedModel<B> {
                 params.insert(format!("{}.shift", node.name), shift);
             }
         }
-        Ok(Self { model, params })
+        Ok(Self {
+            model,
+            params,
+            trainable_batchnorm: false,
+        })
+    }
+
+    /// Shares every parameter of `model` as it is, for training: BatchNorm nodes keep their
+    /// weight, bias and running statistics (as shares), so that [`SharedModel::train_step`]
+    /// can train through them. Inference with the result ([`SharedModel::forward`],
+    /// [`SharedModel::classify`]) applies the running statistics privately, which costs an
+    /// inverse square root per BatchNorm more than a model from [`SharedModel::share`].
+    /// Only `owner`'s values matter, as in [`SharedModel::share`].
+    pub fn share_for_training<T: Transport>(
+        p: &mut Party<B, T>,
+        model: &Model,
+        owner: PartyId,
+    ) -> Result<Self> {
+        let mine = p.id() == owner;
+        let mut params = BTreeMap::new();
+        for spec in model.param_specs() {
+            let value = model
+                .params
+                .get(&spec.name)
+                .ok_or_else(|| NnError::MissingParameter {
+                    name: spec.name.clone(),
+                    expected: spec.shape.clone(),
+                    context: String::new(),
+                })?;
+            let shared = p.share_f64(owner, mine.then(|| value.data()), &spec.shape)?;
+            params.insert(spec.name, shared);
+        }
+        Ok(Self {
+            model: model.clone(),
+            params,
+            trainable_batchnorm: true,
+        })
     }
 
     /// The (folded) model structure.
@@ -211,7 +274,9 @@ impl<B: GpuBackend> SharedModel<B> {
         let diff = p.sub(&probs, onehot)?;
         let grad = p.mul_public_fixed(&diff, 1.0 / n as f64)?;
         let grads = self.backward(p, &fwd, logits_id, grad)?;
-        optimizer.step(p, &mut self.params, &grads)
+        optimizer.step(p, &mut self.params, &grads)?;
+        self.params.extend(fwd.running_stats);
+        Ok(())
     }
 
     /// Gradients of every trainable parameter, from `grad` at node `from`.
@@ -335,10 +400,17 @@ impl<B: GpuBackend> SharedModel<B> {
                 }
                 Op::Dropout { .. } => into(0, dy, p)?,
                 Op::BatchNorm2d { .. } => {
-                    return Err(NnError::InvalidArgument(format!(
-                        "private training through BatchNorm2d (`{}`) is not supported yet",
-                        node.name
-                    )));
+                    let Saved::BatchNorm { xhat, inv_std } = &fwd.saved[id] else {
+                        return Err(NnError::Graph(format!(
+                            "`{}` kept no batch statistics",
+                            node.name
+                        )));
+                    };
+                    let (dx, dgamma, dbeta) =
+                        batchnorm_backward(p, &dy, xhat, inv_std, self.param(id, "weight")?)?;
+                    grads.insert(name("weight"), dgamma);
+                    grads.insert(name("bias"), dbeta);
+                    into(0, dx, p)?;
                 }
             }
         }
@@ -357,6 +429,7 @@ impl<B: GpuBackend> SharedModel<B> {
         let last_use = self.model.last_use();
         let mut values: Vec<Option<Rss<B>>> = vec![None; nodes.len()];
         let mut saved: Vec<Saved<B>> = (0..nodes.len()).map(|_| Saved::Nothing).collect();
+        let mut running_stats = BTreeMap::new();
         for (id, node) in nodes.iter().enumerate() {
             let arg = |i: usize| -> Result<&Rss<B>> {
                 values[node.inputs[i]]
@@ -440,17 +513,51 @@ impl<B: GpuBackend> SharedModel<B> {
                     p.linear(x, |b, t| b.reshape(t, &[n, rest]))?
                 }
                 Op::Add => p.add(arg(0)?, arg(1)?)?,
-                Op::BatchNorm2d { .. } => {
-                    if keep {
-                        return Err(NnError::InvalidArgument(format!(
-                            "private training through BatchNorm2d (`{}`) is not supported yet; \
-                             fold it or train without it",
-                            node.name
-                        )));
-                    }
+                Op::BatchNorm2d { eps, momentum, .. } => {
                     let x = arg(0)?.clone();
-                    let y = mul_channel_scale(p, &x, self.param(id, "scale")?)?;
-                    add_channel_bias(p, &y, self.param(id, "shift")?)?
+                    match (self.trainable_batchnorm, keep) {
+                        (false, false) => {
+                            let y = mul_channel_scale(p, &x, self.param(id, "scale")?)?;
+                            add_channel_bias(p, &y, self.param(id, "shift")?)?
+                        }
+                        (false, true) => {
+                            return Err(NnError::InvalidArgument(format!(
+                                "BatchNorm2d `{}` was shared for inference (folded into an \
+                                 affine map); share the model with \
+                                 `SharedModel::share_for_training` to train it",
+                                node.name
+                            )));
+                        }
+                        (true, false) => {
+                            let (scale, shift) = self.running_affine(p, id, *eps)?;
+                            let y = mul_channel_scale(p, &x, &scale)?;
+                            add_channel_bias(p, &y, &shift)?
+                        }
+                        (true, true) => {
+                            let batch = batchnorm_forward_train(
+                                p,
+                                &x,
+                                *eps,
+                                self.param(id, "weight")?,
+                                self.param(id, "bias")?,
+                            )?;
+                            let m = (x.len() / x.shape()[1]) as u64;
+                            for (stat, fresh, unbiased) in [
+                                ("running_mean", &batch.mean, 1.0),
+                                ("running_var", &batch.var, m as f64 / (m.max(2) - 1) as f64),
+                            ] {
+                                let old = self.param(id, stat)?;
+                                let updated =
+                                    blend(p, old, 1.0 - momentum, fresh, momentum * unbiased)?;
+                                running_stats.insert(format!("{}.{stat}", node.name), updated);
+                            }
+                            saved[id] = Saved::BatchNorm {
+                                xhat: batch.xhat,
+                                inv_std: batch.inv_std,
+                            };
+                            batch.output
+                        }
+                    }
                 }
                 Op::Dropout { .. } => arg(0)?.clone(),
                 Op::Softmax => nl::softmax(p, arg(0)?, 1, nl::SoftmaxOptions::default())?,
@@ -464,8 +571,141 @@ impl<B: GpuBackend> SharedModel<B> {
                 }
             }
         }
-        Ok(PrivateForward { values, saved })
+        Ok(PrivateForward {
+            values,
+            saved,
+            running_stats,
+        })
     }
+
+    /// The per-channel `(scale, shift)` of BatchNorm `id` from its shared running
+    /// statistics: scale = weight / √(running_var + ε), shift = bias − running_mean · scale.
+    fn running_affine<T: Transport>(
+        &self,
+        p: &mut Party<B, T>,
+        id: NodeId,
+        eps: f64,
+    ) -> Result<(Rss<B>, Rss<B>)> {
+        let var_eps = p.add_scalar(self.param(id, "running_var")?, p.fixed().encode(eps)?)?;
+        let inv_std = nl::inv_sqrt(p, &var_eps, BATCHNORM_INV_SQRT)?;
+        let scale = p.mul_fixed(self.param(id, "weight")?, &inv_std)?;
+        let shifted = p.mul_fixed(self.param(id, "running_mean")?, &scale)?;
+        let shift = p.sub(self.param(id, "bias")?, &shifted)?;
+        Ok((scale, shift))
+    }
+}
+
+/// BatchNorm's forward pass with batch statistics, on shares.
+pub struct BatchNormBatch<B: GpuBackend> {
+    /// The layer's output, `[N, C, H, W]`.
+    pub output: Rss<B>,
+    /// The normalised input (x − μ)/√(σ² + ε), kept for the backward pass.
+    pub xhat: Rss<B>,
+    /// 1/√(σ² + ε) per channel, `[C]`, kept for the backward pass.
+    pub inv_std: Rss<B>,
+    /// The batch mean per channel, `[C]`.
+    pub mean: Rss<B>,
+    /// The biased batch variance per channel (over m = N·H·W values), `[C]`.
+    pub var: Rss<B>,
+}
+
+/// BatchNorm in training on a shared `[N, C, H, W]` batch:
+/// y = weight · (x − μ) / √(σ² + ε) + bias per channel, with μ and σ² (biased) over the
+/// batch and the plane, `weight` and `bias` shared `[C]`. Three full-size fixed-point
+/// products (the squares, x̂ and the scaling by the weight), two divisions by m and the
+/// inverse square root ([`BATCHNORM_INV_SQRT`]) of C values.
+pub fn batchnorm_forward_train<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    x: &Rss<B>,
+    eps: f64,
+    weight: &Rss<B>,
+    bias: &Rss<B>,
+) -> Result<BatchNormBatch<B>> {
+    let m = (x.len() / x.shape()[1]) as u64;
+    let mean = p.div_public(&sum_per_channel(p, x)?, m)?;
+    let centred = p.sub(x, &spread_channels(p, &mean, x.shape())?)?;
+    let squares = p.square_fixed(&centred)?;
+    let var = p.div_public(&sum_per_channel(p, &squares)?, m)?;
+    let var_eps = p.add_scalar(&var, p.fixed().encode(eps)?)?;
+    let inv_std = nl::inv_sqrt(p, &var_eps, BATCHNORM_INV_SQRT)?;
+    let xhat = mul_channel_scale(p, &centred, &inv_std)?;
+    let scaled = mul_channel_scale(p, &xhat, weight)?;
+    let output = add_channel_bias(p, &scaled, bias)?;
+    Ok(BatchNormBatch {
+        output,
+        xhat,
+        inv_std,
+        mean,
+        var,
+    })
+}
+
+/// BatchNorm's backward pass with batch statistics, from what
+/// [`batchnorm_forward_train`] kept: `(dx, dweight, dbias)` with dbias = Σ dy,
+/// dweight = Σ dy·x̂ and dx = weight·inv_std · (dy − dbias/m − x̂ · dweight/m), sums per
+/// channel over its m values. Three full-size fixed-point products.
+pub fn batchnorm_backward<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    dy: &Rss<B>,
+    xhat: &Rss<B>,
+    inv_std: &Rss<B>,
+    weight: &Rss<B>,
+) -> Result<(Rss<B>, Rss<B>, Rss<B>)> {
+    let m = (dy.len() / dy.shape()[1]) as u64;
+    let dbias = sum_per_channel(p, dy)?;
+    let products = p.mul_fixed(dy, xhat)?;
+    let dweight = sum_per_channel(p, &products)?;
+    let mean_dy = p.div_public(&dbias, m)?;
+    let mean_dyx = p.div_public(&dweight, m)?;
+    let along_xhat = mul_channel_scale(p, xhat, &mean_dyx)?;
+    let centred = p.sub(
+        &p.sub(dy, &spread_channels(p, &mean_dy, dy.shape())?)?,
+        &along_xhat,
+    )?;
+    let factor = p.mul_fixed(weight, inv_std)?;
+    let dx = mul_channel_scale(p, &centred, &factor)?;
+    Ok((dx, dweight, dbias))
+}
+
+/// a·x + b·y for public reals a and b: both scaled locally, then one truncation.
+fn blend<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    x: &Rss<B>,
+    a: f64,
+    y: &Rss<B>,
+    b: f64,
+) -> Result<Rss<B>> {
+    let fixed = p.fixed();
+    let sum = p.add(
+        &p.mul_scalar(x, fixed.encode(a)?)?,
+        &p.mul_scalar(y, fixed.encode(b)?)?,
+    )?;
+    Ok(p.truncate(&sum)?)
+}
+
+/// Σ over every axis but the channel axis 1 of `[N, C, ...]`: `[C]` (local).
+fn sum_per_channel<B: GpuBackend, T: Transport>(p: &Party<B, T>, x: &Rss<B>) -> Result<Rss<B>> {
+    let rank = x.shape().len();
+    Ok(p.linear(x, |b, t| {
+        let mut t = t.clone();
+        for axis in (2..rank).rev() {
+            t = b.sum_axis(&t, axis)?;
+        }
+        b.sum_axis(&t, 0)
+    })?)
+}
+
+/// A per-channel `[C]` sharing broadcast to `shape` = `[N, C, ...]` (local).
+fn spread_channels<B: GpuBackend, T: Transport>(
+    p: &Party<B, T>,
+    per_channel: &Rss<B>,
+    shape: &[usize],
+) -> Result<Rss<B>> {
+    let mut keep = vec![1; shape.len()];
+    keep[1] = shape[1];
+    Ok(p.linear(per_channel, |b, t| {
+        b.broadcast_to(&b.reshape(t, &keep)?, shape)
+    })?)
 }
 
 /// y + b for a per-channel bias `[C]` on `[N, C, H, W]` (or `[N, C]`).
@@ -474,10 +714,7 @@ fn add_channel_bias<B: GpuBackend, T: Transport>(
     y: &Rss<B>,
     bias: &Rss<B>,
 ) -> Result<Rss<B>> {
-    let shape = y.shape().to_vec();
-    let mut keep = vec![1; shape.len()];
-    keep[1] = shape[1];
-    let spread = p.linear(bias, |b, t| b.broadcast_to(&b.reshape(t, &keep)?, &shape))?;
+    let spread = spread_channels(p, bias, y.shape())?;
     Ok(p.add(y, &spread)?)
 }
 
@@ -487,10 +724,7 @@ fn mul_channel_scale<B: GpuBackend, T: Transport>(
     y: &Rss<B>,
     scale: &Rss<B>,
 ) -> Result<Rss<B>> {
-    let shape = y.shape().to_vec();
-    let mut keep = vec![1; shape.len()];
-    keep[1] = shape[1];
-    let spread = p.linear(scale, |b, t| b.broadcast_to(&b.reshape(t, &keep)?, &shape))?;
+    let spread = spread_channels(p, scale, y.shape())?;
     Ok(p.mul_fixed(y, &spread)?)
 }
 

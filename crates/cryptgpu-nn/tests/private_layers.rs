@@ -1,12 +1,14 @@
 //! The private executor against the f64 plaintext executor: every layer forward (a small
 //! residual network with every op, BatchNorm folded and not), classification revealed to
-//! the data owner only, and private SGD steps tracking plaintext SGD.
+//! the data owner only, and private SGD steps tracking plaintext SGD, through BatchNorm
+//! with batch statistics too.
 
 use cryptgpu_backend::{Conv2dParams, Pool2dParams};
 use cryptgpu_cpu::CpuBackend;
 use cryptgpu_nn::model::{GraphBuilder, Model, Op};
 use cryptgpu_nn::optim::{Sgd, SgdConfig};
 use cryptgpu_nn::private::{PrivateSgd, SharedModel, share_input};
+use cryptgpu_nn::suite::{onehot, sample_inputs, small_trainable_model};
 use cryptgpu_nn::{Tensor, plain};
 use cryptgpu_ring::FixedPoint;
 use cryptgpu_share::{KeySource, Party};
@@ -106,51 +108,6 @@ fn small_model(seed: u64) -> Model {
     model
 }
 
-/// A model without BatchNorm, for training (private BatchNorm training is not supported).
-fn trainable_model(seed: u64) -> Model {
-    let mut b = GraphBuilder::new();
-    let c0 = b.add("c0", conv(2, 4, 1), &[0]);
-    let r1 = b.add("r1", Op::Relu, &[c0]);
-    let m2 = b.add("m2", Op::MaxPool2d(Pool2dParams::new(2, 2)), &[r1]);
-    let c3 = b.add("c3", conv(4, 4, 1), &[m2]);
-    let a4 = b.add("a4", Op::Add, &[c3, m2]);
-    let p5 = b.add("p5", Op::AvgPool2d(Pool2dParams::new(3, 3)), &[a4]);
-    let f6 = b.add("f6", Op::Flatten, &[p5]);
-    let l7 = b.add(
-        "l7",
-        Op::Linear {
-            in_features: 4,
-            out_features: 6,
-            bias: true,
-        },
-        &[f6],
-    );
-    let r8 = b.add("r8", Op::Relu, &[l7]);
-    let l9 = b.add(
-        "l9",
-        Op::Linear {
-            in_features: 6,
-            out_features: 3,
-            bias: true,
-        },
-        &[r8],
-    );
-    b.finish("trainable", &[2, 6, 6], l9, seed).unwrap()
-}
-
-fn inputs(seed: u64, n: usize) -> Tensor {
-    let mut x = seed | 1;
-    let data = (0..n * 72)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0
-        })
-        .collect();
-    Tensor::new(&[n, 2, 6, 6], data).unwrap()
-}
-
 fn setup(
     t: &mut cryptgpu_transport::LocalTransport,
 ) -> Party<CpuBackend, &mut cryptgpu_transport::LocalTransport> {
@@ -166,7 +123,7 @@ fn setup(
 #[test]
 fn private_forward_and_classification_match_plaintext() {
     let model = small_model(11);
-    let x = inputs(5, 4);
+    let x = sample_inputs(5, 4);
     let want = plain::forward(&model, &x, plain::Mode::Inference).unwrap();
     let want_logits = want.logits(&model).clone();
     let want_classes = plain::classify(&model, &x).unwrap();
@@ -203,54 +160,58 @@ fn private_forward_and_classification_match_plaintext() {
     );
 }
 
-#[test]
-fn private_sgd_tracks_plaintext_sgd() {
+/// Trains `small_trainable_model(21, with_batchnorm)` for 3 SGD steps in plaintext and privately
+/// (shared for training), checks every parameter and running statistic within `tolerance`,
+/// and the trained shared model's inference logits on a fresh batch against plaintext
+/// inference.
+fn check_private_sgd(with_batchnorm: bool, tolerance: f64) {
     let config = SgdConfig::new(0.1)
         .with_momentum(0.9)
         .with_weight_decay(1e-3);
-    let mut model = trainable_model(21);
+    let mut model = small_trainable_model(21, with_batchnorm);
     let mut sgd = Sgd::new(config);
     let batches: Vec<(Tensor, Vec<usize>)> = (0..3)
-        .map(|s| (inputs(40 + s, 4), vec![0, 2, 1, 2]))
+        .map(|s| (sample_inputs(40 + s, 4), vec![0, 2, 1, 2]))
         .collect();
     for (x, labels) in &batches {
         plain::train_step(&mut model, &mut sgd, x, labels, 0).unwrap();
     }
+    let test = sample_inputs(77, 4);
+    let want_logits = plain::forward(&model, &test, plain::Mode::Inference)
+        .unwrap()
+        .logits(&model)
+        .clone();
     let trained = run_local_3pc(|t| {
         let mut p = setup(t);
-        let start = trainable_model(21);
-        let mut shared = SharedModel::share(&mut p, &start, MODEL_OWNER).unwrap();
+        let start = small_trainable_model(21, with_batchnorm);
+        let mut shared = SharedModel::share_for_training(&mut p, &start, MODEL_OWNER).unwrap();
         let mut opt = PrivateSgd::new(config);
+        let owner = p.id() == DATA_OWNER;
         for (x, labels) in &batches {
-            let owner = p.id() == DATA_OWNER;
             let sx = share_input(&mut p, DATA_OWNER, owner.then_some(x), x.shape()).unwrap();
-            let mut onehot = vec![0.0; labels.len() * 3];
-            labels
-                .iter()
-                .enumerate()
-                .for_each(|(i, &l)| onehot[i * 3 + l] = 1.0);
-            let hot = Tensor::new(&[labels.len(), 3], onehot).unwrap();
+            let hot = onehot(labels, 3);
             let sy = share_input(&mut p, DATA_OWNER, owner.then_some(&hot), &[4, 3]).unwrap();
             shared.train_step(&mut p, &mut opt, &sx, &sy).unwrap();
         }
-        Ok::<_, cryptgpu_share::ShareError>(shared.reveal_to(&mut p, MODEL_OWNER).unwrap())
+        let st = share_input(&mut p, DATA_OWNER, owner.then_some(&test), test.shape()).unwrap();
+        let logits = shared.forward(&mut p, &st).unwrap();
+        let logits = p.reveal_f64(&logits).unwrap();
+        let revealed = shared.reveal_to(&mut p, MODEL_OWNER).unwrap();
+        Ok::<_, cryptgpu_share::ShareError>((revealed, logits))
     })
     .unwrap();
-    let private = trained[0]
-        .as_ref()
-        .unwrap()
-        .as_ref()
-        .expect("the model owner gets the model");
-    assert!(trained[1].as_ref().unwrap().is_none());
+    let [owner, other, _] = trained.map(|r| r.unwrap());
+    let private = owner.0.expect("the model owner gets the model");
+    assert!(other.0.is_none(), "only the model owner gets the model");
+    let start = small_trainable_model(21, with_batchnorm);
     let mut moved = 0.0f64;
     for (name, want) in &model.params {
         let got = &private.params[name];
-        let start = &trainable_model(21).params[name];
         for i in 0..want.len() {
-            moved = moved.max((want.data()[i] - start.data()[i]).abs());
+            moved = moved.max((want.data()[i] - start.params[name].data()[i]).abs());
             let err = (got.data()[i] - want.data()[i]).abs();
             assert!(
-                err < 2e-3,
+                err < tolerance,
                 "{name}[{i}]: private {} vs plaintext {}",
                 got.data()[i],
                 want.data()[i]
@@ -261,4 +222,46 @@ fn private_sgd_tracks_plaintext_sgd() {
         moved > 1e-2,
         "training moved the weights (by at most {moved})"
     );
+    for (i, (got, want)) in owner.1.iter().zip(want_logits.data()).enumerate() {
+        assert!(
+            (got - want).abs() < 5.0 * tolerance,
+            "logit {i} after training: private {got}, plaintext {want}"
+        );
+    }
+}
+
+#[test]
+fn private_sgd_tracks_plaintext_sgd() {
+    check_private_sgd(false, 2e-3);
+}
+
+#[test]
+fn private_batchnorm_training_tracks_plaintext() {
+    check_private_sgd(true, 2e-3);
+}
+
+/// A model shared for inference has its BatchNorm folded away: training it is refused with
+/// a message that says what to do instead.
+#[test]
+fn training_a_model_shared_for_inference_through_batchnorm_is_refused() {
+    let out = run_local_3pc(|t| {
+        let mut p = setup(t);
+        let model = small_trainable_model(3, true);
+        // After `bn4` follows an add, so it stays a (folded) affine map.
+        let mut shared = SharedModel::share(&mut p, &model, MODEL_OWNER).unwrap();
+        let mut opt = PrivateSgd::new(SgdConfig::new(0.1));
+        let x = p.constant_f64(&vec![0.5; 4 * 72], &[4, 2, 6, 6]).unwrap();
+        let y = p
+            .constant_f64(onehot(&[0, 1, 2, 0], 3).data(), &[4, 3])
+            .unwrap();
+        Ok::<_, cryptgpu_share::ShareError>(shared.train_step(&mut p, &mut opt, &x, &y))
+    })
+    .unwrap();
+    for r in out {
+        let message = r.unwrap().unwrap_err().to_string();
+        assert!(
+            message.contains("bn4") && message.contains("share_for_training"),
+            "{message}"
+        );
+    }
 }

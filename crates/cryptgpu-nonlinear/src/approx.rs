@@ -38,9 +38,14 @@ pub struct ExpOptions {
     pub squarings: u32,
 }
 
+impl ExpOptions {
+    /// 8 squarings: the default, usable in constants.
+    pub const DEFAULT: Self = Self { squarings: 8 };
+}
+
 impl Default for ExpOptions {
     fn default() -> Self {
-        Self { squarings: 8 }
+        Self::DEFAULT
     }
 }
 

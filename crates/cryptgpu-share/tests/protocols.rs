@@ -259,6 +259,41 @@ fn public_factors_shifts_and_fused_square() {
     }
 }
 
+/// div_public keeps 3 units of precision for divisors far beyond 2^f/2 (where a product by
+/// the fixed-point encoding of 1/d would be off by percents), and rejects d = 0.
+#[test]
+fn division_by_public_integers_of_every_size() {
+    let fixed = FixedPoint::new(20).unwrap();
+    let divisors = [1u64, 3, 128, 576, 73_728, 1 << 20, 3_000_000];
+    let n = 200;
+    let means = reals(11, n, 1.0);
+    let out = run3(fixed, |p| {
+        let mut revealed = Vec::new();
+        for &d in &divisors {
+            // Sums of d elements whose mean is `means`.
+            let sums: Vec<f64> = means.iter().map(|m| m * d as f64).collect();
+            let owner = PartyId::P1;
+            let s = p.share_f64(owner, (p.id() == owner).then_some(&sums[..]), &[n])?;
+            let q = p.div_public(&s, d)?;
+            revealed.push(p.reveal_f64(&q)?);
+        }
+        let zero = p.div_public(&p.constant_f64(&[1.0], &[1])?, 0).map(drop);
+        Ok((revealed, zero.unwrap_err().to_string()))
+    });
+    let (revealed, zero) = &out[0];
+    let unit = fixed.resolution();
+    for (d, got) in divisors.iter().zip(revealed) {
+        for (i, (g, m)) in got.iter().zip(&means).enumerate() {
+            let bound = 3.0 * unit + m.abs() * unit / 2.0;
+            assert!(
+                (g - m).abs() <= bound,
+                "d = {d}, element {i}: {g} for {m} (bound {bound})"
+            );
+        }
+    }
+    assert!(zero.contains("division by zero"), "{zero}");
+}
+
 #[test]
 fn square_then_truncate_matches_plaintext() {
     for f in [20, 26] {
@@ -444,6 +479,16 @@ fn communication_matches_the_documented_formulas() {
         cost_of(|p, x| p.mul_public_fixed(x, 0.3).map(drop), n),
         ([8 * e, 0, 0], 1),
         "product by a public real"
+    );
+    assert_eq!(
+        cost_of(|p, x| p.div_public(x, 73_728).map(drop), n),
+        ([16 * e, 0, 0], 1),
+        "division by a public integer"
+    );
+    assert_eq!(
+        cost_of(|p, x| p.div_public(x, 128).map(drop), n),
+        ([8 * e, 0, 0], 1),
+        "division by a power of two"
     );
     assert_eq!(
         cost_of(

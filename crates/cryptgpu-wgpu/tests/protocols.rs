@@ -1,8 +1,9 @@
 //! The protocol suites on the wgpu backend: the non-linear suite (comparisons, ReLU,
 //! pooling, softmax, the functions by iteration, communication) on the native and the
-//! emulated u64 paths, and a private network (convolutions, ReLU, average pooling, linear
-//! layers, the private arg-max) whose every revealed ring element must equal the CPU
-//! backend's under the same seeded keys. Without an adapter every test prints `skipped:`;
+//! emulated u64 paths; private training of a small network through every trainable layer,
+//! BatchNorm included (`private_nn_tests!`), on both paths; and a private LeNet
+//! (convolutions, ReLU, average pooling, linear layers, the private arg-max). Every
+//! revealed ring element must equal the CPU backend's under the same seeded keys. Without an adapter every test prints `skipped:`;
 //! `CRYPTGPU_REQUIRE_WGPU=1` makes that a failure.
 
 use cryptgpu_backend::GpuBackend;
@@ -38,6 +39,7 @@ fn native() -> Option<WgpuBackend> {
 mod native_path {
     use super::native;
     cryptgpu_nonlinear::nonlinear_protocol_tests!(native);
+    cryptgpu_nn::private_nn_tests!(native);
 }
 
 mod emulated_path {
@@ -49,6 +51,7 @@ mod emulated_path {
     }
 
     cryptgpu_nonlinear::nonlinear_protocol_tests!(emulated);
+    cryptgpu_nn::private_nn_tests!(emulated);
 }
 
 /// A LeNet (seeded weights) on two synthetic digits, privately: every party's revealed

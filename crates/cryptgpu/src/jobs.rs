@@ -46,18 +46,24 @@ pub(crate) fn structure_of(model: &Model) -> Result<Model> {
 }
 
 /// The model owner's weights, shared: only the owner reads `model`; the others pass the
-/// public architecture `structure`.
+/// public architecture `structure`. For training, BatchNorm keeps its own shared parameters
+/// and statistics; for inference it is folded into an affine map.
 fn share_model<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
     model: &Model,
     structure: &Model,
+    for_training: bool,
 ) -> Result<SharedModel<B>> {
     let mine = if p.id() == MODEL_OWNER {
         model
     } else {
         structure
     };
-    Ok(SharedModel::share(p, mine, MODEL_OWNER)?)
+    Ok(if for_training {
+        SharedModel::share_for_training(p, mine, MODEL_OWNER)?
+    } else {
+        SharedModel::share(p, mine, MODEL_OWNER)?
+    })
 }
 
 /// Shape of a batch of `n` examples of `data`.
@@ -118,7 +124,7 @@ impl Job for Inference<'_> {
         let structure = structure_of(self.model)?;
         let start = Instant::now();
         let (outputs, traffic) = three_parties(&backend, self.fixed, |p| {
-            let shared = share_model(p, self.model, &structure)?;
+            let shared = share_model(p, self.model, &structure, false)?;
             classify_all(p, &shared, self.data, self.batch, Some(self.progress))
         })?;
         let [_, predictions, _] = outputs;
@@ -201,7 +207,7 @@ impl Job for Training<'_> {
         let classes = self.train.num_classes;
         let start = Instant::now();
         let (outputs, traffic) = three_parties(&backend, self.fixed, |p| {
-            let mut shared = share_model(p, self.model, &structure)?;
+            let mut shared = share_model(p, self.model, &structure, true)?;
             let mut sgd = PrivateSgd::new(self.sgd);
             let owner = p.id() == DATA_OWNER;
             let mut per_epoch = Vec::new();
@@ -228,7 +234,11 @@ impl Job for Training<'_> {
                     }
                 }
                 let bar = owner.then_some(self.progress);
-                per_epoch.push(classify_all(p, &shared, self.test, self.batch.max(1), bar)?);
+                let predictions = classify_all(p, &shared, self.test, self.batch.max(1), bar)?;
+                if let Some(predictions) = &predictions {
+                    report_epoch(self.progress, epoch, predictions, &self.test.labels, start);
+                }
+                per_epoch.push(predictions);
             }
             let model = shared.reveal_to(p, MODEL_OWNER)?;
             Ok((per_epoch, model))
@@ -240,6 +250,34 @@ impl Job for Training<'_> {
             seconds: start.elapsed().as_secs_f64(),
             traffic,
         })
+    }
+}
+
+/// Tells the data owner each epoch's private test accuracy as soon as it is known (long runs
+/// take hours): above the progress bar on a terminal, else as a line on stderr.
+fn report_epoch(
+    progress: &ProgressBar,
+    epoch: u64,
+    predictions: &[usize],
+    labels: &[usize],
+    start: Instant,
+) {
+    let correct = predictions
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| p == l)
+        .count();
+    let line = format!(
+        "epoch {}: private test accuracy {:.2}% ({correct}/{}), {:.0} s",
+        epoch + 1,
+        100.0 * correct as f64 / labels.len().max(1) as f64,
+        labels.len(),
+        start.elapsed().as_secs_f64()
+    );
+    if progress.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        progress.println(line);
     }
 }
 

@@ -414,7 +414,13 @@ fn train_model(
     let mut plain_accuracy = Vec::new();
     for epoch in 0..epochs {
         plain::train_epoch(&mut reference, &mut plain_sgd, train, batch, seed, epoch)?;
-        plain_accuracy.push(plain::accuracy(&reference, test, batch)?);
+        let accuracy = plain::accuracy(&reference, test, batch)?;
+        eprintln!(
+            "plaintext reference, epoch {}: test accuracy {:.2}%",
+            epoch + 1,
+            100.0 * accuracy
+        );
+        plain_accuracy.push(accuracy);
     }
     let work = epochs * (train.len() + test.len()) as u64;
     let bar = progress(work, "private training");
