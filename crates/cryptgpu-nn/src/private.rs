@@ -11,7 +11,11 @@
 //! Layers map to protocols one to one: convolution and linear layers are fixed-point
 //! products (2 rounds); ReLU is the 10-round MSB-and-bit-injection protocol and keeps its
 //! DReLU bits for the backward pass; max-pooling is a tournament that keeps one-hot
-//! winners; average pooling is a public scaling; dropout is the identity.
+//! winners; average pooling is a public scaling. Dropout is the identity at inference; in
+//! training it multiplies by the same public masks as the plaintext executor
+//! ([`plain::dropout_mask`] from the step's seed): the masks depend on no secret, so the
+//! parties may all know them, and the product by a public tensor is local but for one
+//! truncation.
 //!
 //! BatchNorm has two forms. A model shared for inference ([`SharedModel::share`]) holds it
 //! as the affine map its owner computes in plaintext, folded into the preceding
@@ -34,6 +38,7 @@ use cryptgpu_transport::{PartyId, Transport};
 use crate::error::{NnError, Result};
 use crate::model::{Model, NodeId, Op, ParamKind};
 use crate::optim::SgdConfig;
+use crate::plain;
 use crate::tensor::Tensor;
 
 /// The inverse square root of BatchNorm's variance + ε: 8 Newton iterations from CrypTen's
@@ -60,6 +65,8 @@ enum Saved<B: GpuBackend> {
     Input(Rss<B>),
     Relu(SharedBits<B>),
     MaxPool(nl::MaxPool<B>),
+    /// Dropout in training: the public mask (0 or 1/(1 − p), fixed point).
+    Dropout(B::Tensor),
     /// BatchNorm with batch statistics: the normalised input and 1/√(var + ε) per channel.
     BatchNorm {
         xhat: Rss<B>,
@@ -198,7 +205,7 @@ impl<B: GpuBackend> SharedModel<B> {
 
     /// The private logits of a shared batch (inference: no state kept).
     pub fn forward<T: Transport>(&self, p: &mut Party<B, T>, input: &Rss<B>) -> Result<Rss<B>> {
-        let fwd = self.run(p, input, false)?;
+        let fwd = self.run(p, input, None)?;
         let logits = self.model.logits();
         fwd.values[logits]
             .clone()
@@ -251,15 +258,18 @@ impl<B: GpuBackend> SharedModel<B> {
     /// One private SGD step on a shared batch and shared one-hot labels `[N, classes]`:
     /// forward (keeping each layer's state), the cross-entropy gradient (softmax − onehot)/N
     /// at the logits, backward through every layer, and the update of `optimizer` (PyTorch's
-    /// SGD with momentum and weight decay, all on shares). Dropout is the identity here.
+    /// SGD with momentum and weight decay, all on shares). Dropout masks come from the public
+    /// `seed` as in [`plain::train_step`] (see [`plain::step_seed`]), and every party must
+    /// pass the same one.
     pub fn train_step<T: Transport>(
         &mut self,
         p: &mut Party<B, T>,
         optimizer: &mut PrivateSgd<B>,
         input: &Rss<B>,
         onehot: &Rss<B>,
+        seed: u64,
     ) -> Result<()> {
-        let fwd = self.run(p, input, true)?;
+        let fwd = self.run(p, input, Some(seed))?;
         let logits_id = self.model.logits();
         let logits = fwd.values[logits_id].clone().expect("kept");
         if logits.shape() != onehot.shape() {
@@ -398,7 +408,13 @@ impl<B: GpuBackend> SharedModel<B> {
                     into(0, dy.clone(), p)?;
                     into(1, dy, p)?;
                 }
-                Op::Dropout { .. } => into(0, dy, p)?,
+                Op::Dropout { .. } => match &fwd.saved[id] {
+                    Saved::Dropout(mask) => {
+                        let dx = p.apply_public(Bilinear::Mul, &dy, mask)?;
+                        into(0, p.truncate(&dx)?, p)?
+                    }
+                    _ => into(0, dy, p)?,
+                },
                 Op::BatchNorm2d { .. } => {
                     let Saved::BatchNorm { xhat, inv_std } = &fwd.saved[id] else {
                         return Err(NnError::Graph(format!(
@@ -417,14 +433,16 @@ impl<B: GpuBackend> SharedModel<B> {
         Ok(grads)
     }
 
-    /// Runs the graph. With `keep`, every value and what each backward pass needs are
-    /// kept; without, values are dropped after their last use.
+    /// Runs the graph. In training (`training_seed` is the step's seed), every value and what
+    /// each backward pass needs are kept; at inference (`None`), values are dropped after
+    /// their last use.
     fn run<T: Transport>(
         &self,
         p: &mut Party<B, T>,
         input: &Rss<B>,
-        keep: bool,
+        training_seed: Option<u64>,
     ) -> Result<PrivateForward<B>> {
+        let keep = training_seed.is_some();
         let nodes = self.model.nodes();
         let last_use = self.model.last_use();
         let mut values: Vec<Option<Rss<B>>> = vec![None; nodes.len()];
@@ -559,7 +577,18 @@ impl<B: GpuBackend> SharedModel<B> {
                         }
                     }
                 }
-                Op::Dropout { .. } => arg(0)?.clone(),
+                Op::Dropout { p: rate } => match training_seed {
+                    Some(seed) if *rate > 0.0 => {
+                        let x = arg(0)?.clone();
+                        let mask = plain::dropout_mask(seed, id, x.len(), *rate);
+                        let mask = p.fixed().encode_slice(&mask)?;
+                        let mask = p.backend().upload(&mask, x.shape())?;
+                        let dropped = p.apply_public(Bilinear::Mul, &x, &mask)?;
+                        saved[id] = Saved::Dropout(mask);
+                        p.truncate(&dropped)?
+                    }
+                    _ => arg(0)?.clone(),
+                },
                 Op::Softmax => nl::softmax(p, arg(0)?, 1, nl::SoftmaxOptions::default())?,
             };
             values[id] = Some(value);

@@ -29,9 +29,9 @@ fn conv(in_channels: usize, out_channels: usize, padding: usize) -> Op {
     }
 }
 
-/// A small residual network on `[2, 6, 6]` inputs with 3 classes and every trainable op
-/// but dropout: conv, ReLU, max- and average-pooling, a residual add, flatten and linear;
-/// with `with_batchnorm`, BatchNorm after the first conv and after the add. Weights are
+/// A small residual network on `[2, 6, 6]` inputs with 3 classes and every trainable op:
+/// conv, ReLU, max- and average-pooling, a residual add, flatten, dropout and linear; with
+/// `with_batchnorm`, BatchNorm after the first conv and after the add. Weights are
 /// PyTorch's default initialisation from `seed`.
 pub fn small_trainable_model(seed: u64, with_batchnorm: bool) -> Model {
     let batchnorm = Op::BatchNorm2d {
@@ -53,6 +53,7 @@ pub fn small_trainable_model(seed: u64, with_batchnorm: bool) -> Model {
     }
     let p5 = b.add("p5", Op::AvgPool2d(Pool2dParams::new(3, 3)), &[a4]);
     let f6 = b.add("f6", Op::Flatten, &[p5]);
+    let d6 = b.add("d6", Op::Dropout { p: 0.25 }, &[f6]);
     let l7 = b.add(
         "l7",
         Op::Linear {
@@ -60,7 +61,7 @@ pub fn small_trainable_model(seed: u64, with_batchnorm: bool) -> Model {
             out_features: 6,
             bias: true,
         },
-        &[f6],
+        &[d6],
     );
     let r8 = b.add("r8", Op::Relu, &[l7]);
     let l9 = b.add(
@@ -129,11 +130,11 @@ pub fn private_training_transcript<B: GpuBackend>(backend: &B) -> [Transcript; 3
             SharedModel::share_for_training(&mut p, &model, model_owner).expect("shared");
         let mut sgd = PrivateSgd::new(config);
         let mine = p.id() == data_owner;
-        for (x, y) in &batches {
+        for (step, (x, y)) in batches.iter().enumerate() {
             let sx = share_input(&mut p, data_owner, mine.then_some(x), x.shape()).expect("x");
             let sy = share_input(&mut p, data_owner, mine.then_some(y), y.shape()).expect("y");
             shared
-                .train_step(&mut p, &mut sgd, &sx, &sy)
+                .train_step(&mut p, &mut sgd, &sx, &sy, step as u64)
                 .expect("a training step");
         }
         let st = share_input(&mut p, data_owner, mine.then_some(&test), test.shape())

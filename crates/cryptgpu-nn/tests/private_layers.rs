@@ -173,8 +173,8 @@ fn check_private_sgd(with_batchnorm: bool, tolerance: f64) {
     let batches: Vec<(Tensor, Vec<usize>)> = (0..3)
         .map(|s| (sample_inputs(40 + s, 4), vec![0, 2, 1, 2]))
         .collect();
-    for (x, labels) in &batches {
-        plain::train_step(&mut model, &mut sgd, x, labels, 0).unwrap();
+    for (step, (x, labels)) in batches.iter().enumerate() {
+        plain::train_step(&mut model, &mut sgd, x, labels, step as u64).unwrap();
     }
     let test = sample_inputs(77, 4);
     let want_logits = plain::forward(&model, &test, plain::Mode::Inference)
@@ -187,11 +187,13 @@ fn check_private_sgd(with_batchnorm: bool, tolerance: f64) {
         let mut shared = SharedModel::share_for_training(&mut p, &start, MODEL_OWNER).unwrap();
         let mut opt = PrivateSgd::new(config);
         let owner = p.id() == DATA_OWNER;
-        for (x, labels) in &batches {
+        for (step, (x, labels)) in batches.iter().enumerate() {
             let sx = share_input(&mut p, DATA_OWNER, owner.then_some(x), x.shape()).unwrap();
             let hot = onehot(labels, 3);
             let sy = share_input(&mut p, DATA_OWNER, owner.then_some(&hot), &[4, 3]).unwrap();
-            shared.train_step(&mut p, &mut opt, &sx, &sy).unwrap();
+            shared
+                .train_step(&mut p, &mut opt, &sx, &sy, step as u64)
+                .unwrap();
         }
         let st = share_input(&mut p, DATA_OWNER, owner.then_some(&test), test.shape()).unwrap();
         let logits = shared.forward(&mut p, &st).unwrap();
@@ -254,7 +256,7 @@ fn training_a_model_shared_for_inference_through_batchnorm_is_refused() {
         let y = p
             .constant_f64(onehot(&[0, 1, 2, 0], 3).data(), &[4, 3])
             .unwrap();
-        Ok::<_, cryptgpu_share::ShareError>(shared.train_step(&mut p, &mut opt, &x, &y))
+        Ok::<_, cryptgpu_share::ShareError>(shared.train_step(&mut p, &mut opt, &x, &y, 0))
     })
     .unwrap();
     for r in out {

@@ -10,6 +10,7 @@ use cryptgpu_nn::Tensor;
 use cryptgpu_nn::data::{Dataset, epoch_order};
 use cryptgpu_nn::model::Model;
 use cryptgpu_nn::optim::SgdConfig;
+use cryptgpu_nn::plain;
 use cryptgpu_nn::private::{PrivateSgd, SharedModel, share_input};
 use cryptgpu_ring::FixedPoint;
 use cryptgpu_share::{Party, Rss};
@@ -213,7 +214,7 @@ impl Job for Training<'_> {
             let mut per_epoch = Vec::new();
             for epoch in 0..self.epochs {
                 let order = epoch_order(self.train.len(), self.seed, epoch);
-                for chunk in order.chunks(self.batch.max(1)) {
+                for (step, chunk) in order.chunks(self.batch.max(1)).enumerate() {
                     let (x, y) = if owner {
                         let (images, labels) = self.train.batch(chunk)?;
                         (Some(images), Some(onehot(&labels, classes)?))
@@ -228,7 +229,8 @@ impl Job for Training<'_> {
                     )?;
                     let sy: Rss<B> =
                         share_input(p, DATA_OWNER, y.as_ref(), &[chunk.len(), classes])?;
-                    shared.train_step(p, &mut sgd, &sx, &sy)?;
+                    let seed = plain::step_seed(self.seed, epoch, step as u64);
+                    shared.train_step(p, &mut sgd, &sx, &sy, seed)?;
                     if owner {
                         self.progress.inc(chunk.len() as u64);
                     }

@@ -301,14 +301,7 @@ fn forward_node(
         },
         Op::Dropout { p } => match mode {
             Mode::Training { seed } if p > 0.0 => {
-                let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (id as u64) << 32);
-                let keep = 1.0 / (1.0 - p);
-                let mask: Vec<f64> = (0..x.len())
-                    .map(|_| {
-                        let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-                        if u < p { 0.0 } else { keep }
-                    })
-                    .collect();
+                let mask = dropout_mask(seed, id, x.len(), p);
                 let y = x.data().iter().zip(&mask).map(|(a, m)| a * m).collect();
                 cache = Cache::Dropout(mask);
                 y
@@ -318,6 +311,26 @@ fn forward_node(
         Op::Softmax => ops::softmax(x.data(), x.shape()[1]),
     };
     Ok((Tensor::new(out_shape, data)?, cache))
+}
+
+/// The dropout mask of node `id` in the training step with `seed`: `len` values, each 0
+/// with probability `p` and 1/(1 − p) otherwise (ChaCha8 from `seed ^ id << 32`). The
+/// private executor draws the same masks, so private and plaintext training drop the same
+/// units.
+pub fn dropout_mask(seed: u64, id: NodeId, len: usize, p: f64) -> Vec<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (id as u64) << 32);
+    let keep = 1.0 / (1.0 - p);
+    (0..len)
+        .map(|_| {
+            let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+            if u < p { 0.0 } else { keep }
+        })
+        .collect()
+}
+
+/// The seed of step `step` of epoch `epoch` (the dropout masks' seed) in [`train_epoch`].
+pub fn step_seed(seed: u64, epoch: u64, step: u64) -> u64 {
+    seed ^ (epoch << 40) ^ step
 }
 
 /// BatchNorm with batch statistics: `(y, xhat, inv_std, mean, biased var)`.
@@ -628,8 +641,13 @@ pub fn train_epoch(
     let mut batches = 0;
     for (i, indices) in order.chunks(batch_size).enumerate() {
         let (images, labels) = data.batch(indices)?;
-        let step_seed = seed ^ (epoch << 40) ^ i as u64;
-        total += train_step(model, sgd, &images, &labels, step_seed)?;
+        total += train_step(
+            model,
+            sgd,
+            &images,
+            &labels,
+            step_seed(seed, epoch, i as u64),
+        )?;
         batches += 1;
     }
     Ok(total / batches as f64)
