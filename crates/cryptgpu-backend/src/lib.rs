@@ -136,6 +136,20 @@ pub trait GpuBackend: Clone + Debug + Send + Sync + 'static {
     /// packed bits (0 or 1). `packed` must hold exactly `ceil(numel(shape) / 64)` words.
     fn unpack_bits(&self, packed: &Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
 
+    /// The 64 bit planes of a tensor of n elements (bit slicing, for binary circuits on
+    /// arithmetic values): row j holds bit j of every element, packed as
+    /// [`GpuBackend::pack_bits`] packs, so the result is `[64, ceil(n / 64)]`. The default
+    /// composes 64 [`GpuBackend::extract_bit`] and [`GpuBackend::pack_bits`] passes; a
+    /// backend may fuse them (the CPU backend transposes 64×64 bit blocks).
+    fn bit_planes(&self, tensor: &Self::Tensor) -> Result<Self::Tensor> {
+        let words = shape::packed_words(tensor.len());
+        let planes = (0..64)
+            .map(|j| self.reshape(&self.pack_bits(&self.extract_bit(tensor, j)?)?, &[1, words]))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&Self::Tensor> = planes.iter().collect();
+        self.concat(&refs, 0)
+    }
+
     // ---- linear algebra -----------------------------------------------------------------
 
     /// Batched matrix product mod 2^64; see [`shape::MatmulDims`] for the shapes.

@@ -185,6 +185,30 @@ impl GpuBackend for CpuBackend {
         Ok(CpuTensor::new(out, vec![words]))
     }
 
+    fn bit_planes(&self, tensor: &CpuTensor) -> Result<CpuTensor> {
+        let values = &tensor.data;
+        let words = shape::packed_words(values.len());
+        // Block w (64 elements, zero-padded) as a 64×64 bit matrix, transposed in place:
+        // its row j is then bit j of the block's elements, i.e. word w of plane j.
+        let mut blocks = vec![0u64; words * 64];
+        par::fill_chunks(&mut blocks, |first, chunk| {
+            for (b, block) in chunk.chunks_exact_mut(64).enumerate() {
+                let start = first + 64 * b;
+                let end = values.len().min(start + 64);
+                block[..end - start].copy_from_slice(&values[start..end]);
+                transpose_bits_64(block.try_into().expect("64 words"));
+            }
+        });
+        let mut planes = vec![0u64; 64 * words];
+        par::fill_chunks(&mut planes, |first, chunk| {
+            for (k, word) in chunk.iter_mut().enumerate() {
+                let (plane, w) = ((first + k) / words, (first + k) % words);
+                *word = blocks[64 * w + plane];
+            }
+        });
+        Ok(CpuTensor::new(planes, vec![64, words]))
+    }
+
     fn unpack_bits(&self, packed: &CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
         let n = shape::numel("unpack_bits", shape)?;
         shape::check_len("unpack_bits", &[shape::packed_words(n)], packed.len())?;
@@ -318,5 +342,47 @@ impl GpuBackend for CpuBackend {
             prg::fill_chacha12(key, stream, position.wrapping_add(first as u64), chunk);
         });
         Ok(CpuTensor::new(out, shape.to_vec()))
+    }
+}
+
+/// Transposes a 64×64 bit matrix in place, row `i` being word `i` with column `j` at bit
+/// `j`: afterwards bit `j` of word `i` is what bit `i` of word `j` was. Six rounds of
+/// swapping the off-diagonal blocks of every 2k×2k block (k = 32, 16, ..., 1), each
+/// with one shift, xor and mask per pair of words.
+fn transpose_bits_64(rows: &mut [u64; 64]) {
+    let mut width = 32;
+    let mut mask: u64 = 0x0000_0000_FFFF_FFFF;
+    while width != 0 {
+        for top in (0..64).filter(|k| k & width == 0) {
+            let bottom = top | width;
+            let swap = ((rows[top] >> width) ^ rows[bottom]) & mask;
+            rows[top] ^= swap << width;
+            rows[bottom] ^= swap;
+        }
+        width >>= 1;
+        mask ^= mask << width;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transpose_bits_64;
+
+    #[test]
+    fn bit_transpose_moves_every_bit_across_the_diagonal() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let rows: [u64; 64] = std::array::from_fn(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        });
+        let mut t = rows;
+        transpose_bits_64(&mut t);
+        for (i, row) in t.iter().enumerate() {
+            for (j, original) in rows.iter().enumerate() {
+                assert_eq!((row >> j) & 1, (original >> i) & 1, "bit ({i}, {j})");
+            }
+        }
     }
 }

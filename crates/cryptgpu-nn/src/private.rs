@@ -36,7 +36,7 @@ use cryptgpu_share::{Party, Rss, SharedBits};
 use cryptgpu_transport::{PartyId, Transport};
 
 use crate::error::{NnError, Result};
-use crate::model::{Model, NodeId, Op, ParamKind};
+use crate::model::{Model, NodeId, Op, ParamKind, ParamSpec};
 use crate::optim::SgdConfig;
 use crate::plain;
 use crate::tensor::Tensor;
@@ -116,24 +116,10 @@ impl<B: GpuBackend> SharedModel<B> {
     pub fn share<T: Transport>(p: &mut Party<B, T>, model: &Model, owner: PartyId) -> Result<Self> {
         let model = model.fold_batchnorm()?;
         let mine = p.id() == owner;
-        let mut params = BTreeMap::new();
-        for spec in model.param_specs() {
-            if spec.kind == ParamKind::Buffer
-                || matches!(model.nodes()[spec.node].op, Op::BatchNorm2d { .. })
-            {
-                continue;
-            }
-            let value = model
-                .params
-                .get(&spec.name)
-                .ok_or_else(|| NnError::MissingParameter {
-                    name: spec.name.clone(),
-                    expected: spec.shape.clone(),
-                    context: String::new(),
-                })?;
-            let shared = p.share_f64(owner, mine.then(|| value.data()), &spec.shape)?;
-            params.insert(spec.name, shared);
-        }
+        let mut params = share_params(p, &model, owner, |spec| {
+            spec.kind != ParamKind::Buffer
+                && !matches!(model.nodes()[spec.node].op, Op::BatchNorm2d { .. })
+        })?;
         for (id, node) in model.nodes().iter().enumerate() {
             if let Op::BatchNorm2d { channels, .. } = node.op {
                 let (scale, shift) = if mine {
@@ -165,20 +151,7 @@ impl<B: GpuBackend> SharedModel<B> {
         model: &Model,
         owner: PartyId,
     ) -> Result<Self> {
-        let mine = p.id() == owner;
-        let mut params = BTreeMap::new();
-        for spec in model.param_specs() {
-            let value = model
-                .params
-                .get(&spec.name)
-                .ok_or_else(|| NnError::MissingParameter {
-                    name: spec.name.clone(),
-                    expected: spec.shape.clone(),
-                    context: String::new(),
-                })?;
-            let shared = p.share_f64(owner, mine.then(|| value.data()), &spec.shape)?;
-            params.insert(spec.name, shared);
-        }
+        let params = share_params(p, model, owner, |_| true)?;
         Ok(Self {
             model: model.clone(),
             params,
@@ -735,6 +708,30 @@ fn spread_channels<B: GpuBackend, T: Transport>(
     Ok(p.linear(per_channel, |b, t| {
         b.broadcast_to(&b.reshape(t, &keep)?, shape)
     })?)
+}
+
+/// Shares the parameters of `model` that `include` selects, from `owner`'s values.
+fn share_params<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    model: &Model,
+    owner: PartyId,
+    include: impl Fn(&ParamSpec) -> bool,
+) -> Result<BTreeMap<String, Rss<B>>> {
+    let mine = p.id() == owner;
+    let mut params = BTreeMap::new();
+    for spec in model.param_specs().into_iter().filter(|s| include(s)) {
+        let value = model
+            .params
+            .get(&spec.name)
+            .ok_or_else(|| NnError::MissingParameter {
+                name: spec.name.clone(),
+                expected: spec.shape.clone(),
+                context: String::new(),
+            })?;
+        let shared = p.share_f64(owner, mine.then(|| value.data()), &spec.shape)?;
+        params.insert(spec.name, shared);
+    }
+    Ok(params)
 }
 
 /// y + b for a per-channel bias `[C]` on `[N, C, H, W]` (or `[N, C]`).

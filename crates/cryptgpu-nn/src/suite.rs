@@ -3,7 +3,7 @@
 //! inference must give, bit for bit, the ring elements the CPU reference backend gives under
 //! the same seeded keys. Backend crates run it with [`private_nn_tests!`](crate::private_nn_tests).
 
-use cryptgpu_backend::{Conv2dParams, GpuBackend, Pool2dParams};
+use cryptgpu_backend::{GpuBackend, Pool2dParams};
 use cryptgpu_cpu::CpuBackend;
 use cryptgpu_ring::FixedPoint;
 use cryptgpu_share::{KeySource, Party};
@@ -13,66 +13,31 @@ use crate::model::{GraphBuilder, Model, Op};
 use crate::optim::SgdConfig;
 use crate::private::{PrivateSgd, SharedModel, share_input};
 use crate::tensor::Tensor;
-
-/// A 3×3 convolution with bias, stride 1.
-fn conv(in_channels: usize, out_channels: usize, padding: usize) -> Op {
-    Op::Conv2d {
-        in_channels,
-        out_channels,
-        kernel: [3, 3],
-        params: Conv2dParams {
-            stride: [1, 1],
-            padding: [padding, padding],
-            groups: 1,
-        },
-        bias: true,
-    }
-}
+use crate::zoo;
 
 /// A small residual network on `[2, 6, 6]` inputs with 3 classes and every trainable op:
 /// conv, ReLU, max- and average-pooling, a residual add, flatten, dropout and linear; with
 /// `with_batchnorm`, BatchNorm after the first conv and after the add. Weights are
 /// PyTorch's default initialisation from `seed`.
 pub fn small_trainable_model(seed: u64, with_batchnorm: bool) -> Model {
-    let batchnorm = Op::BatchNorm2d {
-        channels: 4,
-        eps: 1e-5,
-        momentum: 0.1,
-    };
     let mut b = GraphBuilder::new();
-    let mut c0 = b.add("c0", conv(2, 4, 1), &[0]);
+    let mut c0 = b.add("c0", zoo::conv(2, 4, 3, 1, 1, true), &[0]);
     if with_batchnorm {
-        c0 = b.add("bn0", batchnorm.clone(), &[c0]);
+        c0 = b.add("bn0", zoo::batchnorm(4), &[c0]);
     }
     let r1 = b.add("r1", Op::Relu, &[c0]);
     let m2 = b.add("m2", Op::MaxPool2d(Pool2dParams::new(2, 2)), &[r1]);
-    let c3 = b.add("c3", conv(4, 4, 1), &[m2]);
+    let c3 = b.add("c3", zoo::conv(4, 4, 3, 1, 1, true), &[m2]);
     let mut a4 = b.add("a4", Op::Add, &[c3, m2]);
     if with_batchnorm {
-        a4 = b.add("bn4", batchnorm, &[a4]);
+        a4 = b.add("bn4", zoo::batchnorm(4), &[a4]);
     }
     let p5 = b.add("p5", Op::AvgPool2d(Pool2dParams::new(3, 3)), &[a4]);
     let f6 = b.add("f6", Op::Flatten, &[p5]);
     let d6 = b.add("d6", Op::Dropout { p: 0.25 }, &[f6]);
-    let l7 = b.add(
-        "l7",
-        Op::Linear {
-            in_features: 4,
-            out_features: 6,
-            bias: true,
-        },
-        &[d6],
-    );
+    let l7 = b.add("l7", zoo::linear(4, 6), &[d6]);
     let r8 = b.add("r8", Op::Relu, &[l7]);
-    let l9 = b.add(
-        "l9",
-        Op::Linear {
-            in_features: 6,
-            out_features: 3,
-            bias: true,
-        },
-        &[r8],
-    );
+    let l9 = b.add("l9", zoo::linear(6, 3), &[r8]);
     b.finish("small-trainable", &[2, 6, 6], l9, seed)
         .expect("a well-formed graph")
 }

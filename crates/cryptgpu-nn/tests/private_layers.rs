@@ -3,13 +3,13 @@
 //! the data owner only, and private SGD steps tracking plaintext SGD, through BatchNorm
 //! with batch statistics too.
 
-use cryptgpu_backend::{Conv2dParams, Pool2dParams};
+use cryptgpu_backend::Pool2dParams;
 use cryptgpu_cpu::CpuBackend;
 use cryptgpu_nn::model::{GraphBuilder, Model, Op};
 use cryptgpu_nn::optim::{Sgd, SgdConfig};
 use cryptgpu_nn::private::{PrivateSgd, SharedModel, share_input};
 use cryptgpu_nn::suite::{onehot, sample_inputs, small_trainable_model};
-use cryptgpu_nn::{Tensor, plain};
+use cryptgpu_nn::{Tensor, plain, zoo};
 use cryptgpu_ring::FixedPoint;
 use cryptgpu_share::{KeySource, Party};
 use cryptgpu_transport::{PartyId, run_local_3pc};
@@ -17,47 +17,17 @@ use cryptgpu_transport::{PartyId, run_local_3pc};
 const MODEL_OWNER: PartyId = PartyId::P0;
 const DATA_OWNER: PartyId = PartyId::P1;
 
-fn conv(i: usize, o: usize, padding: usize) -> Op {
-    Op::Conv2d {
-        in_channels: i,
-        out_channels: o,
-        kernel: [3, 3],
-        params: Conv2dParams {
-            stride: [1, 1],
-            padding: [padding, padding],
-            groups: 1,
-        },
-        bias: true,
-    }
-}
-
 /// Every op: conv, BatchNorm (after a conv: folded; after an add: affine), ReLU, max- and
 /// average-pooling, a residual add, global average pooling, flatten, dropout and linear.
 fn small_model(seed: u64) -> Model {
     let mut b = GraphBuilder::new();
-    let c0 = b.add("c0", conv(2, 4, 1), &[0]);
-    let bn0 = b.add(
-        "bn0",
-        Op::BatchNorm2d {
-            channels: 4,
-            eps: 1e-5,
-            momentum: 0.1,
-        },
-        &[c0],
-    );
+    let c0 = b.add("c0", zoo::conv(2, 4, 3, 1, 1, true), &[0]);
+    let bn0 = b.add("bn0", zoo::batchnorm(4), &[c0]);
     let r1 = b.add("r1", Op::Relu, &[bn0]);
     let m2 = b.add("m2", Op::MaxPool2d(Pool2dParams::new(2, 2)), &[r1]);
-    let c3 = b.add("c3", conv(4, 4, 1), &[m2]);
+    let c3 = b.add("c3", zoo::conv(4, 4, 3, 1, 1, true), &[m2]);
     let a4 = b.add("a4", Op::Add, &[c3, m2]);
-    let bn4 = b.add(
-        "bn4",
-        Op::BatchNorm2d {
-            channels: 4,
-            eps: 1e-5,
-            momentum: 0.1,
-        },
-        &[a4],
-    );
+    let bn4 = b.add("bn4", zoo::batchnorm(4), &[a4]);
     let p5 = b.add(
         "p5",
         Op::AvgPool2d(Pool2dParams {
@@ -70,25 +40,9 @@ fn small_model(seed: u64) -> Model {
     let g6 = b.add("g6", Op::GlobalAvgPool, &[p5]);
     let f7 = b.add("f7", Op::Flatten, &[g6]);
     let d8 = b.add("d8", Op::Dropout { p: 0.5 }, &[f7]);
-    let l9 = b.add(
-        "l9",
-        Op::Linear {
-            in_features: 4,
-            out_features: 5,
-            bias: true,
-        },
-        &[d8],
-    );
+    let l9 = b.add("l9", zoo::linear(4, 5), &[d8]);
     let r10 = b.add("r10", Op::Relu, &[l9]);
-    let l11 = b.add(
-        "l11",
-        Op::Linear {
-            in_features: 5,
-            out_features: 3,
-            bias: true,
-        },
-        &[r10],
-    );
+    let l11 = b.add("l11", zoo::linear(5, 3), &[r10]);
     let mut model = b.finish("small", &[2, 6, 6], l11, seed).unwrap();
     // Non-trivial BatchNorm statistics.
     for (name, value) in [

@@ -252,7 +252,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         let (a, addend) = match self.id().index() {
             0 => {
                 // a = x0 + x1, input as (a ⊕ r, r, 0) with r from k1 (shared with P1).
-                let plain = bit_slice(&b, &b.add(&x.own, &x.next)?)?;
+                let plain = b.bit_planes(&b.add(&x.own, &x.next)?)?;
                 let r = self.random_with_next(&rows, stream)?;
                 let a0 = b.xor(&plain, &r)?;
                 self.send_tensor(Peer::Prev, &a0)?;
@@ -265,14 +265,14 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                 let r = self.random_with_prev(&rows, stream)?;
                 (
                     BinaryRss::from_shares(r, zeros.clone())?,
-                    BinaryRss::from_shares(zeros, bit_slice(&b, &x.next)?)?,
+                    BinaryRss::from_shares(zeros, b.bit_planes(&x.next)?)?,
                 )
             }
             _ => {
                 let a0 = self.recv_tensor(OP, Peer::Next, &rows)?;
                 (
                     BinaryRss::from_shares(zeros.clone(), a0)?,
-                    BinaryRss::from_shares(bit_slice(&b, &x.own)?, zeros)?,
+                    BinaryRss::from_shares(b.bit_planes(&x.own)?, zeros)?,
                 )
             }
         };
@@ -459,15 +459,4 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         shape.resize(full.len(), 1);
         b.broadcast_to(&b.reshape(t, &shape)?, full)
     }
-}
-
-/// The 64 bit planes of a tensor of n elements: row j packs bit j of every element, so the
-/// result is `[64, ⌈n / 64⌉]`.
-fn bit_slice<B: GpuBackend>(b: &B, x: &B::Tensor) -> cryptgpu_backend::Result<B::Tensor> {
-    let words = packed_words(x.len());
-    let planes = (0..RING_BITS as u32)
-        .map(|j| b.reshape(&b.pack_bits(&b.extract_bit(x, j)?)?, &[1, words]))
-        .collect::<cryptgpu_backend::Result<Vec<_>>>()?;
-    let refs: Vec<&B::Tensor> = planes.iter().collect();
-    b.concat(&refs, 0)
 }

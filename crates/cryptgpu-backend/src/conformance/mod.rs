@@ -847,6 +847,36 @@ pub fn check_inputs_unchanged_and_deterministic<B: GpuBackend>(backend: &B) {
 }
 
 /// Instantiates every `check_*` of [`crate::conformance`] as a `#[test]`, given a path to a
+/// `bit_planes`: row j packs bit j of every element (zero tail), for any length and rank.
+pub fn check_bit_planes<B: GpuBackend>(backend: &B) {
+    let mut rng = Inputs::new("bit_planes");
+    for shape in [
+        vec![1usize],
+        vec![63],
+        vec![64],
+        vec![65],
+        vec![3, 7, 11],
+        vec![4097],
+        vec![100_003],
+    ] {
+        let a = rng.tensor(&shape);
+        let n = a.data.len();
+        let words = packed_words(n);
+        let got = backend.bit_planes(&upload(backend, &a)).unwrap();
+        let mut want = vec![0u64; 64 * words];
+        for (i, &x) in a.data.iter().enumerate() {
+            for j in 0..64 {
+                want[j * words + i / 64] |= ((x >> j) & 1) << (i % 64);
+            }
+        }
+        assert_same(
+            &format!("bit planes of {shape:?}"),
+            &download(backend, &got),
+            &HostTensor::new(want, &[64, words]),
+        );
+    }
+}
+
 /// `fn() -> Option<B>` that makes the backend (or returns `None` after saying why it skips).
 #[macro_export]
 macro_rules! conformance_tests {
@@ -864,6 +894,7 @@ macro_rules! conformance_tests {
             shift => check_shift,
             extract_bit => check_extract_bit,
             pack_bits => check_pack_bits,
+            bit_planes => check_bit_planes,
             matmul => check_matmul,
             conv2d => check_conv2d,
             conv2d_grad_input => check_conv2d_grad_input,
