@@ -407,6 +407,32 @@ pub(crate) fn pack_bits(ctx: &Context, tensor: &WgpuTensor) -> Result<WgpuTensor
     )
 }
 
+/// The bit planes of `tensor`, word-major: `[words, 64]`, row w holding bit j of elements
+/// 64w .. 64w + 63 in word j (the transpose of `GpuBackend::bit_planes`).
+pub(crate) fn bit_planes_word_major(ctx: &Context, tensor: &WgpuTensor) -> Result<WgpuTensor> {
+    let bits = tensor.len();
+    let words = shape::packed_words(bits);
+    launch(
+        ctx,
+        "bit_planes",
+        Kernel::BitPlanes,
+        &[words, 64],
+        [Some(tensor), None],
+        Windowing::Linear,
+        |limit| {
+            Ok(flat_chunks(words, limit / 64)
+                .map(|r| Chunk {
+                    k_from_b: None,
+                    reads: [64 * r.start..(64 * r.end).min(bits), 0..0],
+                    groups: groups_1d(64 * r.len()),
+                    params: vec![word(64 * r.start), word(64 * r.len()), word(bits), 0],
+                    out: 64 * r.start..64 * r.end,
+                })
+                .collect())
+        },
+    )
+}
+
 /// The packed bits of `packed` as a tensor of `shape` of zeros and ones.
 pub(crate) fn unpack_bits(
     ctx: &Context,

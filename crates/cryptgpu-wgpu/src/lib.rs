@@ -334,6 +334,12 @@ impl GpuBackend for WgpuBackend {
         kernels::pack_bits(self.ctx(), tensor)
     }
 
+    fn bit_planes(&self, tensor: &WgpuTensor) -> Result<WgpuTensor> {
+        // One pass slices 64 elements at a time, then one gather transposes to [64, words].
+        let word_major = kernels::bit_planes_word_major(self.ctx(), tensor)?;
+        self.permute(&word_major, &[1, 0])
+    }
+
     fn unpack_bits(&self, packed: &WgpuTensor, shape: &[usize]) -> Result<WgpuTensor> {
         const OP: &str = "unpack_bits";
         let n = shape::numel(OP, shape)?;

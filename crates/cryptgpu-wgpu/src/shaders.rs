@@ -70,6 +70,8 @@ pub enum Kernel {
     PackBits,
     /// Bit unpacking (`bits.wgsl`, `unpack`).
     UnpackBits,
+    /// Bit slicing, word-major (`bits.wgsl`, `planes`).
+    BitPlanes,
     /// The ChaCha12 keystream (`chacha12.wgsl`).
     ChaCha12,
     /// Sum over an axis (`sum_axis.wgsl`).
@@ -92,11 +94,12 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 13] = [
+    pub const ALL: [Kernel; 14] = [
         Self::Elementwise,
         Self::Gather,
         Self::PackBits,
         Self::UnpackBits,
+        Self::BitPlanes,
         Self::ChaCha12,
         Self::SumAxis,
         Self::PoolWindowSum,
@@ -113,6 +116,7 @@ impl Kernel {
         match self {
             Self::PackBits => "pack",
             Self::UnpackBits => "unpack",
+            Self::BitPlanes => "planes",
             Self::PoolWindowSum => "window_sum",
             Self::PoolUnfold => "unfold",
             Self::PoolFold => "fold",
@@ -125,7 +129,7 @@ impl Kernel {
         match self {
             Self::Elementwise => &["common.wgsl", "elementwise.wgsl"],
             Self::Gather => &["common.wgsl", "gather.wgsl"],
-            Self::PackBits | Self::UnpackBits => &["common.wgsl", "bits.wgsl"],
+            Self::PackBits | Self::UnpackBits | Self::BitPlanes => &["common.wgsl", "bits.wgsl"],
             Self::ChaCha12 => &["common.wgsl", "chacha12.wgsl"],
             Self::SumAxis => &["common.wgsl", "sum_axis.wgsl"],
             Self::PoolWindowSum | Self::PoolUnfold | Self::PoolFold => {
