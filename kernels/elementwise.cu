@@ -68,6 +68,27 @@ extern "C" __global__ void pack_bits_u64(const u64* a, u64* out, u64 n, u64 word
     }
 }
 
+// Bit slicing: word w of plane j (out is [64, words], plane-major) holds bit j of elements
+// 64w .. 64w + 63. One warp per word as in pack_bits_u64: each lane loads two elements,
+// then two ballots per plane collect their bit j, and one lane writes the plane's word.
+// Every lane runs the same iterations, so the full-mask ballots are legal. Launched with
+// blockDim.x a multiple of 32.
+extern "C" __global__ void bit_planes_u64(const u64* a, u64* out, u64 n, u64 words) {
+    const u32 lane = threadIdx.x & 31u;
+    const u64 warps_per_grid = ((u64)gridDim.x * blockDim.x) >> 5;
+    for (u64 w = ((u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < words;
+         w += warps_per_grid) {
+        const u64 lo = 64 * w + lane, hi = lo + 32;
+        const u64 x_lo = lo < n ? a[lo] : 0ull;
+        const u64 x_hi = hi < n ? a[hi] : 0ull;
+        for (u32 j = 0; j < 64; ++j) {
+            const u32 lo_bits = __ballot_sync(0xffffffffu, ((x_lo >> j) & 1ull) != 0);
+            const u32 hi_bits = __ballot_sync(0xffffffffu, ((x_hi >> j) & 1ull) != 0);
+            if (lane == (j & 31u)) out[(u64)j * words + w] = (u64)lo_bits | ((u64)hi_bits << 32);
+        }
+    }
+}
+
 extern "C" __global__ void unpack_bits_u64(const u64* words, u64* out, u64 n) {
     GRID_STRIDE_LOOP(i, n) { out[i] = (words[i >> 6] >> (i & 63)) & 1ull; }
 }

@@ -35,11 +35,23 @@ int test_elementwise() {
             for (u64 j = 0; j < 64 && 64 * w + j < n; ++j) want |= (a[64 * w + j] & 1) << j;
             CHECK(packed[w] == want, "pack_bits n=%llu word %llu", n, w);
         }
+        // bit_planes: one warp per word too, 64 pairs of ballots per warp.
+        std::vector<u64> planes(64 * words, 0xdead);
+        launch({blocks_for(words * 32, 1), 1, 1}, {256, 1, 1}, bit_planes_u64,
+               (const u64*)a.data(), planes.data(), n, words);
+        for (u64 j = 0; j < 64; ++j)
+            for (u64 w = 0; w < words; ++w) {
+                u64 want = 0;
+                for (u64 e = 0; e < 64 && 64 * w + e < n; ++e)
+                    want |= ((a[64 * w + e] >> j) & 1) << e;
+                CHECK(planes[j * words + w] == want, "bit_planes n=%llu plane %llu word %llu", n,
+                      j, w);
+            }
         launch({blocks_for(n), 1, 1}, {256, 1, 1}, unpack_bits_u64, (const u64*)packed.data(),
                out.data(), n);
         for (u64 i = 0; i < n; ++i) CHECK(out[i] == (a[i] & 1), "unpack_bits");
     }
-    std::printf("ok: binary, shift, pack_bits (warp ballots), unpack_bits\n");
+    std::printf("ok: binary, shift, pack_bits and bit_planes (warp ballots), unpack_bits\n");
 
     // Permute [3,5,7] by (2,0,1): out shape [7,3,5], source strides (1, 35, 7).
     auto x = random_values(105);

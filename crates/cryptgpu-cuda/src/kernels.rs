@@ -261,6 +261,10 @@ pub const SOURCES: &[KernelSource] = &[
                 params: &[Ptr, Ptr, U64, U64],
             },
             KernelDecl {
+                name: "bit_planes_u64",
+                params: &[Ptr, Ptr, U64, U64],
+            },
+            KernelDecl {
                 name: "unpack_bits_u64",
                 params: &[Ptr, Ptr, U64],
             },

@@ -530,6 +530,27 @@ impl GpuBackend for CudaBackend {
         Ok(CudaTensor::new(out, vec![words as usize]))
     }
 
+    fn bit_planes(&self, tensor: &CudaTensor) -> Result<CudaTensor> {
+        let n = tensor.len() as u64;
+        let words = shape::packed_words(tensor.len()) as u64;
+        let mut out = self.alloc(64 * words as usize)?;
+        if words > 0 {
+            // One warp per word, as in pack_bits.
+            let stream = self.stream()?;
+            let mut call =
+                self.device
+                    .call(&stream, "bit_planes_u64", self.device.grid_1d(words * 32))?;
+            call.input(tensor.buffer())
+                .output(&mut out)
+                .value(&n)
+                .value(&words);
+            // SAFETY: the kernel reads tensor[i] only for i < n and writes out[j·words + w]
+            // for j < 64 and w < words, inside the allocation of 64·words.
+            unsafe { call.launch() }.map_err(BackendError::from)?;
+        }
+        Ok(CudaTensor::new(out, vec![64, words as usize]))
+    }
+
     fn unpack_bits(&self, packed: &CudaTensor, shape: &[usize]) -> Result<CudaTensor> {
         let n = shape::numel("unpack_bits", shape)?;
         shape::check_len("unpack_bits", &[shape::packed_words(n)], packed.len())?;
