@@ -623,7 +623,8 @@ pub fn batchnorm_forward_train<B: GpuBackend, T: Transport>(
     weight: &Rss<B>,
     bias: &Rss<B>,
 ) -> Result<BatchNormBatch<B>> {
-    let m = (x.len() / x.shape()[1]) as u64;
+    let m = per_channel_count("batchnorm_forward_train", x.shape(), weight)?;
+    per_channel_count("batchnorm_forward_train", x.shape(), bias)?;
     let mean = p.div_public(&sum_per_channel(p, x)?, m)?;
     let centred = p.sub(x, &spread_channels(p, &mean, x.shape())?)?;
     let squares = p.square_fixed(&centred)?;
@@ -653,7 +654,15 @@ pub fn batchnorm_backward<B: GpuBackend, T: Transport>(
     inv_std: &Rss<B>,
     weight: &Rss<B>,
 ) -> Result<(Rss<B>, Rss<B>, Rss<B>)> {
-    let m = (dy.len() / dy.shape()[1]) as u64;
+    let m = per_channel_count("batchnorm_backward", dy.shape(), weight)?;
+    per_channel_count("batchnorm_backward", dy.shape(), inv_std)?;
+    if xhat.shape() != dy.shape() {
+        return Err(NnError::InvalidArgument(format!(
+            "batchnorm_backward: x̂ of shape {:?} for a gradient of shape {:?}",
+            xhat.shape(),
+            dy.shape()
+        )));
+    }
     let dbias = sum_per_channel(p, dy)?;
     let products = p.mul_fixed(dy, xhat)?;
     let dweight = sum_per_channel(p, &products)?;
@@ -667,6 +676,23 @@ pub fn batchnorm_backward<B: GpuBackend, T: Transport>(
     let factor = p.mul_fixed(weight, inv_std)?;
     let dx = mul_channel_scale(p, &centred, &factor)?;
     Ok((dx, dweight, dbias))
+}
+
+/// m = N·H·W, the values per channel of `[N, C, H, W]`, after checking that `per_channel`
+/// is `[C]`.
+fn per_channel_count<B: GpuBackend>(
+    op: &str,
+    shape: &[usize],
+    per_channel: &Rss<B>,
+) -> Result<u64> {
+    match shape {
+        &[n, c, h, w] if per_channel.shape() == [c] && n * h * w > 0 => Ok((n * h * w) as u64),
+        _ => Err(NnError::InvalidArgument(format!(
+            "{op}: a non-empty [N, C, H, W] input with [C] per-channel values, not {shape:?} \
+             with {:?}",
+            per_channel.shape()
+        ))),
+    }
 }
 
 /// a·x + b·y for public reals a and b: both scaled locally, then one truncation.

@@ -221,3 +221,30 @@ fn training_a_model_shared_for_inference_through_batchnorm_is_refused() {
         );
     }
 }
+
+/// The public BatchNorm protocols check their shapes and say what they expect.
+#[test]
+fn batchnorm_protocols_reject_wrong_shapes() {
+    use cryptgpu_nn::private::{batchnorm_backward, batchnorm_forward_train};
+    let out = run_local_3pc(|t| {
+        let mut p = setup(t);
+        let x = p.constant_f64(&[0.5; 12], &[4, 3]).unwrap();
+        let x4 = p.constant_f64(&[0.5; 24], &[2, 3, 2, 2]).unwrap();
+        let c3 = p.constant_f64(&[1.0; 3], &[3]).unwrap();
+        let c2 = p.constant_f64(&[1.0; 2], &[2]).unwrap();
+        let flat = batchnorm_forward_train(&mut p, &x, 1e-5, &c3, &c3).err();
+        let channels = batchnorm_forward_train(&mut p, &x4, 1e-5, &c2, &c3).err();
+        let grads = batchnorm_backward(&mut p, &x4, &x, &c3, &c3).err();
+        Ok::<_, cryptgpu_share::ShareError>([flat, channels, grads].map(|e| e.unwrap().to_string()))
+    })
+    .unwrap();
+    for messages in out {
+        let [flat, channels, grads] = messages.unwrap();
+        assert!(
+            flat.contains("[N, C, H, W]") && flat.contains("[4, 3]"),
+            "{flat}"
+        );
+        assert!(channels.contains("[2]"), "{channels}");
+        assert!(grads.contains("x̂ of shape [4, 3]"), "{grads}");
+    }
+}
