@@ -384,49 +384,51 @@ pub(crate) fn concat(
 
 /// Packs the lowest bit of every element into 64-bit words.
 pub(crate) fn pack_bits(ctx: &Context, tensor: &WgpuTensor) -> Result<WgpuTensor> {
-    let bits = tensor.len();
-    let words = shape::packed_words(bits);
-    launch(
-        ctx,
-        "pack_bits",
-        Kernel::PackBits,
-        &[words],
-        [Some(tensor), None],
-        Windowing::Linear,
-        |limit| {
-            Ok(flat_chunks(words, limit / 64)
-                .map(|r| Chunk {
-                    k_from_b: None,
-                    reads: [64 * r.start..(64 * r.end).min(bits), 0..0],
-                    groups: groups_1d(r.len()),
-                    params: vec![word(r.start), word(r.len()), word(bits), 0],
-                    out: r,
-                })
-                .collect())
-        },
-    )
+    per_block_of_64(ctx, "pack_bits", Kernel::PackBits, tensor, 1)
 }
 
 /// The bit planes of `tensor`, word-major: `[words, 64]`, row w holding bit j of elements
 /// 64w .. 64w + 63 in word j (the transpose of `GpuBackend::bit_planes`).
 pub(crate) fn bit_planes_word_major(ctx: &Context, tensor: &WgpuTensor) -> Result<WgpuTensor> {
+    per_block_of_64(ctx, "bit_planes", Kernel::BitPlanes, tensor, 64)
+}
+
+/// A `bits.wgsl` kernel that turns each block of 64 elements (the last one may be short)
+/// into `words_per_block` output words, one thread per output word: the output is
+/// `[blocks]`, or `[blocks, words_per_block]`, chunked by whole blocks.
+fn per_block_of_64(
+    ctx: &Context,
+    op: &'static str,
+    kernel: Kernel,
+    tensor: &WgpuTensor,
+    words_per_block: usize,
+) -> Result<WgpuTensor> {
     let bits = tensor.len();
-    let words = shape::packed_words(bits);
+    let blocks = shape::packed_words(bits);
+    let shape = if words_per_block == 1 {
+        vec![blocks]
+    } else {
+        vec![blocks, words_per_block]
+    };
     launch(
         ctx,
-        "bit_planes",
-        Kernel::BitPlanes,
-        &[words, 64],
+        op,
+        kernel,
+        &shape,
         [Some(tensor), None],
         Windowing::Linear,
         |limit| {
-            Ok(flat_chunks(words, limit / 64)
-                .map(|r| Chunk {
-                    k_from_b: None,
-                    reads: [64 * r.start..(64 * r.end).min(bits), 0..0],
-                    groups: groups_1d(64 * r.len()),
-                    params: vec![word(64 * r.start), word(64 * r.len()), word(bits), 0],
-                    out: 64 * r.start..64 * r.end,
+            // 64 elements read and at most 64 words written per block.
+            Ok(flat_chunks(blocks, limit / 64)
+                .map(|r| {
+                    let out = words_per_block * r.start..words_per_block * r.end;
+                    Chunk {
+                        k_from_b: None,
+                        reads: [64 * r.start..(64 * r.end).min(bits), 0..0],
+                        groups: groups_1d(out.len()),
+                        params: vec![word(out.start), word(out.len()), word(bits), 0],
+                        out,
+                    }
                 })
                 .collect())
         },
