@@ -688,35 +688,17 @@ pub(crate) fn conv2d(
     input: &WgpuTensor,
     weight: &WgpuTensor,
 ) -> Result<WgpuTensor> {
-    const OP: &str = "conv2d";
     let g = d.params.groups;
-    let image = d.c * d.h * d.w;
-    launch(
-        ctx,
-        OP,
-        Kernel::ConvForward,
-        &d.output_shape(),
-        [Some(input), Some(weight)],
-        Windowing::Linear,
-        |limit| {
-            Ok(gemm_chunks(
-                limit,
-                GemmShape {
-                    count: d.n * g,
-                    rows: d.o / g,
-                    cols: d.oh * d.ow,
-                    depth: d.c / g * d.kh * d.kw,
-                    a_row: 0,
-                },
-                |z, _| {
-                    let images = z.start / g..(z.end - 1) / g + 1;
-                    [images.start * image..images.end * image, 0..weight.len()]
-                },
-                |_| None,
-                &conv_params(d),
-            ))
-        },
-    )
+    let per_image = PerImageGemm {
+        op: "conv2d",
+        kernel: Kernel::ConvForward,
+        out_shape: d.output_shape(),
+        image_len: d.c * d.h * d.w,
+        rows: d.o / g,
+        cols: d.oh * d.ow,
+        depth: d.c / g * d.kh * d.kw,
+    };
+    per_image.launch(ctx, d, input, weight)
 }
 
 /// Input gradient: product (image, group) is `W_gᵀ` times the output gradient read
@@ -727,35 +709,70 @@ pub(crate) fn conv2d_grad_input(
     grad_out: &WgpuTensor,
     weight: &WgpuTensor,
 ) -> Result<WgpuTensor> {
-    const OP: &str = "conv2d_grad_input";
     let g = d.params.groups;
-    let image = d.o * d.oh * d.ow;
-    launch(
-        ctx,
-        OP,
-        Kernel::ConvGradInput,
-        &d.input_shape(),
-        [Some(grad_out), Some(weight)],
-        Windowing::Linear,
-        |limit| {
-            Ok(gemm_chunks(
-                limit,
-                GemmShape {
-                    count: d.n * g,
-                    rows: d.c / g,
-                    cols: d.h * d.w,
-                    depth: d.o / g * d.kh * d.kw,
-                    a_row: 0,
-                },
-                |z, _| {
-                    let images = z.start / g..(z.end - 1) / g + 1;
-                    [images.start * image..images.end * image, 0..weight.len()]
-                },
-                |_| None,
-                &conv_params(d),
-            ))
-        },
-    )
+    let per_image = PerImageGemm {
+        op: "conv2d_grad_input",
+        kernel: Kernel::ConvGradInput,
+        out_shape: d.input_shape(),
+        image_len: d.o * d.oh * d.ow,
+        rows: d.c / g,
+        cols: d.h * d.w,
+        depth: d.o / g * d.kh * d.kw,
+    };
+    per_image.launch(ctx, d, grad_out, weight)
+}
+
+/// A convolution kernel whose products are one GEMM per (image, group): the left operand
+/// is read image by image (`image_len` elements each), the weight whole.
+struct PerImageGemm {
+    op: &'static str,
+    kernel: Kernel,
+    out_shape: Vec<usize>,
+    image_len: usize,
+    rows: usize,
+    cols: usize,
+    depth: usize,
+}
+
+impl PerImageGemm {
+    fn launch(
+        &self,
+        ctx: &Context,
+        d: &Conv2dDims,
+        images: &WgpuTensor,
+        weight: &WgpuTensor,
+    ) -> Result<WgpuTensor> {
+        let g = d.params.groups;
+        launch(
+            ctx,
+            self.op,
+            self.kernel,
+            &self.out_shape,
+            [Some(images), Some(weight)],
+            Windowing::Linear,
+            |limit| {
+                Ok(gemm_chunks(
+                    limit,
+                    GemmShape {
+                        count: d.n * g,
+                        rows: self.rows,
+                        cols: self.cols,
+                        depth: self.depth,
+                        a_row: 0,
+                    },
+                    |z, _| {
+                        let images = z.start / g..(z.end - 1) / g + 1;
+                        [
+                            images.start * self.image_len..images.end * self.image_len,
+                            0..weight.len(),
+                        ]
+                    },
+                    |_| None,
+                    &conv_params(d),
+                ))
+            },
+        )
+    }
 }
 
 /// Weight gradient: product (group) is the output gradient times the stacked im2col
