@@ -5,8 +5,9 @@
 //! # Contract
 //! - A tensor is dense, row-major, and immutable: every op returns a new tensor and leaves
 //!   its inputs as they were. Cloning a tensor handle is cheap and shares the buffer.
-//! - Every op is defined by the scalar reference of the conformance suite
-//!   ([`conformance`], feature `conformance`), and every backend matches it **bit for bit**.
+//! - Every op is defined by the scalar reference of the conformance suite (module
+//!   `conformance`, behind the feature of that name), and every backend matches it **bit
+//!   for bit**.
 //! - Arguments are checked before any device work with the helpers of [`shape`], so every
 //!   backend refuses the same inputs with the same [`BackendError`].
 //! - Data leaves the device only through [`GpuBackend::download`]: protocols call it to

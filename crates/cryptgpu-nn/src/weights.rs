@@ -41,10 +41,40 @@ pub fn encode(
         })
         .collect::<Result<Vec<_>>>()?;
     let metadata: HashMap<String, String> = metadata.clone().into_iter().collect();
-    serialize(views, Some(metadata)).map_err(|e| NnError::Safetensors {
+    let bytes = serialize(views, Some(metadata)).map_err(|e| NnError::Safetensors {
         context: "encoding".into(),
         message: e.to_string(),
-    })
+    })?;
+    canonical_header(bytes)
+}
+
+/// The same file with its JSON header's keys sorted: `safetensors` writes the metadata in
+/// hash-map order, which differs from run to run, and equal weights must give equal files.
+fn canonical_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let err = |message: String| NnError::Safetensors {
+        context: "encoding".into(),
+        message,
+    };
+    let len = bytes
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|&n| n <= bytes.len() - 8)
+        .ok_or_else(|| err("the encoder wrote no header".into()))?;
+    // serde_json's map keeps its keys sorted.
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len])
+        .map_err(|e| err(format!("the encoder's header: {e}")))?;
+    let mut text = serde_json::to_vec(&header).map_err(|e| err(e.to_string()))?;
+    // Data stays aligned to 8 bytes, as the format recommends.
+    while !text.len().is_multiple_of(8) {
+        text.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - len);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + len..]);
+    Ok(out)
 }
 
 /// Decodes every tensor of a safetensors file (f32 or f64) and its metadata; `context`

@@ -37,6 +37,23 @@ fn save_then_load_round_trips_through_f32() {
 }
 
 #[test]
+fn equal_weights_give_equal_files() {
+    // The metadata map of the encoder has a random order per map; the file must not.
+    let model = zoo::build_seeded("secureml", Pooling::Avg, 3).unwrap();
+    let metadata = weights::model_metadata(&model);
+    let first = weights::encode(&model.params, &metadata).unwrap();
+    for _ in 0..8 {
+        assert!(weights::encode(&model.params, &metadata).unwrap() == first);
+    }
+    let (back, meta) = weights::decode(&first, "test").unwrap();
+    assert_eq!(back.len(), model.params.len());
+    assert_eq!(meta, metadata);
+    // The data starts 8-byte aligned.
+    let header = u64::from_le_bytes(first[..8].try_into().unwrap());
+    assert_eq!(header % 8, 0);
+}
+
+#[test]
 fn f64_files_load_too() {
     let model = zoo::build_seeded("secureml", Pooling::Avg, 1).unwrap();
     let raw: Vec<(String, Vec<usize>, Vec<u8>)> = model

@@ -257,10 +257,22 @@ impl<T: Transport> Counting<T> {
     fn send_counted(&mut self, peer: Peer, msg: &[u8]) -> Result<(), TransportError> {
         self.inner.send(peer, &self.depth.to_le_bytes())?;
         self.inner.send(peer, msg)?;
-        let i = slot(peer);
-        self.cells.bytes_sent[i].fetch_add(msg.len() as u64, Ordering::Relaxed);
-        self.cells.messages_sent[i].fetch_add(1, Ordering::Relaxed);
+        self.count_sent(peer, msg.len());
         Ok(())
+    }
+
+    fn send_counted_vec(&mut self, peer: Peer, msg: Vec<u8>) -> Result<(), TransportError> {
+        let len = msg.len();
+        self.inner.send(peer, &self.depth.to_le_bytes())?;
+        self.inner.send_vec(peer, msg)?;
+        self.count_sent(peer, len);
+        Ok(())
+    }
+
+    fn count_sent(&self, peer: Peer, len: usize) {
+        let i = slot(peer);
+        self.cells.bytes_sent[i].fetch_add(len as u64, Ordering::Relaxed);
+        self.cells.messages_sent[i].fetch_add(1, Ordering::Relaxed);
     }
 
     fn recv_counted(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {
@@ -288,6 +300,10 @@ impl<T: Transport> Transport for Counting<T> {
 
     fn send(&mut self, peer: Peer, msg: &[u8]) -> Result<(), TransportError> {
         self.send_counted(peer, msg)
+    }
+
+    fn send_vec(&mut self, peer: Peer, msg: Vec<u8>) -> Result<(), TransportError> {
+        self.send_counted_vec(peer, msg)
     }
 
     fn recv(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {

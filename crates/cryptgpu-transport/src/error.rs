@@ -13,15 +13,74 @@ use crate::PartyId;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
-    /// The peer closed the connection (or dropped its end of the channel) cleanly, or the
-    /// connection was reset. Frames that arrived before the close are still delivered first.
+    /// The peer finished and closed the connection cleanly (a goodbye over TCP, its end of
+    /// the channel dropped in-process), so the message asked for will never come. Messages
+    /// that arrived before the close are still delivered first.
     #[error("{peer} disconnected")]
     Disconnected {
         /// The party that went away.
         peer: PartyId,
     },
-    /// Nothing arrived from the peer within the receive timeout (or a send made no progress
-    /// for that long).
+    /// The connection to the peer ended without its goodbye: its process died or was
+    /// killed, or the network failed.
+    #[error(
+        "the connection to {peer} was lost (its process died or was killed, or the network failed)"
+    )]
+    ConnectionLost {
+        /// The party whose connection was lost.
+        peer: PartyId,
+    },
+    /// The peer sent nothing at all, not even a heartbeat, for this long: it is stalled
+    /// (stopped, swapping, deadlocked) or the network between us is down.
+    #[error("{peer} sent nothing for {after:?}: it is stalled or unreachable")]
+    Stalled {
+        /// The silent party.
+        peer: PartyId,
+        /// How long it was silent.
+        after: Duration,
+    },
+    /// A party stopped the job: `peer` is the party to blame, `reported_by` the neighbour
+    /// that told us when it is not `peer` itself.
+    #[error("{peer} failed{}: {reason}", reported_by.map(|p| format!(" (reported by {p})")).unwrap_or_default())]
+    PeerFailed {
+        /// The party blamed.
+        peer: PartyId,
+        /// The neighbour that passed the failure on, if the blamed party did not say so itself.
+        reported_by: Option<PartyId>,
+        /// Why, in the words of the party that saw it.
+        reason: String,
+    },
+    /// This party's own transport was stopped (by [`crate::TcpTransport::abort`] or an
+    /// [`crate::AbortHandle`]), e.g. on Ctrl-C.
+    #[error("this party stopped: {reason}")]
+    Stopped {
+        /// Why.
+        reason: String,
+    },
+    /// The peer broke the wire format (an unknown frame kind, a control frame of the wrong
+    /// size, data after its goodbye).
+    #[error("{peer} sent a malformed stream: {reason}")]
+    Malformed {
+        /// The party that sent it.
+        peer: PartyId,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A message longer than the configured maximum message length, on send (refused before
+    /// any byte went out) or on receive.
+    #[error(
+        "a message of {len} bytes to or from {peer} exceeds the maximum message length of {max} bytes"
+    )]
+    MessageTooLarge {
+        /// The party at the other end.
+        peer: PartyId,
+        /// The message's length (on receive: the bytes that had arrived when it went over).
+        len: u64,
+        /// The configured maximum.
+        max: u64,
+    },
+    /// No message arrived from the peer within the receive timeout (over TCP: although the
+    /// peer was alive and sending heartbeats).
     #[error("timed out after {after:?} waiting for {peer}")]
     Timeout {
         /// The party that stayed silent.
@@ -29,8 +88,7 @@ pub enum TransportError {
         /// The timeout that expired.
         after: Duration,
     },
-    /// A frame is longer than the configured maximum frame length. On receive, the length
-    /// header announced it; on send, the message was refused before any byte went out.
+    /// A frame header announced a payload longer than the configured maximum frame length.
     #[error(
         "a frame of {len} bytes to or from {peer} exceeds the maximum frame length of {max} bytes"
     )]
@@ -113,15 +171,18 @@ pub enum TransportError {
         last_error: String,
     },
     /// The previous party did not connect before the connect timeout.
-    #[error("{peer} did not connect within {after:?}")]
+    #[error("{peer} did not connect within {after:?}{}", last_refused.as_ref().map(|r| format!(" (a connection was refused: {r})")).unwrap_or_default())]
     AcceptTimeout {
         /// The party we waited for.
         peer: PartyId,
         /// The connect timeout.
         after: Duration,
+        /// Why the last connection that claimed to be `peer` was refused, if one was.
+        last_refused: Option<String>,
     },
     /// The peer broke this crate's connection-setup protocol (e.g. a hello naming the wrong
-    /// parties).
+    /// parties). During setup such a connection is dropped and the party keeps waiting; this
+    /// is what the last one did.
     #[error("connection setup with {peer} failed: {reason}")]
     Handshake {
         /// The party at the other end (as expected by us).
@@ -169,19 +230,54 @@ impl TransportError {
         matches!(self, TransportError::Disconnected { .. })
     }
 
+    /// The party this error blames, if it blames one: the peer that disconnected, died,
+    /// stalled, sent garbage or failed (for [`TransportError::PeerFailed`], the party blamed,
+    /// not the one that reported it).
+    pub fn blamed_party(&self) -> Option<PartyId> {
+        use TransportError as E;
+        match self {
+            E::Disconnected { peer }
+            | E::ConnectionLost { peer }
+            | E::Stalled { peer, .. }
+            | E::PeerFailed { peer, .. }
+            | E::Malformed { peer, .. }
+            | E::MessageTooLarge { peer, .. }
+            | E::Timeout { peer, .. }
+            | E::FrameTooLarge { peer, .. }
+            | E::Truncated { peer, .. }
+            | E::BadHeader { peer, .. }
+            | E::NotU64Aligned { peer, .. }
+            | E::Io { peer, .. }
+            | E::Tls { peer, .. }
+            | E::ConnectTimeout { peer, .. }
+            | E::AcceptTimeout { peer, .. }
+            | E::Handshake { peer, .. } => Some(*peer),
+            E::PartyPanicked { party, .. } => Some(*party),
+            E::Stopped { .. }
+            | E::LocalIo { .. }
+            | E::Credentials(_)
+            | E::File { .. }
+            | E::CertGeneration(_)
+            | E::Config(_)
+            | E::InvalidParty { .. } => None,
+        }
+    }
+
     /// Whether this error is a timeout ([`TransportError::Timeout`],
-    /// [`TransportError::ConnectTimeout`] or [`TransportError::AcceptTimeout`]).
+    /// [`TransportError::ConnectTimeout`], [`TransportError::AcceptTimeout`] or
+    /// [`TransportError::Stalled`]).
     pub fn is_timeout(&self) -> bool {
         matches!(
             self,
             TransportError::Timeout { .. }
                 | TransportError::ConnectTimeout { .. }
                 | TransportError::AcceptTimeout { .. }
+                | TransportError::Stalled { .. }
         )
     }
 
     /// Maps an I/O error on the connection to `peer` to the most specific variant: resets,
-    /// broken pipes and EOFs become [`TransportError::Disconnected`], socket timeouts
+    /// broken pipes and EOFs become [`TransportError::ConnectionLost`], socket timeouts
     /// [`TransportError::Timeout`] (with `timeout` as the duration), TLS errors carried inside
     /// an I/O error [`TransportError::Tls`], the rest [`TransportError::Io`].
     pub(crate) fn from_io(peer: PartyId, err: io::Error, timeout: Option<Duration>) -> Self {
@@ -199,12 +295,86 @@ impl TransportError {
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::NotConnected
-            | io::ErrorKind::UnexpectedEof => TransportError::Disconnected { peer },
+            | io::ErrorKind::UnexpectedEof => TransportError::ConnectionLost { peer },
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => TransportError::Timeout {
                 peer,
                 after: timeout.unwrap_or_default(),
             },
             _ => TransportError::Io { peer, source: err },
+        }
+    }
+}
+
+impl TransportError {
+    /// A copy of a link error, for the second and later receives on a link that ended: the
+    /// variants a link ends with are copied as they are (an I/O error keeps its kind and
+    /// text), anything else becomes [`TransportError::PeerFailed`] with its text.
+    pub(crate) fn duplicate(&self) -> TransportError {
+        use TransportError as E;
+        match self {
+            E::Disconnected { peer } => E::Disconnected { peer: *peer },
+            E::ConnectionLost { peer } => E::ConnectionLost { peer: *peer },
+            E::Stalled { peer, after } => E::Stalled {
+                peer: *peer,
+                after: *after,
+            },
+            E::PeerFailed {
+                peer,
+                reported_by,
+                reason,
+            } => E::PeerFailed {
+                peer: *peer,
+                reported_by: *reported_by,
+                reason: reason.clone(),
+            },
+            E::Stopped { reason } => E::Stopped {
+                reason: reason.clone(),
+            },
+            E::Malformed { peer, reason } => E::Malformed {
+                peer: *peer,
+                reason: reason.clone(),
+            },
+            E::MessageTooLarge { peer, len, max } => E::MessageTooLarge {
+                peer: *peer,
+                len: *len,
+                max: *max,
+            },
+            E::Timeout { peer, after } => E::Timeout {
+                peer: *peer,
+                after: *after,
+            },
+            E::FrameTooLarge { peer, len, max } => E::FrameTooLarge {
+                peer: *peer,
+                len: *len,
+                max: *max,
+            },
+            E::Truncated {
+                peer,
+                expected,
+                received,
+            } => E::Truncated {
+                peer: *peer,
+                expected: *expected,
+                received: *received,
+            },
+            E::Tls { peer, source } => E::Tls {
+                peer: *peer,
+                source: source.clone(),
+            },
+            E::Io { peer, source } => E::Io {
+                peer: *peer,
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            other => match other.blamed_party() {
+                Some(peer) => E::PeerFailed {
+                    peer,
+                    reported_by: None,
+                    reason: other.to_string(),
+                },
+                None => E::Stopped {
+                    reason: other.to_string(),
+                },
+            },
         }
     }
 }

@@ -1,23 +1,112 @@
-//! Framing on a byte stream: an 8-byte little-endian payload length, then the payload.
+//! Framing on a byte stream. A frame is an 8-byte little-endian header, the frame's kind in
+//! its top byte and its payload length in the low 56 bits, then the payload.
+//!
+//! A message is one or more [`FrameKind::Data`] frames, the last one
+//! [`FrameKind::DataEnd`], so a message of any size crosses a link in frames of bounded
+//! size. Control frames travel between the frames of messages: a heartbeat (the sender is
+//! alive), a goodbye (the sender is done and sends nothing more) and an abort (the sender
+//! stops the job, naming the party it blames and why).
 
 use crate::{PartyId, TransportError};
 
 /// Bytes in a frame header.
 pub(crate) const HEADER_LEN: usize = 8;
 
+/// The low 56 bits of a header: the payload length.
+const LEN_MASK: u64 = (1 << 56) - 1;
+
+/// The longest reason an abort frame carries, in bytes (longer reasons are cut).
+pub(crate) const MAX_ABORT_REASON: usize = 1024;
+
 /// Payload bytes reserved up front for a frame; larger frames grow as their bytes arrive, so
 /// a length header alone never makes us allocate much.
-const INITIAL_RESERVE: usize = 16 << 20;
+const INITIAL_RESERVE: usize = 1 << 20;
 
-/// Reassembles frames from stream chunks, enforcing the maximum frame length.
+/// What a frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FrameKind {
+    /// A piece of a message; more pieces follow.
+    Data = 0,
+    /// The last (or only) piece of a message.
+    DataEnd = 1,
+    /// Nothing: the sender is alive. Empty payload.
+    Heartbeat = 2,
+    /// The sender finished and will send nothing more. Empty payload.
+    Goodbye = 3,
+    /// The sender stops the job: one byte naming the party it blames (0, 1 or 2), then the
+    /// reason in UTF-8 (at most [`MAX_ABORT_REASON`] bytes).
+    Abort = 4,
+}
+
+impl FrameKind {
+    fn from_byte(byte: u8) -> Option<Self> {
+        Some(match byte {
+            0 => FrameKind::Data,
+            1 => FrameKind::DataEnd,
+            2 => FrameKind::Heartbeat,
+            3 => FrameKind::Goodbye,
+            4 => FrameKind::Abort,
+            _ => return None,
+        })
+    }
+}
+
+/// One decoded frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Frame {
+    /// What it carries.
+    pub(crate) kind: FrameKind,
+    /// Its payload.
+    pub(crate) payload: Vec<u8>,
+}
+
+/// The header of a frame of `kind` with a payload of `len` bytes (`len` < 2^56).
+pub(crate) fn header(kind: FrameKind, len: usize) -> [u8; HEADER_LEN] {
+    ((len as u64 & LEN_MASK) | (kind as u64) << 56).to_le_bytes()
+}
+
+/// The payload of an abort frame blaming `culprit` for `reason`, cut to fit `max_frame_len`.
+pub(crate) fn abort_payload(culprit: PartyId, reason: &str, max_frame_len: u64) -> Vec<u8> {
+    let room = usize::try_from(max_frame_len.saturating_sub(1))
+        .unwrap_or(usize::MAX)
+        .min(MAX_ABORT_REASON);
+    let mut end = reason.len().min(room);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(1 + end);
+    payload.push(culprit.index() as u8);
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    payload
+}
+
+/// Reads an abort frame's payload: the party blamed and the reason.
+pub(crate) fn parse_abort(
+    from: PartyId,
+    payload: &[u8],
+) -> Result<(PartyId, String), TransportError> {
+    let malformed = |reason: &str| TransportError::Malformed {
+        peer: from,
+        reason: reason.to_string(),
+    };
+    let (&culprit, reason) = payload
+        .split_first()
+        .ok_or_else(|| malformed("an empty abort frame"))?;
+    let culprit = PartyId::new(usize::from(culprit))
+        .map_err(|_| malformed("an abort frame blaming a party that does not exist"))?;
+    Ok((culprit, String::from_utf8_lossy(reason).into_owned()))
+}
+
+/// Reassembles frames from stream chunks, enforcing the maximum frame length and the shape of
+/// control frames.
 #[derive(Debug)]
 pub(crate) struct FrameDecoder {
     peer: PartyId,
     max_frame_len: u64,
     header: [u8; HEADER_LEN],
     header_filled: usize,
-    /// `Some((len, payload so far))` once the header is complete.
-    body: Option<(u64, Vec<u8>)>,
+    /// `Some((kind, len, payload so far))` once the header is complete.
+    body: Option<(FrameKind, u64, Vec<u8>)>,
 }
 
 impl FrameDecoder {
@@ -31,11 +120,12 @@ impl FrameDecoder {
         }
     }
 
-    /// Feeds `data`, pushing each completed frame to `out`.
+    /// Feeds `data`, pushing each completed frame to `out`. After an error the decoder is
+    /// unusable (the stream cannot be resynchronised).
     pub(crate) fn feed(
         &mut self,
         mut data: &[u8],
-        out: &mut Vec<Vec<u8>>,
+        out: &mut Vec<Frame>,
     ) -> Result<(), TransportError> {
         while !data.is_empty() {
             match &mut self.body {
@@ -46,23 +136,16 @@ impl FrameDecoder {
                     self.header_filled += take;
                     data = &data[take..];
                     if self.header_filled == HEADER_LEN {
-                        let len = u64::from_le_bytes(self.header);
-                        if len > self.max_frame_len {
-                            return Err(TransportError::FrameTooLarge {
-                                peer: self.peer,
-                                len,
-                                max: self.max_frame_len,
-                            });
-                        }
                         self.header_filled = 0;
+                        let (kind, len) = self.check_header()?;
                         let reserve = usize::try_from(len)
                             .unwrap_or(usize::MAX)
                             .min(INITIAL_RESERVE);
-                        self.body = Some((len, Vec::with_capacity(reserve)));
+                        self.body = Some((kind, len, Vec::with_capacity(reserve)));
                         self.complete_if_done(out);
                     }
                 }
-                Some((len, payload)) => {
+                Some((_, len, payload)) => {
                     let missing = *len - payload.len() as u64;
                     let take = usize::try_from(missing)
                         .unwrap_or(usize::MAX)
@@ -76,70 +159,118 @@ impl FrameDecoder {
         Ok(())
     }
 
-    fn complete_if_done(&mut self, out: &mut Vec<Vec<u8>>) {
-        if let Some((len, payload)) = &self.body
-            && payload.len() as u64 == *len
-            && let Some((_, payload)) = self.body.take()
-        {
-            out.push(payload);
+    fn check_header(&self) -> Result<(FrameKind, u64), TransportError> {
+        let word = u64::from_le_bytes(self.header);
+        let len = word & LEN_MASK;
+        let kind_byte = (word >> 56) as u8;
+        let malformed = |reason: String| TransportError::Malformed {
+            peer: self.peer,
+            reason,
+        };
+        let kind = FrameKind::from_byte(kind_byte)
+            .ok_or_else(|| malformed(format!("a frame of unknown kind {kind_byte}")))?;
+        if len > self.max_frame_len {
+            return Err(TransportError::FrameTooLarge {
+                peer: self.peer,
+                len,
+                max: self.max_frame_len,
+            });
+        }
+        match kind {
+            FrameKind::Heartbeat | FrameKind::Goodbye if len != 0 => Err(malformed(format!(
+                "a {kind:?} frame with a {len}-byte payload"
+            ))),
+            FrameKind::Abort if len == 0 || len > 1 + MAX_ABORT_REASON as u64 => Err(malformed(
+                format!("an abort frame with a {len}-byte payload"),
+            )),
+            _ => Ok((kind, len)),
         }
     }
 
-    /// The error for a stream that ended here: [`TransportError::Truncated`] in the middle of
-    /// a frame, [`TransportError::Disconnected`] between frames.
-    pub(crate) fn end_of_stream(&self) -> TransportError {
+    fn complete_if_done(&mut self, out: &mut Vec<Frame>) {
+        if let Some((_, len, payload)) = &self.body
+            && payload.len() as u64 == *len
+            && let Some((kind, _, payload)) = self.body.take()
+        {
+            out.push(Frame { kind, payload });
+        }
+    }
+
+    /// The error for a stream that ended in the middle of a frame, if it did.
+    pub(crate) fn truncation(&self) -> Option<TransportError> {
         match &self.body {
-            Some((len, payload)) => TransportError::Truncated {
+            Some((_, len, payload)) => Some(TransportError::Truncated {
                 peer: self.peer,
                 expected: len.saturating_add(HEADER_LEN as u64),
                 received: payload.len() as u64 + HEADER_LEN as u64,
-            },
-            None if self.header_filled > 0 => TransportError::Truncated {
+            }),
+            None if self.header_filled > 0 => Some(TransportError::Truncated {
                 peer: self.peer,
                 expected: HEADER_LEN as u64,
                 received: self.header_filled as u64,
-            },
-            None => TransportError::Disconnected { peer: self.peer },
+            }),
+            None => None,
         }
     }
-}
-
-/// The header of a frame with a payload of `len` bytes.
-pub(crate) fn header(len: usize) -> [u8; HEADER_LEN] {
-    (len as u64).to_le_bytes()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
-    fn frame(payload: &[u8]) -> Vec<u8> {
-        let mut v = header(payload.len()).to_vec();
+    fn frame(kind: FrameKind, payload: &[u8]) -> Vec<u8> {
+        let mut v = header(kind, payload.len()).to_vec();
         v.extend_from_slice(payload);
         v
     }
 
     #[test]
     fn reassembles_across_any_split() {
-        let mut stream = frame(b"hello");
-        stream.extend(frame(b""));
-        stream.extend(frame(&[7u8; 300]));
+        let mut stream = frame(FrameKind::DataEnd, b"hello");
+        stream.extend(frame(FrameKind::Heartbeat, b""));
+        stream.extend(frame(FrameKind::Data, &[7u8; 300]));
+        stream.extend(frame(FrameKind::DataEnd, b""));
+        stream.extend(frame(
+            FrameKind::Abort,
+            &abort_payload(PartyId::P2, "gone", 1000),
+        ));
+        stream.extend(frame(FrameKind::Goodbye, b""));
         for chunk in 1..stream.len() {
             let mut dec = FrameDecoder::new(PartyId::P1, 1000);
             let mut out = Vec::new();
             for piece in stream.chunks(chunk) {
                 dec.feed(piece, &mut out).unwrap();
             }
-            assert_eq!(out, vec![b"hello".to_vec(), Vec::new(), vec![7u8; 300]]);
-            assert!(dec.end_of_stream().is_disconnected());
+            let kinds: Vec<FrameKind> = out.iter().map(|f| f.kind).collect();
+            assert_eq!(
+                kinds,
+                [
+                    FrameKind::DataEnd,
+                    FrameKind::Heartbeat,
+                    FrameKind::Data,
+                    FrameKind::DataEnd,
+                    FrameKind::Abort,
+                    FrameKind::Goodbye
+                ]
+            );
+            assert_eq!(out[0].payload, b"hello");
+            assert_eq!(out[2].payload, vec![7u8; 300]);
+            assert_eq!(
+                parse_abort(PartyId::P1, &out[4].payload).unwrap(),
+                (PartyId::P2, "gone".to_string())
+            );
+            assert!(dec.truncation().is_none());
         }
     }
 
     #[test]
-    fn too_large_and_truncated() {
-        let mut dec = FrameDecoder::new(PartyId::P2, 10);
+    fn too_large_malformed_and_truncated() {
         let mut out = Vec::new();
-        let err = dec.feed(&header(11), &mut out).unwrap_err();
+        let mut dec = FrameDecoder::new(PartyId::P2, 10);
+        let err = dec
+            .feed(&header(FrameKind::Data, 11), &mut out)
+            .unwrap_err();
         assert!(matches!(
             err,
             TransportError::FrameTooLarge {
@@ -148,28 +279,110 @@ mod tests {
                 ..
             }
         ));
-
         let mut dec = FrameDecoder::new(PartyId::P2, 10);
-        dec.feed(&frame(b"0123456789")[..12], &mut out).unwrap();
+        let mut bad = header(FrameKind::Data, 1);
+        bad[7] = 9;
         assert!(matches!(
-            dec.end_of_stream(),
-            TransportError::Truncated {
+            dec.feed(&bad, &mut out).unwrap_err(),
+            TransportError::Malformed {
+                peer: PartyId::P2,
+                ..
+            }
+        ));
+        let mut dec = FrameDecoder::new(PartyId::P2, 10);
+        assert!(matches!(
+            dec.feed(&header(FrameKind::Heartbeat, 1), &mut out)
+                .unwrap_err(),
+            TransportError::Malformed { .. }
+        ));
+        let mut dec = FrameDecoder::new(PartyId::P2, 10);
+        dec.feed(&frame(FrameKind::DataEnd, b"0123456789")[..12], &mut out)
+            .unwrap();
+        assert!(matches!(
+            dec.truncation(),
+            Some(TransportError::Truncated {
                 expected: 18,
                 received: 12,
                 ..
-            }
+            })
         ));
-
         let mut dec = FrameDecoder::new(PartyId::P2, 10);
         dec.feed(&[1, 0, 0], &mut out).unwrap();
         assert!(matches!(
-            dec.end_of_stream(),
-            TransportError::Truncated {
+            dec.truncation(),
+            Some(TransportError::Truncated {
                 expected: 8,
                 received: 3,
                 ..
-            }
+            })
         ));
         assert!(out.is_empty());
+        assert!(parse_abort(PartyId::P0, &[]).is_err());
+        assert!(parse_abort(PartyId::P0, &[3, b'x']).is_err());
+    }
+
+    #[test]
+    fn abort_reasons_are_cut_on_a_character_boundary() {
+        let reason = "é".repeat(2000);
+        let payload = abort_payload(PartyId::P1, &reason, u64::MAX);
+        assert!(payload.len() <= 1 + MAX_ABORT_REASON);
+        let (culprit, text) = parse_abort(PartyId::P0, &payload).unwrap();
+        assert_eq!(culprit, PartyId::P1);
+        assert!(reason.starts_with(&text) && !text.is_empty());
+        assert_eq!(abort_payload(PartyId::P0, "abc", 2), vec![0, b'a']);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 100_000, ..ProptestConfig::default() })]
+
+        /// Arbitrary bytes, split anywhere, give frames or an error, never a panic; frames
+        /// respect the limit.
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..200),
+            split in 1usize..64,
+            max in 0u64..100,
+        ) {
+            let mut dec = FrameDecoder::new(PartyId::P0, max);
+            let mut out = Vec::new();
+            for piece in bytes.chunks(split) {
+                if dec.feed(piece, &mut out).is_err() {
+                    break;
+                }
+            }
+            let _ = dec.truncation();
+            for f in &out {
+                prop_assert!(f.payload.len() as u64 <= max);
+                if f.kind == FrameKind::Abort {
+                    let _ = parse_abort(PartyId::P0, &f.payload);
+                }
+            }
+        }
+
+        /// Valid frames with random kinds and payloads decode to themselves across splits.
+        #[test]
+        fn valid_streams_round_trip(
+            frames in proptest::collection::vec((0u8..5, proptest::collection::vec(any::<u8>(), 0..40)), 0..8),
+            split in 1usize..50,
+        ) {
+            let mut stream = Vec::new();
+            let mut expected = Vec::new();
+            for (kind, payload) in frames {
+                let kind = FrameKind::from_byte(kind).unwrap();
+                let payload = match kind {
+                    FrameKind::Heartbeat | FrameKind::Goodbye => Vec::new(),
+                    FrameKind::Abort => abort_payload(PartyId::P1, &String::from_utf8_lossy(&payload), 100),
+                    _ => payload,
+                };
+                stream.extend(frame(kind, &payload));
+                expected.push(Frame { kind, payload });
+            }
+            let mut dec = FrameDecoder::new(PartyId::P0, 100);
+            let mut out = Vec::new();
+            for piece in stream.chunks(split) {
+                dec.feed(piece, &mut out).unwrap();
+            }
+            prop_assert_eq!(out, expected);
+        }
     }
 }

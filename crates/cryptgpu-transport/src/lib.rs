@@ -8,8 +8,10 @@
 //!   over channels, the default for tests, demos and benches.
 //! - [`TcpTransport`]: the parties as processes over TCP with mutual TLS (rustls, TLS 1.3,
 //!   `ring`), each party authenticated by a certificate from the deployment CA naming its
-//!   identity; [`generate_deployment`] makes the CA and certificates; [`run_tls_loopback_3pc`]
-//!   runs three parties over loopback TLS in one process.
+//!   identity; messages of any size in bounded frames, heartbeats, and failures passed on so
+//!   that a dead, stalled or misbehaving party stops the other two with its name;
+//!   [`generate_deployment`] makes the CA and certificates; [`run_tls_loopback_3pc`] runs
+//!   three parties over loopback TLS in one process.
 //! - [`Counting`] and [`CommStats`]: bytes, messages and rounds per party, with the round
 //!   definition of PROTOCOLS.md.
 //!
@@ -33,6 +35,7 @@ mod certs;
 mod counting;
 mod error;
 mod frame;
+mod link;
 mod local;
 mod party;
 mod runner;
@@ -48,9 +51,10 @@ pub use error::TransportError;
 pub use local::{LocalConfig, LocalTransport, run_local_3pc, run_local_3pc_with};
 pub use party::{PartyId, Peer};
 pub use tcp::{
-    DEFAULT_CONNECT_TIMEOUT, LinkConfig, NetworkConfig, TcpTransport, run_tls_loopback_3pc,
+    AbortHandle, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_MESSAGE_LEN, DEFAULT_QUEUE_LIMIT, LinkConfig,
+    NetworkConfig, TcpTransport, run_tls_loopback_3pc,
 };
-pub use tls::{DEFAULT_IDENTITIES, PartyCredentials, TlsConfig};
+pub use tls::{DEFAULT_IDENTITIES, PartyCredentials, TlsConfig, check_identity};
 pub use transport::{Transport, le_bytes_to_u64s, u64s_to_le_bytes};
 
 /// Default receive timeout of both transports: 120 s. Long enough for a party to compute
@@ -58,5 +62,6 @@ pub use transport::{Transport, le_bytes_to_u64s, u64s_to_le_bytes};
 /// [`TransportError::Timeout`] rather than a hang.
 pub const DEFAULT_RECV_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Default maximum payload of one TCP frame: 1 GiB.
-pub const DEFAULT_MAX_FRAME_LEN: u64 = 1 << 30;
+/// Default maximum payload of one TCP frame: 1 MiB (messages are cut into frames of at most
+/// 256 KiB, so this bounds what a peer can make a party buffer, not the size of a message).
+pub const DEFAULT_MAX_FRAME_LEN: u64 = 1 << 20;

@@ -104,14 +104,17 @@ impl Transport for LocalTransport {
     }
 
     fn send(&mut self, peer: Peer, msg: &[u8]) -> Result<(), TransportError> {
+        self.send_vec(peer, msg.to_vec())
+    }
+
+    fn send_vec(&mut self, peer: Peer, msg: Vec<u8>) -> Result<(), TransportError> {
         let tx = match peer {
             Peer::Next => &self.to_next,
             Peer::Prev => &self.to_prev,
         };
-        tx.send(msg.to_vec())
-            .map_err(|_| TransportError::Disconnected {
-                peer: self.party.neighbour(peer),
-            })
+        tx.send(msg).map_err(|_| TransportError::Disconnected {
+            peer: self.party.neighbour(peer),
+        })
     }
 
     fn recv(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {

@@ -1,16 +1,17 @@
-//! [`TcpTransport`]: the parties as separate processes (or hosts) over TCP with mutual TLS.
+//! [`TcpTransport`]: the parties as separate processes (or hosts) over TCP with mutual TLS,
+//! and its connection setup.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use rustls::{ClientConnection, Connection, ServerConnection};
 
-use crate::frame::{FrameDecoder, HEADER_LEN, header};
+use crate::link::{Connected, Hub, Link, STOP_GRACE};
 use crate::runner::run_three;
 use crate::{
     DEFAULT_MAX_FRAME_LEN, DEFAULT_RECV_TIMEOUT, PartyId, Peer, TlsConfig, Transport,
@@ -20,31 +21,51 @@ use crate::{
 /// Default time to wait for the connections to the two neighbours: 30 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How often an idle reader thread wakes up to see whether its transport was dropped.
-const READER_POLL: Duration = Duration::from_millis(200);
+/// Default maximum length of one message: 16 GiB (a 64×64×224×224 activation is 1.6 GB).
+pub const DEFAULT_MAX_MESSAGE_LEN: u64 = 16 << 30;
 
-/// How long a dropped transport keeps draining a connection (so the peer's last bytes are not
-/// answered by a reset) before closing it.
-const LINGER: Duration = Duration::from_secs(2);
+/// Default bound on the received bytes a link queues before its party takes them: 64 MiB.
+pub const DEFAULT_QUEUE_LIMIT: usize = 64 << 20;
 
-/// Plaintext bytes encrypted per lock of the TLS state when sending.
-const SEND_CHUNK: usize = 256 << 10;
+/// How long one connection attempt may take to finish its TLS handshake and hello.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 
-/// Bytes read from a socket at a time.
-const READ_CHUNK: usize = 256 << 10;
+/// Connections being handshaken at once while waiting for the previous party; more are
+/// closed at once, so strangers cannot make a party hold many sockets and threads.
+const MAX_PENDING_HANDSHAKES: usize = 16;
+
+/// The longest pause between two connection attempts to the next party.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Timeouts and limits of a TCP link.
+///
+/// # What a peer can make a party hold
+///
+/// Per link: at most [`LinkConfig::queue_limit`] bytes of received data that the party has
+/// not asked for yet (the reader stops reading beyond that, and TCP flow control holds the
+/// peer back), plus one frame being decoded (at most [`LinkConfig::max_frame_len`] bytes),
+/// plus, while the party is receiving a message, that message (at most
+/// [`LinkConfig::max_message_len`] bytes). What a party has queued to send is its own data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinkConfig {
-    /// How long setup may take: connecting to the next party (retried until then), accepting
-    /// the previous one, and the TLS handshakes. Default [`DEFAULT_CONNECT_TIMEOUT`].
+    /// How long setup may take: connecting to the next party (retried with backoff until
+    /// then), accepting the previous one, and the TLS handshakes. Default
+    /// [`DEFAULT_CONNECT_TIMEOUT`].
     pub connect_timeout: Duration,
-    /// How long `recv` waits for a message, and how long a `send` may make no progress,
-    /// before failing with [`TransportError::Timeout`]; `None` disables both. Default
-    /// [`DEFAULT_RECV_TIMEOUT`].
+    /// The receive timeout T. A `recv` waits at most T for its message and fails with
+    /// [`TransportError::Timeout`]; a peer that sends nothing at all for T/2 (each side sends
+    /// a heartbeat after T/8 of silence) is declared [`TransportError::Stalled`]. `None`
+    /// disables both. Default [`DEFAULT_RECV_TIMEOUT`].
     pub recv_timeout: Option<Duration>,
-    /// The longest payload a frame may have, in bytes. Default [`DEFAULT_MAX_FRAME_LEN`].
+    /// The longest payload a frame may have, in bytes. Messages are cut into frames of at most
+    /// 256 KiB (or this, if smaller), so this bounds memory, not message size. Default
+    /// [`DEFAULT_MAX_FRAME_LEN`].
     pub max_frame_len: u64,
+    /// The longest message, in bytes. Default [`DEFAULT_MAX_MESSAGE_LEN`].
+    pub max_message_len: u64,
+    /// Received bytes a link queues before its party takes them. Default
+    /// [`DEFAULT_QUEUE_LIMIT`].
+    pub queue_limit: usize,
 }
 
 impl Default for LinkConfig {
@@ -53,6 +74,8 @@ impl Default for LinkConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             recv_timeout: Some(DEFAULT_RECV_TIMEOUT),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_message_len: DEFAULT_MAX_MESSAGE_LEN,
+            queue_limit: DEFAULT_QUEUE_LIMIT,
         }
     }
 }
@@ -90,326 +113,84 @@ impl NetworkConfig {
 ///
 /// Each party P_i listens on its own address, connects to its next party P_(i+1) and accepts
 /// one connection from its previous party P_(i-1), both at once, so the three parties may
-/// start in any order: connecting is retried until the connect timeout. So P0 dials P1, P1
-/// dials P2 and P2 dials P0, and every pair shares exactly one connection.
+/// start in any order: connecting is retried with backoff until the connect timeout. So P0
+/// dials P1, P1 dials P2 and P2 dials P0, and every pair shares exactly one connection.
 ///
 /// With TLS (the default, [`TcpTransport::connect`]) the dialing party is the TLS client and
 /// checks that the server's certificate chains to the deployment CA and names the next
 /// party's identity; the accepting party is the TLS server, requires a client certificate and
 /// checks that it chains to the CA and names the previous party's identity. A connection that
-/// fails these checks makes setup fail with [`TransportError::Tls`] at once: setup does not
-/// keep waiting for another connection. After the handshake the dialer sends an 8-byte hello
-/// `b"CGT"`, version 1, its index, the acceptor's index, 0, 0 and the acceptor answers with the
-/// same bytes but its own index first and a 1 in the seventh byte, so both sides know the
-/// other accepted them before setup returns.
+/// fails these checks (or the hello below) is dropped and the party goes on waiting for the
+/// right peer until the connect timeout, whose error then says why the last one was refused:
+/// a stranger that connects first cannot stop setup. Several connections are handshaken at
+/// once (at most 16, each for at most 10 s), so a silent one does not hold up the others.
+/// After the handshake the dialer sends an 8-byte hello `b"CGT"`, version 2, its index, the
+/// acceptor's index, 0, 0 and the acceptor answers with the same bytes but its own index
+/// first and a 1 in the seventh byte, so both sides know the other accepted them.
 ///
 /// # Wire format
 ///
-/// Each message is a frame: its length as 8 little-endian bytes, then the payload. A header
-/// announcing more than the maximum frame length fails with [`TransportError::FrameTooLarge`];
-/// a stream that ends inside a frame with [`TransportError::Truncated`].
+/// A stream of frames: an 8-byte little-endian header (kind in the top byte, payload length
+/// below) and the payload. A message is cut into data frames of at most 256 KiB, so a
+/// message of any size up to [`LinkConfig::max_message_len`] crosses a link; between them
+/// travel heartbeats, a goodbye when the sender is done, and an abort naming the party to
+/// blame when the sender stops the job.
+///
+/// # Failures
+///
+/// A peer that dies (its connection ends without a goodbye), stalls (sends nothing, not even
+/// a heartbeat, for half the receive timeout), sends garbage or fails TLS makes this party's
+/// receives and sends fail with an error naming it, and this party at once sends both
+/// neighbours an abort naming it, so the third party stops too, with the same name, even if
+/// it was waiting for this one. [`TcpTransport::abort`] and [`AbortHandle`] stop a party on
+/// purpose (e.g. on Ctrl-C), blaming itself.
 ///
 /// # Threads
 ///
 /// Each connection has a reader thread that decrypts and reassembles incoming frames into a
-/// queue, so a send never waits for the peer to call `recv` and a send never blocks while a
-/// lock is held. Sending happens on the caller's thread.
-///
-/// # Dropping
-///
-/// Dropping the transport closes both connections (TLS `close_notify`, then FIN): the
-/// neighbours' pending and later receives fail with [`TransportError::Disconnected`].
+/// bounded queue (see [`LinkConfig`]) and a writer thread that sends queued messages, so a
+/// send never waits for the peer to receive. Dropping the transport sends what is queued,
+/// then a goodbye (or, after a failure, the abort), waiting at most the receive timeout.
 #[derive(Debug)]
 pub struct TcpTransport {
     party: PartyId,
     next: Link,
     prev: Link,
+    hub: Arc<Hub>,
     recv_timeout: Option<Duration>,
-    max_frame_len: u64,
+    tls: bool,
 }
 
-/// Messages from a reader thread.
-type Incoming = Result<Vec<u8>, TransportError>;
-
-/// State shared between a link's owner and its reader thread.
-#[derive(Debug, Default)]
-struct Shared {
-    /// Set when the owner dropped the link: the reader drains until EOF or the linger time.
-    closing: AtomicBool,
+/// Stops a [`TcpTransport`] from any thread, e.g. a Ctrl-C handler: both neighbours receive
+/// an abort naming this party and the reason, and this party's own pending and later
+/// receives and sends fail with [`TransportError::Stopped`]. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AbortHandle {
+    hub: Arc<Hub>,
 }
 
-/// One connection to a neighbour.
-#[derive(Debug)]
-struct Link {
-    peer: PartyId,
-    stream: TcpStream,
-    tls: Option<Arc<Mutex<Connection>>>,
-    incoming: Receiver<Incoming>,
-    shared: Arc<Shared>,
-    write_timeout: Option<Duration>,
-    /// Set once a send failed: the stream may hold part of a frame.
-    send_failed: bool,
-}
-
-fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    // A panic while holding the lock cannot leave the TLS state half-updated in a way that
-    // matters more than the connection failing, which it then will.
-    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-impl Link {
-    fn send(&mut self, msg: &[u8], max_frame_len: u64) -> Result<(), TransportError> {
-        let peer = self.peer;
-        if msg.len() as u64 > max_frame_len {
-            return Err(TransportError::FrameTooLarge {
-                peer,
-                len: msg.len() as u64,
-                max: max_frame_len,
-            });
-        }
-        if self.send_failed {
-            // An earlier send may have stopped mid-frame: the stream cannot be resynchronised.
-            return Err(TransportError::Io {
-                peer,
-                source: io::Error::new(
-                    io::ErrorKind::BrokenPipe,
-                    "an earlier send to this peer failed; the connection is unusable",
-                ),
-            });
-        }
-        let result = self.write_frame(msg);
-        self.send_failed = result.is_err();
-        result
-    }
-
-    fn write_frame(&mut self, msg: &[u8]) -> Result<(), TransportError> {
-        let peer = self.peer;
-        let io_err = |e| TransportError::from_io(peer, e, self.write_timeout);
-        // The header travels with the first chunk of the payload.
-        let first_take = msg.len().min(SEND_CHUNK);
-        let mut first = Vec::with_capacity(HEADER_LEN + first_take);
-        first.extend_from_slice(&header(msg.len()));
-        first.extend_from_slice(&msg[..first_take]);
-        let rest = &msg[first_take..];
-        match &self.tls {
-            None => {
-                (&self.stream).write_all(&first).map_err(io_err)?;
-                (&self.stream).write_all(rest).map_err(io_err)
-            }
-            Some(conn) => {
-                let mut records = Vec::with_capacity(SEND_CHUNK + 4096);
-                for piece in std::iter::once(&first[..]).chain(rest.chunks(SEND_CHUNK)) {
-                    {
-                        let mut conn = lock(conn);
-                        conn.writer().write_all(piece).map_err(io_err)?;
-                        while conn.wants_write() {
-                            conn.write_tls(&mut records).map_err(io_err)?;
-                        }
-                    }
-                    // The socket write happens without the lock, so the reader thread keeps
-                    // draining the other direction while this blocks.
-                    (&self.stream).write_all(&records).map_err(io_err)?;
-                    records.clear();
-                }
-                Ok(())
-            }
-        }
-    }
-
-    fn recv(&mut self, timeout: Option<Duration>) -> Result<Vec<u8>, TransportError> {
-        let peer = self.peer;
-        match timeout {
-            None => self
-                .incoming
-                .recv()
-                .map_err(|_| TransportError::Disconnected { peer })?,
-            Some(after) => self.incoming.recv_timeout(after).map_err(|e| match e {
-                RecvTimeoutError::Timeout => TransportError::Timeout { peer, after },
-                RecvTimeoutError::Disconnected => TransportError::Disconnected { peer },
-            })?,
-        }
-    }
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        // Best effort: nothing here may block for long or fail loudly.
-        let _ = self
-            .stream
-            .set_write_timeout(Some(Duration::from_millis(500)));
-        if let Some(conn) = &self.tls {
-            let mut records = Vec::new();
-            {
-                let mut conn = lock(conn);
-                conn.send_close_notify();
-                while conn.wants_write() {
-                    if conn.write_tls(&mut records).is_err() {
-                        break;
-                    }
-                }
-            }
-            let _ = (&self.stream).write_all(&records);
-        }
-        let _ = self.stream.shutdown(Shutdown::Write);
-        self.shared.closing.store(true, Ordering::SeqCst);
-    }
-}
-
-/// The reader thread of one link: reads the socket, decrypts, reassembles frames and queues
-/// them; ends with an error item (or, once the owner is gone, silently).
-fn reader_loop(
-    peer: PartyId,
-    stream: TcpStream,
-    tls: Option<Arc<Mutex<Connection>>>,
-    max_frame_len: u64,
-    tx: Sender<Incoming>,
-    shared: Arc<Shared>,
-) {
-    let mut decoder = FrameDecoder::new(peer, max_frame_len);
-    let mut frames = Vec::new();
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut plain = Vec::new();
-    let mut closing_since: Option<Instant> = None;
-    let mut owner_gone = false;
-
-    // Hand over frames; a failed send means the owner dropped the receiver.
-    let deliver = |frames: &mut Vec<Vec<u8>>, owner_gone: &mut bool| {
-        for frame in frames.drain(..) {
-            if !*owner_gone && tx.send(Ok(frame)).is_err() {
-                *owner_gone = true;
-            }
-        }
-    };
-
-    let end = |result: Result<(), TransportError>, owner_gone: bool| {
-        if let Err(e) = result
-            && !owner_gone
-        {
-            let _ = tx.send(Err(e));
-        }
-        let _ = stream.shutdown(Shutdown::Read);
-    };
-
-    // With TLS, plaintext may already sit in the connection from the setup reads.
-    if let Some(conn) = &tls {
-        let mut conn = lock(conn);
-        if let Err(e) = drain_plaintext(&mut conn, &mut plain) {
-            drop(conn);
-            end(Err(TransportError::from_io(peer, e, None)), owner_gone);
-            return;
-        }
-    }
-    let fed = decoder.feed(&plain, &mut frames);
-    plain.clear();
-    deliver(&mut frames, &mut owner_gone);
-    if let Err(e) = fed {
-        end(Err(e), owner_gone);
-        return;
-    }
-
-    loop {
-        if shared.closing.load(Ordering::SeqCst) || owner_gone {
-            let since = *closing_since.get_or_insert_with(Instant::now);
-            owner_gone = true;
-            if since.elapsed() >= LINGER {
-                end(Ok(()), true);
-                return;
-            }
-        }
-        let n = match (&stream).read(&mut buf) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue;
-            }
-            Err(e) => {
-                let err = match TransportError::from_io(peer, e, None) {
-                    TransportError::Disconnected { .. } => decoder.end_of_stream(),
-                    other => other,
-                };
-                end(Err(err), owner_gone);
-                return;
-            }
-        };
-        if n == 0 {
-            end(Err(decoder.end_of_stream()), owner_gone);
-            return;
-        }
-        let mut clean_close = false;
-        if let Some(conn) = &tls {
-            let mut conn = lock(conn);
-            let mut data = &buf[..n];
-            while !data.is_empty() {
-                let step = conn
-                    .read_tls(&mut data)
-                    .and_then(|_| {
-                        conn.process_new_packets()
-                            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-                    })
-                    .and_then(|_| drain_plaintext(&mut conn, &mut plain));
-                match step {
-                    Ok(closed) => {
-                        if closed {
-                            clean_close = true;
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        drop(conn);
-                        let _ = decoder.feed(&plain, &mut frames);
-                        deliver(&mut frames, &mut owner_gone);
-                        end(Err(TransportError::from_io(peer, e, None)), owner_gone);
-                        return;
-                    }
-                }
-            }
-        } else {
-            plain.extend_from_slice(&buf[..n]);
-        }
-        let fed = decoder.feed(&plain, &mut frames);
-        plain.clear();
-        deliver(&mut frames, &mut owner_gone);
-        if let Err(e) = fed {
-            end(Err(e), owner_gone);
-            return;
-        }
-        if clean_close {
-            end(Err(decoder.end_of_stream()), owner_gone);
-            return;
-        }
-    }
-}
-
-/// Moves all decrypted plaintext into `out`; returns whether the peer closed the TLS session
-/// (`close_notify`).
-fn drain_plaintext(conn: &mut Connection, out: &mut Vec<u8>) -> io::Result<bool> {
-    let mut chunk = [0u8; 16 << 10];
-    loop {
-        match conn.reader().read(&mut chunk) {
-            Ok(0) => return Ok(true),
-            Ok(n) => out.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) => return Err(e),
-        }
+impl AbortHandle {
+    /// Stops the transport, blaming this party for `reason`, and waits (at most 2 s) for the
+    /// aborts to go out. Does nothing more if the transport already failed: its aborts are
+    /// already on their way.
+    pub fn abort(&self, reason: &str) {
+        self.hub.stop(reason);
+        self.hub.finish(Some(STOP_GRACE));
     }
 }
 
 /// The setup messages.
 const HELLO: u8 = 0;
 const HELLO_ACK: u8 = 1;
+/// The wire-format version in the hello.
+const WIRE_VERSION: u8 = 2;
 
 fn hello(from: PartyId, to: PartyId, kind: u8) -> [u8; 8] {
     [
         b'C',
         b'G',
         b'T',
-        1,
+        WIRE_VERSION,
         from.index() as u8,
         to.index() as u8,
         kind,
@@ -428,12 +209,6 @@ enum Security {
     Plaintext,
 }
 
-/// A connected, verified socket before its reader thread starts.
-struct Established {
-    stream: TcpStream,
-    tls: Option<Connection>,
-}
-
 fn remaining(deadline: Instant) -> Option<Duration> {
     deadline
         .checked_duration_since(Instant::now())
@@ -448,10 +223,12 @@ fn handshake(
     mut tls: Option<Connection>,
     dialer: bool,
     deadline: Instant,
-    after: Duration,
-) -> Result<Established, TransportError> {
-    let left = remaining(deadline).ok_or(TransportError::Timeout { peer, after })?;
-    let io_err = |e| TransportError::from_io(peer, e, Some(after));
+) -> Result<Connected, TransportError> {
+    let left = remaining(deadline).ok_or(TransportError::Timeout {
+        peer,
+        after: HANDSHAKE_LIMIT,
+    })?;
+    let io_err = |e| TransportError::from_io(peer, e, Some(left));
     stream.set_nodelay(true).map_err(io_err)?;
     stream.set_read_timeout(Some(left)).map_err(io_err)?;
     stream.set_write_timeout(Some(left)).map_err(io_err)?;
@@ -481,7 +258,7 @@ fn handshake(
         }
         setup_write(&mut stream, tls.as_mut(), &hello(party, peer, HELLO_ACK)).map_err(io_err)?;
     }
-    Ok(Established { stream, tls })
+    Ok(Connected { stream, tls })
 }
 
 /// Writes `data` during setup, through TLS if there is a connection.
@@ -534,16 +311,34 @@ fn setup_read(
     Ok(())
 }
 
+/// Opens one TCP connection to `addr`, trying each address it resolves to.
+fn connect_once(addr: &str, left: Duration) -> Result<TcpStream, String> {
+    let addrs: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("resolving {addr}: {e}"))?
+        .collect();
+    let mut last_error = format!("{addr} resolves to no address");
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, left.min(Duration::from_secs(2))) {
+            Ok(s) => return Ok(s),
+            Err(e) => last_error = format!("{a}: {e}"),
+        }
+    }
+    Err(last_error)
+}
+
+/// Dials the next party until a connection passes the handshake or the deadline passes.
 fn dial(
     party: PartyId,
     addr: &str,
     security: &Security,
     deadline: Instant,
     after: Duration,
-) -> Result<Established, TransportError> {
+) -> Result<Connected, TransportError> {
     let peer = party.next();
     let mut last_error = String::from("no attempt finished");
-    let stream = loop {
+    let mut backoff = Duration::from_millis(25);
+    loop {
         let Some(left) = remaining(deadline) else {
             return Err(TransportError::ConnectTimeout {
                 peer,
@@ -552,47 +347,37 @@ fn dial(
                 last_error,
             });
         };
-        match addr.to_socket_addrs() {
-            Ok(addrs) => {
-                let addrs: Vec<SocketAddr> = addrs.collect();
-                if addrs.is_empty() {
-                    last_error = "the address resolves to nothing".to_string();
-                }
-                let mut connected = None;
-                for a in addrs {
-                    match TcpStream::connect_timeout(&a, left.min(Duration::from_secs(2))) {
-                        Ok(s) => {
-                            connected = Some(s);
-                            break;
-                        }
-                        Err(e) => last_error = format!("{a}: {e}"),
-                    }
-                }
-                if let Some(s) = connected {
-                    break s;
+        match connect_once(addr, left) {
+            Ok(stream) => {
+                let tls = match security {
+                    Security::Tls(client, name, _) => Some(Connection::Client(
+                        ClientConnection::new(client.clone(), name.clone())
+                            .map_err(|source| TransportError::Tls { peer, source })?,
+                    )),
+                    Security::Plaintext => None,
+                };
+                let attempt_deadline = deadline.min(Instant::now() + HANDSHAKE_LIMIT);
+                match handshake(party, peer, stream, tls, true, attempt_deadline) {
+                    Ok(connected) => return Ok(connected),
+                    Err(e) => last_error = e.to_string(),
                 }
             }
-            Err(e) => last_error = format!("resolving: {e}"),
+            Err(e) => last_error = e,
         }
-        thread::sleep(Duration::from_millis(25).min(remaining(deadline).unwrap_or_default()));
-    };
-    let tls = match security {
-        Security::Tls(client, name, _) => Some(Connection::Client(
-            ClientConnection::new(client.clone(), name.clone())
-                .map_err(|source| TransportError::Tls { peer, source })?,
-        )),
-        Security::Plaintext => None,
-    };
-    handshake(party, peer, stream, tls, true, deadline, after)
+        thread::sleep(backoff.min(remaining(deadline).unwrap_or_default()));
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
 }
 
+/// Accepts connections until one is the previous party (it passes the TLS checks and the
+/// hello) or the deadline passes. Each connection is handshaken on its own thread.
 fn accept(
     party: PartyId,
     listener: &TcpListener,
     security: &Security,
     deadline: Instant,
     after: Duration,
-) -> Result<Established, TransportError> {
+) -> Result<Connected, TransportError> {
     let peer = party.prev();
     let local = |context: &str, source| TransportError::LocalIo {
         context: context.to_string(),
@@ -601,9 +386,48 @@ fn accept(
     listener
         .set_nonblocking(true)
         .map_err(|e| local("making the listener non-blocking", e))?;
-    let stream = loop {
+    let (tx, rx) = mpsc::channel::<Result<Connected, TransportError>>();
+    let pending = Arc::new(AtomicUsize::new(0));
+    let mut last_refused: Option<String> = None;
+    loop {
+        // Results of the handshakes in flight.
+        loop {
+            match rx.try_recv() {
+                Ok(Ok(connected)) => return Ok(connected),
+                Ok(Err(e)) => last_refused = Some(e.to_string()),
+                Err(_) => break,
+            }
+        }
         match listener.accept() {
-            Ok((s, _)) => break s,
+            Ok((stream, _)) => {
+                if pending.load(Ordering::SeqCst) >= MAX_PENDING_HANDSHAKES {
+                    continue; // dropped: too many connections at once
+                }
+                if let Err(e) = stream.set_nonblocking(false) {
+                    last_refused = Some(e.to_string());
+                    continue;
+                }
+                let tls = match security {
+                    Security::Tls(_, _, server) => Some(Connection::Server(
+                        ServerConnection::new(server.clone())
+                            .map_err(|source| TransportError::Tls { peer, source })?,
+                    )),
+                    Security::Plaintext => None,
+                };
+                let attempt_deadline = deadline.min(Instant::now() + HANDSHAKE_LIMIT);
+                let (tx, pending) = (tx.clone(), pending.clone());
+                pending.fetch_add(1, Ordering::SeqCst);
+                let spawned = thread::Builder::new()
+                    .name(format!("cryptgpu-{party}-handshake"))
+                    .spawn(move || {
+                        let result = handshake(party, peer, stream, tls, false, attempt_deadline);
+                        pending.fetch_sub(1, Ordering::SeqCst);
+                        let _ = tx.send(result);
+                    });
+                if let Err(e) = spawned {
+                    return Err(local("spawning a handshake thread", e));
+                }
+            }
             Err(e)
                 if matches!(
                     e.kind(),
@@ -611,24 +435,21 @@ fn accept(
                 ) =>
             {
                 if remaining(deadline).is_none() {
-                    return Err(TransportError::AcceptTimeout { peer, after });
+                    return Err(TransportError::AcceptTimeout {
+                        peer,
+                        after,
+                        last_refused,
+                    });
                 }
-                thread::sleep(Duration::from_millis(10));
+                match rx.recv_timeout(Duration::from_millis(10)) {
+                    Ok(Ok(connected)) => return Ok(connected),
+                    Ok(Err(e)) => last_refused = Some(e.to_string()),
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+                }
             }
             Err(e) => return Err(local("accepting a connection", e)),
         }
-    };
-    stream
-        .set_nonblocking(false)
-        .map_err(|e| TransportError::from_io(peer, e, None))?;
-    let tls = match security {
-        Security::Tls(_, _, server) => Some(Connection::Server(
-            ServerConnection::new(server.clone())
-                .map_err(|source| TransportError::Tls { peer, source })?,
-        )),
-        Security::Plaintext => None,
-    };
-    handshake(party, peer, stream, tls, false, deadline, after)
+    }
 }
 
 impl TcpTransport {
@@ -652,10 +473,10 @@ impl TcpTransport {
     /// NAT) and dialing the next party at its address in `network`.
     ///
     /// # Errors
-    /// [`TransportError::Tls`] if a peer's certificate does not chain to the CA or names the
-    /// wrong party (or the peer refuses ours), [`TransportError::ConnectTimeout`] /
-    /// [`TransportError::AcceptTimeout`] if a neighbour does not show up within the connect
-    /// timeout, [`TransportError::Credentials`] for unusable credentials, and I/O errors.
+    /// [`TransportError::ConnectTimeout`] / [`TransportError::AcceptTimeout`] if a neighbour
+    /// does not show up, or only connections that fail the checks do, within the connect
+    /// timeout (the error says why the last one failed), [`TransportError::Credentials`] for
+    /// unusable credentials, and local I/O errors.
     pub fn connect_with_listener(
         party: PartyId,
         listener: TcpListener,
@@ -692,6 +513,11 @@ impl TcpTransport {
         security: Security,
     ) -> Result<Self, TransportError> {
         let link = network.link;
+        if link.max_frame_len == 0 || link.queue_limit == 0 {
+            return Err(TransportError::Config(
+                "the maximum frame length and the queue limit must be at least 1 byte".into(),
+            ));
+        }
         let after = link.connect_timeout;
         let deadline = Instant::now() + after;
         let next_addr = network.addresses[party.next().index()].clone();
@@ -699,9 +525,9 @@ impl TcpTransport {
         // Dial and accept at once, each on its own thread, so that three parties that all
         // dial first cannot block one another; return as soon as either side fails. A side
         // still running after a failure ends by itself at the deadline.
-        let (tx, rx) = mpsc::channel::<(Peer, Result<Established, TransportError>)>();
+        let (tx, rx) = mpsc::channel::<(Peer, Result<Connected, TransportError>)>();
         let spawn = |name: String,
-                     job: Box<dyn FnOnce() -> Result<Established, TransportError> + Send>,
+                     job: Box<dyn FnOnce() -> Result<Connected, TransportError> + Send>,
                      peer: Peer| {
             let tx = tx.clone();
             thread::Builder::new()
@@ -736,8 +562,8 @@ impl TcpTransport {
             let wait = remaining(deadline).unwrap_or_default() + Duration::from_secs(5);
             match rx.recv_timeout(wait) {
                 Ok((_, Err(e))) => return Err(e),
-                Ok((Peer::Next, Ok(est))) => next = Some(est),
-                Ok((Peer::Prev, Ok(est))) => prev = Some(est),
+                Ok((Peer::Next, Ok(c))) => next = Some(c),
+                Ok((Peer::Prev, Ok(c))) => prev = Some(c),
                 Err(_) => {
                     let peer = if next.is_none() {
                         party.next()
@@ -753,12 +579,15 @@ impl TcpTransport {
                 "setup ended without both links".to_string(),
             ));
         };
+        let tls = next.tls.is_some();
+        let hub = Hub::new(party);
         Ok(TcpTransport {
             party,
-            next: start_link(party.next(), next, link)?,
-            prev: start_link(party.prev(), prev, link)?,
+            next: Link::start(&hub, 0, next, &link)?,
+            prev: Link::start(&hub, 1, prev, &link)?,
+            hub,
             recv_timeout: link.recv_timeout,
-            max_frame_len: link.max_frame_len,
+            tls,
         })
     }
 
@@ -767,20 +596,55 @@ impl TcpTransport {
         self.recv_timeout
     }
 
-    /// Changes the receive timeout (`None`: wait as long as the peer is connected).
+    /// Changes how long a receive waits for its message (`None`: as long as the peer is
+    /// alive). Stall detection keeps the setting the transport was connected with.
     pub fn set_recv_timeout(&mut self, recv_timeout: Option<Duration>) {
         self.recv_timeout = recv_timeout;
     }
 
     /// Whether the links are protected by TLS (false only for the insecure test constructor).
     pub fn is_tls(&self) -> bool {
-        self.next.tls.is_some()
+        self.tls
+    }
+
+    /// Stops this party: both neighbours receive an abort naming it and `reason` (at the next
+    /// frame boundary), and later receives and sends fail with
+    /// [`TransportError::Stopped`]. Waits at most 2 s for the aborts to go out. Call it when
+    /// a job fails for a reason of its own (a bad file, a refused manifest); failures of the
+    /// transport itself are passed on without it.
+    pub fn abort(&self, reason: &str) {
+        AbortHandle {
+            hub: self.hub.clone(),
+        }
+        .abort(reason);
+    }
+
+    /// A handle that stops this transport from another thread (e.g. a signal handler).
+    pub fn abort_handle(&self) -> AbortHandle {
+        AbortHandle {
+            hub: self.hub.clone(),
+        }
     }
 
     fn link(&mut self, peer: Peer) -> &mut Link {
         match peer {
             Peer::Next => &mut self.next,
             Peer::Prev => &mut self.prev,
+        }
+    }
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        if self.hub.failed() {
+            self.hub.finish(Some(STOP_GRACE));
+        } else if thread::panicking() {
+            self.hub.stop(&format!("{} panicked", self.party));
+            self.hub.finish(Some(STOP_GRACE));
+        } else {
+            self.next.say_goodbye();
+            self.prev.say_goodbye();
+            self.hub.finish(self.recv_timeout);
         }
     }
 }
@@ -792,49 +656,17 @@ fn bind(addr: &str) -> Result<TcpListener, TransportError> {
     })
 }
 
-fn start_link(peer: PartyId, est: Established, link: LinkConfig) -> Result<Link, TransportError> {
-    let io_err = |e| TransportError::from_io(peer, e, None);
-    let Established { stream, tls } = est;
-    stream.set_read_timeout(Some(READER_POLL)).map_err(io_err)?;
-    stream
-        .set_write_timeout(link.recv_timeout)
-        .map_err(io_err)?;
-    let tls = tls.map(|mut conn| {
-        // Records are drained right after each write, so no need to cap the send buffer.
-        conn.set_buffer_limit(None);
-        Arc::new(Mutex::new(conn))
-    });
-    let reader_stream = stream.try_clone().map_err(io_err)?;
-    let shared = Arc::new(Shared::default());
-    let (tx, incoming) = mpsc::channel();
-    let (reader_tls, reader_shared) = (tls.clone(), shared.clone());
-    let max = link.max_frame_len;
-    thread::Builder::new()
-        .name(format!("cryptgpu-read-{peer}"))
-        .spawn(move || reader_loop(peer, reader_stream, reader_tls, max, tx, reader_shared))
-        .map_err(|source| TransportError::LocalIo {
-            context: "spawning a reader thread".to_string(),
-            source,
-        })?;
-    Ok(Link {
-        peer,
-        stream,
-        tls,
-        incoming,
-        shared,
-        write_timeout: link.recv_timeout,
-        send_failed: false,
-    })
-}
-
 impl Transport for TcpTransport {
     fn party(&self) -> PartyId {
         self.party
     }
 
     fn send(&mut self, peer: Peer, msg: &[u8]) -> Result<(), TransportError> {
-        let max = self.max_frame_len;
-        self.link(peer).send(msg, max)
+        self.link(peer).send(msg.to_vec())
+    }
+
+    fn send_vec(&mut self, peer: Peer, msg: Vec<u8>) -> Result<(), TransportError> {
+        self.link(peer).send(msg)
     }
 
     fn recv(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {

@@ -253,6 +253,14 @@ impl TlsConfig {
     }
 }
 
+/// Checks that `identity` can name a party: a DNS name, as in its certificate.
+///
+/// # Errors
+/// [`TransportError::Config`] if it is not a DNS name.
+pub fn check_identity(identity: &str) -> Result<(), TransportError> {
+    server_name(identity).map(|_| ())
+}
+
 fn server_name(identity: &str) -> Result<ServerName<'static>, TransportError> {
     ServerName::try_from(identity.to_string()).map_err(|e| {
         TransportError::Config(format!("identity {identity:?} is not a DNS name: {e}"))

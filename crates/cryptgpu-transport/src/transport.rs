@@ -31,6 +31,15 @@ pub trait Transport: Send {
     /// if the message exceeds the maximum frame length, I/O and TLS errors.
     fn send(&mut self, peer: Peer, msg: &[u8]) -> Result<(), TransportError>;
 
+    /// [`Transport::send`] of a message the caller gives away, which saves a copy where the
+    /// carrier queues messages.
+    ///
+    /// # Errors
+    /// As [`Transport::send`].
+    fn send_vec(&mut self, peer: Peer, msg: Vec<u8>) -> Result<(), TransportError> {
+        self.send(peer, &msg)
+    }
+
     /// Receives the next message from `peer`, waiting at most the receive timeout.
     ///
     /// # Errors
@@ -70,7 +79,7 @@ pub trait Transport: Send {
     /// # Errors
     /// As [`Transport::send`].
     fn send_u64s(&mut self, peer: Peer, words: &[u64]) -> Result<(), TransportError> {
-        self.send(peer, &u64s_to_le_bytes(words))
+        self.send_vec(peer, u64s_to_le_bytes(words))
     }
 
     /// Receives a message from `peer` and reads it as little-endian `u64` words.
@@ -93,7 +102,8 @@ pub trait Transport: Send {
         words: &[u64],
         from: Peer,
     ) -> Result<Vec<u64>, TransportError> {
-        let bytes = self.exchange(to, &u64s_to_le_bytes(words), from)?;
+        self.send_vec(to, u64s_to_le_bytes(words))?;
+        let bytes = self.recv(from)?;
         le_bytes_to_u64s(self.party().neighbour(from), &bytes)
     }
 
@@ -106,8 +116,10 @@ pub trait Transport: Send {
         to_next: &[u64],
         to_prev: &[u64],
     ) -> Result<(Vec<u64>, Vec<u64>), TransportError> {
-        let (from_next, from_prev) =
-            self.exchange_both(&u64s_to_le_bytes(to_next), &u64s_to_le_bytes(to_prev))?;
+        self.send_vec(Peer::Next, u64s_to_le_bytes(to_next))?;
+        self.send_vec(Peer::Prev, u64s_to_le_bytes(to_prev))?;
+        let from_next = self.recv(Peer::Next)?;
+        let from_prev = self.recv(Peer::Prev)?;
         let party = self.party();
         Ok((
             le_bytes_to_u64s(party.next(), &from_next)?,
@@ -125,6 +137,9 @@ macro_rules! forward_transport {
             }
             fn send(&mut self, peer: Peer, msg: &[u8]) -> Result<(), TransportError> {
                 (**self).send(peer, msg)
+            }
+            fn send_vec(&mut self, peer: Peer, msg: Vec<u8>) -> Result<(), TransportError> {
+                (**self).send_vec(peer, msg)
             }
             fn recv(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {
                 (**self).recv(peer)

@@ -161,9 +161,61 @@ pub fn on_threads<T: Send + 'static>(
     handles.map(|h| h.join().expect("party thread panicked"))
 }
 
-/// The 8-byte setup hello of the plaintext and TLS modes.
+/// The 8-byte setup hello of the plaintext and TLS modes (wire version 2).
 pub fn hello(from: u8, to: u8, ack: bool) -> [u8; 8] {
-    [b'C', b'G', b'T', 1, from, to, u8::from(ack), 0]
+    [b'C', b'G', b'T', 2, from, to, u8::from(ack), 0]
+}
+
+/// Frame kinds on the wire (the top byte of a frame header).
+pub const DATA: u8 = 0;
+/// The last frame of a message.
+pub const DATA_END: u8 = 1;
+/// A heartbeat.
+pub const HEARTBEAT: u8 = 2;
+/// A goodbye.
+pub const GOODBYE: u8 = 3;
+/// An abort: culprit byte, then the reason.
+pub const ABORT: u8 = 4;
+
+/// A frame header: the payload length in the low 56 bits, the kind in the top byte.
+pub fn frame_header(kind: u8, len: u64) -> [u8; 8] {
+    (len | u64::from(kind) << 56).to_le_bytes()
+}
+
+/// A whole frame.
+pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = frame_header(kind, payload.len() as u64).to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+/// Reads one frame from a raw socket: its kind and payload.
+pub fn read_frame(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut head = [0u8; 8];
+    s.read_exact(&mut head)?;
+    let word = u64::from_le_bytes(head);
+    let len = (word & ((1 << 56) - 1)) as usize;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload)?;
+    Ok(((word >> 56) as u8, payload))
+}
+
+/// Reads frames from a raw socket, skipping heartbeats, until a message is complete or a
+/// control frame (goodbye, abort) arrives; returns the last kind and the payload.
+pub fn read_message(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut message = Vec::new();
+    loop {
+        let (kind, payload) = read_frame(s)?;
+        match kind {
+            HEARTBEAT => {}
+            DATA => message.extend(payload),
+            DATA_END => {
+                message.extend(payload);
+                return Ok((DATA_END, message));
+            }
+            other => return Ok((other, payload)),
+        }
+    }
 }
 
 /// P0 over insecure plaintext TCP, with raw sockets playing P1 (which P0 dials) and P2
