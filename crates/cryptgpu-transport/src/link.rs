@@ -576,14 +576,7 @@ impl Reader {
             }
             let n = match (&self.stream).read(&mut buf) {
                 Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) =>
-                {
+                Err(e) if woke_up(&e) => {
                     // A peer that said goodbye is done, not stalled.
                     if !ended
                         && !self.goodbye
@@ -915,6 +908,15 @@ impl Writer {
     }
 }
 
+/// Whether a socket call returned only because its poll interval passed (or a signal came):
+/// nothing happened, try again.
+fn woke_up(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
 /// Writes all of `buf`, waking every poll interval to see whether the link was killed (a
 /// peer that stopped reading would otherwise block the writer forever).
 fn write_polled(stream: &TcpStream, shared: &LinkShared, mut buf: &[u8]) -> io::Result<()> {
@@ -922,14 +924,7 @@ fn write_polled(stream: &TcpStream, shared: &LinkShared, mut buf: &[u8]) -> io::
         match (&*stream).write(buf) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => buf = &buf[n..],
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
+            Err(e) if woke_up(&e) => {
                 if shared.killed() {
                     return Err(io::Error::other("the link was stopped"));
                 }

@@ -1,264 +1,560 @@
-//! The three-party jobs behind the commands: private inference (model owner P0, data owner
-//! P1, helper P2) and private training, each run as three parties in one process on any
-//! backend, with the communication the parties counted.
+//! The jobs behind the commands: private inference and private training, each written once
+//! as a party-local function of (this party, its transport, what it owns). The in-process
+//! commands (`demo`, `infer`, `train`) run the three functions on three threads over the
+//! local transport ([`run_in_process`]); `cryptgpu party` runs one of them over mutual TLS.
+//! There is no other code path.
+//!
+//! Each function first agrees on the job manifest with the other two
+//! ([`crate::manifest::agree`]), then sets up the party's keys, shares what it owns and runs
+//! the protocol. The model owner's closure alone reads the weights and the data owner's
+//! alone the examples; the others learn the public architecture and the sizes from the
+//! manifest.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use cryptgpu_backend::GpuBackend;
 use cryptgpu_nn::Tensor;
-use cryptgpu_nn::data::{Dataset, epoch_order};
+use cryptgpu_nn::data::{self, Dataset, Normalization, Split, epoch_order};
 use cryptgpu_nn::model::Model;
 use cryptgpu_nn::optim::SgdConfig;
 use cryptgpu_nn::plain;
 use cryptgpu_nn::private::{PrivateSgd, SharedModel, share_input};
-use cryptgpu_ring::FixedPoint;
-use cryptgpu_share::{Party, Rss};
-use cryptgpu_transport::{CommStats, PartyId, Transport, run_local_3pc};
+use cryptgpu_nonlinear as nl;
+use cryptgpu_share::{KeySource, Party, Rss};
+use cryptgpu_transport::{CommStats, LocalTransport, PartyId, Transport, run_local_3pc};
 use indicatif::ProgressBar;
 
-use crate::backend::Job;
+use crate::files::inputs::InputSource;
+use crate::files::predictions::Revealed;
+use crate::manifest::{self, DataDescription, JobKind, Manifest, Options, Proposal, Reveal};
 
-/// The party that owns the model's weights.
-pub(crate) const MODEL_OWNER: PartyId = PartyId::P0;
-/// The party that owns the data and receives the predictions.
-pub(crate) const DATA_OWNER: PartyId = PartyId::P1;
-
-/// Communication of a whole job.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Traffic {
-    /// Bytes sent by P0, P1, P2.
-    pub(crate) bytes: [u64; 3],
-    /// Rounds (the longest chain of messages).
-    pub(crate) rounds: u64,
+/// Who owns what in a job: the model owner shares the weights, the data owner the examples
+/// (and receives the predictions); the third party helps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Roles {
+    /// The party that owns the model's weights.
+    pub(crate) model_owner: PartyId,
+    /// The party that owns the data and receives the predictions.
+    pub(crate) data_owner: PartyId,
 }
 
-/// The same architecture with every parameter zero: what a party that does not own the
-/// weights holds.
-pub(crate) fn structure_of(model: &Model) -> Result<Model> {
-    let mut copy = Model::new(
-        model.name(),
-        model.input_shape(),
-        model.nodes().to_vec(),
-        model.output(),
-    )?;
-    copy.normalization = model.normalization.clone();
-    Ok(copy)
-}
-
-/// The model owner's weights, shared: only the owner reads `model`; the others pass the
-/// public architecture `structure`. For training, BatchNorm keeps its own shared parameters
-/// and statistics; for inference it is folded into an affine map.
-fn share_model<B: GpuBackend, T: Transport>(
-    p: &mut Party<B, T>,
-    model: &Model,
-    structure: &Model,
-    for_training: bool,
-) -> Result<SharedModel<B>> {
-    let mine = if p.id() == MODEL_OWNER {
-        model
-    } else {
-        structure
+impl Roles {
+    /// P0 owns the model, P1 the data, P2 helps.
+    pub(crate) const DEFAULT: Roles = Roles {
+        model_owner: PartyId::P0,
+        data_owner: PartyId::P1,
     };
-    Ok(if for_training {
-        SharedModel::share_for_training(p, mine, MODEL_OWNER)?
-    } else {
-        SharedModel::share(p, mine, MODEL_OWNER)?
+
+    /// What `party` does, in words.
+    pub(crate) fn describe(&self, party: PartyId) -> &'static str {
+        if party == self.model_owner {
+            "model owner"
+        } else if party == self.data_owner {
+            "data owner"
+        } else {
+            "helper"
+        }
+    }
+}
+
+/// The data sets `--dataset` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum DatasetChoice {
+    /// MNIST idx files (gzip or raw).
+    Mnist,
+    /// CIFAR-10 binary batches.
+    Cifar10,
+    /// Random inputs of the model's shape, for timing.
+    Synthetic,
+}
+
+/// Where the data owner's examples come from, before they are loaded (loading needs the
+/// model's input shape and normalisation, which the manifest brings).
+#[derive(Clone, Debug)]
+pub(crate) enum DataSpec {
+    /// Examples already in memory and normalised (the demo's bundled digits).
+    Loaded(Dataset),
+    /// A data set: MNIST or CIFAR-10 from a directory, or synthetic examples.
+    Dataset {
+        /// Which.
+        kind: DatasetChoice,
+        /// Its directory (not for synthetic).
+        dir: Option<PathBuf>,
+        /// Use at most this many examples (of each split).
+        limit: Option<usize>,
+        /// `--mean`/`--std`, if given.
+        normalization: Option<Normalization>,
+    },
+    /// `--input`: a `.npy` array or a folder of images, with optional `--labels`.
+    Input {
+        /// The opened input.
+        source: InputSource,
+        /// A file of labels.
+        labels: Option<PathBuf>,
+        /// Use at most this many examples.
+        limit: Option<usize>,
+        /// `--mean`/`--std`, if given.
+        normalization: Option<Normalization>,
+    },
+}
+
+/// The data owner's examples, loaded.
+#[derive(Clone, Debug)]
+pub(crate) struct OwnedData {
+    /// What inference classifies, or the test set of training.
+    pub(crate) test: Dataset,
+    /// The training set (training only).
+    pub(crate) train: Option<Dataset>,
+    /// One name per example of `test`: a file name or an index.
+    pub(crate) names: Vec<String>,
+    /// Whether `test` has real labels (without them, accuracy means nothing).
+    pub(crate) labelled: bool,
+}
+
+impl DataSpec {
+    /// What the other parties may know of the data: count, shape, classes, labels.
+    fn describe(&self, job: JobKind) -> Result<DataDescription> {
+        let shape = |s: [usize; 3]| Some(s.map(|d| d as u64));
+        Ok(match self {
+            DataSpec::Loaded(d) => DataDescription {
+                count: d.len() as u64,
+                shape: shape(d.image_shape),
+                classes: Some(d.num_classes as u64),
+                labels: true,
+                test_count: Some(d.len() as u64),
+            },
+            DataSpec::Dataset {
+                kind: DatasetChoice::Synthetic,
+                limit,
+                ..
+            } => {
+                let n = limit.unwrap_or(64) as u64;
+                DataDescription {
+                    count: n,
+                    shape: None,
+                    classes: None,
+                    labels: true,
+                    test_count: Some(n),
+                }
+            }
+            DataSpec::Dataset {
+                kind, dir, limit, ..
+            } => {
+                // Loaded once here for the sizes (cheap next to the protocol), and again
+                // with the model's normalisation once the manifest is agreed.
+                let unit = Normalization::unit();
+                let test = load_dataset(*kind, dir.as_ref(), Split::Test, &unit, *limit)?;
+                let count = match job {
+                    JobKind::Infer => test.len(),
+                    JobKind::Train => {
+                        load_dataset(*kind, dir.as_ref(), Split::Train, &unit, *limit)?.len()
+                    }
+                };
+                DataDescription {
+                    count: count as u64,
+                    shape: shape(test.image_shape),
+                    classes: Some(test.num_classes as u64),
+                    labels: true,
+                    test_count: Some(test.len() as u64),
+                }
+            }
+            DataSpec::Input {
+                source,
+                labels,
+                limit,
+                ..
+            } => {
+                if job == JobKind::Train {
+                    bail!(
+                        "training takes a data set (--dataset and --data); --input is for \
+                         inference"
+                    );
+                }
+                let n = limit.map_or(source.count(), |l| l.min(source.count()));
+                DataDescription {
+                    count: n as u64,
+                    shape: source.shape().map(|s| s.map(|d| d as u64)),
+                    classes: None,
+                    labels: labels.is_some(),
+                    test_count: None,
+                }
+            }
+        })
+    }
+
+    /// Loads the examples as the manifest says: the model's input shape, the normalisation
+    /// given on the command line or else the model's.
+    fn load(&self, m: &Manifest) -> Result<OwnedData> {
+        let model_norm = m.structure.normalization.clone();
+        let norm = |given: &Option<Normalization>| {
+            given
+                .clone()
+                .or_else(|| model_norm.clone())
+                .unwrap_or_else(Normalization::unit)
+        };
+        let data = match self {
+            DataSpec::Loaded(d) => OwnedData {
+                names: index_names(d.len()),
+                test: d.clone(),
+                train: (m.job == JobKind::Train).then(|| d.clone()),
+                labelled: true,
+            },
+            DataSpec::Dataset {
+                kind: DatasetChoice::Synthetic,
+                limit,
+                ..
+            } => {
+                let [c, h, w] = m.input_shape;
+                let d = data::synthetic([c, h, w], limit.unwrap_or(64), m.classes, 1)?;
+                OwnedData {
+                    names: index_names(d.len()),
+                    train: (m.job == JobKind::Train).then(|| d.clone()),
+                    test: d,
+                    labelled: true,
+                }
+            }
+            DataSpec::Dataset {
+                kind,
+                dir,
+                limit,
+                normalization,
+            } => {
+                let n = norm(normalization);
+                let test = load_dataset(*kind, dir.as_ref(), Split::Test, &n, *limit)?;
+                let train = match m.job {
+                    JobKind::Infer => None,
+                    JobKind::Train => {
+                        Some(load_dataset(*kind, dir.as_ref(), Split::Train, &n, *limit)?)
+                    }
+                };
+                OwnedData {
+                    names: index_names(test.len()),
+                    test,
+                    train,
+                    labelled: true,
+                }
+            }
+            DataSpec::Input {
+                source,
+                labels,
+                limit,
+                normalization,
+            } => {
+                // Float arrays are taken as they are unless --mean/--std says otherwise;
+                // bytes and images are scaled to [0, 1] and normalised like the model's
+                // training data.
+                let n = match normalization {
+                    Some(n) => Some(n.clone()),
+                    None if source.is_float() => None,
+                    None => model_norm.clone(),
+                };
+                let mut inputs = source.load(m.input_shape, n.as_ref(), *limit)?;
+                if let Some(path) = labels {
+                    inputs.labels = Some(crate::files::inputs::load_labels(path, inputs.len())?);
+                }
+                let labelled = inputs.labels.is_some();
+                let names = inputs.names.clone();
+                OwnedData {
+                    test: inputs.into_dataset(m.classes)?,
+                    train: None,
+                    names,
+                    labelled,
+                }
+            }
+        };
+        let count = match &data.train {
+            Some(train) => train.len(),
+            None => data.test.len(),
+        };
+        if count != m.count || (m.job == JobKind::Train && data.test.len() != m.test_count) {
+            bail!(
+                "the data loaded ({count} examples) is not what was announced ({}): did a file \
+                 change?",
+                m.count
+            );
+        }
+        if data.test.image_shape != m.input_shape {
+            bail!(
+                "the examples are {:?} but the model takes {:?}",
+                data.test.image_shape,
+                m.input_shape
+            );
+        }
+        Ok(data)
+    }
+}
+
+fn index_names(n: usize) -> Vec<String> {
+    (0..n).map(|i| i.to_string()).collect()
+}
+
+/// Loads a split of a data set from its directory.
+pub(crate) fn load_dataset(
+    kind: DatasetChoice,
+    dir: Option<&PathBuf>,
+    split: Split,
+    norm: &Normalization,
+    limit: Option<usize>,
+) -> Result<Dataset> {
+    Ok(match kind {
+        DatasetChoice::Mnist => {
+            let dir = dir.context("--data DIR is needed for MNIST (the four idx files)")?;
+            data::load_mnist(dir, split, norm, limit)?
+        }
+        DatasetChoice::Cifar10 => {
+            let dir = dir.context("--data DIR is needed for CIFAR-10 (the binary batches)")?;
+            data::load_cifar10(dir, split, norm, limit)?
+        }
+        DatasetChoice::Synthetic => bail!("synthetic examples are made, not loaded"),
     })
 }
 
-/// Shape of a batch of `n` examples of `data`.
-fn batch_shape(data: &Dataset, n: usize) -> Vec<usize> {
-    let [c, h, w] = data.image_shape;
+/// What one party owns and was told for a job.
+#[derive(Debug)]
+pub(crate) struct PartyInput {
+    /// Who owns what.
+    pub(crate) roles: Roles,
+    /// The parties' identities, over TLS (`None` in one process).
+    pub(crate) identities: Option<[String; 3]>,
+    /// The job.
+    pub(crate) job: JobKind,
+    /// The public options this party was given.
+    pub(crate) options: Options,
+    /// Where this party's PRG keys come from.
+    pub(crate) keys: KeySource,
+    /// The model owner's model (weights for inference, initial weights for training).
+    pub(crate) model: Option<Model>,
+    /// The data owner's data.
+    pub(crate) data: Option<DataSpec>,
+}
+
+/// What a party ends a job with.
+#[derive(Debug)]
+pub(crate) struct PartyOutcome {
+    /// The manifest the parties agreed on.
+    pub(crate) manifest: Manifest,
+    /// The data owner's examples, as loaded.
+    pub(crate) data: Option<OwnedData>,
+    /// Inference: what was revealed to the data owner.
+    pub(crate) revealed: Option<Revealed>,
+    /// Training: the data owner's private predictions on the test set after each epoch.
+    pub(crate) epoch_predictions: Vec<Vec<usize>>,
+    /// Training: the trained model, revealed to the model owner.
+    pub(crate) trained: Option<Model>,
+    /// This party's communication, key setup included (the manifest's two rounds not).
+    pub(crate) stats: CommStats,
+    /// Wall time from the agreed manifest to the end.
+    pub(crate) seconds: f64,
+}
+
+/// Runs one party's side of a job over `transport`: the manifest, key setup, and the
+/// protocol. `progress` is advanced by the data owner.
+pub(crate) fn run_party<B: GpuBackend, T: Transport>(
+    backend: B,
+    mut transport: T,
+    input: PartyInput,
+    progress: Option<&ProgressBar>,
+) -> Result<PartyOutcome> {
+    let me = transport.party();
+    let roles = input.roles;
+    if (me == roles.model_owner) != input.model.is_some() {
+        bail!(
+            "{me} is the {}: the model goes to the model owner {} only",
+            roles.describe(me),
+            roles.model_owner
+        );
+    }
+    if (me == roles.data_owner) != input.data.is_some() {
+        bail!(
+            "{me} is the {}: the data goes to the data owner {} only",
+            roles.describe(me),
+            roles.data_owner
+        );
+    }
+    let proposal = Proposal {
+        party: me,
+        job: input.job,
+        roles,
+        identities: input.identities.clone(),
+        keys: input.keys,
+        options: input.options.clone(),
+        architecture: input.model.as_ref().map(manifest::architecture_json),
+        data: input
+            .data
+            .as_ref()
+            .map(|d| d.describe(input.job))
+            .transpose()?,
+    };
+    let manifest = manifest::agree(&mut transport, &proposal)?;
+    let data = input.data.as_ref().map(|d| d.load(&manifest)).transpose()?;
+    if let (Some(_), Some(bar)) = (&data, progress) {
+        let work = match manifest.job {
+            JobKind::Infer => manifest.count,
+            JobKind::Train => (manifest.count + manifest.test_count) * manifest.epochs as usize,
+        };
+        bar.set_length(work as u64);
+    }
+    let model = match input.model {
+        Some(model) => model,
+        None => manifest.structure.clone(),
+    };
+    let start = Instant::now();
+    let mut p = Party::setup_with(backend, transport, manifest.fixed, manifest.keys)?;
+    let mut outcome = PartyOutcome {
+        data: None,
+        revealed: None,
+        epoch_predictions: Vec::new(),
+        trained: None,
+        stats: CommStats::default(),
+        seconds: 0.0,
+        manifest,
+    };
+    let m = &outcome.manifest;
+    match m.job {
+        JobKind::Infer => {
+            let shared = SharedModel::share(&mut p, &model, roles.model_owner)?;
+            outcome.revealed = infer_all(
+                &mut p,
+                &shared,
+                m,
+                m.count,
+                m.reveal,
+                data.as_ref(),
+                progress,
+            )?;
+        }
+        JobKind::Train => {
+            let (predictions, trained) = train(&mut p, &model, m, data.as_ref(), progress, start)?;
+            outcome.epoch_predictions = predictions;
+            outcome.trained = trained;
+        }
+    }
+    outcome.data = data;
+    outcome.stats = p.stats();
+    outcome.seconds = start.elapsed().as_secs_f64();
+    Ok(outcome)
+}
+
+/// Shape of a batch of `n` examples.
+fn batch_shape(m: &Manifest, n: usize) -> Vec<usize> {
+    let [c, h, w] = m.input_shape;
     vec![n, c, h, w]
 }
 
-/// Runs `f` as the three parties with OS keys; returns each party's output and the traffic.
-fn three_parties<B: GpuBackend, R: Send>(
-    backend: &B,
-    fixed: FixedPoint,
-    f: impl Fn(&mut Party<B, &mut cryptgpu_transport::LocalTransport>) -> Result<R> + Sync,
-) -> Result<([R; 3], Traffic)> {
-    let results = run_local_3pc(|t| -> Result<(R, CommStats)> {
-        let mut p = Party::setup(backend.clone(), t, fixed)?;
-        let out = f(&mut p)?;
-        Ok((out, p.stats()))
-    })?;
-    let [a, b, c] = results;
-    let (a, b, c) = (a?, b?, c?);
-    let stats = [a.1, b.1, c.1];
-    let traffic = Traffic {
-        bytes: stats.map(|s| s.total_bytes_sent()),
-        rounds: CommStats::rounds_of(&stats),
-    };
-    Ok(([a.0, b.0, c.0], traffic))
-}
-
-/// Private classification of `data` by `model`.
-pub(crate) struct Inference<'a> {
-    /// The model with the owner's weights.
-    pub(crate) model: &'a Model,
-    /// The data owner's examples.
-    pub(crate) data: &'a Dataset,
-    /// Examples per private batch.
-    pub(crate) batch: usize,
-    /// Fixed-point format.
-    pub(crate) fixed: FixedPoint,
-    /// Advanced by the data owner after each batch.
-    pub(crate) progress: &'a ProgressBar,
-}
-
-/// What private inference gives the data owner.
-pub(crate) struct InferenceOutcome {
-    /// The predicted classes, as revealed to the data owner.
-    pub(crate) predictions: Vec<usize>,
-    /// Wall time, key setup and weight sharing included.
-    pub(crate) seconds: f64,
-    /// Communication, key setup included.
-    pub(crate) traffic: Traffic,
-}
-
-impl Job for Inference<'_> {
-    type Output = InferenceOutcome;
-
-    fn run<B: GpuBackend>(self, backend: B) -> Result<InferenceOutcome> {
-        let structure = structure_of(self.model)?;
-        let start = Instant::now();
-        let (outputs, traffic) = three_parties(&backend, self.fixed, |p| {
-            let shared = share_model(p, self.model, &structure, false)?;
-            classify_all(p, &shared, self.data, self.batch, Some(self.progress))
-        })?;
-        let [_, predictions, _] = outputs;
-        Ok(InferenceOutcome {
-            predictions: predictions.context("the data owner received no predictions")?,
-            seconds: start.elapsed().as_secs_f64(),
-            traffic,
-        })
-    }
-}
-
-/// Classifies every example of `data` in batches; the data owner gets the classes.
-fn classify_all<B: GpuBackend, T: Transport>(
+/// Classifies (or scores) the first `count` examples of the data owner's `test` set in
+/// batches; the data owner gets what `reveal` says.
+fn infer_all<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
     shared: &SharedModel<B>,
-    data: &Dataset,
-    batch: usize,
+    m: &Manifest,
+    count: usize,
+    reveal: Reveal,
+    data: Option<&OwnedData>,
     progress: Option<&ProgressBar>,
-) -> Result<Option<Vec<usize>>> {
-    let owner = p.id() == DATA_OWNER;
-    let mut predictions = Vec::with_capacity(data.len());
-    for start in (0..data.len()).step_by(batch.max(1)) {
-        let end = (start + batch).min(data.len());
-        let images = if owner {
-            Some(data.range(start, end)?.0)
-        } else {
-            None
-        };
-        let shape = batch_shape(data, end - start);
-        let x = share_input(p, DATA_OWNER, images.as_ref(), &shape)?;
-        if let Some(classes) = shared.classify(p, &x, DATA_OWNER)? {
-            predictions.extend(classes);
-            if let Some(bar) = progress {
-                bar.inc((end - start) as u64);
+) -> Result<Option<Revealed>> {
+    let owner = m.roles.data_owner;
+    let mut classes = Vec::new();
+    let mut scores = Vec::new();
+    for start in (0..count).step_by(m.batch) {
+        let end = (start + m.batch).min(count);
+        let images = data.map(|d| d.test.range(start, end)).transpose()?;
+        let x = share_input(
+            p,
+            owner,
+            images.as_ref().map(|i| &i.0),
+            &batch_shape(m, end - start),
+        )?;
+        match reveal {
+            Reveal::Class => {
+                if let Some(c) = shared.classify(p, &x, owner)? {
+                    classes.extend(c);
+                }
+            }
+            Reveal::Logits | Reveal::Probabilities => {
+                let mut y = shared.forward(p, &x)?;
+                if reveal == Reveal::Probabilities {
+                    y = nl::softmax(p, &y, 1, nl::SoftmaxOptions::default())?;
+                }
+                if let Some(v) = p.reveal_to(owner, &y)? {
+                    scores.extend(p.fixed().decode_slice(&v));
+                }
             }
         }
+        if p.id() == owner
+            && let Some(bar) = progress
+        {
+            bar.inc((end - start) as u64);
+        }
     }
-    Ok(owner.then_some(predictions))
+    if p.id() != owner {
+        return Ok(None);
+    }
+    Ok(Some(match reveal {
+        Reveal::Class => Revealed::Classes(classes),
+        Reveal::Logits => Revealed::Logits {
+            values: scores,
+            classes: m.classes,
+        },
+        Reveal::Probabilities => Revealed::Probabilities {
+            values: scores,
+            classes: m.classes,
+        },
+    }))
 }
 
-/// Private training with SGD, evaluated privately on `test` after each epoch.
-pub(crate) struct Training<'a> {
-    /// The initial model (the model owner's weights).
-    pub(crate) model: &'a Model,
-    /// Training examples (the data owner's).
-    pub(crate) train: &'a Dataset,
-    /// Test examples (the data owner's).
-    pub(crate) test: &'a Dataset,
-    /// Epochs.
-    pub(crate) epochs: u64,
-    /// Examples per SGD step.
-    pub(crate) batch: usize,
-    /// The optimiser.
-    pub(crate) sgd: SgdConfig,
-    /// Seed of the example order (public).
-    pub(crate) seed: u64,
-    /// Fixed-point format.
-    pub(crate) fixed: FixedPoint,
-    /// Advanced by the data owner after each step and each evaluated batch.
-    pub(crate) progress: &'a ProgressBar,
-}
-
-/// What private training gives its owners.
-pub(crate) struct TrainingOutcome {
-    /// The predictions on the test set after each epoch (data owner's view).
-    pub(crate) predictions: Vec<Vec<usize>>,
-    /// The trained model, revealed to the model owner.
-    pub(crate) model: Model,
-    /// Wall time.
-    pub(crate) seconds: f64,
-    /// Communication.
-    pub(crate) traffic: Traffic,
-}
-
-impl Job for Training<'_> {
-    type Output = TrainingOutcome;
-
-    fn run<B: GpuBackend>(self, backend: B) -> Result<TrainingOutcome> {
-        let structure = structure_of(self.model)?;
-        let classes = self.train.num_classes;
-        let start = Instant::now();
-        let (outputs, traffic) = three_parties(&backend, self.fixed, |p| {
-            let mut shared = share_model(p, self.model, &structure, true)?;
-            let mut sgd = PrivateSgd::new(self.sgd);
-            let owner = p.id() == DATA_OWNER;
-            let mut per_epoch = Vec::new();
-            for epoch in 0..self.epochs {
-                let order = epoch_order(self.train.len(), self.seed, epoch);
-                for (step, chunk) in order.chunks(self.batch.max(1)).enumerate() {
-                    let (x, y) = if owner {
-                        let (images, labels) = self.train.batch(chunk)?;
-                        (Some(images), Some(onehot(&labels, classes)?))
-                    } else {
-                        (None, None)
-                    };
-                    let sx = share_input(
-                        p,
-                        DATA_OWNER,
-                        x.as_ref(),
-                        &batch_shape(self.train, chunk.len()),
-                    )?;
-                    let sy: Rss<B> =
-                        share_input(p, DATA_OWNER, y.as_ref(), &[chunk.len(), classes])?;
-                    let seed = plain::step_seed(self.seed, epoch, step as u64);
-                    shared.train_step(p, &mut sgd, &sx, &sy, seed)?;
-                    if owner {
-                        self.progress.inc(chunk.len() as u64);
-                    }
+/// Private SGD for the manifest's epochs, with a private evaluation on the test set after
+/// each; returns the data owner's predictions per epoch and the model owner's trained model.
+fn train<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    model: &Model,
+    m: &Manifest,
+    data: Option<&OwnedData>,
+    progress: Option<&ProgressBar>,
+    start: Instant,
+) -> Result<(Vec<Vec<usize>>, Option<Model>)> {
+    let roles = m.roles;
+    let mut shared = SharedModel::share_for_training(p, model, roles.model_owner)?;
+    let sgd = SgdConfig::new(m.lr)
+        .with_momentum(m.momentum)
+        .with_weight_decay(m.weight_decay);
+    let mut optimizer = PrivateSgd::new(sgd);
+    let classes = m.classes;
+    let mut per_epoch = Vec::new();
+    for epoch in 0..m.epochs {
+        let order = epoch_order(m.count, m.seed, epoch);
+        for (step, chunk) in order.chunks(m.batch).enumerate() {
+            let (x, y) = match data.and_then(|d| d.train.as_ref()) {
+                Some(train) => {
+                    let (images, labels) = train.batch(chunk)?;
+                    (Some(images), Some(onehot(&labels, classes)?))
                 }
-                let bar = owner.then_some(self.progress);
-                let predictions = classify_all(p, &shared, self.test, self.batch.max(1), bar)?;
-                if let Some(predictions) = &predictions {
-                    report_epoch(self.progress, epoch, predictions, &self.test.labels, start);
-                }
-                per_epoch.push(predictions);
+                None => (None, None),
+            };
+            let owner = roles.data_owner;
+            let sx = share_input(p, owner, x.as_ref(), &batch_shape(m, chunk.len()))?;
+            let sy: Rss<B> = share_input(p, owner, y.as_ref(), &[chunk.len(), classes])?;
+            let seed = plain::step_seed(m.seed, epoch, step as u64);
+            shared.train_step(p, &mut optimizer, &sx, &sy, seed)?;
+            if let (Some(_), Some(bar)) = (data, progress) {
+                bar.inc(chunk.len() as u64);
             }
-            let model = shared.reveal_to(p, MODEL_OWNER)?;
-            Ok((per_epoch, model))
-        })?;
-        let [(_, model), (predictions, _), _] = outputs;
-        Ok(TrainingOutcome {
-            predictions: predictions.into_iter().flatten().collect(),
-            model: model.context("the model owner received no model")?,
-            seconds: start.elapsed().as_secs_f64(),
-            traffic,
-        })
+        }
+        let revealed = infer_all(p, &shared, m, m.test_count, Reveal::Class, data, progress)?;
+        if let (Some(Revealed::Classes(predictions)), Some(d)) = (&revealed, data) {
+            report_epoch(progress, epoch, predictions, &d.test.labels, start);
+            per_epoch.push(predictions.clone());
+        }
     }
+    let trained = shared.reveal_to(p, roles.model_owner)?;
+    Ok((per_epoch, trained))
 }
 
 /// Tells the data owner each epoch's private test accuracy as soon as it is known (long runs
 /// take hours): above the progress bar on a terminal, else as a line on stderr.
 fn report_epoch(
-    progress: &ProgressBar,
+    progress: Option<&ProgressBar>,
     epoch: u64,
     predictions: &[usize],
     labels: &[usize],
@@ -276,10 +572,9 @@ fn report_epoch(
         labels.len(),
         start.elapsed().as_secs_f64()
     );
-    if progress.is_hidden() {
-        eprintln!("{line}");
-    } else {
-        progress.println(line);
+    match progress {
+        Some(bar) if !bar.is_hidden() => bar.println(line),
+        _ => eprintln!("{line}"),
     }
 }
 
@@ -291,4 +586,54 @@ fn onehot(labels: &[usize], classes: usize) -> Result<Tensor> {
         data[i * classes + l] = 1.0;
     }
     Ok(Tensor::new(&[labels.len(), classes], data)?)
+}
+
+/// Runs the three parties' functions on three threads of this process over the local
+/// transport, each with what it owns; returns the three outcomes in party order.
+pub(crate) fn run_in_process<B: GpuBackend>(
+    backend: &B,
+    inputs: [PartyInput; 3],
+    progress: &ProgressBar,
+) -> Result<[PartyOutcome; 3]> {
+    let slots = std::sync::Mutex::new(inputs.map(Some));
+    let results = run_local_3pc(|t: &mut LocalTransport| {
+        let me = t.party();
+        let taken = match slots.lock() {
+            Ok(mut slots) => slots[me.index()].take(),
+            Err(poisoned) => poisoned.into_inner()[me.index()].take(),
+        };
+        let result = match taken {
+            Some(input) => run_party(backend.clone(), t, input, Some(progress)),
+            None => Err(anyhow::anyhow!("the input of {me} was taken twice")),
+        };
+        // When a party fails, the others fail after it (their peer went away): the
+        // earliest failure is the cause.
+        (
+            result.map_err(|e| e.context(me.to_string())),
+            Instant::now(),
+        )
+    })?;
+    let [(a, ta), (b, tb), (c, tc)] = results;
+    match (a, b, c) {
+        (Ok(a), Ok(b), Ok(c)) => Ok([a, b, c]),
+        (a, b, c) => {
+            let mut failures: Vec<(Instant, anyhow::Error)> =
+                [(ta, a.err()), (tb, b.err()), (tc, c.err())]
+                    .into_iter()
+                    .filter_map(|(t, e)| e.map(|e| (t, e)))
+                    .collect();
+            failures.sort_by_key(|(t, _)| *t);
+            let (_, first) = failures.remove(0);
+            Err(first)
+        }
+    }
+}
+
+/// The bytes each party sent and the rounds of a job run in one process.
+pub(crate) fn traffic(outcomes: &[PartyOutcome; 3]) -> ([u64; 3], u64) {
+    let stats = [outcomes[0].stats, outcomes[1].stats, outcomes[2].stats];
+    (
+        stats.map(|s| s.total_bytes_sent()),
+        CommStats::rounds_of(&stats),
+    )
 }

@@ -1,31 +1,40 @@
 //! `cryptgpu`: private inference and training of neural networks by three parties holding
 //! 2-out-of-3 replicated secret shares, on the CPU, CUDA or a wgpu GPU.
 //!
-//! `cryptgpu demo` classifies a bundled sample of MNIST test digits with a bundled LeNet;
-//! `cryptgpu infer` and `cryptgpu train` take models, weights and data sets. The three
-//! parties (model owner P0, data owner P1, helper P2) run in one process.
+//! `demo`, `infer` and `train` run the three parties (model owner, data owner, helper) as
+//! threads of one process; `certs` makes a deployment's certificates and `parties.toml`,
+//! and `party` runs one party of the same jobs on its own host, over mutual TLS.
 
 mod backend;
+mod config;
 mod demo;
+mod files;
 mod jobs;
+mod manifest;
+mod party;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand, ValueEnum};
-use cryptgpu_nn::data::{self, Dataset, Normalization, Split};
+use clap::{Args, Parser, Subcommand};
+use cryptgpu_backend::GpuBackend;
+use cryptgpu_nn::data::Normalization;
 use cryptgpu_nn::model::Model;
 use cryptgpu_nn::optim::{Sgd, SgdConfig};
 use cryptgpu_nn::{onnx, plain, weights, zoo};
-use cryptgpu_ring::FixedPoint;
+use cryptgpu_share::KeySource;
+use cryptgpu_transport::PartyId;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use backend::{BackendChoice, run_on};
-use jobs::{Inference, Traffic, Training};
+use backend::{BackendChoice, Job, run_on};
+use files::inputs::{Layout, open_input};
+use files::predictions::write_predictions;
+use jobs::{DataSpec, DatasetChoice, PartyInput, PartyOutcome, Roles, run_in_process};
+use manifest::{JobKind, Options, Reveal};
 
-/// Private machine learning on secret shares, three parties, one process.
+/// Private machine learning on secret shares by three parties.
 #[derive(Parser, Debug)]
 #[command(name = "cryptgpu", version, about)]
 struct Cli {
@@ -35,8 +44,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Classify bundled MNIST test digits privately with the bundled LeNet and compare
-    /// with plaintext inference.
+    /// Classify bundled MNIST test digits privately with the bundled LeNet (three parties in
+    /// one process) and compare with plaintext inference.
     Demo {
         /// Device: auto (CUDA, else a hardware wgpu GPU, else CPU), cpu, cuda or wgpu.
         #[arg(long, value_enum, default_value = "auto")]
@@ -48,107 +57,196 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Private inference of a model over a data set.
-    Infer {
-        /// A zoo model (lenet, secureml, alexnet-cifar10, ...); may be left out with an
-        /// ONNX file, whose graph is the model.
+    /// Private inference of a model over the data owner's examples, three parties in one
+    /// process.
+    Infer(InferArgs),
+    /// Private training with SGD, evaluated privately after each epoch, three parties in one
+    /// process, compared with the same training in plaintext.
+    Train(TrainArgs),
+    /// Make a deployment: a CA, a certificate and key per party, and `parties.toml`.
+    Certs {
+        /// The directory to write (created if needed).
         #[arg(long)]
-        model: Option<String>,
-        /// Weights: a .safetensors file for the zoo model, or an .onnx file.
-        #[arg(long)]
-        weights: Option<PathBuf>,
-        /// Directory of the data set's files.
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Data set.
-        #[arg(long, value_enum, default_value = "mnist")]
-        dataset: DatasetChoice,
-        /// Pooling of zoo models.
-        #[arg(long, default_value = "avg")]
-        pooling: String,
-        /// Examples per private batch.
-        #[arg(long, default_value_t = 64)]
-        batch: usize,
-        /// Classify at most N examples.
-        #[arg(long)]
-        limit: Option<usize>,
-        /// Input normalisation mean(s) on the [0, 1] scale: one value or one per channel.
+        out: PathBuf,
+        /// Where P0, P1 and P2 are reached: three host:port, comma-separated.
+        #[arg(long, value_delimiter = ',', num_args = 1.., required = true)]
+        addresses: Vec<String>,
+        /// The parties' names (DNS names in their certificates); default party0,party1,party2.
         #[arg(long, value_delimiter = ',', num_args = 1..)]
-        mean: Option<Vec<f64>>,
-        /// Input normalisation standard deviation(s).
-        #[arg(long, value_delimiter = ',', num_args = 1..)]
-        std: Option<Vec<f64>>,
-        /// Fractional bits of the fixed-point encoding.
-        #[arg(long, default_value_t = 16)]
-        frac_bits: u32,
-        /// Device.
-        #[arg(long, value_enum, default_value = "auto")]
-        backend: BackendChoice,
-        /// Print one JSON object at the end.
+        names: Option<Vec<String>>,
+        /// Replace an existing deployment in DIR (its keys are lost).
         #[arg(long)]
-        json: bool,
+        force: bool,
     },
-    /// Private training with SGD, evaluated privately and in plaintext after each epoch.
-    Train {
-        /// A zoo model.
+    /// Run one party of a job on this host, over mutual TLS with the other two. Each party
+    /// passes only what it owns: the model owner --model/--weights, the data owner
+    /// --data/--dataset or --input (and --out), the helper nothing but the config.
+    Party {
+        /// The deployment file (`cryptgpu certs` writes one).
         #[arg(long)]
-        model: String,
-        /// Directory of the data set's files.
+        config: PathBuf,
+        /// This party: 0, 1 or 2.
         #[arg(long)]
-        data: PathBuf,
-        /// Data set.
-        #[arg(long, value_enum, default_value = "mnist")]
-        dataset: DatasetChoice,
-        /// Pooling of zoo models.
-        #[arg(long, default_value = "avg")]
-        pooling: String,
-        /// Epochs.
-        #[arg(long, default_value_t = 1)]
-        epochs: u64,
-        /// Examples per SGD step.
-        #[arg(long, default_value_t = 128)]
-        batch: usize,
-        /// Learning rate.
-        #[arg(long, default_value_t = 0.05)]
-        lr: f64,
-        /// Momentum.
-        #[arg(long, default_value_t = 0.9)]
-        momentum: f64,
-        /// Weight decay.
-        #[arg(long, default_value_t = 0.0)]
-        weight_decay: f64,
-        /// Train on at most N examples (and test on at most N).
-        #[arg(long)]
-        limit: Option<usize>,
-        /// Seed of the initial weights and of the example order.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Fractional bits of the fixed-point encoding. At 16 a truncated product near 1
-        /// fails with odds 2^-31; at 20, 2^-23, often enough over the millions of products
-        /// of a CNN's batch to wreck its training (see the README).
-        #[arg(long, default_value_t = 16)]
-        frac_bits: u32,
-        /// Save the trained weights (revealed to the model owner) as safetensors.
-        #[arg(long)]
-        save: Option<PathBuf>,
-        /// Device.
-        #[arg(long, value_enum, default_value = "auto")]
-        backend: BackendChoice,
-        /// Print one JSON object at the end.
-        #[arg(long)]
-        json: bool,
+        id: usize,
+        #[command(subcommand)]
+        job: PartyJob,
     },
 }
 
-/// The `--dataset` choice.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum DatasetChoice {
-    /// MNIST idx files (gzip or raw).
-    Mnist,
-    /// CIFAR-10 binary batches.
-    Cifar10,
-    /// Random inputs of the model's shape, for timing.
-    Synthetic,
+/// The job a party runs.
+#[derive(Subcommand, Debug)]
+enum PartyJob {
+    /// Private inference.
+    Infer(InferArgs),
+    /// Private training.
+    Train(TrainArgs),
+}
+
+/// What the model owner passes.
+#[derive(Args, Debug, Default, Clone)]
+struct ModelArgs {
+    /// A zoo model (lenet, secureml, alexnet-cifar10, ...); may be left out with an ONNX
+    /// file, whose graph is the model. [model owner]
+    #[arg(long)]
+    model: Option<String>,
+    /// Pooling of zoo models: avg or max (default avg). [model owner]
+    #[arg(long)]
+    pooling: Option<String>,
+}
+
+/// What the data owner passes.
+#[derive(Args, Debug, Default, Clone)]
+struct DataArgs {
+    /// Directory of the data set's files. [data owner]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Data set: mnist (the default), cifar10, or synthetic (random examples of the model's
+    /// shape, for timing). [data owner]
+    #[arg(long, value_enum)]
+    dataset: Option<DatasetChoice>,
+    /// Use at most N examples (of each split). [data owner]
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Input normalisation mean(s) on the [0, 1] scale: one value or one per channel
+    /// (default: the model's). [data owner]
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    mean: Option<Vec<f64>>,
+    /// Input normalisation standard deviation(s). [data owner]
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    std: Option<Vec<f64>>,
+}
+
+/// How a command runs: device, output format, keys.
+#[derive(Args, Debug, Clone)]
+struct RunArgs {
+    /// Device: auto (CUDA, else a hardware wgpu GPU, else CPU), cpu, cuda or wgpu. Parties
+    /// may use different devices: the results are the same.
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendChoice,
+    /// Print one JSON object at the end.
+    #[arg(long)]
+    json: bool,
+    /// INSECURE, FOR TESTS ONLY: derive every party's PRG keys from this public seed, so that
+    /// runs are bit-for-bit repeatable and anyone who knows the seed knows every share. All
+    /// three parties must pass the same seed.
+    #[arg(long, value_name = "SEED")]
+    insecure_test_keys: Option<u64>,
+}
+
+impl RunArgs {
+    fn keys(&self) -> KeySource {
+        match self.insecure_test_keys {
+            None => KeySource::Os,
+            Some(seed) => {
+                eprintln!(
+                    "WARNING: --insecure-test-keys: every party's keys come from a public seed; \
+                     the shares are NOT secret. For tests only."
+                );
+                KeySource::InsecureSeeded(seed)
+            }
+        }
+    }
+}
+
+/// `infer`'s options.
+#[derive(Args, Debug, Clone)]
+struct InferArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Weights: a .safetensors file for the zoo model, or an .onnx file. [model owner]
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// The data owner's own inputs instead of a data set: a .npy array (float32 or uint8;
+    /// NCHW, or NHWC with --layout nhwc) or a folder of PNG/JPEG images (resized to the
+    /// model's input). uint8 and images are scaled to [0, 1] and normalised with
+    /// --mean/--std (default: the model's); float arrays are used as they are unless
+    /// --mean/--std is given. [data owner]
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// The order of a 4-d --input array. [data owner]
+    #[arg(long, value_enum, default_value = "nchw")]
+    layout: Layout,
+    /// Labels of --input (a .npy of integers, or a text file with one per line), for the
+    /// accuracy. [data owner]
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Write what the data owner receives: .csv (input and class, and the scores), .json
+    /// or .npy (classes, or [N, classes] scores). [data owner]
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// What is revealed to the data owner (and no one else): the class, the logits, or
+    /// softmax probabilities computed privately. Default class.
+    #[arg(long, value_enum)]
+    reveal: Option<Reveal>,
+    /// Examples per private batch (default 64).
+    #[arg(long)]
+    batch: Option<u64>,
+    /// Fractional bits of the fixed-point encoding (default 16).
+    #[arg(long)]
+    frac_bits: Option<u64>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// `train`'s options.
+#[derive(Args, Debug, Clone)]
+struct TrainArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Epochs (default 1).
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Examples per SGD step (default 128).
+    #[arg(long)]
+    batch: Option<u64>,
+    /// Learning rate (default 0.05).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Momentum (default 0.9).
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// Weight decay (default 0).
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Seed of the initial weights (the model owner's) and of the example order and dropout
+    /// masks (public). Default 0.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Fractional bits of the fixed-point encoding (default 16). At 16 a truncated product
+    /// near 1 fails with odds 2^-31; at 20, 2^-23, often enough over the millions of
+    /// products of a CNN's batch to wreck its training (see the README).
+    #[arg(long)]
+    frac_bits: Option<u64>,
+    /// Save the trained model (revealed to the model owner only): .safetensors (PyTorch
+    /// names) or .onnx. [model owner]
+    #[arg(long)]
+    save: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 fn main() -> ExitCode {
@@ -169,97 +267,82 @@ fn run(cli: Cli) -> Result<()> {
             limit,
             json,
         } => {
-            let model = demo::lenet()?;
+            party::on_interrupt(None);
             let mut data = demo::mnist_sample()?;
             if let Some(n) = limit {
                 data = data.truncate(n);
             }
-            let fixed = FixedPoint::new(16)?;
-            infer(
-                &model,
-                &data,
-                50,
-                fixed,
-                backend,
-                json,
-                "LeNet",
+            let args = InferArgs {
+                model: ModelArgs::default(),
+                weights: None,
+                data: DataArgs::default(),
+                input: None,
+                layout: Layout::Nchw,
+                labels: None,
+                out: None,
+                reveal: None,
+                batch: Some(50),
+                frac_bits: Some(16),
+                run: RunArgs {
+                    backend,
+                    json,
+                    insecure_test_keys: None,
+                },
+            };
+            infer_in_process(
+                demo::lenet()?,
+                DataSpec::Loaded(data),
+                &args,
                 "bundled MNIST test digits",
             )
         }
-        Command::Infer {
-            model,
-            weights: weights_path,
-            data: dir,
-            dataset,
-            pooling,
-            batch,
-            limit,
-            mean,
-            std,
-            frac_bits,
-            backend,
-            json,
-        } => {
-            let model = load_model(model.as_deref(), weights_path.as_deref(), &pooling)?;
-            let norm = normalization(&model, mean, std)?;
-            let data = load_data(dataset, dir.as_deref(), Split::Test, &norm, limit, &model)?;
-            let name = model.name().to_owned();
-            let fixed = FixedPoint::new(frac_bits)?;
-            infer(
-                &model,
-                &data,
-                batch,
-                fixed,
-                backend,
-                json,
-                &name,
-                &format!("{dataset:?} examples"),
-            )
+        Command::Infer(args) => {
+            party::on_interrupt(None);
+            let model = load_model(&args.model, args.weights.as_deref())?;
+            let data = data_spec(&args.data, Some(&args), JobKind::Infer)?;
+            let what = match (&args.input, args.data.dataset) {
+                (Some(path), _) => format!("inputs from {}", path.display()),
+                (None, d) => format!("{:?} examples", d.unwrap_or(DatasetChoice::Mnist)),
+            };
+            infer_in_process(model, data, &args, &what)
         }
-        Command::Train {
-            model,
-            data: dir,
-            dataset,
-            pooling,
-            epochs,
-            batch,
-            lr,
-            momentum,
-            weight_decay,
-            limit,
-            seed,
-            frac_bits,
-            save,
-            backend,
-            json,
-        } => {
-            let pooling = pooling.parse()?;
-            let model = zoo::build_seeded(&model, pooling, seed)?;
-            let norm = normalization(&model, None, None)?;
-            let train = load_data(dataset, Some(&dir), Split::Train, &norm, limit, &model)?;
-            let test = load_data(dataset, Some(&dir), Split::Test, &norm, limit, &model)?;
-            let sgd = SgdConfig::new(lr)
-                .with_momentum(momentum)
-                .with_weight_decay(weight_decay);
-            train_model(
-                &model,
-                &train,
-                &test,
-                epochs,
-                batch,
-                sgd,
-                seed,
-                FixedPoint::new(frac_bits)?,
-                backend,
-                save.as_deref(),
-                json,
-            )
+        Command::Train(args) => {
+            party::on_interrupt(None);
+            let model = initial_model(&args)?;
+            let data = data_spec(&args.data, None, JobKind::Train)?;
+            train_in_process(model, data, &args)
         }
+        Command::Certs {
+            out,
+            addresses,
+            names,
+            force,
+        } => {
+            let path = config::make_deployment(&config::CertsRequest {
+                out: &out,
+                addresses: &addresses,
+                names: names.as_deref(),
+                force,
+            })?;
+            println!(
+                "Wrote a deployment to {}: ca.pem, a certificate and a private key (mode 0600) \
+                 per party, and {}.",
+                out.display(),
+                path.display()
+            );
+            println!(
+                "Give every host parties.toml, ca.pem and its own certificate and key (never \
+                 another party's key), then run on each: cryptgpu party --config parties.toml \
+                 --id N infer|train ..."
+            );
+            Ok(())
+        }
+        Command::Party { config, id, job } => party::run(&config, id, job),
     }
 }
 
 /// A progress bar on stderr, hidden when stderr is not a terminal.
-fn progress(len: u64, what: &str) -> ProgressBar {
+pub(crate) fn progress(len: u64, what: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -273,77 +356,99 @@ fn progress(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// Runs private inference, plaintext inference, and prints the comparison.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one call site per command, all options"
-)]
-fn infer(
-    model: &Model,
-    data: &Dataset,
-    batch: usize,
-    fixed: FixedPoint,
-    choice: BackendChoice,
-    json: bool,
-    model_name: &str,
-    what: &str,
-) -> Result<()> {
-    anyhow::ensure!(!data.is_empty(), "no examples to classify");
-    anyhow::ensure!(batch > 0, "--batch must be at least 1");
-    let plain_predictions = plain::predict_all(model, data, batch)?;
-    let bar = progress(data.len() as u64, "private inference");
-    let job = Inference {
-        model,
-        data,
-        batch,
-        fixed,
-        progress: &bar,
-    };
-    let (outcome, backend) = run_on(choice, job)?;
-    bar.finish_and_clear();
-    let n = data.len() as f64;
-    let correct =
-        |p: &[usize]| p.iter().zip(&data.labels).filter(|(a, b)| a == b).count() as f64 / n;
-    let accuracy = correct(&outcome.predictions);
-    let plaintext_accuracy = correct(&plain_predictions);
-    let agreement = outcome
-        .predictions
-        .iter()
-        .zip(&plain_predictions)
-        .filter(|(a, b)| a == b)
-        .count() as f64
-        / n;
-    let report = Report {
-        accuracy,
-        plaintext_accuracy,
-        agreement,
-        samples: data.len(),
-        seconds: outcome.seconds,
-        traffic: outcome.traffic,
-        backend,
-    };
-    if json {
-        println!("{}", report.json(serde_json::Map::new()));
-    } else {
-        println!(
-            "Private {model_name} inference on {} {what}: three parties in one process, backend {}, fixed point with {} fractional bits.",
-            data.len(),
-            report.backend,
-            fixed.frac_bits()
-        );
-        report.print();
+/// The public options of `infer` as this party gives them.
+fn infer_options(args: &InferArgs) -> Options {
+    Options {
+        batch: args.batch,
+        frac_bits: args.frac_bits,
+        reveal: args.reveal,
+        ..Options::default()
     }
-    Ok(())
+}
+
+/// The public options of `train` as this party gives them.
+fn train_options(args: &TrainArgs) -> Options {
+    Options {
+        batch: args.batch,
+        frac_bits: args.frac_bits,
+        epochs: args.epochs,
+        lr: args.lr,
+        momentum: args.momentum,
+        weight_decay: args.weight_decay,
+        seed: args.seed,
+        reveal: None,
+    }
+}
+
+/// Runs a job's three parties in this process on the chosen backend, the model given to the
+/// model owner and the data to the data owner; returns their outcomes and the backend's name.
+fn run_in_process_on(
+    job: JobKind,
+    options: Options,
+    run: &RunArgs,
+    model: Model,
+    data: DataSpec,
+) -> Result<([PartyOutcome; 3], String)> {
+    let roles = Roles::DEFAULT;
+    let keys = run.keys();
+    let mut model = Some(model);
+    let mut data = Some(data);
+    let inputs = PartyId::ALL.map(|party| PartyInput {
+        roles,
+        identities: None,
+        job,
+        options: options.clone(),
+        keys,
+        model: if party == roles.model_owner {
+            model.take()
+        } else {
+            None
+        },
+        data: if party == roles.data_owner {
+            data.take()
+        } else {
+            None
+        },
+    });
+    let what = match job {
+        JobKind::Infer => "private inference",
+        JobKind::Train => "private training",
+    };
+    let bar = progress(0, what);
+    let result = run_on(
+        run.backend,
+        InProcess {
+            inputs,
+            progress: &bar,
+        },
+    );
+    bar.finish_and_clear();
+    result
+}
+
+/// Runs a job's three parties in this process on the chosen backend.
+struct InProcess<'a> {
+    inputs: [PartyInput; 3],
+    progress: &'a ProgressBar,
+}
+
+impl Job for InProcess<'_> {
+    type Output = [PartyOutcome; 3];
+
+    fn run<B: GpuBackend>(self, backend: B) -> Result<[PartyOutcome; 3]> {
+        run_in_process(&backend, self.inputs, self.progress)
+    }
 }
 
 /// The figures every command reports.
 struct Report {
-    accuracy: f64,
-    plaintext_accuracy: f64,
+    accuracy: Option<f64>,
+    plaintext_accuracy: Option<f64>,
     agreement: f64,
     samples: usize,
     seconds: f64,
-    traffic: Traffic,
+    bytes: [u64; 3],
+    rounds: u64,
     backend: String,
 }
 
@@ -355,8 +460,8 @@ impl Report {
             "agreement": self.agreement,
             "samples": self.samples,
             "seconds": self.seconds,
-            "bytes_sent_per_party": self.traffic.bytes,
-            "rounds": self.traffic.rounds,
+            "bytes_sent_per_party": self.bytes,
+            "rounds": self.rounds,
             "backend": self.backend,
         });
         if let serde_json::Value::Object(map) = &mut object {
@@ -367,56 +472,134 @@ impl Report {
 
     fn print(&self) {
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-        println!("  private accuracy    {:>7.2}%", 100.0 * self.accuracy);
-        println!(
-            "  plaintext accuracy  {:>7.2}%",
-            100.0 * self.plaintext_accuracy
-        );
+        let percent = |a: Option<f64>| match a {
+            Some(a) => format!("{:>7.2}%", 100.0 * a),
+            None => "      - (no labels)".to_string(),
+        };
+        println!("  private accuracy    {}", percent(self.accuracy));
+        println!("  plaintext accuracy  {}", percent(self.plaintext_accuracy));
         println!("  agreement           {:>7.2}%", 100.0 * self.agreement);
         println!("  time                {:>7.1} s", self.seconds);
         println!(
             "  sent per party      P0 {:.1} MiB, P1 {:.1} MiB, P2 {:.1} MiB",
-            mib(self.traffic.bytes[0]),
-            mib(self.traffic.bytes[1]),
-            mib(self.traffic.bytes[2])
+            mib(self.bytes[0]),
+            mib(self.bytes[1]),
+            mib(self.bytes[2])
         );
-        println!("  rounds              {}", self.traffic.rounds);
+        println!("  rounds              {}", self.rounds);
     }
 }
 
-/// Private training and the same training in plaintext from the same initial weights.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one call site, all options of `train`"
-)]
-fn train_model(
-    model: &Model,
-    train: &Dataset,
-    test: &Dataset,
-    epochs: u64,
-    batch: usize,
-    sgd: SgdConfig,
-    seed: u64,
-    fixed: FixedPoint,
-    choice: BackendChoice,
-    save: Option<&Path>,
-    json: bool,
-) -> Result<()> {
-    anyhow::ensure!(
-        batch > 0 && epochs > 0,
-        "--batch and --epochs must be at least 1"
-    );
-    anyhow::ensure!(
-        !train.is_empty() && !test.is_empty(),
-        "no examples to train or test on"
-    );
+/// The fraction of `predictions` equal to `truth`.
+fn fraction_equal(predictions: &[usize], truth: &[usize]) -> f64 {
+    let n = predictions.len().max(1) as f64;
+    predictions
+        .iter()
+        .zip(truth)
+        .filter(|(a, b)| a == b)
+        .count() as f64
+        / n
+}
+
+/// The data owner's outcome of a job run in one process.
+fn data_owner_outcome(outcomes: &[PartyOutcome; 3]) -> Result<&PartyOutcome> {
+    Ok(&outcomes[Roles::DEFAULT.data_owner.index()])
+}
+
+/// Private inference in one process, plaintext inference beside it, and the report.
+fn infer_in_process(model: Model, data: DataSpec, args: &InferArgs, what: &str) -> Result<()> {
+    let reference = model.clone();
+    let (outcomes, backend) =
+        run_in_process_on(JobKind::Infer, infer_options(args), &args.run, model, data)?;
+    let owner = data_owner_outcome(&outcomes)?;
+    let data = owner
+        .data
+        .as_ref()
+        .context("the data owner loaded no data")?;
+    let revealed = owner
+        .revealed
+        .as_ref()
+        .context("the data owner received no predictions")?;
+    let predictions = revealed.predicted_classes();
+    let m = &owner.manifest;
+    let plain_predictions = plain::predict_all(&reference, &data.test, m.batch)?;
+    let (bytes, rounds) = jobs::traffic(&outcomes);
+    let labels = data.labelled.then_some(&data.test.labels);
+    let report = Report {
+        accuracy: labels.map(|l| fraction_equal(&predictions, l)),
+        plaintext_accuracy: labels.map(|l| fraction_equal(&plain_predictions, l)),
+        agreement: fraction_equal(&predictions, &plain_predictions),
+        samples: predictions.len(),
+        seconds: outcomes.iter().map(|o| o.seconds).fold(0.0, f64::max),
+        bytes,
+        rounds,
+        backend,
+    };
+    if let Some(path) = &args.out {
+        write_predictions(path, &data.names, revealed)?;
+    }
+    if args.run.json {
+        println!("{}", report.json(serde_json::Map::new()));
+    } else {
+        println!(
+            "Private {} inference on {} {what}: three parties in one process, backend {}, \
+             fixed point with {} fractional bits, revealing the {}.",
+            reference.name(),
+            report.samples,
+            report.backend,
+            m.fixed.frac_bits(),
+            reveal_name(m.reveal),
+        );
+        report.print();
+        if let Some(path) = &args.out {
+            println!("  predictions         {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn reveal_name(reveal: Reveal) -> &'static str {
+    match reveal {
+        Reveal::Class => "class",
+        Reveal::Logits => "logits",
+        Reveal::Probabilities => "probabilities",
+    }
+}
+
+/// Private training in one process, the same training in plaintext, and the report.
+fn train_in_process(model: Model, data: DataSpec, args: &TrainArgs) -> Result<()> {
+    let initial = model.clone();
+    let (outcomes, backend) =
+        run_in_process_on(JobKind::Train, train_options(args), &args.run, model, data)?;
+    let owner = data_owner_outcome(&outcomes)?;
+    let m = &owner.manifest;
+    let data = owner
+        .data
+        .as_ref()
+        .context("the data owner loaded no data")?;
+    let train = data.train.as_ref().context("no training set")?;
+    let test = &data.test;
+    let trained = outcomes[Roles::DEFAULT.model_owner.index()]
+        .trained
+        .as_ref()
+        .context("the model owner received no model")?;
     // Plaintext reference: the same network, initial weights, example order and optimiser.
-    let mut reference = model.clone();
+    let sgd = SgdConfig::new(m.lr)
+        .with_momentum(m.momentum)
+        .with_weight_decay(m.weight_decay);
+    let mut reference = initial;
     let mut plain_sgd = Sgd::new(sgd);
     let mut plain_accuracy = Vec::new();
-    for epoch in 0..epochs {
-        plain::train_epoch(&mut reference, &mut plain_sgd, train, batch, seed, epoch)?;
-        let accuracy = plain::accuracy(&reference, test, batch)?;
+    for epoch in 0..m.epochs {
+        plain::train_epoch(
+            &mut reference,
+            &mut plain_sgd,
+            train,
+            m.batch,
+            m.seed,
+            epoch,
+        )?;
+        let accuracy = plain::accuracy(&reference, test, m.batch)?;
         eprintln!(
             "plaintext reference, epoch {}: test accuracy {:.2}%",
             epoch + 1,
@@ -424,48 +607,28 @@ fn train_model(
         );
         plain_accuracy.push(accuracy);
     }
-    let work = epochs * (train.len() + test.len()) as u64;
-    let bar = progress(work, "private training");
-    let job = Training {
-        model,
-        train,
-        test,
-        epochs,
-        batch,
-        sgd,
-        seed,
-        fixed,
-        progress: &bar,
-    };
-    let (outcome, backend) = run_on(choice, job)?;
-    bar.finish_and_clear();
-    let n = test.len() as f64;
-    let accuracy: Vec<f64> = outcome
-        .predictions
+    let accuracy: Vec<f64> = owner
+        .epoch_predictions
         .iter()
-        .map(|p| p.iter().zip(&test.labels).filter(|(a, b)| a == b).count() as f64 / n)
+        .map(|p| fraction_equal(p, &test.labels))
         .collect();
-    let plain_final = plain::predict_all(&reference, test, batch)?;
-    let last = outcome.predictions.last().context("no epoch ran")?;
-    let agreement = last
-        .iter()
-        .zip(&plain_final)
-        .filter(|(a, b)| a == b)
-        .count() as f64
-        / n;
-    if let Some(path) = save {
-        weights::save(&outcome.model, path)?;
+    let plain_final = plain::predict_all(&reference, test, m.batch)?;
+    let last = owner.epoch_predictions.last().context("no epoch ran")?;
+    if let Some(path) = &args.save {
+        save_model(trained, path)?;
     }
+    let (bytes, rounds) = jobs::traffic(&outcomes);
     let report = Report {
-        accuracy: *accuracy.last().context("no epoch ran")?,
-        plaintext_accuracy: *plain_accuracy.last().context("no epoch ran")?,
-        agreement,
+        accuracy: accuracy.last().copied(),
+        plaintext_accuracy: plain_accuracy.last().copied(),
+        agreement: fraction_equal(last, &plain_final),
         samples: test.len(),
-        seconds: outcome.seconds,
-        traffic: outcome.traffic,
+        seconds: outcomes.iter().map(|o| o.seconds).fold(0.0, f64::max),
+        bytes,
+        rounds,
         backend,
     };
-    if json {
+    if args.run.json {
         let mut extra = serde_json::Map::new();
         extra.insert("epoch_accuracy".into(), serde_json::json!(accuracy));
         extra.insert(
@@ -476,9 +639,11 @@ fn train_model(
         println!("{}", report.json(extra));
     } else {
         println!(
-            "Private training of {} on {} examples, {epochs} epoch(s), batch {batch}, backend {}:",
-            model.name(),
+            "Private training of {} on {} examples, {} epoch(s), batch {}, backend {}:",
+            trained.name(),
             train.len(),
+            m.epochs,
+            m.batch,
             report.backend
         );
         for (e, (a, p)) in accuracy.iter().zip(&plain_accuracy).enumerate() {
@@ -490,26 +655,44 @@ fn train_model(
             );
         }
         report.print();
-        if let Some(path) = save {
+        if let Some(path) = &args.save {
             println!("  saved               {}", path.display());
         }
     }
     Ok(())
 }
 
-/// The model of `infer`: a zoo model with optional safetensors weights, or an ONNX graph.
-fn load_model(name: Option<&str>, weights_path: Option<&Path>, pooling: &str) -> Result<Model> {
+/// Writes a model atomically: safetensors (PyTorch names) or ONNX, by the extension.
+pub(crate) fn save_model(model: &Model, path: &Path) -> Result<()> {
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let bytes = match extension.as_deref() {
+        Some("safetensors") => weights::encode(&model.params, &weights::model_metadata(model))?,
+        Some("onnx") => onnx::export(model, onnx::TensorEncoding::Raw)?,
+        _ => bail!(
+            "--save {}: the file must end in .safetensors or .onnx",
+            path.display()
+        ),
+    };
+    files::atomic::write_bytes_atomically(path, &bytes)
+}
+
+/// The model owner's model for `infer`: a zoo model with optional safetensors weights, or
+/// an ONNX graph.
+fn load_model(args: &ModelArgs, weights_path: Option<&Path>) -> Result<Model> {
+    let pooling = args.pooling.as_deref().unwrap_or("avg");
     let is_onnx = weights_path.is_some_and(|p| p.extension().is_some_and(|e| e == "onnx"));
-    if is_onnx {
-        let path = weights_path.expect("checked");
+    if let (true, Some(path)) = (is_onnx, weights_path) {
         let model = onnx::import_file(path)?;
-        if let Some(name) = name {
+        if let Some(name) = &args.model {
             // Names the architecture the user expects: check it exists.
             zoo::build(name, pooling.parse()?)?;
         }
         return Ok(model);
     }
-    let Some(name) = name else {
+    let Some(name) = &args.model else {
         bail!(
             "--model is needed unless --weights is an .onnx file; known models: {}",
             zoo::MODELS.join(", ")
@@ -524,60 +707,80 @@ fn load_model(name: Option<&str>, weights_path: Option<&Path>, pooling: &str) ->
     Ok(model)
 }
 
-/// The input normalisation: `--mean`/`--std`, else the model's own, else x/255.
-fn normalization(
-    model: &Model,
-    mean: Option<Vec<f64>>,
-    std: Option<Vec<f64>>,
-) -> Result<Normalization> {
-    match (mean, std) {
-        (Some(mean), Some(std)) => Ok(Normalization { mean, std }),
-        (None, None) => Ok(model
-            .normalization
-            .clone()
-            .unwrap_or_else(Normalization::unit)),
+/// The model owner's initial model for `train`: a zoo model seeded by `--seed`.
+fn initial_model(args: &TrainArgs) -> Result<Model> {
+    let name = args
+        .model
+        .model
+        .as_deref()
+        .context("--model is needed: the zoo model to train")?;
+    let pooling = args.model.pooling.as_deref().unwrap_or("avg");
+    Ok(zoo::build_seeded(
+        name,
+        pooling.parse()?,
+        args.seed.unwrap_or(0),
+    )?)
+}
+
+/// `--mean`/`--std`, if given.
+fn normalization(args: &DataArgs) -> Result<Option<Normalization>> {
+    match (&args.mean, &args.std) {
+        (Some(mean), Some(std)) => Ok(Some(Normalization {
+            mean: mean.clone(),
+            std: std.clone(),
+        })),
+        (None, None) => Ok(None),
         _ => bail!("give both --mean and --std, or neither"),
     }
 }
 
-/// Loads the data set the model needs.
-fn load_data(
-    dataset: DatasetChoice,
-    dir: Option<&Path>,
-    split: Split,
-    norm: &Normalization,
-    limit: Option<usize>,
-    model: &Model,
-) -> Result<Dataset> {
-    let data = match dataset {
-        DatasetChoice::Synthetic => {
-            let shape = model.input_shape();
-            anyhow::ensure!(
-                shape.len() == 3,
-                "synthetic inputs need a [C, H, W] model input"
-            );
-            data::synthetic(
-                [shape[0], shape[1], shape[2]],
-                limit.unwrap_or(64),
-                model.num_classes(),
-                1,
-            )?
+/// The data owner's data: `--input` (inference), else a data set.
+fn data_spec(args: &DataArgs, infer: Option<&InferArgs>, job: JobKind) -> Result<DataSpec> {
+    let normalization = normalization(args)?;
+    if let Some(infer) = infer
+        && let Some(path) = &infer.input
+    {
+        if args.dataset.is_some() || args.data.is_some() {
+            bail!("give --input, or --dataset/--data, not both");
         }
-        DatasetChoice::Mnist => {
-            let dir = dir.context("--data DIR is needed for MNIST (the four idx files)")?;
-            data::load_mnist(dir, split, norm, limit)?
-        }
-        DatasetChoice::Cifar10 => {
-            let dir = dir.context("--data DIR is needed for CIFAR-10 (the binary batches)")?;
-            data::load_cifar10(dir, split, norm, limit)?
-        }
-    };
-    let want = model.input_shape();
-    anyhow::ensure!(
-        data.image_shape[..] == want[..],
-        "the data set's examples are {:?} but the model takes {:?}",
-        data.image_shape,
-        want
-    );
-    Ok(data)
+        return Ok(DataSpec::Input {
+            source: open_input(path, infer.layout)?,
+            labels: infer.labels.clone(),
+            limit: args.limit,
+            normalization,
+        });
+    }
+    if infer.is_some_and(|i| i.labels.is_some()) {
+        bail!("--labels goes with --input (data sets have their own labels)");
+    }
+    let kind = args.dataset.unwrap_or(DatasetChoice::Mnist);
+    if kind == DatasetChoice::Synthetic && args.data.is_some() {
+        bail!("--dataset synthetic makes its examples: --data is not used");
+    }
+    if kind != DatasetChoice::Synthetic && args.data.is_none() {
+        bail!(
+            "--data DIR is needed for {} ({}), or --dataset synthetic{}",
+            if kind == DatasetChoice::Mnist {
+                "MNIST"
+            } else {
+                "CIFAR-10"
+            },
+            if kind == DatasetChoice::Mnist {
+                "the four idx files"
+            } else {
+                "the binary batches"
+            },
+            if job == JobKind::Infer {
+                ", or --input FILE"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(DataSpec::Dataset {
+        kind,
+        dir: args.data.clone(),
+        limit: args.limit,
+        normalization,
+    })
 }

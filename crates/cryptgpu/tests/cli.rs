@@ -180,3 +180,167 @@ fn bad_input_gives_clear_errors() {
         "{wrong}"
     );
 }
+
+/// A version-1.0 `.npy` file of `uint8` values with `shape`.
+fn npy_u8(shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let mut header = format!(
+        "{{'descr': '|u1', 'fortran_order': False, 'shape': ({}), }}",
+        dims.join(", ") + if shape.len() == 1 { "," } else { "" }
+    );
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+#[test]
+fn the_data_owner_s_own_inputs_and_outputs() {
+    let dir = std::env::temp_dir().join(format!("cryptgpu-cli-inputs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let weights = assets().join("lenet-mnist.safetensors");
+    let w = weights.to_str().unwrap();
+    // Five 28×28 "digits" as NHWC uint8, with labels in a text file.
+    let pixels: Vec<u8> = (0..5 * 28 * 28).map(|i| ((i * 37) % 251) as u8).collect();
+    let npy = dir.join("digits.npy");
+    std::fs::write(&npy, npy_u8(&[5, 28, 28, 1], &pixels)).unwrap();
+    let labels = dir.join("labels.txt");
+    std::fs::write(&labels, "1\n2\n3\n4\n5\n").unwrap();
+    let out = dir.join("scores.json");
+    let v = json_of(&cryptgpu(&[
+        "infer",
+        "--model",
+        "lenet",
+        "--weights",
+        w,
+        "--input",
+        npy.to_str().unwrap(),
+        "--layout",
+        "nhwc",
+        "--labels",
+        labels.to_str().unwrap(),
+        "--reveal",
+        "probabilities",
+        "--out",
+        out.to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "--json",
+    ]));
+    assert_eq!(v["samples"], 5);
+    assert!(v["accuracy"].is_f64(), "{v}");
+    let scores: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let rows = scores.as_array().unwrap();
+    assert_eq!(rows.len(), 5);
+    for row in rows {
+        let p = row["probabilities"].as_array().unwrap();
+        assert_eq!(p.len(), 10);
+        let total: f64 = p.iter().map(|x| x.as_f64().unwrap()).sum();
+        assert!((total - 1.0).abs() < 0.02, "{row}");
+    }
+    // The wrong layout is refused with a hint.
+    let e = error_of(&[
+        "infer",
+        "--model",
+        "lenet",
+        "--weights",
+        w,
+        "--input",
+        npy.to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ]);
+    assert!(e.contains("--layout nhwc"), "{e}");
+
+    // A folder of images of other sizes and colours, no labels: classes only, no accuracy.
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    image::RgbImage::from_fn(40, 30, |x, y| {
+        image::Rgb([(x * 6) as u8, (y * 8) as u8, 90])
+    })
+    .save(images.join("b.png"))
+    .unwrap();
+    image::GrayImage::from_fn(28, 28, |x, _| image::Luma([(x * 9) as u8]))
+        .save(images.join("a.png"))
+        .unwrap();
+    let csv = dir.join("predictions.csv");
+    let v = json_of(&cryptgpu(&[
+        "infer",
+        "--model",
+        "lenet",
+        "--weights",
+        w,
+        "--input",
+        images.to_str().unwrap(),
+        "--out",
+        csv.to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "--json",
+    ]));
+    assert_eq!(v["samples"], 2);
+    assert!(v["accuracy"].is_null(), "{v}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "input,class");
+    assert!(
+        lines[1].starts_with("a.png,") && lines[2].starts_with("b.png,"),
+        "{text}"
+    );
+
+    // Synthetic data needs no --data, for training too; the ONNX export loads back.
+    let onnx = dir.join("trained.onnx");
+    json_of(&cryptgpu(&[
+        "train",
+        "--model",
+        "secureml",
+        "--dataset",
+        "synthetic",
+        "--limit",
+        "16",
+        "--batch",
+        "8",
+        "--save",
+        onnx.to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "--json",
+    ]));
+    let v = json_of(&cryptgpu(&[
+        "infer",
+        "--weights",
+        onnx.to_str().unwrap(),
+        "--dataset",
+        "synthetic",
+        "--limit",
+        "4",
+        "--backend",
+        "cpu",
+        "--json",
+    ]));
+    assert_eq!(v["samples"], 4);
+    // Nothing but the outputs asked for is left in the folder.
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "digits.npy",
+            "images",
+            "labels.txt",
+            "predictions.csv",
+            "scores.json",
+            "trained.onnx"
+        ]
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
