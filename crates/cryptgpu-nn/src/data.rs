@@ -157,6 +157,28 @@ impl Dataset {
         let indices: Vec<usize> = (start..end.min(self.len())).collect();
         self.batch(&indices)
     }
+
+    /// This data set, loaded with [`Normalization::unit`], normalised with `norm` instead:
+    /// exactly what the loaders give with `norm`, without reading the files again. A unit
+    /// value is `x / 255` of a byte `x` rounded to `f32`, so `round(255 v)` recovers `x`.
+    pub fn renormalized(&self, norm: &Normalization) -> Result<Dataset> {
+        let [channels, h, w] = self.image_shape;
+        norm.check(channels)?;
+        let plane = (h * w).max(1);
+        let images = self
+            .images
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let x = (f64::from(v) * 255.0).round().clamp(0.0, 255.0) as u8;
+                norm.apply(x, i / plane % channels.max(1))
+            })
+            .collect();
+        Ok(Dataset {
+            images,
+            ..self.clone()
+        })
+    }
 }
 
 /// The order in which an epoch visits `n` examples: a Fisher-Yates shuffle seeded by

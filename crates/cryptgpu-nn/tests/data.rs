@@ -148,6 +148,41 @@ fn cifar10_binary_batches_load_per_channel() {
 }
 
 #[test]
+fn a_unit_data_set_renormalises_to_what_the_loaders_give() {
+    // Every byte value, in three channels (CIFAR-10) and one (MNIST).
+    let dir = temp_dir("renormalise");
+    let batches = dir.join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&batches).unwrap();
+    let mut file = Vec::new();
+    for label in 0..2u8 {
+        file.push(label);
+        file.extend((0..3072).map(|i| ((i * 7 + usize::from(label)) % 256) as u8));
+    }
+    std::fs::write(batches.join("test_batch.bin"), &file).unwrap();
+    let unit = load_cifar10(&dir, Split::Test, &Normalization::unit(), None).unwrap();
+    for norm in [
+        Normalization::cifar10(),
+        Normalization::imagenet(),
+        Normalization::unit(),
+    ] {
+        let direct = load_cifar10(&dir, Split::Test, &norm, None).unwrap();
+        assert!(unit.renormalized(&norm).unwrap() == direct);
+    }
+    write_mnist(&dir, false, &[1, 2, 3]);
+    let unit = load_mnist(&dir, Split::Test, &Normalization::unit(), None).unwrap();
+    let norm = Normalization::mnist();
+    let direct = load_mnist(&dir, Split::Test, &norm, None).unwrap();
+    assert!(unit.renormalized(&norm).unwrap() == direct);
+    // A normalisation that does not fit the channels is refused, as by the loaders.
+    let two = Normalization {
+        mean: vec![0.1, 0.2],
+        std: vec![1.0, 1.0],
+    };
+    assert!(unit.renormalized(&two).is_err());
+    assert!(load_mnist(&dir, Split::Test, &two, None).is_err());
+}
+
+#[test]
 fn synthetic_data_and_epoch_order_are_seeded() {
     let a = synthetic([3, 8, 8], 50, 7, 1).unwrap();
     assert_eq!(a, synthetic([3, 8, 8], 50, 7, 1).unwrap());

@@ -254,25 +254,14 @@ impl<T: Transport> Counting<T> {
         self.inner
     }
 
-    fn send_counted(&mut self, peer: Peer, msg: &[u8]) -> Result<(), TransportError> {
-        self.inner.send(peer, &self.depth.to_le_bytes())?;
-        self.inner.send(peer, msg)?;
-        self.count_sent(peer, msg.len());
-        Ok(())
-    }
-
-    fn send_counted_vec(&mut self, peer: Peer, msg: Vec<u8>) -> Result<(), TransportError> {
-        let len = msg.len();
+    fn send_counted(&mut self, peer: Peer, msg: Vec<u8>) -> Result<(), TransportError> {
+        let len = msg.len() as u64;
         self.inner.send(peer, &self.depth.to_le_bytes())?;
         self.inner.send_vec(peer, msg)?;
-        self.count_sent(peer, len);
-        Ok(())
-    }
-
-    fn count_sent(&self, peer: Peer, len: usize) {
         let i = slot(peer);
-        self.cells.bytes_sent[i].fetch_add(len as u64, Ordering::Relaxed);
+        self.cells.bytes_sent[i].fetch_add(len, Ordering::Relaxed);
         self.cells.messages_sent[i].fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     fn recv_counted(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {
@@ -299,11 +288,11 @@ impl<T: Transport> Transport for Counting<T> {
     }
 
     fn send(&mut self, peer: Peer, msg: &[u8]) -> Result<(), TransportError> {
-        self.send_counted(peer, msg)
+        self.send_counted(peer, msg.to_vec())
     }
 
     fn send_vec(&mut self, peer: Peer, msg: Vec<u8>) -> Result<(), TransportError> {
-        self.send_counted_vec(peer, msg)
+        self.send_counted(peer, msg)
     }
 
     fn recv(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {
@@ -313,7 +302,7 @@ impl<T: Transport> Transport for Counting<T> {
     // Sends never wait for the peer to receive (every transport queues them), so an exchange
     // is its sends followed by its receives.
     fn exchange(&mut self, to: Peer, msg: &[u8], from: Peer) -> Result<Vec<u8>, TransportError> {
-        self.send_counted(to, msg)?;
+        self.send_counted(to, msg.to_vec())?;
         self.recv_counted(from)
     }
 
@@ -322,8 +311,8 @@ impl<T: Transport> Transport for Counting<T> {
         to_next: &[u8],
         to_prev: &[u8],
     ) -> Result<(Vec<u8>, Vec<u8>), TransportError> {
-        self.send_counted(Peer::Next, to_next)?;
-        self.send_counted(Peer::Prev, to_prev)?;
+        self.send_counted(Peer::Next, to_next.to_vec())?;
+        self.send_counted(Peer::Prev, to_prev.to_vec())?;
         let from_next = self.recv_counted(Peer::Next)?;
         let from_prev = self.recv_counted(Peer::Prev)?;
         Ok((from_next, from_prev))

@@ -203,14 +203,6 @@ impl Deployment {
             )?)
             .unwrap_or(usize::MAX),
         };
-        let three = |v: Vec<String>| -> [String; 3] {
-            let mut it = v.into_iter();
-            std::array::from_fn(|_| it.next().unwrap_or_default())
-        };
-        let three_paths = |v: Vec<Option<PathBuf>>| -> [Option<PathBuf>; 3] {
-            let mut it = v.into_iter();
-            std::array::from_fn(|_| it.next().flatten())
-        };
         Ok(Deployment {
             path: path.to_path_buf(),
             network: NetworkConfig {
@@ -221,8 +213,8 @@ impl Deployment {
             identities: three(identities),
             roles,
             ca: base.join(raw.ca),
-            certificates: three_paths(certificates),
-            keys: three_paths(keys),
+            certificates: three(certificates),
+            keys: three(keys),
         })
     }
 
@@ -256,6 +248,12 @@ impl Deployment {
             .with_identities(self.identities.clone())
             .with_context(|| format!("{shown}: the party names"))
     }
+}
+
+/// The three entries of a list checked to have three.
+fn three<T: Default>(list: Vec<T>) -> [T; 3] {
+    let mut it = list.into_iter();
+    std::array::from_fn(|_| it.next().unwrap_or_default())
 }
 
 /// Checks that `address` looks like `host:port`.

@@ -10,10 +10,10 @@
 //! alone the examples; the others learn the public architecture and the sizes from the
 //! manifest.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use cryptgpu_backend::GpuBackend;
 use cryptgpu_nn::Tensor;
 use cryptgpu_nn::data::{self, Dataset, Normalization, Split, epoch_order};
@@ -76,16 +76,20 @@ pub(crate) enum DatasetChoice {
 pub(crate) enum DataSpec {
     /// Examples already in memory and normalised (the demo's bundled digits).
     Loaded(Dataset),
-    /// A data set: MNIST or CIFAR-10 from a directory, or synthetic examples.
+    /// MNIST or CIFAR-10, read once with [`Normalization::unit`] (for the sizes the others
+    /// must know) and normalised when the manifest is agreed.
     Dataset {
-        /// Which.
-        kind: DatasetChoice,
-        /// Its directory (not for synthetic).
-        dir: Option<PathBuf>,
-        /// Use at most this many examples (of each split).
-        limit: Option<usize>,
+        /// The test split.
+        test: Dataset,
+        /// The training split (training only).
+        train: Option<Dataset>,
         /// `--mean`/`--std`, if given.
         normalization: Option<Normalization>,
+    },
+    /// Random examples of the model's input shape, for timing.
+    Synthetic {
+        /// How many (default 64).
+        limit: Option<usize>,
     },
     /// `--input`: a `.npy` array or a folder of images, with optional `--labels`.
     Input {
@@ -125,11 +129,7 @@ impl DataSpec {
                 labels: true,
                 test_count: Some(d.len() as u64),
             },
-            DataSpec::Dataset {
-                kind: DatasetChoice::Synthetic,
-                limit,
-                ..
-            } => {
+            DataSpec::Synthetic { limit } => {
                 let n = limit.unwrap_or(64) as u64;
                 DataDescription {
                     count: n,
@@ -139,27 +139,13 @@ impl DataSpec {
                     test_count: Some(n),
                 }
             }
-            DataSpec::Dataset {
-                kind, dir, limit, ..
-            } => {
-                // Loaded once here for the sizes (cheap next to the protocol), and again
-                // with the model's normalisation once the manifest is agreed.
-                let unit = Normalization::unit();
-                let test = load_dataset(*kind, dir.as_ref(), Split::Test, &unit, *limit)?;
-                let count = match job {
-                    JobKind::Infer => test.len(),
-                    JobKind::Train => {
-                        load_dataset(*kind, dir.as_ref(), Split::Train, &unit, *limit)?.len()
-                    }
-                };
-                DataDescription {
-                    count: count as u64,
-                    shape: shape(test.image_shape),
-                    classes: Some(test.num_classes as u64),
-                    labels: true,
-                    test_count: Some(test.len() as u64),
-                }
-            }
+            DataSpec::Dataset { test, train, .. } => DataDescription {
+                count: train.as_ref().unwrap_or(test).len() as u64,
+                shape: shape(test.image_shape),
+                classes: Some(test.num_classes as u64),
+                labels: true,
+                test_count: Some(test.len() as u64),
+            },
             DataSpec::Input {
                 source,
                 labels,
@@ -201,11 +187,7 @@ impl DataSpec {
                 train: (m.job == JobKind::Train).then(|| d.clone()),
                 labelled: true,
             },
-            DataSpec::Dataset {
-                kind: DatasetChoice::Synthetic,
-                limit,
-                ..
-            } => {
+            DataSpec::Synthetic { limit } => {
                 let [c, h, w] = m.input_shape;
                 let d = data::synthetic([c, h, w], limit.unwrap_or(64), m.classes, 1)?;
                 OwnedData {
@@ -216,23 +198,15 @@ impl DataSpec {
                 }
             }
             DataSpec::Dataset {
-                kind,
-                dir,
-                limit,
+                test,
+                train,
                 normalization,
             } => {
                 let n = norm(normalization);
-                let test = load_dataset(*kind, dir.as_ref(), Split::Test, &n, *limit)?;
-                let train = match m.job {
-                    JobKind::Infer => None,
-                    JobKind::Train => {
-                        Some(load_dataset(*kind, dir.as_ref(), Split::Train, &n, *limit)?)
-                    }
-                };
                 OwnedData {
                     names: index_names(test.len()),
-                    test,
-                    train,
+                    test: test.renormalized(&n)?,
+                    train: train.as_ref().map(|t| t.renormalized(&n)).transpose()?,
                     labelled: true,
                 }
             }
@@ -290,23 +264,17 @@ fn index_names(n: usize) -> Vec<String> {
     (0..n).map(|i| i.to_string()).collect()
 }
 
-/// Loads a split of a data set from its directory.
+/// Loads a split of MNIST or CIFAR-10 from its directory.
 pub(crate) fn load_dataset(
     kind: DatasetChoice,
-    dir: Option<&PathBuf>,
+    dir: &Path,
     split: Split,
     norm: &Normalization,
     limit: Option<usize>,
 ) -> Result<Dataset> {
     Ok(match kind {
-        DatasetChoice::Mnist => {
-            let dir = dir.context("--data DIR is needed for MNIST (the four idx files)")?;
-            data::load_mnist(dir, split, norm, limit)?
-        }
-        DatasetChoice::Cifar10 => {
-            let dir = dir.context("--data DIR is needed for CIFAR-10 (the binary batches)")?;
-            data::load_cifar10(dir, split, norm, limit)?
-        }
+        DatasetChoice::Mnist => data::load_mnist(dir, split, norm, limit)?,
+        DatasetChoice::Cifar10 => data::load_cifar10(dir, split, norm, limit)?,
         DatasetChoice::Synthetic => bail!("synthetic examples are made, not loaded"),
     })
 }

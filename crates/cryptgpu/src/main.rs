@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use cryptgpu_backend::GpuBackend;
-use cryptgpu_nn::data::Normalization;
+use cryptgpu_nn::data::{Normalization, Split};
 use cryptgpu_nn::model::Model;
 use cryptgpu_nn::optim::{Sgd, SgdConfig};
 use cryptgpu_nn::{onnx, plain, weights, zoo};
@@ -501,17 +501,12 @@ fn fraction_equal(predictions: &[usize], truth: &[usize]) -> f64 {
         / n
 }
 
-/// The data owner's outcome of a job run in one process.
-fn data_owner_outcome(outcomes: &[PartyOutcome; 3]) -> Result<&PartyOutcome> {
-    Ok(&outcomes[Roles::DEFAULT.data_owner.index()])
-}
-
 /// Private inference in one process, plaintext inference beside it, and the report.
 fn infer_in_process(model: Model, data: DataSpec, args: &InferArgs, what: &str) -> Result<()> {
     let reference = model.clone();
     let (outcomes, backend) =
         run_in_process_on(JobKind::Infer, infer_options(args), &args.run, model, data)?;
-    let owner = data_owner_outcome(&outcomes)?;
+    let owner = &outcomes[Roles::DEFAULT.data_owner.index()];
     let data = owner
         .data
         .as_ref()
@@ -548,7 +543,7 @@ fn infer_in_process(model: Model, data: DataSpec, args: &InferArgs, what: &str) 
             report.samples,
             report.backend,
             m.fixed.frac_bits(),
-            reveal_name(m.reveal),
+            m.reveal,
         );
         report.print();
         if let Some(path) = &args.out {
@@ -558,20 +553,12 @@ fn infer_in_process(model: Model, data: DataSpec, args: &InferArgs, what: &str) 
     Ok(())
 }
 
-fn reveal_name(reveal: Reveal) -> &'static str {
-    match reveal {
-        Reveal::Class => "class",
-        Reveal::Logits => "logits",
-        Reveal::Probabilities => "probabilities",
-    }
-}
-
 /// Private training in one process, the same training in plaintext, and the report.
 fn train_in_process(model: Model, data: DataSpec, args: &TrainArgs) -> Result<()> {
     let initial = model.clone();
     let (outcomes, backend) =
         run_in_process_on(JobKind::Train, train_options(args), &args.run, model, data)?;
-    let owner = data_owner_outcome(&outcomes)?;
+    let owner = &outcomes[Roles::DEFAULT.data_owner.index()];
     let m = &owner.manifest;
     let data = owner
         .data
@@ -754,10 +741,13 @@ fn data_spec(args: &DataArgs, infer: Option<&InferArgs>, job: JobKind) -> Result
         bail!("--labels goes with --input (data sets have their own labels)");
     }
     let kind = args.dataset.unwrap_or(DatasetChoice::Mnist);
-    if kind == DatasetChoice::Synthetic && args.data.is_some() {
-        bail!("--dataset synthetic makes its examples: --data is not used");
+    if kind == DatasetChoice::Synthetic {
+        if args.data.is_some() {
+            bail!("--dataset synthetic makes its examples: --data is not used");
+        }
+        return Ok(DataSpec::Synthetic { limit: args.limit });
     }
-    if kind != DatasetChoice::Synthetic && args.data.is_none() {
+    let Some(dir) = &args.data else {
         bail!(
             "--data DIR is needed for {} ({}), or --dataset synthetic{}",
             if kind == DatasetChoice::Mnist {
@@ -776,11 +766,16 @@ fn data_spec(args: &DataArgs, infer: Option<&InferArgs>, job: JobKind) -> Result
                 ""
             }
         );
-    }
+    };
+    // Read now, before any connection, so a missing file stops nobody else; normalised once
+    // the manifest brings the model's constants.
+    let unit = Normalization::unit();
+    let load = |split| jobs::load_dataset(kind, dir, split, &unit, args.limit);
     Ok(DataSpec::Dataset {
-        kind,
-        dir: args.data.clone(),
-        limit: args.limit,
+        test: load(Split::Test)?,
+        train: (job == JobKind::Train)
+            .then(|| load(Split::Train))
+            .transpose()?,
         normalization,
     })
 }

@@ -48,7 +48,8 @@ pub(crate) enum JobKind {
 }
 
 impl JobKind {
-    fn name(self) -> &'static str {
+    /// The job's name on the command line: `infer` or `train`.
+    pub(crate) fn name(self) -> &'static str {
         match self {
             JobKind::Infer => "infer",
             JobKind::Train => "train",

@@ -308,7 +308,7 @@ fn report(
         let value = serde_json::json!({
             "party": me.index(),
             "role": role,
-            "job": match m.job { JobKind::Infer => "infer", JobKind::Train => "train" },
+            "job": m.job.name(),
             "samples": samples,
             "accuracy": accuracy,
             "seconds": outcome.seconds,
