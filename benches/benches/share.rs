@@ -1,19 +1,35 @@
 //! Private (secret-shared) products on the CPU backend, three parties in one process: time
-//! per fixed-point matmul and elementwise product, with bytes sent per party and rounds
-//! printed beside each bench id (criterion times; the counters give the communication).
+//! per fixed-point matmul and elementwise product, and per truncation alone, in both
+//! truncation modes, with bytes sent per party and rounds printed beside each bench id
+//! (criterion times; the counters give the communication).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use cryptgpu_backend::GpuBackend;
 use cryptgpu_cpu::CpuBackend;
 use cryptgpu_ring::FixedPoint;
-use cryptgpu_share::{Bilinear, KeySource, Party, Rss};
+use cryptgpu_share::{Bilinear, KeySource, Party, Rss, Truncation};
 use cryptgpu_transport::{CommStats, LocalTransport, PartyId, run_local_3pc};
 use std::time::{Duration, Instant};
 
-/// Runs `iters` fused products of two shared inputs of the given shapes in a fresh
-/// three-party session; returns the slowest party's time and one product's communication
-/// (bytes sent by each party, rounds).
-fn run(op: Bilinear, xs: &[usize], ys: &[usize], iters: u64) -> (Duration, [u64; 3], u64) {
+/// What one timed iteration does.
+#[derive(Clone, Copy)]
+enum Step {
+    /// A fused product with truncation.
+    Product(Bilinear),
+    /// A truncation of the left input alone.
+    Truncate,
+}
+
+/// Runs `iters` steps on two shared inputs of the given shapes in a fresh three-party
+/// session with truncations in `mode`; returns the slowest party's time and one step's
+/// communication (bytes sent by each party, rounds).
+fn run(
+    step: Step,
+    mode: Truncation,
+    xs: &[usize],
+    ys: &[usize],
+    iters: u64,
+) -> (Duration, [u64; 3], u64) {
     let out = run_local_3pc(|t: &mut LocalTransport| {
         let mut p = Party::setup_with(
             CpuBackend::new(),
@@ -22,6 +38,7 @@ fn run(op: Bilinear, xs: &[usize], ys: &[usize], iters: u64) -> (Duration, [u64;
             KeySource::InsecureSeeded(1),
         )
         .unwrap();
+        p.set_truncation(mode);
         let b = *p.backend();
         let input = |shape: &[usize]| b.fill_chacha12(shape, &[7; 32], 0, 0).unwrap();
         let (x0, y0) = (input(xs), input(ys));
@@ -31,14 +48,18 @@ fn run(op: Bilinear, xs: &[usize], ys: &[usize], iters: u64) -> (Duration, [u64;
         let y = p
             .share(PartyId::P1, (p.id() == PartyId::P1).then_some(&y0), ys)
             .unwrap();
-        // One product first, to measure its communication from a synchronized state.
+        let once = |p: &mut Party<CpuBackend, &mut LocalTransport>| match step {
+            Step::Product(op) => p.product_truncated(op, &x, &y).unwrap(),
+            Step::Truncate => p.truncate(&x).unwrap(),
+        };
+        // One step first, to measure its communication from a synchronized state.
         let _ = p.reveal(&x).unwrap();
         let before = p.stats();
-        let _ = p.product_truncated(op, &x, &y).unwrap();
+        let _ = once(&mut p);
         let after = p.stats();
         let start = Instant::now();
         for _ in 0..iters {
-            let z = p.product_truncated(op, &x, &y).unwrap();
+            let z = once(&mut p);
             b.sync().unwrap();
             drop(z);
         }
@@ -58,21 +79,37 @@ fn private_products(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_millis(500));
-    for n in [64usize, 128, 256, 512] {
-        let (_, sent, rounds) = run(Bilinear::Matmul, &[n, n], &[n, n], 1);
-        eprintln!("cpu/private/matmul_fixed/{n}: bytes sent per party {sent:?}, rounds {rounds}");
-        group.throughput(Throughput::Elements((n * n * n) as u64));
-        group.bench_with_input(BenchmarkId::new("matmul_fixed", n), &n, |bench, &n| {
-            bench.iter_custom(|iters| run(Bilinear::Matmul, &[n, n], &[n, n], iters).0);
-        });
-    }
-    for n in [10_000usize, 100_000, 1_000_000] {
-        let (_, sent, rounds) = run(Bilinear::Mul, &[n], &[n], 1);
-        eprintln!("cpu/private/mul_fixed/{n}: bytes sent per party {sent:?}, rounds {rounds}");
-        group.throughput(Throughput::Elements(n as u64));
-        group.bench_with_input(BenchmarkId::new("mul_fixed", n), &n, |bench, &n| {
-            bench.iter_custom(|iters| run(Bilinear::Mul, &[n], &[n], iters).0);
-        });
+    for mode in Truncation::ALL {
+        for n in [64usize, 128, 256, 512] {
+            let step = Step::Product(Bilinear::Matmul);
+            let (_, sent, rounds) = run(step, mode, &[n, n], &[n, n], 1);
+            eprintln!(
+                "cpu/private/matmul_fixed/{mode}/{n}: bytes sent per party {sent:?}, rounds {rounds}"
+            );
+            group.throughput(Throughput::Elements((n * n * n) as u64));
+            group.bench_with_input(
+                BenchmarkId::new(format!("matmul_fixed/{mode}"), n),
+                &n,
+                |bench, &n| bench.iter_custom(|iters| run(step, mode, &[n, n], &[n, n], iters).0),
+            );
+        }
+        for (name, step) in [
+            ("mul_fixed", Step::Product(Bilinear::Mul)),
+            ("truncate", Step::Truncate),
+        ] {
+            for n in [10_000usize, 100_000, 1_000_000] {
+                let (_, sent, rounds) = run(step, mode, &[n], &[n], 1);
+                eprintln!(
+                    "cpu/private/{name}/{mode}/{n}: bytes sent per party {sent:?}, rounds {rounds}"
+                );
+                group.throughput(Throughput::Elements(n as u64));
+                group.bench_with_input(
+                    BenchmarkId::new(format!("{name}/{mode}"), n),
+                    &n,
+                    |bench, &n| bench.iter_custom(|iters| run(step, mode, &[n], &[n], iters).0),
+                );
+            }
+        }
     }
     group.finish();
 }

@@ -233,7 +233,8 @@ impl<B: GpuBackend> SharedModel<B> {
     /// at the logits, backward through every layer, and the update of `optimizer` (PyTorch's
     /// SGD with momentum and weight decay, all on shares). Dropout masks come from the public
     /// `seed` as in [`plain::train_step`] (see [`plain::step_seed`]), and every party must
-    /// pass the same one.
+    /// pass the same one. Returns the batch's logits from the forward pass (before the
+    /// update), still shared: revealing them (to measure the loss) is the caller's choice.
     pub fn train_step<T: Transport>(
         &mut self,
         p: &mut Party<B, T>,
@@ -241,7 +242,7 @@ impl<B: GpuBackend> SharedModel<B> {
         input: &Rss<B>,
         onehot: &Rss<B>,
         seed: u64,
-    ) -> Result<()> {
+    ) -> Result<Rss<B>> {
         let fwd = self.run(p, input, Some(seed))?;
         let logits_id = self.model.logits();
         let logits = fwd.values[logits_id].clone().expect("kept");
@@ -259,7 +260,7 @@ impl<B: GpuBackend> SharedModel<B> {
         let grads = self.backward(p, &fwd, logits_id, grad)?;
         optimizer.step(p, &mut self.params, &grads)?;
         self.params.extend(fwd.running_stats);
-        Ok(())
+        Ok(logits)
     }
 
     /// Gradients of every trainable parameter, from `grad` at node `from`.

@@ -5,24 +5,29 @@
 //!
 //! | function | method (default options) | domain | error bound (max measured) | rounds | bytes per element, P0 / P1 / P2 |
 //! | --- | --- | --- | --- | --- | --- |
-//! | [`exp`] | (1 + t + t²/2)^(2^8), t = x/2^8 | [−256, 4] | 2^-14 + 2^-10·e^x (2.4e-4 relative) | 14 | 88 / 72 / 72 |
-//! | [`reciprocal`] | Newton–Raphson from 2/(lo + hi), k iterations from the range | [lo, hi], default [0.5, 256] (k = 13) | 2^-18 + 2^-12·(1/x) (1 unit) | 37 | 208 / 192 / 192 |
-//! | [`div`] a/b | a · reciprocal(b) | b as reciprocal, \|a\| ≤ 4 | 2^-16 + 2^-12·\|a/b\| | 38 | 216 / 200 / 200 |
-//! | [`softmax`] over 10 classes | max, exp(x − max), sum, reciprocal on [1, 10] (k = 7) | logits within 256 of the max | 2^-12 per probability (6.0e-5) | 70 | per row of 10: 1491.6 / 1243.6 / 1243.6 |
-//! | [`log`] | CrypTen's Householder: y0 = x/120 − 20·exp(−2x − 1) + 3, 2 iterations of order 8 | [0.01, 200] | 2^-9 (8.1e-4) | 53 | 416 / 344 / 344 |
-//! | [`inv_sqrt`] | Newton from CrypTen's y0 = 2.2·exp(−(x/2 + 0.2)) + 0.2 − x/1024, 4 iterations | [0.1, 100] | 2^-16 + 2^-10·x^-½ (1.2e-4) | 32 | 208 / 168 / 168 |
-//! | [`sigmoid`] | 1/(1 + exp(−\|x\|)), mirrored for x < 0 (reciprocal on [1, 2], k = 4) | [−256, 256] | 2^-12 (9.1e-5) | 35 | 214.6 / 174.6 / 174.6 |
+//! | [`exp`] | (1 + t + t²/2)^(2^8), t = x/2^8 | [−256, 4] | 2^-14 + 2^-10·e^x (2.4e-4 relative) | 19 (14) | 248 / 152 / 152 (88 / 72 / 72) |
+//! | [`reciprocal`] | Newton–Raphson from 2/(lo + hi), k iterations from the range | [lo, hi], default [0.5, 256] (k = 13) | 2^-18 + 2^-12·(1/x) (1 unit) | 50 (37) | 624 / 400 / 400 (208 / 192 / 192) |
+//! | [`div`] a/b | a · reciprocal(b) | b as reciprocal, \|a\| ≤ 4 | 2^-16 + 2^-12·\|a/b\| | 52 (38) | 648 / 416 / 416 (216 / 200 / 200) |
+//! | [`softmax`] over 10 classes | max, exp(x − max), sum, reciprocal on [1, 10] (k = 7) | logits within 256 of the max | 2^-12 per probability (6.0e-5) | 84 (70) | per row of 10: 3475.6 / 2235.6 / 2235.6 (1491.6 / 1243.6 / 1243.6) |
+//! | [`log`] | CrypTen's Householder: y0 = x/120 − 20·exp(−2x − 1) + 3, 2 iterations of order 8 | [0.01, 200] | 2^-9 (8.1e-4) | 76 (53) | 1200 / 736 / 736 (416 / 344 / 344) |
+//! | [`inv_sqrt`] | Newton from CrypTen's y0 = 2.2·exp(−(x/2 + 0.2)) + 0.2 − x/1024, 4 iterations | [0.1, 100] | 2^-16 + 2^-10·x^-½ (1.2e-4) | 46 (32) | 608 / 368 / 368 (208 / 168 / 168) |
+//! | [`sigmoid`] | 1/(1 + exp(−\|x\|)), mirrored for x < 0 (reciprocal on [1, 2], k = 4) | [−256, 256] | 2^-12 (9.1e-5) | 45 (35) | 502.6 / 318.6 / 318.6 (214.6 / 174.6 / 174.6) |
 //!
-//! Rounds are measured on the counting transport from parties in step (they are fewer than
-//! the sum of the parts: see [`crate::cost`]); bytes are for n a multiple of 64.
+//! Rounds and bytes are for exact truncation (the default), with probabilistic truncation in
+//! parentheses; they are measured on the counting transport from parties in step, and bytes
+//! are for n a multiple of 64. With probabilistic truncation the rounds are fewer than the
+//! sum of the parts, since a truncation's only message goes from P0 to P2 and P1 moves on
+//! at once (see [`crate::cost`]); an exact truncation makes P1 and P2 wait, so its parts
+//! follow one another. The errors are those of exact truncation, and of probabilistic
+//! truncation when it does not fail.
 //!
 //! CryptGPU's exp is (1 + x/2^9)^(2^9); the second-order base here costs one more product
 //! and is about 2^9 times more accurate at the same number of squarings (its error is
 //! x³/(6·4^n) against x²/(2·2^n)). Outside its domain a function is not merely inexact: exp
 //! of x < −512 and reciprocal of x > 2/y0 give garbage, so keep inputs in range.
 //!
-//! Every product is truncated with Π_trunc1, whose failure odds grow with the magnitude of
-//! the product (see `cryptgpu_share::arith`): the positive end of exp's domain is bounded
+//! With probabilistic truncation (Π_trunc1), whose failure odds grow with the magnitude of
+//! the product (see `cryptgpu_share::truncation`), the positive end of exp's domain is bounded
 //! for that reason.
 
 use crate::pool::max;

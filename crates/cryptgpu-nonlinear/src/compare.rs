@@ -90,13 +90,14 @@ pub fn ge_public<B: GpuBackend, T: Transport>(
     Ok(p.bits_not(&less)?)
 }
 
-/// DReLU(x) = 1 where x ≥ 0, else 0: the complement of the MSB. 8 rounds.
+/// DReLU(x) = 1 where x > 0, else 0: the MSB of −x. At 0 it is 0, the convention of
+/// PyTorch and the plaintext executor (ReLU's gradient at 0 is 0; ReLU's output is the same
+/// either way). 8 rounds.
 pub fn drelu<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
     x: &Rss<B>,
 ) -> Result<SharedBits<B>> {
-    let sign = p.msb(x)?;
-    Ok(p.bits_not(&sign)?)
+    Ok(p.msb(&p.neg(x)?)?)
 }
 
 /// A ReLU's output and the DReLU bits its backward pass needs.
@@ -104,7 +105,7 @@ pub fn drelu<B: GpuBackend, T: Transport>(
 pub struct Relu<B: GpuBackend> {
     /// max(x, 0).
     pub output: Rss<B>,
-    /// 1 where x ≥ 0: the gradient mask.
+    /// 1 where x > 0: the gradient mask.
     pub drelu: SharedBits<B>,
 }
 

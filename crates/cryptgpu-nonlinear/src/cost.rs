@@ -12,6 +12,7 @@
 //! below, which the tests check exactly.
 
 use cryptgpu_backend::shape::packed_words;
+use cryptgpu_share::Truncation;
 use std::ops::Add;
 
 /// Rounds and bytes sent per party of one protocol run.
@@ -56,8 +57,16 @@ pub const DRELU_ROUNDS: u64 = 8;
 pub const RELU_ROUNDS: u64 = 10;
 /// Measured rounds of 2×2 max-pooling (two tournament levels, which overlap by one round).
 pub const MAX_POOL_2X2_ROUNDS: u64 = 19;
-/// Measured rounds of softmax over 10 classes with the default options.
-pub const SOFTMAX_10_ROUNDS: u64 = 70;
+/// Measured rounds of softmax over 10 classes with the default options. Probabilistic
+/// truncation overlaps: its only message goes from P0 to P2, so P1 moves on at once. An
+/// exact truncation makes P1 and P2 wait for P0, so the parts follow one another: 87 rounds
+/// for the sum of the parts, 84 measured.
+pub const fn softmax_10_rounds(mode: Truncation) -> u64 {
+    match mode {
+        Truncation::Probabilistic => 70,
+        Truncation::Exact => 84,
+    }
+}
 
 fn u(n: usize) -> u64 {
     n as u64
@@ -71,14 +80,24 @@ pub fn product(n: usize) -> Cost {
     Cost::new(1, [8 * u(n); 3])
 }
 
-/// A fused product with truncation (mul_fixed, square_fixed, ...).
-pub fn product_truncated(n: usize) -> Cost {
-    Cost::new(2, [8 * u(n); 3])
+/// A fused product with truncation (mul_fixed, square_fixed, ...): the product's terms
+/// (P1 and P2 send 8·n) and the truncation's messages.
+pub fn product_truncated(n: usize, mode: Truncation) -> Cost {
+    let e = 8 * u(n);
+    match mode {
+        Truncation::Probabilistic => Cost::new(2, [e; 3]),
+        Truncation::Exact => Cost::new(2, [3 * e, 2 * e, 2 * e]),
+    }
 }
 
-/// A truncation alone, or a product by a public fixed-point factor: only P0 sends.
-pub fn truncation(n: usize) -> Cost {
-    Cost::new(1, [8 * u(n), 0, 0])
+/// A truncation alone, or a product by a public fixed-point factor: in probabilistic mode
+/// only P0 sends; in exact mode P0 sends three words per element and P1, P2 one each.
+pub fn truncation(n: usize, mode: Truncation) -> Cost {
+    let e = 8 * u(n);
+    match mode {
+        Truncation::Probabilistic => Cost::new(1, [e, 0, 0]),
+        Truncation::Exact => Cost::new(1, [3 * e, e, e]),
+    }
 }
 
 /// The MSB of n elements (and so DReLU and every comparison).
@@ -124,20 +143,29 @@ pub fn max_pool2d_backward(window: usize, outputs: usize) -> Cost {
 }
 
 /// exp of n elements with `squarings` squarings.
-pub fn exp(n: usize, squarings: u32) -> Cost {
-    truncation(n) + product(n) + truncation(n) + product_truncated(n).times(u64::from(squarings))
+pub fn exp(n: usize, squarings: u32, mode: Truncation) -> Cost {
+    truncation(n, mode)
+        + product(n)
+        + truncation(n, mode)
+        + product_truncated(n, mode).times(u64::from(squarings))
 }
 
 /// reciprocal of n elements with `iterations` Newton iterations.
-pub fn reciprocal(n: usize, iterations: u32) -> Cost {
-    truncation(n).times(2) + product_truncated(n).times(2 * u64::from(iterations - 1))
+pub fn reciprocal(n: usize, iterations: u32, mode: Truncation) -> Cost {
+    truncation(n, mode).times(2) + product_truncated(n, mode).times(2 * u64::from(iterations - 1))
 }
 
 /// softmax over `classes` for `rows` rows, with `squarings` in exp and `iterations` in the
 /// reciprocal (see `ReciprocalOptions::for_range(1, classes)`).
-pub fn softmax(rows: usize, classes: usize, squarings: u32, iterations: u32) -> Cost {
+pub fn softmax(
+    rows: usize,
+    classes: usize,
+    squarings: u32,
+    iterations: u32,
+    mode: Truncation,
+) -> Cost {
     tournament(classes, rows, false)
-        + exp(rows * classes, squarings)
-        + reciprocal(rows, iterations)
-        + product_truncated(rows * classes)
+        + exp(rows * classes, squarings, mode)
+        + reciprocal(rows, iterations, mode)
+        + product_truncated(rows * classes, mode)
 }

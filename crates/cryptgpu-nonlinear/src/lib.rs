@@ -13,6 +13,8 @@
 //! Rounds are the longest chain of messages, measured on the counting transport; bytes are
 //! those one party sends, per element, for n a multiple of 64 (bit counts otherwise round
 //! up to whole 64-bit words). [`cost`] has every formula, and the tests check them.
+//! Comparisons, ReLU and max-pooling truncate nothing; the rest depends on the party's
+//! [`Truncation`](cryptgpu_share::Truncation) mode (exact by default).
 //!
 //! | op | rounds | bytes sent per element: P0 | P1 | P2 |
 //! | --- | --- | --- | --- | --- |
@@ -21,8 +23,8 @@
 //! | [`relu_backward`] | 2 | 16 | 16 | 16 |
 //! | [`max_pool2d`] 2×2, per output element | 19 | 235.875 | 307.875 | 307.875 |
 //! | [`max_pool2d_backward`] 2×2, per output element | 1 | 32 | 32 | 32 |
-//! | [`avg_pool2d`], [`global_avg_pool`], per output element | 1 | 8 | 0 | 0 |
-//! | [`softmax`] over 10 classes, per row | 70 | 1491.625 | 1243.625 | 1243.625 |
+//! | [`avg_pool2d`], [`global_avg_pool`], per output element: exact (probabilistic) | 1 | 24 (8) | 8 (0) | 8 (0) |
+//! | [`softmax`] over 10 classes, per row: exact (probabilistic) | 84 (70) | 3475.625 (1491.625) | 2235.625 (1243.625) | 2235.625 (1243.625) |
 //!
 //! For comparison, CryptGPU's ReLU takes about 53 sequential messages (its carry-select
 //! adder over 8-bit blocks, then a 3-party OT and a multiplication). The functions by

@@ -3,17 +3,20 @@
 //!
 //! # Tournament
 //!
-//! The k candidates along the axis are split in halves that meet pairwise: one comparison
-//! layer (8 rounds) and one bit injection that selects the winner's value and, when asked,
-//! its one-hot index (2 rounds, both in one call), so ⌈log2 k⌉ levels of 10 rounds. An odd
-//! candidate waits for the next level. Ties go to the lower index.
+//! The k candidates along the axis meet in neighbouring pairs (0 with 1, 2 with 3, ...): one
+//! comparison layer (8 rounds) and one bit injection that selects the winner's value and,
+//! when asked, its one-hot index (2 rounds, both in one call), so ⌈log2 k⌉ levels of 10
+//! rounds. An odd last candidate waits for the next level. The survivors keep the order of
+//! the originals they stand for and the lower one wins a tie, so a tie goes to the lowest
+//! index, as in PyTorch and the plaintext executor ([1, 5, 5, 5] → index 1; an all-zero
+//! pooling window after a ReLU → its first position).
 //!
 //! One-hot indices are ring integers (0 or 1, not fixed point), so the backward pass of
 //! max-pooling is a product without truncation: one round.
 
 use crate::compare::ge;
 use crate::{NonlinearError, Result};
-use cryptgpu_backend::{GpuBackend, Pool2dParams, shape::Pool2dDims};
+use cryptgpu_backend::{DeviceTensor, GpuBackend, Pool2dParams, shape::Pool2dDims};
 use cryptgpu_share::{Party, Rss};
 use cryptgpu_transport::Transport;
 
@@ -114,8 +117,20 @@ fn tournament<B: GpuBackend, T: Transport>(
         let rows = |p: &Party<B, T>, t: &Rss<B>, range: std::ops::Range<usize>| {
             p.linear(t, |b, s| b.slice(s, 0, range.clone()))
         };
-        let first = rows(p, &values, 0..pairs)?;
-        let second = rows(p, &values, pairs..2 * pairs)?;
+        // Candidates 2j and 2j + 1 meet: the survivors stay in the order of the originals
+        // they stand for, so a tie always goes to the lowest original index.
+        let of_pair = |p: &Party<B, T>, t: &Rss<B>, which: usize| {
+            p.linear(t, |b, s| {
+                let mut paired = vec![pairs, 2];
+                paired.extend(&s.shape()[1..]);
+                let mut out = paired.clone();
+                out.remove(1);
+                let s = b.reshape(&b.slice(s, 0, 0..2 * pairs)?, &paired)?;
+                b.reshape(&b.slice(&s, 1, which..which + 1)?, &out)
+            })
+        };
+        let first = of_pair(p, &values, 0)?;
+        let second = of_pair(p, &values, 1)?;
         let first_wins = ge(p, &first, &second)?;
         // Select value and one-hot together: [pairs, r, 1 + k] (or [pairs, r]).
         let (lhs, rhs) = match &hot {
@@ -123,8 +138,8 @@ fn tournament<B: GpuBackend, T: Transport>(
             Some(h) => {
                 let col =
                     |p: &Party<B, T>, t: &Rss<B>| p.linear(t, |b, s| b.reshape(s, &[pairs, r, 1]));
-                let lhs = p.concat(&[&col(p, &first)?, &rows(p, h, 0..pairs)?], 2)?;
-                let rhs = p.concat(&[&col(p, &second)?, &rows(p, h, pairs..2 * pairs)?], 2)?;
+                let lhs = p.concat(&[&col(p, &first)?, &of_pair(p, h, 0)?], 2)?;
+                let rhs = p.concat(&[&col(p, &second)?, &of_pair(p, h, 1)?], 2)?;
                 (lhs, rhs)
             }
         };

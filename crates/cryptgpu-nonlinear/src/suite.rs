@@ -11,7 +11,7 @@ use crate::cost::{self, Cost};
 use crate::*;
 use cryptgpu_backend::{GpuBackend, Pool2dParams};
 use cryptgpu_ring::FixedPoint;
-use cryptgpu_share::{KeySource, Party, Rss};
+use cryptgpu_share::{KeySource, Party, Rss, Truncation};
 use cryptgpu_transport::{CommStats, LocalTransport, PartyId, run_local_3pc};
 
 /// A party of the suite's in-process runs.
@@ -120,6 +120,8 @@ pub fn check_comparisons<B: GpuBackend>(backend: &B) {
     let x = ring_values(1, n);
     let mut y = ring_values(2, n);
     y[10] = x[10]; // a tie
+    let mut x = x;
+    x[11] = 0; // DReLU's convention at 0
     let bits = same3(run3(backend, |p| {
         let sx = input(p, &x, &[n])?;
         let sy = input(p, &y, &[n])?;
@@ -163,8 +165,8 @@ pub fn check_comparisons<B: GpuBackend>(backend: &B) {
     }
     assert_eq!(
         bits[9],
-        x.iter().map(|&a| signed(a) >= 0).collect::<Vec<_>>(),
-        "drelu"
+        x.iter().map(|&a| signed(a) > 0).collect::<Vec<_>>(),
+        "drelu (0 at 0, like PyTorch and the plaintext executor)"
     );
 }
 
@@ -173,7 +175,10 @@ pub fn check_comparisons<B: GpuBackend>(backend: &B) {
 pub fn check_relu<B: GpuBackend>(backend: &B) {
     for shape in [vec![1usize], vec![3, 5, 7]] {
         let n: usize = shape.iter().product();
-        let x = ring_values(3, n);
+        let mut x = ring_values(3, n);
+        for v in x.iter_mut().step_by(4) {
+            *v = 0; // the gradient at 0 is 0
+        }
         let g = ring_values(4, n);
         let (out, grad) = same3(run3(backend, |p| {
             let sx = input(p, &x, &shape)?;
@@ -190,7 +195,7 @@ pub fn check_relu<B: GpuBackend>(backend: &B) {
         let want_grad: Vec<u64> = x
             .iter()
             .zip(&g)
-            .map(|(&v, &gv)| if signed(v) >= 0 { gv } else { 0 })
+            .map(|(&v, &gv)| if signed(v) > 0 { gv } else { 0 })
             .collect();
         assert_eq!(grad, want_grad, "relu backward on {shape:?}");
     }
@@ -271,13 +276,12 @@ pub fn check_max_argmax<B: GpuBackend>(backend: &B) {
                     }
                     assert_eq!(values[out_i], x[at(best)], "max along {axis} at {idx:?}");
                     for k in 0..shape[axis] {
-                        // Ties: the tournament keeps the lower index when values are equal,
-                        // so the winner is an index holding the maximum.
-                        let is_winner = hot[at(k)] == 1;
-                        assert!(hot[at(k)] <= 1, "one-hot entries are 0 or 1");
-                        if is_winner {
-                            assert_eq!(x[at(k)], x[at(best)], "argmax along {axis} picks a max");
-                        }
+                        // Ties go to the lowest index, as in PyTorch.
+                        assert_eq!(
+                            hot[at(k)],
+                            u64::from(k == best),
+                            "one-hot argmax along {axis} at {idx:?}, position {k}"
+                        );
                     }
                     let winners: u64 = (0..shape[axis]).map(|k| hot[at(k)]).sum();
                     assert_eq!(winners, 1, "exactly one winner along {axis} at {idx:?}");
@@ -285,6 +289,29 @@ pub fn check_max_argmax<B: GpuBackend>(backend: &B) {
                 }
             }
         }
+    }
+}
+
+/// Ties in the tournament go to the lowest index: [1, 5, 5, 5] → 1, [7, 7] → 0, all equal → 0,
+/// [0, 3, 3] → 1, [2, 9, 4, 9, 9] → 1.
+pub fn check_argmax_ties<B: GpuBackend>(backend: &B) {
+    let rows: [&[u64]; 5] = [
+        &[1, 5, 5, 5],
+        &[7, 7],
+        &[4, 4, 4, 4, 4, 4, 4],
+        &[0, 3, 3],
+        &[2, 9, 4, 9, 9],
+    ];
+    let want = [1usize, 0, 0, 1, 1];
+    for (row, want) in rows.iter().zip(want) {
+        let k = row.len();
+        let hot = same3(run3(backend, |p| {
+            let sx = input(p, row, &[1, k])?;
+            let hot = argmax(p, &sx, 1)?;
+            Ok(p.reveal(&hot)?)
+        }));
+        let expected: Vec<u64> = (0..k).map(|i| u64::from(i == want)).collect();
+        assert_eq!(hot, expected, "argmax of {row:?}");
     }
 }
 
@@ -338,20 +365,29 @@ pub fn check_max_pool<B: GpuBackend>(backend: &B) {
         .iter()
         .map(|&v| ((v as i64) >> 20) as u64)
         .collect();
+    // After a ReLU: many windows tie at 0, some entirely; the winner is the first position.
+    let relu_x: Vec<u64> = x
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| if signed(v) > 0 && i % 3 == 0 { v } else { 0 })
+        .collect();
+    let pad = Pool2dParams {
+        kernel: [3, 3],
+        stride: [2, 2],
+        padding: [1, 1],
+    };
     let cases = [
-        Pool2dParams::new(2, 2),
-        Pool2dParams {
-            kernel: [3, 3],
-            stride: [2, 2],
-            padding: [1, 1],
-        },
+        (Pool2dParams::new(2, 2), &x),
+        (pad, &x),
+        (Pool2dParams::new(2, 2), &relu_x),
+        (pad, &relu_x),
     ];
-    for params in cases {
-        let (want, arg, out_shape) = plain_max_pool(&x, shape, params);
+    for (params, x) in cases {
+        let (want, arg, out_shape) = plain_max_pool(x, shape, params);
         let outs: usize = out_shape.iter().product();
         let g = ring_values(10, outs);
         let (got, grad) = same3(run3(backend, |p| {
-            let sx = input(p, &x, &shape)?;
+            let sx = input(p, x, &shape)?;
             let sg = input(p, &g, &out_shape)?;
             let pool = max_pool2d(p, &sx, params)?;
             let back = max_pool2d_backward(p, &sg, &pool)?;
@@ -632,8 +668,19 @@ fn measure<B: GpuBackend>(
     shape: &[usize],
     op: impl Fn(&mut SuiteParty<'_, B>, &Rss<B>) -> Result<()> + Sync,
 ) -> Cost {
+    measure_in(backend, Truncation::Exact, shape, op)
+}
+
+/// [`measure`] with truncations in `mode`.
+fn measure_in<B: GpuBackend>(
+    backend: &B,
+    mode: Truncation,
+    shape: &[usize],
+    op: impl Fn(&mut SuiteParty<'_, B>, &Rss<B>) -> Result<()> + Sync,
+) -> Cost {
     let n: usize = shape.iter().product();
     let stats = run3(backend, |p| {
+        p.set_truncation(mode);
         // A public sharing (no message), so every party starts at the same clock.
         let values = vec![3u64 << 20; n];
         let x = p.constant(&p.backend().upload(&values, shape)?)?;
@@ -699,45 +746,47 @@ pub fn check_communication<B: GpuBackend>(backend: &B) {
         }),
         cost::max_pool2d(4, outs) + cost::max_pool2d_backward(4, outs),
     );
-    assert_eq!(
-        measure(backend, &shape, |p, x| avg_pool2d(
-            p,
-            x,
-            Pool2dParams::new(2, 2)
-        )
-        .map(drop)),
-        cost::truncation(outs),
-        "avg_pool2d"
-    );
-    assert_composite(
-        "exp",
-        measure(backend, &[n], |p, x| {
-            exp(p, x, ExpOptions::default()).map(drop)
-        }),
-        cost::exp(n, 8),
-    );
-    let rec = ReciprocalOptions::default();
-    assert_composite(
-        "reciprocal",
-        measure(backend, &[n], |p, x| reciprocal(p, x, rec).map(drop)),
-        cost::reciprocal(n, rec.iterations),
-    );
-    let (rows, classes) = (64, 10);
-    let iterations = ReciprocalOptions::for_range(1.0, classes as f64)
-        .expect("valid")
-        .iterations;
-    let rounds = assert_composite(
-        "softmax over 10 classes",
-        measure(backend, &[rows, classes], |p, x| {
-            softmax(p, x, 1, SoftmaxOptions::default()).map(drop)
-        }),
-        cost::softmax(rows, classes, 8, iterations),
-    );
-    assert_eq!(
-        rounds,
-        cost::SOFTMAX_10_ROUNDS,
-        "softmax over 10 classes: rounds"
-    );
+    for mode in Truncation::ALL {
+        assert_eq!(
+            measure_in(backend, mode, &shape, |p, x| avg_pool2d(
+                p,
+                x,
+                Pool2dParams::new(2, 2)
+            )
+            .map(drop)),
+            cost::truncation(outs, mode),
+            "avg_pool2d ({mode})"
+        );
+        assert_composite(
+            &format!("exp ({mode})"),
+            measure_in(backend, mode, &[n], |p, x| {
+                exp(p, x, ExpOptions::default()).map(drop)
+            }),
+            cost::exp(n, 8, mode),
+        );
+        let rec = ReciprocalOptions::default();
+        assert_composite(
+            &format!("reciprocal ({mode})"),
+            measure_in(backend, mode, &[n], |p, x| reciprocal(p, x, rec).map(drop)),
+            cost::reciprocal(n, rec.iterations, mode),
+        );
+        let (rows, classes) = (64, 10);
+        let iterations = ReciprocalOptions::for_range(1.0, classes as f64)
+            .expect("valid")
+            .iterations;
+        let rounds = assert_composite(
+            &format!("softmax over 10 classes ({mode})"),
+            measure_in(backend, mode, &[rows, classes], |p, x| {
+                softmax(p, x, 1, SoftmaxOptions::default()).map(drop)
+            }),
+            cost::softmax(rows, classes, 8, iterations, mode),
+        );
+        assert_eq!(
+            rounds,
+            cost::softmax_10_rounds(mode),
+            "softmax over 10 classes ({mode}): rounds"
+        );
+    }
 }
 
 /// Instantiates the protocol suite as `#[test]` functions for a backend: `$make` is a
@@ -746,7 +795,7 @@ pub fn check_communication<B: GpuBackend>(backend: &B) {
 macro_rules! nonlinear_protocol_tests {
     ($make:path) => {
         $crate::nonlinear_protocol_tests!(@tests $make;
-            check_comparisons, check_relu, check_bit_injection, check_max_argmax,
+            check_comparisons, check_relu, check_bit_injection, check_max_argmax, check_argmax_ties,
             check_max_pool, check_avg_pool, check_functions, check_softmax,
             check_communication);
     };

@@ -10,36 +10,28 @@
 //! | [`Party::reveal_to`] | 1 | the target's next party: 8·n; others: 0 |
 //! | local ops (add, sub, neg, public add/mul) | 0 | 0 |
 //! | [`Party::product`] (mul, square, matmul, conv2d and its gradients) | 1 | 8·n each |
-//! | [`Party::truncate`] | 1 | P0: 8·n; P1, P2: 0 |
-//! | [`Party::product_truncated`] (fused: mul, square, matmul, conv2d) | 2 | 8·n each |
-//! | product, then truncate | 2 | P0: 16·n; P1, P2: 8·n |
-//! | [`Party::truncate_by`], [`Party::mul_public_fixed`] | 1 | P0: 8·n; P1, P2: 0 |
-//! | [`Party::div_public`] by d, not a power of two (a power of two: as `truncate_by`) | 1 | P0: 16·n; P1, P2: 0 |
+//! | [`Party::truncate`], [`Party::truncate_by`], [`Party::mul_public_fixed`]: exact | 1 | P0: 24·n; P1, P2: 8·n |
+//! | the same: probabilistic | 1 | P0: 8·n; P1, P2: 0 |
+//! | [`Party::product_truncated`] (fused: mul, square, matmul, conv2d): exact | 2 | P0: 24·n; P1, P2: 16·n |
+//! | the same: probabilistic | 2 | 8·n each |
+//! | product, then truncate | 2 | a product's 8·n each, plus the truncation's |
+//! | [`Party::div_public`] by d, not a power of two (a power of two: one truncation) | exact: 2; probabilistic: 1 | two truncations |
 //! | [`Party::constant`], [`Party::linear`] (layout ops, sums, public factors) | 0 | 0 |
 //!
 //! Rounds are the length of the longest chain of messages (see
 //! `cryptgpu_transport::Counting`); the tests check the counters against this table.
 //!
-//! # Truncation and its failure odds
+//! # Truncation
 //!
-//! After a fixed-point product the value carries 2f fractional bits. [`Party::truncate`] is
-//! ABY3's Π_trunc1 as CryptGPU uses it (see PROTOCOLS.md): view the sharing as the
-//! 2-out-of-2 sharing (A, B) = (z0 + z1, z2), shift each part locally, and re-randomise
-//! into 2-out-of-3 with one message from P0 to P2. For a product z with |z| < 2^ℓ (as an
-//! integer at 2f fractional bits):
-//! - the result is ⌊z / 2^f⌋ or ⌊z / 2^f⌋ + 1, i.e. off by at most one unit in the last
-//!   place (2^-f) from exact truncation;
-//! - except with probability at most 2^(ℓ+1−64) per element, when the result is off by
-//!   about 2^(64−f) (a huge value): A + B wraps around 2^64 only when the random A lands in
-//!   a window of width |z| next to the wrap point.
-//!
-//! With f = 20 and products of real magnitude below 2^4 (ℓ = 44) that is 2^-19 per element;
-//! with f = 16 and the same magnitude, 2^-27. The test `truncation_failure_rate` measures
-//! the rate against this bound.
+//! After a fixed-point product the value carries 2f fractional bits; every truncation goes
+//! through [`crate::truncation`], in the party's [`Truncation`](crate::Truncation) mode:
+//! exact by default (never off by more than one unit in the last place for |z| < 2^62), or
+//! ABY3's probabilistic Π_trunc1 (fewer bytes; fails, by about 2^(64−f), with probability
+//! 2^(ℓ+1−64) for |z| < 2^ℓ). The module has the derivation, the proof and the costs.
 
 use crate::party::same_shape;
 use crate::{Party, Result, Rss, ShareError};
-use cryptgpu_backend::{Conv2dParams, DeviceTensor, GpuBackend, ShiftOp};
+use cryptgpu_backend::{Conv2dParams, DeviceTensor, GpuBackend};
 use cryptgpu_transport::{PartyId, Peer, Transport};
 
 /// A bilinear op ⊗ of two tensors: the products the resharing protocol computes.
@@ -363,17 +355,18 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         self.mask_with_zero_share(z)
     }
 
-    /// Fixed-point truncation by f bits of a product at 2f fractional bits (ABY3 Π_trunc1;
-    /// see the module docs for its error and failure odds). One round: P0 sends 8·n bytes.
+    /// Fixed-point truncation by f bits of a value at 2f fractional bits, in the party's
+    /// [`Truncation`](crate::Truncation) mode (see [`crate::truncation`] for both protocols,
+    /// their error and their cost). One round: P0 sends 8·n bytes (probabilistic) or P0 24·n
+    /// and P1, P2 8·n (exact).
     pub fn truncate(&mut self, z: &Rss<B>) -> Result<Rss<B>> {
-        // P0 holds (z0, z1), P1 (z1, z2), P2 (z2, z0): A = z0 + z1 at P0, B = z2 at P1 and P2.
-        let part = self.truncation_part(z)?;
-        self.finish_truncation(part, self.fixed().frac_bits())
+        self.truncate_by(z, self.fixed().frac_bits())
     }
 
-    /// Divides a shared value by 2^`bits` (`bits` < 64) with the same protocol as
-    /// [`Party::truncate`], and the same error and failure odds with f replaced by `bits`
-    /// (for |z| < 2^ℓ the failure odds are 2^(ℓ+1−64)). One round: P0 sends 8·n bytes.
+    /// Divides a shared value by 2^`bits` with the protocol of [`Party::truncate`]: the
+    /// result is ⌊z / 2^bits⌋ or one more. Exact mode takes 1 to 62 bits and z in
+    /// [−2^62, 2^62); probabilistic mode takes up to 63 bits and fails with odds
+    /// 2^(ℓ+1−64) for |z| < 2^ℓ. Zero bits is the identity, with no message.
     pub fn truncate_by(&mut self, z: &Rss<B>, bits: u32) -> Result<Rss<B>> {
         if bits >= 64 {
             return Err(ShareError::Argument {
@@ -381,12 +374,15 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                 why: format!("cannot shift by {bits} bits (at most 63)"),
             });
         }
-        let part = self.truncation_part(z)?;
-        self.finish_truncation(part, bits)
+        if bits == 0 {
+            return Ok(z.clone());
+        }
+        let part = self.split_for_truncation(z)?;
+        self.truncate_split(part, bits)
     }
 
     /// x · c for a public real c, truncated back to f fractional bits: the local product by
-    /// c's encoding, then [`Party::truncate`]. One round: P0 sends 8·n bytes.
+    /// c's encoding, then [`Party::truncate`]: one round, a truncation's bytes.
     pub fn mul_public_fixed(&mut self, x: &Rss<B>, c: f64) -> Result<Rss<B>> {
         let c = self.fixed().encode(c)?;
         let scaled = self.mul_scalar(x, c)?;
@@ -399,9 +395,9 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     /// Here x is first divided by 2^t with t = ⌈log2 d⌉ ([`Party::truncate_by`]), then
     /// multiplied by c = round(2^(f+t)/d) ∈ [2^f, 2^(f+1)] and truncated by f: the product
     /// has the magnitude of an ordinary fixed-point product, so the failure odds are those
-    /// of [`Party::truncate`]. A power of two takes the first step only (P0 sends 8·n bytes);
-    /// otherwise P0 sends 16·n bytes. One round either way: both truncations are messages
-    /// from P0 to P2, which P0 sends without waiting. d = 1 costs nothing.
+    /// of [`Party::truncate`]. A power of two takes the first step only (one truncation);
+    /// otherwise two truncations: one round in probabilistic mode (both are messages from P0
+    /// to P2, which P0 sends without waiting), two in exact mode. d = 1 costs nothing.
     pub fn div_public(&mut self, x: &Rss<B>, d: u64) -> Result<Rss<B>> {
         if d == 0 {
             return Err(ShareError::Argument {
@@ -424,48 +420,20 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         self.truncate(&scaled)
     }
 
-    /// A = z0 + z1 at P0 and B = z2 at P1 and P2: the 2-out-of-2 view truncation shifts.
-    fn truncation_part(&self, z: &Rss<B>) -> Result<B::Tensor> {
-        Ok(match self.id().index() {
-            0 => self.backend().add(&z.own, &z.next)?,
-            1 => z.next.clone(),
-            _ => z.own.clone(),
-        })
-    }
-
     /// x ⊗ y followed by truncation, fused: P1 sends z1 to P0 and P2 sends z2 to P1, so that
-    /// P0 knows A = z0 + z1 and P1, P2 know B = z2; then the truncation's one message. Two
-    /// rounds, 8·n bytes for every party (a product then [`Party::truncate`] costs P0 16·n).
+    /// P0 knows A = z0 + z1 and P1, P2 know B = z2; then the truncation. Two rounds in
+    /// either mode: 8·n bytes for every party (probabilistic), or P0 24·n and P1, P2 16·n
+    /// (exact; see [`crate::truncation`]).
     pub fn product_truncated(&mut self, op: Bilinear, x: &Rss<B>, y: &Rss<B>) -> Result<Rss<B>> {
         let z = self.product_term(op, x, y)?;
         self.reshare_truncated(z)
     }
 
     /// x · x truncated by f bits, fused like [`Party::product_truncated`] but with the one
-    /// local product of [`Party::square`]. Two rounds, 8·n bytes each.
+    /// local product of [`Party::square`]. Two rounds, the bytes of a fused product.
     pub fn square_fixed(&mut self, x: &Rss<B>) -> Result<Rss<B>> {
         let z = self.square_term(x)?;
         self.reshare_truncated(z)
-    }
-
-    /// The fused end of a truncated product from this party's 3-out-of-3 term `z`: P1 sends
-    /// z1 to P0 and P2 sends z2 to P1, then the truncation's one message.
-    fn reshare_truncated(&mut self, z: B::Tensor) -> Result<Rss<B>> {
-        let part = match self.id().index() {
-            0 => {
-                let z1 = self.recv_tensor("product_truncated", Peer::Next, z.shape())?;
-                self.backend().add(&z, &z1)?
-            }
-            1 => {
-                self.send_tensor(Peer::Prev, &z)?;
-                self.recv_tensor("product_truncated", Peer::Next, z.shape())?
-            }
-            _ => {
-                self.send_tensor(Peer::Prev, &z)?;
-                z
-            }
-        };
-        self.finish_truncation(part, self.fixed().frac_bits())
     }
 
     /// Fixed-point elementwise product: x · y truncated by f bits (fused, two rounds).
@@ -487,29 +455,5 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         params: Conv2dParams,
     ) -> Result<Rss<B>> {
         self.product_truncated(Bilinear::Conv2d(params), input, weight)
-    }
-
-    /// The common end of every truncation, by `f` bits. `part` is A = z0 + z1 at P0 and
-    /// B = z2 at P1 and P2. With A' = ⌊A / 2^f⌋ and B' = −⌊−B / 2^f⌋ (shares read as
-    /// unsigned), the result is y2 = B' (P1, P2), y1 = r from k_1 (P0, P1), y0 = A' − r, sent
-    /// by P0 to P2.
-    fn finish_truncation(&mut self, part: B::Tensor, f: u32) -> Result<Rss<B>> {
-        let stream = self.step();
-        let shape = part.shape().to_vec();
-        let b = self.backend();
-        if self.id() == PartyId::P0 {
-            let r = self.random_with_next(&shape, stream)?;
-            let y0 = b.sub(&b.shift(ShiftOp::RightLogical, &part, f)?, &r)?;
-            self.send_tensor(Peer::Prev, &y0)?;
-            return Rss::from_shares(y0, r);
-        }
-        let y2 = b.neg(&b.shift(ShiftOp::RightLogical, &b.neg(&part)?, f)?)?;
-        if self.id() == PartyId::P1 {
-            let r = self.random_with_prev(&shape, stream)?;
-            Rss::from_shares(r, y2)
-        } else {
-            let y0 = self.recv_tensor("truncate", Peer::Next, &shape)?;
-            Rss::from_shares(y2, y0)
-        }
     }
 }

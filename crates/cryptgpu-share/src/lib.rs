@@ -35,6 +35,7 @@ pub mod binary;
 mod error;
 mod party;
 mod rss;
+pub mod truncation;
 
 #[cfg(test)]
 mod privacy_tests;
@@ -44,3 +45,4 @@ pub use binary::SharedBits;
 pub use error::{Result, ShareError};
 pub use party::{KeySource, Party};
 pub use rss::{BinaryRss, Rss};
+pub use truncation::Truncation;

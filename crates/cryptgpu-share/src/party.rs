@@ -1,8 +1,8 @@
 //! [`Party`]: one party's context (backend, counted transport, PRG keys, fixed-point
 //! format), its setup, the correlated randomness drawn from its keys, and tensor messaging.
 
-use crate::{Result, ShareError};
-use cryptgpu_backend::GpuBackend;
+use crate::{Result, ShareError, Truncation};
+use cryptgpu_backend::{DeviceTensor, GpuBackend};
 use cryptgpu_ring::FixedPoint;
 use cryptgpu_transport::{CommStats, Counting, PartyId, Peer, Transport};
 use rand_chacha::ChaCha12Rng;
@@ -44,6 +44,8 @@ pub struct Party<B: GpuBackend, T: Transport> {
     /// Streams of ChaCha12 used so far; every protocol step takes the next one.
     stream: u64,
     fixed: FixedPoint,
+    /// How truncations are done (see [`crate::truncation`]).
+    truncation: Truncation,
     /// Test hook: products without their zero sharing, to show that the privacy test detects
     /// the leak.
     #[cfg(test)]
@@ -110,6 +112,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
             },
             stream: 0,
             fixed,
+            truncation: Truncation::default(),
             #[cfg(test)]
             insecure_skip_zero_sharing: false,
         })
@@ -128,6 +131,26 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     /// The fixed-point format of real-valued inputs and outputs.
     pub fn fixed(&self) -> FixedPoint {
         self.fixed
+    }
+
+    /// How this party truncates: [`Truncation::Exact`] unless set otherwise. All three
+    /// parties must use the same mode for the same call.
+    pub fn truncation(&self) -> Truncation {
+        self.truncation
+    }
+
+    /// Sets how every later truncation is done (the job's mode).
+    pub fn set_truncation(&mut self, mode: Truncation) {
+        self.truncation = mode;
+    }
+
+    /// Runs `f` with truncations in `mode`, then restores the job's mode: a per-call choice,
+    /// e.g. `p.with_truncation(Truncation::Probabilistic, |p| p.mul_fixed(&x, &y))`.
+    pub fn with_truncation<R>(&mut self, mode: Truncation, f: impl FnOnce(&mut Self) -> R) -> R {
+        let job_mode = std::mem::replace(&mut self.truncation, mode);
+        let result = f(self);
+        self.truncation = job_mode;
+        result
     }
 
     /// This party's communication so far (setup included).
@@ -190,6 +213,44 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         let words = self.backend.download(tensor)?;
         self.net.send_u64s(peer, &words)?;
         Ok(())
+    }
+
+    /// Sends several tensors to a neighbour as one message (their elements one after the
+    /// other), so that a round costs one message per link.
+    pub(crate) fn send_tensors(&mut self, peer: Peer, tensors: &[&B::Tensor]) -> Result<()> {
+        let mut words = Vec::with_capacity(tensors.iter().map(|t| t.len()).sum());
+        for t in tensors {
+            words.extend(self.backend.download(t)?);
+        }
+        self.net.send_u64s(peer, &words)?;
+        Ok(())
+    }
+
+    /// Receives what [`Party::send_tensors`] sent: one tensor per shape, in order.
+    pub(crate) fn recv_tensors(
+        &mut self,
+        op: &'static str,
+        peer: Peer,
+        shapes: &[&[usize]],
+    ) -> Result<Vec<B::Tensor>> {
+        let words = self.net.recv_u64s(peer)?;
+        let expected: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
+        if words.len() != expected {
+            return Err(ShareError::UnexpectedMessage {
+                op,
+                peer: self.id.neighbour(peer),
+                expected,
+                got: words.len(),
+            });
+        }
+        let mut start = 0;
+        let mut tensors = Vec::with_capacity(shapes.len());
+        for shape in shapes {
+            let n: usize = shape.iter().product();
+            tensors.push(self.backend.upload(&words[start..start + n], shape)?);
+            start += n;
+        }
+        Ok(tensors)
     }
 
     /// Receives a tensor of a known shape from a neighbour.

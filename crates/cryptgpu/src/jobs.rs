@@ -370,6 +370,7 @@ pub(crate) fn run_party<B: GpuBackend, T: Transport>(
     };
     let start = Instant::now();
     let mut p = Party::setup_with(backend, transport, manifest.fixed, manifest.keys)?;
+    p.set_truncation(manifest.truncation);
     let mut outcome = PartyOutcome {
         data: None,
         revealed: None,

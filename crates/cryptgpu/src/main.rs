@@ -24,7 +24,7 @@ use cryptgpu_nn::data::{Normalization, Split};
 use cryptgpu_nn::model::Model;
 use cryptgpu_nn::optim::{Sgd, SgdConfig};
 use cryptgpu_nn::{onnx, plain, weights, zoo};
-use cryptgpu_share::KeySource;
+use cryptgpu_share::{KeySource, Truncation};
 use cryptgpu_transport::PartyId;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -206,6 +206,11 @@ struct InferArgs {
     /// Fractional bits of the fixed-point encoding (default 16).
     #[arg(long)]
     frac_bits: Option<u64>,
+    /// How products are truncated back to f fractional bits: exact (never off by more than
+    /// one unit; the default) or probabilistic (ABY3's, fewer bytes, rarely wrong by a huge
+    /// amount; see the README).
+    #[arg(long, value_parser = parse_truncation)]
+    truncation: Option<Truncation>,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -236,11 +241,16 @@ struct TrainArgs {
     /// masks (public). Default 0.
     #[arg(long)]
     seed: Option<u64>,
-    /// Fractional bits of the fixed-point encoding (default 16). At 16 a truncated product
-    /// near 1 fails with odds 2^-31; at 20, 2^-23, often enough over the millions of
-    /// products of a CNN's batch to wreck its training (see the README).
+    /// Fractional bits of the fixed-point encoding (default 16; 20 to 26 for deeper
+    /// networks).
     #[arg(long)]
     frac_bits: Option<u64>,
+    /// How products are truncated back to f fractional bits: exact (the default) or
+    /// probabilistic (a truncated product near 1 fails with odds 2^-31 at f = 16 and 2^-23
+    /// at f = 20, often enough over the millions of products of a CNN's batch to wreck its
+    /// training; see the README).
+    #[arg(long, value_parser = parse_truncation)]
+    truncation: Option<Truncation>,
     /// Save the trained model (revealed to the model owner only): .safetensors (PyTorch
     /// names) or .onnx. [model owner]
     #[arg(long)]
@@ -283,6 +293,7 @@ fn run(cli: Cli) -> Result<()> {
                 reveal: None,
                 batch: Some(50),
                 frac_bits: Some(16),
+                truncation: None,
                 run: RunArgs {
                     backend,
                     json,
@@ -341,6 +352,19 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The fixed-point format and truncation mode of a job, for its JSON report.
+fn number_format(m: &manifest::Manifest) -> serde_json::Map<String, serde_json::Value> {
+    let mut map = serde_json::Map::new();
+    map.insert("frac_bits".into(), serde_json::json!(m.fixed.frac_bits()));
+    map.insert("truncation".into(), serde_json::json!(m.truncation.name()));
+    map
+}
+
+/// Parses `--truncation`.
+fn parse_truncation(s: &str) -> std::result::Result<Truncation, String> {
+    s.parse()
+}
+
 /// A progress bar on stderr, hidden when stderr is not a terminal.
 pub(crate) fn progress(len: u64, what: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
@@ -362,6 +386,7 @@ fn infer_options(args: &InferArgs) -> Options {
         batch: args.batch,
         frac_bits: args.frac_bits,
         reveal: args.reveal,
+        truncation: args.truncation,
         ..Options::default()
     }
 }
@@ -377,6 +402,7 @@ fn train_options(args: &TrainArgs) -> Options {
         weight_decay: args.weight_decay,
         seed: args.seed,
         reveal: None,
+        truncation: args.truncation,
     }
 }
 
@@ -534,15 +560,16 @@ fn infer_in_process(model: Model, data: DataSpec, args: &InferArgs, what: &str) 
         write_predictions(path, &data.names, revealed)?;
     }
     if args.run.json {
-        println!("{}", report.json(serde_json::Map::new()));
+        println!("{}", report.json(number_format(m)));
     } else {
         println!(
             "Private {} inference on {} {what}: three parties in one process, backend {}, \
-             fixed point with {} fractional bits, revealing the {}.",
+             fixed point with {} fractional bits and {} truncation, revealing the {}.",
             reference.name(),
             report.samples,
             report.backend,
             m.fixed.frac_bits(),
+            m.truncation,
             m.reveal,
         );
         report.print();
@@ -623,15 +650,19 @@ fn train_in_process(model: Model, data: DataSpec, args: &TrainArgs) -> Result<()
             serde_json::json!(plain_accuracy),
         );
         extra.insert("train_samples".into(), serde_json::json!(train.len()));
+        extra.extend(number_format(m));
         println!("{}", report.json(extra));
     } else {
         println!(
-            "Private training of {} on {} examples, {} epoch(s), batch {}, backend {}:",
+            "Private training of {} on {} examples, {} epoch(s), batch {}, backend {}, {} \
+             fractional bits, {} truncation:",
             trained.name(),
             train.len(),
             m.epochs,
             m.batch,
-            report.backend
+            report.backend,
+            m.fixed.frac_bits(),
+            m.truncation,
         );
         for (e, (a, p)) in accuracy.iter().zip(&plain_accuracy).enumerate() {
             println!(

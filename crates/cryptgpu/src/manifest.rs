@@ -15,7 +15,7 @@ use cryptgpu_backend::{Conv2dParams, Pool2dParams};
 use cryptgpu_nn::data::Normalization;
 use cryptgpu_nn::model::{Model, Node, Op};
 use cryptgpu_ring::FixedPoint;
-use cryptgpu_share::KeySource;
+use cryptgpu_share::{KeySource, Truncation};
 use cryptgpu_transport::{PartyId, Peer, Transport};
 use serde_json::{Map, Value, json};
 
@@ -23,7 +23,7 @@ use crate::jobs::Roles;
 
 /// The version of the job protocol (manifest, then the jobs' message sequence); parties
 /// must run the same one.
-pub(crate) const PROTOCOL_VERSION: u64 = 1;
+pub(crate) const PROTOCOL_VERSION: u64 = 2;
 
 /// The largest proposal or manifest a party accepts, in bytes.
 const MAX_MANIFEST_BYTES: usize = 16 << 20;
@@ -114,6 +114,8 @@ pub(crate) struct Options {
     pub(crate) weight_decay: Option<f64>,
     /// Seed of the example order and the dropout masks (public).
     pub(crate) seed: Option<u64>,
+    /// How fixed-point values are truncated.
+    pub(crate) truncation: Option<Truncation>,
 }
 
 /// What the data owner tells the others about its data.
@@ -176,6 +178,8 @@ pub(crate) struct Manifest {
     pub(crate) fixed: FixedPoint,
     /// What inference reveals.
     pub(crate) reveal: Reveal,
+    /// How fixed-point values are truncated.
+    pub(crate) truncation: Truncation,
     /// Training epochs.
     pub(crate) epochs: u64,
     /// Learning rate.
@@ -533,6 +537,7 @@ fn options_json(o: &Options) -> Value {
     put("momentum", o.momentum.map(|v| json!(v)));
     put("weight_decay", o.weight_decay.map(|v| json!(v)));
     put("seed", o.seed.map(|v| json!(v)));
+    put("truncation", o.truncation.map(|v| json!(v.name())));
     Value::Object(m)
 }
 
@@ -549,6 +554,7 @@ fn parse_options(v: &Value, who: &str) -> Result<Options> {
             "momentum",
             "weight_decay",
             "seed",
+            "truncation",
         ]
         .contains(&key.as_str())
         {
@@ -576,6 +582,14 @@ fn parse_options(v: &Value, who: &str) -> Result<Options> {
         momentum: opt_f("momentum")?,
         weight_decay: opt_f("weight_decay")?,
         seed: opt_u("seed")?,
+        truncation: o
+            .get("truncation")
+            .map(|v| {
+                v.as_str()
+                    .and_then(|s| s.parse::<Truncation>().ok())
+                    .with_context(|| format!("{what}: `truncation` is {v}"))
+            })
+            .transpose()?,
     })
 }
 
@@ -860,6 +874,7 @@ pub(crate) fn merge(proposals: &[Proposal; 3]) -> Result<Manifest> {
     let momentum = merged(proposals, "momentum", |o| o.momentum, 0.9)?;
     let weight_decay = merged(proposals, "weight_decay", |o| o.weight_decay, 0.0)?;
     let seed = merged(proposals, "seed", |o| o.seed, 0)?;
+    let truncation = merged(proposals, "truncation", |o| o.truncation, Truncation::Exact)?;
     let test_count = match job {
         JobKind::Infer => 0,
         JobKind::Train => {
@@ -901,6 +916,7 @@ pub(crate) fn merge(proposals: &[Proposal; 3]) -> Result<Manifest> {
         "momentum": momentum,
         "weight_decay": weight_decay,
         "seed": seed,
+        "truncation": truncation.name(),
     });
     Ok(Manifest {
         job,
@@ -918,6 +934,7 @@ pub(crate) fn merge(proposals: &[Proposal; 3]) -> Result<Manifest> {
         momentum,
         weight_decay,
         seed,
+        truncation,
         keys,
         canonical,
     })
@@ -1099,6 +1116,7 @@ mod tests {
         let m = merge(&through_json(&p)).unwrap();
         assert_eq!(m.batch, 5);
         assert_eq!(m.fixed.frac_bits(), 16);
+        assert_eq!(m.truncation, Truncation::Exact);
         assert_eq!(m.reveal, Reveal::Class);
         assert_eq!(m.count, 10);
         assert_eq!(m.input_shape, [1, 4, 4]);
@@ -1123,6 +1141,13 @@ mod tests {
             "`batch`: P0 says 32, P1 says 64",
         );
         check(&|p| p[1].options.frac_bits = Some(99), "`frac_bits` is 99");
+        check(
+            &|p| {
+                p[0].options.truncation = Some(Truncation::Exact);
+                p[2].options.truncation = Some(Truncation::Probabilistic);
+            },
+            "`truncation`: P0 says exact, P2 says probabilistic",
+        );
         check(&|p| p[2].job = JobKind::Train, "`job`");
         check(&|p| p[2].keys = KeySource::InsecureSeeded(1), "`keys`");
         check(&|p| p[1].roles.model_owner = PartyId::P2, "`roles`");

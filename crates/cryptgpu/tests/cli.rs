@@ -93,6 +93,31 @@ fn infer_and_train_on_a_data_directory() {
         "--json",
     ]));
     check_report(&v, 16);
+    assert_eq!(v["truncation"], "exact", "exact truncation is the default");
+    // Probabilistic truncation, chosen per job.
+    let v = json_of(&cryptgpu(&[
+        "infer",
+        "--model",
+        "lenet",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--data",
+        d,
+        "--limit",
+        "8",
+        "--frac-bits",
+        "20",
+        "--truncation",
+        "probabilistic",
+        "--backend",
+        "cpu",
+        "--json",
+    ]));
+    check_report(&v, 8);
+    assert_eq!(
+        (v["truncation"].as_str(), v["frac_bits"].as_u64()),
+        (Some("probabilistic"), Some(20))
+    );
     let saved = dir.join("secureml.safetensors");
     let v = json_of(&cryptgpu(&[
         "train",
@@ -162,6 +187,19 @@ fn bad_input_gives_clear_errors() {
     assert!(
         unknown.contains("lenet7") && unknown.contains("secureml"),
         "{unknown}"
+    );
+    let mode = error_of(&[
+        "infer",
+        "--model",
+        "lenet",
+        "--dataset",
+        "synthetic",
+        "--truncation",
+        "sometimes",
+    ]);
+    assert!(
+        mode.contains("exact") && mode.contains("probabilistic"),
+        "{mode}"
     );
     let weights = assets().join("lenet-mnist.safetensors");
     let wrong = error_of(&[

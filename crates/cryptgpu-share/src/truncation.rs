@@ -1,0 +1,368 @@
+//! Fixed-point truncation in two modes: [`Truncation::Exact`] (the default: never wrong by
+//! more than one unit for inputs in its range) and [`Truncation::Probabilistic`] (ABY3's
+//! Π_trunc1, which fails with a small probability). Every truncation of the crate goes
+//! through here: [`Party::truncate`], [`Party::truncate_by`], [`Party::mul_public_fixed`],
+//! [`Party::div_public`] and the fused products ([`Party::product_truncated`] and the
+//! `*_fixed` ops).
+//!
+//! # The 2-out-of-2 view
+//!
+//! A sharing z = z0 + z1 + z2 is seen as A + B with A = z0 + z1 (known to P0) and B = z2
+//! (known to P1 and P2). A fused product gets there in one round: P1 sends its term z1 to
+//! P0, and P2 sends z2 to P1. A value that is already 2-out-of-3 shared needs no message,
+//! but it is first re-randomised with a value s that all three parties draw from their
+//! common key: (A − s, B + s). Without that, B is not uniform when z is a constant sharing
+//! (B = 0) or the output of an earlier truncation (B = y2 is small or correlated with z),
+//! and the probabilistic mode fails far more often than its bound (for example
+//! `constant(−1024)` then `mul_public_fixed(0.5)` failed on every element). It costs no
+//! message.
+//!
+//! # Probabilistic (ABY3 Π_trunc1)
+//!
+//! Shares read as unsigned, A' = ⌊A / 2^f⌋ and B' = −⌊−B / 2^f⌋; then y2 = B' (P1, P2),
+//! y1 = r from k1 (P0, P1) and y0 = A' − r, which P0 sends to P2. For |z| < 2^ℓ (as a ring
+//! integer, i.e. at 2f fractional bits for a product) the result is ⌊z/2^f⌋ or ⌊z/2^f⌋ + 1,
+//! except with probability at most 2^(ℓ+1−64), when it is off by about 2^(64−f): A + B
+//! wraps around 2^64 only when the uniform A lands in a window of width |z|.
+//!
+//! # Exact (the wrap from the top bits)
+//!
+//! **Range:** z ∈ [−2^62, 2^62) as a signed ring integer (a product at 2f fractional bits
+//! of real magnitude below 2^(62−2f): 2^30 at f = 16, 2^22 at f = 20, 2^14 at f = 24). For
+//! every such z, whatever the shares, the result is ⌊z/2^f⌋ or ⌊z/2^f⌋ + 1, never anything
+//! else.
+//!
+//! **Derivation.** P0 adds the public offset 2^62: A* = A + 2^62, so that
+//! z* = z + 2^62 ∈ [0, 2^63). Read A*, B ∈ [0, 2^64) as integers and write
+//! A* = a·2^63 + A_lo, B = b·2^63 + B_lo with bits a, b and A_lo, B_lo < 2^63. Then
+//! A_lo + B_lo = c·2^63 + L for a bit c and L < 2^63, and
+//!
+//! A* + B = 2^63·(a + b + c) + L = z* + 2^64·w
+//!
+//! for the wrap w ∈ {0, 1}. Both L and z* are below 2^63, so reducing mod 2^63 gives L = z*,
+//! and then a + b + c = 2w. So a + b + c is 0 or 2: if w = 0 then a = b = 0, and if w = 1
+//! then a or b is 1 (c alone cannot make 2). Hence **w = a ∨ b = a + b − a·b**: the wrap is
+//! known from the two top bits, which sit at different parties, with no carry chain.
+//!
+//! Dividing, with 2^f | 2^64:
+//!
+//! ⌊z*/2^f⌋ = ⌊A*/2^f⌋ + ⌊B/2^f⌋ + c_f − 2^(64−f)·(a + b − a·b),
+//!
+//! where c_f ∈ {0, 1} is the carry out of the low f bits of A* + B. Since
+//! ⌊A*/2^f⌋ − 2^(64−f)·a is the arithmetic (signed) shift sar(A*, f), and likewise for B,
+//! and ⌊z/2^f⌋ = ⌊z*/2^f⌋ − 2^(62−f) for f ≤ 62, the protocol computes
+//!
+//! R = sar(A*, f) + sar(B, f) + 2^(64−f)·a·b − 2^(62−f) + 1 = ⌊z/2^f⌋ + (1 − c_f).
+//!
+//! So R ∈ {⌊z/2^f⌋, ⌊z/2^f⌋ + 1}. The "+ 1" makes the rounding unbiased: with A uniform
+//! (which the re-randomisation ensures), c_f = 0 with probability (z mod 2^f + 1)/2^f, so
+//! the mean of R is z/2^f + 2^-f, the same stochastic rounding as the probabilistic mode.
+//!
+//! **The product a·b.** a is known to P0, b to P1 and P2. With K = 2^(64−f), P1 and P2
+//! each obtain K·a·b minus a mask the other one knows, by a one-message correlated choice
+//! (P0 sends a masked a, the holder of the other mask sends b times that mask):
+//! - from k0 (P0, P2): x1, σ1; from k1 (P0, P1): x2, σ2, u;
+//! - P0 sends e1 = a + x1 to P1 and e2 = a + x2 to P2;
+//! - P2 sends h1 = K·b·x1 + σ1 to P1, and P1 sends h2 = K·b·x2 + σ2 to P2;
+//! - P1 computes v1 = K·b·e1 − h1 = K·a·b − σ1; P2 computes v2 = K·b·e2 − h2 = K·a·b − σ2.
+//!
+//! The result's shares: y2 = sar(B, f) + K·a·b − σ1 − σ2, which P1 computes as
+//! sar(B, f) + v1 − σ2 and P2 as sar(B, f) + v2 − σ1; y1 = u (P0, P1);
+//! y0 = sar(A*, f) − 2^(62−f) + 1 + σ1 + σ2 − u, which P0 sends to P2 with e2.
+//!
+//! **Privacy.** Every message is masked by a uniform value its receiver lacks: P1 gets
+//! e1 (mask x1 from k0) and h1 (mask σ1 from k0); P2 gets e2 (x2), h2 (σ2) and y0 (u; σ2
+//! and x2 are used once each, so the three masks are independent). P0 receives nothing.
+//! P1 and P2 know b anyway; a reaches them only under masks.
+//!
+//! # Cost (n elements; bytes sent per party)
+//!
+//! | protocol | rounds | P0 | P1 | P2 |
+//! | --- | --- | --- | --- | --- |
+//! | probabilistic truncation | 1 | 8·n | 0 | 0 |
+//! | exact truncation | 1 | 24·n | 8·n | 8·n |
+//! | probabilistic fused product | 2 | 8·n | 8·n | 8·n |
+//! | exact fused product | 2 | 24·n | 16·n | 16·n |
+//!
+//! Both modes take the same rounds: in the fused product, P2 sends h1 with its product term
+//! in the first round (b is the top bit of its own term), and P1 sends h2 in the second,
+//! beside P0's messages. Only e1 and e2 mod 2^f matter (everything they touch is multiplied
+//! by K), so they could be packed into f bits each; they travel as full words today.
+
+use crate::{Party, Result, Rss, ShareError};
+use cryptgpu_backend::{DeviceTensor, GpuBackend, ShiftOp};
+use cryptgpu_transport::{PartyId, Peer, Transport};
+use std::fmt;
+use std::str::FromStr;
+
+/// How fixed-point values are truncated (see the module docs for both protocols, their
+/// guarantees and their costs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Truncation {
+    /// Off by at most one unit in the last place for every input in [−2^62, 2^62) (at 2f
+    /// fractional bits for a product); no failure probability. Same rounds as
+    /// probabilistic, about three times the bytes of the truncation step.
+    #[default]
+    Exact,
+    /// ABY3's Π_trunc1: off by at most one unit, except with probability 2^(ℓ+1−64) for
+    /// |z| < 2^ℓ, when the result is off by about 2^(64−f).
+    Probabilistic,
+}
+
+impl Truncation {
+    /// Both modes.
+    pub const ALL: [Truncation; 2] = [Truncation::Exact, Truncation::Probabilistic];
+
+    /// The mode's name on the command line and in job manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::Probabilistic => "probabilistic",
+        }
+    }
+}
+
+impl fmt::Display for Truncation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Truncation {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown truncation `{s}`: choose `exact` or `probabilistic`"))
+    }
+}
+
+/// Exact truncation handles |z| < 2^62 (the offset 2^62 must keep z + 2^62 below 2^63).
+pub const EXACT_RANGE_BITS: u32 = 62;
+
+/// The PRG streams of one exact truncation: the masked bits x, the masks σ, and u.
+#[derive(Clone, Copy)]
+struct ExactStreams {
+    x: u64,
+    sigma: u64,
+    u: u64,
+}
+
+impl<B: GpuBackend, T: Transport> Party<B, T> {
+    /// The 2-out-of-2 view (A at P0, B at P1 and P2) of a 2-out-of-3 sharing, re-randomised
+    /// by a common random s: A − s at P0, B + s at P1 and P2. No message.
+    pub(crate) fn split_for_truncation(&mut self, z: &Rss<B>) -> Result<B::Tensor> {
+        let s = self.random_common(z.shape())?;
+        let b = self.backend();
+        Ok(match self.id().index() {
+            0 => b.sub(&b.add(&z.own, &z.next)?, &s)?,
+            1 => b.add(&z.next, &s)?,
+            _ => b.add(&z.own, &s)?,
+        })
+    }
+
+    /// Truncates the 2-out-of-2 view `part` by `bits` in this party's mode. One round.
+    pub(crate) fn truncate_split(&mut self, part: B::Tensor, bits: u32) -> Result<Rss<B>> {
+        match self.truncation() {
+            Truncation::Probabilistic => self.finish_probabilistic(part, bits),
+            Truncation::Exact => {
+                let streams = self.exact_streams(bits)?;
+                if self.id() == PartyId::P2 {
+                    let h1 = self.exact_mask_message(&part, streams, bits)?;
+                    self.send_tensor(Peer::Prev, &h1)?;
+                }
+                self.finish_exact(part, bits, streams, None)
+            }
+        }
+    }
+
+    /// The fused end of a truncated product from this party's 3-out-of-3 term `z`: P1 sends
+    /// z1 to P0 and P2 sends z2 to P1 (with h1 in exact mode), then the truncation. Two
+    /// rounds in either mode.
+    pub(crate) fn reshare_truncated(&mut self, z: B::Tensor) -> Result<Rss<B>> {
+        const OP: &str = "product_truncated";
+        let f = self.fixed().frac_bits();
+        let exact = match self.truncation() {
+            Truncation::Exact => Some(self.exact_streams(f)?),
+            Truncation::Probabilistic => None,
+        };
+        let shape = z.shape().to_vec();
+        let (part, h1) = match self.id().index() {
+            0 => {
+                let z1 = self.recv_tensor(OP, Peer::Next, &shape)?;
+                (self.backend().add(&z, &z1)?, None)
+            }
+            1 => {
+                self.send_tensor(Peer::Prev, &z)?;
+                match exact {
+                    None => (self.recv_tensor(OP, Peer::Next, &shape)?, None),
+                    Some(_) => {
+                        let mut got = self.recv_tensors(OP, Peer::Next, &[&shape, &shape])?;
+                        let h1 = got.pop().expect("two tensors");
+                        (got.pop().expect("two tensors"), Some(h1))
+                    }
+                }
+            }
+            _ => {
+                match exact {
+                    None => self.send_tensor(Peer::Prev, &z)?,
+                    Some(streams) => {
+                        let h1 = self.exact_mask_message(&z, streams, f)?;
+                        self.send_tensors(Peer::Prev, &[&z, &h1])?;
+                    }
+                }
+                (z, None)
+            }
+        };
+        match exact {
+            None => self.finish_probabilistic(part, f),
+            Some(streams) => self.finish_exact(part, f, streams, h1),
+        }
+    }
+
+    /// Π_trunc1's last step. `part` is A at P0 and B at P1 and P2. With A' = ⌊A / 2^f⌋ and
+    /// B' = −⌊−B / 2^f⌋ (shares read as unsigned), the result is y2 = B' (P1, P2), y1 = r
+    /// from k1 (P0, P1), y0 = A' − r, sent by P0 to P2.
+    fn finish_probabilistic(&mut self, part: B::Tensor, f: u32) -> Result<Rss<B>> {
+        let stream = self.step();
+        let shape = part.shape().to_vec();
+        let b = self.backend();
+        if self.id() == PartyId::P0 {
+            let r = self.random_with_next(&shape, stream)?;
+            let y0 = b.sub(&b.shift(ShiftOp::RightLogical, &part, f)?, &r)?;
+            self.send_tensor(Peer::Prev, &y0)?;
+            return Rss::from_shares(y0, r);
+        }
+        let y2 = b.neg(&b.shift(ShiftOp::RightLogical, &b.neg(&part)?, f)?)?;
+        if self.id() == PartyId::P1 {
+            let r = self.random_with_prev(&shape, stream)?;
+            Rss::from_shares(r, y2)
+        } else {
+            let y0 = self.recv_tensor("truncate", Peer::Next, &shape)?;
+            Rss::from_shares(y2, y0)
+        }
+    }
+
+    /// The streams of one exact truncation by `bits`, after checking that the shift is one
+    /// exact truncation supports (1 to 62 bits).
+    fn exact_streams(&mut self, bits: u32) -> Result<ExactStreams> {
+        if !(1..=EXACT_RANGE_BITS).contains(&bits) {
+            return Err(ShareError::Argument {
+                op: "truncate (exact)",
+                why: format!(
+                    "cannot shift by {bits} bits exactly (1 to {EXACT_RANGE_BITS}); use \
+                     probabilistic truncation"
+                ),
+            });
+        }
+        Ok(ExactStreams {
+            x: self.step(),
+            sigma: self.step(),
+            u: self.step(),
+        })
+    }
+
+    /// K·b·x + σ for this party's B (b its top bit, K = 2^(64−bits)) and the masks it shares
+    /// with the party that receives it: h1 (P2 → P1, masks from k0) or h2 (P1 → P2, k1).
+    fn exact_mask_message(
+        &self,
+        part: &B::Tensor,
+        streams: ExactStreams,
+        bits: u32,
+    ) -> Result<B::Tensor> {
+        let shape = part.shape();
+        let (x, sigma) = if self.id() == PartyId::P2 {
+            (
+                self.random_with_next(shape, streams.x)?,
+                self.random_with_next(shape, streams.sigma)?,
+            )
+        } else {
+            (
+                self.random_with_prev(shape, streams.x)?,
+                self.random_with_prev(shape, streams.sigma)?,
+            )
+        };
+        let b = self.backend();
+        let kb = self.scaled_top_bit(part, bits)?;
+        Ok(b.add(&b.mul(&kb, &x)?, &sigma)?)
+    }
+
+    /// K·t for the top bit t of every element, K = 2^(64−bits): the top bit moved to bit
+    /// 64 − bits.
+    fn scaled_top_bit(&self, part: &B::Tensor, bits: u32) -> Result<B::Tensor> {
+        let b = self.backend();
+        let top = b.shift(ShiftOp::RightLogical, part, 63)?;
+        Ok(b.shift(ShiftOp::Left, &top, 64 - bits)?)
+    }
+
+    /// The exact truncation of the module docs, from `part` (A at P0, B at P1 and P2). P2
+    /// has already sent h1; P1 passes it when it came with the fused product's message
+    /// (`None`: it comes alone).
+    fn finish_exact(
+        &mut self,
+        part: B::Tensor,
+        bits: u32,
+        streams: ExactStreams,
+        h1: Option<B::Tensor>,
+    ) -> Result<Rss<B>> {
+        const OP: &str = "truncate (exact)";
+        let shape = part.shape().to_vec();
+        let b = self.backend().clone();
+        match self.id().index() {
+            0 => {
+                let shifted = b.add_scalar(&part, 1 << EXACT_RANGE_BITS)?;
+                let top = b.shift(ShiftOp::RightLogical, &shifted, 63)?;
+                let x1 = self.random_with_prev(&shape, streams.x)?;
+                let sigma1 = self.random_with_prev(&shape, streams.sigma)?;
+                let x2 = self.random_with_next(&shape, streams.x)?;
+                let sigma2 = self.random_with_next(&shape, streams.sigma)?;
+                let u = self.random_with_next(&shape, streams.u)?;
+                let e1 = b.add(&top, &x1)?;
+                let e2 = b.add(&top, &x2)?;
+                let correction = 1u64.wrapping_sub(1 << (EXACT_RANGE_BITS - bits));
+                let own_part = b.add_scalar(
+                    &b.shift(ShiftOp::RightArithmetic, &shifted, bits)?,
+                    correction,
+                )?;
+                let y0 = b.sub(&b.add(&own_part, &b.add(&sigma1, &sigma2)?)?, &u)?;
+                self.send_tensor(Peer::Next, &e1)?;
+                self.send_tensors(Peer::Prev, &[&e2, &y0])?;
+                Rss::from_shares(y0, u)
+            }
+            1 => {
+                let h2 = self.exact_mask_message(&part, streams, bits)?;
+                self.send_tensor(Peer::Next, &h2)?;
+                let sigma2 = self.random_with_prev(&shape, streams.sigma)?;
+                let u = self.random_with_prev(&shape, streams.u)?;
+                let e1 = self.recv_tensor(OP, Peer::Prev, &shape)?;
+                let h1 = match h1 {
+                    Some(h1) => h1,
+                    None => self.recv_tensor(OP, Peer::Next, &shape)?,
+                };
+                let kb = self.scaled_top_bit(&part, bits)?;
+                let v1 = b.sub(&b.mul(&kb, &e1)?, &h1)?;
+                let y2 = b.sub(
+                    &b.add(&b.shift(ShiftOp::RightArithmetic, &part, bits)?, &v1)?,
+                    &sigma2,
+                )?;
+                Rss::from_shares(u, y2)
+            }
+            _ => {
+                let sigma1 = self.random_with_next(&shape, streams.sigma)?;
+                let mut got = self.recv_tensors(OP, Peer::Next, &[&shape, &shape])?;
+                let y0 = got.pop().expect("two tensors");
+                let e2 = got.pop().expect("two tensors");
+                let h2 = self.recv_tensor(OP, Peer::Prev, &shape)?;
+                let kb = self.scaled_top_bit(&part, bits)?;
+                let v2 = b.sub(&b.mul(&kb, &e2)?, &h2)?;
+                let y2 = b.sub(
+                    &b.add(&b.shift(ShiftOp::RightArithmetic, &part, bits)?, &v2)?,
+                    &sigma1,
+                )?;
+                Rss::from_shares(y2, y0)
+            }
+        }
+    }
+}
