@@ -50,6 +50,13 @@ pub struct Party<B: GpuBackend, T: Transport> {
     /// the leak.
     #[cfg(test)]
     pub(crate) insecure_skip_zero_sharing: bool,
+    /// Test hook: exact truncation without the masks x1, x2 of the bits it sends, to show
+    /// that the privacy test detects the leak.
+    #[cfg(test)]
+    pub(crate) insecure_skip_truncation_masks: bool,
+    /// Test hook: every message received, in order, when `Some`.
+    #[cfg(test)]
+    pub(crate) received: Option<Vec<Vec<u64>>>,
 }
 
 impl<B: GpuBackend, T: Transport> Party<B, T> {
@@ -115,6 +122,10 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
             truncation: Truncation::default(),
             #[cfg(test)]
             insecure_skip_zero_sharing: false,
+            #[cfg(test)]
+            insecure_skip_truncation_masks: false,
+            #[cfg(test)]
+            received: None,
         })
     }
 
@@ -234,6 +245,10 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         shapes: &[&[usize]],
     ) -> Result<Vec<B::Tensor>> {
         let words = self.net.recv_u64s(peer)?;
+        #[cfg(test)]
+        if let Some(log) = &mut self.received {
+            log.push(words.clone());
+        }
         let expected: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
         if words.len() != expected {
             return Err(ShareError::UnexpectedMessage {
@@ -261,6 +276,10 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         shape: &[usize],
     ) -> Result<B::Tensor> {
         let words = self.net.recv_u64s(peer)?;
+        #[cfg(test)]
+        if let Some(log) = &mut self.received {
+            log.push(words.clone());
+        }
         let expected: usize = shape.iter().product();
         if words.len() != expected {
             return Err(ShareError::UnexpectedMessage {

@@ -1,6 +1,7 @@
 //! Privacy checks that can fail: what one party receives in share, mul, truncation and
 //! binary AND must be distributed the same for two very different secrets, and turning off
-//! the zero sharing of products (or the XOR zero sharing of AND) must make the check fail.
+//! the zero sharing of products (or the XOR zero sharing of AND, or the masks of the exact
+//! truncation's bits) must make the check fail.
 //!
 //! Each element of a large tensor is an independent run. From a party's view (its shares and
 //! what it received) the test computes a statistic per element and compares the histograms
@@ -151,5 +152,51 @@ fn without_the_zero_sharing_the_product_leaks_and_the_test_sees_it() {
     assert!(
         chi > THRESHOLD,
         "without β the AND view must differ between secrets (chi-square {chi:.1})"
+    );
+}
+
+/// P1's view of one exact truncation of `z` (an RSS with z0 = z at P0): per element, the low
+/// bit of what P1 received as e1 (P0's masked top bit a) beside the top 3 bits of the B
+/// it holds. Unmasked, a = msb(z + 2^62 − B) ties B to z and the histograms differ.
+fn exact_truncation_view(z: u64, masked: bool) -> [u64; BINS] {
+    let out = run_local_3pc(|t| {
+        let mut p = Party::setup(CpuBackend::new(), t, FixedPoint::default()).unwrap();
+        p.insecure_skip_truncation_masks = !masked;
+        let b = *p.backend();
+        let secret = b.full(&[RUNS], z).unwrap();
+        let x = p.constant(&secret).unwrap();
+        p.received = Some(Vec::new());
+        let part = p.split_for_truncation(&x).unwrap();
+        let t = p.truncate_split(part.clone(), 20).unwrap();
+        let received = p.received.take().unwrap();
+        (b.download(&part).unwrap(), received, download(&p, &t))
+    })
+    .unwrap();
+    // P1 received e1 from P0 and h1 from P2 (in an order the transport does not fix): e1
+    // is the one of the two messages from P0, the first one P1 waits for.
+    let (part, received, _) = &out[1];
+    let e1 = &received[0];
+    histogram((0..RUNS).map(|i| (e1[i] & 1) | ((part[i] >> 61) << 1)))
+}
+
+#[test]
+fn exact_truncation_reveals_nothing_and_the_test_sees_a_missing_mask() {
+    // z = ∓2^61: a = msb(z + 2^62 − B) says which half-range B is in relative to z.
+    let (low, high) = ((1u64 << 61).wrapping_neg(), 1u64 << 61);
+    let chi = chi_square(
+        &exact_truncation_view(low, true),
+        &exact_truncation_view(high, true),
+    );
+    assert!(
+        chi < THRESHOLD,
+        "exact truncation: P1's view tells the secrets apart (chi-square {chi:.1})"
+    );
+    let chi = chi_square(
+        &exact_truncation_view(low, false),
+        &exact_truncation_view(high, false),
+    );
+    assert!(
+        chi > THRESHOLD,
+        "without its masks the exact truncation's view must differ (chi-square {chi:.1})"
     );
 }

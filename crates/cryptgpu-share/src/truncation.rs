@@ -319,6 +319,12 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                 let x2 = self.random_with_next(&shape, streams.x)?;
                 let sigma2 = self.random_with_next(&shape, streams.sigma)?;
                 let u = self.random_with_next(&shape, streams.u)?;
+                #[cfg(test)]
+                let (x1, x2) = if self.insecure_skip_truncation_masks {
+                    (b.zeros(&shape)?, b.zeros(&shape)?)
+                } else {
+                    (x1, x2)
+                };
                 let e1 = b.add(&top, &x1)?;
                 let e2 = b.add(&top, &x2)?;
                 let correction = 1u64.wrapping_sub(1 << (EXACT_RANGE_BITS - bits));
