@@ -949,3 +949,41 @@ fn truncation_of_truncated_values_and_constants_holds_its_bound() {
         }
     }
 }
+
+/// A per-call mode: `with_truncation` truncates in the mode it is given (its bytes say
+/// which) and restores the job's mode afterwards.
+#[test]
+fn a_per_call_mode_applies_to_that_call_only() {
+    let n = 64usize;
+    let out = run3(FixedPoint::default(), |p| {
+        let x = p.constant_f64(&vec![1.5; n], &[n])?;
+        let before = p.stats();
+        let probabilistic = p.with_truncation(Truncation::Probabilistic, |p| {
+            assert_eq!(p.truncation(), Truncation::Probabilistic);
+            p.mul_public_fixed(&x, 0.5)
+        })?;
+        let middle = p.stats();
+        let exact = p.mul_public_fixed(&x, 0.5)?;
+        let after = p.stats();
+        Ok((
+            p.truncation(),
+            middle.since(&before).total_bytes_sent(),
+            after.since(&middle).total_bytes_sent(),
+            p.reveal_f64(&probabilistic)?,
+            p.reveal_f64(&exact)?,
+        ))
+    });
+    let e = 8 * n as u64;
+    for (i, (mode, per_call, job, a, b)) in out.iter().enumerate() {
+        assert_eq!(*mode, Truncation::Exact, "P{i}: the job's mode is restored");
+        let (want_call, want_job) = if i == 0 { (e, 3 * e) } else { (0, e) };
+        assert_eq!(
+            (*per_call, *job),
+            (want_call, want_job),
+            "P{i}: bytes of the per-call and the job's truncation"
+        );
+        for v in a.iter().chain(b) {
+            assert!((v - 0.75).abs() < 1e-5, "P{i}: 1.5 · 0.5 = {v}");
+        }
+    }
+}

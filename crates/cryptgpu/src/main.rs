@@ -53,6 +53,9 @@ enum Command {
         /// Classify only the first N bundled digits.
         #[arg(long)]
         limit: Option<usize>,
+        /// Truncation: exact (the default) or probabilistic.
+        #[arg(long, value_parser = parse_truncation)]
+        truncation: Option<Truncation>,
         /// Print one JSON object at the end instead of the table.
         #[arg(long)]
         json: bool,
@@ -275,6 +278,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo {
             backend,
             limit,
+            truncation,
             json,
         } => {
             party::on_interrupt(None);
@@ -293,7 +297,7 @@ fn run(cli: Cli) -> Result<()> {
                 reveal: None,
                 batch: Some(50),
                 frac_bits: Some(16),
-                truncation: None,
+                truncation,
                 run: RunArgs {
                     backend,
                     json,
