@@ -142,6 +142,13 @@ impl FromStr for Truncation {
 /// Exact truncation handles |z| < 2^62 (the offset 2^62 must keep z + 2^62 below 2^63).
 pub const EXACT_RANGE_BITS: u32 = 62;
 
+/// What a party already has when the exact truncation's last step starts: P1 the h1 that
+/// came with the fused product's message, P2 the σ1 of the h1 it sent.
+struct Early<B: GpuBackend> {
+    h1: Option<B::Tensor>,
+    sigma1: Option<B::Tensor>,
+}
+
 /// The PRG streams of one exact truncation: the masked bits x, the masks σ, and u.
 #[derive(Clone, Copy)]
 struct ExactStreams {
@@ -169,11 +176,14 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
             Truncation::Probabilistic => self.finish_probabilistic(part, bits),
             Truncation::Exact => {
                 let streams = self.exact_streams(bits)?;
-                if self.id() == PartyId::P2 {
-                    let h1 = self.exact_mask_message(&part, streams, bits)?;
+                let sigma1 = if self.id() == PartyId::P2 {
+                    let (h1, sigma1) = self.exact_mask_message(&part, streams, bits)?;
                     self.send_tensor(Peer::Prev, &h1)?;
-                }
-                self.finish_exact(part, bits, streams, None)
+                    Some(sigma1)
+                } else {
+                    None
+                };
+                self.finish_exact(part, bits, streams, Early { h1: None, sigma1 })
             }
         }
     }
@@ -189,36 +199,49 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
             Truncation::Probabilistic => None,
         };
         let shape = z.shape().to_vec();
-        let (part, h1) = match self.id().index() {
+        let none = Early {
+            h1: None,
+            sigma1: None,
+        };
+        let (part, early) = match self.id().index() {
             0 => {
                 let z1 = self.recv_tensor(OP, Peer::Next, &shape)?;
-                (self.backend().add(&z, &z1)?, None)
+                (self.backend().add(&z, &z1)?, none)
             }
             1 => {
                 self.send_tensor(Peer::Prev, &z)?;
                 match exact {
-                    None => (self.recv_tensor(OP, Peer::Next, &shape)?, None),
+                    None => (self.recv_tensor(OP, Peer::Next, &shape)?, none),
                     Some(_) => {
                         let mut got = self.recv_tensors(OP, Peer::Next, &[&shape, &shape])?;
                         let h1 = got.pop().expect("two tensors");
-                        (got.pop().expect("two tensors"), Some(h1))
+                        let early = Early {
+                            h1: Some(h1),
+                            sigma1: None,
+                        };
+                        (got.pop().expect("two tensors"), early)
                     }
                 }
             }
-            _ => {
-                match exact {
-                    None => self.send_tensor(Peer::Prev, &z)?,
-                    Some(streams) => {
-                        let h1 = self.exact_mask_message(&z, streams, f)?;
-                        self.send_tensors(Peer::Prev, &[&z, &h1])?;
-                    }
+            _ => match exact {
+                None => {
+                    self.send_tensor(Peer::Prev, &z)?;
+                    (z, none)
                 }
-                (z, None)
-            }
+                Some(streams) => {
+                    let (h1, sigma1) = self.exact_mask_message(&z, streams, f)?;
+                    self.send_tensors(Peer::Prev, &[&z, &h1])?;
+                    let early = Early {
+                        h1: None,
+                        sigma1: Some(sigma1),
+                    };
+                    (z, early)
+                }
+            },
         };
         match exact {
             None => self.finish_probabilistic(part, f),
-            Some(streams) => self.finish_exact(part, f, streams, h1),
+            Some(streams) => self.finish_exact(part, f, streams, early),
         }
     }
 
@@ -266,12 +289,13 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
 
     /// K·b·x + σ for this party's B (b its top bit, K = 2^(64−bits)) and the masks it shares
     /// with the party that receives it: h1 (P2 → P1, masks from k0) or h2 (P1 → P2, k1).
+    /// Returns the message and σ, which the party needs again for its share.
     fn exact_mask_message(
         &self,
         part: &B::Tensor,
         streams: ExactStreams,
         bits: u32,
-    ) -> Result<B::Tensor> {
+    ) -> Result<(B::Tensor, B::Tensor)> {
         let shape = part.shape();
         let (x, sigma) = if self.id() == PartyId::P2 {
             (
@@ -286,7 +310,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         };
         let b = self.backend();
         let kb = self.scaled_top_bit(part, bits)?;
-        Ok(b.add(&b.mul(&kb, &x)?, &sigma)?)
+        Ok((b.add(&b.mul(&kb, &x)?, &sigma)?, sigma))
     }
 
     /// K·t for the top bit t of every element, K = 2^(64−bits): the top bit moved to bit
@@ -298,14 +322,14 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     }
 
     /// The exact truncation of the module docs, from `part` (A at P0, B at P1 and P2). P2
-    /// has already sent h1; P1 passes it when it came with the fused product's message
-    /// (`None`: it comes alone).
+    /// has already sent h1 and passes its σ1; P1 passes h1 when it came with the fused
+    /// product's message (else h1 comes alone).
     fn finish_exact(
         &mut self,
         part: B::Tensor,
         bits: u32,
         streams: ExactStreams,
-        h1: Option<B::Tensor>,
+        early: Early<B>,
     ) -> Result<Rss<B>> {
         const OP: &str = "truncate (exact)";
         let shape = part.shape().to_vec();
@@ -338,12 +362,11 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                 Rss::from_shares(y0, u)
             }
             1 => {
-                let h2 = self.exact_mask_message(&part, streams, bits)?;
+                let (h2, sigma2) = self.exact_mask_message(&part, streams, bits)?;
                 self.send_tensor(Peer::Next, &h2)?;
-                let sigma2 = self.random_with_prev(&shape, streams.sigma)?;
                 let u = self.random_with_prev(&shape, streams.u)?;
                 let e1 = self.recv_tensor(OP, Peer::Prev, &shape)?;
-                let h1 = match h1 {
+                let h1 = match early.h1 {
                     Some(h1) => h1,
                     None => self.recv_tensor(OP, Peer::Next, &shape)?,
                 };
@@ -356,7 +379,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                 Rss::from_shares(u, y2)
             }
             _ => {
-                let sigma1 = self.random_with_next(&shape, streams.sigma)?;
+                let sigma1 = early.sigma1.expect("P2 sent h1 first");
                 let mut got = self.recv_tensors(OP, Peer::Next, &[&shape, &shape])?;
                 let y0 = got.pop().expect("two tensors");
                 let e2 = got.pop().expect("two tensors");
