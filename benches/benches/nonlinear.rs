@@ -1,13 +1,14 @@
 //! Private non-linear protocols on the CPU backend, three parties in one process: ReLU on
-//! 10^4, 10^5 and 10^6 elements, 2×2 max-pooling, softmax over 10 classes and BatchNorm
-//! training (forward with batch statistics and backward), with each run's bytes sent per
-//! party and rounds printed beside the bench id.
+//! 10^4, 10^5 and 10^6 elements, 2×2 max-pooling, and in both truncation modes softmax
+//! over 10 classes and BatchNorm training (forward with batch statistics and backward), with
+//! each run's bytes sent per party and rounds printed beside the bench id.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use cryptgpu_benches::{
-    BatchNormTrain, MaxPool2x2, Measured, SoftmaxRows, private_relu, run_private,
+    BatchNormTrain, MaxPool2x2, Measured, SoftmaxRows, WithTruncation, private_relu, run_private,
 };
 use cryptgpu_cpu::CpuBackend;
+use cryptgpu_share::Truncation;
 use std::time::Duration;
 
 fn report(id: &str, elements: usize, m: Measured) {
@@ -48,29 +49,35 @@ fn nonlinear(c: &mut Criterion) {
     group.bench_function("max_pool2x2/8x64x32x32", |bench| {
         bench.iter_custom(|iters| run_private(&cpu, &shape, iters, &MaxPool2x2).time);
     });
-    // Softmax over 10 classes for a batch of 128.
-    let rows = 128;
-    report(
-        "cpu/private/softmax10/128",
-        rows,
-        run_private(&cpu, &[rows, 10], 0, &SoftmaxRows),
-    );
-    group.throughput(Throughput::Elements(rows as u64));
-    group.bench_function("softmax10/128", |bench| {
-        bench.iter_custom(|iters| run_private(&cpu, &[rows, 10], iters, &SoftmaxRows).time);
-    });
-    // BatchNorm training, forward and backward, on a 64-channel 16×16 batch of 32.
-    let shape = [32usize, 64, 16, 16];
-    let elements = shape.iter().product();
-    report(
-        "cpu/private/batchnorm_train/32x64x16x16",
-        elements,
-        run_private(&cpu, &shape, 0, &BatchNormTrain),
-    );
-    group.throughput(Throughput::Elements(elements as u64));
-    group.bench_function("batchnorm_train/32x64x16x16", |bench| {
-        bench.iter_custom(|iters| run_private(&cpu, &shape, iters, &BatchNormTrain).time);
-    });
+    for mode in Truncation::ALL {
+        // Softmax over 10 classes for a batch of 128.
+        let rows = 128;
+        let softmax = WithTruncation(mode, SoftmaxRows);
+        let id = format!("softmax10/{mode}/128");
+        report(
+            &format!("cpu/private/{id}"),
+            rows,
+            run_private(&cpu, &[rows, 10], 0, &softmax),
+        );
+        group.throughput(Throughput::Elements(rows as u64));
+        group.bench_function(&id, |bench| {
+            bench.iter_custom(|iters| run_private(&cpu, &[rows, 10], iters, &softmax).time);
+        });
+        // BatchNorm training, forward and backward, on a 64-channel 16×16 batch of 32.
+        let shape = [32usize, 64, 16, 16];
+        let elements = shape.iter().product();
+        let batchnorm = WithTruncation(mode, BatchNormTrain);
+        let id = format!("batchnorm_train/{mode}/32x64x16x16");
+        report(
+            &format!("cpu/private/{id}"),
+            elements,
+            run_private(&cpu, &shape, 0, &batchnorm),
+        );
+        group.throughput(Throughput::Elements(elements as u64));
+        group.bench_function(&id, |bench| {
+            bench.iter_custom(|iters| run_private(&cpu, &shape, iters, &batchnorm).time);
+        });
+    }
     group.finish();
 }
 

@@ -7,7 +7,7 @@ use cryptgpu_nn::private::{batchnorm_backward, batchnorm_forward_train};
 use cryptgpu_nonlinear::{SoftmaxOptions, max_pool2d, relu, softmax};
 use cryptgpu_ring::FixedPoint;
 use cryptgpu_share::Rss;
-use cryptgpu_share::{KeySource, Party};
+use cryptgpu_share::{KeySource, Party, Truncation};
 use cryptgpu_transport::Transport;
 use cryptgpu_transport::{CommStats, PartyId, run_local_3pc};
 use std::time::{Duration, Instant};
@@ -83,6 +83,19 @@ pub trait PrivateOp: Sync {
         p: &mut Party<B, T>,
         x: &Rss<B>,
     ) -> cryptgpu_nonlinear::Result<()>;
+}
+
+/// An op run with truncations in a given mode (the parties' default is exact).
+pub struct WithTruncation<O>(pub Truncation, pub O);
+
+impl<O: PrivateOp> PrivateOp for WithTruncation<O> {
+    fn run<B: GpuBackend, T: Transport>(
+        &self,
+        p: &mut Party<B, T>,
+        x: &Rss<B>,
+    ) -> cryptgpu_nonlinear::Result<()> {
+        p.with_truncation(self.0, |p| self.1.run(p, x))
+    }
 }
 
 /// ReLU.

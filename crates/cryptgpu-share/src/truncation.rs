@@ -84,9 +84,12 @@
 //! | probabilistic fused product | 2 | 8·n | 8·n | 8·n |
 //! | exact fused product | 2 | 24·n | 16·n | 16·n |
 //!
-//! Both modes take the same rounds: in the fused product, P2 sends h1 with its product term
-//! in the first round (b is the top bit of its own term), and P1 sends h2 in the second,
-//! beside P0's messages. Only e1 and e2 mod 2^f matter (everything they touch is multiplied
+//! One truncation or fused product takes the same rounds in both modes: in the fused
+//! product, P2 sends h1 with its product term in the first round (b is the top bit of its
+//! own term), and P1 sends h2 in the second, beside P0's messages. In a chain of protocols
+//! the probabilistic mode overlaps more (its only message goes from P0 to P2, so P1 moves on
+//! at once), so composites such as softmax take more rounds in exact mode (84 against 70
+//! over 10 classes; see `cryptgpu_nonlinear::cost`). Only e1 and e2 mod 2^f matter (everything they touch is multiplied
 //! by K), so they could be packed into f bits each; they travel as full words today.
 
 use crate::{Party, Result, Rss, ShareError};
