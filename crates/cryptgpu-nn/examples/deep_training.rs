@@ -24,6 +24,7 @@ use cryptgpu_nn::Tensor;
 use cryptgpu_nn::data::synthetic;
 use cryptgpu_nn::optim::{Sgd, SgdConfig};
 use cryptgpu_nn::private::{PrivateSgd, SharedModel, share_input};
+use cryptgpu_nn::suite::onehot;
 use cryptgpu_nn::{plain, zoo};
 use cryptgpu_ring::FixedPoint;
 use cryptgpu_share::{KeySource, Party, Truncation};
@@ -100,7 +101,7 @@ fn run() -> Result<bool> {
         let mine = p.id() == data_owner;
         let mut logits = Vec::new();
         for (s, (x, labels)) in batches.iter().enumerate() {
-            let hot = onehot(labels, classes)?;
+            let hot = onehot(labels, classes);
             let sx = share_input(&mut p, data_owner, mine.then_some(x), x.shape())?;
             let sy = share_input(&mut p, data_owner, mine.then_some(&hot), hot.shape())?;
             let out = shared.train_step(&mut p, &mut opt, &sx, &sy, s as u64)?;
@@ -156,13 +157,4 @@ fn run() -> Result<bool> {
         }
     );
     Ok(within)
-}
-
-/// One-hot rows `[N, classes]`.
-fn onehot(labels: &[usize], classes: usize) -> Result<Tensor> {
-    let mut hot = vec![0.0; labels.len() * classes];
-    for (i, &l) in labels.iter().enumerate() {
-        hot[i * classes + l] = 1.0;
-    }
-    Ok(Tensor::new(&[labels.len(), classes], hot)?)
 }

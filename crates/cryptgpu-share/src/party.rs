@@ -275,21 +275,8 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         peer: Peer,
         shape: &[usize],
     ) -> Result<B::Tensor> {
-        let words = self.net.recv_u64s(peer)?;
-        #[cfg(test)]
-        if let Some(log) = &mut self.received {
-            log.push(words.clone());
-        }
-        let expected: usize = shape.iter().product();
-        if words.len() != expected {
-            return Err(ShareError::UnexpectedMessage {
-                op,
-                peer: self.id.neighbour(peer),
-                expected,
-                got: words.len(),
-            });
-        }
-        Ok(self.backend.upload(&words, shape)?)
+        let mut tensors = self.recv_tensors(op, peer, &[shape])?;
+        Ok(tensors.pop().expect("one shape, one tensor"))
     }
 }
 

@@ -146,10 +146,18 @@ impl FromStr for Truncation {
 pub const EXACT_RANGE_BITS: u32 = 62;
 
 /// What a party already has when the exact truncation's last step starts: P1 the h1 that
-/// came with the fused product's message, P2 the σ1 of the h1 it sent.
+/// came with the fused product's message, P2 the h1 it sent.
 struct Early<B: GpuBackend> {
     h1: Option<B::Tensor>,
-    sigma1: Option<B::Tensor>,
+    sent: Option<MaskMessage<B>>,
+}
+
+/// The message K·b·x + σ that P1 (h2) or P2 (h1) sends, with what the sender needs again
+/// for its share: σ and K·b.
+struct MaskMessage<B: GpuBackend> {
+    message: B::Tensor,
+    sigma: B::Tensor,
+    scaled_bit: B::Tensor,
 }
 
 /// The PRG streams of one exact truncation: the masked bits x, the masks σ, and u.
@@ -179,14 +187,14 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
             Truncation::Probabilistic => self.finish_probabilistic(part, bits),
             Truncation::Exact => {
                 let streams = self.exact_streams(bits)?;
-                let sigma1 = if self.id() == PartyId::P2 {
-                    let (h1, sigma1) = self.exact_mask_message(&part, streams, bits)?;
-                    self.send_tensor(Peer::Prev, &h1)?;
-                    Some(sigma1)
+                let sent = if self.id() == PartyId::P2 {
+                    let h1 = self.exact_mask_message(&part, streams, bits)?;
+                    self.send_tensor(Peer::Prev, &h1.message)?;
+                    Some(h1)
                 } else {
                     None
                 };
-                self.finish_exact(part, bits, streams, Early { h1: None, sigma1 })
+                self.finish_exact(part, bits, streams, Early { h1: None, sent })
             }
         }
     }
@@ -204,7 +212,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         let shape = z.shape().to_vec();
         let none = Early {
             h1: None,
-            sigma1: None,
+            sent: None,
         };
         let (part, early) = match self.id().index() {
             0 => {
@@ -220,7 +228,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                         let h1 = got.pop().expect("two tensors");
                         let early = Early {
                             h1: Some(h1),
-                            sigma1: None,
+                            sent: None,
                         };
                         (got.pop().expect("two tensors"), early)
                     }
@@ -232,11 +240,11 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                     (z, none)
                 }
                 Some(streams) => {
-                    let (h1, sigma1) = self.exact_mask_message(&z, streams, f)?;
-                    self.send_tensors(Peer::Prev, &[&z, &h1])?;
+                    let h1 = self.exact_mask_message(&z, streams, f)?;
+                    self.send_tensors(Peer::Prev, &[&z, &h1.message])?;
                     let early = Early {
                         h1: None,
-                        sigma1: Some(sigma1),
+                        sent: Some(h1),
                     };
                     (z, early)
                 }
@@ -292,13 +300,12 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
 
     /// K·b·x + σ for this party's B (b its top bit, K = 2^(64−bits)) and the masks it shares
     /// with the party that receives it: h1 (P2 → P1, masks from k0) or h2 (P1 → P2, k1).
-    /// Returns the message and σ, which the party needs again for its share.
     fn exact_mask_message(
         &self,
         part: &B::Tensor,
         streams: ExactStreams,
         bits: u32,
-    ) -> Result<(B::Tensor, B::Tensor)> {
+    ) -> Result<MaskMessage<B>> {
         let shape = part.shape();
         let (x, sigma) = if self.id() == PartyId::P2 {
             (
@@ -312,16 +319,30 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
             )
         };
         let b = self.backend();
-        let kb = self.scaled_top_bit(part, bits)?;
-        Ok((b.add(&b.mul(&kb, &x)?, &sigma)?, sigma))
+        // K·b: the top bit moved to bit 64 − bits.
+        let top = b.shift(ShiftOp::RightLogical, part, 63)?;
+        let scaled_bit = b.shift(ShiftOp::Left, &top, 64 - bits)?;
+        Ok(MaskMessage {
+            message: b.add(&b.mul(&scaled_bit, &x)?, &sigma)?,
+            sigma,
+            scaled_bit,
+        })
     }
 
-    /// K·t for the top bit t of every element, K = 2^(64−bits): the top bit moved to bit
-    /// 64 − bits.
-    fn scaled_top_bit(&self, part: &B::Tensor, bits: u32) -> Result<B::Tensor> {
+    /// P1's and P2's share y2 = sar(B, bits) + (K·b·e − h) − σ', from the masked bit e and
+    /// the mask message h it received and the σ' of the message it sent.
+    fn exact_shared_part(
+        &self,
+        part: &B::Tensor,
+        bits: u32,
+        sent: &MaskMessage<B>,
+        e: &B::Tensor,
+        h: &B::Tensor,
+    ) -> Result<B::Tensor> {
         let b = self.backend();
-        let top = b.shift(ShiftOp::RightLogical, part, 63)?;
-        Ok(b.shift(ShiftOp::Left, &top, 64 - bits)?)
+        let cross = b.sub(&b.mul(&sent.scaled_bit, e)?, h)?;
+        let shifted = b.shift(ShiftOp::RightArithmetic, part, bits)?;
+        Ok(b.sub(&b.add(&shifted, &cross)?, &sent.sigma)?)
     }
 
     /// The exact truncation of the module docs, from `part` (A at P0, B at P1 and P2). P2
@@ -365,34 +386,24 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                 Rss::from_shares(y0, u)
             }
             1 => {
-                let (h2, sigma2) = self.exact_mask_message(&part, streams, bits)?;
-                self.send_tensor(Peer::Next, &h2)?;
+                let h2 = self.exact_mask_message(&part, streams, bits)?;
+                self.send_tensor(Peer::Next, &h2.message)?;
                 let u = self.random_with_prev(&shape, streams.u)?;
                 let e1 = self.recv_tensor(OP, Peer::Prev, &shape)?;
                 let h1 = match early.h1 {
                     Some(h1) => h1,
                     None => self.recv_tensor(OP, Peer::Next, &shape)?,
                 };
-                let kb = self.scaled_top_bit(&part, bits)?;
-                let v1 = b.sub(&b.mul(&kb, &e1)?, &h1)?;
-                let y2 = b.sub(
-                    &b.add(&b.shift(ShiftOp::RightArithmetic, &part, bits)?, &v1)?,
-                    &sigma2,
-                )?;
+                let y2 = self.exact_shared_part(&part, bits, &h2, &e1, &h1)?;
                 Rss::from_shares(u, y2)
             }
             _ => {
-                let sigma1 = early.sigma1.expect("P2 sent h1 first");
+                let h1 = early.sent.expect("P2 sent h1 first");
                 let mut got = self.recv_tensors(OP, Peer::Next, &[&shape, &shape])?;
                 let y0 = got.pop().expect("two tensors");
                 let e2 = got.pop().expect("two tensors");
                 let h2 = self.recv_tensor(OP, Peer::Prev, &shape)?;
-                let kb = self.scaled_top_bit(&part, bits)?;
-                let v2 = b.sub(&b.mul(&kb, &e2)?, &h2)?;
-                let y2 = b.sub(
-                    &b.add(&b.shift(ShiftOp::RightArithmetic, &part, bits)?, &v2)?,
-                    &sigma1,
-                )?;
+                let y2 = self.exact_shared_part(&part, bits, &h1, &e2, &h2)?;
                 Rss::from_shares(y2, y0)
             }
         }

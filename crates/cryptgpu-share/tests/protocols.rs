@@ -832,6 +832,7 @@ fn exact_truncation_is_never_off_by_more_than_one_unit() {
         // A public multiple of a truncated value, c = ±0.75 or ±0.01: z·c stays in range.
         let c = [0.75, -0.01, -0.75, 0.01][chunk as usize % 4];
         let c_enc = fixed.encode(c).unwrap();
+        let shift = [1, 62, 33, 7][chunk as usize % 4];
         let out = run3(fixed, |p| {
             let b = *p.backend();
             let mine = (p.id() == PartyId::P0).then(|| b.upload(&z, &[n]).unwrap());
@@ -842,7 +843,7 @@ fn exact_truncation_is_never_off_by_more_than_one_unit() {
             let fused = p.mul_fixed(&shared, &one)?;
             let twice = p.truncate(&once)?;
             let multiple = p.mul_public_fixed(&once, c)?;
-            let by_bits = p.truncate_by(&shared, [1, 62, 33, 7][chunk as usize % 4])?;
+            let by_bits = p.truncate_by(&shared, shift)?;
             [once, constant, fused, twice, multiple, by_bits]
                 .iter()
                 .map(|t| p.reveal(t))
@@ -851,7 +852,6 @@ fn exact_truncation_is_never_off_by_more_than_one_unit() {
         let [once, constant, fused, twice, multiple, by_bits] =
             <[Vec<u64>; 6]>::try_from(out[0].clone()).unwrap();
         let scaled: Vec<u64> = once.iter().map(|t| t.wrapping_mul(c_enc)).collect();
-        let shift = [1, 62, 33, 7][chunk as usize % 4];
         for (what, got, input, bits) in [
             ("a fresh sharing", &once, &z, f),
             ("a constant", &constant, &z, f),
