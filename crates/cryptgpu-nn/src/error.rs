@@ -87,16 +87,14 @@ pub enum NnError {
     #[error("ONNX: {0}")]
     Onnx(String),
     /// An ONNX node whose op is not in the supported layer set.
-    #[error(
-        "ONNX: unsupported op `{op}` in node `{node}`; supported ops: Conv, Gemm, MatMul, Relu, \
-         MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape, Add, BatchNormalization, \
-         Softmax, Dropout, Identity, Constant"
-    )]
+    #[error("ONNX: unsupported op `{op}` in node `{node}`; supported ops: {supported}")]
     UnsupportedOnnxOp {
         /// The op type.
         op: String,
         /// The node's name (or its first output when unnamed).
         node: String,
+        /// The op types the importer takes.
+        supported: String,
     },
     /// A data set's files are not where they were looked for.
     #[error(

@@ -18,6 +18,7 @@
 
 pub mod data;
 mod error;
+pub mod layers;
 pub mod model;
 pub mod onnx;
 pub mod optim;

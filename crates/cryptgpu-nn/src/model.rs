@@ -21,158 +21,17 @@
 
 use std::collections::BTreeMap;
 
-use cryptgpu_backend::{Conv2dParams, Pool2dParams};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
 use crate::data::Normalization;
 use crate::error::{NnError, Result};
+pub use crate::layers::Op;
+use crate::layers::{Init, input::Input};
 use crate::tensor::Tensor;
 
 /// Index of a node in [`Model::nodes`].
 pub type NodeId = usize;
-
-/// What a node computes. Shapes are NCHW for images and `[N, features]` after `Flatten`.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Op {
-    /// The model's input `[N, ..input_shape]`; always node 0 and only there.
-    Input,
-    /// 2-d convolution, PyTorch semantics (cross-correlation, zero padding).
-    Conv2d {
-        /// Input channels `C`.
-        in_channels: usize,
-        /// Output channels `O`.
-        out_channels: usize,
-        /// Window `[kh, kw]`.
-        kernel: [usize; 2],
-        /// Stride, padding and groups.
-        params: Conv2dParams,
-        /// Whether the node has a `bias` parameter.
-        bias: bool,
-    },
-    /// `y = x W^T + b` on `[N, in]`.
-    Linear {
-        /// Input features.
-        in_features: usize,
-        /// Output features.
-        out_features: usize,
-        /// Whether the node has a `bias` parameter.
-        bias: bool,
-    },
-    /// `max(x, 0)` elementwise.
-    Relu,
-    /// Max over each window; padding never wins (it acts as -infinity).
-    MaxPool2d(Pool2dParams),
-    /// Mean over each window, dividing by the full window size even where it overlaps the
-    /// padding (PyTorch's default `count_include_pad=True`).
-    AvgPool2d(Pool2dParams),
-    /// Mean over all positions of each channel: `[N, C, H, W] -> [N, C, 1, 1]`.
-    GlobalAvgPool,
-    /// `[N, d1, d2, ...] -> [N, d1 * d2 * ...]`.
-    Flatten,
-    /// Elementwise sum of two inputs of the same shape (residual connection).
-    Add,
-    /// Per-channel normalisation. Inference: `(x - running_mean) / sqrt(running_var + eps)
-    /// * weight + bias`, an affine map ([`Model::batchnorm_affine`]). Training: batch
-    /// statistics over `N, H, W` (biased variance), and running statistics updated with
-    /// `momentum` (unbiased variance), as PyTorch does.
-    BatchNorm2d {
-        /// Channels `C`.
-        channels: usize,
-        /// Added to the variance.
-        eps: f64,
-        /// Weight of the new batch statistic in the running average.
-        momentum: f64,
-    },
-    /// Inference: identity. Training: zero each element with probability `p` and scale the
-    /// rest by `1 / (1 - p)`.
-    Dropout {
-        /// Drop probability, in `[0, 1)`.
-        p: f64,
-    },
-    /// Softmax over axis 1 of `[N, K]`; only as the model's output node. Losses take the
-    /// logits ([`Model::logits`]), not its value.
-    Softmax,
-}
-
-impl Op {
-    /// A short name for messages.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Op::Input => "Input",
-            Op::Conv2d { .. } => "Conv2d",
-            Op::Linear { .. } => "Linear",
-            Op::Relu => "ReLU",
-            Op::MaxPool2d(_) => "MaxPool2d",
-            Op::AvgPool2d(_) => "AvgPool2d",
-            Op::GlobalAvgPool => "GlobalAvgPool",
-            Op::Flatten => "Flatten",
-            Op::Add => "Add",
-            Op::BatchNorm2d { .. } => "BatchNorm2d",
-            Op::Dropout { .. } => "Dropout",
-            Op::Softmax => "Softmax",
-        }
-    }
-
-    /// How many inputs the op takes.
-    pub fn arity(&self) -> usize {
-        match self {
-            Op::Input => 0,
-            Op::Add => 2,
-            _ => 1,
-        }
-    }
-
-    /// The op's parameters: `(suffix, shape, kind)`, in PyTorch `state_dict` order.
-    pub fn param_specs(&self) -> Vec<(&'static str, Vec<usize>, ParamKind)> {
-        match *self {
-            Op::Conv2d {
-                in_channels,
-                out_channels,
-                kernel,
-                params,
-                bias,
-            } => {
-                let mut specs = vec![(
-                    "weight",
-                    vec![
-                        out_channels,
-                        in_channels / params.groups.max(1),
-                        kernel[0],
-                        kernel[1],
-                    ],
-                    ParamKind::Trainable,
-                )];
-                if bias {
-                    specs.push(("bias", vec![out_channels], ParamKind::Trainable));
-                }
-                specs
-            }
-            Op::Linear {
-                in_features,
-                out_features,
-                bias,
-            } => {
-                let mut specs = vec![(
-                    "weight",
-                    vec![out_features, in_features],
-                    ParamKind::Trainable,
-                )];
-                if bias {
-                    specs.push(("bias", vec![out_features], ParamKind::Trainable));
-                }
-                specs
-            }
-            Op::BatchNorm2d { channels, .. } => vec![
-                ("weight", vec![channels], ParamKind::Trainable),
-                ("bias", vec![channels], ParamKind::Trainable),
-                ("running_mean", vec![channels], ParamKind::Buffer),
-                ("running_var", vec![channels], ParamKind::Buffer),
-            ],
-            _ => Vec::new(),
-        }
-    }
-}
 
 /// Whether SGD trains a parameter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,18 +91,18 @@ impl Model {
         nodes: Vec<Node>,
         output: NodeId,
     ) -> Result<Self> {
-        if nodes.first().map(|n| &n.op) != Some(&Op::Input) {
+        if !matches!(nodes.first().map(|n| &n.op), Some(Op::Input(_))) {
             return Err(NnError::Graph("node 0 must be the Input".into()));
         }
         let mut names = std::collections::HashSet::new();
         for (id, node) in nodes.iter().enumerate() {
-            if id > 0 && node.op == Op::Input {
+            if id > 0 && matches!(node.op, Op::Input(_)) {
                 return Err(NnError::Graph(format!(
                     "node `{}` is a second Input",
                     node.name
                 )));
             }
-            if node.inputs.len() != node.op.arity() {
+            if !node.op.arity().accepts(node.inputs.len()) {
                 return Err(NnError::Graph(format!(
                     "node `{}` ({}) has {} inputs, expected {}",
                     node.name,
@@ -258,9 +117,10 @@ impl Model {
                     node.name
                 )));
             }
-            if node.op == Op::Softmax && id != output {
+            if node.op.is_output_activation() && id != output {
                 return Err(NnError::Graph(format!(
-                    "Softmax node `{}` is allowed only as the model output",
+                    "{} node `{}` is allowed only as the model output",
+                    node.op.kind(),
                     node.name
                 )));
             }
@@ -315,7 +175,7 @@ impl Model {
     /// The node holding the logits: the output, or the input of a final `Softmax`.
     pub fn logits(&self) -> NodeId {
         let out = &self.nodes[self.output];
-        if out.op == Op::Softmax {
+        if out.op.is_output_activation() {
             out.inputs[0]
         } else {
             self.output
@@ -356,11 +216,11 @@ impl Model {
     pub fn param_specs(&self) -> Vec<ParamSpec> {
         let mut specs = Vec::new();
         for (id, node) in self.nodes.iter().enumerate() {
-            for (suffix, shape, kind) in node.op.param_specs() {
+            for decl in node.op.params() {
                 specs.push(ParamSpec {
-                    name: format!("{}.{suffix}", node.name),
-                    shape,
-                    kind,
+                    name: format!("{}.{}", node.name, decl.suffix),
+                    shape: decl.shape,
+                    kind: decl.kind,
                     node: id,
                 });
             }
@@ -376,10 +236,10 @@ impl Model {
             .ok_or_else(|| NnError::MissingParameter {
                 expected: self.nodes[node]
                     .op
-                    .param_specs()
+                    .params()
                     .into_iter()
-                    .find(|(s, _, _)| *s == suffix)
-                    .map(|(_, shape, _)| shape)
+                    .find(|d| d.suffix == suffix)
+                    .map(|d| d.shape)
                     .unwrap_or_default(),
                 name,
                 context: String::new(),
@@ -446,36 +306,26 @@ impl Model {
     /// running variance 1. Each parameter has its own stream, so adding a layer does not
     /// change the others' values.
     pub fn init_params(&mut self, seed: u64) {
-        for spec in self.param_specs() {
-            let node = &self.nodes[spec.node];
-            let suffix = &spec.name[node.name.len() + 1..];
-            let count: usize = spec.shape.iter().product();
-            let data = match (&node.op, suffix) {
-                (Op::BatchNorm2d { .. }, "weight" | "running_var") => vec![1.0; count],
-                (Op::BatchNorm2d { .. }, _) => vec![0.0; count],
-                (op, _) => {
-                    let fan_in = match *op {
-                        Op::Conv2d {
-                            in_channels,
-                            kernel,
-                            params,
-                            ..
-                        } => in_channels / params.groups.max(1) * kernel[0] * kernel[1],
-                        Op::Linear { in_features, .. } => in_features,
-                        _ => 1,
-                    };
-                    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-                    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ fnv1a(&spec.name));
-                    (0..count)
-                        .map(|_| {
-                            let unit = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-                            (2.0 * unit - 1.0) * bound
-                        })
-                        .collect()
-                }
-            };
-            let tensor = Tensor::new(&spec.shape, data).expect("length matches the spec");
-            self.params.insert(spec.name, tensor);
+        for node in &self.nodes {
+            for decl in node.op.params() {
+                let name = format!("{}.{}", node.name, decl.suffix);
+                let count: usize = decl.shape.iter().product();
+                let data = match decl.init {
+                    Init::Constant(v) => vec![v; count],
+                    Init::Uniform { fan_in } => {
+                        let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+                        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ fnv1a(&name));
+                        (0..count)
+                            .map(|_| {
+                                let unit = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                                (2.0 * unit - 1.0) * bound
+                            })
+                            .collect()
+                    }
+                };
+                let tensor = Tensor::new(&decl.shape, data).expect("length matches the spec");
+                self.params.insert(name, tensor);
+            }
         }
     }
 
@@ -494,7 +344,9 @@ impl Model {
     /// The per-channel `(scale, shift)` of a BatchNorm node at inference:
     /// `scale = weight / sqrt(running_var + eps)`, `shift = bias - running_mean * scale`.
     pub fn batchnorm_affine(&self, node: NodeId) -> Result<(Vec<f64>, Vec<f64>)> {
-        let Op::BatchNorm2d { eps, .. } = self.nodes[node].op else {
+        let Op::BatchNorm2d(crate::layers::batchnorm::BatchNorm2d { eps, .. }) =
+            self.nodes[node].op
+        else {
             return Err(NnError::InvalidArgument(format!(
                 "node `{}` is not a BatchNorm2d",
                 self.nodes[node].name
@@ -527,9 +379,9 @@ impl Model {
         // For each BatchNorm to fold: its convolution.
         let mut folded_into: BTreeMap<NodeId, NodeId> = BTreeMap::new();
         for (id, node) in self.nodes.iter().enumerate() {
-            if let Op::BatchNorm2d { .. } = node.op {
+            if let Op::BatchNorm2d(_) = node.op {
                 let conv = node.inputs[0];
-                if matches!(self.nodes[conv].op, Op::Conv2d { .. })
+                if matches!(self.nodes[conv].op, Op::Conv2d(_))
                     && consumers[conv].len() == 1
                     && conv != self.output
                 {
@@ -568,8 +420,8 @@ impl Model {
                 );
                 let prefix = format!("{}.", node.name);
                 params.retain(|k, _| !k.starts_with(&prefix));
-                if let Op::Conv2d { bias, .. } = &mut nodes[new_id[conv]].op {
-                    *bias = true;
+                if let Op::Conv2d(c) = &mut nodes[new_id[conv]].op {
+                    c.bias = true;
                 }
                 continue;
             }
@@ -610,123 +462,18 @@ pub(crate) fn infer_shape(
     batch: usize,
     input_shape: &[usize],
 ) -> Result<Vec<usize>> {
-    let err = |message: String| NnError::Shape {
-        node: node.name.clone(),
-        op: node.op.kind(),
-        message,
-    };
-    let nchw = |shape: &[usize]| -> Result<[usize; 4]> {
-        <[usize; 4]>::try_from(shape)
-            .map_err(|_| err(format!("needs an [N, C, H, W] input, got {shape:?}")))
-    };
-    match &node.op {
-        Op::Input => {
-            let mut shape = vec![batch];
-            shape.extend_from_slice(input_shape);
-            Ok(shape)
-        }
-        Op::Conv2d {
-            in_channels,
-            out_channels,
-            kernel,
-            params,
-            ..
-        } => {
-            let [n, c, h, w] = nchw(inputs[0])?;
-            if c != *in_channels {
-                return Err(err(format!(
-                    "expects {in_channels} input channels, got input {:?}",
-                    inputs[0]
-                )));
-            }
-            let g = params.groups;
-            if g == 0 || c % g != 0 || out_channels % g != 0 {
-                return Err(err(format!(
-                    "groups {g} must divide in_channels {c} and out_channels {out_channels}"
-                )));
-            }
-            let oh = window_out(h, kernel[0], params.stride[0], params.padding[0]);
-            let ow = window_out(w, kernel[1], params.stride[1], params.padding[1]);
-            match (oh, ow) {
-                (Some(oh), Some(ow)) => Ok(vec![n, *out_channels, oh, ow]),
-                _ => Err(err(format!(
-                    "kernel {kernel:?} with stride {:?} and padding {:?} does not fit input {:?}",
-                    params.stride, params.padding, inputs[0]
-                ))),
-            }
-        }
-        Op::Linear {
-            in_features,
-            out_features,
-            ..
-        } => match inputs[0] {
-            [n, f] if f == in_features => Ok(vec![*n, *out_features]),
-            other => Err(err(format!(
-                "expects [N, {in_features}], got {other:?} (flatten first?)"
-            ))),
-        },
-        Op::Relu => Ok(inputs[0].to_vec()),
-        Op::Dropout { p } => {
-            if (0.0..1.0).contains(p) {
-                Ok(inputs[0].to_vec())
-            } else {
-                Err(err(format!("drop probability must be in [0, 1), got {p}")))
-            }
-        }
-        Op::MaxPool2d(p) | Op::AvgPool2d(p) => {
-            let [n, c, h, w] = nchw(inputs[0])?;
-            if p.padding[0] * 2 > p.kernel[0] || p.padding[1] * 2 > p.kernel[1] {
-                return Err(err(format!(
-                    "padding {:?} exceeds half the kernel {:?}",
-                    p.padding, p.kernel
-                )));
-            }
-            let oh = window_out(h, p.kernel[0], p.stride[0], p.padding[0]);
-            let ow = window_out(w, p.kernel[1], p.stride[1], p.padding[1]);
-            match (oh, ow) {
-                (Some(oh), Some(ow)) => Ok(vec![n, c, oh, ow]),
-                _ => Err(err(format!(
-                    "window {:?} with stride {:?} and padding {:?} does not fit input {:?}",
-                    p.kernel, p.stride, p.padding, inputs[0]
-                ))),
-            }
-        }
-        Op::GlobalAvgPool => {
-            let [n, c, _, _] = nchw(inputs[0])?;
-            Ok(vec![n, c, 1, 1])
-        }
-        Op::Flatten => match inputs[0] {
-            [n, rest @ ..] if !rest.is_empty() => Ok(vec![*n, rest.iter().product()]),
-            other => Err(err(format!("needs at least 2 axes, got {other:?}"))),
-        },
-        Op::Add => {
-            if inputs[0] == inputs[1] {
-                Ok(inputs[0].to_vec())
-            } else {
-                Err(err(format!(
-                    "inputs have different shapes {:?} and {:?}",
-                    inputs[0], inputs[1]
-                )))
-            }
-        }
-        Op::BatchNorm2d { channels, eps, .. } => {
-            let [_, c, _, _] = nchw(inputs[0])?;
-            if c != *channels {
-                return Err(err(format!(
-                    "expects {channels} channels, got input {:?}",
-                    inputs[0]
-                )));
-            }
-            if eps.is_nan() || *eps <= 0.0 {
-                return Err(err(format!("eps must be positive, got {eps}")));
-            }
-            Ok(inputs[0].to_vec())
-        }
-        Op::Softmax => match inputs[0] {
-            [n, k] => Ok(vec![*n, *k]),
-            other => Err(err(format!("needs [N, K], got {other:?}"))),
-        },
+    if let Op::Input(_) = node.op {
+        let mut shape = vec![batch];
+        shape.extend_from_slice(input_shape);
+        return Ok(shape);
     }
+    node.op
+        .output_shape(inputs)
+        .map_err(|message| NnError::Shape {
+            node: node.name.clone(),
+            op: node.op.kind(),
+            message,
+        })
 }
 
 /// Builds a model node by node; ids are handed out in order, so the graph is topological
@@ -748,7 +495,7 @@ impl GraphBuilder {
         Self {
             nodes: vec![Node {
                 name: "input".into(),
-                op: Op::Input,
+                op: Op::Input(Input),
                 inputs: Vec::new(),
             }],
         }
@@ -760,10 +507,10 @@ impl GraphBuilder {
     }
 
     /// Adds a node and returns its id.
-    pub fn add(&mut self, name: impl Into<String>, op: Op, inputs: &[NodeId]) -> NodeId {
+    pub fn add(&mut self, name: impl Into<String>, op: impl Into<Op>, inputs: &[NodeId]) -> NodeId {
         self.nodes.push(Node {
             name: name.into(),
-            op,
+            op: op.into(),
             inputs: inputs.to_vec(),
         });
         self.nodes.len() - 1
@@ -812,7 +559,7 @@ impl<'a> Sequential<'a> {
     }
 
     /// Appends a layer fed by the previous one.
-    pub fn push(&mut self, op: Op) -> &mut Self {
+    pub fn push(&mut self, op: impl Into<Op>) -> &mut Self {
         let name = if self.prefix.is_empty() {
             self.index.to_string()
         } else {

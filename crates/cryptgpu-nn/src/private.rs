@@ -8,76 +8,42 @@
 //! ([`SharedModel::classify`]): the arg-max is computed privately, so the data owner learns
 //! the predicted classes and nothing else of the logits.
 //!
-//! Layers map to protocols one to one: convolution and linear layers are fixed-point
-//! products (2 rounds); ReLU is the 10-round MSB-and-bit-injection protocol and keeps its
-//! DReLU bits for the backward pass; max-pooling is a tournament that keeps one-hot
-//! winners; average pooling is a public scaling. Dropout is the identity at inference; in
-//! training it multiplies by the same public masks as the plaintext executor
-//! ([`plain::dropout_mask`] from the step's seed): the masks depend on no secret, so the
-//! parties may all know them, and the product by a public tensor is local but for one
-//! truncation.
-//!
-//! BatchNorm has two forms. A model shared for inference ([`SharedModel::share`]) holds it
-//! as the affine map its owner computes in plaintext, folded into the preceding
-//! convolution where there is one. A model shared for training
-//! ([`SharedModel::share_for_training`]) holds its weight, bias and running statistics as
-//! shares: training normalises with the batch statistics (the mean by
-//! [`Party::div_public`], the variance from fused squares, 1/√(var + ε) by
-//! [`nl::inv_sqrt`] with [`BATCHNORM_INV_SQRT`]), backpropagates through them and updates
-//! the running statistics on shares; inference with such a model applies the running
-//! statistics, again through a private inverse square root.
+//! Each layer's private forward and backward pass lives with the layer (see
+//! [`crate::layers`]); this executor walks the graph, keeps what training needs and hands
+//! each node its inputs, parameters and gradient. BatchNorm's two forms (an affine map in a
+//! model shared for inference, batch statistics in one shared for training) are described
+//! in [`crate::layers::batchnorm`].
 
 use std::collections::BTreeMap;
 
+use std::any::Any;
+
 use cryptgpu_backend::GpuBackend;
 use cryptgpu_nonlinear as nl;
-use cryptgpu_share::Bilinear;
-use cryptgpu_share::{Party, Rss, SharedBits};
+use cryptgpu_share::{Party, Rss};
 use cryptgpu_transport::{PartyId, Transport};
 
 use crate::error::{NnError, Result};
-use crate::model::{Model, NodeId, Op, ParamKind, ParamSpec};
-use crate::optim::SgdConfig;
-use crate::plain;
-use crate::tensor::Tensor;
-
-/// The inverse square root of BatchNorm's variance + ε: 8 Newton iterations from CrypTen's
-/// initial guess, which take the relative error below 10^-5 (f = 20 limits it beyond) for
-/// var + ε in [0.01, 100], where 4 iterations need [0.1, 100]. Above 100 the iteration
-/// diverges. It runs on one value per channel, so the iterations cost rounds, not bytes.
-pub const BATCHNORM_INV_SQRT: nl::InvSqrtOptions = nl::InvSqrtOptions {
-    iterations: 8,
-    exp: nl::ExpOptions::DEFAULT,
+pub use crate::layers::batchnorm::{
+    BATCHNORM_INV_SQRT, BatchNormBatch, batchnorm_backward, batchnorm_forward_train,
 };
+use crate::layers::{PrivateBackCx, PrivateCx, Sharing};
+use crate::model::{Model, NodeId};
+use crate::optim::SgdConfig;
+use crate::tensor::Tensor;
 
 /// A model with secret-shared parameters, as one party holds it.
 pub struct SharedModel<B: GpuBackend> {
     model: Model,
     params: BTreeMap<String, Rss<B>>,
-    /// Whether BatchNorm nodes keep their own shared parameters and running statistics
-    /// ([`SharedModel::share_for_training`]) rather than a folded affine map.
-    trainable_batchnorm: bool,
-}
-
-/// What a training forward pass keeps for the backward pass, per node.
-enum Saved<B: GpuBackend> {
-    Nothing,
-    Input(Rss<B>),
-    Relu(SharedBits<B>),
-    MaxPool(nl::MaxPool<B>),
-    /// Dropout in training: the public mask (0 or 1/(1 − p), fixed point).
-    Dropout(B::Tensor),
-    /// BatchNorm with batch statistics: the normalised input and 1/√(var + ε) per channel.
-    BatchNorm {
-        xhat: Rss<B>,
-        inv_std: Rss<B>,
-    },
+    /// How the parameters were shared (BatchNorm: an affine map or its own statistics).
+    sharing: Sharing,
 }
 
 /// One training forward pass: each node's value and what its backward pass needs.
 pub struct PrivateForward<B: GpuBackend> {
     values: Vec<Option<Rss<B>>>,
-    saved: Vec<Saved<B>>,
+    saved: Vec<Option<Box<dyn Any>>>,
     /// In training: BatchNorm running statistics after this batch, by parameter name.
     running_stats: BTreeMap<String, Rss<B>>,
 }
@@ -116,27 +82,45 @@ impl<B: GpuBackend> SharedModel<B> {
     pub fn share<T: Transport>(p: &mut Party<B, T>, model: &Model, owner: PartyId) -> Result<Self> {
         let model = model.fold_batchnorm()?;
         let mine = p.id() == owner;
-        let mut params = share_params(p, &model, owner, |spec| {
-            spec.kind != ParamKind::Buffer
-                && !matches!(model.nodes()[spec.node].op, Op::BatchNorm2d { .. })
-        })?;
+        let mut params = BTreeMap::new();
         for (id, node) in model.nodes().iter().enumerate() {
-            if let Op::BatchNorm2d { channels, .. } = node.op {
-                let (scale, shift) = if mine {
-                    model.batchnorm_affine(id)?
-                } else {
-                    (vec![0.0; channels], vec![0.0; channels])
-                };
-                let scale = p.share_f64(owner, mine.then_some(&scale[..]), &[channels])?;
-                let shift = p.share_f64(owner, mine.then_some(&shift[..]), &[channels])?;
-                params.insert(format!("{}.scale", node.name), scale);
-                params.insert(format!("{}.shift", node.name), shift);
+            match node.op.inference_params() {
+                None => {
+                    for decl in node.op.params() {
+                        let name = format!("{}.{}", node.name, decl.suffix);
+                        let value =
+                            model
+                                .params
+                                .get(&name)
+                                .ok_or_else(|| NnError::MissingParameter {
+                                    name: name.clone(),
+                                    expected: decl.shape.clone(),
+                                    context: String::new(),
+                                })?;
+                        let shared = p.share_f64(owner, mine.then(|| value.data()), &decl.shape)?;
+                        params.insert(name, shared);
+                    }
+                }
+                Some(specs) => {
+                    let values = if mine {
+                        node.op.inference_values(&model, id)?
+                    } else {
+                        specs
+                            .iter()
+                            .map(|(_, s)| vec![0.0; s.iter().product()])
+                            .collect()
+                    };
+                    for ((suffix, shape), value) in specs.iter().zip(&values) {
+                        let shared = p.share_f64(owner, mine.then_some(&value[..]), shape)?;
+                        params.insert(format!("{}.{suffix}", node.name), shared);
+                    }
+                }
             }
         }
         Ok(Self {
             model,
             params,
-            trainable_batchnorm: false,
+            sharing: Sharing::Inference,
         })
     }
 
@@ -151,29 +135,30 @@ impl<B: GpuBackend> SharedModel<B> {
         model: &Model,
         owner: PartyId,
     ) -> Result<Self> {
-        let params = share_params(p, model, owner, |_| true)?;
+        let mine = p.id() == owner;
+        let mut params = BTreeMap::new();
+        for spec in model.param_specs() {
+            let value = model
+                .params
+                .get(&spec.name)
+                .ok_or_else(|| NnError::MissingParameter {
+                    name: spec.name.clone(),
+                    expected: spec.shape.clone(),
+                    context: String::new(),
+                })?;
+            let shared = p.share_f64(owner, mine.then(|| value.data()), &spec.shape)?;
+            params.insert(spec.name, shared);
+        }
         Ok(Self {
             model: model.clone(),
             params,
-            trainable_batchnorm: true,
+            sharing: Sharing::Training,
         })
     }
 
     /// The (folded) model structure.
     pub fn model(&self) -> &Model {
         &self.model
-    }
-
-    /// The shared parameter `"{node}.{suffix}"`.
-    fn param(&self, node: NodeId, suffix: &str) -> Result<&Rss<B>> {
-        let name = format!("{}.{suffix}", self.model.nodes()[node].name);
-        self.params
-            .get(&name)
-            .ok_or_else(|| NnError::MissingParameter {
-                name,
-                expected: Vec::new(),
-                context: " among the shared parameters".into(),
-            })
     }
 
     /// The private logits of a shared batch (inference: no state kept).
@@ -280,128 +265,36 @@ impl<B: GpuBackend> SharedModel<B> {
                 continue;
             };
             let node = &nodes[id];
-            let name = |suffix: &str| format!("{}.{suffix}", node.name);
-            let input_shape = fwd.values[node.inputs.first().copied().unwrap_or(0)]
-                .as_ref()
-                .map(|v| v.shape().to_vec())
-                .unwrap_or_default();
-            let mut into = |i: usize, g: Rss<B>, p: &Party<B, T>| -> Result<()> {
-                let target = node.inputs[i];
+            let shape_of = |i: NodeId| {
+                fwd.values[i]
+                    .as_ref()
+                    .map(|v| v.shape().to_vec())
+                    .ok_or_else(|| NnError::Graph(format!("`{}` lost a value", nodes[i].name)))
+            };
+            let input_shapes = node
+                .inputs
+                .iter()
+                .map(|&i| shape_of(i))
+                .collect::<Result<Vec<_>>>()?;
+            let mut cx = PrivateBackCx {
+                p: &mut *p,
+                node,
+                input_shapes,
+                out_shape: shape_of(id)?,
+                params: &self.params,
+                saved: fwd.saved[id].as_deref(),
+                grads: &mut grads,
+            };
+            let input_grads = node.op.private_backward(&mut cx, dy)?;
+            for (&target, g) in node.inputs.iter().zip(input_grads) {
+                let Some(g) = g else { continue };
+                if target == 0 {
+                    continue;
+                }
                 flowing[target] = Some(match flowing[target].take() {
                     Some(acc) => p.add(&acc, &g)?,
                     None => g,
                 });
-                Ok(())
-            };
-            match &node.op {
-                Op::Input | Op::Softmax => {}
-                Op::Conv2d {
-                    kernel,
-                    params,
-                    bias,
-                    ..
-                } => {
-                    let Saved::Input(x) = &fwd.saved[id] else {
-                        return Err(NnError::Graph(format!("`{}` kept no input", node.name)));
-                    };
-                    let w = self.param(id, "weight")?;
-                    let hw = [x.shape()[2], x.shape()[3]];
-                    let dw = p.product_truncated(
-                        Bilinear::Conv2dGradWeight {
-                            kernel_hw: *kernel,
-                            params: *params,
-                        },
-                        x,
-                        &dy,
-                    )?;
-                    grads.insert(name("weight"), dw);
-                    if *bias {
-                        let db = p.linear(&dy, |b, t| {
-                            b.sum_axis(&b.sum_axis(&b.sum_axis(t, 3)?, 2)?, 0)
-                        })?;
-                        grads.insert(name("bias"), db);
-                    }
-                    if node.inputs[0] != 0 {
-                        let dx = p.product_truncated(
-                            Bilinear::Conv2dGradInput {
-                                input_hw: hw,
-                                params: *params,
-                            },
-                            &dy,
-                            w,
-                        )?;
-                        into(0, dx, p)?;
-                    }
-                }
-                Op::Linear { bias, .. } => {
-                    let Saved::Input(x) = &fwd.saved[id] else {
-                        return Err(NnError::Graph(format!("`{}` kept no input", node.name)));
-                    };
-                    let dy_t = p.linear(&dy, |b, t| b.transpose(t, 0, 1))?;
-                    let dw = p.matmul_fixed(&dy_t, x)?;
-                    grads.insert(name("weight"), dw);
-                    if *bias {
-                        grads.insert(name("bias"), p.linear(&dy, |b, t| b.sum_axis(t, 0))?);
-                    }
-                    if node.inputs[0] != 0 {
-                        let dx = p.matmul_fixed(&dy, self.param(id, "weight")?)?;
-                        into(0, dx, p)?;
-                    }
-                }
-                Op::Relu => {
-                    let Saved::Relu(bits) = &fwd.saved[id] else {
-                        return Err(NnError::Graph(format!(
-                            "`{}` kept no DReLU bits",
-                            node.name
-                        )));
-                    };
-                    let dx = nl::relu_backward(p, &dy, bits)?;
-                    into(0, dx, p)?;
-                }
-                Op::MaxPool2d(_) => {
-                    let Saved::MaxPool(pool) = &fwd.saved[id] else {
-                        return Err(NnError::Graph(format!("`{}` kept no winners", node.name)));
-                    };
-                    let dx = nl::max_pool2d_backward(p, &dy, pool)?;
-                    into(0, dx, p)?;
-                }
-                Op::AvgPool2d(params) => {
-                    let dx = nl::avg_pool2d_backward(p, &dy, *params, &input_shape)?;
-                    into(0, dx, p)?;
-                }
-                Op::GlobalAvgPool => {
-                    let flat = p.linear(&dy, |b, t| b.reshape(t, &input_shape[..2]))?;
-                    let dx = nl::global_avg_pool_backward(p, &flat, &input_shape)?;
-                    into(0, dx, p)?;
-                }
-                Op::Flatten => {
-                    let dx = p.linear(&dy, |b, t| b.reshape(t, &input_shape))?;
-                    into(0, dx, p)?;
-                }
-                Op::Add => {
-                    into(0, dy.clone(), p)?;
-                    into(1, dy, p)?;
-                }
-                Op::Dropout { .. } => match &fwd.saved[id] {
-                    Saved::Dropout(mask) => {
-                        let dx = p.apply_public(Bilinear::Mul, &dy, mask)?;
-                        into(0, p.truncate(&dx)?, p)?
-                    }
-                    _ => into(0, dy, p)?,
-                },
-                Op::BatchNorm2d { .. } => {
-                    let Saved::BatchNorm { xhat, inv_std } = &fwd.saved[id] else {
-                        return Err(NnError::Graph(format!(
-                            "`{}` kept no batch statistics",
-                            node.name
-                        )));
-                    };
-                    let (dx, dgamma, dbeta) =
-                        batchnorm_backward(p, &dy, xhat, inv_std, self.param(id, "weight")?)?;
-                    grads.insert(name("weight"), dgamma);
-                    grads.insert(name("bias"), dbeta);
-                    into(0, dx, p)?;
-                }
             }
         }
         Ok(grads)
@@ -418,153 +311,65 @@ impl<B: GpuBackend> SharedModel<B> {
     ) -> Result<PrivateForward<B>> {
         let keep = training_seed.is_some();
         let nodes = self.model.nodes();
-        let last_use = self.model.last_use();
+        let mut last_use = self.model.last_use();
+        last_use[self.model.logits()] = nodes.len();
+        let expected: Vec<usize> = self.model.input_shape().to_vec();
+        if input.shape().get(1..) != Some(&expected[..]) {
+            return Err(NnError::Shape {
+                node: nodes[0].name.clone(),
+                op: "Input",
+                message: format!(
+                    "input of shape {:?}; the model takes [N, {}]",
+                    input.shape(),
+                    expected
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        let shapes = self.model.shapes(input.shape()[0])?;
         let mut values: Vec<Option<Rss<B>>> = vec![None; nodes.len()];
-        let mut saved: Vec<Saved<B>> = (0..nodes.len()).map(|_| Saved::Nothing).collect();
+        let mut saved: Vec<Option<Box<dyn Any>>> = (0..nodes.len()).map(|_| None).collect();
         let mut running_stats = BTreeMap::new();
-        for (id, node) in nodes.iter().enumerate() {
-            let arg = |i: usize| -> Result<&Rss<B>> {
-                values[node.inputs[i]]
-                    .as_ref()
-                    .ok_or_else(|| NnError::Graph(format!("node `{}` lost its input", node.name)))
+        values[0] = Some(input.clone());
+        for (id, node) in nodes.iter().enumerate().skip(1) {
+            if node.op.is_output_activation() {
+                // Softmax or LogSoftmax at the output: predictions and losses take the
+                // logits, so the private executor never computes it.
+                continue;
+            }
+            let args = node
+                .inputs
+                .iter()
+                .map(|&i| {
+                    values[i].as_ref().ok_or_else(|| {
+                        NnError::Graph(format!("node `{}` lost its input", node.name))
+                    })
+                })
+                .collect::<Result<Vec<&Rss<B>>>>()?;
+            let mut cx = PrivateCx {
+                p: &mut *p,
+                node,
+                id,
+                training: training_seed,
+                sharing: self.sharing,
+                out_shape: &shapes[id],
+                params: &self.params,
+                saved: None,
+                updates: &mut running_stats,
             };
-            let value = match &node.op {
-                Op::Input => {
-                    let expected: Vec<usize> = self.model.input_shape().to_vec();
-                    if input.shape().get(1..) != Some(&expected[..]) {
-                        return Err(NnError::Shape {
-                            node: node.name.clone(),
-                            op: "Input",
-                            message: format!(
-                                "input of shape {:?}; the model takes [N, {}]",
-                                input.shape(),
-                                expected
-                                    .iter()
-                                    .map(|d| d.to_string())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        });
-                    }
-                    input.clone()
-                }
-                Op::Conv2d { params, bias, .. } => {
-                    let x = arg(0)?.clone();
-                    let y = p.conv2d_fixed(&x, self.param(id, "weight")?, *params)?;
-                    if keep {
-                        saved[id] = Saved::Input(x);
-                    }
-                    if *bias {
-                        add_channel_bias(p, &y, self.param(id, "bias")?)?
-                    } else {
-                        y
-                    }
-                }
-                Op::Linear { bias, .. } => {
-                    let x = arg(0)?.clone();
-                    let w_t = p.linear(self.param(id, "weight")?, |b, t| b.transpose(t, 0, 1))?;
-                    let y = p.matmul_fixed(&x, &w_t)?;
-                    if keep {
-                        saved[id] = Saved::Input(x);
-                    }
-                    if *bias {
-                        let b = self.param(id, "bias")?;
-                        let shape = y.shape().to_vec();
-                        let spread = p.linear(b, |be, t| be.broadcast_to(t, &shape))?;
-                        p.add(&y, &spread)?
-                    } else {
-                        y
-                    }
-                }
-                Op::Relu => {
-                    let r = nl::relu(p, arg(0)?)?;
-                    if keep {
-                        saved[id] = Saved::Relu(r.drelu);
-                    }
-                    r.output
-                }
-                Op::MaxPool2d(params) => {
-                    let pool = nl::max_pool2d(p, arg(0)?, *params)?;
-                    let out = pool.output.clone();
-                    if keep {
-                        saved[id] = Saved::MaxPool(pool);
-                    }
-                    out
-                }
-                Op::AvgPool2d(params) => nl::avg_pool2d(p, arg(0)?, *params)?,
-                Op::GlobalAvgPool => {
-                    let x = arg(0)?;
-                    let (n, c) = (x.shape()[0], x.shape()[1]);
-                    let y = nl::global_avg_pool(p, x)?;
-                    p.linear(&y, |b, t| b.reshape(t, &[n, c, 1, 1]))?
-                }
-                Op::Flatten => {
-                    let x = arg(0)?;
-                    let n = x.shape()[0];
-                    let rest: usize = x.shape()[1..].iter().product();
-                    p.linear(x, |b, t| b.reshape(t, &[n, rest]))?
-                }
-                Op::Add => p.add(arg(0)?, arg(1)?)?,
-                Op::BatchNorm2d { eps, momentum, .. } => {
-                    let x = arg(0)?.clone();
-                    match (self.trainable_batchnorm, keep) {
-                        (false, false) => {
-                            let y = mul_channel_scale(p, &x, self.param(id, "scale")?)?;
-                            add_channel_bias(p, &y, self.param(id, "shift")?)?
-                        }
-                        (false, true) => {
-                            return Err(NnError::InvalidArgument(format!(
-                                "BatchNorm2d `{}` was shared for inference (folded into an \
-                                 affine map); share the model with \
-                                 `SharedModel::share_for_training` to train it",
-                                node.name
-                            )));
-                        }
-                        (true, false) => {
-                            let (scale, shift) = self.running_affine(p, id, *eps)?;
-                            let y = mul_channel_scale(p, &x, &scale)?;
-                            add_channel_bias(p, &y, &shift)?
-                        }
-                        (true, true) => {
-                            let batch = batchnorm_forward_train(
-                                p,
-                                &x,
-                                *eps,
-                                self.param(id, "weight")?,
-                                self.param(id, "bias")?,
-                            )?;
-                            let m = (x.len() / x.shape()[1]) as u64;
-                            for (stat, fresh, unbiased) in [
-                                ("running_mean", &batch.mean, 1.0),
-                                ("running_var", &batch.var, m as f64 / (m.max(2) - 1) as f64),
-                            ] {
-                                let old = self.param(id, stat)?;
-                                let updated =
-                                    blend(p, old, 1.0 - momentum, fresh, momentum * unbiased)?;
-                                running_stats.insert(format!("{}.{stat}", node.name), updated);
-                            }
-                            saved[id] = Saved::BatchNorm {
-                                xhat: batch.xhat,
-                                inv_std: batch.inv_std,
-                            };
-                            batch.output
-                        }
-                    }
-                }
-                Op::Dropout { p: rate } => match training_seed {
-                    Some(seed) if *rate > 0.0 => {
-                        let x = arg(0)?.clone();
-                        let mask = plain::dropout_mask(seed, id, x.len(), *rate);
-                        let mask = p.fixed().encode_slice(&mask)?;
-                        let mask = p.backend().upload(&mask, x.shape())?;
-                        let dropped = p.apply_public(Bilinear::Mul, &x, &mask)?;
-                        saved[id] = Saved::Dropout(mask);
-                        p.truncate(&dropped)?
-                    }
-                    _ => arg(0)?.clone(),
-                },
-                Op::Softmax => nl::softmax(p, arg(0)?, 1, nl::SoftmaxOptions::default())?,
-            };
+            let value = node.op.private_forward(&mut cx, &args)?;
+            saved[id] = cx.saved.take();
+            if value.shape() != shapes[id] {
+                return Err(NnError::Graph(format!(
+                    "`{}` computed shape {:?} where {:?} was inferred",
+                    node.name,
+                    value.shape(),
+                    shapes[id]
+                )));
+            }
             values[id] = Some(value);
             if !keep {
                 for &i in &node.inputs {
@@ -580,205 +385,6 @@ impl<B: GpuBackend> SharedModel<B> {
             running_stats,
         })
     }
-
-    /// The per-channel `(scale, shift)` of BatchNorm `id` from its shared running
-    /// statistics: scale = weight / √(running_var + ε), shift = bias − running_mean · scale.
-    fn running_affine<T: Transport>(
-        &self,
-        p: &mut Party<B, T>,
-        id: NodeId,
-        eps: f64,
-    ) -> Result<(Rss<B>, Rss<B>)> {
-        let var_eps = p.add_scalar(self.param(id, "running_var")?, p.fixed().encode(eps)?)?;
-        let inv_std = nl::inv_sqrt(p, &var_eps, BATCHNORM_INV_SQRT)?;
-        let scale = p.mul_fixed(self.param(id, "weight")?, &inv_std)?;
-        let shifted = p.mul_fixed(self.param(id, "running_mean")?, &scale)?;
-        let shift = p.sub(self.param(id, "bias")?, &shifted)?;
-        Ok((scale, shift))
-    }
-}
-
-/// BatchNorm's forward pass with batch statistics, on shares.
-pub struct BatchNormBatch<B: GpuBackend> {
-    /// The layer's output, `[N, C, H, W]`.
-    pub output: Rss<B>,
-    /// The normalised input (x − μ)/√(σ² + ε), kept for the backward pass.
-    pub xhat: Rss<B>,
-    /// 1/√(σ² + ε) per channel, `[C]`, kept for the backward pass.
-    pub inv_std: Rss<B>,
-    /// The batch mean per channel, `[C]`.
-    pub mean: Rss<B>,
-    /// The biased batch variance per channel (over m = N·H·W values), `[C]`.
-    pub var: Rss<B>,
-}
-
-/// BatchNorm in training on a shared `[N, C, H, W]` batch:
-/// y = weight · (x − μ) / √(σ² + ε) + bias per channel, with μ and σ² (biased) over the
-/// batch and the plane, `weight` and `bias` shared `[C]`. Three full-size fixed-point
-/// products (the squares, x̂ and the scaling by the weight), two divisions by m and the
-/// inverse square root ([`BATCHNORM_INV_SQRT`]) of C values.
-pub fn batchnorm_forward_train<B: GpuBackend, T: Transport>(
-    p: &mut Party<B, T>,
-    x: &Rss<B>,
-    eps: f64,
-    weight: &Rss<B>,
-    bias: &Rss<B>,
-) -> Result<BatchNormBatch<B>> {
-    let m = per_channel_count("batchnorm_forward_train", x.shape(), weight)?;
-    per_channel_count("batchnorm_forward_train", x.shape(), bias)?;
-    let mean = p.div_public(&sum_per_channel(p, x)?, m)?;
-    let centred = p.sub(x, &spread_channels(p, &mean, x.shape())?)?;
-    let squares = p.square_fixed(&centred)?;
-    let var = p.div_public(&sum_per_channel(p, &squares)?, m)?;
-    let var_eps = p.add_scalar(&var, p.fixed().encode(eps)?)?;
-    let inv_std = nl::inv_sqrt(p, &var_eps, BATCHNORM_INV_SQRT)?;
-    let xhat = mul_channel_scale(p, &centred, &inv_std)?;
-    let scaled = mul_channel_scale(p, &xhat, weight)?;
-    let output = add_channel_bias(p, &scaled, bias)?;
-    Ok(BatchNormBatch {
-        output,
-        xhat,
-        inv_std,
-        mean,
-        var,
-    })
-}
-
-/// BatchNorm's backward pass with batch statistics, from what
-/// [`batchnorm_forward_train`] kept: `(dx, dweight, dbias)` with dbias = Σ dy,
-/// dweight = Σ dy·x̂ and dx = weight·inv_std · (dy − dbias/m − x̂ · dweight/m), sums per
-/// channel over its m values. Three full-size fixed-point products.
-pub fn batchnorm_backward<B: GpuBackend, T: Transport>(
-    p: &mut Party<B, T>,
-    dy: &Rss<B>,
-    xhat: &Rss<B>,
-    inv_std: &Rss<B>,
-    weight: &Rss<B>,
-) -> Result<(Rss<B>, Rss<B>, Rss<B>)> {
-    let m = per_channel_count("batchnorm_backward", dy.shape(), weight)?;
-    per_channel_count("batchnorm_backward", dy.shape(), inv_std)?;
-    if xhat.shape() != dy.shape() {
-        return Err(NnError::InvalidArgument(format!(
-            "batchnorm_backward: x̂ of shape {:?} for a gradient of shape {:?}",
-            xhat.shape(),
-            dy.shape()
-        )));
-    }
-    let dbias = sum_per_channel(p, dy)?;
-    let products = p.mul_fixed(dy, xhat)?;
-    let dweight = sum_per_channel(p, &products)?;
-    let mean_dy = p.div_public(&dbias, m)?;
-    let mean_dyx = p.div_public(&dweight, m)?;
-    let along_xhat = mul_channel_scale(p, xhat, &mean_dyx)?;
-    let centred = p.sub(
-        &p.sub(dy, &spread_channels(p, &mean_dy, dy.shape())?)?,
-        &along_xhat,
-    )?;
-    let factor = p.mul_fixed(weight, inv_std)?;
-    let dx = mul_channel_scale(p, &centred, &factor)?;
-    Ok((dx, dweight, dbias))
-}
-
-/// m = N·H·W, the values per channel of `[N, C, H, W]`, after checking that `per_channel`
-/// is `[C]`.
-fn per_channel_count<B: GpuBackend>(
-    op: &str,
-    shape: &[usize],
-    per_channel: &Rss<B>,
-) -> Result<u64> {
-    match shape {
-        &[n, c, h, w] if per_channel.shape() == [c] && n * h * w > 0 => Ok((n * h * w) as u64),
-        _ => Err(NnError::InvalidArgument(format!(
-            "{op}: a non-empty [N, C, H, W] input with [C] per-channel values, not {shape:?} \
-             with {:?}",
-            per_channel.shape()
-        ))),
-    }
-}
-
-/// a·x + b·y for public reals a and b: both scaled locally, then one truncation.
-fn blend<B: GpuBackend, T: Transport>(
-    p: &mut Party<B, T>,
-    x: &Rss<B>,
-    a: f64,
-    y: &Rss<B>,
-    b: f64,
-) -> Result<Rss<B>> {
-    let fixed = p.fixed();
-    let sum = p.add(
-        &p.mul_scalar(x, fixed.encode(a)?)?,
-        &p.mul_scalar(y, fixed.encode(b)?)?,
-    )?;
-    Ok(p.truncate(&sum)?)
-}
-
-/// Σ over every axis but the channel axis 1 of `[N, C, ...]`: `[C]` (local).
-fn sum_per_channel<B: GpuBackend, T: Transport>(p: &Party<B, T>, x: &Rss<B>) -> Result<Rss<B>> {
-    let rank = x.shape().len();
-    Ok(p.linear(x, |b, t| {
-        let mut t = t.clone();
-        for axis in (2..rank).rev() {
-            t = b.sum_axis(&t, axis)?;
-        }
-        b.sum_axis(&t, 0)
-    })?)
-}
-
-/// A per-channel `[C]` sharing broadcast to `shape` = `[N, C, ...]` (local).
-fn spread_channels<B: GpuBackend, T: Transport>(
-    p: &Party<B, T>,
-    per_channel: &Rss<B>,
-    shape: &[usize],
-) -> Result<Rss<B>> {
-    let mut keep = vec![1; shape.len()];
-    keep[1] = shape[1];
-    Ok(p.linear(per_channel, |b, t| {
-        b.broadcast_to(&b.reshape(t, &keep)?, shape)
-    })?)
-}
-
-/// Shares the parameters of `model` that `include` selects, from `owner`'s values.
-fn share_params<B: GpuBackend, T: Transport>(
-    p: &mut Party<B, T>,
-    model: &Model,
-    owner: PartyId,
-    include: impl Fn(&ParamSpec) -> bool,
-) -> Result<BTreeMap<String, Rss<B>>> {
-    let mine = p.id() == owner;
-    let mut params = BTreeMap::new();
-    for spec in model.param_specs().into_iter().filter(|s| include(s)) {
-        let value = model
-            .params
-            .get(&spec.name)
-            .ok_or_else(|| NnError::MissingParameter {
-                name: spec.name.clone(),
-                expected: spec.shape.clone(),
-                context: String::new(),
-            })?;
-        let shared = p.share_f64(owner, mine.then(|| value.data()), &spec.shape)?;
-        params.insert(spec.name, shared);
-    }
-    Ok(params)
-}
-
-/// y + b for a per-channel bias `[C]` on `[N, C, H, W]` (or `[N, C]`).
-fn add_channel_bias<B: GpuBackend, T: Transport>(
-    p: &Party<B, T>,
-    y: &Rss<B>,
-    bias: &Rss<B>,
-) -> Result<Rss<B>> {
-    let spread = spread_channels(p, bias, y.shape())?;
-    Ok(p.add(y, &spread)?)
-}
-
-/// y · s for a shared per-channel scale `[C]` on `[N, C, ...]` (fixed point, 2 rounds).
-fn mul_channel_scale<B: GpuBackend, T: Transport>(
-    p: &mut Party<B, T>,
-    y: &Rss<B>,
-    scale: &Rss<B>,
-) -> Result<Rss<B>> {
-    let spread = spread_channels(p, scale, y.shape())?;
-    Ok(p.mul_fixed(y, &spread)?)
 }
 
 /// SGD on shared parameters, PyTorch's formulation: g' = g + weight_decay·w,

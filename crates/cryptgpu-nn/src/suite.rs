@@ -3,6 +3,7 @@
 //! inference must give, bit for bit, the ring elements the CPU reference backend gives under
 //! the same seeded keys. Backend crates run it with [`private_nn_tests!`](crate::private_nn_tests).
 
+use crate::layers::prelude::*;
 use cryptgpu_backend::{GpuBackend, Pool2dParams};
 use cryptgpu_cpu::CpuBackend;
 use cryptgpu_ring::FixedPoint;
@@ -25,18 +26,26 @@ pub fn small_trainable_model(seed: u64, with_batchnorm: bool) -> Model {
     if with_batchnorm {
         c0 = b.add("bn0", zoo::batchnorm(4), &[c0]);
     }
-    let r1 = b.add("r1", Op::Relu, &[c0]);
-    let m2 = b.add("m2", Op::MaxPool2d(Pool2dParams::new(2, 2)), &[r1]);
+    let r1 = b.add("r1", Op::Relu(Relu), &[c0]);
+    let m2 = b.add(
+        "m2",
+        Op::MaxPool2d(MaxPool2d::new(Pool2dParams::new(2, 2))),
+        &[r1],
+    );
     let c3 = b.add("c3", zoo::conv(4, 4, 3, 1, 1, true), &[m2]);
-    let mut a4 = b.add("a4", Op::Add, &[c3, m2]);
+    let mut a4 = b.add("a4", Op::Add(Add::default()), &[c3, m2]);
     if with_batchnorm {
         a4 = b.add("bn4", zoo::batchnorm(4), &[a4]);
     }
-    let p5 = b.add("p5", Op::AvgPool2d(Pool2dParams::new(3, 3)), &[a4]);
-    let f6 = b.add("f6", Op::Flatten, &[p5]);
-    let d6 = b.add("d6", Op::Dropout { p: 0.25 }, &[f6]);
+    let p5 = b.add(
+        "p5",
+        Op::AvgPool2d(AvgPool2d::new(Pool2dParams::new(3, 3))),
+        &[a4],
+    );
+    let f6 = b.add("f6", Op::Flatten(Flatten), &[p5]);
+    let d6 = b.add("d6", Op::Dropout(Dropout { p: 0.25 }), &[f6]);
     let l7 = b.add("l7", zoo::linear(4, 6), &[d6]);
-    let r8 = b.add("r8", Op::Relu, &[l7]);
+    let r8 = b.add("r8", Op::Relu(Relu), &[l7]);
     let l9 = b.add("l9", zoo::linear(6, 3), &[r8]);
     b.finish("small-trainable", &[2, 6, 6], l9, seed)
         .expect("a well-formed graph")

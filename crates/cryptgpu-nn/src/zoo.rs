@@ -27,6 +27,10 @@ use cryptgpu_backend::{Conv2dParams, Pool2dParams};
 
 use crate::data::Normalization;
 use crate::error::{NnError, Result};
+use crate::layers::{
+    add::Add, avg_pool::AvgPool2d, batchnorm::BatchNorm2d, conv::Conv2d, flatten::Flatten,
+    global_avg_pool::GlobalAvgPool, linear::Linear, max_pool::MaxPool2d, relu::Relu,
+};
 use crate::model::{GraphBuilder, Model, NodeId, Op, Sequential};
 
 /// Which pooling a zoo model uses where CryptGPU's has a pooling layer.
@@ -158,40 +162,36 @@ pub fn conv(
     padding: usize,
     bias: bool,
 ) -> Op {
-    Op::Conv2d {
+    Op::Conv2d(Conv2d::new(
         in_channels,
         out_channels,
-        kernel: [kernel, kernel],
-        params: Conv2dParams::new(stride, padding),
+        [kernel, kernel],
+        Conv2dParams::new(stride, padding),
         bias,
-    }
+    ))
 }
 
 /// A linear layer with bias.
 pub fn linear(in_features: usize, out_features: usize) -> Op {
-    Op::Linear {
-        in_features,
-        out_features,
-        bias: true,
-    }
+    Op::Linear(Linear::new(in_features, out_features, true))
 }
 
 /// A square pooling window of the kind `pooling` picks.
 pub fn pool(pooling: Pooling, kernel: usize, stride: usize, padding: usize) -> Op {
     let params = Pool2dParams::new(kernel, stride).with_padding(padding);
     match pooling {
-        Pooling::Max => Op::MaxPool2d(params),
-        Pooling::Avg => Op::AvgPool2d(params),
+        Pooling::Max => Op::MaxPool2d(MaxPool2d::new(params)),
+        Pooling::Avg => Op::AvgPool2d(AvgPool2d::new(params)),
     }
 }
 
 /// A BatchNorm with PyTorch's defaults (`eps = 1e-5`, `momentum = 0.1`).
 pub fn batchnorm(channels: usize) -> Op {
-    Op::BatchNorm2d {
+    Op::BatchNorm2d(BatchNorm2d {
         channels,
         eps: 1e-5,
         momentum: 0.1,
-    }
+    })
 }
 
 fn lenet(pooling: Pooling) -> Result<Model> {
@@ -200,17 +200,17 @@ fn lenet(pooling: Pooling) -> Result<Model> {
     let mut features = Sequential::new(&mut b, "features", input);
     features
         .push(conv(1, 20, 5, 1, 0, true))
-        .push(Op::Relu)
+        .push(Op::Relu(Relu))
         .push(pool(pooling, 2, 2, 0))
         .push(conv(20, 50, 5, 1, 0, true))
-        .push(Op::Relu)
+        .push(Op::Relu(Relu))
         .push(pool(pooling, 2, 2, 0));
     let last = features.last();
     let mut classifier = Sequential::new(&mut b, "classifier", last);
     classifier
-        .push(Op::Flatten)
+        .push(Op::Flatten(Flatten))
         .push(linear(800, 500))
-        .push(Op::Relu)
+        .push(Op::Relu(Relu))
         .push(linear(500, 10));
     let out = classifier.last();
     let mut model = b.finish_zeroed("lenet", &[1, 28, 28], out)?;
@@ -220,11 +220,11 @@ fn lenet(pooling: Pooling) -> Result<Model> {
 
 fn secureml() -> Result<Model> {
     let mut b = GraphBuilder::new();
-    let flat = b.add("flatten", Op::Flatten, &[0]);
+    let flat = b.add("flatten", Op::Flatten(Flatten), &[0]);
     let fc1 = b.add("fc1", linear(784, 128), &[flat]);
-    let relu1 = b.add("relu1", Op::Relu, &[fc1]);
+    let relu1 = b.add("relu1", Op::Relu(Relu), &[fc1]);
     let fc2 = b.add("fc2", linear(128, 128), &[relu1]);
-    let relu2 = b.add("relu2", Op::Relu, &[fc2]);
+    let relu2 = b.add("relu2", Op::Relu(Relu), &[fc2]);
     let fc3 = b.add("fc3", linear(128, 10), &[relu2]);
     let mut model = b.finish_zeroed("secureml", &[1, 28, 28], fc3)?;
     model.normalization = Some(Normalization::mnist());
@@ -237,40 +237,40 @@ fn alexnet(dataset: Dataset, pooling: Pooling) -> Result<Model> {
     let mut features = Sequential::new(&mut b, "features", input);
     features
         .push(conv(3, 96, 11, 4, 9, true))
-        .push(Op::Relu)
+        .push(Op::Relu(Relu))
         .push(pool(pooling, 3, 2, 0))
         .push(conv(96, 256, 5, 1, 1, true))
-        .push(Op::Relu)
+        .push(Op::Relu(Relu))
         .push(pool(pooling, 2, 1, 0))
         .push(conv(256, 384, 3, 1, 1, true))
-        .push(Op::Relu)
+        .push(Op::Relu(Relu))
         .push(conv(384, 384, 3, 1, 1, true))
-        .push(Op::Relu)
+        .push(Op::Relu(Relu))
         .push(conv(384, 256, 3, 1, 1, true))
-        .push(Op::Relu);
+        .push(Op::Relu(Relu));
     let last = features.last();
     let mut fc = Sequential::new(&mut b, "fc_layers", last);
     let (hidden, classes) = match dataset {
         Dataset::Cifar10 => {
-            fc.push(Op::Flatten).push(linear(256, 256));
+            fc.push(Op::Flatten(Flatten)).push(linear(256, 256));
             (256, 10)
         }
         Dataset::TinyImageNet => {
             fc.push(pool(pooling, 2, 2, 0))
-                .push(Op::Flatten)
+                .push(Op::Flatten(Flatten))
                 .push(linear(1024, 1024));
             (1024, 200)
         }
         Dataset::ImageNet => {
             fc.push(pool(pooling, 4, 4, 0))
-                .push(Op::Flatten)
+                .push(Op::Flatten(Flatten))
                 .push(linear(9216, 4096));
             (4096, 1000)
         }
     };
-    fc.push(Op::Relu)
+    fc.push(Op::Relu(Relu))
         .push(linear(hidden, hidden))
-        .push(Op::Relu)
+        .push(Op::Relu(Relu))
         .push(linear(hidden, classes));
     let out = fc.last();
     let name = format!("alexnet-{}", dataset.suffix());
@@ -294,7 +294,7 @@ fn vgg16(dataset: Dataset, pooling: Pooling) -> Result<Model> {
         } else {
             features
                 .push(conv(channels, width, 3, 1, 1, true))
-                .push(Op::Relu);
+                .push(Op::Relu(Relu));
             channels = width;
         }
     }
@@ -303,27 +303,27 @@ fn vgg16(dataset: Dataset, pooling: Pooling) -> Result<Model> {
     match dataset {
         Dataset::Cifar10 => {
             classifier
-                .push(Op::Flatten)
+                .push(Op::Flatten(Flatten))
                 .push(linear(512, 256))
-                .push(Op::Relu)
+                .push(Op::Relu(Relu))
                 .push(linear(256, 256))
-                .push(Op::Relu)
+                .push(Op::Relu(Relu))
                 .push(linear(256, 10));
         }
         Dataset::TinyImageNet => {
             classifier
                 .push(pool(pooling, 2, 2, 0))
-                .push(Op::Flatten)
+                .push(Op::Flatten(Flatten))
                 .push(linear(512, 512))
-                .push(Op::Relu)
+                .push(Op::Relu(Relu))
                 .push(linear(512, 512))
-                .push(Op::Relu)
+                .push(Op::Relu(Relu))
                 .push(linear(512, 200));
         }
         Dataset::ImageNet => {
             classifier
                 .push(pool(pooling, 2, 2, 0))
-                .push(Op::Flatten)
+                .push(Op::Flatten(Flatten))
                 .push(linear(4608, 4096))
                 .push(linear(4096, 4096))
                 .push(linear(4096, 1000));
@@ -355,7 +355,7 @@ fn resnet(block: Block, layers: [usize; 4], name: &str, pooling: Pooling) -> Res
     let mut b = GraphBuilder::new();
     let conv1 = b.add("conv1", conv(3, 64, 7, 2, 3, false), &[0]);
     let bn1 = b.add("bn1", batchnorm(64), &[conv1]);
-    let relu = b.add("relu", Op::Relu, &[bn1]);
+    let relu = b.add("relu", Op::Relu(Relu), &[bn1]);
     let mut x = b.add("maxpool", pool(pooling, 3, 2, 0), &[relu]);
     let mut inplanes = 64;
     for (stage, &blocks) in layers.iter().enumerate() {
@@ -367,8 +367,8 @@ fn resnet(block: Block, layers: [usize; 4], name: &str, pooling: Pooling) -> Res
             inplanes = planes * block.expansion();
         }
     }
-    let pooled = b.add("avgpool", Op::GlobalAvgPool, &[x]);
-    let flat = b.add("flatten", Op::Flatten, &[pooled]);
+    let pooled = b.add("avgpool", Op::GlobalAvgPool(GlobalAvgPool), &[x]);
+    let flat = b.add("flatten", Op::Flatten(Flatten), &[pooled]);
     let fc = b.add("fc", linear(inplanes, 1000), &[flat]);
     b.finish_zeroed(name, &[3, 224, 224], fc)
 }
@@ -397,12 +397,12 @@ fn residual_block(
                 conv(inplanes, planes, 3, stride, 1, false),
                 planes,
             );
-            let relu = b.add(format!("{prefix}.relu1"), Op::Relu, &[bn1]);
+            let relu = b.add(format!("{prefix}.relu1"), Op::Relu(Relu), &[bn1]);
             conv_bn(b, 2, relu, conv(planes, planes, 3, 1, 1, false), planes)
         }
         Block::Bottleneck => {
             let bn1 = conv_bn(b, 1, input, conv(inplanes, planes, 1, 1, 0, false), planes);
-            let relu1 = b.add(format!("{prefix}.relu1"), Op::Relu, &[bn1]);
+            let relu1 = b.add(format!("{prefix}.relu1"), Op::Relu(Relu), &[bn1]);
             let bn2 = conv_bn(
                 b,
                 2,
@@ -410,7 +410,7 @@ fn residual_block(
                 conv(planes, planes, 3, stride, 1, false),
                 planes,
             );
-            let relu2 = b.add(format!("{prefix}.relu2"), Op::Relu, &[bn2]);
+            let relu2 = b.add(format!("{prefix}.relu2"), Op::Relu(Relu), &[bn2]);
             conv_bn(
                 b,
                 3,
@@ -434,6 +434,10 @@ fn residual_block(
     } else {
         input
     };
-    let sum = b.add(format!("{prefix}.add"), Op::Add, &[body, shortcut]);
-    b.add(format!("{prefix}.relu"), Op::Relu, &[sum])
+    let sum = b.add(
+        format!("{prefix}.add"),
+        Op::Add(Add::default()),
+        &[body, shortcut],
+    );
+    b.add(format!("{prefix}.relu"), Op::Relu(Relu), &[sum])
 }

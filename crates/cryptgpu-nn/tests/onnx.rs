@@ -2,6 +2,7 @@
 //! hand-written graph in the shapes `torch.onnx.export` produces (MatMul + Add bias,
 //! Reshape by a Constant, Dropout, Softmax), and clear errors.
 
+use cryptgpu_nn::layers::prelude::*;
 use cryptgpu_nn::model::GraphBuilder;
 use cryptgpu_nn::onnx::proto::{Writer, data_type};
 use cryptgpu_nn::onnx::{self, TensorEncoding};
@@ -35,14 +36,14 @@ fn residual_block_with_batchnorm() -> Model {
     let mut b = GraphBuilder::new();
     let c1 = b.add("conv1", zoo::conv(3, 8, 3, 2, 1, false), &[0]);
     let bn1 = b.add("bn1", zoo::batchnorm(8), &[c1]);
-    let r1 = b.add("relu", Op::Relu, &[bn1]);
+    let r1 = b.add("relu", Op::Relu(Relu), &[bn1]);
     let mp = b.add("maxpool", zoo::pool(Pooling::Max, 3, 1, 1), &[r1]);
     let c2 = b.add("layer1.0.conv1", zoo::conv(8, 8, 3, 1, 1, false), &[mp]);
     let bn2 = b.add("layer1.0.bn1", zoo::batchnorm(8), &[c2]);
-    let add = b.add("layer1.0.add", Op::Add, &[bn2, mp]);
-    let r2 = b.add("layer1.0.relu", Op::Relu, &[add]);
-    let ap = b.add("avgpool", Op::GlobalAvgPool, &[r2]);
-    let fl = b.add("flatten", Op::Flatten, &[ap]);
+    let add = b.add("layer1.0.add", Op::Add(Add::default()), &[bn2, mp]);
+    let r2 = b.add("layer1.0.relu", Op::Relu(Relu), &[add]);
+    let ap = b.add("avgpool", Op::GlobalAvgPool(GlobalAvgPool), &[r2]);
+    let fl = b.add("flatten", Op::Flatten(Flatten), &[ap]);
     let fc = b.add("fc", zoo::linear(8, 4), &[fl]);
     let mut model = b.finish("tiny-resnet", &[3, 10, 10], fc, 11).unwrap();
     // Non-trivial BatchNorm statistics.
@@ -95,7 +96,7 @@ fn residual_block_with_batchnorm_round_trips() {
             .find(|n| n.name == "layer1.0.bn1")
             .unwrap();
         match bn.op {
-            Op::BatchNorm2d { eps, momentum, .. } => {
+            Op::BatchNorm2d(BatchNorm2d { eps, momentum, .. }) => {
                 assert!((eps - 1e-5).abs() < 1e-9 && (momentum - 0.1).abs() < 1e-6);
             }
             ref other => panic!("expected BatchNorm2d, got {other:?}"),
@@ -245,13 +246,18 @@ fn torch_style_matmul_reshape_dropout_softmax_graph_imports() {
 fn unsupported_op_names_the_op_and_node() {
     let nodes = [
         node("Relu", "/relu", &["x"], &["r"], &[]),
-        node("Sigmoid", "/head/Sigmoid_3", &["r"], &["y"], &[]),
+        node("Erf", "/head/Erf_3", &["r"], &["y"], &[]),
     ];
     let err = onnx::import(&model_bytes(&nodes, &[], &[0, 3], "y")).unwrap_err();
     assert!(matches!(err, NnError::UnsupportedOnnxOp { .. }));
     let msg = err.to_string();
     assert!(
-        msg.contains("`Sigmoid`") && msg.contains("/head/Sigmoid_3"),
+        msg.contains("`Erf`") && msg.contains("/head/Erf_3"),
+        "{msg}"
+    );
+    // The message lists what is supported.
+    assert!(
+        msg.contains("Conv") && msg.contains("Sigmoid") && msg.contains("Shape"),
         "{msg}"
     );
 }

@@ -1,6 +1,7 @@
 //! ONNX files written by the official `onnx` package (`tests/fixtures/make_onnx_fixtures.py`)
 //! import and compute what `onnxruntime` computed for them.
 
+use cryptgpu_nn::layers::prelude::*;
 use std::path::PathBuf;
 
 use cryptgpu_nn::{Op, Tensor, onnx, plain};
@@ -73,11 +74,11 @@ fn grouped_conv_global_pool_matmul_matches_onnxruntime() {
     let linear = model.nodes().last().unwrap();
     assert_eq!(
         linear.op,
-        Op::Linear {
+        Op::Linear(Linear {
             in_features: 6,
             out_features: 3,
             bias: true
-        },
+        }),
         "MatMul + Add became one linear layer"
     );
 }

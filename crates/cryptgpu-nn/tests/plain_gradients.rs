@@ -2,6 +2,7 @@
 //! in inference and in training mode (BatchNorm batch statistics, dropout masks).
 
 use cryptgpu_backend::{Conv2dParams, Pool2dParams};
+use cryptgpu_nn::layers::prelude::*;
 use cryptgpu_nn::model::GraphBuilder;
 use cryptgpu_nn::plain::{self, Mode};
 use cryptgpu_nn::zoo::{batchnorm, conv, linear};
@@ -13,34 +14,39 @@ fn every_op_model(dropout: f64) -> Model {
     let mut b = GraphBuilder::new();
     let c1 = b.add(
         "c1",
-        Op::Conv2d {
+        Op::Conv2d(Conv2d {
             in_channels: 2,
             out_channels: 4,
             kernel: [3, 3],
             params: Conv2dParams::new(1, 1).with_groups(2),
             bias: true,
-        },
+            dilation: [1, 1],
+        }),
         &[0],
     );
     let bn = b.add("bn", batchnorm(4), &[c1]);
-    let relu = b.add("relu", Op::Relu, &[bn]);
+    let relu = b.add("relu", Op::Relu(Relu), &[bn]);
     let c2 = b.add("c2", conv(4, 4, 3, 1, 1, false), &[relu]);
-    let add = b.add("add", Op::Add, &[c2, c1]);
+    let add = b.add("add", Op::Add(Add::default()), &[c2, c1]);
     let mp = b.add(
         "mp",
-        Op::MaxPool2d(Pool2dParams::new(3, 2).with_padding(1)),
+        Op::MaxPool2d(MaxPool2d::new(Pool2dParams::new(3, 2).with_padding(1))),
         &[add],
     );
-    let ap = b.add("ap", Op::AvgPool2d(Pool2dParams::new(2, 1)), &[mp]);
+    let ap = b.add(
+        "ap",
+        Op::AvgPool2d(AvgPool2d::new(Pool2dParams::new(2, 1))),
+        &[mp],
+    );
     let c3 = b.add("c3", conv(4, 3, 2, 2, 1, true), &[ap]);
-    let gap = b.add("gap", Op::GlobalAvgPool, &[c3]);
-    let flat_a = b.add("flat_a", Op::Flatten, &[gap]);
-    let flat_b = b.add("flat_b", Op::Flatten, &[ap]);
+    let gap = b.add("gap", Op::GlobalAvgPool(GlobalAvgPool), &[c3]);
+    let flat_a = b.add("flat_a", Op::Flatten(Flatten), &[gap]);
+    let flat_b = b.add("flat_b", Op::Flatten(Flatten), &[ap]);
     let fc_b = b.add("fc_b", linear(4 * 2 * 2, 3), &[flat_b]);
-    let sum = b.add("sum", Op::Add, &[flat_a, fc_b]);
-    let drop = b.add("drop", Op::Dropout { p: dropout }, &[sum]);
+    let sum = b.add("sum", Op::Add(Add::default()), &[flat_a, fc_b]);
+    let drop = b.add("drop", Op::Dropout(Dropout { p: dropout }), &[sum]);
     let fc = b.add("fc", linear(3, 5), &[drop]);
-    let soft = b.add("softmax", Op::Softmax, &[fc]);
+    let soft = b.add("softmax", Op::Softmax(Softmax), &[fc]);
     let mut model = b.finish("every-op", &[2, 6, 6], soft, 7).unwrap();
     // Non-trivial BatchNorm state so inference mode is not the identity.
     let bn_params = [

@@ -3,6 +3,7 @@
 
 use cryptgpu_backend::{Conv2dParams, Pool2dParams};
 use cryptgpu_nn::data::synthetic;
+use cryptgpu_nn::layers::prelude::*;
 use cryptgpu_nn::model::GraphBuilder;
 use cryptgpu_nn::optim::{Sgd, SgdConfig};
 use cryptgpu_nn::plain::{self, Mode};
@@ -88,13 +89,14 @@ fn conv_matches_direct_loops() {
         (Conv2dParams::new(4, 9), [1, 3, 32, 32], 5, [11, 11], true),
     ];
     for (i, (params, input, o, kernel, bias)) in cases.into_iter().enumerate() {
-        let op = Op::Conv2d {
+        let op = Op::Conv2d(Conv2d {
             in_channels: input[1],
             out_channels: o,
             kernel,
             params,
             bias,
-        };
+            dilation: [1, 1],
+        });
         let model = single_op(op, &input[1..], i as u64);
         let x = Tensor::new(&input, values(input.iter().product(), 10 + i as u64)).unwrap();
         let got = plain::predict(&model, &x).unwrap();
@@ -111,11 +113,11 @@ fn conv_matches_direct_loops() {
 #[test]
 fn linear_pools_and_softmax_match_definitions() {
     let model = single_op(
-        Op::Linear {
+        Op::Linear(Linear {
             in_features: 5,
             out_features: 3,
             bias: true,
-        },
+        }),
         &[5],
         1,
     );
@@ -151,8 +153,16 @@ fn linear_pools_and_softmax_match_definitions() {
         }
         v
     };
-    let max = plain::predict(&single_op(Op::MaxPool2d(params), &[1, 5, 5], 0), &x).unwrap();
-    let avg = plain::predict(&single_op(Op::AvgPool2d(params), &[1, 5, 5], 0), &x).unwrap();
+    let max = plain::predict(
+        &single_op(Op::MaxPool2d(MaxPool2d::new(params)), &[1, 5, 5], 0),
+        &x,
+    )
+    .unwrap();
+    let avg = plain::predict(
+        &single_op(Op::AvgPool2d(AvgPool2d::new(params)), &[1, 5, 5], 0),
+        &x,
+    )
+    .unwrap();
     for i in 0..3 {
         for j in 0..3 {
             let w = window(i, j);
@@ -165,12 +175,16 @@ fn linear_pools_and_softmax_match_definitions() {
         }
     }
 
-    let gap = plain::predict(&single_op(Op::GlobalAvgPool, &[1, 5, 5], 0), &x).unwrap();
+    let gap = plain::predict(
+        &single_op(Op::GlobalAvgPool(GlobalAvgPool), &[1, 5, 5], 0),
+        &x,
+    )
+    .unwrap();
     assert_eq!(gap.shape(), &[1, 1, 1, 1]);
     assert!((gap.data()[0] - x.data().iter().sum::<f64>() / 25.0).abs() < 1e-12);
 
     let logits = Tensor::new(&[1, 3], vec![1.0, 2.0, 3.0]).unwrap();
-    let soft = plain::predict(&single_op(Op::Softmax, &[3], 0), &logits).unwrap();
+    let soft = plain::predict(&single_op(Op::Softmax(Softmax), &[3], 0), &logits).unwrap();
     let z: f64 = [1.0f64, 2.0, 3.0].iter().map(|v| v.exp()).sum();
     assert_close(
         soft.data(),
@@ -184,10 +198,10 @@ fn batchnorm_folding_keeps_the_function() {
     let mut b = GraphBuilder::new();
     let c = b.add("conv", zoo::conv(3, 4, 3, 1, 1, false), &[0]);
     let bn = b.add("bn", zoo::batchnorm(4), &[c]);
-    let r = b.add("relu", Op::Relu, &[bn]);
+    let r = b.add("relu", Op::Relu(Relu), &[bn]);
     let c2 = b.add("conv2", zoo::conv(4, 4, 1, 1, 0, true), &[r]);
     let bn2 = b.add("bn2", zoo::batchnorm(4), &[c2]);
-    let add = b.add("add", Op::Add, &[bn2, bn]);
+    let add = b.add("add", Op::Add(Add::default()), &[bn2, bn]);
     let mut model = b.finish("fold", &[3, 6, 6], add, 3).unwrap();
     for (name, v) in [
         ("bn.running_mean", vec![0.1, -0.2, 0.3, 0.0]),
@@ -206,7 +220,7 @@ fn batchnorm_folding_keeps_the_function() {
         !folded
             .nodes()
             .iter()
-            .any(|n| matches!(n.op, Op::BatchNorm2d { .. }))
+            .any(|n| matches!(n.op, Op::BatchNorm2d(BatchNorm2d { .. })))
     );
     assert!(folded.params.contains_key("conv.bias"));
     let x = Tensor::new(&[2, 3, 6, 6], values(216, 4)).unwrap();
@@ -228,11 +242,11 @@ fn cross_entropy_and_sgd_match_hand_computation() {
 
     // Two SGD steps on one weight: w = 1, gradients 0.5 then -0.25.
     let mut model = single_op(
-        Op::Linear {
+        Op::Linear(Linear {
             in_features: 1,
             out_features: 1,
             bias: false,
-        },
+        }),
         &[1],
         0,
     );
@@ -291,7 +305,7 @@ fn training_learns_a_synthetic_task_and_is_deterministic() {
 
 #[test]
 fn dropout_and_batchnorm_follow_the_mode() {
-    let model = single_op(Op::Dropout { p: 0.5 }, &[4, 4], 0);
+    let model = single_op(Op::Dropout(Dropout { p: 0.5 }), &[4, 4], 0);
     let x = Tensor::full(&[2, 4, 4], 1.0).reshape(&[2, 4, 4]).unwrap();
     let inference = plain::forward(&model, &x, Mode::Inference).unwrap();
     assert_eq!(inference.output(&model), &x);

@@ -5,6 +5,7 @@
 
 use cryptgpu_backend::Pool2dParams;
 use cryptgpu_cpu::CpuBackend;
+use cryptgpu_nn::layers::prelude::*;
 use cryptgpu_nn::model::{GraphBuilder, Model, Op};
 use cryptgpu_nn::optim::{Sgd, SgdConfig};
 use cryptgpu_nn::private::{PrivateSgd, SharedModel, share_input};
@@ -23,25 +24,29 @@ fn small_model(seed: u64) -> Model {
     let mut b = GraphBuilder::new();
     let c0 = b.add("c0", zoo::conv(2, 4, 3, 1, 1, true), &[0]);
     let bn0 = b.add("bn0", zoo::batchnorm(4), &[c0]);
-    let r1 = b.add("r1", Op::Relu, &[bn0]);
-    let m2 = b.add("m2", Op::MaxPool2d(Pool2dParams::new(2, 2)), &[r1]);
+    let r1 = b.add("r1", Op::Relu(Relu), &[bn0]);
+    let m2 = b.add(
+        "m2",
+        Op::MaxPool2d(MaxPool2d::new(Pool2dParams::new(2, 2))),
+        &[r1],
+    );
     let c3 = b.add("c3", zoo::conv(4, 4, 3, 1, 1, true), &[m2]);
-    let a4 = b.add("a4", Op::Add, &[c3, m2]);
+    let a4 = b.add("a4", Op::Add(Add::default()), &[c3, m2]);
     let bn4 = b.add("bn4", zoo::batchnorm(4), &[a4]);
     let p5 = b.add(
         "p5",
-        Op::AvgPool2d(Pool2dParams {
+        Op::AvgPool2d(AvgPool2d::new(Pool2dParams {
             kernel: [3, 3],
             stride: [1, 1],
             padding: [1, 1],
-        }),
+        })),
         &[bn4],
     );
-    let g6 = b.add("g6", Op::GlobalAvgPool, &[p5]);
-    let f7 = b.add("f7", Op::Flatten, &[g6]);
-    let d8 = b.add("d8", Op::Dropout { p: 0.5 }, &[f7]);
+    let g6 = b.add("g6", Op::GlobalAvgPool(GlobalAvgPool), &[p5]);
+    let f7 = b.add("f7", Op::Flatten(Flatten), &[g6]);
+    let d8 = b.add("d8", Op::Dropout(Dropout { p: 0.5 }), &[f7]);
     let l9 = b.add("l9", zoo::linear(4, 5), &[d8]);
-    let r10 = b.add("r10", Op::Relu, &[l9]);
+    let r10 = b.add("r10", Op::Relu(Relu), &[l9]);
     let l11 = b.add("l11", zoo::linear(5, 3), &[r10]);
     let mut model = b.finish("small", &[2, 6, 6], l11, seed).unwrap();
     // Non-trivial BatchNorm statistics.

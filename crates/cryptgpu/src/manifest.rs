@@ -11,8 +11,9 @@
 //! version of this program) is caught before any secret moves.
 
 use anyhow::{Context, Result, anyhow, bail};
-use cryptgpu_backend::{Conv2dParams, Pool2dParams};
+
 use cryptgpu_nn::data::Normalization;
+use cryptgpu_nn::layers::Attrs;
 use cryptgpu_nn::model::{Model, Node, Op};
 use cryptgpu_ring::FixedPoint;
 use cryptgpu_share::{KeySource, Truncation};
@@ -29,6 +30,8 @@ pub(crate) const PROTOCOL_VERSION: u64 = 2;
 const MAX_MANIFEST_BYTES: usize = 16 << 20;
 /// The most nodes an architecture may have.
 const MAX_NODES: usize = 100_000;
+/// The most inputs one node may take (`Concat`).
+const MAX_NODE_INPUTS: usize = 64;
 /// The largest size, channel count, feature count, kernel, stride or padding.
 const MAX_DIM: u64 = 1 << 20;
 /// The most parameters an architecture may have.
@@ -198,10 +201,6 @@ pub(crate) struct Manifest {
 
 // ---- the architecture -----------------------------------------------------------------
 
-fn pair(v: [usize; 2]) -> Value {
-    json!([v[0], v[1]])
-}
-
 /// The public architecture of `model` as JSON: its name, input shape, nodes (op, shapes,
 /// inputs), output and normalisation. No parameter values.
 pub(crate) fn architecture_json(model: &Model) -> Value {
@@ -213,50 +212,7 @@ pub(crate) fn architecture_json(model: &Model) -> Value {
             o.insert("name".into(), json!(node.name));
             o.insert("op".into(), json!(node.op.kind()));
             o.insert("inputs".into(), json!(node.inputs));
-            match &node.op {
-                Op::Conv2d {
-                    in_channels,
-                    out_channels,
-                    kernel,
-                    params,
-                    bias,
-                } => {
-                    o.insert("in_channels".into(), json!(in_channels));
-                    o.insert("out_channels".into(), json!(out_channels));
-                    o.insert("kernel".into(), pair(*kernel));
-                    o.insert("stride".into(), pair(params.stride));
-                    o.insert("padding".into(), pair(params.padding));
-                    o.insert("groups".into(), json!(params.groups));
-                    o.insert("bias".into(), json!(bias));
-                }
-                Op::Linear {
-                    in_features,
-                    out_features,
-                    bias,
-                } => {
-                    o.insert("in_features".into(), json!(in_features));
-                    o.insert("out_features".into(), json!(out_features));
-                    o.insert("bias".into(), json!(bias));
-                }
-                Op::MaxPool2d(p) | Op::AvgPool2d(p) => {
-                    o.insert("kernel".into(), pair(p.kernel));
-                    o.insert("stride".into(), pair(p.stride));
-                    o.insert("padding".into(), pair(p.padding));
-                }
-                Op::BatchNorm2d {
-                    channels,
-                    eps,
-                    momentum,
-                } => {
-                    o.insert("channels".into(), json!(channels));
-                    o.insert("eps".into(), json!(eps));
-                    o.insert("momentum".into(), json!(momentum));
-                }
-                Op::Dropout { p } => {
-                    o.insert("p".into(), json!(p));
-                }
-                Op::Input | Op::Relu | Op::GlobalAvgPool | Op::Flatten | Op::Add | Op::Softmax => {}
-            }
+            o.extend(node.op.to_attrs().into_json());
             Value::Object(o)
         })
         .collect();
@@ -292,26 +248,6 @@ fn uint(o: &Map<String, Value>, key: &str, max: u64, what: &str) -> Result<u64> 
     Ok(n)
 }
 
-fn dim(o: &Map<String, Value>, key: &str, what: &str) -> Result<usize> {
-    Ok(uint(o, key, MAX_DIM, what)? as usize)
-}
-
-fn dims2(o: &Map<String, Value>, key: &str, what: &str) -> Result<[usize; 2]> {
-    let v = field(o, key, what)?;
-    let a = v
-        .as_array()
-        .filter(|a| a.len() == 2)
-        .with_context(|| format!("{what}: `{key}` is {v}, not two numbers"))?;
-    let mut out = [0usize; 2];
-    for (slot, x) in out.iter_mut().zip(a) {
-        *slot =
-            x.as_u64().filter(|&n| n <= MAX_DIM).with_context(|| {
-                format!("{what}: `{key}` is {v}, not two numbers up to {MAX_DIM}")
-            })? as usize;
-    }
-    Ok(out)
-}
-
 fn finite(o: &Map<String, Value>, key: &str, what: &str) -> Result<f64> {
     let v = field(o, key, what)?;
     v.as_f64()
@@ -325,74 +261,11 @@ fn boolean(o: &Map<String, Value>, key: &str, what: &str) -> Result<bool> {
         .with_context(|| format!("{what}: `{key}` is {v}, not true or false"))
 }
 
-fn positive(dims: [usize; 2], key: &str, what: &str) -> Result<()> {
-    if dims.contains(&0) {
-        bail!("{what}: `{key}` must be at least 1, got {dims:?}");
-    }
-    Ok(())
-}
-
 fn parse_op(o: &Map<String, Value>, what: &str) -> Result<Op> {
     let kind = field(o, "op", what)?
         .as_str()
         .with_context(|| format!("{what}: `op` is not a string"))?;
-    Ok(match kind {
-        "Input" => Op::Input,
-        "Conv2d" => {
-            let kernel = dims2(o, "kernel", what)?;
-            let stride = dims2(o, "stride", what)?;
-            positive(kernel, "kernel", what)?;
-            positive(stride, "stride", what)?;
-            let groups = dim(o, "groups", what)?;
-            if groups == 0 {
-                bail!("{what}: `groups` must be at least 1");
-            }
-            Op::Conv2d {
-                in_channels: dim(o, "in_channels", what)?,
-                out_channels: dim(o, "out_channels", what)?,
-                kernel,
-                params: Conv2dParams {
-                    stride,
-                    padding: dims2(o, "padding", what)?,
-                    groups,
-                },
-                bias: boolean(o, "bias", what)?,
-            }
-        }
-        "Linear" => Op::Linear {
-            in_features: dim(o, "in_features", what)?,
-            out_features: dim(o, "out_features", what)?,
-            bias: boolean(o, "bias", what)?,
-        },
-        "ReLU" => Op::Relu,
-        "MaxPool2d" | "AvgPool2d" => {
-            let p = Pool2dParams {
-                kernel: dims2(o, "kernel", what)?,
-                stride: dims2(o, "stride", what)?,
-                padding: dims2(o, "padding", what)?,
-            };
-            positive(p.kernel, "kernel", what)?;
-            positive(p.stride, "stride", what)?;
-            if kind == "MaxPool2d" {
-                Op::MaxPool2d(p)
-            } else {
-                Op::AvgPool2d(p)
-            }
-        }
-        "GlobalAvgPool" => Op::GlobalAvgPool,
-        "Flatten" => Op::Flatten,
-        "Add" => Op::Add,
-        "BatchNorm2d" => Op::BatchNorm2d {
-            channels: dim(o, "channels", what)?,
-            eps: finite(o, "eps", what)?,
-            momentum: finite(o, "momentum", what)?,
-        },
-        "Dropout" => Op::Dropout {
-            p: finite(o, "p", what)?,
-        },
-        "Softmax" => Op::Softmax,
-        other => bail!("{what}: unknown op {other:?}"),
-    })
+    Op::from_attrs(kind, &Attrs::from_json(o.clone(), what)).map_err(|e| anyhow!("{e}"))
 }
 
 /// The model an architecture describes, with every parameter zero; checked (bounded sizes, a
@@ -447,17 +320,21 @@ pub(crate) fn model_from_architecture(arch: &Value) -> Result<Model> {
         let inputs_value = field(n, "inputs", &node_what)?;
         let inputs: Vec<usize> = inputs_value
             .as_array()
-            .filter(|a| a.len() <= 2)
+            .filter(|a| a.len() <= MAX_NODE_INPUTS)
             .and_then(|a| {
                 a.iter()
                     .map(|x| x.as_u64().filter(|&v| v < i as u64).map(|v| v as usize))
                     .collect::<Option<Vec<_>>>()
             })
             .with_context(|| {
-                format!("{node_what}: `inputs` is {inputs_value}, not up to two earlier nodes")
+                format!(
+                    "{node_what}: `inputs` is {inputs_value}, not up to {MAX_NODE_INPUTS} earlier \
+                     nodes"
+                )
             })?;
-        for (_, shape, _) in op.param_specs() {
-            let count = shape
+        for decl in op.params() {
+            let count = decl
+                .shape
                 .iter()
                 .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
                 .unwrap_or(u64::MAX);
@@ -474,6 +351,19 @@ pub(crate) fn model_from_architecture(arch: &Value) -> Result<Model> {
     }
     let mut model = Model::new(name, &input_shape, nodes, output)
         .map_err(|e| anyhow!("the architecture is not a valid model: {e}"))?;
+    let shapes = model
+        .shapes(1)
+        .map_err(|e| anyhow!("the architecture is not a valid model: {e}"))?;
+    if let Some((id, shape)) = shapes.iter().enumerate().find(|(_, s)| {
+        s.iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+            .is_none_or(|n| n > MAX_INPUT)
+    }) {
+        bail!(
+            "node {id} of the architecture has an output of {shape:?}, more than {MAX_INPUT} \
+             values per example"
+        );
+    }
     model.normalization = match field(o, "normalization", what)? {
         Value::Null => None,
         v => {
@@ -1004,6 +894,8 @@ pub(crate) fn agree<T: Transport>(transport: &mut T, mine: &Proposal) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cryptgpu_backend::{Conv2dParams, Pool2dParams};
+    use cryptgpu_nn::layers::prelude::*;
     use cryptgpu_nn::model::GraphBuilder;
     use cryptgpu_nn::zoo;
     use proptest::prelude::*;
@@ -1013,7 +905,7 @@ mod tests {
         let mut b = GraphBuilder::new();
         let c = b.add(
             "conv",
-            Op::Conv2d {
+            Op::Conv2d(Conv2d {
                 in_channels: 1,
                 out_channels: 2,
                 kernel: [3, 3],
@@ -1023,41 +915,42 @@ mod tests {
                     groups: 1,
                 },
                 bias: true,
-            },
+                dilation: [1, 1],
+            }),
             &[0],
         );
         let bn = b.add(
             "bn",
-            Op::BatchNorm2d {
+            Op::BatchNorm2d(BatchNorm2d {
                 channels: 2,
                 eps: 1e-5,
                 momentum: 0.1,
-            },
+            }),
             &[c],
         );
-        let r = b.add("relu", Op::Relu, &[bn]);
-        let add = b.add("add", Op::Add, &[r, bn]);
+        let r = b.add("relu", Op::Relu(Relu), &[bn]);
+        let add = b.add("add", Op::Add(Add::default()), &[r, bn]);
         let pool = b.add(
             "pool",
-            Op::MaxPool2d(Pool2dParams {
+            Op::MaxPool2d(MaxPool2d::new(Pool2dParams {
                 kernel: [2, 2],
                 stride: [2, 2],
                 padding: [0, 0],
-            }),
+            })),
             &[add],
         );
-        let d = b.add("drop", Op::Dropout { p: 0.25 }, &[pool]);
-        let f = b.add("flat", Op::Flatten, &[d]);
+        let d = b.add("drop", Op::Dropout(Dropout { p: 0.25 }), &[pool]);
+        let f = b.add("flat", Op::Flatten(Flatten), &[d]);
         let l = b.add(
             "fc",
-            Op::Linear {
+            Op::Linear(Linear {
                 in_features: 8,
                 out_features: 3,
                 bias: false,
-            },
+            }),
             &[f],
         );
-        let s = b.add("softmax", Op::Softmax, &[l]);
+        let s = b.add("softmax", Op::Softmax(Softmax), &[l]);
         let mut m = b.finish_zeroed("tiny", &[1, 4, 4], s).unwrap();
         m.normalization = Some(Normalization::mnist());
         m

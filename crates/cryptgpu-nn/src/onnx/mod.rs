@@ -1,64 +1,188 @@
-//! ONNX import (and export) for the layer set of [`Op`]: Conv, Gemm, MatMul (+ Add of a
-//! bias), Relu, MaxPool, AveragePool, GlobalAveragePool, Flatten, Reshape (to `[N, -1]`),
-//! Add, BatchNormalization, Softmax (as the output), Dropout and Identity, as
-//! `torch.onnx.export` writes them (opset 13 or later; older opsets that spell the same
-//! ops the same way load too). Anything else is an [`NnError::UnsupportedOnnxOp`] naming
-//! the op and the node.
+//! ONNX import and export, as `torch.onnx.export` writes models (the legacy TorchScript
+//! exporter and the dynamo exporter, opsets 7 to 20, a symbolic or fixed batch axis).
+//!
+//! Each layer's ONNX mapping lives with the layer ([`crate::layers`], listed by
+//! [`crate::layers::ONNX_OPS`]); [`fold`] evaluates the shape computations exporters write
+//! (`x.view(x.size(0), -1)` becomes Shape → Gather → Unsqueeze → Concat → Reshape) at
+//! import time, so they are gone before an executor sees the graph. Anything else is an
+//! [`NnError::UnsupportedOnnxOp`] naming the op, the node and what is supported.
+//!
+//! The batch axis: the graph input's first dimension may be symbolic (a dynamic batch) or
+//! fixed; either way the model runs at any batch. While importing, a symbolic batch takes a
+//! probe value ([`PROBE_BATCH`]) that no real dimension has, so a folded shape whose first
+//! entry is the batch can be told apart from the sizes that follow it.
 //!
 //! Node names: a layer whose weight initializer is called `X.weight` (PyTorch's export
 //! keeps `state_dict` names) becomes node `X`, so its parameters keep their PyTorch names;
 //! other layers take the ONNX node's name.
 //!
+//! Weights stored as external data (`model.onnx.data` beside the model, the dynamo
+//! exporter's default) are read by [`import_file`] from the model's folder only: a
+//! location that is absolute, climbs out of the folder or points through a link outside
+//! it is an error, as is a range past the file's end.
+//!
 //! No protobuf compiler is involved: [`proto`] reads the wire format directly.
 
+pub mod fold;
 pub mod proto;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use cryptgpu_backend::{Conv2dParams, Pool2dParams};
-
 use crate::error::{NnError, Result};
+use crate::layers::{self, ONNX_OPS, OnnxNode};
 use crate::model::{Model, Node, NodeId, Op};
 use crate::tensor::Tensor;
 use proto::{ModelProto, NodeProto, TensorProto, Writer, data_type};
 
-/// Imports an `.onnx` file.
+/// The batch size a symbolic batch axis takes while importing: a prime no model dimension
+/// equals, so a folded shape entry equal to it is the batch.
+pub const PROBE_BATCH: usize = 1_000_003;
+
+/// The most bytes of external data a model may reference (16 GiB).
+const MAX_EXTERNAL_BYTES: u64 = 16 << 30;
+
+/// Imports an `.onnx` file, with its external data from the same folder.
 pub fn import_file(path: &Path) -> Result<Model> {
     let bytes = std::fs::read(path).map_err(|source| NnError::Io {
         path: path.to_owned(),
         source,
     })?;
-    import(&bytes)
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    import_with_dir(&bytes, Some(dir))
+}
+
+/// Imports an ONNX model from its bytes (external data is an error: use [`import_file`]).
+pub fn import(bytes: &[u8]) -> Result<Model> {
+    import_with_dir(bytes, None)
+}
+
+/// Reads the external data of `t` from `dir`, safely.
+fn load_external(t: &mut TensorProto, dir: Option<&Path>) -> Result<()> {
+    let Some(entries) = t.external.clone() else {
+        return Ok(());
+    };
+    let Some(dir) = dir else {
+        return Err(NnError::Onnx(format!(
+            "tensor `{}` is stored as external data; import the model from its file so the \
+             data beside it can be read",
+            t.name
+        )));
+    };
+    let get = |key: &str| {
+        entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let location = get("location").ok_or_else(|| {
+        NnError::Onnx(format!(
+            "tensor `{}`: external data without a location",
+            t.name
+        ))
+    })?;
+    let number = |key: &str| -> Result<Option<u64>> {
+        get(key)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    NnError::Onnx(format!(
+                        "tensor `{}`: external {key} {v:?} is not a number",
+                        t.name
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let offset = number("offset")?.unwrap_or(0);
+    let relative = Path::new(location);
+    let safe = !location.is_empty()
+        && relative
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !safe {
+        return Err(NnError::Onnx(format!(
+            "tensor `{}`: external data location {location:?} is not a plain path inside the \
+             model's folder",
+            t.name
+        )));
+    }
+    let io = |path: &Path, source| NnError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let root = dir.canonicalize().map_err(|e| io(dir, e))?;
+    let path = root.join(relative);
+    let real = path.canonicalize().map_err(|e| io(&path, e))?;
+    if !real.starts_with(&root) {
+        return Err(NnError::Onnx(format!(
+            "tensor `{}`: external data {location:?} leads outside the model's folder",
+            t.name
+        )));
+    }
+    let size = TensorProto::element_size(t.data_type).ok_or_else(|| {
+        NnError::Onnx(format!(
+            "tensor `{}`: external data of type {} is not supported",
+            t.name, t.data_type
+        ))
+    })? as u64;
+    let count: i64 = t.dims.iter().product();
+    let expected = count as u64 * size;
+    let length = number("length")?.unwrap_or(expected);
+    let file_len = std::fs::metadata(&real).map_err(|e| io(&real, e))?.len();
+    if length != expected || length > MAX_EXTERNAL_BYTES || offset.saturating_add(length) > file_len
+    {
+        return Err(NnError::Onnx(format!(
+            "tensor `{}`: external data {location:?} at offset {offset}, length {length} does not \
+             hold its {count} values (file of {file_len} bytes)",
+            t.name
+        )));
+    }
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(&real).map_err(|e| io(&real, e))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| io(&real, e))?;
+    let mut raw = vec![0u8; length as usize];
+    file.read_exact(&mut raw).map_err(|e| io(&real, e))?;
+    t.load_external(&raw)
 }
 
 /// What a graph value name refers to while importing.
 #[derive(Clone, Debug)]
-enum Value {
+pub(crate) enum Value {
     /// The output of a model node.
     Node(NodeId),
-    /// A constant (initializer or `Constant` output).
+    /// A constant (initializer, `Constant` output, or a folded computation).
     Const(TensorProto),
 }
 
-struct Importer {
+/// The state of one import: the graph built so far and what each ONNX value name is.
+/// Layers' `import` functions add to it through its methods.
+pub struct Importer {
     nodes: Vec<Node>,
     shapes: Vec<Vec<usize>>,
     input_shape: Vec<usize>,
+    batch: usize,
     params: BTreeMap<String, Tensor>,
     values: HashMap<String, Value>,
     names: HashSet<String>,
 }
 
-/// Imports an ONNX model from its bytes.
-pub fn import(bytes: &[u8]) -> Result<Model> {
-    let model = ModelProto::decode(bytes)?;
+fn import_with_dir(bytes: &[u8], dir: Option<&Path>) -> Result<Model> {
+    let mut model = ModelProto::decode(bytes)?;
     if let Some(v) = model.default_opset()
         && v < 7
     {
         return Err(NnError::Onnx(format!(
             "opset {v} is too old; export with opset 13 or later"
         )));
+    }
+    for t in &mut model.graph.initializers {
+        load_external(t, dir)?;
     }
     let graph = &model.graph;
     let mut values: HashMap<String, Value> = graph
@@ -78,11 +202,18 @@ pub fn import(bytes: &[u8]) -> Result<Model> {
             real_inputs.iter().map(|i| &i.name).collect::<Vec<_>>()
         )));
     };
-    let input_shape: Vec<usize> = match &input.shape {
+    let (batch, input_shape): (usize, Vec<usize>) = match &input.shape {
         Some(dims)
             if dims.len() >= 2 && dims[1..].iter().all(|d| matches!(d, Some(v) if *v > 0)) =>
         {
-            dims[1..].iter().map(|d| d.unwrap_or(0) as usize).collect()
+            let batch = match dims[0] {
+                Some(b) if b > 0 => b as usize,
+                _ => PROBE_BATCH,
+            };
+            (
+                batch,
+                dims[1..].iter().map(|d| d.unwrap_or(0) as usize).collect(),
+            )
         }
         other => {
             return Err(NnError::Onnx(format!(
@@ -95,15 +226,16 @@ pub fn import(bytes: &[u8]) -> Result<Model> {
     let mut im = Importer {
         nodes: vec![Node {
             name: "input".into(),
-            op: Op::Input,
+            op: Op::Input(layers::input::Input),
             inputs: Vec::new(),
         }],
         shapes: vec![
-            std::iter::once(1)
+            std::iter::once(batch)
                 .chain(input_shape.iter().copied())
                 .collect(),
         ],
         input_shape,
+        batch,
         params: BTreeMap::new(),
         values,
         names: HashSet::from(["input".to_owned()]),
@@ -126,43 +258,71 @@ pub fn import(bytes: &[u8]) -> Result<Model> {
             )));
         }
     };
-    let name = if graph.name.is_empty() {
+    let name = if graph.name.is_empty() || graph.name == "main_graph" {
         "onnx-model".to_owned()
     } else {
         graph.name.clone()
     };
-    if let Some(pos) = im.nodes.iter().position(|n| n.op == Op::Softmax)
+    if let Some(pos) = im.nodes.iter().position(|n| n.op.is_output_activation())
         && pos != output
     {
         return Err(NnError::Onnx(format!(
-            "Softmax node `{}` is supported only as the graph output",
+            "{} node `{}` is supported only as the graph output",
+            im.nodes[pos].op.kind(),
             im.nodes[pos].name
         )));
     }
-    let mut model = Model::new(&name, &im.input_shape, im.nodes, output)?;
+    let (nodes, output) = prune(im.nodes, output);
+    let mut model = Model::new(&name, &im.input_shape, nodes, output)?;
+    let specs: HashSet<String> = model.param_specs().into_iter().map(|s| s.name).collect();
+    im.params.retain(|k, _| specs.contains(k));
     model.set_params(im.params)?;
     Ok(model)
 }
 
-fn attr_ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
+/// Drops nodes the output does not depend on (e.g. a `Shape` branch's leftovers), keeping
+/// the order; returns the nodes and the output's new id.
+fn prune(nodes: Vec<Node>, output: NodeId) -> (Vec<Node>, NodeId) {
+    let mut needed = vec![false; nodes.len()];
+    needed[0] = true;
+    needed[output] = true;
+    for id in (0..nodes.len()).rev() {
+        if needed[id] {
+            for &i in &nodes[id].inputs {
+                needed[i] = true;
+            }
+        }
+    }
+    let mut new_id = vec![usize::MAX; nodes.len()];
+    let mut kept = Vec::new();
+    for (id, mut node) in nodes.into_iter().enumerate() {
+        if needed[id] {
+            node.inputs = node.inputs.iter().map(|&i| new_id[i]).collect();
+            new_id[id] = kept.len();
+            kept.push(node);
+        }
+    }
+    (kept, new_id[output])
+}
+
+/// The `ints` of attribute `name`.
+pub(crate) fn attr_ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
     node.attribute(name).map(|a| a.ints.clone())
 }
 
-fn attr_int(node: &NodeProto, name: &str, default: i64) -> i64 {
+/// The `int` of attribute `name`, or `default`.
+pub(crate) fn attr_int(node: &NodeProto, name: &str, default: i64) -> i64 {
     node.attribute(name).map_or(default, |a| a.i)
 }
 
-fn attr_float(node: &NodeProto, name: &str, default: f32) -> f32 {
+/// The `float` of attribute `name`, or `default`.
+pub(crate) fn attr_float(node: &NodeProto, name: &str, default: f32) -> f32 {
     node.attribute(name).map_or(default, |a| a.f)
 }
 
-fn to_tensor(t: &TensorProto) -> Result<Tensor> {
-    let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
-    Tensor::new(&shape, t.values.clone())
-}
-
 impl Importer {
-    fn bad(node: &NodeProto, message: impl std::fmt::Display) -> NnError {
+    /// An error about `node`.
+    pub(crate) fn bad(node: &NodeProto, message: impl std::fmt::Display) -> NnError {
         NnError::Onnx(format!(
             "node `{}` ({}): {message}",
             node.display_name(),
@@ -170,13 +330,39 @@ impl Importer {
         ))
     }
 
-    fn input_node(&self, node: &NodeProto, index: usize) -> Result<NodeId> {
+    /// The batch size shapes are computed at while importing ([`PROBE_BATCH`] for a
+    /// symbolic batch).
+    pub(crate) fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// The shape of node `id`'s value at [`Importer::batch`].
+    pub(crate) fn shape(&self, id: NodeId) -> &[usize] {
+        &self.shapes[id]
+    }
+
+    /// What value `name` is, if known.
+    pub(crate) fn value(&self, name: &str) -> Option<&Value> {
+        self.values.get(name)
+    }
+
+    /// Names output `index` of `node` as `value`.
+    pub(crate) fn set_output(&mut self, node: &NodeProto, index: usize, value: Value) {
+        if let Some(out) = node.outputs.get(index)
+            && !out.is_empty()
+        {
+            self.values.insert(out.clone(), value);
+        }
+    }
+
+    /// Input `index` of `node`, which must be a computed value (not a constant).
+    pub(crate) fn input_node(&self, node: &NodeProto, index: usize) -> Result<NodeId> {
         match node.inputs.get(index).and_then(|n| self.values.get(n)) {
             Some(Value::Node(id)) => Ok(*id),
             Some(Value::Const(_)) => Err(Self::bad(
                 node,
                 format!(
-                    "input {index} (`{}`) is a constant; only weights may be",
+                    "input {index} (`{}`) is a constant where a computed value was expected",
                     node.inputs[index]
                 ),
             )),
@@ -187,11 +373,13 @@ impl Importer {
         }
     }
 
-    fn constant(&self, node: &NodeProto, index: usize) -> Result<Option<&TensorProto>> {
+    /// Input `index` of `node` as a constant: `None` when the input is absent, an error when
+    /// it is a computed value.
+    pub(crate) fn constant(&self, node: &NodeProto, index: usize) -> Result<Option<TensorProto>> {
         match node.inputs.get(index).map(String::as_str) {
             None | Some("") => Ok(None),
             Some(name) => match self.values.get(name) {
-                Some(Value::Const(t)) => Ok(Some(t)),
+                Some(Value::Const(t)) => Ok(Some(t.clone())),
                 _ => Err(Self::bad(
                     node,
                     format!("input `{name}` must be a constant (an initializer)"),
@@ -202,7 +390,7 @@ impl Importer {
 
     /// A unique node name: the PyTorch module path of `weight` when it is called
     /// `X.weight`, else the ONNX node's name.
-    fn node_name(&mut self, node: &NodeProto, weight: Option<&str>) -> String {
+    pub(crate) fn node_name(&mut self, node: &NodeProto, weight: Option<&str>) -> String {
         let base = weight
             .and_then(|w| w.strip_suffix(".weight"))
             .map(str::to_owned)
@@ -214,6 +402,10 @@ impl Importer {
                     n
                 }
             });
+        self.unique(base)
+    }
+
+    fn unique(&mut self, base: String) -> String {
         let mut name = base.clone();
         let mut k = 1;
         while self.names.contains(&name) {
@@ -224,81 +416,140 @@ impl Importer {
         name
     }
 
-    fn push(
+    /// Stores parameter `{node}.{suffix}`.
+    pub(crate) fn insert_param(&mut self, node: &str, suffix: &str, value: Tensor) {
+        self.params.insert(format!("{node}.{suffix}"), value);
+    }
+
+    /// Stores parameter `{node}.{suffix}` from an initializer, reshaped to `shape` if given.
+    pub(crate) fn param(
+        &mut self,
+        node: &str,
+        suffix: &str,
+        t: &TensorProto,
+        shape: Option<&[usize]>,
+    ) -> Result<()> {
+        let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+        let value = Tensor::new(shape.unwrap_or(&dims), t.values.clone())?;
+        self.insert_param(node, suffix, value);
+        Ok(())
+    }
+
+    /// Adds a node for ONNX node `node` (its first output names the value).
+    pub(crate) fn push(
         &mut self,
         node: &NodeProto,
         name: String,
         op: Op,
         inputs: &[NodeId],
     ) -> Result<NodeId> {
+        let id = self.add(name, op, inputs).map_err(|e| Self::bad(node, e))?;
+        self.set_output(node, 0, Value::Node(id));
+        Ok(id)
+    }
+
+    /// Adds a helper node that no ONNX value names (its name is made unique).
+    pub(crate) fn push_internal(
+        &mut self,
+        name: String,
+        op: Op,
+        inputs: &[NodeId],
+    ) -> Result<NodeId> {
+        let name = self.unique(name);
+        self.add(name, op, inputs)
+    }
+
+    fn add(&mut self, name: String, op: Op, inputs: &[NodeId]) -> Result<NodeId> {
         let new = Node {
             name,
             op,
             inputs: inputs.to_vec(),
         };
         let input_shapes: Vec<&[usize]> = inputs.iter().map(|&i| &self.shapes[i][..]).collect();
-        let shape = crate::model::infer_shape(&new, &input_shapes, 1, &self.input_shape)
-            .map_err(|e| Self::bad(node, e))?;
+        let shape = crate::model::infer_shape(&new, &input_shapes, self.batch, &self.input_shape)?;
         self.nodes.push(new);
         self.shapes.push(shape);
-        let id = self.nodes.len() - 1;
-        if let Some(out) = node.outputs.first() {
-            self.values.insert(out.clone(), Value::Node(id));
-        }
-        Ok(id)
+        Ok(self.nodes.len() - 1)
     }
 
-    fn alias(&mut self, node: &NodeProto, id: NodeId) {
-        if let Some(out) = node.outputs.first() {
-            self.values.insert(out.clone(), Value::Node(id));
-        }
-    }
-
-    fn check_unused_outputs(&self, node: &NodeProto) -> Result<()> {
-        if node.outputs.iter().skip(1).any(|o| !o.is_empty()) && node.op_type != "Dropout" {
-            // BatchNormalization in training mode and MaxPool with indices have more outputs.
-            return Err(Self::bad(
-                node,
-                "only the first output is supported (training-mode or index outputs are not)",
-            ));
-        }
+    /// A one-input layer on input 0 of `node`, named after the node.
+    pub(crate) fn unary(&mut self, node: &NodeProto, op: Op) -> Result<()> {
+        let x = self.input_node(node, 0)?;
+        let name = self.node_name(node, None);
+        self.push(node, name, op, &[x])?;
         Ok(())
     }
 
-    fn pads(node: &NodeProto) -> Result<[usize; 2]> {
+    /// Output 0 of `node` is the value of its input 0.
+    pub(crate) fn identity(&mut self, node: &NodeProto) -> Result<()> {
+        let value = node
+            .inputs
+            .first()
+            .and_then(|n| self.values.get(n))
+            .cloned()
+            .ok_or_else(|| Self::bad(node, "input is missing"))?;
+        self.set_output(node, 0, value);
+        Ok(())
+    }
+
+    /// Output 0 of `node` is node `id`'s value.
+    pub(crate) fn alias(&mut self, node: &NodeProto, id: NodeId) {
+        self.set_output(node, 0, Value::Node(id));
+    }
+
+    /// `Add(x, bias)` right after a bias-less linear layer with no other consumer becomes
+    /// that layer's bias; returns whether it did.
+    pub(crate) fn fold_bias(&mut self, node: &NodeProto, x: NodeId, bias: &[f64]) -> Result<bool> {
+        let consumers = self.nodes.iter().filter(|n| n.inputs.contains(&x)).count();
+        let target = &mut self.nodes[x];
+        match &mut target.op {
+            Op::Linear(l) if !l.bias && consumers == 0 && bias.len() == l.out_features => {
+                l.bias = true;
+                let name = format!("{}.bias", target.name);
+                self.params
+                    .insert(name, Tensor::new(&[bias.len()], bias.to_vec())?);
+                self.alias(node, x);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// `pads` as `[top, left, bottom, right]` (ONNX writes `[top, left, bottom, right]` for
+    /// 2-d: all begins, then all ends); `auto_pad` NOTSET or VALID.
+    pub(crate) fn pads4(node: &NodeProto) -> Result<[usize; 4]> {
         if let Some(a) = node.attribute("auto_pad") {
             let mode = String::from_utf8_lossy(&a.s);
-            if mode != "NOTSET" && mode != "VALID" {
+            if mode != "NOTSET" && mode != "VALID" && !mode.is_empty() {
                 return Err(Self::bad(node, format!("auto_pad {mode} is not supported")));
             }
         }
         match attr_ints(node, "pads").as_deref() {
-            None | Some([]) => Ok([0, 0]),
-            Some(&[t, l, b, r]) if t == b && l == r && t >= 0 && l >= 0 => {
-                Ok([t as usize, l as usize])
+            None | Some([]) => Ok([0; 4]),
+            Some(&[t, l, b, r]) if [t, l, b, r].iter().all(|&v| v >= 0) => {
+                Ok([t, l, b, r].map(|v| v as usize))
             }
-            Some(other) => Err(Self::bad(
+            Some(other) => Err(Self::bad(node, format!("pads {other:?} are not 2-d"))),
+        }
+    }
+
+    /// Symmetric `pads` as `[vertical, horizontal]`.
+    pub(crate) fn symmetric_pads(node: &NodeProto) -> Result<[usize; 2]> {
+        match Self::pads4(node)? {
+            [t, l, b, r] if t == b && l == r => Ok([t, l]),
+            other => Err(Self::bad(
                 node,
                 format!("pads {other:?} are not symmetric [top, left, bottom, right]"),
             )),
         }
     }
 
-    fn pair(node: &NodeProto, name: &str, default: [usize; 2]) -> Result<[usize; 2]> {
+    /// A 2-d attribute of positive sizes.
+    pub(crate) fn pair(node: &NodeProto, name: &str, default: [usize; 2]) -> Result<[usize; 2]> {
         match attr_ints(node, name).as_deref() {
             None | Some([]) => Ok(default),
             Some(&[a, b]) if a > 0 && b > 0 => Ok([a as usize, b as usize]),
             Some(other) => Err(Self::bad(node, format!("{name} {other:?} is not 2-d"))),
-        }
-    }
-
-    fn check_dilations(node: &NodeProto) -> Result<()> {
-        match attr_ints(node, "dilations").as_deref() {
-            None | Some([]) | Some([1, 1]) => Ok(()),
-            Some(other) => Err(Self::bad(
-                node,
-                format!("dilations {other:?} are not supported"),
-            )),
         }
     }
 
@@ -307,358 +558,37 @@ impl Importer {
             return Err(NnError::UnsupportedOnnxOp {
                 op: format!("{}::{}", node.domain, node.op_type),
                 node: node.display_name(),
+                supported: supported_ops(),
             });
         }
-        self.check_unused_outputs(node)?;
-        match node.op_type.as_str() {
-            "Constant" => {
-                let t = node
-                    .attribute("value")
-                    .and_then(|a| a.t.clone())
-                    .ok_or_else(|| Self::bad(node, "only a tensor `value` is supported"))?;
-                let out = node.outputs.first().cloned().unwrap_or_default();
-                self.values.insert(out, Value::Const(t));
-            }
-            "Conv" => {
-                let x = self.input_node(node, 0)?;
-                let w = self
-                    .constant(node, 1)?
-                    .ok_or_else(|| Self::bad(node, "has no weight"))?
-                    .clone();
-                let b = self.constant(node, 2)?.cloned();
-                Self::check_dilations(node)?;
-                let &[o, cg, kh, kw] = &w.dims[..] else {
-                    return Err(Self::bad(
-                        node,
-                        format!("weight dims {:?} are not 4-d", w.dims),
-                    ));
-                };
-                let groups = attr_int(node, "group", 1).max(1) as usize;
-                let kernel = [kh as usize, kw as usize];
-                if let Some(k) = attr_ints(node, "kernel_shape")
-                    && k != [kh, kw]
-                {
-                    return Err(Self::bad(
-                        node,
-                        format!("kernel_shape {k:?} disagrees with the weight"),
-                    ));
-                }
-                let params = Conv2dParams {
-                    stride: Self::pair(node, "strides", [1, 1])?,
-                    padding: Self::pads(node)?,
-                    groups,
-                };
-                let name = self.node_name(node, Some(&w.name));
-                let op = Op::Conv2d {
-                    in_channels: cg as usize * groups,
-                    out_channels: o as usize,
-                    kernel,
-                    params,
-                    bias: b.is_some(),
-                };
-                self.params.insert(format!("{name}.weight"), to_tensor(&w)?);
-                if let Some(b) = &b {
-                    let t = to_tensor(b)?;
-                    let len = t.len();
-                    self.params
-                        .insert(format!("{name}.bias"), t.reshape(&[len])?);
-                }
-                self.push(node, name, op, &[x])?;
-            }
-            "Gemm" => {
-                let x = self.input_node(node, 0)?;
-                let w = self
-                    .constant(node, 1)?
-                    .ok_or_else(|| Self::bad(node, "has no weight"))?
-                    .clone();
-                let c = self.constant(node, 2)?.cloned();
-                if attr_int(node, "transA", 0) != 0
-                    || attr_float(node, "alpha", 1.0) != 1.0
-                    || (c.is_some() && attr_float(node, "beta", 1.0) != 1.0)
-                {
-                    return Err(Self::bad(
-                        node,
-                        "only transA = 0, alpha = 1, beta = 1 are supported",
-                    ));
-                }
-                let &[r, k] = &w.dims[..] else {
-                    return Err(Self::bad(
-                        node,
-                        format!("weight dims {:?} are not 2-d", w.dims),
-                    ));
-                };
-                let mut weight = to_tensor(&w)?;
-                if attr_int(node, "transB", 0) == 0 {
-                    weight = transpose(&weight);
-                }
-                let (out_features, in_features) = if attr_int(node, "transB", 0) == 0 {
-                    (k as usize, r as usize)
-                } else {
-                    (r as usize, k as usize)
-                };
-                let name = self.node_name(node, Some(&w.name));
-                self.params.insert(format!("{name}.weight"), weight);
-                if let Some(c) = &c {
-                    let t = to_tensor(c)?;
-                    if t.len() != out_features {
-                        return Err(Self::bad(
-                            node,
-                            format!("bias dims {:?} do not fit {out_features} outputs", c.dims),
-                        ));
-                    }
-                    self.params
-                        .insert(format!("{name}.bias"), t.reshape(&[out_features])?);
-                }
-                let op = Op::Linear {
-                    in_features,
-                    out_features,
-                    bias: c.is_some(),
-                };
-                self.push(node, name, op, &[x])?;
-            }
-            "MatMul" => {
-                let x = self.input_node(node, 0)?;
-                let w = self
-                    .constant(node, 1)?
-                    .ok_or_else(|| Self::bad(node, "the second operand must be a weight"))?
-                    .clone();
-                let &[in_features, out_features] = &w.dims[..] else {
-                    return Err(Self::bad(
-                        node,
-                        format!("weight dims {:?} are not 2-d", w.dims),
-                    ));
-                };
-                let name = self.node_name(node, Some(&w.name));
-                self.params
-                    .insert(format!("{name}.weight"), transpose(&to_tensor(&w)?));
-                let op = Op::Linear {
-                    in_features: in_features as usize,
-                    out_features: out_features as usize,
-                    bias: false,
-                };
-                self.push(node, name, op, &[x])?;
-            }
-            "Add" => {
-                let consts = [
-                    self.constant(node, 0).ok().flatten().cloned(),
-                    self.constant(node, 1).ok().flatten().cloned(),
-                ];
-                match &consts {
-                    [None, None] => {
-                        let a = self.input_node(node, 0)?;
-                        let b = self.input_node(node, 1)?;
-                        let name = self.node_name(node, None);
-                        self.push(node, name, Op::Add, &[a, b])?;
-                    }
-                    [Some(bias), None] | [None, Some(bias)] => {
-                        let other = usize::from(consts[0].is_some());
-                        let x = self.input_node(node, other)?;
-                        self.fold_bias(node, x, bias)?;
-                    }
-                    [Some(_), Some(_)] => {
-                        return Err(Self::bad(node, "adds two constants"));
-                    }
-                }
-            }
-            "Relu" => {
-                let x = self.input_node(node, 0)?;
-                let name = self.node_name(node, None);
-                self.push(node, name, Op::Relu, &[x])?;
-            }
-            "MaxPool" | "AveragePool" => {
-                let x = self.input_node(node, 0)?;
-                Self::check_dilations(node)?;
-                if attr_int(node, "ceil_mode", 0) != 0 {
-                    return Err(Self::bad(node, "ceil_mode = 1 is not supported"));
-                }
-                if attr_int(node, "storage_order", 0) != 0 {
-                    return Err(Self::bad(node, "storage_order = 1 is not supported"));
-                }
-                let kernel = Self::pair(node, "kernel_shape", [0, 0])?;
-                if kernel == [0, 0] {
-                    return Err(Self::bad(node, "has no kernel_shape"));
-                }
-                let padding = Self::pads(node)?;
-                if node.op_type == "AveragePool"
-                    && padding != [0, 0]
-                    && attr_int(node, "count_include_pad", 0) == 0
-                {
-                    return Err(Self::bad(
-                        node,
-                        "padding with count_include_pad = 0 is not supported (PyTorch's default \
-                         count_include_pad=True is)",
-                    ));
-                }
-                let params = Pool2dParams {
-                    kernel,
-                    stride: Self::pair(node, "strides", [1, 1])?,
-                    padding,
-                };
-                let op = if node.op_type == "MaxPool" {
-                    Op::MaxPool2d(params)
-                } else {
-                    Op::AvgPool2d(params)
-                };
-                let name = self.node_name(node, None);
-                self.push(node, name, op, &[x])?;
-            }
-            "GlobalAveragePool" => {
-                let x = self.input_node(node, 0)?;
-                let name = self.node_name(node, None);
-                self.push(node, name, Op::GlobalAvgPool, &[x])?;
-            }
-            "Flatten" => {
-                let x = self.input_node(node, 0)?;
-                if attr_int(node, "axis", 1) != 1 {
-                    return Err(Self::bad(node, "only axis = 1 is supported"));
-                }
-                let name = self.node_name(node, None);
-                self.push(node, name, Op::Flatten, &[x])?;
-            }
-            "Reshape" => {
-                let x = self.input_node(node, 0)?;
-                let target = match self.constant(node, 1)? {
-                    Some(t) => t.values.iter().map(|&v| v as i64).collect::<Vec<_>>(),
-                    None => attr_ints(node, "shape")
-                        .ok_or_else(|| Self::bad(node, "has no target shape"))?,
-                };
-                let shape = &self.shapes[x];
-                let rest: usize = shape[1..].iter().product();
-                let flattens = target.len() == 2
-                    && (-1..=1).contains(&target[0])
-                    && (target[1] == -1 || target[1] as usize == rest);
-                if !flattens {
-                    return Err(Self::bad(
-                        node,
-                        format!(
-                            "only a reshape to [N, -1] (a flatten) is supported, got {target:?} for input {shape:?}"
-                        ),
-                    ));
-                }
-                if shape.len() == 2 {
-                    self.alias(node, x);
-                } else {
-                    let name = self.node_name(node, None);
-                    self.push(node, name, Op::Flatten, &[x])?;
-                }
-            }
-            "BatchNormalization" => {
-                let x = self.input_node(node, 0)?;
-                if attr_int(node, "training_mode", 0) != 0 {
-                    return Err(Self::bad(node, "training_mode = 1 is not supported"));
-                }
-                let mut tensors = Vec::new();
-                for i in 1..5 {
-                    let t = self
-                        .constant(node, i)?
-                        .ok_or_else(|| Self::bad(node, format!("input {i} is missing")))?;
-                    tensors.push(t.clone());
-                }
-                let channels = tensors[0].values.len();
-                if tensors.iter().any(|t| t.values.len() != channels) {
-                    return Err(Self::bad(
-                        node,
-                        "scale, bias, mean and var differ in length",
-                    ));
-                }
-                let name = self.node_name(node, Some(&tensors[0].name));
-                for (suffix, t) in ["weight", "bias", "running_mean", "running_var"]
-                    .iter()
-                    .zip(&tensors)
-                {
-                    self.params.insert(
-                        format!("{name}.{suffix}"),
-                        Tensor::new(&[channels], t.values.clone())?,
-                    );
-                }
-                let op = Op::BatchNorm2d {
-                    channels,
-                    eps: f64::from(attr_float(node, "epsilon", 1e-5)),
-                    momentum: 1.0 - f64::from(attr_float(node, "momentum", 0.9)),
-                };
-                self.push(node, name, op, &[x])?;
-            }
-            "Softmax" => {
-                let x = self.input_node(node, 0)?;
-                let axis = attr_int(node, "axis", -1);
-                if self.shapes[x].len() != 2 || !(axis == 1 || axis == -1) {
-                    return Err(Self::bad(
-                        node,
-                        format!(
-                            "only softmax over axis 1 of [N, K] is supported, got axis {axis} of {:?}",
-                            self.shapes[x]
-                        ),
-                    ));
-                }
-                let name = self.node_name(node, None);
-                self.push(node, name, Op::Softmax, &[x])?;
-            }
-            "Dropout" => {
-                let x = self.input_node(node, 0)?;
-                let p = match self.constant(node, 1)? {
-                    Some(t) => t.values.first().copied().unwrap_or(0.5),
-                    None => f64::from(attr_float(node, "ratio", 0.5)),
-                };
-                let name = self.node_name(node, None);
-                self.push(node, name, Op::Dropout { p }, &[x])?;
-            }
-            "Identity" => match node
-                .inputs
-                .first()
-                .and_then(|n| self.values.get(n))
-                .cloned()
-            {
-                Some(v) => {
-                    let out = node.outputs.first().cloned().unwrap_or_default();
-                    self.values.insert(out, v);
-                }
-                None => return Err(Self::bad(node, "input is missing")),
-            },
-            other => {
-                return Err(NnError::UnsupportedOnnxOp {
-                    op: other.to_owned(),
-                    node: node.display_name(),
-                });
-            }
+        if fold::try_fold(self, node)? {
+            return Ok(());
         }
-        Ok(())
-    }
-
-    /// `Add(x, bias)` right after a bias-less `MatMul` becomes that layer's bias.
-    fn fold_bias(&mut self, node: &NodeProto, x: NodeId, bias: &TensorProto) -> Result<()> {
-        let consumers = self.nodes.iter().filter(|n| n.inputs.contains(&x)).count();
-        let target = &mut self.nodes[x];
-        match &mut target.op {
-            Op::Linear {
-                out_features,
-                bias: has_bias @ false,
-                ..
-            } if consumers == 0 && bias.values.len() == *out_features => {
-                *has_bias = true;
-                let name = format!("{}.bias", target.name);
-                let len = bias.values.len();
-                self.params
-                    .insert(name, Tensor::new(&[len], bias.values.clone())?);
-                self.alias(node, x);
-                Ok(())
-            }
-            _ => Err(Self::bad(
+        let extra_outputs = node.outputs.iter().skip(1).any(|o| !o.is_empty());
+        if extra_outputs && node.op_type != "Dropout" {
+            // BatchNormalization in training mode and MaxPool with indices have more outputs.
+            return Err(Self::bad(
                 node,
-                "adding a constant is supported only as the bias of a MatMul",
-            )),
+                "only the first output is supported (training-mode or index outputs are not)",
+            ));
+        }
+        match layers::onnx_importer(&node.op_type) {
+            Some(import) => import(self, node),
+            None => Err(NnError::UnsupportedOnnxOp {
+                op: node.op_type.clone(),
+                node: node.display_name(),
+                supported: supported_ops(),
+            }),
         }
     }
 }
 
-fn transpose(t: &Tensor) -> Tensor {
-    let (r, c) = (t.shape()[0], t.shape()[1]);
-    let mut data = vec![0.0; r * c];
-    for i in 0..r {
-        for j in 0..c {
-            data[j * r + i] = t.data()[i * c + j];
-        }
-    }
-    Tensor::new(&[c, r], data).expect("same size")
+/// Every op type the importer takes, for messages.
+pub fn supported_ops() -> String {
+    let mut ops: Vec<&str> = ONNX_OPS.iter().chain(fold::FOLDED_OPS).copied().collect();
+    ops.sort_unstable();
+    ops.dedup();
+    ops.join(", ")
 }
 
 /// How [`export`] stores tensor values.
@@ -670,10 +600,20 @@ pub enum TensorEncoding {
     FloatData,
 }
 
-fn tensor_proto(name: &str, t: &Tensor, encoding: TensorEncoding) -> Writer {
+fn tensor_proto(name: &str, t: &Tensor, encoding: TensorEncoding, int64: bool) -> Writer {
     let mut w = Writer::new();
     let dims: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
-    w.packed_ints(1, &dims).int(2, data_type::FLOAT);
+    w.packed_ints(1, &dims);
+    if int64 {
+        let raw: Vec<u8> = t
+            .data()
+            .iter()
+            .flat_map(|&v| (v as i64).to_le_bytes())
+            .collect();
+        w.int(2, data_type::INT64).string(8, name).bytes(9, &raw);
+        return w;
+    }
+    w.int(2, data_type::FLOAT);
     match encoding {
         TensorEncoding::Raw => {
             let raw: Vec<u8> = t.to_f32().iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -705,30 +645,10 @@ fn value_info(name: &str, dims: &[Option<usize>]) -> Writer {
     info
 }
 
-fn ints_attr(name: &str, values: &[usize]) -> Writer {
-    let mut a = Writer::new();
-    a.string(1, name).int(20, 7);
-    for &v in values {
-        a.int(8, v as i64);
-    }
-    a
-}
-
-fn int_attr(name: &str, value: i64) -> Writer {
-    let mut a = Writer::new();
-    a.string(1, name).int(3, value).int(20, 2);
-    a
-}
-
-fn float_attr(name: &str, value: f64) -> Writer {
-    let mut a = Writer::new();
-    a.string(1, name).float(2, value as f32).int(20, 1);
-    a
-}
-
 /// Exports `model` as ONNX (opset 13), the way `torch.onnx.export` lays such a network
-/// out: initializers named by the parameters, Conv/Gemm(transB)/... nodes, a symbolic batch
-/// dimension. Used by the round-trip tests and to hand models to other tools.
+/// out: initializers named by the parameters, each layer's node from its
+/// [`crate::layers::Layer::onnx_export`], a symbolic batch dimension. Used by `--save
+/// model.onnx`, the round-trip tests and to hand models to other tools.
 pub fn export(model: &Model, encoding: TensorEncoding) -> Result<Vec<u8>> {
     let shapes = model.shapes(1)?;
     let value_name = |id: NodeId| {
@@ -739,87 +659,36 @@ pub fn export(model: &Model, encoding: TensorEncoding) -> Result<Vec<u8>> {
         }
     };
     let mut graph = Writer::new();
+    let mut constants: Vec<(String, Tensor)> = Vec::new();
     for (id, node) in model.nodes().iter().enumerate().skip(1) {
-        let mut n = Writer::new();
-        let mut inputs: Vec<String> = node.inputs.iter().map(|&i| value_name(i)).collect();
-        let mut attrs = Vec::new();
-        let op_type = match &node.op {
-            Op::Input => unreachable!("skipped"),
-            Op::Conv2d {
-                kernel,
-                params,
-                bias,
-                ..
-            } => {
-                inputs.push(format!("{}.weight", node.name));
-                if *bias {
-                    inputs.push(format!("{}.bias", node.name));
-                }
-                attrs.push(ints_attr("kernel_shape", kernel));
-                attrs.push(ints_attr("strides", &params.stride));
-                let [ph, pw] = params.padding;
-                attrs.push(ints_attr("pads", &[ph, pw, ph, pw]));
-                attrs.push(ints_attr("dilations", &[1, 1]));
-                attrs.push(int_attr("group", params.groups as i64));
-                "Conv"
-            }
-            Op::Linear { bias, .. } => {
-                inputs.push(format!("{}.weight", node.name));
-                if *bias {
-                    inputs.push(format!("{}.bias", node.name));
-                }
-                attrs.push(float_attr("alpha", 1.0));
-                attrs.push(float_attr("beta", 1.0));
-                attrs.push(int_attr("transB", 1));
-                "Gemm"
-            }
-            Op::Relu => "Relu",
-            Op::MaxPool2d(p) | Op::AvgPool2d(p) => {
-                attrs.push(ints_attr("kernel_shape", &p.kernel));
-                attrs.push(ints_attr("strides", &p.stride));
-                let [ph, pw] = p.padding;
-                attrs.push(ints_attr("pads", &[ph, pw, ph, pw]));
-                if matches!(node.op, Op::AvgPool2d(_)) {
-                    attrs.push(int_attr("count_include_pad", 1));
-                    "AveragePool"
-                } else {
-                    "MaxPool"
-                }
-            }
-            Op::GlobalAvgPool => "GlobalAveragePool",
-            Op::Flatten => {
-                attrs.push(int_attr("axis", 1));
-                "Flatten"
-            }
-            Op::Add => "Add",
-            Op::BatchNorm2d { eps, momentum, .. } => {
-                for suffix in ["weight", "bias", "running_mean", "running_var"] {
-                    inputs.push(format!("{}.{suffix}", node.name));
-                }
-                attrs.push(float_attr("epsilon", *eps));
-                attrs.push(float_attr("momentum", 1.0 - momentum));
-                "BatchNormalization"
-            }
-            Op::Dropout { .. } => "Identity",
-            Op::Softmax => {
-                attrs.push(int_attr("axis", 1));
-                "Softmax"
-            }
+        let mut onnx = OnnxNode {
+            name: &node.name,
+            op_type: "",
+            inputs: node.inputs.iter().map(|&i| value_name(i)).collect(),
+            attrs: Vec::new(),
+            constants: Vec::new(),
         };
-        for input in &inputs {
+        node.op.onnx_export(&mut onnx)?;
+        let mut n = Writer::new();
+        for input in &onnx.inputs {
             n.string(1, input);
         }
         n.string(2, &value_name(id))
-            .string(3, &format!("/{}/{op_type}", node.name))
-            .string(4, op_type);
-        for a in &attrs {
+            .string(3, &format!("/{}/{}", node.name, onnx.op_type))
+            .string(4, onnx.op_type);
+        for a in &onnx.attrs {
             n.message(5, a);
         }
         graph.message(1, &n);
+        constants.extend(onnx.constants);
     }
     graph.string(2, model.name());
     for (name, t) in &model.params {
-        graph.message(5, &tensor_proto(name, t, encoding));
+        graph.message(5, &tensor_proto(name, t, encoding, false));
+    }
+    for (name, t) in &constants {
+        let int64 = name.ends_with(".shape") || name.ends_with(".pads");
+        graph.message(5, &tensor_proto(name, t, encoding, int64));
     }
     let input_dims: Vec<Option<usize>> = std::iter::once(None)
         .chain(model.input_shape().iter().map(|&d| Some(d)))

@@ -148,6 +148,12 @@ pub mod data_type {
     pub const INT64: i64 = 7;
     /// 64-bit float.
     pub const DOUBLE: i64 = 11;
+    /// Unsigned byte.
+    pub const UINT8: i64 = 2;
+    /// Signed byte.
+    pub const INT8: i64 = 3;
+    /// Boolean (one byte).
+    pub const BOOL: i64 = 9;
 }
 
 /// `TensorProto`: a constant tensor, its values widened to f64.
@@ -159,8 +165,11 @@ pub struct TensorProto {
     pub dims: Vec<i64>,
     /// Element type (see [`data_type`]).
     pub data_type: i64,
-    /// Elements, whichever field held them.
+    /// Elements, whichever field held them (empty until loaded when `external` is set).
     pub values: Vec<f64>,
+    /// Where the values are when they are stored outside the model file (`data_location =
+    /// EXTERNAL`): the `external_data` entries (`location`, `offset`, `length`).
+    pub external: Option<Vec<(String, String)>>,
 }
 
 impl TensorProto {
@@ -181,21 +190,104 @@ impl TensorProto {
                 9 => raw = Some(bytes(value, "TensorProto.raw_data")?),
                 10 => push_doubles(value, &mut doubles, "TensorProto.double_data")?,
                 13 => {
-                    return Err(NnError::Onnx(format!(
-                        "tensor `{}` uses external data, which is not supported",
-                        t.name
-                    )));
+                    let entry = bytes(value, "TensorProto.external_data")?;
+                    let (mut key, mut val) = (String::new(), String::new());
+                    for (f, v) in fields(entry)? {
+                        match f {
+                            1 => key = string(v, "StringStringEntryProto.key")?,
+                            2 => val = string(v, "StringStringEntryProto.value")?,
+                            _ => {}
+                        }
+                    }
+                    t.external.get_or_insert_with(Vec::new).push((key, val));
+                }
+                14 if int(value, "TensorProto.data_location")? == 1 => {
+                    t.external.get_or_insert_with(Vec::new);
                 }
                 _ => {}
             }
         }
+        if t.external.is_some() {
+            if t.dims.iter().any(|&d| d < 0) {
+                return Err(NnError::Onnx(format!(
+                    "tensor `{}` has dims {:?}",
+                    t.name, t.dims
+                )));
+            }
+            return Ok(t);
+        }
+        t.values = decode_values(&t.name, t.data_type, raw, floats, doubles, int32s, int64s)?;
+        let expected: i64 = t.dims.iter().product();
+        if t.dims.iter().any(|&d| d < 0) || expected as usize != t.values.len() {
+            return Err(NnError::Onnx(format!(
+                "tensor `{}` has dims {:?} but {} values",
+                t.name,
+                t.dims,
+                t.values.len()
+            )));
+        }
+        Ok(t)
+    }
+
+    /// Fills in the values of a tensor stored outside the file from `raw`, the bytes at its
+    /// `offset` and `length`.
+    pub fn load_external(&mut self, raw: &[u8]) -> Result<()> {
+        self.values = decode_values(
+            &self.name,
+            self.data_type,
+            Some(raw),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        )?;
+        let expected: i64 = self.dims.iter().product();
+        if expected as usize != self.values.len() {
+            return Err(NnError::Onnx(format!(
+                "tensor `{}` has dims {:?} but its external data holds {} values",
+                self.name,
+                self.dims,
+                self.values.len()
+            )));
+        }
+        self.external = None;
+        Ok(())
+    }
+
+    /// The size in bytes of one element of `data_type`, for those the importer reads.
+    pub fn element_size(data_type: i64) -> Option<usize> {
+        match data_type {
+            data_type::FLOAT | data_type::INT32 => Some(4),
+            data_type::DOUBLE | data_type::INT64 => Some(8),
+            data_type::BOOL | data_type::INT8 | data_type::UINT8 => Some(1),
+            _ => None,
+        }
+    }
+}
+
+/// Decodes a tensor's values from whichever field held them.
+fn decode_values(
+    name: &str,
+    data_type: i64,
+    raw: Option<&[u8]>,
+    floats: Vec<f32>,
+    doubles: Vec<f64>,
+    int32s: Vec<i64>,
+    int64s: Vec<i64>,
+) -> Result<Vec<f64>> {
+    let t = TensorProto {
+        name: name.to_owned(),
+        data_type,
+        ..TensorProto::default()
+    };
+    {
         let name = t.name.clone();
         let bad_raw = |size: usize| {
             NnError::Onnx(format!(
                 "tensor `{name}`: raw_data length is not a multiple of {size}"
             ))
         };
-        t.values = match (t.data_type, raw) {
+        let values = match (t.data_type, raw) {
             (data_type::FLOAT, Some(raw)) => {
                 if raw.len() % 4 != 0 {
                     return Err(bad_raw(4));
@@ -232,23 +324,22 @@ impl TensorProto {
             (data_type::DOUBLE, None) => doubles,
             (data_type::INT32, None) => int32s.into_iter().map(|v| v as i32 as f64).collect(),
             (data_type::INT64, None) => int64s.into_iter().map(|v| v as f64).collect(),
+            (data_type::BOOL | data_type::UINT8, Some(raw)) => {
+                raw.iter().map(|&b| f64::from(b)).collect()
+            }
+            (data_type::INT8, Some(raw)) => raw.iter().map(|&b| f64::from(b as i8)).collect(),
+            (data_type::BOOL | data_type::UINT8 | data_type::INT8, None) => {
+                int32s.into_iter().map(|v| v as f64).collect()
+            }
             (other, _) => {
                 return Err(NnError::Onnx(format!(
-                    "tensor `{}` has data type {other}; supported: float, double, int32, int64",
+                    "tensor `{}` has data type {other}; supported: float, double, int8, uint8, \
+                     int32, int64, bool",
                     t.name
                 )));
             }
         };
-        let expected: i64 = t.dims.iter().product();
-        if t.dims.iter().any(|&d| d < 0) || expected as usize != t.values.len() {
-            return Err(NnError::Onnx(format!(
-                "tensor `{}` has dims {:?} but {} values",
-                t.name,
-                t.dims,
-                t.values.len()
-            )));
-        }
-        Ok(t)
+        Ok(values)
     }
 }
 

@@ -20,10 +20,10 @@ use rand_core::{Rng, SeedableRng};
 
 use crate::data::{Dataset, epoch_order};
 use crate::error::{NnError, Result};
-use crate::model::{Model, NodeId, Op, ParamKind};
+use crate::layers::{PlainBackCx, PlainCx, PlainSaved};
+use crate::model::{Model, NodeId, ParamKind};
 use crate::optim::Sgd;
 use crate::tensor::Tensor;
-use ops::{ConvGeometry, PoolGeometry};
 
 /// Whether layers behave as in training or in inference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,27 +37,12 @@ pub enum Mode {
     },
 }
 
-/// What a node's backward needs besides the values.
-#[derive(Clone, Debug)]
-enum Cache {
-    None,
-    /// Max-pool: position of each window's maximum within its plane.
-    MaxPool(Vec<u32>),
-    /// BatchNorm in training: the normalised input and `1 / sqrt(var + eps)` per channel.
-    BatchNorm {
-        xhat: Vec<f64>,
-        inv_std: Vec<f64>,
-    },
-    /// Dropout in training: the mask, already scaled by `1 / (1 - p)`.
-    Dropout(Vec<f64>),
-}
-
 /// The result of a forward pass: every node's value, and what backward needs.
 #[derive(Clone, Debug)]
 pub struct Forward {
     /// The value of each node (index = node id).
     pub values: Vec<Tensor>,
-    caches: Vec<Cache>,
+    saved: Vec<PlainSaved>,
     mode: Mode,
     /// In training: the BatchNorm running statistics after this batch, by parameter name
     /// (apply with [`Forward::apply_running_stats`]).
@@ -123,21 +108,21 @@ fn check_input(model: &Model, input: &Tensor) -> Result<Vec<Vec<usize>>> {
 pub fn forward(model: &Model, input: &Tensor, mode: Mode) -> Result<Forward> {
     let shapes = check_input(model, input)?;
     let mut values: Vec<Tensor> = Vec::with_capacity(model.nodes().len());
-    let mut caches = Vec::with_capacity(model.nodes().len());
+    let mut saved = Vec::with_capacity(model.nodes().len());
     let mut running_stats = BTreeMap::new();
     for (id, node) in model.nodes().iter().enumerate() {
         let (value, cache) = if id == 0 {
-            (input.clone(), Cache::None)
+            (input.clone(), PlainSaved::default())
         } else {
             let inputs: Vec<&Tensor> = node.inputs.iter().map(|&i| &values[i]).collect();
             forward_node(model, id, &inputs, &shapes[id], mode, &mut running_stats)?
         };
         values.push(value);
-        caches.push(cache);
+        saved.push(cache);
     }
     Ok(Forward {
         values,
-        caches,
+        saved,
         mode,
         running_stats,
     })
@@ -181,8 +166,8 @@ pub fn predict(model: &Model, input: &Tensor) -> Result<Tensor> {
 /// Predicted classes (argmax of the logits) for `input`.
 pub fn classify(model: &Model, input: &Tensor) -> Result<Vec<usize>> {
     let mut out = predict(model, input)?;
-    if model.nodes()[model.output()].op == Op::Softmax {
-        // Softmax keeps the argmax; nothing to undo.
+    if model.nodes()[model.output()].op.is_output_activation() {
+        // Softmax and LogSoftmax keep the argmax; nothing to undo.
     } else if out.shape().len() != 2 {
         let n = out.shape()[0];
         let k = out.len() / n.max(1);
@@ -198,119 +183,24 @@ fn forward_node(
     out_shape: &[usize],
     mode: Mode,
     running_stats: &mut BTreeMap<String, Tensor>,
-) -> Result<(Tensor, Cache)> {
-    let node = &model.nodes()[id];
-    let x = inputs[0];
-    let mut cache = Cache::None;
-    let data = match node.op {
-        Op::Input => unreachable!("node 0 is handled by the caller"),
-        Op::Conv2d {
-            out_channels,
-            kernel,
-            params,
-            bias,
-            ..
-        } => {
-            let geo = ConvGeometry::new(x.shape(), out_channels, kernel, params);
-            let weight = model.param(id, "weight")?;
-            let bias = if bias {
-                Some(model.param(id, "bias")?.data())
-            } else {
-                None
-            };
-            ops::conv2d(x.data(), weight.data(), bias, &geo)
-        }
-        Op::Linear {
-            in_features,
-            out_features,
-            bias,
-        } => {
-            let weight = model.param(id, "weight")?;
-            let bias = if bias {
-                Some(model.param(id, "bias")?.data())
-            } else {
-                None
-            };
-            let n = x.shape()[0];
-            ops::linear(x.data(), weight.data(), bias, n, in_features, out_features)
-        }
-        Op::Relu => x.data().iter().map(|&v| v.max(0.0)).collect(),
-        Op::MaxPool2d(params) => {
-            let (y, arg) = ops::max_pool(x.data(), &PoolGeometry::new(x.shape(), params));
-            cache = Cache::MaxPool(arg);
-            y
-        }
-        Op::AvgPool2d(params) => ops::avg_pool(x.data(), &PoolGeometry::new(x.shape(), params)),
-        Op::GlobalAvgPool => {
-            let plane = x.shape()[2] * x.shape()[3];
-            x.data()
-                .chunks(plane)
-                .map(|p| p.iter().sum::<f64>() / plane as f64)
-                .collect()
-        }
-        Op::Flatten => x.data().to_vec(),
-        Op::Add => x
-            .data()
-            .iter()
-            .zip(inputs[1].data())
-            .map(|(a, b)| a + b)
-            .collect(),
-        Op::BatchNorm2d {
-            channels,
-            eps,
-            momentum,
-        } => match mode {
-            Mode::Inference => {
-                let (scale, shift) = model.batchnorm_affine(id)?;
-                let plane = x.shape()[2] * x.shape()[3];
-                let mut y = x.data().to_vec();
-                for (i, chunk) in y.chunks_mut(plane).enumerate() {
-                    let c = i % channels;
-                    chunk.iter_mut().for_each(|v| *v = *v * scale[c] + shift[c]);
-                }
-                y
-            }
-            Mode::Training { .. } => {
-                let (y, xhat, inv_std, mean, var) = batchnorm_train(model, id, x, channels, eps)?;
-                let count = x.len() / channels;
-                let unbiased = if count > 1 {
-                    count as f64 / (count - 1) as f64
-                } else {
-                    1.0
-                };
-                let name = &node.name;
-                let old_mean = model.param(id, "running_mean")?.data();
-                let old_var = model.param(id, "running_var")?.data();
-                let new_mean = (0..channels)
-                    .map(|c| (1.0 - momentum) * old_mean[c] + momentum * mean[c])
-                    .collect();
-                let new_var = (0..channels)
-                    .map(|c| (1.0 - momentum) * old_var[c] + momentum * var[c] * unbiased)
-                    .collect();
-                running_stats.insert(
-                    format!("{name}.running_mean"),
-                    Tensor::new(&[channels], new_mean)?,
-                );
-                running_stats.insert(
-                    format!("{name}.running_var"),
-                    Tensor::new(&[channels], new_var)?,
-                );
-                cache = Cache::BatchNorm { xhat, inv_std };
-                y
-            }
-        },
-        Op::Dropout { p } => match mode {
-            Mode::Training { seed } if p > 0.0 => {
-                let mask = dropout_mask(seed, id, x.len(), p);
-                let y = x.data().iter().zip(&mask).map(|(a, m)| a * m).collect();
-                cache = Cache::Dropout(mask);
-                y
-            }
-            _ => x.data().to_vec(),
-        },
-        Op::Softmax => ops::softmax(x.data(), x.shape()[1]),
+) -> Result<(Tensor, PlainSaved)> {
+    let mut cx = PlainCx {
+        model,
+        id,
+        mode,
+        out_shape,
+        saved: PlainSaved::default(),
+        running_stats,
     };
-    Ok((Tensor::new(out_shape, data)?, cache))
+    let value = model.nodes()[id].op.plain_forward(&mut cx, inputs)?;
+    if value.shape() != out_shape {
+        return Err(NnError::Graph(format!(
+            "`{}` computed shape {:?} where {out_shape:?} was inferred",
+            model.nodes()[id].name,
+            value.shape()
+        )));
+    }
+    Ok((value, cx.saved))
 }
 
 /// The dropout mask of node `id` in the training step with `seed`: `len` values, each 0
@@ -331,43 +221,6 @@ pub fn dropout_mask(seed: u64, id: NodeId, len: usize, p: f64) -> Vec<f64> {
 /// The seed of step `step` of epoch `epoch` (the dropout masks' seed) in [`train_epoch`].
 pub fn step_seed(seed: u64, epoch: u64, step: u64) -> u64 {
     seed ^ (epoch << 40) ^ step
-}
-
-/// BatchNorm with batch statistics: `(y, xhat, inv_std, mean, biased var)`.
-#[allow(clippy::type_complexity)]
-fn batchnorm_train(
-    model: &Model,
-    id: NodeId,
-    x: &Tensor,
-    channels: usize,
-    eps: f64,
-) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)> {
-    let plane = x.shape()[2] * x.shape()[3];
-    let count = (x.len() / channels) as f64;
-    let mut mean = vec![0.0; channels];
-    for (i, chunk) in x.data().chunks(plane).enumerate() {
-        mean[i % channels] += chunk.iter().sum::<f64>();
-    }
-    mean.iter_mut().for_each(|m| *m /= count);
-    let mut var = vec![0.0; channels];
-    for (i, chunk) in x.data().chunks(plane).enumerate() {
-        let c = i % channels;
-        var[c] += chunk.iter().map(|v| (v - mean[c]).powi(2)).sum::<f64>();
-    }
-    var.iter_mut().for_each(|v| *v /= count);
-    let inv_std: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-    let weight = model.param(id, "weight")?.data();
-    let bias = model.param(id, "bias")?.data();
-    let mut xhat = x.data().to_vec();
-    let mut y = vec![0.0; x.len()];
-    for (i, (xh, yc)) in xhat.chunks_mut(plane).zip(y.chunks_mut(plane)).enumerate() {
-        let c = i % channels;
-        for (a, b) in xh.iter_mut().zip(yc) {
-            *a = (*a - mean[c]) * inv_std[c];
-            *b = *a * weight[c] + bias[c];
-        }
-    }
-    Ok((y, xhat, inv_std, mean, var))
 }
 
 /// Backpropagates `grad` (the gradient of the loss with respect to node `from`'s value)
@@ -419,154 +272,16 @@ fn backward_node(
     params: &mut BTreeMap<String, Tensor>,
 ) -> Result<Vec<Tensor>> {
     let node = &model.nodes()[id];
-    let x = &fwd.values[node.inputs[0]];
-    let name = &node.name;
-    let same = |data: Vec<f64>| Tensor::new(x.shape(), data);
-    let grads = match node.op {
-        Op::Input => Vec::new(),
-        Op::Conv2d {
-            out_channels,
-            kernel,
-            params: conv,
-            bias,
-            ..
-        } => {
-            let geo = ConvGeometry::new(x.shape(), out_channels, kernel, conv);
-            let weight = model.param(id, "weight")?;
-            let (dx, dw, db) = ops::conv2d_backward(x.data(), weight.data(), dy.data(), &geo);
-            params.insert(format!("{name}.weight"), Tensor::new(weight.shape(), dw)?);
-            if bias {
-                params.insert(format!("{name}.bias"), Tensor::new(&[out_channels], db)?);
-            }
-            vec![same(dx)?]
-        }
-        Op::Linear {
-            in_features,
-            out_features,
-            bias,
-        } => {
-            let weight = model.param(id, "weight")?;
-            let n = x.shape()[0];
-            let (dx, dw, db) = ops::linear_backward(
-                x.data(),
-                weight.data(),
-                dy.data(),
-                n,
-                in_features,
-                out_features,
-            );
-            params.insert(format!("{name}.weight"), Tensor::new(weight.shape(), dw)?);
-            if bias {
-                params.insert(format!("{name}.bias"), Tensor::new(&[out_features], db)?);
-            }
-            vec![same(dx)?]
-        }
-        Op::Relu => vec![same(
-            x.data()
-                .iter()
-                .zip(dy.data())
-                .map(|(&v, &g)| if v > 0.0 { g } else { 0.0 })
-                .collect(),
-        )?],
-        Op::MaxPool2d(p) => {
-            let Cache::MaxPool(arg) = &fwd.caches[id] else {
-                unreachable!("max-pool forward stores its positions")
-            };
-            let geo = PoolGeometry::new(x.shape(), p);
-            vec![same(ops::max_pool_backward(dy.data(), arg, &geo))?]
-        }
-        Op::AvgPool2d(p) => {
-            let geo = PoolGeometry::new(x.shape(), p);
-            vec![same(ops::avg_pool_backward(dy.data(), &geo))?]
-        }
-        Op::GlobalAvgPool => {
-            let plane = x.shape()[2] * x.shape()[3];
-            let scale = 1.0 / plane as f64;
-            vec![same(
-                dy.data()
-                    .iter()
-                    .flat_map(|&g| std::iter::repeat_n(g * scale, plane))
-                    .collect(),
-            )?]
-        }
-        Op::Flatten => vec![same(dy.data().to_vec())?],
-        Op::Add => vec![dy.clone(), dy.clone()],
-        Op::BatchNorm2d { channels, .. } => {
-            let plane = x.shape()[2] * x.shape()[3];
-            let weight = model.param(id, "weight")?.data();
-            let mut dgamma = vec![0.0; channels];
-            let mut dbeta = vec![0.0; channels];
-            let dx = match (&fwd.caches[id], fwd.mode) {
-                (Cache::BatchNorm { xhat, inv_std }, Mode::Training { .. }) => {
-                    for (i, (g, xh)) in dy.data().chunks(plane).zip(xhat.chunks(plane)).enumerate()
-                    {
-                        let c = i % channels;
-                        dbeta[c] += g.iter().sum::<f64>();
-                        dgamma[c] += g.iter().zip(xh).map(|(a, b)| a * b).sum::<f64>();
-                    }
-                    let count = (x.len() / channels) as f64;
-                    let mut dx = vec![0.0; x.len()];
-                    for (i, ((d, g), xh)) in dx
-                        .chunks_mut(plane)
-                        .zip(dy.data().chunks(plane))
-                        .zip(xhat.chunks(plane))
-                        .enumerate()
-                    {
-                        let c = i % channels;
-                        let k = weight[c] * inv_std[c] / count;
-                        for ((dv, gv), xv) in d.iter_mut().zip(g).zip(xh) {
-                            *dv = k * (count * gv - dbeta[c] - xv * dgamma[c]);
-                        }
-                    }
-                    dx
-                }
-                _ => {
-                    let (scale, _) = model.batchnorm_affine(id)?;
-                    let mean = model.param(id, "running_mean")?.data();
-                    let var = model.param(id, "running_var")?.data();
-                    let Op::BatchNorm2d { eps, .. } = node.op else {
-                        unreachable!()
-                    };
-                    let mut dx = vec![0.0; x.len()];
-                    for (i, ((d, g), xv)) in dx
-                        .chunks_mut(plane)
-                        .zip(dy.data().chunks(plane))
-                        .zip(x.data().chunks(plane))
-                        .enumerate()
-                    {
-                        let c = i % channels;
-                        let inv_std = 1.0 / (var[c] + eps).sqrt();
-                        dbeta[c] += g.iter().sum::<f64>();
-                        dgamma[c] += g
-                            .iter()
-                            .zip(xv)
-                            .map(|(a, b)| a * (b - mean[c]) * inv_std)
-                            .sum::<f64>();
-                        d.iter_mut().zip(g).for_each(|(dv, gv)| *dv = gv * scale[c]);
-                    }
-                    dx
-                }
-            };
-            params.insert(format!("{name}.weight"), Tensor::new(&[channels], dgamma)?);
-            params.insert(format!("{name}.bias"), Tensor::new(&[channels], dbeta)?);
-            vec![same(dx)?]
-        }
-        Op::Dropout { .. } => match &fwd.caches[id] {
-            Cache::Dropout(mask) => vec![same(
-                dy.data().iter().zip(mask).map(|(g, m)| g * m).collect(),
-            )?],
-            _ => vec![dy.clone()],
-        },
-        Op::Softmax => {
-            let k = x.shape()[1];
-            vec![same(ops::softmax_backward(
-                fwd.values[id].data(),
-                dy.data(),
-                k,
-            ))?]
-        }
+    let mut cx = PlainBackCx {
+        model,
+        id,
+        mode: fwd.mode,
+        inputs: node.inputs.iter().map(|&i| &fwd.values[i]).collect(),
+        output: &fwd.values[id],
+        saved: &fwd.saved[id],
+        grads: params,
     };
-    Ok(grads)
+    node.op.plain_backward(&mut cx, dy)
 }
 
 /// Mean softmax cross-entropy of `logits` `[N, K]` against `labels`, and its gradient with

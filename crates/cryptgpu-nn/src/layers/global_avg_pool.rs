@@ -1,0 +1,120 @@
+//! `GlobalAvgPool`: the mean of each channel's plane, `[N, C, H, W] → [N, C, 1, 1]`; ONNX
+//! `GlobalAveragePool` and `ReduceMean` over the spatial axes (how the dynamo exporter
+//! writes `AdaptiveAvgPool2d(1)`; with `keepdims = 0` a reshape to `[N, C]` follows).
+
+use cryptgpu_nonlinear as nl;
+
+use super::reshape::Reshape;
+use super::*;
+use crate::onnx::{attr_int, attr_ints};
+
+/// Global average pooling.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GlobalAvgPool;
+
+impl Layer for GlobalAvgPool {
+    const KIND: &'static str = "GlobalAvgPool";
+
+    fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
+        let [n, c, h, w] = nchw(inputs[0])?;
+        if h * w == 0 {
+            return Err("needs a non-empty plane".into());
+        }
+        Ok(vec![n, c, 1, 1])
+    }
+
+    fn write_attrs(&self, _: &mut Attrs) {}
+
+    fn read_attrs(_: &Attrs) -> Result<Self> {
+        Ok(GlobalAvgPool)
+    }
+
+    fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
+        let x = x[0];
+        let plane = x.shape()[2] * x.shape()[3];
+        cx.output(
+            x.data()
+                .chunks(plane)
+                .map(|p| p.iter().sum::<f64>() / plane as f64)
+                .collect(),
+        )
+    }
+
+    fn plain_backward(&self, cx: &mut PlainBackCx<'_>, dy: &Tensor) -> Result<Vec<Tensor>> {
+        let x = cx.inputs[0];
+        let plane = x.shape()[2] * x.shape()[3];
+        let scale = 1.0 / plane as f64;
+        let dx = dy
+            .data()
+            .iter()
+            .flat_map(|&g| std::iter::repeat_n(g * scale, plane))
+            .collect();
+        Ok(vec![cx.like_input(0, dx)?])
+    }
+
+    fn private_forward<B: GpuBackend, T: Transport>(
+        &self,
+        cx: &mut PrivateCx<'_, B, T>,
+        x: &[&Rss<B>],
+    ) -> Result<Rss<B>> {
+        let y = nl::global_avg_pool(cx.p, x[0])?;
+        let out = cx.out_shape.to_vec();
+        Ok(cx.p.linear(&y, |b, t| b.reshape(t, &out))?)
+    }
+
+    fn private_backward<B: GpuBackend, T: Transport>(
+        &self,
+        cx: &mut PrivateBackCx<'_, B, T>,
+        dy: Rss<B>,
+    ) -> Result<Vec<Option<Rss<B>>>> {
+        let shape = cx.input_shapes[0].clone();
+        let flat = cx.p.linear(&dy, |b, t| b.reshape(t, &shape[..2]))?;
+        Ok(vec![Some(nl::global_avg_pool_backward(
+            cx.p, &flat, &shape,
+        )?)])
+    }
+
+    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
+        n.op_type = "GlobalAveragePool";
+        Ok(())
+    }
+}
+
+/// ONNX `GlobalAveragePool`, and `ReduceMean` over axes {2, 3} of an NCHW value (axes as
+/// an attribute, or an input from opset 18).
+pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
+    if node.op_type == "GlobalAveragePool" {
+        return im.unary(node, GlobalAvgPool.into());
+    }
+    let x = im.input_node(node, 0)?;
+    let rank = im.shape(x).len() as i64;
+    let axes: Vec<i64> = match im.constant(node, 1)? {
+        Some(t) => t.values.iter().map(|&v| v as i64).collect(),
+        None => attr_ints(node, "axes").unwrap_or_default(),
+    };
+    let mut axes: Vec<i64> = axes
+        .iter()
+        .map(|&a| if a < 0 { a + rank } else { a })
+        .collect();
+    axes.sort_unstable();
+    if rank != 4 || axes != [2, 3] {
+        return Err(Importer::bad(
+            node,
+            format!(
+                "only a mean over the spatial axes [2, 3] of an NCHW value is supported, got axes \
+                 {axes:?} of {:?}",
+                im.shape(x)
+            ),
+        ));
+    }
+    let keepdims = attr_int(node, "keepdims", 1) != 0;
+    let name = im.node_name(node, None);
+    if keepdims {
+        im.push(node, name, GlobalAvgPool.into(), &[x])?;
+    } else {
+        let pooled = im.push_internal(format!("{name}.pool"), GlobalAvgPool.into(), &[x])?;
+        let c = im.shape(x)[1];
+        im.push(node, name, Reshape { shape: vec![c] }.into(), &[pooled])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! `MaxPool2d`: the max over each window (padding never wins), with `ceil_mode` and any
+//! padding; ONNX `MaxPool`. Privately a tournament that keeps one-hot winners for the
+//! backward pass; windows the backends cannot pool as they are run on an explicitly padded
+//! input whose padding holds −2^62.
+
+use cryptgpu_backend::Pool2dParams;
+use cryptgpu_nonlinear as nl;
+
+use super::pool::{PoolWindow, pad_private, unpad_private};
+use super::*;
+
+/// What a private max-pool keeps: the tournament's winners and the padding added first.
+struct Saved<B: GpuBackend> {
+    pool: nl::MaxPool<B>,
+    pads: [usize; 4],
+    hw: [usize; 2],
+}
+
+/// Ring value of the explicit padding: −2^62, below every value in range.
+const PAD: u64 = (1u64 << 62).wrapping_neg();
+
+/// Max-pooling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaxPool2d {
+    /// The window.
+    pub window: PoolWindow,
+}
+
+impl MaxPool2d {
+    /// Max-pooling with the backends' symmetric parameters.
+    pub fn new(params: Pool2dParams) -> Self {
+        Self {
+            window: params.into(),
+        }
+    }
+}
+
+impl Layer for MaxPool2d {
+    const KIND: &'static str = "MaxPool2d";
+
+    fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
+        self.window.output_shape(inputs[0])
+    }
+
+    fn write_attrs(&self, a: &mut Attrs) {
+        self.window.write(a);
+    }
+
+    fn read_attrs(a: &Attrs) -> Result<Self> {
+        Ok(Self {
+            window: PoolWindow::read(a)?,
+        })
+    }
+
+    fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
+        let x = x[0];
+        let (h, w) = (x.shape()[2], x.shape()[3]);
+        let (oh, ow) = (cx.out_shape[2], cx.out_shape[3]);
+        let mut y = Vec::with_capacity(cx.out_shape.iter().product());
+        let mut arg = Vec::with_capacity(y.capacity());
+        for plane in x.data().chunks(h * w) {
+            for oi in 0..oh {
+                for oj in 0..ow {
+                    let (rows, cols, _) = self.window.window(h, w, oi, oj);
+                    let mut best: Option<usize> = None;
+                    for i in rows {
+                        for j in cols.clone() {
+                            let pos = i * w + j;
+                            if best.is_none_or(|b| plane[pos] > plane[b]) {
+                                best = Some(pos);
+                            }
+                        }
+                    }
+                    let best = best.ok_or_else(|| {
+                        NnError::Graph(format!("a window of `{}` is all padding", cx.node().name))
+                    })?;
+                    y.push(plane[best]);
+                    arg.push(best as u32);
+                }
+            }
+        }
+        cx.save(arg);
+        cx.output(y)
+    }
+
+    fn plain_backward(&self, cx: &mut PlainBackCx<'_>, dy: &Tensor) -> Result<Vec<Tensor>> {
+        let x = cx.inputs[0];
+        let plane = x.shape()[2] * x.shape()[3];
+        let out_plane = dy.shape()[2] * dy.shape()[3];
+        let arg: &Vec<u32> = cx
+            .saved()
+            .ok_or_else(|| NnError::Graph("max-pool kept no positions".into()))?;
+        let mut dx = vec![0.0; x.len()];
+        for (p, (g, a)) in dy
+            .data()
+            .chunks(out_plane)
+            .zip(arg.chunks(out_plane))
+            .enumerate()
+        {
+            for (&gv, &av) in g.iter().zip(a) {
+                dx[p * plane + av as usize] += gv;
+            }
+        }
+        Ok(vec![cx.like_input(0, dx)?])
+    }
+
+    fn private_forward<B: GpuBackend, T: Transport>(
+        &self,
+        cx: &mut PrivateCx<'_, B, T>,
+        x: &[&Rss<B>],
+    ) -> Result<Rss<B>> {
+        let x = x[0];
+        let hw = [x.shape()[2], x.shape()[3]];
+        let (input, params, pads) = match self.window.symmetric() {
+            Some(params) => (x.clone(), params, [0; 4]),
+            None => {
+                let pads = self.window.explicit_pads(hw[0], hw[1]);
+                let params = Pool2dParams {
+                    kernel: self.window.kernel,
+                    stride: self.window.stride,
+                    padding: [0, 0],
+                };
+                (pad_private(cx.p, x, pads, PAD)?, params, pads)
+            }
+        };
+        let pool = nl::max_pool2d(cx.p, &input, params)?;
+        let out = pool.output.clone();
+        cx.save(Saved { pool, pads, hw });
+        Ok(out)
+    }
+
+    fn private_backward<B: GpuBackend, T: Transport>(
+        &self,
+        cx: &mut PrivateBackCx<'_, B, T>,
+        dy: Rss<B>,
+    ) -> Result<Vec<Option<Rss<B>>>> {
+        let saved: &Saved<B> = cx.saved()?;
+        let (pads, hw) = (saved.pads, saved.hw);
+        let dx = nl::max_pool2d_backward(cx.p, &dy, &saved.pool)?;
+        Ok(vec![Some(unpad_private(cx.p, &dx, pads, hw)?)])
+    }
+
+    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
+        n.op_type = "MaxPool";
+        self.window.export(n);
+        Ok(())
+    }
+}
+
+/// ONNX `MaxPool` (one output; no indices).
+pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
+    let window = PoolWindow::import(node)?;
+    im.unary(node, MaxPool2d { window }.into())
+}
