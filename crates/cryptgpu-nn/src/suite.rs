@@ -1,7 +1,8 @@
 //! The private executor's suite for every backend (feature `suite`): private training (two
-//! SGD steps through every trainable layer, BatchNorm with batch statistics included) and
-//! inference must give, bit for bit, the ring elements the CPU reference backend gives under
-//! the same seeded keys. Backend crates run it with [`private_nn_tests!`](crate::private_nn_tests).
+//! SGD steps through every trainable layer, BatchNorm with batch statistics included; and
+//! through a network holding every other layer kind) and inference must give, bit for bit,
+//! the ring elements the CPU reference backend gives under the same seeded keys. Backend
+//! crates run it with [`private_nn_tests!`](crate::private_nn_tests).
 
 use crate::layers::prelude::*;
 use cryptgpu_backend::{GpuBackend, Pool2dParams};
@@ -51,6 +52,95 @@ pub fn small_trainable_model(seed: u64, with_batchnorm: bool) -> Model {
         .expect("a well-formed graph")
 }
 
+/// A network on `[2, 6, 6]` inputs with 3 classes holding every layer kind that
+/// [`small_trainable_model`] lacks: constants added and multiplied, a dilated depthwise
+/// convolution, LeakyReLU, Clip, max- and average-pooling with `ceil_mode` and asymmetric
+/// padding, `x · sigmoid(x)`, Tanh, Transpose, Concat, Pad, global max- and average-pooling,
+/// Dropout and LogSoftmax.
+pub fn every_layer_model(seed: u64) -> Model {
+    use cryptgpu_backend::Conv2dParams;
+    let mut b = GraphBuilder::new();
+    let shape = vec![1, 2, 1, 1];
+    let a = b.add(
+        "shift",
+        AddConst {
+            shape: shape.clone(),
+            negate_input: false,
+        },
+        &[0],
+    );
+    let m = b.add("scale", MulConst { shape }, &[a]);
+    let dw = Conv2d {
+        dilation: [2, 2],
+        ..Conv2d::new(2, 2, [3, 3], Conv2dParams::new(1, 2).with_groups(2), true)
+    };
+    let c0 = b.add("dw", dw, &[m]);
+    let l0 = b.add("leaky", LeakyRelu { alpha: 0.1 }, &[c0]);
+    let c1 = b.add("pw", zoo::conv(2, 4, 3, 1, 1, true), &[l0]);
+    let k0 = b.add(
+        "clip",
+        Clip {
+            min: Some(0.0),
+            max: Some(1.0),
+        },
+        &[c1],
+    );
+    let window = PoolWindow {
+        kernel: [3, 3],
+        stride: [2, 2],
+        pads: [0, 0, 1, 1],
+        ceil_mode: true,
+    };
+    let m0 = b.add("maxpool", MaxPool2d { window }, &[k0]);
+    let g0 = b.add("sigmoid", Sigmoid, &[m0]);
+    let sw = b.add("swish", Mul, &[m0, g0]);
+    let t0 = b.add("tanh", Tanh, &[m0]);
+    let tt = b.add(
+        "transpose",
+        Transpose {
+            perm: vec![0, 1, 3, 2],
+        },
+        &[t0],
+    );
+    let cc = b.add("concat", Concat { axis: 1 }, &[sw, tt]);
+    let mm = b.add("matmul", MatMul, &[sw, tt]);
+    let cm = b.add("concat2", Concat { axis: 1 }, &[mm, cc]);
+    let pd = b.add("pad", Pad { pads: [0, 1, 1, 0] }, &[cm]);
+    let window = PoolWindow {
+        kernel: [2, 2],
+        stride: [2, 2],
+        pads: [1, 1, 1, 1],
+        ceil_mode: true,
+    };
+    let ap = b.add(
+        "avgpool",
+        AvgPool2d {
+            window,
+            count_include_pad: false,
+        },
+        &[pd],
+    );
+    let gm = b.add("gmp", GlobalMaxPool, &[ap]);
+    let f0 = b.add("gmp_flat", Flatten, &[gm]);
+    let ga = b.add("gap", GlobalAvgPool, &[ap]);
+    let f1 = b.add("gap_flat", Flatten, &[ga]);
+    let sum = b.add("sum", Add::default(), &[f0, f1]);
+    let d0 = b.add("drop", Dropout { p: 0.25 }, &[sum]);
+    let fc = b.add("fc", zoo::linear(12, 3), &[d0]);
+    let out = b.add("log_softmax", LogSoftmax, &[fc]);
+    let mut model = b
+        .finish("every-layer", &[2, 6, 6], out, seed)
+        .expect("a well-formed graph");
+    for (name, values) in [
+        ("shift.constant", [0.1, -0.2]),
+        ("scale.constant", [1.5, 0.8]),
+    ] {
+        let t = Tensor::new(&[1, 2, 1, 1], values.to_vec()).expect("4 values");
+        model.params.insert(name.into(), t);
+    }
+    model
+}
+
 /// `n` inputs `[n, 2, 6, 6]` in [-2, 2) from `seed` (xorshift).
 pub fn sample_inputs(seed: u64, n: usize) -> Tensor {
     let mut x = seed | 1;
@@ -83,7 +173,11 @@ pub type Transcript = (Option<Vec<(String, Vec<f64>)>>, Vec<u64>);
 /// shared for training on `backend` with seeded keys, then inference on a fresh batch with
 /// the running statistics: every party's [`Transcript`].
 pub fn private_training_transcript<B: GpuBackend>(backend: &B) -> [Transcript; 3] {
-    let model = small_trainable_model(21, true);
+    training_transcript(backend, &small_trainable_model(21, true))
+}
+
+/// [`private_training_transcript`] of any model on `[2, 6, 6]` inputs with 3 classes.
+pub fn training_transcript<B: GpuBackend>(backend: &B, model: &Model) -> [Transcript; 3] {
     let config = SgdConfig::new(0.1)
         .with_momentum(0.9)
         .with_weight_decay(1e-3);
@@ -101,7 +195,7 @@ pub fn private_training_transcript<B: GpuBackend>(backend: &B) -> [Transcript; 3
         )
         .expect("setup");
         let mut shared =
-            SharedModel::share_for_training(&mut p, &model, model_owner).expect("shared");
+            SharedModel::share_for_training(&mut p, model, model_owner).expect("shared");
         let mut sgd = PrivateSgd::new(config);
         let mine = p.id() == data_owner;
         for (step, (x, y)) in batches.iter().enumerate() {
@@ -132,13 +226,21 @@ pub fn private_training_transcript<B: GpuBackend>(backend: &B) -> [Transcript; 3
 /// [`private_training_transcript`] on `backend` equals the CPU backend's, element for
 /// element, and training moved the weights.
 pub fn check_private_training_matches_cpu<B: GpuBackend>(backend: &B) {
-    let on_cpu = private_training_transcript(&CpuBackend::new());
-    let here = private_training_transcript(backend);
+    check_transcripts_match(backend, &small_trainable_model(21, true));
+}
+
+/// [`check_private_training_matches_cpu`] for [`every_layer_model`].
+pub fn check_every_layer_matches_cpu<B: GpuBackend>(backend: &B) {
+    check_transcripts_match(backend, &every_layer_model(23));
+}
+
+fn check_transcripts_match<B: GpuBackend>(backend: &B, start: &Model) {
+    let on_cpu = training_transcript(&CpuBackend::new(), start);
+    let here = training_transcript(backend, start);
     let trained = on_cpu[0]
         .0
         .as_ref()
         .expect("the model owner gets the model");
-    let start = small_trainable_model(21, true);
     assert!(
         trained
             .iter()
@@ -166,6 +268,13 @@ macro_rules! private_nn_tests {
         fn private_training_is_bit_identical_to_the_cpu_backend() {
             if let Some(backend) = $make() {
                 $crate::suite::check_private_training_matches_cpu(&backend);
+            }
+        }
+
+        #[test]
+        fn every_layer_kind_is_bit_identical_to_the_cpu_backend() {
+            if let Some(backend) = $make() {
+                $crate::suite::check_every_layer_matches_cpu(&backend);
             }
         }
     };

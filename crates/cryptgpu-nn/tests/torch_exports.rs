@@ -169,3 +169,84 @@ fn resnet18_from_both_exporters_when_generated() {
         );
     }
 }
+
+/// External data (the dynamo exporter's `model.onnx.data`) is read from the model's folder
+/// only, and a missing, truncated or escaping data file is a clear error.
+#[test]
+fn external_data_is_read_safely() {
+    let model_bytes = std::fs::read(fixtures().join("mnist_cnn_dynamo.onnx")).unwrap();
+    let data = std::fs::read(fixtures().join("mnist_cnn_dynamo.onnx.data")).unwrap();
+    let location = b"mnist_cnn_dynamo.onnx.data";
+    let replace = |with: &[u8]| -> Vec<u8> {
+        assert_eq!(with.len(), location.len());
+        let mut out = model_bytes.clone();
+        let mut i = 0;
+        while i + location.len() <= out.len() {
+            if &out[i..i + location.len()] == location {
+                out[i..i + location.len()].copy_from_slice(with);
+            }
+            i += 1;
+        }
+        out
+    };
+    let dir = std::env::temp_dir().join(format!("cryptgpu-external-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("model")).unwrap();
+    let model_path = dir.join("model/net.onnx");
+    let error = |bytes: &[u8]| -> String {
+        std::fs::write(&model_path, bytes).unwrap();
+        onnx::import_file(&model_path).unwrap_err().to_string()
+    };
+
+    // From bytes alone there is no folder to read from.
+    let msg = onnx::import(&model_bytes).unwrap_err().to_string();
+    assert!(
+        msg.contains("external data") && msg.contains("from its file"),
+        "{msg}"
+    );
+    // No data file beside the model.
+    let msg = error(&model_bytes);
+    assert!(msg.contains("mnist_cnn_dynamo.onnx.data"), "{msg}");
+    // A location that climbs out of the folder, or is absolute.
+    let msg = error(&replace(b"../mnist_cnn_dynamo.onnx.dat"[..26].as_ref()));
+    assert!(msg.contains("not a plain path"), "{msg}");
+    let msg = error(&replace(b"/etc/mnist_cnn_dynamo.onnx"));
+    assert!(msg.contains("not a plain path"), "{msg}");
+    // A link that leads outside the folder.
+    std::fs::write(dir.join("outside.data"), &data).unwrap();
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(
+            dir.join("outside.data"),
+            dir.join("model")
+                .join(std::str::from_utf8(location).unwrap()),
+        )
+        .unwrap();
+        let msg = error(&model_bytes);
+        assert!(msg.contains("leads outside"), "{msg}");
+        std::fs::remove_file(
+            dir.join("model")
+                .join(std::str::from_utf8(location).unwrap()),
+        )
+        .unwrap();
+    }
+    // A truncated data file.
+    std::fs::write(
+        dir.join("model")
+            .join(std::str::from_utf8(location).unwrap()),
+        &data[..data.len() / 2],
+    )
+    .unwrap();
+    let msg = error(&model_bytes);
+    assert!(msg.contains("does not hold"), "{msg}");
+    // The whole file beside the model imports.
+    std::fs::write(
+        dir.join("model")
+            .join(std::str::from_utf8(location).unwrap()),
+        &data,
+    )
+    .unwrap();
+    std::fs::write(&model_path, &model_bytes).unwrap();
+    onnx::import_file(&model_path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

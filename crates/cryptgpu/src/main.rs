@@ -223,6 +223,11 @@ struct InferArgs {
 struct TrainArgs {
     #[command(flatten)]
     model: ModelArgs,
+    /// Initial weights, to fine-tune: a .safetensors file for the zoo model, or an .onnx
+    /// file whose graph is the model and whose weights are the starting point. Without it a
+    /// zoo model starts from its seeded initialisation. [model owner]
+    #[arg(long)]
+    weights: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
     /// Epochs (default 1).
@@ -729,13 +734,19 @@ fn load_model(args: &ModelArgs, weights_path: Option<&Path>) -> Result<Model> {
     Ok(model)
 }
 
-/// The model owner's initial model for `train`: a zoo model seeded by `--seed`.
+/// The model owner's initial model for `train`: `--weights` (an ONNX graph with its
+/// weights, or a zoo model's safetensors) to fine-tune, else a zoo model seeded by `--seed`.
 fn initial_model(args: &TrainArgs) -> Result<Model> {
-    let name = args
-        .model
-        .model
-        .as_deref()
-        .context("--model is needed: the zoo model to train")?;
+    if let Some(path) = &args.weights {
+        return load_model(&args.model, Some(path));
+    }
+    let name = args.model.model.as_deref().with_context(|| {
+        format!(
+            "--model is needed (a zoo model to train from its seeded initialisation: {}), or \
+             --weights with an .onnx file to fine-tune",
+            zoo::MODELS.join(", ")
+        )
+    })?;
     let pooling = args.model.pooling.as_deref().unwrap_or("avg");
     Ok(zoo::build_seeded(
         name,

@@ -24,7 +24,7 @@ use crate::jobs::Roles;
 
 /// The version of the job protocol (manifest, then the jobs' message sequence); parties
 /// must run the same one.
-pub(crate) const PROTOCOL_VERSION: u64 = 2;
+pub(crate) const PROTOCOL_VERSION: u64 = 3;
 
 /// The largest proposal or manifest a party accepts, in bytes.
 const MAX_MANIFEST_BYTES: usize = 16 << 20;
@@ -292,7 +292,8 @@ pub(crate) fn model_from_architecture(arch: &Value) -> Result<Model> {
         })
         .with_context(|| {
             format!(
-                "the architecture's `input_shape` is {shape_value}, not [C, H, W] of positive sizes"
+                "the architecture's `input_shape` is {shape_value}, not [C, H, W] of positive sizes \
+                 (the jobs take images)"
             )
         })?;
     let input_values = input_shape.iter().map(|&d| d as u64).product::<u64>();
@@ -1002,6 +1003,30 @@ mod tests {
         assert_eq!(back.nodes(), t.nodes());
     }
 
+    /// Imported ONNX models (every layer kind, and torchvision exports) travel in the
+    /// manifest: the architecture round-trips, parameters and all.
+    #[test]
+    fn imported_architectures_round_trip() {
+        let fixtures =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cryptgpu-nn/tests/fixtures");
+        for file in [
+            "every_layer.onnx",
+            "torch/squeezenet1_1_dynamo.onnx",
+            "torch/mobilenet_v2_legacy.onnx",
+            "torch/mnist_cnn_dynamo.onnx",
+        ] {
+            let model = cryptgpu_nn::onnx::import_file(&fixtures.join(file)).unwrap();
+            let back = model_from_architecture(&architecture_json(&model)).unwrap();
+            assert_eq!(back.nodes(), model.nodes(), "{file}");
+            assert_eq!(back.param_specs(), model.param_specs(), "{file}");
+            assert_eq!(
+                architecture_json(&back),
+                architecture_json(&model),
+                "{file}"
+            );
+        }
+    }
+
     #[test]
     fn the_merge_takes_defaults_and_the_options_given() {
         let mut p = proposals(&tiny());
@@ -1156,6 +1181,19 @@ mod tests {
                 Just("Softmax"),
                 Just("Input"),
                 Just("GlobalAvgPool"),
+                Just("GlobalMaxPool"),
+                Just("Clip"),
+                Just("LeakyReLU"),
+                Just("Sigmoid"),
+                Just("Tanh"),
+                Just("Reshape"),
+                Just("Transpose"),
+                Just("Concat"),
+                Just("Pad"),
+                Just("AddConst"),
+                Just("Mul"),
+                Just("MulConst"),
+                Just("LogSoftmax"),
             ]
             .prop_map(|s| json!(s)),
         ];
@@ -1180,6 +1218,18 @@ mod tests {
                         Just("momentum"),
                         Just("p"),
                         Just("name"),
+                        Just("dilation"),
+                        Just("min"),
+                        Just("max"),
+                        Just("alpha"),
+                        Just("shape"),
+                        Just("perm"),
+                        Just("axis"),
+                        Just("pads"),
+                        Just("ceil_mode"),
+                        Just("count_include_pad"),
+                        Just("subtract"),
+                        Just("negate_input"),
                     ]
                     .prop_map(String::from),
                     inner,

@@ -157,6 +157,85 @@ fn infer_and_train_on_a_data_directory() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// A model exported by `torch.onnx.export` (dynamic batch, external data) runs privately
+/// and fine-tunes from its weights; the trained model saved as ONNX imports and runs again.
+#[test]
+fn an_onnx_export_infers_fine_tunes_and_saves() {
+    let dir = sample_dir().join("onnx");
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.parent().unwrap().to_str().unwrap().to_owned();
+    let export = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../cryptgpu-nn/tests/fixtures/torch/mnist_cnn_dynamo.onnx");
+    let export = export.to_str().unwrap();
+    let v = json_of(&cryptgpu(&[
+        "infer",
+        "--weights",
+        export,
+        "--data",
+        &data,
+        "--limit",
+        "8",
+        "--backend",
+        "cpu",
+        "--json",
+    ]));
+    check_report(&v, 8);
+    assert_eq!(v["agreement"], 1.0, "{v}");
+    let tuned = dir.join("tuned.onnx");
+    let v = json_of(&cryptgpu(&[
+        "train",
+        "--weights",
+        export,
+        "--data",
+        &data,
+        "--limit",
+        "32",
+        "--batch",
+        "16",
+        "--backend",
+        "cpu",
+        "--save",
+        tuned.to_str().unwrap(),
+        "--json",
+    ]));
+    check_report(&v, 32);
+    assert!(tuned.is_file(), "--save wrote the fine-tuned model");
+    let v = json_of(&cryptgpu(&[
+        "infer",
+        "--weights",
+        tuned.to_str().unwrap(),
+        "--data",
+        &data,
+        "--limit",
+        "8",
+        "--backend",
+        "cpu",
+        "--json",
+    ]));
+    check_report(&v, 8);
+    // Training an imported graph again, saved for PyTorch as safetensors.
+    let safetensors = dir.join("tuned.safetensors");
+    let v = json_of(&cryptgpu(&[
+        "train",
+        "--weights",
+        tuned.to_str().unwrap(),
+        "--data",
+        &data,
+        "--limit",
+        "16",
+        "--batch",
+        "16",
+        "--backend",
+        "cpu",
+        "--save",
+        safetensors.to_str().unwrap(),
+        "--json",
+    ]));
+    check_report(&v, 16);
+    assert!(safetensors.is_file());
+    std::fs::remove_dir_all(dir.parent().unwrap()).ok();
+}
+
 fn error_of(args: &[&str]) -> String {
     let out = cryptgpu(args);
     assert!(!out.status.success(), "cryptgpu {args:?} should fail");

@@ -99,7 +99,8 @@ impl Layer for Dropout {
     }
 
     fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
-        n.op_type = "Identity";
+        n.op_type = "Dropout";
+        n.constant_input("ratio", Tensor::new(&[], vec![self.p])?);
         Ok(())
     }
 }

@@ -1,10 +1,10 @@
 //! `GlobalAvgPool`: the mean of each channel's plane, `[N, C, H, W] → [N, C, 1, 1]`; ONNX
 //! `GlobalAveragePool` and `ReduceMean` over the spatial axes (how the dynamo exporter
-//! writes `AdaptiveAvgPool2d(1)`; with `keepdims = 0` a reshape to `[N, C]` follows).
+//! writes `AdaptiveAvgPool2d(1)`; with `keepdims = 0` a flatten to `[N, C]` follows).
 
 use cryptgpu_nonlinear as nl;
 
-use super::reshape::Reshape;
+use super::flatten::Flatten;
 use super::*;
 use crate::onnx::{attr_int, attr_ints};
 
@@ -113,8 +113,7 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
         im.push(node, name, GlobalAvgPool.into(), &[x])?;
     } else {
         let pooled = im.push_internal(format!("{name}.pool"), GlobalAvgPool.into(), &[x])?;
-        let c = im.shape(x)[1];
-        im.push(node, name, Reshape { shape: vec![c] }.into(), &[pooled])?;
+        im.push(node, name, Flatten.into(), &[pooled])?;
     }
     Ok(())
 }

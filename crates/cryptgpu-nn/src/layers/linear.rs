@@ -1,6 +1,6 @@
 //! `Linear`: `y = x Wᵀ + b` over the last axis of `[N, ..., in]`; ONNX `Gemm` (any
 //! `transB`, `alpha` and `beta`) and `MatMul` by a constant (with an `Add` of a bias folded
-//! in by [`super::add`]).
+//! in by [`super::add`]); a `MatMul` of two computed values is a [`super::matmul::MatMul`].
 
 use super::*;
 use crate::onnx::proto::TensorProto;
@@ -202,11 +202,12 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
     let x = im.input_node(node, 0)?;
     let w = match im.constant(node, 1) {
         Ok(Some(w)) => w,
+        _ if !gemm => return super::matmul::import(im, node),
         _ => {
             return Err(Importer::bad(
                 node,
-                "the second operand must be a constant (a product of two activations is not \
-                 supported)",
+                "the second operand must be a constant (Gemm of two computed values is not \
+                 supported; MatMul is)",
             ));
         }
     };

@@ -43,6 +43,7 @@ pub mod input;
 pub mod leaky_relu;
 pub mod linear;
 pub mod log_softmax;
+pub mod matmul;
 pub mod max_pool;
 pub mod mul;
 pub mod mul_const;
@@ -72,6 +73,7 @@ pub mod prelude {
     pub use super::leaky_relu::LeakyRelu;
     pub use super::linear::Linear;
     pub use super::log_softmax::LogSoftmax;
+    pub use super::matmul::MatMul;
     pub use super::max_pool::MaxPool2d;
     pub use super::mul::Mul;
     pub use super::mul_const::MulConst;
@@ -774,6 +776,7 @@ layer_table! {
     Pad => pad::Pad ["Pad"],
     Add => add::Add ["Add", "Sub"],
     AddConst => add_const::AddConst [],
+    MatMul => matmul::MatMul [],
     Mul => mul::Mul ["Mul", "Div"],
     MulConst => mul_const::MulConst [],
     BatchNorm2d => batchnorm::BatchNorm2d ["BatchNormalization"],

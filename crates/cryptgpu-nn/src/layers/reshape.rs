@@ -21,7 +21,8 @@ impl Layer for Reshape {
         let [n, rest @ ..] = x else {
             return Err("needs a batch axis".into());
         };
-        if rest.iter().product::<usize>() != self.shape.iter().product::<usize>() {
+        let count = |dims: &[usize]| dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        if count(rest).is_none() || count(rest) != count(&self.shape) {
             return Err(format!("cannot reshape {x:?} to [N, {:?}]", self.shape));
         }
         let mut out = vec![*n];

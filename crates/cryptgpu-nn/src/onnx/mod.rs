@@ -54,12 +54,16 @@ pub fn import_file(path: &Path) -> Result<Model> {
     } else {
         dir
     };
-    import_with_dir(&bytes, Some(dir))
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("onnx-model");
+    import_with_dir(&bytes, Some(dir), stem)
 }
 
 /// Imports an ONNX model from its bytes (external data is an error: use [`import_file`]).
 pub fn import(bytes: &[u8]) -> Result<Model> {
-    import_with_dir(bytes, None)
+    import_with_dir(bytes, None, "onnx-model")
 }
 
 /// Reads the external data of `t` from `dir`, safely.
@@ -172,7 +176,9 @@ pub struct Importer {
     names: HashSet<String>,
 }
 
-fn import_with_dir(bytes: &[u8], dir: Option<&Path>) -> Result<Model> {
+/// Imports from bytes, external data from `dir`; a graph without a name of its own (or the
+/// exporters' `main_graph` and `torch_jit`) is called `fallback_name`.
+fn import_with_dir(bytes: &[u8], dir: Option<&Path>, fallback_name: &str) -> Result<Model> {
     let mut model = ModelProto::decode(bytes)?;
     if let Some(v) = model.default_opset()
         && v < 7
@@ -258,8 +264,8 @@ fn import_with_dir(bytes: &[u8], dir: Option<&Path>) -> Result<Model> {
             )));
         }
     };
-    let name = if graph.name.is_empty() || graph.name == "main_graph" {
-        "onnx-model".to_owned()
+    let name = if ["", "main_graph", "torch_jit"].contains(&graph.name.as_str()) {
+        fallback_name.to_owned()
     } else {
         graph.name.clone()
     };

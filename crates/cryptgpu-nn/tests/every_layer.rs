@@ -1,0 +1,378 @@
+//! Every layer kind, as an ONNX file made with the official `onnx` package and checked by
+//! `onnxruntime` (`tests/fixtures/make_onnx_fixtures.py`: `every_layer` and `matmul_seq`):
+//! plaintext forward = onnxruntime; plaintext backward = finite differences; private
+//! forward = plaintext within the fixed-point bound; private SGD steps = plaintext SGD
+//! steps; and export → import gives the same function.
+
+use std::path::PathBuf;
+
+use cryptgpu_cpu::CpuBackend;
+use cryptgpu_nn::model::ParamKind;
+use cryptgpu_nn::optim::{Sgd, SgdConfig};
+use cryptgpu_nn::private::{PrivateSgd, SharedModel, share_input};
+use cryptgpu_nn::suite::onehot;
+use cryptgpu_nn::{Model, Tensor, onnx, plain};
+use cryptgpu_ring::FixedPoint;
+use cryptgpu_share::{KeySource, Party};
+use cryptgpu_transport::{PartyId, run_local_3pc};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn read_f32(name: &str, shape: &[usize]) -> Tensor {
+    let bytes = std::fs::read(fixture(name)).unwrap();
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Tensor::from_f32(shape, &values).unwrap()
+}
+
+fn every_layer() -> Model {
+    onnx::import_file(&fixture("every_layer.onnx")).unwrap()
+}
+
+fn kinds(model: &Model) -> Vec<&'static str> {
+    model.nodes().iter().map(|n| n.op.kind()).collect()
+}
+
+fn setup(
+    t: &mut cryptgpu_transport::LocalTransport,
+) -> Party<CpuBackend, &mut cryptgpu_transport::LocalTransport> {
+    Party::setup_with(
+        CpuBackend::new(),
+        t,
+        FixedPoint::default(),
+        KeySource::InsecureSeeded(9),
+    )
+    .unwrap()
+}
+
+fn private_logits(model: &Model, x: &Tensor) -> Vec<f64> {
+    let out = run_local_3pc(|t| {
+        let mut p = setup(t);
+        let shared = SharedModel::share(&mut p, model, PartyId::P0).unwrap();
+        let input = (p.id() == PartyId::P1).then_some(x);
+        let sx = share_input(&mut p, PartyId::P1, input, x.shape()).unwrap();
+        let logits = shared.forward(&mut p, &sx).unwrap();
+        Ok::<_, cryptgpu_share::ShareError>(p.reveal_f64(&logits).unwrap())
+    })
+    .unwrap();
+    let [a, _, _] = out.map(|r| r.unwrap());
+    a
+}
+
+#[test]
+fn every_layer_imports_and_matches_onnxruntime() {
+    let model = every_layer();
+    assert_eq!(
+        kinds(&model),
+        [
+            "Input",
+            "AddConst",
+            "MulConst",
+            "Conv2d",
+            "LeakyReLU",
+            "Conv2d",
+            "Clip",
+            "MaxPool2d",
+            "Sigmoid",
+            "Mul",
+            "Tanh",
+            "Transpose",
+            "Concat",
+            "Pad",
+            "AvgPool2d",
+            "GlobalMaxPool",
+            "Flatten",
+            "GlobalAvgPool",
+            "Flatten",
+            "Add",
+            "Dropout",
+            "Linear",
+            "LogSoftmax",
+        ]
+    );
+    let x = read_f32("every_layer.input.bin", &[3, 4, 9, 9]);
+    let want = read_f32("every_layer.output.bin", &[3, 5]);
+    let got = plain::predict(&model, &x).unwrap();
+    assert!(
+        got.max_abs_diff(&want) < 1e-5,
+        "differs from onnxruntime by {}",
+        got.max_abs_diff(&want)
+    );
+    // Both clip bounds, the leaky slope and the pools' padding are exercised.
+    let fwd = plain::forward(&model, &x, plain::Mode::Inference).unwrap();
+    let clip_in = &fwd.values[5];
+    assert!(clip_in.data().iter().any(|&v| v < 0.0) && clip_in.data().iter().any(|&v| v > 6.0));
+}
+
+#[test]
+fn matmul_over_batch_dimensions_matches_onnxruntime() {
+    let model = onnx::import_file(&fixture("matmul_seq.onnx")).unwrap();
+    assert_eq!(kinds(&model), ["Input", "Linear", "ReLU", "Flatten"]);
+    let x = read_f32("matmul_seq.input.bin", &[2, 3, 4]);
+    let want = read_f32("matmul_seq.output.bin", &[2, 15]);
+    let got = plain::predict(&model, &x).unwrap();
+    assert!(got.max_abs_diff(&want) < 1e-5);
+    let private = Tensor::new(&[2, 15], private_logits(&model, &x)).unwrap();
+    assert!(
+        private.max_abs_diff(&got) < 1e-4,
+        "{}",
+        private.max_abs_diff(&got)
+    );
+}
+
+/// MatMul of two computed values (batched, one side broadcast), forward and backward,
+/// plaintext against onnxruntime and finite differences, private against plaintext.
+#[test]
+fn matmul_of_two_values_matches_onnxruntime_and_trains() {
+    let model = onnx::import_file(&fixture("attention.onnx")).unwrap();
+    assert_eq!(
+        kinds(&model),
+        [
+            "Input",
+            "Linear",
+            "Linear",
+            "Transpose",
+            "MatMul",
+            "MulConst",
+            "MatMul",
+            "Flatten"
+        ]
+    );
+    let x = read_f32("attention.input.bin", &[2, 3, 4]);
+    let want = read_f32("attention.output.bin", &[2, 12]);
+    let got = plain::predict(&model, &x).unwrap();
+    assert!(
+        got.max_abs_diff(&want) < 1e-5,
+        "{}",
+        got.max_abs_diff(&want)
+    );
+    let private = Tensor::new(&[2, 12], private_logits(&model, &x)).unwrap();
+    assert!(
+        private.max_abs_diff(&got) < 1e-3,
+        "{}",
+        private.max_abs_diff(&got)
+    );
+    // Gradients with respect to the weights and the input (which feeds three products).
+    let mode = plain::Mode::Inference;
+    let fwd = plain::forward(&model, &x, mode).unwrap();
+    let weights = pseudo_random(24, 3);
+    let objective = |m: &Model, input: &Tensor| -> f64 {
+        let out = plain::predict(m, input).unwrap();
+        out.data().iter().zip(&weights).map(|(a, b)| a * b).sum()
+    };
+    let grads = plain::backward(
+        &model,
+        &fwd,
+        model.output(),
+        Tensor::new(&[2, 12], weights.clone()).unwrap(),
+    )
+    .unwrap();
+    let h = 1e-6;
+    for (name, g) in &grads.params {
+        for i in 0..g.len() {
+            let mut plus = model.clone();
+            plus.params.get_mut(name).unwrap().data_mut()[i] += h;
+            let mut minus = model.clone();
+            minus.params.get_mut(name).unwrap().data_mut()[i] -= h;
+            let numeric = (objective(&plus, &x) - objective(&minus, &x)) / (2.0 * h);
+            assert!(
+                (numeric - g.data()[i]).abs() < 1e-5 * (1.0 + numeric.abs()),
+                "{name}[{i}]"
+            );
+        }
+    }
+    for i in 0..x.len() {
+        let mut plus = x.clone();
+        plus.data_mut()[i] += h;
+        let mut minus = x.clone();
+        minus.data_mut()[i] -= h;
+        let numeric = (objective(&model, &plus) - objective(&model, &minus)) / (2.0 * h);
+        let analytic = grads.input().data()[i];
+        assert!(
+            (numeric - analytic).abs() < 1e-5 * (1.0 + numeric.abs()),
+            "input[{i}]"
+        );
+    }
+}
+
+#[test]
+fn every_layer_private_forward_matches_plaintext() {
+    let model = every_layer();
+    let x = read_f32("every_layer.input.bin", &[3, 4, 9, 9]);
+    let fwd = plain::forward(&model, &x, plain::Mode::Inference).unwrap();
+    let want = fwd.logits(&model);
+    let got = Tensor::new(want.shape(), private_logits(&model, &x)).unwrap();
+    assert!(
+        got.max_abs_diff(want) < 2e-3,
+        "private logits differ by {}",
+        got.max_abs_diff(want)
+    );
+    assert_eq!(got.argmax_rows().unwrap(), want.argmax_rows().unwrap());
+}
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<f64> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+#[test]
+fn every_layer_backward_matches_finite_differences() {
+    let model = every_layer();
+    let x = read_f32("every_layer.input.bin", &[3, 4, 9, 9]);
+    let mode = plain::Mode::Training { seed: 4 };
+    let fwd = plain::forward(&model, &x, mode).unwrap();
+    let from = model.logits();
+    let weights = pseudo_random(fwd.values[from].len(), 2);
+    let objective = |m: &Model, input: &Tensor| -> f64 {
+        let f = plain::forward(m, input, mode).unwrap();
+        f.values[from]
+            .data()
+            .iter()
+            .zip(&weights)
+            .map(|(a, b)| a * b)
+            .sum()
+    };
+    let grad = Tensor::new(fwd.values[from].shape(), weights.clone()).unwrap();
+    let grads = plain::backward(&model, &fwd, from, grad).unwrap();
+    let h = 1e-6;
+    let check = |what: &str, analytic: f64, plus: f64, minus: f64| {
+        let numeric = (plus - minus) / (2.0 * h);
+        let err = (analytic - numeric).abs() / (1e-3 + analytic.abs().max(numeric.abs()));
+        assert!(err < 1e-4, "{what}: analytic {analytic}, numeric {numeric}");
+    };
+    for (name, g) in &grads.params {
+        for i in (0..g.len()).step_by(7) {
+            let mut plus = model.clone();
+            plus.params.get_mut(name).unwrap().data_mut()[i] += h;
+            let mut minus = model.clone();
+            minus.params.get_mut(name).unwrap().data_mut()[i] -= h;
+            check(
+                &format!("{name}[{i}]"),
+                g.data()[i],
+                objective(&plus, &x),
+                objective(&minus, &x),
+            );
+        }
+    }
+    for i in (0..x.len()).step_by(11) {
+        let mut plus = x.clone();
+        plus.data_mut()[i] += h;
+        let mut minus = x.clone();
+        minus.data_mut()[i] -= h;
+        check(
+            &format!("input[{i}]"),
+            grads.input().data()[i],
+            objective(&model, &plus),
+            objective(&model, &minus),
+        );
+    }
+    let trainable = model
+        .param_specs()
+        .iter()
+        .filter(|s| s.kind == ParamKind::Trainable)
+        .count();
+    assert_eq!(grads.params.len(), trainable);
+}
+
+/// Two private SGD steps of `start` on `[3, ..input]` batches against plaintext SGD.
+fn check_private_sgd(start: &Model, input: &[usize], classes: usize) {
+    let config = SgdConfig::new(0.05).with_momentum(0.9);
+    let mut model = start.clone();
+    let mut sgd = Sgd::new(config);
+    let shape: Vec<usize> = std::iter::once(3).chain(input.iter().copied()).collect();
+    let len: usize = shape.iter().product();
+    let batches: Vec<(Tensor, Vec<usize>)> = (0..2)
+        .map(|s| {
+            let x = Tensor::new(&shape, pseudo_random(len, 30 + s)).unwrap();
+            (x, vec![0, classes - 1, 1])
+        })
+        .collect();
+    for (step, (x, labels)) in batches.iter().enumerate() {
+        plain::train_step(&mut model, &mut sgd, x, labels, step as u64).unwrap();
+    }
+    let out = run_local_3pc(|t| {
+        let mut p = setup(t);
+        let mut shared = SharedModel::share_for_training(&mut p, start, PartyId::P0).unwrap();
+        let mut opt = PrivateSgd::new(config);
+        let owner = p.id() == PartyId::P1;
+        for (step, (x, labels)) in batches.iter().enumerate() {
+            let sx = share_input(&mut p, PartyId::P1, owner.then_some(x), x.shape()).unwrap();
+            let hot = onehot(labels, classes);
+            let sy =
+                share_input(&mut p, PartyId::P1, owner.then_some(&hot), &[3, classes]).unwrap();
+            shared
+                .train_step(&mut p, &mut opt, &sx, &sy, step as u64)
+                .unwrap();
+        }
+        Ok::<_, cryptgpu_share::ShareError>(shared.reveal_to(&mut p, PartyId::P0).unwrap())
+    })
+    .unwrap();
+    let [owner, _, _] = out.map(|r| r.unwrap());
+    let private = owner.expect("the model owner gets the model");
+    let mut moved = 0.0f64;
+    for (name, want) in &model.params {
+        let got = &private.params[name];
+        for i in 0..want.len() {
+            moved = moved.max((want.data()[i] - start.params[name].data()[i]).abs());
+            let err = (got.data()[i] - want.data()[i]).abs();
+            assert!(
+                err < 2e-3,
+                "{name}[{i}]: private {} vs plaintext {}",
+                got.data()[i],
+                want.data()[i]
+            );
+        }
+    }
+    assert!(
+        moved > 1e-3,
+        "training moved the weights (by at most {moved})"
+    );
+}
+
+#[test]
+fn every_layer_private_sgd_tracks_plaintext_sgd() {
+    check_private_sgd(&every_layer(), &[4, 9, 9], 5);
+}
+
+#[test]
+fn the_suites_every_layer_model_private_sgd_tracks_plaintext_sgd() {
+    check_private_sgd(&cryptgpu_nn::suite::every_layer_model(23), &[2, 6, 6], 3);
+}
+
+#[test]
+fn every_layer_survives_export_and_import() {
+    let model = every_layer();
+    let bytes = onnx::export(&model, onnx::TensorEncoding::Raw).unwrap();
+    let back = onnx::import(&bytes).unwrap();
+    let x = read_f32("every_layer.input.bin", &[3, 4, 9, 9]);
+    let a = plain::predict(&model, &x).unwrap();
+    let b = plain::predict(&back, &x).unwrap();
+    assert!(a.max_abs_diff(&b) < 1e-5, "{}", a.max_abs_diff(&b));
+    assert_eq!(kinds(&model), kinds(&back));
+}
+
+/// The suite's every-layer network (what the wgpu and CUDA crates compare bit for bit with
+/// the CPU backend) trains on the CPU backend, and its private logits track plaintext.
+#[test]
+fn the_suites_every_layer_model_trains_and_tracks_plaintext() {
+    cryptgpu_nn::suite::check_every_layer_matches_cpu(&CpuBackend::new());
+    let model = cryptgpu_nn::suite::every_layer_model(23);
+    let x = cryptgpu_nn::suite::sample_inputs(5, 3);
+    let want = plain::forward(&model, &x, plain::Mode::Inference).unwrap();
+    let want = want.logits(&model);
+    let got = Tensor::new(want.shape(), private_logits(&model, &x)).unwrap();
+    assert!(got.max_abs_diff(want) < 2e-3, "{}", got.max_abs_diff(want));
+}
