@@ -217,7 +217,7 @@ impl<B: GpuBackend> SharedModel<B> {
     /// forward (keeping each layer's state), the cross-entropy gradient (softmax − onehot)/N
     /// at the logits, backward through every layer, and the update of `optimizer` (PyTorch's
     /// SGD with momentum and weight decay, all on shares). Dropout masks come from the public
-    /// `seed` as in [`plain::train_step`] (see [`plain::step_seed`]), and every party must
+    /// `seed` as in [`crate::plain::train_step`] (see [`crate::plain::step_seed`]), and every party must
     /// pass the same one. Returns the batch's logits from the forward pass (before the
     /// update), still shared: revealing them (to measure the loss) is the caller's choice.
     pub fn train_step<T: Transport>(
