@@ -246,6 +246,17 @@ impl Model {
             })
     }
 
+    /// The parameter called `name`, or a `MissingParameter` error.
+    pub fn param_by_name(&self, name: &str) -> Result<&Tensor> {
+        self.params
+            .get(name)
+            .ok_or_else(|| NnError::MissingParameter {
+                name: name.to_owned(),
+                expected: Vec::new(),
+                context: String::new(),
+            })
+    }
+
     /// Number of trainable parameter values.
     pub fn num_trainable(&self) -> usize {
         self.param_specs()

@@ -354,14 +354,29 @@ fn the_suites_every_layer_model_private_sgd_tracks_plaintext_sgd() {
 
 #[test]
 fn every_layer_survives_export_and_import() {
-    let model = every_layer();
-    let bytes = onnx::export(&model, onnx::TensorEncoding::Raw).unwrap();
-    let back = onnx::import(&bytes).unwrap();
-    let x = read_f32("every_layer.input.bin", &[3, 4, 9, 9]);
-    let a = plain::predict(&model, &x).unwrap();
-    let b = plain::predict(&back, &x).unwrap();
-    assert!(a.max_abs_diff(&b) < 1e-5, "{}", a.max_abs_diff(&b));
+    for (file, shape) in [
+        ("every_layer", vec![3, 4, 9, 9]),
+        ("attention", vec![2, 3, 4]),
+        ("matmul_seq", vec![2, 3, 4]),
+    ] {
+        let model = onnx::import_file(&fixture(&format!("{file}.onnx"))).unwrap();
+        let bytes = onnx::export(&model, onnx::TensorEncoding::Raw).unwrap();
+        let back = onnx::import(&bytes).unwrap();
+        let x = read_f32(&format!("{file}.input.bin"), &shape);
+        let a = plain::predict(&model, &x).unwrap();
+        let b = plain::predict(&back, &x).unwrap();
+        assert!(a.max_abs_diff(&b) < 1e-5, "{file}: {}", a.max_abs_diff(&b));
+        assert_eq!(kinds(&model), kinds(&back), "{file}");
+    }
+    let model = cryptgpu_nn::suite::every_layer_model(23);
+    let back = onnx::import(&onnx::export(&model, onnx::TensorEncoding::Raw).unwrap()).unwrap();
     assert_eq!(kinds(&model), kinds(&back));
+    let x = cryptgpu_nn::suite::sample_inputs(3, 2);
+    let (a, b) = (
+        plain::predict(&model, &x).unwrap(),
+        plain::predict(&back, &x).unwrap(),
+    );
+    assert!(a.max_abs_diff(&b) < 1e-5);
 }
 
 /// The suite's every-layer network (what the wgpu and CUDA crates compare bit for bit with

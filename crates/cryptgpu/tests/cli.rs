@@ -27,9 +27,10 @@ fn assets() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets")
 }
 
-/// A data directory holding the bundled sample as both the MNIST test and training split.
-fn sample_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cryptgpu-cli-test-{}", std::process::id()));
+/// A data directory holding the bundled sample as both the MNIST test and training split,
+/// one per test (`tag`), since tests run side by side and each removes its own.
+fn sample_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cryptgpu-cli-test-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let sample = assets().join("mnist-sample");
     for (from, to) in [
@@ -73,7 +74,7 @@ fn demo_classifies_bundled_digits_privately() {
 
 #[test]
 fn infer_and_train_on_a_data_directory() {
-    let dir = sample_dir();
+    let dir = sample_dir("infer-train");
     let d = dir.to_str().unwrap();
     let weights = assets().join("lenet-mnist.safetensors");
     let v = json_of(&cryptgpu(&[
@@ -161,9 +162,8 @@ fn infer_and_train_on_a_data_directory() {
 /// and fine-tunes from its weights; the trained model saved as ONNX imports and runs again.
 #[test]
 fn an_onnx_export_infers_fine_tunes_and_saves() {
-    let dir = sample_dir().join("onnx");
-    std::fs::create_dir_all(&dir).unwrap();
-    let data = dir.parent().unwrap().to_str().unwrap().to_owned();
+    let dir = sample_dir("onnx");
+    let data = dir.to_str().unwrap().to_owned();
     let export = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../cryptgpu-nn/tests/fixtures/torch/mnist_cnn_dynamo.onnx");
     let export = export.to_str().unwrap();
@@ -233,7 +233,7 @@ fn an_onnx_export_infers_fine_tunes_and_saves() {
     ]));
     check_report(&v, 16);
     assert!(safetensors.is_file());
-    std::fs::remove_dir_all(dir.parent().unwrap()).ok();
+    std::fs::remove_dir_all(dir).ok();
 }
 
 fn error_of(args: &[&str]) -> String {

@@ -167,16 +167,18 @@ impl Layer for Clip {
 
 /// ONNX `Clip`: bounds from inputs 1 and 2 (opset 11+) or the `min`/`max` attributes.
 pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
+    // Exporters write an absent bound as ±FLT_MAX (or ±inf): no bound.
     let bound = |im: &Importer, i: usize, attr: &str| -> Result<Option<f64>> {
-        match im.constant(node, i)? {
+        let value = match im.constant(node, i)? {
             Some(t) => match t.values[..] {
-                [v] => Ok(Some(v)),
-                _ => Err(Importer::bad(node, format!("bound {i} is not a scalar"))),
+                [v] => Some(v),
+                _ => return Err(Importer::bad(node, format!("bound {i} is not a scalar"))),
             },
-            None => Ok(node
+            None => node
                 .attribute(attr)
-                .map(|_| f64::from(attr_float(node, attr, 0.0)))),
-        }
+                .map(|_| f64::from(attr_float(node, attr, 0.0))),
+        };
+        Ok(value.filter(|v| v.abs() < 1e30))
     };
     let clip = Clip {
         min: bound(im, 1, "min")?,

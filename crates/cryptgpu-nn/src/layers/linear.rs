@@ -167,6 +167,25 @@ impl Layer for Linear {
     }
 
     fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
+        if n.input_shapes[0].len() > 2 {
+            // Gemm takes matrices only: MatMul by the transposed weight, then the bias, as
+            // PyTorch writes a Linear on [N, ..., in].
+            n.op_type = "MatMul";
+            let w = n.model.param_by_name(&format!("{}.weight", n.name))?;
+            let (o, i) = (self.out_features, self.in_features);
+            let mut t = vec![0.0; o * i];
+            for r in 0..o {
+                for c in 0..i {
+                    t[c * o + r] = w.data()[r * i + c];
+                }
+            }
+            n.constant_input("weight_t", Tensor::new(&[i, o], t)?);
+            n.replaced.push(format!("{}.weight", n.name));
+            if self.bias {
+                n.then = Some(("Add", vec![format!("{}.bias", n.name)]));
+            }
+            return Ok(());
+        }
         n.op_type = "Gemm";
         n.param_input("weight");
         if self.bias {

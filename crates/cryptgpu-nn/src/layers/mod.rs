@@ -512,6 +512,10 @@ fn shared_param<'a, B: GpuBackend>(
 
 /// One ONNX node being written by [`Layer::onnx_export`].
 pub struct OnnxNode<'a> {
+    /// The model being exported (its parameters, for layers that write them differently).
+    pub model: &'a Model,
+    /// The shapes of the node's inputs at batch 1.
+    pub input_shapes: Vec<Vec<usize>>,
     /// The node's name in the model.
     pub name: &'a str,
     /// The ONNX op type.
@@ -522,6 +526,11 @@ pub struct OnnxNode<'a> {
     pub attrs: Vec<Writer>,
     /// Initializers this node adds besides the model's parameters (e.g. Clip's bounds).
     pub constants: Vec<(String, Tensor)>,
+    /// A second node applied to this one's output: its op type and its other inputs (a
+    /// bias `Add` after a `MatMul`).
+    pub then: Option<(&'static str, Vec<String>)>,
+    /// Parameters the node writes in another form (as a constant) instead of as they are.
+    pub replaced: Vec<String>,
 }
 
 impl OnnxNode<'_> {

@@ -69,8 +69,15 @@ impl PoolWindow {
     /// `[N, C, OH, OW]` for an NCHW input, or why it does not fit.
     pub fn output_shape(&self, input: &[usize]) -> std::result::Result<Vec<usize>, String> {
         let [n, c, h, w] = nchw(input)?;
-        if self.pads[0] >= self.kernel[0].max(1) + h || self.pads[1] >= self.kernel[1].max(1) + w {
-            return Err(format!("padding {:?} is larger than the window", self.pads));
+        if self.kernel.contains(&0) || self.stride.contains(&0) {
+            return Err("kernel and stride must be at least 1".into());
+        }
+        let [t, l, b, r] = self.pads;
+        if t.max(b) >= self.kernel[0] || l.max(r) >= self.kernel[1] {
+            return Err(format!(
+                "pads {:?} must be smaller than the window {:?}",
+                self.pads, self.kernel
+            ));
         }
         match (self.out(0, h), self.out(1, w)) {
             (Some(oh), Some(ow)) => Ok(vec![n, c, oh, ow]),

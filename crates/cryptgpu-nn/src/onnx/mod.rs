@@ -398,7 +398,10 @@ impl Importer {
     /// `X.weight`, else the ONNX node's name.
     pub(crate) fn node_name(&mut self, node: &NodeProto, weight: Option<&str>) -> String {
         let base = weight
-            .and_then(|w| w.strip_suffix(".weight"))
+            .and_then(|w| {
+                w.strip_suffix(".weight")
+                    .or_else(|| w.strip_suffix(".weight_t"))
+            })
             .map(str::to_owned)
             .unwrap_or_else(|| {
                 let n = node.display_name();
@@ -666,31 +669,55 @@ pub fn export(model: &Model, encoding: TensorEncoding) -> Result<Vec<u8>> {
     };
     let mut graph = Writer::new();
     let mut constants: Vec<(String, Tensor)> = Vec::new();
+    let mut replaced: Vec<String> = Vec::new();
     for (id, node) in model.nodes().iter().enumerate().skip(1) {
         let mut onnx = OnnxNode {
+            model,
+            input_shapes: node.inputs.iter().map(|&i| shapes[i].clone()).collect(),
             name: &node.name,
             op_type: "",
             inputs: node.inputs.iter().map(|&i| value_name(i)).collect(),
             attrs: Vec::new(),
             constants: Vec::new(),
+            then: None,
+            replaced: Vec::new(),
         };
         node.op.onnx_export(&mut onnx)?;
+        let out = value_name(id);
+        let first_out = match onnx.then {
+            Some(_) => format!("{out}_inner"),
+            None => out.clone(),
+        };
         let mut n = Writer::new();
         for input in &onnx.inputs {
             n.string(1, input);
         }
-        n.string(2, &value_name(id))
+        n.string(2, &first_out)
             .string(3, &format!("/{}/{}", node.name, onnx.op_type))
             .string(4, onnx.op_type);
         for a in &onnx.attrs {
             n.message(5, a);
         }
         graph.message(1, &n);
+        if let Some((op_type, others)) = &onnx.then {
+            let mut m = Writer::new();
+            m.string(1, &first_out);
+            for input in others {
+                m.string(1, input);
+            }
+            m.string(2, &out)
+                .string(3, &format!("/{}/{op_type}", node.name))
+                .string(4, op_type);
+            graph.message(1, &m);
+        }
         constants.extend(onnx.constants);
+        replaced.extend(onnx.replaced);
     }
     graph.string(2, model.name());
     for (name, t) in &model.params {
-        graph.message(5, &tensor_proto(name, t, encoding, false));
+        if !replaced.contains(name) {
+            graph.message(5, &tensor_proto(name, t, encoding, false));
+        }
     }
     for (name, t) in &constants {
         let int64 = name.ends_with(".shape") || name.ends_with(".pads");

@@ -1,10 +1,11 @@
-//! The f64 kernels of the plaintext executor, one forward and one backward per op, on raw
-//! row-major slices. Convolutions are im2col + GEMM (faer), parallel over the batch.
+//! The f64 kernels the plaintext forward and backward passes of several layers share, on raw
+//! row-major slices: convolution (im2col + GEMM with faer, parallel over the batch), linear
+//! and softmax. Each layer's own loops live in its file under [`crate::layers`].
 //!
 //! Reductions over the batch (weight gradients) add fixed-size chunks in a fixed order, so
 //! results do not depend on the number of threads.
 
-use cryptgpu_backend::{Conv2dParams, Pool2dParams};
+use cryptgpu_backend::Conv2dParams;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
@@ -312,130 +313,6 @@ pub fn linear_backward(
         db.iter_mut().zip(row).for_each(|(b, v)| *b += v);
     }
     (dx, dw, db)
-}
-
-/// Shapes of one pooling op.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PoolGeometry {
-    /// Planes (`n * c`).
-    pub planes: usize,
-    /// Input height.
-    pub h: usize,
-    /// Input width.
-    pub w: usize,
-    /// Window, stride, padding.
-    pub params: Pool2dParams,
-    /// Output height.
-    pub oh: usize,
-    /// Output width.
-    pub ow: usize,
-}
-
-impl PoolGeometry {
-    /// Geometry of input `[n, c, h, w]` (already checked by shape inference).
-    pub fn new(input: &[usize], params: Pool2dParams) -> Self {
-        let (h, w) = (input[2], input[3]);
-        Self {
-            planes: input[0] * input[1],
-            h,
-            w,
-            params,
-            oh: (h + 2 * params.padding[0] - params.kernel[0]) / params.stride[0] + 1,
-            ow: (w + 2 * params.padding[1] - params.kernel[1]) / params.stride[1] + 1,
-        }
-    }
-
-    /// The in-bounds input positions of output `(oi, oj)`'s window, row-major in the plane.
-    fn window(&self, oi: usize, oj: usize) -> impl Iterator<Item = usize> + '_ {
-        let [kh, kw] = self.params.kernel;
-        let i0 = (oi * self.params.stride[0]) as isize - self.params.padding[0] as isize;
-        let j0 = (oj * self.params.stride[1]) as isize - self.params.padding[1] as isize;
-        (0..kh as isize).flat_map(move |di| {
-            (0..kw as isize).filter_map(move |dj| {
-                let (i, j) = (i0 + di, j0 + dj);
-                (i >= 0 && j >= 0 && i < self.h as isize && j < self.w as isize)
-                    .then(|| i as usize * self.w + j as usize)
-            })
-        })
-    }
-}
-
-/// Max-pool forward: the outputs and, for each, the input position (within its plane) of
-/// the first maximum.
-pub fn max_pool(x: &[f64], geo: &PoolGeometry) -> (Vec<f64>, Vec<u32>) {
-    let out_len = geo.oh * geo.ow;
-    let mut y = vec![0.0; geo.planes * out_len];
-    let mut arg = vec![0u32; geo.planes * out_len];
-    y.par_chunks_mut(out_len)
-        .zip(arg.par_chunks_mut(out_len))
-        .zip(x.par_chunks(geo.h * geo.w))
-        .for_each(|((y_p, arg_p), x_p)| {
-            for oi in 0..geo.oh {
-                for oj in 0..geo.ow {
-                    let mut best = usize::MAX;
-                    for pos in geo.window(oi, oj) {
-                        if best == usize::MAX || x_p[pos] > x_p[best] {
-                            best = pos;
-                        }
-                    }
-                    y_p[oi * geo.ow + oj] = x_p[best];
-                    arg_p[oi * geo.ow + oj] = best as u32;
-                }
-            }
-        });
-    (y, arg)
-}
-
-/// Max-pool backward: each output gradient goes to its window's maximum.
-pub fn max_pool_backward(dy: &[f64], arg: &[u32], geo: &PoolGeometry) -> Vec<f64> {
-    let out_len = geo.oh * geo.ow;
-    let mut dx = vec![0.0; geo.planes * geo.h * geo.w];
-    dx.par_chunks_mut(geo.h * geo.w)
-        .zip(dy.par_chunks(out_len).zip(arg.par_chunks(out_len)))
-        .for_each(|(dx_p, (dy_p, arg_p))| {
-            for (&g, &a) in dy_p.iter().zip(arg_p) {
-                dx_p[a as usize] += g;
-            }
-        });
-    dx
-}
-
-/// Average-pool forward (divisor: the full window, padding included).
-pub fn avg_pool(x: &[f64], geo: &PoolGeometry) -> Vec<f64> {
-    let out_len = geo.oh * geo.ow;
-    let scale = 1.0 / (geo.params.kernel[0] * geo.params.kernel[1]) as f64;
-    let mut y = vec![0.0; geo.planes * out_len];
-    y.par_chunks_mut(out_len)
-        .zip(x.par_chunks(geo.h * geo.w))
-        .for_each(|(y_p, x_p)| {
-            for oi in 0..geo.oh {
-                for oj in 0..geo.ow {
-                    let sum: f64 = geo.window(oi, oj).map(|pos| x_p[pos]).sum();
-                    y_p[oi * geo.ow + oj] = sum * scale;
-                }
-            }
-        });
-    y
-}
-
-/// Average-pool backward.
-pub fn avg_pool_backward(dy: &[f64], geo: &PoolGeometry) -> Vec<f64> {
-    let out_len = geo.oh * geo.ow;
-    let scale = 1.0 / (geo.params.kernel[0] * geo.params.kernel[1]) as f64;
-    let mut dx = vec![0.0; geo.planes * geo.h * geo.w];
-    dx.par_chunks_mut(geo.h * geo.w)
-        .zip(dy.par_chunks(out_len))
-        .for_each(|(dx_p, dy_p)| {
-            for oi in 0..geo.oh {
-                for oj in 0..geo.ow {
-                    let g = dy_p[oi * geo.ow + oj] * scale;
-                    for pos in geo.window(oi, oj) {
-                        dx_p[pos] += g;
-                    }
-                }
-            }
-        });
-    dx
 }
 
 /// Row-wise softmax of `[n, k]` (max subtracted first).
