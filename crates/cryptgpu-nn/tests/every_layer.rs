@@ -391,3 +391,51 @@ fn the_suites_every_layer_model_trains_and_tracks_plaintext() {
     let got = Tensor::new(want.shape(), private_logits(&model, &x)).unwrap();
     assert!(got.max_abs_diff(want) < 2e-3, "{}", got.max_abs_diff(want));
 }
+
+/// Sigmoid and Tanh privately at f = 20 over their stated domains: within 2^-12 and 2^-11.
+#[test]
+fn sigmoid_and_tanh_hold_their_stated_error() {
+    use cryptgpu_nn::layers::prelude::*;
+    use cryptgpu_nn::model::GraphBuilder;
+    let xs: Vec<f64> = (0..=400).map(|i| -100.0 + i as f64 * 0.5).collect();
+    let x = Tensor::new(&[1, xs.len()], xs.clone()).unwrap();
+    for (op, bound, f) in [
+        (
+            Op::Sigmoid(Sigmoid),
+            2f64.powi(-12),
+            (|v: f64| 1.0 / (1.0 + (-v).exp())) as fn(f64) -> f64,
+        ),
+        (Op::Tanh(Tanh), 2f64.powi(-11), f64::tanh),
+    ] {
+        let mut b = GraphBuilder::new();
+        let out = b.add("act", op.clone(), &[0]);
+        let model = b.finish("act", &[xs.len()], out, 0).unwrap();
+        let got = run_local_3pc(|t| {
+            let mut p = Party::setup_with(
+                CpuBackend::new(),
+                t,
+                FixedPoint::new(20).unwrap(),
+                KeySource::InsecureSeeded(2),
+            )
+            .unwrap();
+            let shared = SharedModel::share(&mut p, &model, PartyId::P0).unwrap();
+            let mine = p.id() == PartyId::P1;
+            let sx = share_input(&mut p, PartyId::P1, mine.then_some(&x), x.shape()).unwrap();
+            let y = shared.forward(&mut p, &sx).unwrap();
+            Ok::<_, cryptgpu_share::ShareError>(p.reveal_f64(&y).unwrap())
+        })
+        .unwrap();
+        let [a, _, _] = got.map(|r| r.unwrap());
+        let worst = xs
+            .iter()
+            .zip(&a)
+            .map(|(&v, &y)| (y - f(v)).abs())
+            .fold(0.0, f64::max);
+        eprintln!("{}: largest error {worst:.2e} (bound {bound:.2e})", op.kind());
+        assert!(
+            worst < bound,
+            "{}: error {worst:e} above {bound:e}",
+            op.kind()
+        );
+    }
+}
