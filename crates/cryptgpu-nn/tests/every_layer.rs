@@ -431,7 +431,10 @@ fn sigmoid_and_tanh_hold_their_stated_error() {
             .zip(&a)
             .map(|(&v, &y)| (y - f(v)).abs())
             .fold(0.0, f64::max);
-        eprintln!("{}: largest error {worst:.2e} (bound {bound:.2e})", op.kind());
+        eprintln!(
+            "{}: largest error {worst:.2e} (bound {bound:.2e})",
+            op.kind()
+        );
         assert!(
             worst < bound,
             "{}: error {worst:e} above {bound:e}",
