@@ -105,7 +105,16 @@ pub fn every_layer_model(seed: u64) -> Model {
     let cc = b.add("concat", Concat { axis: 1 }, &[sw, tt]);
     let mm = b.add("matmul", MatMul, &[sw, tt]);
     let cm = b.add("concat2", Concat { axis: 1 }, &[mm, cc]);
-    let pd = b.add("pad", Pad { pads: [0, 1, 1, 0] }, &[cm]);
+    let sl = b.add(
+        "slice",
+        Slice {
+            axis: 1,
+            start: 1,
+            end: 11,
+        },
+        &[cm],
+    );
+    let pd = b.add("pad", Pad { pads: [0, 1, 1, 0] }, &[sl]);
     let window = PoolWindow {
         kernel: [2, 2],
         stride: [2, 2],
@@ -126,7 +135,7 @@ pub fn every_layer_model(seed: u64) -> Model {
     let f1 = b.add("gap_flat", Flatten, &[ga]);
     let sum = b.add("sum", Add::default(), &[f0, f1]);
     let d0 = b.add("drop", Dropout { p: 0.25 }, &[sum]);
-    let fc = b.add("fc", zoo::linear(12, 3), &[d0]);
+    let fc = b.add("fc", zoo::linear(10, 3), &[d0]);
     let out = b.add("log_softmax", LogSoftmax, &[fc]);
     let mut model = b
         .finish("every-layer", &[2, 6, 6], out, seed)

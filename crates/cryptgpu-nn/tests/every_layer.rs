@@ -126,54 +126,36 @@ fn matmul_over_batch_dimensions_matches_onnxruntime() {
     );
 }
 
-/// MatMul of two computed values (batched, one side broadcast), forward and backward,
-/// plaintext against onnxruntime and finite differences, private against plaintext.
-#[test]
-fn matmul_of_two_values_matches_onnxruntime_and_trains() {
-    let model = onnx::import_file(&fixture("attention.onnx")).unwrap();
-    assert_eq!(
-        kinds(&model),
-        [
-            "Input",
-            "Linear",
-            "Linear",
-            "Transpose",
-            "MatMul",
-            "MulConst",
-            "MatMul",
-            "Flatten"
-        ]
-    );
-    let x = read_f32("attention.input.bin", &[2, 3, 4]);
-    let want = read_f32("attention.output.bin", &[2, 12]);
+/// A small fixture: plaintext against onnxruntime, private against plaintext, and the
+/// plaintext gradients of every parameter and input against finite differences.
+fn check_fixture(file: &str, input: &[usize], output: &[usize], want_kinds: &[&str]) {
+    let model = onnx::import_file(&fixture(&format!("{file}.onnx"))).unwrap();
+    assert_eq!(kinds(&model), want_kinds, "{file}");
+    let x = read_f32(&format!("{file}.input.bin"), input);
+    let want = read_f32(&format!("{file}.output.bin"), output);
     let got = plain::predict(&model, &x).unwrap();
     assert!(
         got.max_abs_diff(&want) < 1e-5,
-        "{}",
+        "{file}: {}",
         got.max_abs_diff(&want)
     );
-    let private = Tensor::new(&[2, 12], private_logits(&model, &x)).unwrap();
+    let private = Tensor::new(output, private_logits(&model, &x)).unwrap();
     assert!(
         private.max_abs_diff(&got) < 1e-3,
-        "{}",
+        "{file}: {}",
         private.max_abs_diff(&got)
     );
-    // Gradients with respect to the weights and the input (which feeds three products).
-    let mode = plain::Mode::Inference;
-    let fwd = plain::forward(&model, &x, mode).unwrap();
-    let weights = pseudo_random(24, 3);
+    let fwd = plain::forward(&model, &x, plain::Mode::Inference).unwrap();
+    let weights = pseudo_random(got.len(), 3);
     let objective = |m: &Model, input: &Tensor| -> f64 {
         let out = plain::predict(m, input).unwrap();
         out.data().iter().zip(&weights).map(|(a, b)| a * b).sum()
     };
-    let grads = plain::backward(
-        &model,
-        &fwd,
-        model.output(),
-        Tensor::new(&[2, 12], weights.clone()).unwrap(),
-    )
-    .unwrap();
+    let seed = Tensor::new(output, weights.clone()).unwrap();
+    let grads = plain::backward(&model, &fwd, model.output(), seed).unwrap();
     let h = 1e-6;
+    let close =
+        |numeric: f64, analytic: f64| (numeric - analytic).abs() < 1e-5 * (1.0 + numeric.abs());
     for (name, g) in &grads.params {
         for i in 0..g.len() {
             let mut plus = model.clone();
@@ -181,10 +163,7 @@ fn matmul_of_two_values_matches_onnxruntime_and_trains() {
             let mut minus = model.clone();
             minus.params.get_mut(name).unwrap().data_mut()[i] -= h;
             let numeric = (objective(&plus, &x) - objective(&minus, &x)) / (2.0 * h);
-            assert!(
-                (numeric - g.data()[i]).abs() < 1e-5 * (1.0 + numeric.abs()),
-                "{name}[{i}]"
-            );
+            assert!(close(numeric, g.data()[i]), "{file}: {name}[{i}]");
         }
     }
     for i in 0..x.len() {
@@ -193,12 +172,44 @@ fn matmul_of_two_values_matches_onnxruntime_and_trains() {
         let mut minus = x.clone();
         minus.data_mut()[i] -= h;
         let numeric = (objective(&model, &plus) - objective(&model, &minus)) / (2.0 * h);
-        let analytic = grads.input().data()[i];
         assert!(
-            (numeric - analytic).abs() < 1e-5 * (1.0 + numeric.abs()),
-            "input[{i}]"
+            close(numeric, grads.input().data()[i]),
+            "{file}: input[{i}]"
         );
     }
+}
+
+/// MatMul of two computed values (batched, one side broadcast).
+#[test]
+fn matmul_of_two_values_matches_onnxruntime_and_finite_differences() {
+    check_fixture(
+        "attention",
+        &[2, 3, 4],
+        &[2, 12],
+        &[
+            "Input",
+            "Linear",
+            "Linear",
+            "Transpose",
+            "MatMul",
+            "MulConst",
+            "MatMul",
+            "Flatten",
+        ],
+    );
+}
+
+/// Split along channels and Slice of computed values (a whole axis is no slice).
+#[test]
+fn split_and_slice_match_onnxruntime_and_finite_differences() {
+    check_fixture(
+        "split_slice",
+        &[2, 6, 5, 5],
+        &[2, 3],
+        &[
+            "Input", "Slice", "Slice", "ReLU", "Slice", "Concat", "Slice", "Flatten", "Linear",
+        ],
+    );
 }
 
 #[test]
@@ -358,6 +369,7 @@ fn every_layer_survives_export_and_import() {
         ("every_layer", vec![3, 4, 9, 9]),
         ("attention", vec![2, 3, 4]),
         ("matmul_seq", vec![2, 3, 4]),
+        ("split_slice", vec![2, 6, 5, 5]),
     ] {
         let model = onnx::import_file(&fixture(&format!("{file}.onnx"))).unwrap();
         let bytes = onnx::export(&model, onnx::TensorEncoding::Raw).unwrap();

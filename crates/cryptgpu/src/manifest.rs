@@ -1194,6 +1194,8 @@ mod tests {
                 Just("Mul"),
                 Just("MulConst"),
                 Just("LogSoftmax"),
+                Just("MatMul"),
+                Just("Slice"),
             ]
             .prop_map(|s| json!(s)),
         ];
@@ -1230,6 +1232,8 @@ mod tests {
                         Just("count_include_pad"),
                         Just("subtract"),
                         Just("negate_input"),
+                        Just("start"),
+                        Just("end"),
                     ]
                     .prop_map(String::from),
                     inner,

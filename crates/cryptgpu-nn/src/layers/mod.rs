@@ -52,6 +52,7 @@ pub mod pool;
 pub mod relu;
 pub mod reshape;
 pub mod sigmoid;
+pub mod slice;
 pub mod softmax;
 pub mod tanh;
 pub mod transpose;
@@ -82,6 +83,7 @@ pub mod prelude {
     pub use super::relu::Relu;
     pub use super::reshape::Reshape;
     pub use super::sigmoid::Sigmoid;
+    pub use super::slice::Slice;
     pub use super::softmax::Softmax;
     pub use super::tanh::Tanh;
     pub use super::transpose::Transpose;
@@ -782,6 +784,7 @@ layer_table! {
     Reshape => reshape::Reshape ["Reshape", "Squeeze", "Unsqueeze"],
     Transpose => transpose::Transpose ["Transpose"],
     Concat => concat::Concat ["Concat"],
+    Slice => slice::Slice ["Slice", "Split"],
     Pad => pad::Pad ["Pad"],
     Add => add::Add ["Add", "Sub"],
     AddConst => add_const::AddConst [],

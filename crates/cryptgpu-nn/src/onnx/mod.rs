@@ -574,7 +574,7 @@ impl Importer {
             return Ok(());
         }
         let extra_outputs = node.outputs.iter().skip(1).any(|o| !o.is_empty());
-        if extra_outputs && node.op_type != "Dropout" {
+        if extra_outputs && !["Dropout", "Split"].contains(&node.op_type.as_str()) {
             // BatchNormalization in training mode and MaxPool with indices have more outputs.
             return Err(Self::bad(
                 node,

@@ -1,0 +1,228 @@
+//! `Slice`: the entries `start..end` of one non-batch axis (step 1); ONNX `Slice` of a
+//! computed value with constant bounds, and `Split` (each output a slice: ShuffleNet's
+//! channel split). Local on shares; the backward pass pads the gradient with zeros.
+
+use super::*;
+use crate::onnx::{attr_int, attr_ints};
+
+/// Entries `start..end` along `axis` (≥ 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slice {
+    /// The axis, batch axis = 0.
+    pub axis: usize,
+    /// First entry kept.
+    pub start: usize,
+    /// One past the last entry kept.
+    pub end: usize,
+}
+
+impl Slice {
+    /// (outer, extent, inner) of `shape` around the axis.
+    fn split(&self, shape: &[usize]) -> (usize, usize, usize) {
+        let outer = shape[..self.axis].iter().product();
+        let inner = shape[self.axis + 1..].iter().product();
+        (outer, shape[self.axis], inner)
+    }
+}
+
+impl Layer for Slice {
+    const KIND: &'static str = "Slice";
+
+    fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
+        let x = inputs[0];
+        if self.axis == 0 || self.axis >= x.len() {
+            return Err(format!(
+                "axis {} is not a non-batch axis of {x:?}",
+                self.axis
+            ));
+        }
+        if self.start >= self.end || self.end > x[self.axis] {
+            return Err(format!(
+                "range {}..{} is empty or outside axis {} of {x:?}",
+                self.start, self.end, self.axis
+            ));
+        }
+        let mut out = x.to_vec();
+        out[self.axis] = self.end - self.start;
+        Ok(out)
+    }
+
+    fn write_attrs(&self, a: &mut Attrs) {
+        a.set("axis", self.axis);
+        a.set("start", self.start);
+        a.set("end", self.end);
+    }
+
+    fn read_attrs(a: &Attrs) -> Result<Self> {
+        Ok(Self {
+            axis: a.dim("axis")?,
+            start: a.dim("start")?,
+            end: a.dim("end")?,
+        })
+    }
+
+    fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
+        let (outer, extent, inner) = self.split(x[0].shape());
+        let mut y = Vec::with_capacity(cx.out_shape.iter().product());
+        for o in 0..outer {
+            let base = o * extent * inner;
+            y.extend_from_slice(&x[0].data()[base + self.start * inner..base + self.end * inner]);
+        }
+        cx.output(y)
+    }
+
+    fn plain_backward(&self, cx: &mut PlainBackCx<'_>, dy: &Tensor) -> Result<Vec<Tensor>> {
+        let (outer, extent, inner) = self.split(cx.inputs[0].shape());
+        let kept = (self.end - self.start) * inner;
+        let mut dx = vec![0.0; cx.inputs[0].len()];
+        for o in 0..outer {
+            let base = o * extent * inner + self.start * inner;
+            dx[base..base + kept].copy_from_slice(&dy.data()[o * kept..(o + 1) * kept]);
+        }
+        Ok(vec![cx.like_input(0, dx)?])
+    }
+
+    fn private_forward<B: GpuBackend, T: Transport>(
+        &self,
+        cx: &mut PrivateCx<'_, B, T>,
+        x: &[&Rss<B>],
+    ) -> Result<Rss<B>> {
+        Ok(cx
+            .p
+            .linear(x[0], |b, t| b.slice(t, self.axis, self.start..self.end))?)
+    }
+
+    fn private_backward<B: GpuBackend, T: Transport>(
+        &self,
+        cx: &mut PrivateBackCx<'_, B, T>,
+        dy: Rss<B>,
+    ) -> Result<Vec<Option<Rss<B>>>> {
+        let full = cx.input_shapes[0].clone();
+        let (axis, start, end) = (self.axis, self.start, self.end);
+        let dx = cx.p.linear(&dy, |b, t| {
+            let zeros = |k: usize| {
+                let mut s = full.clone();
+                s[axis] = k;
+                b.zeros(&s)
+            };
+            let before = (start > 0).then(|| zeros(start)).transpose()?;
+            let after = (end < full[axis])
+                .then(|| zeros(full[axis] - end))
+                .transpose()?;
+            let parts: Vec<&B::Tensor> = before.iter().chain([t]).chain(after.iter()).collect();
+            b.concat(&parts, axis)
+        })?;
+        Ok(vec![Some(dx)])
+    }
+
+    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
+        n.op_type = "Slice";
+        let t = |v: usize| Tensor::new(&[1], vec![v as f64]);
+        n.constant_input("starts", t(self.start)?);
+        n.constant_input("ends", t(self.end)?);
+        n.constant_input("axes", t(self.axis)?);
+        Ok(())
+    }
+}
+
+/// The axis of a node attribute or input, made non-negative for rank `rank`.
+fn axis_in(node: &NodeProto, axis: i64, rank: usize) -> Result<usize> {
+    let a = if axis < 0 { axis + rank as i64 } else { axis };
+    if a <= 0 || a as usize >= rank {
+        return Err(Importer::bad(
+            node,
+            format!("axis {axis} is not a non-batch axis of a rank-{rank} value"),
+        ));
+    }
+    Ok(a as usize)
+}
+
+/// ONNX `Slice` of a computed value (constant starts, ends, axes; steps of 1; one or more
+/// axes, each a node) and `Split` (sizes from input 1 or the `split` attribute, else equal
+/// parts; one slice per output).
+pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
+    let x = im.input_node(node, 0)?;
+    let shape = im.shape(x).to_vec();
+    let rank = shape.len();
+    if node.op_type == "Split" {
+        let axis = axis_in(node, attr_int(node, "axis", 0), rank)?;
+        let outputs: Vec<usize> = (0..node.outputs.len()).collect();
+        let sizes: Vec<usize> = match im.constant(node, 1)? {
+            Some(t) => t.values.iter().map(|&v| v.max(0.0) as usize).collect(),
+            None => match attr_ints(node, "split") {
+                Some(s) => s.iter().map(|&v| v.max(0) as usize).collect(),
+                None => {
+                    let k = outputs.len().max(1);
+                    let part = shape[axis].div_ceil(k);
+                    (0..k)
+                        .map(|i| part.min(shape[axis].saturating_sub(i * part)))
+                        .collect()
+                }
+            },
+        };
+        if sizes.len() != outputs.len() || sizes.iter().sum::<usize>() != shape[axis] {
+            return Err(Importer::bad(
+                node,
+                format!(
+                    "split {sizes:?} does not cover axis {axis} of {shape:?} in {} parts",
+                    outputs.len()
+                ),
+            ));
+        }
+        let mut start = 0;
+        for (i, size) in sizes.into_iter().enumerate() {
+            let name = im.node_name(node, None);
+            let layer = Slice {
+                axis,
+                start,
+                end: start + size,
+            };
+            let id = im.push_internal(name, layer.into(), &[x])?;
+            im.set_output(node, i, crate::onnx::Value::Node(id));
+            start += size;
+        }
+        return Ok(());
+    }
+    let ints = |i: usize, attr: &str| -> Result<Option<Vec<i64>>> {
+        Ok(match im.constant(node, i)? {
+            Some(t) => Some(t.values.iter().map(|&v| v as i64).collect()),
+            None => attr_ints(node, attr),
+        })
+    };
+    let starts = ints(1, "starts")?.ok_or_else(|| Importer::bad(node, "has no starts"))?;
+    let ends = ints(2, "ends")?.ok_or_else(|| Importer::bad(node, "has no ends"))?;
+    let axes = ints(3, "axes")?.unwrap_or_else(|| (0..starts.len() as i64).collect());
+    if let Some(steps) = ints(4, "")?
+        && steps.iter().any(|&s| s != 1)
+    {
+        return Err(Importer::bad(
+            node,
+            format!("steps {steps:?} are not supported (1 is)"),
+        ));
+    }
+    let mut current = x;
+    let mut layers = Vec::new();
+    for ((&s, &e), &a) in starts.iter().zip(&ends).zip(&axes) {
+        let axis = axis_in(node, a, rank)?;
+        let n = shape[axis] as i64;
+        let fix = |v: i64| (if v < 0 { v + n } else { v }).clamp(0, n) as usize;
+        let (start, end) = (fix(s), fix(e));
+        if (start, end) != (0, shape[axis]) {
+            layers.push(Slice { axis, start, end });
+        }
+    }
+    if layers.is_empty() {
+        im.alias(node, x);
+        return Ok(());
+    }
+    let last = layers.len() - 1;
+    for (i, layer) in layers.into_iter().enumerate() {
+        let name = im.node_name(node, None);
+        current = if i == last {
+            im.push(node, name, layer.into(), &[current])?
+        } else {
+            im.push_internal(name, layer.into(), &[current])?
+        };
+    }
+    Ok(())
+}
