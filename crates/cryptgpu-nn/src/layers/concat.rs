@@ -125,7 +125,10 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
     let inputs: Vec<NodeId> = (0..node.inputs.len())
         .map(|i| im.input_node(node, i))
         .collect::<Result<_>>()?;
-    let rank = im.shape(inputs[0]).len() as i64;
+    let Some(&first) = inputs.first() else {
+        return Err(Importer::bad(node, "has no inputs"));
+    };
+    let rank = im.shape(first).len() as i64;
     let axis = attr_int(node, "axis", 1);
     let axis = if axis < 0 { axis + rank } else { axis };
     if inputs.len() == 1 {

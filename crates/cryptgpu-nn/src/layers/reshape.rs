@@ -83,7 +83,12 @@ pub(crate) fn resolve_reshape(
     target: &[i64],
     allowzero: bool,
 ) -> std::result::Result<Vec<usize>, String> {
-    let total: usize = input.iter().product();
+    let product = |dims: &[usize]| {
+        dims.iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| format!("the shape {dims:?} is too large"))
+    };
+    let total = product(input)?;
     let mut out = Vec::with_capacity(target.len());
     let mut infer = None;
     for (i, &d) in target.iter().enumerate() {
@@ -97,18 +102,18 @@ pub(crate) fn resolve_reshape(
                     .get(i)
                     .ok_or_else(|| format!("0 at axis {i} copies no input axis"))?,
             ),
-            d if d >= 0 => out.push(d as usize),
+            d if d >= 0 => out.push(usize::try_from(d).map_err(|_| format!("dimension {d}"))?),
             _ => return Err(format!("invalid target shape {target:?}")),
         }
     }
     if let Some(i) = infer {
-        let known: usize = out.iter().product();
+        let known = product(&out)?;
         if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot infer -1 in {target:?} for {input:?}"));
         }
         out[i] = total / known;
     }
-    if out.iter().product::<usize>() != total {
+    if product(&out)? != total {
         return Err(format!("cannot reshape {input:?} to {target:?}"));
     }
     Ok(out)

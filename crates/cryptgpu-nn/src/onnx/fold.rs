@@ -86,8 +86,11 @@ impl Const {
     }
 }
 
+/// The element count of `dims` (saturating: an overflow reads as too large).
 fn len(dims: &[usize]) -> usize {
-    dims.iter().product()
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .unwrap_or(usize::MAX)
 }
 
 fn axis_of(node: &NodeProto, axis: i64, rank: usize) -> Result<usize> {
@@ -224,9 +227,27 @@ fn as_ints(c: &Const) -> Vec<i64> {
     c.values.iter().map(|&v| v as i64).collect()
 }
 
+/// The element count of `dims`, or an error when it is beyond [`MAX_FOLDED`].
+fn bounded(node: &NodeProto, dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_FOLDED)
+        .ok_or_else(|| {
+            Importer::bad(
+                node,
+                format!("folds to a constant of shape {dims:?}, too large"),
+            )
+        })
+}
+
 /// Gathers `t` at flat positions computed for each output index.
-fn gather_by(t: &Const, dims: Vec<usize>, index: impl Fn(&[usize]) -> usize) -> Const {
-    let n = len(&dims);
+fn gather_by(
+    node: &NodeProto,
+    t: &Const,
+    dims: Vec<usize>,
+    index: impl Fn(&[usize]) -> usize,
+) -> Result<Const> {
+    let n = bounded(node, &dims)?;
     let st = strides(&dims);
     let mut idx = vec![0; dims.len()];
     let values = (0..n)
@@ -237,11 +258,11 @@ fn gather_by(t: &Const, dims: Vec<usize>, index: impl Fn(&[usize]) -> usize) -> 
             t.values[index(&idx)]
         })
         .collect();
-    Const {
+    Ok(Const {
         dims,
         values,
         ty: t.ty,
-    }
+    })
 }
 
 fn broadcast_op(
@@ -267,7 +288,7 @@ fn broadcast_op(
         }
     };
     let (ia, ib) = (at(a), at(b));
-    let n = len(&dims);
+    let n = bounded(node, &dims)?;
     let st = strides(&dims);
     let mut idx = vec![0; dims.len()];
     let mut values = Vec::with_capacity(n);
@@ -327,7 +348,7 @@ fn evaluate(node: &NodeProto, op: &str, c: Vec<Option<Const>>) -> Result<Const> 
             dims.extend(&data.dims[axis + 1..]);
             let ds = strides(&data.dims);
             let qi = indices.dims.len();
-            gather_by(&data, dims, |o| {
+            gather_by(node, &data, dims, |o| {
                 let mut pos = 0;
                 for a in 0..axis {
                     pos += o[a] * ds[a];
@@ -343,7 +364,7 @@ fn evaluate(node: &NodeProto, op: &str, c: Vec<Option<Const>>) -> Result<Const> 
                     pos += o[a + qi - 1] * ds[a];
                 }
                 pos
-            })
+            })?
         }
         "Unsqueeze" | "Squeeze" => {
             let mut t = need(node, &c, 0)?;
@@ -468,11 +489,11 @@ fn evaluate(node: &NodeProto, op: &str, c: Vec<Option<Const>>) -> Result<Const> 
                 dims[a] = count as usize;
             }
             let ds = strides(&data.dims);
-            gather_by(&data, dims, |o| {
+            gather_by(node, &data, dims, |o| {
                 (0..rank)
                     .map(|a| (begin[a] + o[a] as i64 * step[a]) as usize * ds[a])
                     .sum()
-            })
+            })?
         }
         "Cast" => {
             let mut t = need(node, &c, 0)?;
@@ -586,7 +607,9 @@ fn evaluate(node: &NodeProto, op: &str, c: Vec<Option<Const>>) -> Result<Const> 
             }
             let dims: Vec<usize> = perm.iter().map(|&p| t.dims[p]).collect();
             let ts = strides(&t.dims);
-            gather_by(&t, dims, |o| (0..rank).map(|a| o[a] * ts[perm[a]]).sum())
+            gather_by(node, &t, dims, |o| {
+                (0..rank).map(|a| o[a] * ts[perm[a]]).sum()
+            })?
         }
         "Expand" => {
             let t = need(node, &c, 0)?;
@@ -594,14 +617,12 @@ fn evaluate(node: &NodeProto, op: &str, c: Vec<Option<Const>>) -> Result<Const> 
                 .iter()
                 .map(|&d| d.max(0) as usize)
                 .collect();
+            let count = bounded(node, &shape)?;
             let zeros = Const {
                 dims: shape.clone(),
-                values: vec![0.0; len(&shape).min(MAX_FOLDED + 1)],
+                values: vec![0.0; count],
                 ty: t.ty,
             };
-            if len(&shape) > MAX_FOLDED {
-                return Err(Importer::bad(node, "expands too far"));
-            }
             broadcast_op(node, &t, &zeros, |v, _| v)?
         }
         other => {

@@ -39,6 +39,10 @@ use proto::{ModelProto, NodeProto, TensorProto, Writer, data_type};
 /// equals, so a folded shape entry equal to it is the batch.
 pub const PROBE_BATCH: usize = 1_000_003;
 
+/// The most values one node's output may hold per example (2^26: VGG-16 on ImageNet peaks
+/// at 3.2·10^6), so a malformed file cannot make the executors allocate without bound.
+const MAX_VALUES_PER_EXAMPLE: usize = 1 << 26;
+
 /// The most bytes of external data a model may reference (16 GiB).
 const MAX_EXTERNAL_BYTES: u64 = 16 << 30;
 
@@ -134,8 +138,8 @@ fn load_external(t: &mut TensorProto, dir: Option<&Path>) -> Result<()> {
             t.name, t.data_type
         ))
     })? as u64;
-    let count: i64 = t.dims.iter().product();
-    let expected = count as u64 * size;
+    let count = t.element_count().unwrap_or(usize::MAX) as u64;
+    let expected = count.saturating_mul(size);
     let length = number("length")?.unwrap_or(expected);
     let file_len = std::fs::metadata(&real).map_err(|e| io(&real, e))?.len();
     if length != expected || length > MAX_EXTERNAL_BYTES || offset.saturating_add(length) > file_len
@@ -280,6 +284,18 @@ fn import_with_dir(bytes: &[u8], dir: Option<&Path>, fallback_name: &str) -> Res
     }
     let (nodes, output) = prune(im.nodes, output);
     let mut model = Model::new(&name, &im.input_shape, nodes, output)?;
+    for (node, shape) in model.nodes().iter().zip(model.shapes(1)?) {
+        let count = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        if count.is_none_or(|n| n > MAX_VALUES_PER_EXAMPLE) {
+            return Err(NnError::Onnx(format!(
+                "node `{}` ({}) has an output of shape {shape:?} per example, more than {} \
+                 values",
+                node.name,
+                node.op.kind(),
+                MAX_VALUES_PER_EXAMPLE
+            )));
+        }
+    }
     let specs: HashSet<String> = model.param_specs().into_iter().map(|s| s.name).collect();
     im.params.retain(|k, _| specs.contains(k));
     model.set_params(im.params)?;
@@ -469,6 +485,23 @@ impl Importer {
     }
 
     fn add(&mut self, name: String, op: Op, inputs: &[NodeId]) -> Result<NodeId> {
+        // The checks a manifest's architecture gets (sizes below 2^31, finite numbers), so
+        // that no attribute of a malformed file overflows the shape arithmetic.
+        let attrs = op.to_attrs();
+        if Op::from_attrs(op.kind(), &attrs)? != op {
+            return Err(NnError::Graph(format!(
+                "{} has attributes out of range",
+                op.kind()
+            )));
+        }
+        if !op.arity().accepts(inputs.len()) {
+            return Err(NnError::Graph(format!(
+                "{} takes {} inputs, got {}",
+                op.kind(),
+                op.arity(),
+                inputs.len()
+            )));
+        }
         let new = Node {
             name,
             op,

@@ -217,8 +217,7 @@ impl TensorProto {
             return Ok(t);
         }
         t.values = decode_values(&t.name, t.data_type, raw, floats, doubles, int32s, int64s)?;
-        let expected: i64 = t.dims.iter().product();
-        if t.dims.iter().any(|&d| d < 0) || expected as usize != t.values.len() {
+        if t.dims.iter().any(|&d| d < 0) || t.element_count() != Some(t.values.len()) {
             return Err(NnError::Onnx(format!(
                 "tensor `{}` has dims {:?} but {} values",
                 t.name,
@@ -241,8 +240,7 @@ impl TensorProto {
             Vec::new(),
             Vec::new(),
         )?;
-        let expected: i64 = self.dims.iter().product();
-        if expected as usize != self.values.len() {
+        if self.element_count() != Some(self.values.len()) {
             return Err(NnError::Onnx(format!(
                 "tensor `{}` has dims {:?} but its external data holds {} values",
                 self.name,
@@ -252,6 +250,13 @@ impl TensorProto {
         }
         self.external = None;
         Ok(())
+    }
+
+    /// The number of elements its dims give, `None` when negative or beyond `usize`.
+    pub fn element_count(&self) -> Option<usize> {
+        self.dims.iter().try_fold(1usize, |acc, &d| {
+            usize::try_from(d).ok().and_then(|d| acc.checked_mul(d))
+        })
     }
 
     /// The size in bytes of one element of `data_type`, for those the importer reads.
