@@ -88,16 +88,7 @@ impl<B: GpuBackend> SharedModel<B> {
                 None => {
                     for decl in node.op.params() {
                         let name = format!("{}.{}", node.name, decl.suffix);
-                        let value =
-                            model
-                                .params
-                                .get(&name)
-                                .ok_or_else(|| NnError::MissingParameter {
-                                    name: name.clone(),
-                                    expected: decl.shape.clone(),
-                                    context: String::new(),
-                                })?;
-                        let shared = p.share_f64(owner, mine.then(|| value.data()), &decl.shape)?;
+                        let shared = share_param(p, &model, owner, &name, &decl.shape)?;
                         params.insert(name, shared);
                     }
                 }
@@ -135,18 +126,9 @@ impl<B: GpuBackend> SharedModel<B> {
         model: &Model,
         owner: PartyId,
     ) -> Result<Self> {
-        let mine = p.id() == owner;
         let mut params = BTreeMap::new();
         for spec in model.param_specs() {
-            let value = model
-                .params
-                .get(&spec.name)
-                .ok_or_else(|| NnError::MissingParameter {
-                    name: spec.name.clone(),
-                    expected: spec.shape.clone(),
-                    context: String::new(),
-                })?;
-            let shared = p.share_f64(owner, mine.then(|| value.data()), &spec.shape)?;
+            let shared = share_param(p, model, owner, &spec.name, &spec.shape)?;
             params.insert(spec.name, shared);
         }
         Ok(Self {
@@ -385,6 +367,26 @@ impl<B: GpuBackend> SharedModel<B> {
             running_stats,
         })
     }
+}
+
+/// Shares parameter `name` of `model` (of `shape`) from `owner`'s value.
+fn share_param<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    model: &Model,
+    owner: PartyId,
+    name: &str,
+    shape: &[usize],
+) -> Result<Rss<B>> {
+    let value = model
+        .params
+        .get(name)
+        .ok_or_else(|| NnError::MissingParameter {
+            name: name.to_owned(),
+            expected: shape.to_vec(),
+            context: String::new(),
+        })?;
+    let mine = p.id() == owner;
+    Ok(p.share_f64(owner, mine.then(|| value.data()), shape)?)
 }
 
 /// SGD on shared parameters, PyTorch's formulation: g' = g + weight_decay·w,

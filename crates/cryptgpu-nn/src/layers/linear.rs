@@ -3,7 +3,6 @@
 //! in by [`super::add`]); a `MatMul` of two computed values is a [`super::matmul::MatMul`].
 
 use super::*;
-use crate::onnx::proto::TensorProto;
 use crate::onnx::{attr_float, attr_int};
 use crate::plain::ops;
 
@@ -173,12 +172,7 @@ impl Layer for Linear {
             n.op_type = "MatMul";
             let w = n.model.param_by_name(&format!("{}.weight", n.name))?;
             let (o, i) = (self.out_features, self.in_features);
-            let mut t = vec![0.0; o * i];
-            for r in 0..o {
-                for c in 0..i {
-                    t[c * o + r] = w.data()[r * i + c];
-                }
-            }
+            let t = transpose_matrices(w.data(), o, i);
             n.constant_input("weight_t", Tensor::new(&[i, o], t)?);
             n.replaced.push(format!("{}.weight", n.name));
             if self.bias {
@@ -196,17 +190,6 @@ impl Layer for Linear {
         n.int("transB", 1);
         Ok(())
     }
-}
-
-fn transposed(t: &TensorProto) -> Result<Tensor> {
-    let (r, c) = (t.dims[0] as usize, t.dims[1] as usize);
-    let mut data = vec![0.0; r * c];
-    for i in 0..r {
-        for j in 0..c {
-            data[j * r + i] = t.values[i * c + j];
-        }
-    }
-    Tensor::new(&[c, r], data)
 }
 
 /// ONNX `Gemm` (`alpha·A·op(B) + beta·C`, A the activations) and `MatMul` by a constant.
@@ -247,7 +230,10 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
     let mut weight = if trans_b {
         Tensor::new(&[out_features, in_features], w.values.clone())?
     } else {
-        transposed(&w)?
+        Tensor::new(
+            &[out_features, in_features],
+            transpose_matrices(&w.values, in_features, out_features),
+        )?
     };
     let alpha = if gemm {
         f64::from(attr_float(node, "alpha", 1.0))

@@ -34,15 +34,7 @@ fn swap_last(t: &Tensor) -> Result<Tensor> {
     let mut shape = s.to_vec();
     let rank = shape.len();
     shape.swap(rank - 2, rank - 1);
-    let mut out = vec![0.0; t.len()];
-    for (src, dst) in t.data().chunks(r * c).zip(out.chunks_mut(r * c)) {
-        for i in 0..r {
-            for j in 0..c {
-                dst[j * r + i] = src[i * c + j];
-            }
-        }
-    }
-    Tensor::new(&shape, out)
+    Tensor::new(&shape, transpose_matrices(t.data(), r, c))
 }
 
 /// Batched product of equal-batch plaintext tensors.

@@ -831,6 +831,24 @@ pub(crate) fn left_pad(shape: &[usize], rank: usize) -> Vec<usize> {
     out
 }
 
+/// The number of elements of `dims`, `None` when it overflows `usize`.
+pub(crate) fn element_count(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+/// The transpose of each `rows × cols` row-major matrix in `data` (one or a batch of them).
+pub(crate) fn transpose_matrices(data: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    let mut out = vec![0.0; data.len()];
+    for (src, dst) in data.chunks(rows * cols).zip(out.chunks_mut(rows * cols)) {
+        for i in 0..rows {
+            for j in 0..cols {
+                dst[j * rows + i] = src[i * cols + j];
+            }
+        }
+    }
+    out
+}
+
 /// Row-major strides.
 pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1; shape.len()];

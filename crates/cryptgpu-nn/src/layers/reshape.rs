@@ -21,8 +21,7 @@ impl Layer for Reshape {
         let [n, rest @ ..] = x else {
             return Err("needs a batch axis".into());
         };
-        let count = |dims: &[usize]| dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-        if count(rest).is_none() || count(rest) != count(&self.shape) {
+        if element_count(rest).is_none() || element_count(rest) != element_count(&self.shape) {
             return Err(format!("cannot reshape {x:?} to [N, {:?}]", self.shape));
         }
         let mut out = vec![*n];
@@ -84,9 +83,7 @@ pub(crate) fn resolve_reshape(
     allowzero: bool,
 ) -> std::result::Result<Vec<usize>, String> {
     let product = |dims: &[usize]| {
-        dims.iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| format!("the shape {dims:?} is too large"))
+        element_count(dims).ok_or_else(|| format!("the shape {dims:?} is too large"))
     };
     let total = product(input)?;
     let mut out = Vec::with_capacity(target.len());

@@ -10,7 +10,7 @@
 use super::proto::{NodeProto, TensorProto, data_type};
 use super::{Importer, Value, attr_int, attr_ints};
 use crate::error::{NnError, Result};
-use crate::layers::{broadcast_shapes, left_pad, strides};
+use crate::layers::{broadcast_shapes, element_count, left_pad, strides};
 
 /// The ops this module folds (some only on constants).
 pub const FOLDED_OPS: &[&str] = &[
@@ -88,9 +88,7 @@ impl Const {
 
 /// The element count of `dims` (saturating: an overflow reads as too large).
 fn len(dims: &[usize]) -> usize {
-    dims.iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .unwrap_or(usize::MAX)
+    element_count(dims).unwrap_or(usize::MAX)
 }
 
 fn axis_of(node: &NodeProto, axis: i64, rank: usize) -> Result<usize> {
@@ -229,8 +227,7 @@ fn as_ints(c: &Const) -> Vec<i64> {
 
 /// The element count of `dims`, or an error when it is beyond [`MAX_FOLDED`].
 fn bounded(node: &NodeProto, dims: &[usize]) -> Result<usize> {
-    dims.iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+    element_count(dims)
         .filter(|&n| n <= MAX_FOLDED)
         .ok_or_else(|| {
             Importer::bad(

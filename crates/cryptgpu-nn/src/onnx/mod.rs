@@ -285,8 +285,7 @@ fn import_with_dir(bytes: &[u8], dir: Option<&Path>, fallback_name: &str) -> Res
     let (nodes, output) = prune(im.nodes, output);
     let mut model = Model::new(&name, &im.input_shape, nodes, output)?;
     for (node, shape) in model.nodes().iter().zip(model.shapes(1)?) {
-        let count = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-        if count.is_none_or(|n| n > MAX_VALUES_PER_EXAMPLE) {
+        if layers::element_count(&shape).is_none_or(|n| n > MAX_VALUES_PER_EXAMPLE) {
             return Err(NnError::Onnx(format!(
                 "node `{}` ({}) has an output of shape {shape:?} per example, more than {} \
                  values",
