@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: runs the criterion benches, then reads criterion's estimates under
+//! `cargo xtask criterion`: runs the criterion benches, then reads criterion's estimates under
 //! `target/criterion` and prints one table: bench id, time, and rate where a throughput is set.
 
 use anyhow::{Context, Result};
@@ -26,7 +26,7 @@ pub(crate) fn print_table(root: &Path) -> Result<()> {
     collect(&dir, &mut rows).with_context(|| format!("reading {}", dir.display()))?;
     if rows.is_empty() {
         println!(
-            "no bench results under {}; run `cargo xtask bench` first",
+            "no bench results under {}; run `cargo xtask criterion` first",
             dir.display()
         );
         return Ok(());

@@ -1,7 +1,9 @@
 //! `cargo xtask`: the project's automation. `test` runs exactly what CI runs; `bench` runs
-//! the criterion benches and prints one table of what they measured.
+//! the bench matrix (networks × modes × backends × links, [`matrix`]); `criterion` runs the
+//! op-level criterion benches and prints one table of what they measured.
 
 mod bench;
+mod matrix;
 mod tidy;
 
 use anyhow::{Result, bail};
@@ -11,9 +13,14 @@ const HELP: &str = "\
 cargo xtask <command>
 
 Commands:
-  test            what CI runs: rustfmt check, clippy -D warnings, every test of the workspace
-  bench [FILTER]  run the criterion benches (optionally only ids matching FILTER), then print a table
-  bench-table     print the table of the last bench run without running anything
+  test               what CI runs: rustfmt check, clippy -D warnings, every test of the
+                     workspace, then the bench matrix at --quick sizes
+  bench [OPTIONS]    the bench matrix: private inference and training per network, backend
+                     and emulated link; results.json, results.md and plots under
+                     target/bench/<timestamp>/ (`cargo xtask bench --help`)
+  criterion [FILTER] the op-level criterion benches (optionally only ids matching FILTER),
+                     then a table of what they measured
+  criterion-table    print the table of the last criterion run without running anything
 ";
 
 fn main() -> Result<()> {
@@ -27,20 +34,35 @@ fn main() -> Result<()> {
     match command.as_str() {
         "test" => test(&sh),
         "bench" => {
+            if args.contains(["-h", "--help"]) {
+                print!("{}", matrix::run::HELP);
+                return Ok(());
+            }
+            let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+            let matrix_args = matrix::run::MatrixArgs::parse(&mut args, command)?;
+            matrix::run::run(&sh, &project_root(), &matrix_args).map(|_| ())
+        }
+        "criterion" => {
             let filter: Option<String> = args.opt_free_from_str()?;
             bench::run(&sh, filter.as_deref())
         }
-        "bench-table" => bench::print_table(&project_root()),
+        "criterion-table" => bench::print_table(&project_root()),
         other => bail!("unknown command `{other}`\n\n{HELP}"),
     }
 }
 
 /// The workspace root (the parent of `xtask/`).
+/// Where the build put it, or else (an xtask binary copied to another machine, run from a
+/// checkout there) the current directory.
 fn project_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
-        .to_path_buf()
+        .to_path_buf();
+    if built.join("Cargo.toml").exists() {
+        return built;
+    }
+    std::env::current_dir().unwrap_or(built)
 }
 
 fn test(sh: &Shell) -> Result<()> {
@@ -54,5 +76,12 @@ fn test(sh: &Shell) -> Result<()> {
     .run()?;
     println!("== tests");
     cmd!(sh, "cargo test --workspace --locked").run()?;
+    // The bench matrix at tiny sizes, so its code cannot rot (writes under target/bench/).
+    println!("== bench matrix (--quick)");
+    let args = matrix::run::MatrixArgs::parse(
+        &mut pico_args::Arguments::from_vec(vec!["--quick".into()]),
+        "bench --quick (from `cargo xtask test`)".into(),
+    )?;
+    matrix::run::run(sh, &project_root(), &args)?;
     Ok(())
 }

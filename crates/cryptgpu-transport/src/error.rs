@@ -208,6 +208,10 @@ pub enum TransportError {
     /// The configuration is unusable (e.g. an address that does not resolve).
     #[error("invalid transport configuration: {0}")]
     Config(String),
+    /// A link profile for [`crate::EmulatedLink`] that does not parse or is out of range
+    /// (see [`crate::parse_link`] for what is accepted).
+    #[error("invalid link profile: {0}")]
+    BadLinkProfile(String),
     /// A party index outside 0..=2.
     #[error("party index {index} is not 0, 1 or 2")]
     InvalidParty {
@@ -259,6 +263,7 @@ impl TransportError {
             | E::File { .. }
             | E::CertGeneration(_)
             | E::Config(_)
+            | E::BadLinkProfile(_)
             | E::InvalidParty { .. } => None,
         }
     }

@@ -14,6 +14,9 @@
 //!   three parties over loopback TLS in one process.
 //! - [`Counting`] and [`CommStats`]: bytes, messages and rounds per party, with the round
 //!   definition of PROTOCOLS.md.
+//! - [`EmulatedLink`] and [`LinkProfile`]: a wrapper that delivers each message no earlier
+//!   than it would arrive over a link of a given bandwidth and round-trip time ([`LinkProfile::LAN`],
+//!   [`LinkProfile::WAN`], or parsed by [`parse_link`]), for parties on one machine.
 //!
 //! ```
 //! use cryptgpu_transport::{Counting, Peer, Transport, run_local_3pc};
@@ -33,6 +36,7 @@
 
 mod certs;
 mod counting;
+mod emulated_link;
 mod error;
 mod frame;
 mod link;
@@ -47,6 +51,7 @@ use std::time::Duration;
 
 pub use certs::{DeploymentFiles, GeneratedDeployment, GeneratedParty, generate_deployment};
 pub use counting::{CommStats, Counting, PeerCounts, StatsHandle};
+pub use emulated_link::{EmulatedLink, LinkProfile, Uplink, parse_link};
 pub use error::TransportError;
 pub use local::{LocalConfig, LocalTransport, run_local_3pc, run_local_3pc_with};
 pub use party::{PartyId, Peer};

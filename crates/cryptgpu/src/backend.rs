@@ -29,25 +29,73 @@ pub(crate) trait Job {
 
 /// Runs `job` on the chosen backend; returns its output and the backend's description.
 pub(crate) fn run_on<J: Job>(choice: BackendChoice, job: J) -> Result<(J::Output, String)> {
+    let (output, device) = run_on_device(choice, job)?;
+    Ok((output, device.to_string()))
+}
+
+/// The backend a job ran on and its device.
+#[derive(Clone, Debug)]
+pub(crate) struct DeviceInfo {
+    /// `cpu`, `cuda` or `wgpu`.
+    pub(crate) backend: &'static str,
+    /// The device in words: the CPU model, the GPU's or the adapter's name.
+    pub(crate) device: String,
+    /// Whether the device is a software rasteriser (lavapipe): not a GPU.
+    pub(crate) software: bool,
+}
+
+impl std::fmt::Display for DeviceInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.backend {
+            "cpu" => f.write_str("cpu"),
+            backend => write!(f, "{backend} ({})", self.device),
+        }
+    }
+}
+
+/// Runs `job` on the chosen backend; returns its output and the device it ran on.
+pub(crate) fn run_on_device<J: Job>(
+    choice: BackendChoice,
+    job: J,
+) -> Result<(J::Output, DeviceInfo)> {
     match choice {
-        BackendChoice::Cpu => Ok((job.run(CpuBackend::new())?, "cpu".into())),
+        BackendChoice::Cpu => Ok((job.run(CpuBackend::new())?, cpu_info())),
         BackendChoice::Cuda => {
-            let (backend, name) = cuda()?;
-            Ok((job.run_cuda(backend)?, name))
+            let (backend, info) = cuda()?;
+            Ok((job.run_cuda(backend)?, info))
         }
         BackendChoice::Wgpu => {
-            let (backend, name) = wgpu(false)?;
-            Ok((job.run_wgpu(backend)?, name))
+            let (backend, info) = wgpu(false)?;
+            Ok((job.run_wgpu(backend)?, info))
         }
         BackendChoice::Auto => {
-            if let Ok((backend, name)) = cuda() {
-                return Ok((job.run_cuda(backend)?, name));
+            if let Ok((backend, info)) = cuda() {
+                return Ok((job.run_cuda(backend)?, info));
             }
-            if let Ok((backend, name)) = wgpu(true) {
-                return Ok((job.run_wgpu(backend)?, name));
+            if let Ok((backend, info)) = wgpu(true) {
+                return Ok((job.run_wgpu(backend)?, info));
             }
-            Ok((job.run(CpuBackend::new())?, "cpu".into()))
+            Ok((job.run(CpuBackend::new())?, cpu_info()))
         }
+    }
+}
+
+/// The CPU backend's device: the processor's model name (Linux) and the threads it may use.
+fn cpu_info() -> DeviceInfo {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    DeviceInfo {
+        backend: "cpu",
+        device: format!("{model}, {threads} threads"),
+        software: false,
     }
 }
 
@@ -88,30 +136,39 @@ type WgpuHandle = cryptgpu_wgpu::WgpuBackend;
 enum WgpuHandle {}
 
 #[cfg(feature = "cuda")]
-fn cuda() -> Result<(CudaHandle, String)> {
+fn cuda() -> Result<(CudaHandle, DeviceInfo)> {
     let backend = cryptgpu_cuda::CudaBackend::new(0)?;
-    Ok((backend, "cuda".into()))
+    let info = DeviceInfo {
+        backend: "cuda",
+        device: backend.device_name().to_string(),
+        software: false,
+    };
+    Ok((backend, info))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda() -> Result<(CudaHandle, String)> {
+fn cuda() -> Result<(CudaHandle, DeviceInfo)> {
     bail!("this cryptgpu was built without the CUDA backend: rebuild with `--features cuda`")
 }
 
 /// A wgpu adapter; with `hardware_only`, a software rasteriser (lavapipe) is refused, so
 /// that `auto` prefers the CPU backend to a GPU emulated on the CPU.
 #[cfg(feature = "wgpu")]
-fn wgpu(hardware_only: bool) -> Result<(WgpuHandle, String)> {
+fn wgpu(hardware_only: bool) -> Result<(WgpuHandle, DeviceInfo)> {
     let backend = cryptgpu_wgpu::WgpuBackend::new()?;
     let adapter = backend.adapter();
     if hardware_only && adapter.is_software {
         bail!("only a software wgpu adapter ({})", adapter.name);
     }
-    let name = format!("wgpu ({})", adapter.name);
-    Ok((backend, name))
+    let info = DeviceInfo {
+        backend: "wgpu",
+        device: adapter.name.clone(),
+        software: adapter.is_software,
+    };
+    Ok((backend, info))
 }
 
 #[cfg(not(feature = "wgpu"))]
-fn wgpu(_hardware_only: bool) -> Result<(WgpuHandle, String)> {
+fn wgpu(_hardware_only: bool) -> Result<(WgpuHandle, DeviceInfo)> {
     bail!("this cryptgpu was built without the wgpu backend: rebuild with `--features wgpu`")
 }

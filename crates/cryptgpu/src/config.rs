@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use cryptgpu_transport::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_MESSAGE_LEN, DEFAULT_QUEUE_LIMIT,
-    DEFAULT_RECV_TIMEOUT, LinkConfig, NetworkConfig, PartyCredentials, PartyId, TlsConfig,
-    check_identity, generate_deployment,
+    DEFAULT_RECV_TIMEOUT, LinkConfig, LinkProfile, NetworkConfig, PartyCredentials, PartyId,
+    TlsConfig, check_identity, generate_deployment,
 };
 use serde::Deserialize;
 
@@ -45,6 +45,7 @@ struct RawLink {
     max_frame_bytes: Option<u64>,
     max_message_bytes: Option<u64>,
     queue_limit_bytes: Option<u64>,
+    emulate: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +71,9 @@ pub(crate) struct Deployment {
     pub(crate) identities: [String; 3],
     /// Who owns the model and who the data.
     pub(crate) roles: Roles,
+    /// `[link] emulate`: an emulated link this party's messages go over (for trying a WAN
+    /// deployment on one machine), unless `--link` says otherwise.
+    pub(crate) emulated_link: Option<LinkProfile>,
     ca: PathBuf,
     certificates: [Option<PathBuf>; 3],
     keys: [Option<PathBuf>; 3],
@@ -203,6 +207,11 @@ impl Deployment {
             )?)
             .unwrap_or(usize::MAX),
         };
+        let emulated_link = match &raw.link.emulate {
+            None => None,
+            Some(text) => cryptgpu_transport::parse_link(text)
+                .with_context(|| format!("{shown}: [link] `emulate`"))?,
+        };
         Ok(Deployment {
             path: path.to_path_buf(),
             network: NetworkConfig {
@@ -212,6 +221,7 @@ impl Deployment {
             listen: three(listen),
             identities: three(identities),
             roles,
+            emulated_link,
             ca: base.join(raw.ca),
             certificates: three(certificates),
             keys: three(keys),
@@ -359,7 +369,11 @@ fn parties_toml(addresses: &[String], names: &[String]) -> String {
          # The largest message.\n\
          max_message_bytes = {DEFAULT_MAX_MESSAGE_LEN}\n\
          # Received bytes held per link until the party takes them.\n\
-         queue_limit_bytes = {DEFAULT_QUEUE_LIMIT}\n",
+         queue_limit_bytes = {DEFAULT_QUEUE_LIMIT}\n\
+         # To try a WAN deployment on one machine, deliver each message as late as it would\n\
+         # arrive over an emulated link: \"lan\" (10 Gbit/s, 0.2 ms round trip), \"wan\"\n\
+         # (100 Mbit/s, 40 ms) or \"BANDWIDTH,RTT\" such as \"1gbit,10ms\". Off by default.\n\
+         # emulate = \"wan\"\n",
         DEFAULT_CONNECT_TIMEOUT.as_secs(),
         DEFAULT_RECV_TIMEOUT.as_secs(),
     ));
@@ -417,6 +431,16 @@ mod tests {
             d.keys[2].as_deref(),
             Some(Path::new("/etc/cg/party2.key.pem"))
         );
+    }
+
+    #[test]
+    fn an_emulated_link_is_off_unless_the_file_asks_for_one() {
+        assert_eq!(parse(&sample()).unwrap().emulated_link, None);
+        let text = sample().replacen("# emulate = \"wan\"", "emulate = \"wan\"", 1);
+        assert_eq!(parse(&text).unwrap().emulated_link, Some(LinkProfile::WAN));
+        let text = sample().replacen("# emulate = \"wan\"", "emulate = \"fast\"", 1);
+        let message = format!("{:#}", parse(&text).unwrap_err());
+        assert!(message.contains("emulate"), "{message}");
     }
 
     #[test]

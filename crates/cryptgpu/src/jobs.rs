@@ -23,7 +23,9 @@ use cryptgpu_nn::plain;
 use cryptgpu_nn::private::{PrivateSgd, SharedModel, share_input};
 use cryptgpu_nonlinear as nl;
 use cryptgpu_share::{KeySource, Party, Rss};
-use cryptgpu_transport::{CommStats, LocalTransport, PartyId, Transport, run_local_3pc};
+use cryptgpu_transport::{
+    CommStats, EmulatedLink, LinkProfile, LocalTransport, PartyId, Transport, run_local_3pc,
+};
 use indicatif::ProgressBar;
 
 use crate::files::inputs::InputSource;
@@ -90,6 +92,9 @@ pub(crate) enum DataSpec {
     Synthetic {
         /// How many (default 64).
         limit: Option<usize>,
+        /// How many test examples training evaluates on after each epoch (default: the
+        /// same examples as the training set).
+        test_limit: Option<usize>,
     },
     /// `--input`: a `.npy` array or a folder of images, with optional `--labels`.
     Input {
@@ -129,14 +134,14 @@ impl DataSpec {
                 labels: true,
                 test_count: Some(d.len() as u64),
             },
-            DataSpec::Synthetic { limit } => {
+            DataSpec::Synthetic { limit, test_limit } => {
                 let n = limit.unwrap_or(64) as u64;
                 DataDescription {
                     count: n,
                     shape: None,
                     classes: None,
                     labels: true,
-                    test_count: Some(n),
+                    test_count: Some(test_limit.map_or(n, |t| t as u64)),
                 }
             }
             DataSpec::Dataset { test, train, .. } => DataDescription {
@@ -187,13 +192,17 @@ impl DataSpec {
                 train: (m.job == JobKind::Train).then(|| d.clone()),
                 labelled: true,
             },
-            DataSpec::Synthetic { limit } => {
+            DataSpec::Synthetic { limit, test_limit } => {
                 let [c, h, w] = m.input_shape;
                 let d = data::synthetic([c, h, w], limit.unwrap_or(64), m.classes, 1)?;
+                let test = match test_limit {
+                    Some(t) if m.job == JobKind::Train => d.clone().truncate(*t),
+                    _ => d.clone(),
+                };
                 OwnedData {
-                    names: index_names(d.len()),
-                    train: (m.job == JobKind::Train).then(|| d.clone()),
-                    test: d,
+                    names: index_names(test.len()),
+                    train: (m.job == JobKind::Train).then_some(d),
+                    test,
                     labelled: true,
                 }
             }
@@ -313,8 +322,20 @@ pub(crate) struct PartyOutcome {
     pub(crate) trained: Option<Model>,
     /// This party's communication, key setup included (the manifest's two rounds not).
     pub(crate) stats: CommStats,
+    /// Each inference batch (inference) or SGD step (training), in order: the bench's
+    /// per-step figures.
+    pub(crate) steps: Vec<StepRecord>,
     /// Wall time from the agreed manifest to the end.
     pub(crate) seconds: f64,
+}
+
+/// One inference batch or training step as one party saw it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StepRecord {
+    /// Wall time of the step at this party.
+    pub(crate) seconds: f64,
+    /// This party's communication during the step.
+    pub(crate) stats: CommStats,
 }
 
 /// Runs one party's side of a job over `transport`: the manifest, key setup, and the
@@ -377,6 +398,7 @@ pub(crate) fn run_party<B: GpuBackend, T: Transport>(
         epoch_predictions: Vec::new(),
         trained: None,
         stats: CommStats::default(),
+        steps: Vec::new(),
         seconds: 0.0,
         manifest,
     };
@@ -392,10 +414,19 @@ pub(crate) fn run_party<B: GpuBackend, T: Transport>(
                 m.reveal,
                 data.as_ref(),
                 progress,
+                Some(&mut outcome.steps),
             )?;
         }
         JobKind::Train => {
-            let (predictions, trained) = train(&mut p, &model, m, data.as_ref(), progress, start)?;
+            let (predictions, trained) = train(
+                &mut p,
+                &model,
+                m,
+                data.as_ref(),
+                progress,
+                start,
+                &mut outcome.steps,
+            )?;
             outcome.epoch_predictions = predictions;
             outcome.trained = trained;
         }
@@ -422,11 +453,13 @@ fn infer_all<B: GpuBackend, T: Transport>(
     reveal: Reveal,
     data: Option<&OwnedData>,
     progress: Option<&ProgressBar>,
+    mut steps: Option<&mut Vec<StepRecord>>,
 ) -> Result<Option<Revealed>> {
     let owner = m.roles.data_owner;
     let mut classes = Vec::new();
     let mut scores = Vec::new();
     for start in (0..count).step_by(m.batch) {
+        let step = StepTimer::start(p);
         let end = (start + m.batch).min(count);
         let images = data.map(|d| d.test.range(start, end)).transpose()?;
         let x = share_input(
@@ -450,6 +483,9 @@ fn infer_all<B: GpuBackend, T: Transport>(
                     scores.extend(p.fixed().decode_slice(&v));
                 }
             }
+        }
+        if let Some(steps) = steps.as_deref_mut() {
+            steps.push(step.stop(p));
         }
         if p.id() == owner
             && let Some(bar) = progress
@@ -482,6 +518,7 @@ fn train<B: GpuBackend, T: Transport>(
     data: Option<&OwnedData>,
     progress: Option<&ProgressBar>,
     start: Instant,
+    steps: &mut Vec<StepRecord>,
 ) -> Result<(Vec<Vec<usize>>, Option<Model>)> {
     let roles = m.roles;
     let mut shared = SharedModel::share_for_training(p, model, roles.model_owner)?;
@@ -494,6 +531,7 @@ fn train<B: GpuBackend, T: Transport>(
     for epoch in 0..m.epochs {
         let order = epoch_order(m.count, m.seed, epoch);
         for (step, chunk) in order.chunks(m.batch).enumerate() {
+            let timer = StepTimer::start(p);
             let (x, y) = match data.and_then(|d| d.train.as_ref()) {
                 Some(train) => {
                     let (images, labels) = train.batch(chunk)?;
@@ -506,11 +544,21 @@ fn train<B: GpuBackend, T: Transport>(
             let sy: Rss<B> = share_input(p, owner, y.as_ref(), &[chunk.len(), classes])?;
             let seed = plain::step_seed(m.seed, epoch, step as u64);
             shared.train_step(p, &mut optimizer, &sx, &sy, seed)?;
+            steps.push(timer.stop(p));
             if let (Some(_), Some(bar)) = (data, progress) {
                 bar.inc(chunk.len() as u64);
             }
         }
-        let revealed = infer_all(p, &shared, m, m.test_count, Reveal::Class, data, progress)?;
+        let revealed = infer_all(
+            p,
+            &shared,
+            m,
+            m.test_count,
+            Reveal::Class,
+            data,
+            progress,
+            None,
+        )?;
         if let (Some(Revealed::Classes(predictions)), Some(d)) = (&revealed, data) {
             report_epoch(progress, epoch, predictions, &d.test.labels, start);
             per_epoch.push(predictions.clone());
@@ -547,6 +595,28 @@ fn report_epoch(
     }
 }
 
+/// Measures one step: its wall time and this party's communication.
+struct StepTimer {
+    start: Instant,
+    stats: CommStats,
+}
+
+impl StepTimer {
+    fn start<B: GpuBackend, T: Transport>(p: &Party<B, T>) -> StepTimer {
+        StepTimer {
+            start: Instant::now(),
+            stats: p.stats(),
+        }
+    }
+
+    fn stop<B: GpuBackend, T: Transport>(self, p: &Party<B, T>) -> StepRecord {
+        StepRecord {
+            seconds: self.start.elapsed().as_secs_f64(),
+            stats: p.stats().since(&self.stats),
+        }
+    }
+}
+
 /// One-hot rows `[N, classes]` of `labels`.
 fn onehot(labels: &[usize], classes: usize) -> Result<Tensor> {
     let mut data = vec![0.0; labels.len() * classes];
@@ -558,11 +628,14 @@ fn onehot(labels: &[usize], classes: usize) -> Result<Tensor> {
 }
 
 /// Runs the three parties' functions on three threads of this process over the local
-/// transport, each with what it owns; returns the three outcomes in party order.
+/// transport, each with what it owns; returns the three outcomes in party order. With a
+/// `link`, every message is delivered as late as it would arrive over that link
+/// ([`EmulatedLink`]).
 pub(crate) fn run_in_process<B: GpuBackend>(
     backend: &B,
     inputs: [PartyInput; 3],
     progress: &ProgressBar,
+    link: Option<LinkProfile>,
 ) -> Result<[PartyOutcome; 3]> {
     let slots = std::sync::Mutex::new(inputs.map(Some));
     let results = run_local_3pc(|t: &mut LocalTransport| {
@@ -572,7 +645,15 @@ pub(crate) fn run_in_process<B: GpuBackend>(
             Err(poisoned) => poisoned.into_inner()[me.index()].take(),
         };
         let result = match taken {
-            Some(input) => run_party(backend.clone(), t, input, Some(progress)),
+            Some(input) => match link {
+                Some(profile) => run_party(
+                    backend.clone(),
+                    EmulatedLink::new(t, profile),
+                    input,
+                    Some(progress),
+                ),
+                None => run_party(backend.clone(), t, input, Some(progress)),
+            },
             None => Err(anyhow::anyhow!("the input of {me} was taken twice")),
         };
         // When a party fails, the others fail after it (their peer went away): the

@@ -6,6 +6,7 @@
 //! and `party` runs one party of the same jobs on its own host, over mutual TLS.
 
 mod backend;
+mod bench;
 mod config;
 mod demo;
 mod files;
@@ -25,7 +26,7 @@ use cryptgpu_nn::model::Model;
 use cryptgpu_nn::optim::{Sgd, SgdConfig};
 use cryptgpu_nn::{onnx, plain, weights, zoo};
 use cryptgpu_share::{KeySource, Truncation};
-use cryptgpu_transport::PartyId;
+use cryptgpu_transport::{LinkProfile, PartyId};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use backend::{BackendChoice, Job, run_on};
@@ -81,6 +82,10 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Time one cell of the bench matrix: a zoo network's private inference or training
+    /// iteration (three parties in one process, random inputs, optionally over an emulated
+    /// link), or one backend's ring GEMM. `cargo xtask bench` runs the whole matrix.
+    Bench(bench::BenchArgs),
     /// Run one party of a job on this host, over mutual TLS with the other two. Each party
     /// passes only what it owns: the model owner --model/--weights, the data owner
     /// --data/--dataset or --input (and --out), the helper nothing but the config.
@@ -154,6 +159,30 @@ struct RunArgs {
     /// three parties must pass the same seed.
     #[arg(long, value_name = "SEED")]
     insecure_test_keys: Option<u64>,
+    /// Deliver every message this party sends as late as it would arrive over an emulated
+    /// network link: `none`, `lan` (10 Gbit/s, 0.2 ms round trip), `wan` (100 Mbit/s,
+    /// 40 ms) or `BANDWIDTH,RTT` such as `1gbit,10ms`; try a WAN deployment on one machine.
+    /// `party` takes it from the deployment's `[link] emulate` unless given here.
+    #[arg(long, value_name = "LINK", value_parser = parse_link)]
+    link: Option<LinkChoice>,
+}
+
+/// `--link`: `none` or an emulated link.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct LinkChoice(Option<LinkProfile>);
+
+/// Parses `--link`.
+fn parse_link(s: &str) -> std::result::Result<LinkChoice, String> {
+    cryptgpu_transport::parse_link(s)
+        .map(LinkChoice)
+        .map_err(|e| e.to_string())
+}
+
+impl RunArgs {
+    /// The emulated link `--link` asks for, if any.
+    fn link(&self) -> Option<LinkProfile> {
+        self.link.and_then(|l| l.0)
+    }
 }
 
 impl RunArgs {
@@ -307,6 +336,7 @@ fn run(cli: Cli) -> Result<()> {
                     backend,
                     json,
                     insecure_test_keys: None,
+                    link: None,
                 },
             };
             infer_in_process(
@@ -356,6 +386,10 @@ fn run(cli: Cli) -> Result<()> {
                  --id N infer|train ..."
             );
             Ok(())
+        }
+        Command::Bench(args) => {
+            party::on_interrupt(None);
+            bench::run(&args)
         }
         Command::Party { config, id, job } => party::run(&config, id, job),
     }
@@ -455,6 +489,7 @@ fn run_in_process_on(
         InProcess {
             inputs,
             progress: &bar,
+            link: run.link(),
         },
     );
     bar.finish_and_clear();
@@ -462,16 +497,20 @@ fn run_in_process_on(
 }
 
 /// Runs a job's three parties in this process on the chosen backend.
-struct InProcess<'a> {
-    inputs: [PartyInput; 3],
-    progress: &'a ProgressBar,
+pub(crate) struct InProcess<'a> {
+    /// What each party owns and was told.
+    pub(crate) inputs: [PartyInput; 3],
+    /// Advanced by the data owner.
+    pub(crate) progress: &'a ProgressBar,
+    /// The emulated link every party's messages go over, if any.
+    pub(crate) link: Option<LinkProfile>,
 }
 
 impl Job for InProcess<'_> {
     type Output = [PartyOutcome; 3];
 
     fn run<B: GpuBackend>(self, backend: B) -> Result<[PartyOutcome; 3]> {
-        run_in_process(&backend, self.inputs, self.progress)
+        run_in_process(&backend, self.inputs, self.progress, self.link)
     }
 }
 
@@ -791,7 +830,10 @@ fn data_spec(args: &DataArgs, infer: Option<&InferArgs>, job: JobKind) -> Result
         if args.data.is_some() {
             bail!("--dataset synthetic makes its examples: --data is not used");
         }
-        return Ok(DataSpec::Synthetic { limit: args.limit });
+        return Ok(DataSpec::Synthetic {
+            limit: args.limit,
+            test_limit: None,
+        });
     }
     let Some(dir) = &args.data else {
         bail!(

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result, anyhow, bail};
 use cryptgpu_backend::GpuBackend;
-use cryptgpu_transport::{AbortHandle, PartyId, TcpTransport};
+use cryptgpu_transport::{AbortHandle, EmulatedLink, LinkProfile, PartyId, TcpTransport};
 use indicatif::ProgressBar;
 
 use crate::backend::{Job, run_on};
@@ -55,6 +55,8 @@ struct OneParty<'a> {
     transport: &'a mut Option<TcpTransport>,
     input: PartyInput,
     progress: Option<&'a ProgressBar>,
+    /// The emulated link this party's messages go over, if any.
+    link: Option<LinkProfile>,
 }
 
 impl Job for OneParty<'_> {
@@ -63,7 +65,15 @@ impl Job for OneParty<'_> {
     fn run<B: GpuBackend>(self, backend: B) -> Result<PartyOutcome> {
         let transport = self.transport.insert((self.connect)()?);
         *ABORT.lock().unwrap_or_else(|p| p.into_inner()) = Some(transport.abort_handle());
-        run_party(backend, &mut *transport, self.input, self.progress)
+        match self.link {
+            Some(profile) => run_party(
+                backend,
+                EmulatedLink::new(&mut *transport, profile),
+                self.input,
+                self.progress,
+            ),
+            None => run_party(backend, &mut *transport, self.input, self.progress),
+        }
     }
 }
 
@@ -205,6 +215,10 @@ pub(crate) fn run(config: &Path, id: usize, job: PartyJob) -> Result<()> {
         me.prev(),
         link.connect_timeout
     );
+    let emulated = match run.link {
+        Some(choice) => choice.0,
+        None => deployment.emulated_link,
+    };
     let listener = std::cell::Cell::new(Some(listener));
     let connect = || -> Result<TcpTransport> {
         let listener = listener
@@ -218,6 +232,9 @@ pub(crate) fn run(config: &Path, id: usize, job: PartyJob) -> Result<()> {
             me.next(),
             me.prev()
         );
+        if let Some(profile) = emulated {
+            eprintln!("{me}: sending over an emulated link: {profile}");
+        }
         Ok(transport)
     };
     let mut transport = None;
@@ -229,6 +246,7 @@ pub(crate) fn run(config: &Path, id: usize, job: PartyJob) -> Result<()> {
             transport: &mut transport,
             input,
             progress: bar.as_ref(),
+            link: emulated,
         },
     );
     if let Some(bar) = &bar {

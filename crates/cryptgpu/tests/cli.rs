@@ -461,3 +461,136 @@ fn the_data_owner_s_own_inputs_and_outputs() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `cryptgpu bench`: one cell of the bench matrix, as `cargo xtask bench` runs it.
+#[test]
+fn bench_times_a_network_and_a_gemm() {
+    let out = cryptgpu(&[
+        "bench",
+        "--network",
+        "secureml",
+        "--mode",
+        "training",
+        "--batch",
+        "2",
+        "--runs",
+        "2",
+        "--warmup",
+        "1",
+        "--backend",
+        "cpu",
+        "--json",
+    ]);
+    let plain = json_of(&out);
+    assert_eq!(plain["network"], "secureml");
+    assert_eq!(plain["mode"], "training");
+    assert_eq!(plain["input_shape"], serde_json::json!([1, 28, 28]));
+    assert_eq!(plain["link"], "none");
+    assert_eq!(plain["seconds"].as_array().unwrap().len(), 2);
+    assert!(plain["median_seconds"].as_f64().unwrap() > 0.0);
+    let bytes: Vec<u64> = plain["bytes_sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_u64().unwrap())
+        .collect();
+    assert!(bytes.iter().all(|&b| b > 0), "{plain}");
+    assert!(plain["rounds"].as_u64().unwrap() > 10);
+    assert!(plain["peak_rss_bytes"].as_u64().unwrap() > 0);
+
+    // The same cell over an emulated link sends the same bytes in the same rounds, and each
+    // iteration takes at least its rounds' one-way latencies (a lower bound only).
+    let out = cryptgpu(&[
+        "bench",
+        "--network",
+        "secureml",
+        "--mode",
+        "training",
+        "--batch",
+        "2",
+        "--runs",
+        "1",
+        "--warmup",
+        "1",
+        "--backend",
+        "cpu",
+        "--link",
+        "1gbit,2ms",
+        "--json",
+    ]);
+    let linked = json_of(&out);
+    assert_eq!(linked["link"], "1gbit,2ms");
+    assert_eq!(linked["link_rtt_seconds"].as_f64().unwrap(), 0.002);
+    assert_eq!(linked["link_bits_per_second"].as_f64().unwrap(), 1e9);
+    assert_eq!(linked["bytes_sent"], plain["bytes_sent"]);
+    assert_eq!(linked["rounds"], plain["rounds"]);
+    let rounds = linked["rounds"].as_f64().unwrap();
+    assert!(
+        linked["median_seconds"].as_f64().unwrap() >= rounds * 0.001,
+        "{linked}"
+    );
+
+    let gemm = json_of(&cryptgpu(&[
+        "bench",
+        "--gemm",
+        "64",
+        "--runs",
+        "2",
+        "--backend",
+        "cpu",
+        "--json",
+    ]));
+    assert_eq!(gemm["n"], 64);
+    assert_eq!(gemm["backend"], "cpu");
+    assert!(gemm["macs_per_second"].as_f64().unwrap() > 0.0);
+
+    for (args, expected) in [
+        (
+            &["bench", "--network", "nonet", "--backend", "cpu"][..],
+            "nonet",
+        ),
+        (
+            &[
+                "bench",
+                "--network",
+                "lenet",
+                "--link",
+                "5",
+                "--backend",
+                "cpu",
+            ][..],
+            "BANDWIDTH,RTT",
+        ),
+        (
+            &[
+                "bench",
+                "--network",
+                "lenet",
+                "--batch",
+                "0",
+                "--backend",
+                "cpu",
+            ][..],
+            "--batch",
+        ),
+        (&["bench", "--gemm", "0", "--backend", "cpu"][..], "--gemm"),
+        (
+            &[
+                "bench",
+                "--network",
+                "lenet",
+                "--runs",
+                "0",
+                "--backend",
+                "cpu",
+            ][..],
+            "--runs",
+        ),
+    ] {
+        let message = error_of(args);
+        assert!(
+            message.contains(expected),
+            "{args:?}: expected `{expected}` in: {message}"
+        );
+    }
+}

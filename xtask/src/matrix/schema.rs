@@ -1,0 +1,132 @@
+//! The bench matrix's records: what `cryptgpu bench --json` prints for one cell (a
+//! network, mode, batch, backend and link), what `cryptgpu bench --gemm N --json` prints
+//! for one backend's GEMM rate, and `results.json`, which holds them all.
+
+use serde::{Deserialize, Serialize};
+
+/// One measured cell: a network run privately by three parties in one process.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct NetworkRow {
+    /// Zoo name, e.g. `lenet`, `vgg16-cifar10`.
+    pub(crate) network: String,
+    /// One example's shape `[C, H, W]`.
+    pub(crate) input_shape: [usize; 3],
+    /// `inference` or `training`.
+    pub(crate) mode: String,
+    /// Examples per inference or per training iteration.
+    pub(crate) batch: usize,
+    /// `cpu`, `wgpu` or `cuda`.
+    pub(crate) backend: String,
+    /// The device the backend ran on, in words (adapter or GPU name; the CPU model).
+    pub(crate) device: String,
+    /// Whether that device is a software rasteriser (lavapipe): its times are not a GPU's.
+    pub(crate) software_device: bool,
+    /// The link profile: `none`, `lan`, `wan`, or `BW,RTT` as given.
+    pub(crate) link: String,
+    /// The emulated link's bandwidth in bits per second (`None` for `none`).
+    pub(crate) link_bits_per_second: Option<f64>,
+    /// The emulated link's round-trip time in seconds (`None` for `none`).
+    pub(crate) link_rtt_seconds: Option<f64>,
+    /// Timed runs after the warm-up.
+    pub(crate) seconds: Vec<f64>,
+    /// Their median: time per inference (of `batch` examples) or per training iteration.
+    pub(crate) median_seconds: f64,
+    /// Bytes each party sent in one inference or iteration (P0, P1, P2).
+    pub(crate) bytes_sent: [u64; 3],
+    /// Rounds of one inference or iteration.
+    pub(crate) rounds: u64,
+    /// Peak resident memory of the process that ran the three parties, in bytes.
+    pub(crate) peak_rss_bytes: u64,
+    /// Peak device memory, where the backend can tell.
+    pub(crate) peak_device_bytes: Option<u64>,
+    /// Fractional bits of the fixed-point encoding.
+    pub(crate) frac_bits: u32,
+    /// `max` or `avg`.
+    pub(crate) pooling: String,
+}
+
+/// One backend's ring GEMM rate (u64 products mod 2^64, n×n×n).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct GemmRow {
+    /// `cpu`, `wgpu` or `cuda`.
+    pub(crate) backend: String,
+    /// The device, in words.
+    pub(crate) device: String,
+    /// Whether that device is a software rasteriser.
+    pub(crate) software_device: bool,
+    /// The matrix size.
+    pub(crate) n: usize,
+    /// Median seconds per product.
+    pub(crate) median_seconds: f64,
+    /// u64 multiply-adds per second: n³ / median.
+    pub(crate) macs_per_second: f64,
+}
+
+/// A figure published by another system, from `benches/published.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct PublishedFigure {
+    /// `CryptGPU`, `Piranha`, `Falcon` or `Falcon (measured here)`.
+    pub(crate) system: String,
+    /// Zoo name of the network it corresponds to.
+    pub(crate) network: String,
+    /// `inference` or `training`.
+    pub(crate) mode: String,
+    /// Their batch size.
+    pub(crate) batch: usize,
+    /// Seconds per inference or per training iteration.
+    pub(crate) seconds: f64,
+    /// Bytes summed over the parties, where published.
+    pub(crate) bytes: Option<f64>,
+    /// `lan`, or the setting they ran in (`loopback`).
+    pub(crate) link: String,
+    /// Their hardware, in words.
+    pub(crate) hardware: String,
+    /// Where the figure comes from (paper, table, or how it was measured).
+    pub(crate) source: String,
+    /// Caveats (e.g. Piranha's released code uses constant masks and triples).
+    pub(crate) note: Option<String>,
+}
+
+/// A backend the matrix asked for but could not run, and why.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Skipped {
+    /// The backend.
+    pub(crate) backend: String,
+    /// Why (not compiled in, no device, only a software adapter...).
+    pub(crate) reason: String,
+}
+
+/// A cell that failed, and why.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Failure {
+    /// The cell, in words (network, mode, batch, backend, link).
+    pub(crate) cell: String,
+    /// The error `cryptgpu bench` ended with.
+    pub(crate) reason: String,
+}
+
+/// Everything one `cargo xtask bench` run wrote: `target/bench/<timestamp>/results.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Results {
+    /// When the run started (UTC, RFC 3339).
+    pub(crate) started: String,
+    /// The command line, after `cargo xtask`.
+    pub(crate) command: String,
+    /// Whether `--quick` sizes were used.
+    pub(crate) quick: bool,
+    /// The machine, in words (CPU model, cores, memory).
+    pub(crate) machine: String,
+    /// `git rev-parse --short HEAD` (with `-dirty` when the tree had changes).
+    pub(crate) commit: String,
+    /// The measured cells.
+    pub(crate) rows: Vec<NetworkRow>,
+    /// The GEMM rates.
+    pub(crate) gemm: Vec<GemmRow>,
+    /// The published figures shown beside ours.
+    pub(crate) published: Vec<PublishedFigure>,
+    /// Backends that were asked for and skipped.
+    pub(crate) skipped: Vec<Skipped>,
+    /// Cells that failed.
+    #[serde(default)]
+    pub(crate) failed: Vec<Failure>,
+}
