@@ -18,6 +18,9 @@ Commands:
   bench [OPTIONS]    the bench matrix: private inference and training per network, backend
                      and emulated link; results.json, results.md and plots under
                      target/bench/<timestamp>/ (`cargo xtask bench --help`)
+  bench-report --out DIR RESULTS.json...
+                     merge bench matrix results (e.g. a CPU run and a GPU machine's) into
+                     one results.json, results.md and plots, running nothing
   criterion [FILTER] the op-level criterion benches (optionally only ids matching FILTER),
                      then a table of what they measured
   criterion-table    print the table of the last criterion run without running anything
@@ -41,6 +44,15 @@ fn main() -> Result<()> {
             let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
             let matrix_args = matrix::run::MatrixArgs::parse(&mut args, command)?;
             matrix::run::run(&sh, &project_root(), &matrix_args).map(|_| ())
+        }
+        "bench-report" => {
+            let out: std::path::PathBuf = args.value_from_str("--out")?;
+            let inputs: Vec<std::path::PathBuf> = args
+                .finish()
+                .into_iter()
+                .map(std::path::PathBuf::from)
+                .collect();
+            matrix::run::report(&inputs, &out)
         }
         "criterion" => {
             let filter: Option<String> = args.opt_free_from_str()?;

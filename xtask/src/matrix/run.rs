@@ -295,15 +295,32 @@ pub(crate) fn run(sh: &Shell, root: &Path, args: &MatrixArgs) -> Result<PathBuf>
             }
         }
     }
-    println!("== {} cells", cells.len());
+    let dir = match &args.out {
+        Some(dir) => dir.clone(),
+        None => root
+            .join("target/bench")
+            .join(rfc3339(started).replace(':', "-")),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut results = Results {
+        started: rfc3339(started),
+        command: args.command.clone(),
+        quick: args.quick,
+        machine: machine(),
+        commit: commit(sh),
+        rows: Vec::new(),
+        gemm,
+        published: figures,
+        skipped,
+        failed: Vec::new(),
+    };
+    println!("== {} cells, results in {}", cells.len(), dir.display());
     let bar = ProgressBar::new(cells.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
             .context("the progress bar's template")?
             .progress_chars("=> "),
     );
-    let mut rows = Vec::new();
-    let mut failed = Vec::new();
     for cell in &cells {
         bar.set_message(cell.describe());
         match run_cell(&binary, args, cell) {
@@ -314,43 +331,23 @@ pub(crate) fn run(sh: &Shell, root: &Path, args: &MatrixArgs) -> Result<PathBuf>
                     row.median_seconds,
                     row.rounds
                 ));
-                rows.push(row);
+                results.rows.push(row);
             }
             Err(e) => {
                 bar.println(format!("FAILED {}: {e:#}", cell.describe()));
-                failed.push(Failure {
+                results.failed.push(Failure {
                     cell: cell.describe(),
                     reason: format!("{e:#}"),
                 });
             }
         }
         bar.inc(1);
+        // What is measured so far, so a long run that is stopped loses nothing.
+        write_tables(&results, &dir)?;
     }
     bar.finish_and_clear();
 
-    let results = Results {
-        started: rfc3339(started),
-        command: args.command.clone(),
-        quick: args.quick,
-        machine: machine(),
-        commit: commit(sh),
-        rows,
-        gemm,
-        published: figures,
-        skipped,
-        failed,
-    };
-    let dir = match &args.out {
-        Some(dir) => dir.clone(),
-        None => root
-            .join("target/bench")
-            .join(rfc3339(started).replace(':', "-")),
-    };
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let json = serde_json::to_string_pretty(&results)?;
-    write_atomic(&dir.join("results.json"), json.as_bytes())?;
-    let markdown = report::markdown(&results);
-    write_atomic(&dir.join("results.md"), markdown.as_bytes())?;
+    let markdown = write_tables(&results, &dir)?;
     let svgs = plots::write_all(&results, &dir)?;
     println!("{markdown}");
     println!(
@@ -366,6 +363,64 @@ pub(crate) fn run(sh: &Shell, root: &Path, args: &MatrixArgs) -> Result<PathBuf>
         );
     }
     Ok(dir)
+}
+
+/// `cargo xtask bench-report --out DIR RESULTS.json...`: merges the results of several runs
+/// (say the CPU matrix here and a GPU's elsewhere) into one `results.json`, `results.md` and
+/// plots, without running anything.
+pub(crate) fn report(inputs: &[PathBuf], out: &Path) -> Result<()> {
+    ensure!(
+        !inputs.is_empty(),
+        "name one or more results.json files to merge"
+    );
+    let mut merged: Option<Results> = None;
+    for path in inputs {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let results: Results = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a bench matrix's results.json", path.display()))?;
+        merged = Some(match merged {
+            None => results,
+            Some(mut all) => {
+                for (mine, theirs, sep) in [
+                    (&mut all.machine, &results.machine, "; "),
+                    (&mut all.commit, &results.commit, ", "),
+                    (&mut all.command, &results.command, "; "),
+                ] {
+                    if !mine.split(sep).any(|part| part == theirs) {
+                        mine.push_str(sep);
+                        mine.push_str(theirs);
+                    }
+                }
+                all.quick |= results.quick;
+                all.rows.extend(results.rows);
+                all.gemm.extend(results.gemm);
+                all.skipped.extend(results.skipped);
+                all.failed.extend(results.failed);
+                all
+            }
+        });
+    }
+    let results = merged.context("no results")?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    write_tables(&results, out)?;
+    let svgs = plots::write_all(&results, out)?;
+    println!(
+        "wrote {} (results.json, results.md and {} plots) from {} runs",
+        out.display(),
+        svgs.len(),
+        inputs.len()
+    );
+    Ok(())
+}
+
+/// Writes `results.json` and `results.md` into `dir`; returns the markdown.
+fn write_tables(results: &Results, dir: &Path) -> Result<String> {
+    let json = serde_json::to_string_pretty(results)?;
+    write_atomic(&dir.join("results.json"), json.as_bytes())?;
+    let markdown = report::markdown(results);
+    write_atomic(&dir.join("results.md"), markdown.as_bytes())?;
+    Ok(markdown)
 }
 
 /// Runs one cell in its own process and reads its record.
@@ -514,5 +569,42 @@ mod tests {
             vec![128]
         );
         assert_eq!(args(true).batches_for("lenet", "training"), vec![2]);
+    }
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::*;
+    use crate::matrix::report::tests::{row, sample};
+
+    #[test]
+    fn bench_report_merges_runs_and_refuses_what_is_not_a_result() {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cpu = sample();
+        let mut gpu = sample();
+        gpu.machine = "a GPU machine".into();
+        gpu.rows = vec![row("lenet", "inference", "cuda", "none")];
+        let (a, b) = (dir.join("a.json"), dir.join("b.json"));
+        std::fs::write(&a, serde_json::to_string(&cpu).unwrap()).unwrap();
+        std::fs::write(&b, serde_json::to_string(&gpu).unwrap()).unwrap();
+        let out = dir.join("merged");
+        report(&[a.clone(), b], &out).unwrap();
+        let merged: Results =
+            serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap())
+                .unwrap();
+        assert_eq!(merged.rows.len(), cpu.rows.len() + 1);
+        assert!(merged.machine.contains("a GPU machine"));
+        assert!(merged.machine.contains(&cpu.machine));
+        let markdown = std::fs::read_to_string(out.join("results.md")).unwrap();
+        assert!(markdown.contains("cuda"), "{markdown}");
+        assert!(out.join("time_inference.svg").exists());
+
+        let bad = dir.join("bad.json");
+        std::fs::write(&bad, "{\"rows\": 3}").unwrap();
+        let message = format!("{:#}", report(&[a, bad], &out).unwrap_err());
+        assert!(message.contains("results.json"), "{message}");
+        assert!(report(&[], &out).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
