@@ -161,6 +161,7 @@ impl Ranged for CategoryAxis {
 /// `published.svg`. A plot without data is skipped: no file, no error. Each file is written
 /// to `name.svg.tmp`, then renamed.
 pub(crate) fn write_all(results: &Results, dir: &Path) -> Result<Vec<PathBuf>> {
+    let results = &results.with_pooling_in_names();
     let charts = [
         time_chart(results, "inference"),
         time_chart(results, "training"),

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::published::{MODES, SYSTEMS, for_cell};
-use super::schema::{NetworkRow, PublishedFigure, Results};
+use super::schema::{NetworkRow, PublishedFigure, Results, zoo_name};
 
 /// The `link` of a row that ran without an emulated link: its time is the compute time.
 pub(crate) const NO_LINK: &str = "none";
@@ -209,6 +209,7 @@ fn cells<'a>(rows: &'a [NetworkRow], mode: &str) -> Vec<Cell<'a>> {
 
 /// The markdown of `results.md`.
 pub(crate) fn markdown(results: &Results) -> String {
+    let results = &results.with_pooling_in_names();
     let mut md = String::new();
     header(&mut md, results);
     for mode in MODES {
@@ -257,7 +258,7 @@ fn mode_table(md: &mut String, results: &Results, mode: &str) {
         "sent P1",
         "sent P2",
         "rounds",
-        "peak RSS",
+        "peak RSS (process, 3 parties)",
     ]
     .iter()
     .map(|h| h.to_string())
@@ -337,7 +338,7 @@ fn mode_table(md: &mut String, results: &Results, mode: &str) {
                 None => line.extend(["—".to_string(), "—".to_string()]),
             }
         }
-        let published = for_cell(&results.published, &first.network, mode);
+        let published = for_cell(&results.published, zoo_name(&first.network), mode);
         for system in SYSTEMS {
             let texts: Vec<String> = published
                 .iter()
@@ -533,7 +534,7 @@ pub(crate) mod tests {
             peak_rss_bytes: 250_000_000,
             peak_device_bytes: None,
             frac_bits: 16,
-            pooling: "max".to_string(),
+            pooling: "avg".to_string(),
         }
     }
 
@@ -630,7 +631,7 @@ pub(crate) mod tests {
             "## Inference",
             "## Training (one iteration)",
             "| network | input shape | batch | backend (device) | compute time | sent P0 | sent P1 \
-             | sent P2 | rounds | peak RSS | lan: emulated | lan: formula | lan: emulated / \
+             | sent P2 | rounds | peak RSS (process, 3 parties) | lan: emulated | lan: formula | lan: emulated / \
              formula | CryptGPU | Piranha | Falcon (paper) | Falcon (measured here) |",
             "| lenet | 1×28×28 | 1 | cpu (AMD EPYC 7763) | 100 ms (median of 3) | 1.00 MB | \
              2.00 MB | 1.50 MB | 100 | 250 MB | 400 ms | 216 ms | 1.85× | 380 ms / 3.00 MB \
@@ -668,6 +669,17 @@ pub(crate) mod tests {
         assert!(md.contains("No inference cells were run."), "{md}");
         assert!(md.contains("No GEMM rates were measured."), "{md}");
         assert!(md.contains("None: every backend asked for ran."), "{md}");
+    }
+
+    #[test]
+    fn max_pooling_rows_are_named_apart_from_average_pooling_ones() {
+        let mut results = sample();
+        let mut max = row("lenet", "inference", "cpu", "none");
+        max.pooling = "max".into();
+        results.rows.push(max);
+        let md = markdown(&results);
+        assert!(md.contains("| lenet (max pooling) |"), "{md}");
+        assert!(md.contains("| lenet |"), "{md}");
     }
 
     #[test]

@@ -367,7 +367,8 @@ pub(crate) fn run(sh: &Shell, root: &Path, args: &MatrixArgs) -> Result<PathBuf>
 
 /// `cargo xtask bench-report --out DIR RESULTS.json...`: merges the results of several runs
 /// (say the CPU matrix here and a GPU's elsewhere) into one `results.json`, `results.md` and
-/// plots, without running anything.
+/// plots, without running anything. A cell that a later file measured again replaces the
+/// earlier measurement.
 pub(crate) fn report(inputs: &[PathBuf], out: &Path) -> Result<()> {
     ensure!(
         !inputs.is_empty(),
@@ -393,6 +394,24 @@ pub(crate) fn report(inputs: &[PathBuf], out: &Path) -> Result<()> {
                     }
                 }
                 all.quick |= results.quick;
+                // A cell measured again (a rerun on a quieter machine) replaces the earlier.
+                all.rows.retain(|old| {
+                    !results.rows.iter().any(|new| {
+                        (
+                            &new.network,
+                            &new.mode,
+                            new.batch,
+                            &new.backend,
+                            &new.device,
+                        ) == (
+                            &old.network,
+                            &old.mode,
+                            old.batch,
+                            &old.backend,
+                            &old.device,
+                        ) && (&new.link, &new.pooling) == (&old.link, &old.pooling)
+                    })
+                });
                 all.rows.extend(results.rows);
                 all.gemm.extend(results.gemm);
                 all.skipped.extend(results.skipped);
@@ -589,11 +608,17 @@ mod report_tests {
         std::fs::write(&a, serde_json::to_string(&cpu).unwrap()).unwrap();
         std::fs::write(&b, serde_json::to_string(&gpu).unwrap()).unwrap();
         let out = dir.join("merged");
-        report(&[a.clone(), b], &out).unwrap();
+        report(&[a.clone(), b.clone()], &out).unwrap();
         let merged: Results =
             serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap())
                 .unwrap();
         assert_eq!(merged.rows.len(), cpu.rows.len() + 1);
+        // The same file again replaces its cells instead of adding them twice.
+        report(&[a.clone(), b.clone(), b.clone()], &out).unwrap();
+        let again: Results =
+            serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap())
+                .unwrap();
+        assert_eq!(again.rows.len(), merged.rows.len());
         assert!(merged.machine.contains("a GPU machine"));
         assert!(merged.machine.contains(&cpu.machine));
         let markdown = std::fs::read_to_string(out.join("results.md")).unwrap();

@@ -130,3 +130,23 @@ pub(crate) struct Results {
     #[serde(default)]
     pub(crate) failed: Vec<Failure>,
 }
+
+impl Results {
+    /// A copy in which a row pooled otherwise than with CryptGPU's average pooling names its
+    /// pooling beside the network (`lenet (max pooling)`), so the tables and plots keep the
+    /// two variants of a network apart.
+    pub(crate) fn with_pooling_in_names(&self) -> Results {
+        let mut labelled = self.clone();
+        for row in &mut labelled.rows {
+            if row.pooling != "avg" {
+                row.network = format!("{} ({} pooling)", row.network, row.pooling);
+            }
+        }
+        labelled
+    }
+}
+
+/// The zoo name of a network label made by [`Results::with_pooling_in_names`].
+pub(crate) fn zoo_name(label: &str) -> &str {
+    label.split(" (").next().unwrap_or(label)
+}
