@@ -21,8 +21,9 @@ const HEIGHT: u32 = 560;
 /// The font of every label.
 const FONT: &str = "sans-serif";
 
-/// Bar colours (Tableau 10), cycled through the series.
-const COLOURS: [RGBColor; 10] = [
+/// Bar colours (Tableau 10, then darker shades), cycled through the series: a CPU, two
+/// GPU backends, their links and four published systems stay apart.
+const COLOURS: [RGBColor; 16] = [
     RGBColor(78, 121, 167),
     RGBColor(242, 142, 43),
     RGBColor(225, 87, 89),
@@ -33,6 +34,12 @@ const COLOURS: [RGBColor; 10] = [
     RGBColor(255, 157, 167),
     RGBColor(156, 117, 95),
     RGBColor(186, 176, 172),
+    RGBColor(31, 60, 110),
+    RGBColor(150, 75, 0),
+    RGBColor(20, 110, 60),
+    RGBColor(110, 30, 120),
+    RGBColor(60, 60, 60),
+    RGBColor(0, 150, 190),
 ];
 
 /// One legend entry of a grouped bar chart: a value per category, where it has one.

@@ -413,6 +413,11 @@ pub(crate) fn report(inputs: &[PathBuf], out: &Path) -> Result<()> {
                     })
                 });
                 all.rows.extend(results.rows);
+                all.gemm.retain(|old| {
+                    !results.gemm.iter().any(|new| {
+                        (&new.backend, &new.device, new.n) == (&old.backend, &old.device, old.n)
+                    })
+                });
                 all.gemm.extend(results.gemm);
                 all.skipped.extend(results.skipped);
                 all.failed.extend(results.failed);
