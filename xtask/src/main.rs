@@ -52,7 +52,8 @@ fn main() -> Result<()> {
                 .into_iter()
                 .map(std::path::PathBuf::from)
                 .collect();
-            matrix::run::report(&inputs, &out)
+            let published = project_root().join("benches/published.json");
+            matrix::run::report(&inputs, &published, &out)
         }
         "criterion" => {
             let filter: Option<String> = args.opt_free_from_str()?;

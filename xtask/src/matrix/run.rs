@@ -368,8 +368,8 @@ pub(crate) fn run(sh: &Shell, root: &Path, args: &MatrixArgs) -> Result<PathBuf>
 /// `cargo xtask bench-report --out DIR RESULTS.json...`: merges the results of several runs
 /// (say the CPU matrix here and a GPU's elsewhere) into one `results.json`, `results.md` and
 /// plots, without running anything. A cell that a later file measured again replaces the
-/// earlier measurement.
-pub(crate) fn report(inputs: &[PathBuf], out: &Path) -> Result<()> {
+/// earlier measurement. The published figures are read again from `published`.
+pub(crate) fn report(inputs: &[PathBuf], published: &Path, out: &Path) -> Result<()> {
     ensure!(
         !inputs.is_empty(),
         "name one or more results.json files to merge"
@@ -425,7 +425,8 @@ pub(crate) fn report(inputs: &[PathBuf], out: &Path) -> Result<()> {
             }
         });
     }
-    let results = merged.context("no results")?;
+    let mut results = merged.context("no results")?;
+    results.published = published::load(published)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     write_tables(&results, out)?;
     let svgs = plots::write_all(&results, out)?;
@@ -613,13 +614,14 @@ mod report_tests {
         std::fs::write(&a, serde_json::to_string(&cpu).unwrap()).unwrap();
         std::fs::write(&b, serde_json::to_string(&gpu).unwrap()).unwrap();
         let out = dir.join("merged");
-        report(&[a.clone(), b.clone()], &out).unwrap();
+        let published = crate::project_root().join("benches/published.json");
+        report(&[a.clone(), b.clone()], &published, &out).unwrap();
         let merged: Results =
             serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap())
                 .unwrap();
         assert_eq!(merged.rows.len(), cpu.rows.len() + 1);
         // The same file again replaces its cells instead of adding them twice.
-        report(&[a.clone(), b.clone(), b.clone()], &out).unwrap();
+        report(&[a.clone(), b.clone(), b.clone()], &published, &out).unwrap();
         let again: Results =
             serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap())
                 .unwrap();
@@ -632,9 +634,9 @@ mod report_tests {
 
         let bad = dir.join("bad.json");
         std::fs::write(&bad, "{\"rows\": 3}").unwrap();
-        let message = format!("{:#}", report(&[a, bad], &out).unwrap_err());
+        let message = format!("{:#}", report(&[a, bad], &published, &out).unwrap_err());
         assert!(message.contains("results.json"), "{message}");
-        assert!(report(&[], &out).is_err());
+        assert!(report(&[], &published, &out).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
