@@ -12,11 +12,11 @@ use clap::Args;
 use cryptgpu_backend::GpuBackend;
 use cryptgpu_nn::zoo;
 use cryptgpu_share::Truncation;
-use cryptgpu_transport::{CommStats, PartyId};
+use cryptgpu_transport::CommStats;
 use serde_json::json;
 
 use crate::backend::{Job, run_on_device};
-use crate::jobs::{DataSpec, PartyInput, PartyOutcome, Roles, StepRecord};
+use crate::jobs::{DataSpec, PartyOutcome, StepRecord, in_process_inputs};
 use crate::manifest::{JobKind, Options};
 use crate::{InProcess, RunArgs, parse_truncation, progress};
 
@@ -137,27 +137,7 @@ fn network_cell(args: &BenchArgs, network: &str) -> Result<()> {
         limit: Some(count),
         test_limit: Some(1),
     };
-    let roles = Roles::DEFAULT;
-    let keys = args.run.keys();
-    let mut model = Some(model);
-    let mut data = Some(data);
-    let inputs = PartyId::ALL.map(|party| PartyInput {
-        roles,
-        identities: None,
-        job,
-        options: options.clone(),
-        keys,
-        model: if party == roles.model_owner {
-            model.take()
-        } else {
-            None
-        },
-        data: if party == roles.data_owner {
-            data.take()
-        } else {
-            None
-        },
-    });
+    let inputs = in_process_inputs(job, options, args.run.keys(), model, data);
     let link = args.run.link();
     let bar = progress(0, &format!("{network} {}", args.mode.name()));
     let result = run_on_device(

@@ -627,6 +627,37 @@ fn onehot(labels: &[usize], classes: usize) -> Result<Tensor> {
     Ok(Tensor::new(&[labels.len(), classes], data)?)
 }
 
+/// The three parties' inputs of a job run in one process with the default roles: the model
+/// to the model owner, the data to the data owner, the same options and keys to all.
+pub(crate) fn in_process_inputs(
+    job: JobKind,
+    options: Options,
+    keys: KeySource,
+    model: Model,
+    data: DataSpec,
+) -> [PartyInput; 3] {
+    let roles = Roles::DEFAULT;
+    let mut model = Some(model);
+    let mut data = Some(data);
+    PartyId::ALL.map(|party| PartyInput {
+        roles,
+        identities: None,
+        job,
+        options: options.clone(),
+        keys,
+        model: if party == roles.model_owner {
+            model.take()
+        } else {
+            None
+        },
+        data: if party == roles.data_owner {
+            data.take()
+        } else {
+            None
+        },
+    })
+}
+
 /// Runs the three parties' functions on three threads of this process over the local
 /// transport, each with what it owns; returns the three outcomes in party order. With a
 /// `link`, every message is delivered as late as it would arrive over that link

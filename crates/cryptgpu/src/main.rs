@@ -26,7 +26,7 @@ use cryptgpu_nn::model::Model;
 use cryptgpu_nn::optim::{Sgd, SgdConfig};
 use cryptgpu_nn::{onnx, plain, weights, zoo};
 use cryptgpu_share::{KeySource, Truncation};
-use cryptgpu_transport::{LinkProfile, PartyId};
+use cryptgpu_transport::LinkProfile;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use backend::{BackendChoice, Job, run_on};
@@ -458,27 +458,7 @@ fn run_in_process_on(
     model: Model,
     data: DataSpec,
 ) -> Result<([PartyOutcome; 3], String)> {
-    let roles = Roles::DEFAULT;
-    let keys = run.keys();
-    let mut model = Some(model);
-    let mut data = Some(data);
-    let inputs = PartyId::ALL.map(|party| PartyInput {
-        roles,
-        identities: None,
-        job,
-        options: options.clone(),
-        keys,
-        model: if party == roles.model_owner {
-            model.take()
-        } else {
-            None
-        },
-        data: if party == roles.data_owner {
-            data.take()
-        } else {
-            None
-        },
-    });
+    let inputs = jobs::in_process_inputs(job, options, run.keys(), model, data);
     let what = match job {
         JobKind::Infer => "private inference",
         JobKind::Train => "private training",
