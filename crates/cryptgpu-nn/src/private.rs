@@ -28,7 +28,7 @@ pub use crate::layers::batchnorm::{
     BATCHNORM_INV_SQRT, BatchNormBatch, batchnorm_backward, batchnorm_forward_train,
 };
 use crate::layers::{PrivateBackCx, PrivateCx, Sharing};
-use crate::model::{Model, NodeId};
+use crate::model::{Model, NodeId, Op};
 use crate::optim::SgdConfig;
 use crate::tensor::Tensor;
 
@@ -282,6 +282,31 @@ impl<B: GpuBackend> SharedModel<B> {
         Ok(grads)
     }
 
+    /// For each max-pool whose input is a ReLU used by nothing else, that ReLU (indexed by
+    /// the pool). Inference runs such a ReLU after the pool instead of before it: ReLU is
+    /// monotone, so `max(relu(x)) = relu(max(x))` exactly, a zero pad changes neither side,
+    /// and the pool's output has a quarter of its input's elements for 2×2 windows. Training
+    /// keeps the order, since the backward pass needs the ReLU's own bits.
+    fn relus_after_max_pools(&self) -> Vec<Option<NodeId>> {
+        let nodes = self.model.nodes();
+        let mut uses = vec![0usize; nodes.len()];
+        for node in nodes {
+            for &i in &node.inputs {
+                uses[i] += 1;
+            }
+        }
+        uses[self.model.logits()] += 1;
+        nodes
+            .iter()
+            .map(|node| match (&node.op, node.inputs.as_slice()) {
+                (Op::MaxPool2d(_), &[r]) if matches!(nodes[r].op, Op::Relu(_)) && uses[r] == 1 => {
+                    Some(r)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Runs the graph. In training (`training_seed` is the step's seed), every value and what
     /// each backward pass needs are kept; at inference (`None`), values are dropped after
     /// their last use.
@@ -312,6 +337,11 @@ impl<B: GpuBackend> SharedModel<B> {
             });
         }
         let shapes = self.model.shapes(input.shape()[0])?;
+        let relu_after_pool = if keep {
+            vec![None; nodes.len()]
+        } else {
+            self.relus_after_max_pools()
+        };
         let mut values: Vec<Option<Rss<B>>> = vec![None; nodes.len()];
         let mut saved: Vec<Option<Box<dyn Any>>> = (0..nodes.len()).map(|_| None).collect();
         let mut running_stats = BTreeMap::new();
@@ -320,6 +350,17 @@ impl<B: GpuBackend> SharedModel<B> {
             if node.op.is_output_activation() {
                 // Softmax or LogSoftmax at the output: predictions and losses take the
                 // logits, so the private executor never computes it.
+                continue;
+            }
+            if relu_after_pool.contains(&Some(id)) {
+                // This ReLU runs after the max-pool that consumes it (below): pass its input
+                // on unchanged.
+                let i = node.inputs[0];
+                values[id] = if last_use[i] == id {
+                    values[i].take()
+                } else {
+                    values[i].clone()
+                };
                 continue;
             }
             let args = node
@@ -342,8 +383,22 @@ impl<B: GpuBackend> SharedModel<B> {
                 saved: None,
                 updates: &mut running_stats,
             };
-            let value = node.op.private_forward(&mut cx, &args)?;
+            let mut value = node.op.private_forward(&mut cx, &args)?;
             saved[id] = cx.saved.take();
+            if let Some(relu) = relu_after_pool[id] {
+                let mut cx = PrivateCx {
+                    p: &mut *p,
+                    node: &nodes[relu],
+                    id: relu,
+                    training: None,
+                    sharing: self.sharing,
+                    out_shape: &shapes[id],
+                    params: &self.params,
+                    saved: None,
+                    updates: &mut running_stats,
+                };
+                value = nodes[relu].op.private_forward(&mut cx, &[&value])?;
+            }
             if value.shape() != shapes[id] {
                 return Err(NnError::Graph(format!(
                     "`{}` computed shape {:?} where {:?} was inferred",

@@ -307,3 +307,61 @@ fn twenty_private_sgd_steps_at_24_fractional_bits_track_plaintext() {
         );
     }
 }
+
+/// Inference runs a ReLU whose only consumer is a max-pool after the pool (ReLU is
+/// monotone, so they commute exactly): `conv → ReLU → max-pool` costs what `conv → max-pool →
+/// ReLU` costs, a ReLU on a quarter of the elements, and gives bit-identical logits.
+#[test]
+fn inference_runs_a_relu_after_the_max_pool_it_feeds() {
+    let build = |relu_first: bool| {
+        let mut b = GraphBuilder::new();
+        let c0 = b.add("c0", zoo::conv(2, 4, 3, 1, 1, true), &[0]);
+        let pool = Op::MaxPool2d(MaxPool2d::new(Pool2dParams::new(2, 2)));
+        let pooled = if relu_first {
+            let r = b.add("r", Op::Relu(Relu), &[c0]);
+            b.add("m", pool, &[r])
+        } else {
+            let m = b.add("m", pool, &[c0]);
+            b.add("r", Op::Relu(Relu), &[m])
+        };
+        let f = b.add("f", Op::Flatten(Flatten), &[pooled]);
+        let l = b.add("l", zoo::linear(36, 3), &[f]);
+        b.finish("commute", &[2, 6, 6], l, 5).unwrap()
+    };
+    let x = sample_inputs(7, 4);
+    let run = |model: Model| {
+        let out = run_local_3pc(|t| {
+            let mut p = setup(t);
+            let shared = SharedModel::share(&mut p, &model, MODEL_OWNER).unwrap();
+            let input = (p.id() == DATA_OWNER).then_some(&x);
+            let sx = share_input(&mut p, DATA_OWNER, input, &[4, 2, 6, 6]).unwrap();
+            let before = p.stats();
+            let logits = shared.forward(&mut p, &sx).unwrap();
+            let sent = p.stats().since(&before).total_bytes_sent();
+            Ok::<_, cryptgpu_share::ShareError>((p.reveal(&logits).unwrap(), sent))
+        })
+        .unwrap();
+        out.map(|r| r.unwrap())
+    };
+    let (relu_first, pool_first) = (build(true), build(false));
+    let want = plain::forward(&relu_first, &x, plain::Mode::Inference).unwrap();
+    let got = run(relu_first.clone());
+    assert_eq!(
+        got,
+        run(pool_first),
+        "the same logits and bytes, party by party"
+    );
+    let fixed = FixedPoint::default();
+    for (i, (&g, &w)) in got[0]
+        .0
+        .iter()
+        .zip(want.logits(&relu_first).data())
+        .enumerate()
+    {
+        let g = fixed.decode(g);
+        assert!(
+            (g - w).abs() < 1e-3,
+            "logit {i}: private {g}, plaintext {w}"
+        );
+    }
+}
