@@ -613,24 +613,8 @@ impl<T: Transport> Transport for EmulatedLink<T> {
         Ok(msg)
     }
 
-    // Sends never wait for the peer (they are queued), so an exchange is its sends followed
-    // by its receives, and the receives sleep until the later arrival.
-    fn exchange(&mut self, to: Peer, msg: &[u8], from: Peer) -> Result<Vec<u8>, TransportError> {
-        self.send(to, msg)?;
-        self.recv(from)
-    }
-
-    fn exchange_both(
-        &mut self,
-        to_next: &[u8],
-        to_prev: &[u8],
-    ) -> Result<(Vec<u8>, Vec<u8>), TransportError> {
-        self.send(Peer::Next, to_next)?;
-        self.send(Peer::Prev, to_prev)?;
-        let from_next = self.recv(Peer::Next)?;
-        let from_prev = self.recv(Peer::Prev)?;
-        Ok((from_next, from_prev))
-    }
+    // `exchange` and `exchange_both` keep the trait's defaults: sends (which never wait)
+    // followed by receives, which sleep until the later arrival.
 }
 
 #[cfg(test)]
