@@ -342,6 +342,10 @@ impl<B: GpuBackend> SharedModel<B> {
         } else {
             self.relus_after_max_pools()
         };
+        let mut deferred = vec![false; nodes.len()];
+        for &relu in relu_after_pool.iter().flatten() {
+            deferred[relu] = true;
+        }
         let mut values: Vec<Option<Rss<B>>> = vec![None; nodes.len()];
         let mut saved: Vec<Option<Box<dyn Any>>> = (0..nodes.len()).map(|_| None).collect();
         let mut running_stats = BTreeMap::new();
@@ -352,7 +356,7 @@ impl<B: GpuBackend> SharedModel<B> {
                 // logits, so the private executor never computes it.
                 continue;
             }
-            if relu_after_pool.contains(&Some(id)) {
+            if deferred[id] {
                 // This ReLU runs after the max-pool that consumes it (below): pass its input
                 // on unchanged.
                 let i = node.inputs[0];

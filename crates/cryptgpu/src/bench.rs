@@ -110,25 +110,20 @@ fn network_cell(args: &BenchArgs, network: &str) -> Result<()> {
         .batch
         .checked_mul(steps)
         .context("--batch × (--runs + --warmup) is too large")?;
+    let options = Options {
+        batch: Some(args.batch as u64),
+        frac_bits: args.frac_bits,
+        truncation: args.truncation,
+        ..Options::default()
+    };
     let (job, options) = match args.mode {
-        BenchMode::Inference => (
-            JobKind::Infer,
-            Options {
-                batch: Some(args.batch as u64),
-                frac_bits: args.frac_bits,
-                truncation: args.truncation,
-                ..Options::default()
-            },
-        ),
+        BenchMode::Inference => (JobKind::Infer, options),
         BenchMode::Training => (
             JobKind::Train,
             Options {
-                batch: Some(args.batch as u64),
-                frac_bits: args.frac_bits,
-                truncation: args.truncation,
                 epochs: Some(1),
                 lr: Some(0.01),
-                ..Options::default()
+                ..options
             },
         ),
     };
@@ -150,15 +145,16 @@ fn network_cell(args: &BenchArgs, network: &str) -> Result<()> {
     );
     bar.finish_and_clear();
     let (outcomes, device) = result?;
-    let steps = per_step(&outcomes)?;
+    let recorded = per_step(&outcomes)?;
     ensure!(
-        steps.len() == args.warmup + args.runs,
-        "the job ran {} steps where {} were asked for",
-        steps.len(),
-        args.warmup + args.runs
+        recorded.len() == steps,
+        "the job ran {} steps where {steps} were asked for",
+        recorded.len(),
     );
-    let timed = &steps[args.warmup..];
+    let timed = &recorded[args.warmup..];
     let seconds: Vec<f64> = timed.iter().map(|s| s.seconds).collect();
+    let median_seconds = median(&seconds);
+    let peak_rss = peak_rss_bytes().unwrap_or(0);
     // The last step's traffic: a training run's first step differs (no momentum yet).
     let last = &timed[timed.len() - 1];
     let m = &outcomes[0].manifest;
@@ -170,14 +166,14 @@ fn network_cell(args: &BenchArgs, network: &str) -> Result<()> {
         "backend": device.backend,
         "device": device.device,
         "software_device": device.software,
-        "link": link_label(args),
+        "link": link.map_or_else(|| "none".to_string(), |l| l.label()),
         "link_bits_per_second": link.map(|l| l.bits_per_second()),
         "link_rtt_seconds": link.map(|l| l.rtt().as_secs_f64()),
         "seconds": seconds,
-        "median_seconds": median(&seconds),
+        "median_seconds": median_seconds,
         "bytes_sent": last.bytes_sent,
         "rounds": last.rounds,
-        "peak_rss_bytes": peak_rss_bytes().unwrap_or(0),
+        "peak_rss_bytes": peak_rss,
         "peak_device_bytes": null,
         "frac_bits": m.fixed.frac_bits(),
         "pooling": args.pooling,
@@ -193,25 +189,17 @@ fn network_cell(args: &BenchArgs, network: &str) -> Result<()> {
             args.mode.name(),
             args.batch,
             link.map_or(String::new(), |l| format!(", link {l}")),
-            median(&seconds),
+            median_seconds,
             args.runs,
             args.warmup,
             mb(last.bytes_sent[0]),
             mb(last.bytes_sent[1]),
             mb(last.bytes_sent[2]),
             last.rounds,
-            mb(peak_rss_bytes().unwrap_or(0)),
+            mb(peak_rss),
         );
     }
     Ok(())
-}
-
-/// `--link` as given (`none` when absent).
-fn link_label(args: &BenchArgs) -> String {
-    match args.run.link() {
-        None => "none".into(),
-        Some(profile) => profile.label(),
-    }
 }
 
 /// One step seen by all three parties.

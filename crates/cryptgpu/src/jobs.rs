@@ -195,13 +195,16 @@ impl DataSpec {
             DataSpec::Synthetic { limit, test_limit } => {
                 let [c, h, w] = m.input_shape;
                 let d = data::synthetic([c, h, w], limit.unwrap_or(64), m.classes, 1)?;
-                let test = match test_limit {
-                    Some(t) if m.job == JobKind::Train => d.clone().truncate(*t),
-                    _ => d.clone(),
+                let (test, train) = match m.job {
+                    JobKind::Train => (
+                        test_limit.map_or_else(|| d.clone(), |t| d.clone().truncate(t)),
+                        Some(d),
+                    ),
+                    JobKind::Infer => (d, None),
                 };
                 OwnedData {
                     names: index_names(test.len()),
-                    train: (m.job == JobKind::Train).then_some(d),
+                    train,
                     test,
                     labelled: true,
                 }

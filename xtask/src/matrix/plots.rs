@@ -13,6 +13,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use super::published::{SYSTEMS, for_cell};
 use super::report::{NO_LINK, human_bytes, human_rate, human_seconds};
 use super::schema::{NetworkRow, Results};
+use super::write_atomic;
 
 /// Width of the legend column, in pixels.
 const LEGEND_WIDTH: u32 = 340;
@@ -184,20 +185,10 @@ pub(crate) fn write_all(results: &Results, dir: &Path) -> Result<Vec<PathBuf>> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the plot directory {}", dir.display()))?;
         let path = dir.join(chart.file);
-        write_atomically(&path, &svg)?;
+        write_atomic(&path, svg.as_bytes())?;
         written.push(path);
     }
     Ok(written)
-}
-
-/// Writes `text` to `path.tmp`, then renames it to `path`.
-fn write_atomically(path: &Path, text: &str) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }
 
 /// A backend's legend label, marking a software rasteriser.

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use xshell::{Shell, cmd};
 
 use super::schema::{Failure, GemmRow, NetworkRow, Results, Skipped};
-use super::{plots, published, report};
+use super::{plots, published, report, write_atomic};
 
 /// The networks of the full matrix: those the papers report.
 const FULL_NETWORKS: &[&str] = &["lenet", "secureml", "alexnet-cifar10", "vgg16-cifar10"];
@@ -480,16 +480,6 @@ fn last_line(bytes: &[u8]) -> String {
         .find(|l| !l.trim().is_empty())
         .unwrap_or("(no output)")
         .to_string()
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so a reader never sees
-/// half a file.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The machine, in words: CPU model, threads, memory (Linux), else the architecture.
