@@ -64,6 +64,18 @@ pub trait GpuBackend: Clone + Debug + Send + Sync + 'static {
     /// Copies a tensor back to the host (row-major), after the work that produces it.
     fn download(&self, tensor: &Self::Tensor) -> Result<Vec<u64>>;
 
+    /// [`GpuBackend::upload`] of data the caller gives away: a backend whose tensors live
+    /// in host memory keeps the vector instead of copying it.
+    fn upload_vec(&self, data: Vec<u64>, shape: &[usize]) -> Result<Self::Tensor> {
+        self.upload(&data, shape)
+    }
+
+    /// [`GpuBackend::download`] of a tensor the caller gives away: a backend whose tensors
+    /// live in host memory hands over the buffer without a copy when no clone shares it.
+    fn download_vec(&self, tensor: Self::Tensor) -> Result<Vec<u64>> {
+        self.download(&tensor)
+    }
+
     /// A tensor of `shape` with every element `value`.
     fn full(&self, shape: &[usize], value: u64) -> Result<Self::Tensor>;
 

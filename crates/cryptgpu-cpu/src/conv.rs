@@ -63,7 +63,7 @@ pub(crate) fn conv2d(d: &Conv2dDims, input: &[u64], weight: &[u64]) -> Vec<u64> 
     let (rows, positions, opg) = (col_rows(d), d.oh * d.ow, d.o / g);
     let image_in = d.c * d.h * d.w;
     let group_in = image_in / g;
-    let mut out = vec![0u64; d.n * d.o * positions];
+    let mut out = crate::buffer::take_zeroed(d.n * d.o * positions);
     if out.is_empty() || rows == 0 {
         return out;
     }
@@ -93,7 +93,7 @@ pub(crate) fn grad_input(d: &Conv2dDims, grad_out: &[u64], weight: &[u64]) -> Ve
     let (rows, positions, opg) = (col_rows(d), d.oh * d.ow, d.o / g);
     let image_in = d.c * d.h * d.w;
     let group_in = image_in / g;
-    let mut out = vec![0u64; d.n * image_in];
+    let mut out = crate::buffer::take_zeroed(d.n * image_in);
     if out.is_empty() || opg == 0 {
         return out;
     }

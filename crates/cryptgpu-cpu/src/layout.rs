@@ -12,7 +12,7 @@ pub(crate) fn strided_gather(
     offset: usize,
 ) -> Vec<u64> {
     let n: usize = out_shape.iter().product();
-    let mut out = vec![0u64; n];
+    let mut out = crate::buffer::take(n);
     if n == 0 {
         return out;
     }
@@ -58,11 +58,14 @@ pub(crate) fn concat(parts: &[(&[u64], &[usize])], axis: usize, total: usize) ->
         .iter()
         .map(|(_, shape)| shape[axis..].iter().product())
         .collect();
-    let mut out = Vec::with_capacity(total);
+    let mut out = crate::buffer::take(total);
+    let mut at = 0;
     for o in 0..outer {
         for ((data, _), &run) in parts.iter().zip(&runs) {
-            out.extend_from_slice(&data[o * run..(o + 1) * run]);
+            out[at..at + run].copy_from_slice(&data[o * run..(o + 1) * run]);
+            at += run;
         }
     }
+    debug_assert_eq!(at, total);
     out
 }

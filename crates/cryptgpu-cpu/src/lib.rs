@@ -4,12 +4,14 @@
 //! Every kernel of the CUDA and WGSL backends has its twin here, and the conformance
 //! suite holds all of them to the same scalar definitions.
 
+mod buffer;
 mod conv;
 pub mod gemm;
 mod layout;
 mod par;
 mod pool;
 
+use buffer::Buffer;
 use cryptgpu_backend::shape::{self, Conv2dDims, MatmulDims, Pool2dDims};
 use cryptgpu_backend::{
     BinaryOp, Conv2dParams, DeviceTensor, GpuBackend, Pool2dParams, Result, ShiftOp, UnaryOp, prg,
@@ -17,6 +19,8 @@ use cryptgpu_backend::{
 use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::Arc;
+
+pub use buffer::{DEFAULT_POOL_MIB, POOL_LIMIT_ENV, idle_buffer_bytes, release_idle_buffers};
 
 /// The CPU backend. Work runs on rayon's global thread pool (size it with
 /// `RAYON_NUM_THREADS`); every op has finished when it returns.
@@ -37,17 +41,26 @@ impl CpuBackend {
 }
 
 /// A tensor in host memory. Clones share the buffer; ops never write to an existing tensor.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The last clone to go returns the buffer to the pool of the `buffer` module.
+#[derive(Clone, Debug)]
 pub struct CpuTensor {
-    data: Arc<[u64]>,
+    data: Arc<Buffer>,
     shape: Vec<usize>,
 }
+
+impl PartialEq for CpuTensor {
+    fn eq(&self, other: &Self) -> bool {
+        self.shape == other.shape && self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for CpuTensor {}
 
 impl CpuTensor {
     fn new(data: Vec<u64>, shape: Vec<usize>) -> Self {
         debug_assert_eq!(data.len(), shape.iter().product::<usize>());
         Self {
-            data: data.into(),
+            data: Arc::new(Buffer::new(data)),
             shape,
         }
     }
@@ -73,16 +86,30 @@ impl GpuBackend for CpuBackend {
 
     fn upload(&self, data: &[u64], shape: &[usize]) -> Result<CpuTensor> {
         shape::check_len("upload", shape, data.len())?;
-        Ok(CpuTensor::new(data.to_vec(), shape.to_vec()))
+        Ok(CpuTensor::new(buffer::copy_of(data), shape.to_vec()))
+    }
+
+    fn upload_vec(&self, data: Vec<u64>, shape: &[usize]) -> Result<CpuTensor> {
+        shape::check_len("upload", shape, data.len())?;
+        Ok(CpuTensor::new(data, shape.to_vec()))
     }
 
     fn download(&self, tensor: &CpuTensor) -> Result<Vec<u64>> {
         Ok(tensor.data.to_vec())
     }
 
+    fn download_vec(&self, tensor: CpuTensor) -> Result<Vec<u64>> {
+        Ok(match Arc::try_unwrap(tensor.data) {
+            Ok(buffer) => buffer.into_vec(),
+            Err(shared) => buffer::copy_of(&shared),
+        })
+    }
+
     fn full(&self, shape: &[usize], value: u64) -> Result<CpuTensor> {
         let n = shape::numel("full", shape)?;
-        Ok(CpuTensor::new(vec![value; n], shape.to_vec()))
+        let mut data = buffer::take(n);
+        data.fill(value);
+        Ok(CpuTensor::new(data, shape.to_vec()))
     }
 
     fn sync(&self) -> Result<()> {
@@ -172,7 +199,7 @@ impl GpuBackend for CpuBackend {
     fn pack_bits(&self, tensor: &CpuTensor) -> Result<CpuTensor> {
         let bits = &tensor.data;
         let words = shape::packed_words(bits.len());
-        let mut out = vec![0u64; words];
+        let mut out = buffer::take(words);
         par::fill_chunks(&mut out, |first, chunk| {
             for (w, word) in chunk.iter_mut().enumerate() {
                 let start = (first + w) * 64;
@@ -190,16 +217,17 @@ impl GpuBackend for CpuBackend {
         let words = shape::packed_words(values.len());
         // Block w (64 elements, zero-padded) as a 64×64 bit matrix, transposed in place:
         // its row j is then bit j of the block's elements, i.e. word w of plane j.
-        let mut blocks = vec![0u64; words * 64];
+        let mut blocks = buffer::take(words * 64);
         par::fill_chunks(&mut blocks, |first, chunk| {
             for (b, block) in chunk.chunks_exact_mut(64).enumerate() {
                 let start = first + 64 * b;
                 let end = values.len().min(start + 64);
                 block[..end - start].copy_from_slice(&values[start..end]);
+                block[end - start..].fill(0);
                 transpose_bits_64(block.try_into().expect("64 words"));
             }
         });
-        let mut planes = vec![0u64; 64 * words];
+        let mut planes = buffer::take(64 * words);
         par::fill_chunks(&mut planes, |first, chunk| {
             for (k, word) in chunk.iter_mut().enumerate() {
                 let (plane, w) = ((first + k) / words, (first + k) % words);
@@ -213,7 +241,7 @@ impl GpuBackend for CpuBackend {
         let n = shape::numel("unpack_bits", shape)?;
         shape::check_len("unpack_bits", &[shape::packed_words(n)], packed.len())?;
         let words = &packed.data;
-        let mut out = vec![0u64; n];
+        let mut out = buffer::take(n);
         par::fill_chunks(&mut out, |first, chunk| {
             for (j, bit) in chunk.iter_mut().enumerate() {
                 let i = first + j;
@@ -226,7 +254,7 @@ impl GpuBackend for CpuBackend {
     fn matmul(&self, lhs: &CpuTensor, rhs: &CpuTensor) -> Result<CpuTensor> {
         let d = MatmulDims::new(&lhs.shape, &rhs.shape)?;
         let (m, k, n) = (d.m, d.k, d.n);
-        let mut out = vec![0u64; d.batch * m * n];
+        let mut out = buffer::take_zeroed(d.batch * m * n);
         if m * n > 0 {
             out.par_chunks_mut(m * n).enumerate().for_each(|(t, c)| {
                 let a = &lhs.data[if d.a_batched { t * m * k } else { 0 }..][..m * k];
@@ -283,7 +311,7 @@ impl GpuBackend for CpuBackend {
         let extent = tensor.shape[axis];
         let inner: usize = tensor.shape[axis + 1..].iter().product();
         let x = &tensor.data;
-        let mut out = vec![0u64; out_shape.iter().product()];
+        let mut out = buffer::take(out_shape.iter().product());
         par::fill_chunks(&mut out, |first, chunk| {
             for (j, o) in chunk.iter_mut().enumerate() {
                 let (outer, i) = ((first + j) / inner, (first + j) % inner);
@@ -337,7 +365,7 @@ impl GpuBackend for CpuBackend {
         position: u64,
     ) -> Result<CpuTensor> {
         let n = shape::numel("fill_chacha12", shape)?;
-        let mut out = vec![0u64; n];
+        let mut out = buffer::take(n);
         par::fill_chunks(&mut out, |first, chunk| {
             prg::fill_chacha12(key, stream, position.wrapping_add(first as u64), chunk);
         });

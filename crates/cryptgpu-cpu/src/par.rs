@@ -21,7 +21,7 @@ pub(crate) fn fill_chunks(out: &mut [u64], fill: impl Fn(usize, &mut [u64]) + Sy
 
 /// `f` on every element.
 pub(crate) fn map(x: &[u64], f: impl Fn(u64) -> u64 + Sync) -> Vec<u64> {
-    let mut out = vec![0u64; x.len()];
+    let mut out = crate::buffer::take(x.len());
     fill_chunks(&mut out, |start, chunk| {
         for (o, &v) in chunk.iter_mut().zip(&x[start..]) {
             *o = f(v);
@@ -32,7 +32,7 @@ pub(crate) fn map(x: &[u64], f: impl Fn(u64) -> u64 + Sync) -> Vec<u64> {
 
 /// `f` on every pair of elements.
 pub(crate) fn zip_map(a: &[u64], b: &[u64], f: impl Fn(u64, u64) -> u64 + Sync) -> Vec<u64> {
-    let mut out = vec![0u64; a.len()];
+    let mut out = crate::buffer::take(a.len());
     fill_chunks(&mut out, |start, chunk| {
         for ((o, &x), &y) in chunk.iter_mut().zip(&a[start..]).zip(&b[start..]) {
             *o = f(x, y);

@@ -30,7 +30,7 @@ fn for_each_window_elem(d: &Pool2dDims, mut visit: impl FnMut(usize, usize, Opti
 /// The sum of every window (padding reads zero).
 pub(crate) fn window_sum(d: &Pool2dDims, input: &[u64]) -> Vec<u64> {
     let (plane_in, plane_out) = (d.h * d.w, d.oh * d.ow);
-    let mut out = vec![0u64; d.n * d.c * plane_out];
+    let mut out = crate::buffer::take_zeroed(d.n * d.c * plane_out);
     out.par_chunks_mut(plane_out.max(1))
         .enumerate()
         .for_each(|(plane, out)| {
@@ -62,7 +62,7 @@ pub(crate) fn unfold(d: &Pool2dDims, input: &[u64], pad_value: u64) -> Vec<u64> 
             block
         })
         .collect();
-    let mut out = vec![0u64; window * per_elem];
+    let mut out = crate::buffer::take(window * per_elem);
     for (plane, block) in planes.iter().enumerate() {
         for e in 0..window {
             out[e * per_elem + plane * plane_out..][..plane_out]
@@ -76,7 +76,7 @@ pub(crate) fn unfold(d: &Pool2dDims, input: &[u64], pad_value: u64) -> Vec<u64> 
 pub(crate) fn fold(d: &Pool2dDims, windows: &[u64]) -> Vec<u64> {
     let (plane_in, plane_out) = (d.h * d.w, d.oh * d.ow);
     let per_elem = d.n * d.c * plane_out;
-    let mut out = vec![0u64; d.n * d.c * plane_in];
+    let mut out = crate::buffer::take_zeroed(d.n * d.c * plane_in);
     out.par_chunks_mut(plane_in.max(1))
         .enumerate()
         .for_each(|(plane, x)| {

@@ -51,20 +51,25 @@ impl Add for Cost {
     }
 }
 
-/// Measured rounds of DReLU (and every comparison): the input round and 7 AND rounds.
-pub const DRELU_ROUNDS: u64 = 8;
+/// Measured rounds of DReLU (and every comparison) in the default domain: the input and
+/// conversion rounds and 5 carry-tree levels.
+pub const DRELU_ROUNDS: u64 = 7;
 /// Measured rounds of ReLU: DReLU and a bit injection.
-pub const RELU_ROUNDS: u64 = 10;
-/// Measured rounds of 2×2 max-pooling (two tournament levels, which overlap by one round).
+pub const RELU_ROUNDS: u64 = 9;
+/// Measured rounds of 2×2 max-pooling at inference: two tournament levels of a comparison
+/// and a bit injection.
+pub const MAX_POOL_2X2_VALUES_ROUNDS: u64 = 18;
+/// Measured rounds of 2×2 max-pooling that keeps its winners: the tournament and one AND
+/// round for the winners' bits.
 pub const MAX_POOL_2X2_ROUNDS: u64 = 19;
 /// Measured rounds of softmax over 10 classes with the default options. Probabilistic
 /// truncation overlaps: its only message goes from P0 to P2, so P1 moves on at once. An
-/// exact truncation makes P1 and P2 wait for P0, so the parts follow one another: 87 rounds
-/// for the sum of the parts, 84 measured.
+/// exact truncation makes P1 and P2 wait for P0, so the parts follow one another: 83
+/// rounds, their sum.
 pub const fn softmax_10_rounds(mode: Truncation) -> u64 {
     match mode {
         Truncation::Probabilistic => 70,
-        Truncation::Exact => 84,
+        Truncation::Exact => 83,
     }
 }
 
@@ -72,8 +77,11 @@ fn u(n: usize) -> u64 {
     n as u64
 }
 
-/// ANDs per element in the MSB carry tree: 63 generate bits and 118 in the tree.
-pub const MSB_AND_BITS: u64 = 63 + 61 + 31 + 15 + 7 + 3 + 1;
+/// The comparison domain ℓ of the cost formulas: the default of a party with the default
+/// fixed-point format (43 at f = 20).
+pub fn default_comparison_bits() -> u32 {
+    cryptgpu_share::default_comparison_bits(cryptgpu_ring::FixedPoint::default())
+}
 
 /// A shared product (mul, matmul, conv) of n output elements, without truncation.
 pub fn product(n: usize) -> Cost {
@@ -100,11 +108,36 @@ pub fn truncation(n: usize, mode: Truncation) -> Cost {
     }
 }
 
-/// The MSB of n elements (and so DReLU and every comparison).
+/// The MSB of n elements (and so DReLU and every comparison) in the default comparison
+/// domain.
 pub fn msb(n: usize) -> Cost {
+    msb_in(n, default_comparison_bits())
+}
+
+/// The MSB of n elements in the comparison domain [−2^ℓ, 2^ℓ): P0 inputs the ℓ + 1 low
+/// bits of its addend and one product per pair of bits; P1 and P2 turn the ⌈ℓ/2⌉ groups'
+/// (G, P) into sharings (one word per row each); then the carry tree's ANDs.
+pub fn msb_in(n: usize, l: u32) -> Cost {
     let words = u(packed_words(n));
-    let ands = 8 * MSB_AND_BITS * words;
-    Cost::new(8, [8 * 64 * words + ands, ands, ands])
+    let l = u64::from(l);
+    let (pairs, mut groups) = (l / 2, l.div_ceil(2));
+    let (mut rounds, mut and_rows) = (2, 0);
+    while groups > 1 {
+        let level_pairs = groups / 2;
+        and_rows += 2 * level_pairs - 1;
+        groups -= level_pairs;
+        rounds += 1;
+    }
+    let ands = 8 * and_rows * words;
+    let convert = 8 * 2 * l.div_ceil(2) * words;
+    Cost::new(
+        rounds,
+        [
+            8 * (l + 1 + pairs) * words + ands,
+            convert + ands,
+            convert + ands,
+        ],
+    )
 }
 
 /// Bit injection of `bits` bits into a value of `values` elements.
@@ -118,28 +151,53 @@ pub fn relu(n: usize) -> Cost {
     msb(n) + mul_bit(n, n)
 }
 
+/// Shared binary AND of n bits (packed 64 to a word).
+pub fn and_bits(n: usize) -> Cost {
+    Cost::new(1, [8 * u(packed_words(n)); 3])
+}
+
+/// Shared bits to arithmetic 0/1 values, n bits.
+pub fn bit_to_arith(n: usize) -> Cost {
+    let e = 8 * u(n);
+    Cost::new(2, [2 * e, e, e])
+}
+
 /// The tournament over `k` candidates for each of `r` positions; `track` adds the one-hot
-/// argmax (k more values selected per comparison).
+/// winners as shared bits (one AND per pair of every level below the top).
 pub fn tournament(k: usize, r: usize, track: bool) -> Cost {
     let mut total = Cost::default();
     let mut m = k;
     while m > 1 {
         let pairs = m / 2;
-        let selected = pairs * r * if track { 1 + k } else { 1 };
-        total = total + msb(pairs * r) + mul_bit(pairs * r, selected);
+        total = total + msb(pairs * r) + mul_bit(pairs * r, pairs * r);
+        if track && m > 2 {
+            total = total + and_bits(pairs * r);
+        }
         m -= pairs;
     }
     total
 }
 
-/// Max-pooling with windows of `window` elements and `outputs` output elements.
+/// Max and the one-hot argmax (as arithmetic 0/1 values) over `k` candidates for each of
+/// `r` positions.
+pub fn argmax(k: usize, r: usize) -> Cost {
+    tournament(k, r, true) + bit_to_arith(k * r)
+}
+
+/// Max-pooling with windows of `window` elements and `outputs` output elements, keeping
+/// the winners for the backward pass.
 pub fn max_pool2d(window: usize, outputs: usize) -> Cost {
     tournament(window, outputs, true)
 }
 
-/// Max-pooling's backward pass.
+/// Max-pooling at inference ([`crate::max_pool2d_values`]).
+pub fn max_pool2d_values(window: usize, outputs: usize) -> Cost {
+    tournament(window, outputs, false)
+}
+
+/// Max-pooling's backward pass: bit injection of the winners into the spread gradient.
 pub fn max_pool2d_backward(window: usize, outputs: usize) -> Cost {
-    product(window * outputs)
+    mul_bit(window * outputs, window * outputs)
 }
 
 /// exp of n elements with `squarings` squarings.

@@ -16,13 +16,9 @@
 
 use crate::compare::ge;
 use crate::{NonlinearError, Result};
-use cryptgpu_backend::{DeviceTensor, GpuBackend, Pool2dParams, shape::Pool2dDims};
-use cryptgpu_share::{Party, Rss};
+use cryptgpu_backend::{GpuBackend, Pool2dParams, shape::Pool2dDims};
+use cryptgpu_share::{BinaryRss, Party, Rss, SharedBits};
 use cryptgpu_transport::Transport;
-
-/// The padding value of max-pooling windows: −2^62, below every value the comparisons
-/// handle, and far enough from them that differences stay below 2^63.
-const MAX_POOL_PAD: u64 = (1u64 << 62).wrapping_neg();
 
 /// The maximum along an axis and, when asked, the one-hot position of the winner.
 #[derive(Clone, Debug)]
@@ -65,7 +61,8 @@ pub fn max<B: GpuBackend, T: Transport>(
     let values = p.linear(&values, |b, t| b.reshape(t, &rest))?;
     let argmax = match hot {
         None => None,
-        Some(hot) => {
+        Some(bits) => {
+            let hot = p.bit_to_arith(&bits)?;
             // hot is [k, r]: back to the input's layout.
             let mut front_shape = vec![k];
             front_shape.extend(&rest);
@@ -90,88 +87,127 @@ pub fn argmax<B: GpuBackend, T: Transport>(
 }
 
 /// The tournament over axis 0 of `x` ([k, r]): the maxima [r] and, if `track`, the one-hot
-/// winners [k, r].
+/// winners [k, r] as shared bits.
+///
+/// Each level keeps only its comparison bits. The one-hot winners come from them at the
+/// end, top down: the final survivor's bit is 1, and a survivor's bit h splits into its
+/// first candidate's h ∧ w and its second's h ⊕ (h ∧ w), where w is the level's "first
+/// wins" bit. That is one binary AND per pair below the top level (one round per level),
+/// instead of carrying k one-hot values through every selection.
 fn tournament<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
     x: &Rss<B>,
     track: bool,
-) -> Result<(Rss<B>, Option<Rss<B>>)> {
+) -> Result<(Rss<B>, Option<SharedBits<B>>)> {
     let (k, r) = (x.shape()[0], x.shape()[1]);
     let mut values = x.clone();
-    // hot[j] is candidate j's one-hot index over the k originals: [m, r, k].
-    let mut hot = if track {
-        let mut eye = vec![0u64; k * r * k];
-        for j in 0..k {
-            for i in 0..r {
-                eye[(j * r + i) * k + j] = 1;
-            }
-        }
-        let eye = p.backend().upload(&eye, &[k, r, k])?;
-        Some(p.constant(&eye)?)
-    } else {
-        None
-    };
+    // Per level: its candidates and the bits "the first of pair j wins", [pairs, r].
+    let mut levels: Vec<(usize, SharedBits<B>)> = Vec::new();
     let mut m = k;
     while m > 1 {
         let pairs = m / 2;
-        let rows = |p: &Party<B, T>, t: &Rss<B>, range: std::ops::Range<usize>| {
-            p.linear(t, |b, s| b.slice(s, 0, range.clone()))
-        };
         // Candidates 2j and 2j + 1 meet: the survivors stay in the order of the originals
         // they stand for, so a tie always goes to the lowest original index.
         let of_pair = |p: &Party<B, T>, t: &Rss<B>, which: usize| {
             p.linear(t, |b, s| {
-                let mut paired = vec![pairs, 2];
-                paired.extend(&s.shape()[1..]);
-                let mut out = paired.clone();
-                out.remove(1);
-                let s = b.reshape(&b.slice(s, 0, 0..2 * pairs)?, &paired)?;
-                b.reshape(&b.slice(&s, 1, which..which + 1)?, &out)
+                let s = b.reshape(&b.slice(s, 0, 0..2 * pairs)?, &[pairs, 2, r])?;
+                b.reshape(&b.slice(&s, 1, which..which + 1)?, &[pairs, r])
             })
         };
         let first = of_pair(p, &values, 0)?;
         let second = of_pair(p, &values, 1)?;
         let first_wins = ge(p, &first, &second)?;
-        // Select value and one-hot together: [pairs, r, 1 + k] (or [pairs, r]).
-        let (lhs, rhs) = match &hot {
-            None => (first, second),
-            Some(h) => {
-                let col =
-                    |p: &Party<B, T>, t: &Rss<B>| p.linear(t, |b, s| b.reshape(s, &[pairs, r, 1]));
-                let lhs = p.concat(&[&col(p, &first)?, &of_pair(p, h, 0)?], 2)?;
-                let rhs = p.concat(&[&col(p, &second)?, &of_pair(p, h, 1)?], 2)?;
-                (lhs, rhs)
-            }
-        };
-        let diff = p.sub(&lhs, &rhs)?;
+        let diff = p.sub(&first, &second)?;
         let chosen = p.mul_bit(&first_wins, &diff)?;
-        let winners = p.add(&rhs, &chosen)?;
-        let (mut next_values, mut next_hot) = match &hot {
-            None => (winners, None),
-            Some(_) => (
-                p.linear(&winners, |b, s| {
-                    b.reshape(&b.slice(s, 2, 0..1)?, &[pairs, r])
-                })?,
-                Some(p.linear(&winners, |b, s| b.slice(s, 2, 1..k + 1))?),
-            ),
-        };
+        let mut next_values = p.add(&second, &chosen)?;
         if m % 2 == 1 {
-            let last = m - 1..m;
-            next_values = p.concat(&[&next_values, &rows(p, &values, last.clone())?], 0)?;
-            if let (Some(nh), Some(h)) = (&next_hot, &hot) {
-                next_hot = Some(p.concat(&[nh, &rows(p, h, last)?], 0)?);
-            }
+            let last = p.linear(&values, |b, s| b.slice(s, 0, m - 1..m))?;
+            next_values = p.concat(&[&next_values, &last], 0)?;
+        }
+        if track {
+            levels.push((m, first_wins));
         }
         values = next_values;
-        hot = next_hot;
         m = values.shape()[0];
     }
     let values = p.linear(&values, |b, t| b.reshape(t, &[r]))?;
+    if !track {
+        return Ok((values, None));
+    }
+    // Top down, with bits unpacked one to a word (bit 0 matters) so that rows can be
+    // sliced; every AND packs them first, so that it costs one bit per bit.
+    let mut hot: Option<BinaryRss<B>> = None;
+    for (m, first_wins) in levels.into_iter().rev() {
+        let pairs = m / 2;
+        let w = p.binary_linear(first_wins.packed(), |b, t| b.unpack_bits(t, &[pairs, r]))?;
+        let (first, second, odd) = match &hot {
+            // The top level (two candidates): the final survivor's bit is the public 1.
+            None => (w.clone(), p.binary_not(&w)?, None),
+            Some(h) => {
+                let parent = p.binary_linear(h, |b, t| b.slice(t, 0, 0..pairs))?;
+                let first = and_unpacked(p, &parent, &w)?;
+                let second = p.binary_xor(&parent, &first)?;
+                let odd = (m % 2 == 1)
+                    .then(|| p.binary_linear(h, |b, t| b.slice(t, 0, pairs..pairs + 1)))
+                    .transpose()?;
+                (first, second, odd)
+            }
+        };
+        let column = |t: &BinaryRss<B>| p.binary_linear(t, |b, s| b.reshape(s, &[pairs, 1, r]));
+        let (first, second) = (column(&first)?, column(&second)?);
+        let mut both = vec![&first, &second];
+        let mut children = binary_concat(p, &both, 1)?;
+        children = p.binary_linear(&children, |b, t| b.reshape(t, &[2 * pairs, r]))?;
+        // An odd level's last candidate waited: its bit is its survivor's (the top level,
+        // of two candidates, is never odd).
+        if let Some(last) = &odd {
+            both = vec![&children, last];
+            children = binary_concat(p, &both, 0)?;
+        }
+        hot = Some(children);
+    }
     let hot = match hot {
-        None => None,
-        Some(h) => Some(p.linear(&h, |b, t| b.transpose(&b.reshape(t, &[r, k])?, 0, 1))?),
+        Some(hot) => hot,
+        // One candidate: it wins.
+        None => {
+            let zeros = p.backend().zeros(&[k, r])?;
+            p.binary_not(&BinaryRss::from_shares(zeros.clone(), zeros)?)?
+        }
     };
-    Ok((values, hot))
+    let packed = p.binary_linear(&hot, |b, t| b.pack_bits(&b.reshape(t, &[k * r])?))?;
+    Ok((values, Some(SharedBits::from_packed(packed, &[k, r])?)))
+}
+
+/// x ∧ y for binary sharings of bits held one to a word: packed for the AND (one bit on
+/// the wire per bit), unpacked again.
+fn and_unpacked<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    x: &BinaryRss<B>,
+    y: &BinaryRss<B>,
+) -> Result<BinaryRss<B>> {
+    let shape = x.shape().to_vec();
+    let n: usize = shape.iter().product();
+    let pack = |t: &BinaryRss<B>| p.binary_linear(t, |b, s| b.pack_bits(&b.reshape(s, &[n])?));
+    let (xp, yp) = (pack(x)?, pack(y)?);
+    let bits = SharedBits::from_packed(xp, &shape)?;
+    let other = SharedBits::from_packed(yp, &shape)?;
+    let both = p.bits_and(&bits, &other)?;
+    Ok(p.binary_linear(both.packed(), |b, t| b.unpack_bits(t, &shape))?)
+}
+
+/// Concatenates binary sharings along `axis` (local).
+fn binary_concat<B: GpuBackend, T: Transport>(
+    p: &Party<B, T>,
+    xs: &[&BinaryRss<B>],
+    axis: usize,
+) -> Result<BinaryRss<B>> {
+    let b = p.backend();
+    let (own, next): (Vec<&B::Tensor>, Vec<&B::Tensor>) =
+        xs.iter().map(|x| (x.own_share(), x.next_share())).unzip();
+    Ok(BinaryRss::from_shares(
+        b.concat(&own, axis)?,
+        b.concat(&next, axis)?,
+    )?)
 }
 
 /// A max-pooling's output and what its backward pass needs.
@@ -179,27 +215,31 @@ fn tournament<B: GpuBackend, T: Transport>(
 pub struct MaxPool<B: GpuBackend> {
     /// The pooled tensor `[n, c, oh, ow]`.
     pub output: Rss<B>,
-    /// One-hot winners `[kh·kw, n, c, oh, ow]` (ring integers 0 and 1).
-    pub winners: Rss<B>,
+    /// One-hot winners `[kh·kw, n, c, oh, ow]`, as shared bits.
+    pub winners: SharedBits<B>,
     /// The pooling's parameters.
     pub params: Pool2dParams,
     /// The input's shape `[n, c, h, w]`.
     pub input_shape: Vec<usize>,
 }
 
-/// Max-pooling of an NCHW sharing: the windows are unfolded (padding reads −2^62) and
-/// meet in a tournament with one-hot tracking: 10·⌈log2(kh·kw)⌉ rounds (20 for 2×2).
-pub fn max_pool2d<B: GpuBackend, T: Transport>(
+/// The windows of an NCHW sharing as `[kh·kw, r]` (padding reads the comparison floor −2^(ℓ−1)), with the unfolded
+/// shape `[kh·kw, n, c, oh, ow]` and the output shape `[n, c, oh, ow]`.
+fn pool_windows<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
+    op: &'static str,
     x: &Rss<B>,
     params: Pool2dParams,
-) -> Result<MaxPool<B>> {
-    let dims = Pool2dDims::new("max_pool2d", x.shape(), params)?;
+) -> Result<(Rss<B>, Vec<usize>, [usize; 4])> {
+    let dims = Pool2dDims::new(op, x.shape(), params)?;
     let windows = p.linear(x, |b, t| b.pool_unfold(t, params, 0))?;
     let windows = if params.padding != [0, 0] {
-        // The padding enters as a public constant, added once (not once per share).
+        // The padding enters as a public constant, added once (not once per share): the
+        // comparison floor −2^(ℓ−1), below every value the comparisons handle, and close
+        // enough to them that differences stay in the domain.
+        let floor = p.comparison_floor();
         let b = p.backend();
-        let pad = b.pool_unfold(&b.zeros(x.shape())?, params, MAX_POOL_PAD)?;
+        let pad = b.pool_unfold(&b.zeros(x.shape())?, params, floor)?;
         p.add_public(&windows, &pad)?
     } else {
         windows
@@ -208,11 +248,22 @@ pub fn max_pool2d<B: GpuBackend, T: Transport>(
     let k = unfolded[0];
     let r: usize = unfolded[1..].iter().product();
     let flat = p.linear(&windows, |b, t| b.reshape(t, &[k, r]))?;
+    Ok((flat, unfolded, [dims.n, dims.c, dims.oh, dims.ow]))
+}
+
+/// Max-pooling of an NCHW sharing, keeping the one-hot winners for
+/// [`max_pool2d_backward`]: the windows are unfolded (padding reads the comparison floor −2^(ℓ−1)) and meet in a
+/// tournament, 10·⌈log2(kh·kw)⌉ rounds (19 measured for 2×2), and the winners come from
+/// its comparison bits (one more round per level below the top).
+pub fn max_pool2d<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    x: &Rss<B>,
+    params: Pool2dParams,
+) -> Result<MaxPool<B>> {
+    let (flat, unfolded, out_shape) = pool_windows(p, "max_pool2d", x, params)?;
     let (values, hot) = tournament(p, &flat, true)?;
-    let out_shape = [dims.n, dims.c, dims.oh, dims.ow];
     let output = p.linear(&values, |b, t| b.reshape(t, &out_shape))?;
-    let hot = hot.expect("tracked");
-    let winners = p.linear(&hot, |b, t| b.reshape(t, &unfolded))?;
+    let winners = hot.expect("tracked").reshape(&unfolded)?;
     Ok(MaxPool {
         output,
         winners,
@@ -221,8 +272,20 @@ pub fn max_pool2d<B: GpuBackend, T: Transport>(
     })
 }
 
-/// The gradient through a max-pooling: each window's output gradient goes to its winner.
-/// One round (a product with the one-hot winners, no truncation).
+/// Max-pooling at inference: the maxima only, nothing kept for a backward pass. The same
+/// tournament as [`max_pool2d`] without the winners.
+pub fn max_pool2d_values<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    x: &Rss<B>,
+    params: Pool2dParams,
+) -> Result<Rss<B>> {
+    let (flat, _, out_shape) = pool_windows(p, "max_pool2d", x, params)?;
+    let (values, _) = tournament(p, &flat, false)?;
+    Ok(p.linear(&values, |b, t| b.reshape(t, &out_shape))?)
+}
+
+/// The gradient through a max-pooling: each window's output gradient goes to its winner,
+/// by bit injection of the one-hot winners (two rounds, no truncation).
 pub fn max_pool2d_backward<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
     grad_output: &Rss<B>,
@@ -244,7 +307,7 @@ pub fn max_pool2d_backward<B: GpuBackend, T: Transport>(
     let spread = p.linear(grad_output, |b, t| {
         b.broadcast_to(&b.reshape(t, &one)?, &unfolded)
     })?;
-    let routed = p.mul(&spread, &pool.winners)?;
+    let routed = p.mul_bit(&pool.winners, &spread)?;
     Ok(p.linear(&routed, |b, t| {
         b.pool_fold(t, pool.params, &pool.input_shape)
     })?)

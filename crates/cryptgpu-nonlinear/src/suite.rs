@@ -123,6 +123,7 @@ pub fn check_comparisons<B: GpuBackend>(backend: &B) {
     let mut x = x;
     x[11] = 0; // DReLU's convention at 0
     let bits = same3(run3(backend, |p| {
+        p.set_comparison_bits(63)?; // values from the whole ring
         let sx = input(p, &x, &[n])?;
         let sy = input(p, &y, &[n])?;
         let c = p.backend().upload(&y, &[n])?;
@@ -170,6 +171,58 @@ pub fn check_comparisons<B: GpuBackend>(backend: &B) {
     );
 }
 
+/// The MSB in reduced comparison domains [−2^ℓ, 2^ℓ): exact at the domain's edges and
+/// inside it, for odd and even ℓ, with the bytes and rounds of [`cost::msb_in`].
+pub fn check_comparison_domain<B: GpuBackend>(backend: &B) {
+    for l in [2u32, 3, 17, 32, 43, 62, 63] {
+        let half = 1u64 << (l - 1);
+        let top = (1u64 << l) - 1;
+        let mut x: Vec<u64> = vec![
+            0,
+            1,
+            u64::MAX,
+            top,
+            top.wrapping_neg().wrapping_sub(1), // −2^ℓ
+            top.wrapping_neg(),                 // −2^ℓ + 1
+            half,
+            half.wrapping_neg(),
+        ];
+        let mut state = 0x2545_F491_4F6C_DD1Du64 ^ u64::from(l);
+        while x.len() < 300 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Uniform in [−2^ℓ, 2^ℓ).
+            x.push((state & top).wrapping_sub(if state >> 63 == 1 { top + 1 } else { 0 }));
+        }
+        let n = x.len();
+        let bits = same3(run3(backend, |p| {
+            p.set_comparison_bits(l)?;
+            let sx = input(p, &x, &[n])?;
+            let sign = p.msb(&sx)?;
+            Ok(p.reveal_bits(&sign)?)
+        }));
+        let want: Vec<bool> = x.iter().map(|&v| signed(v) < 0).collect();
+        assert_eq!(bits, want, "msb with ℓ = {l}");
+        let stats = run3(backend, |p| {
+            p.set_comparison_bits(l)?;
+            // A public sharing (no message), so every party starts at the same clock.
+            let x = p.constant(&p.backend().upload(&vec![5u64; n], &[n])?)?;
+            let before = p.stats();
+            p.msb(&x)?;
+            Ok((before, p.stats()))
+        });
+        let bytes = [0, 1, 2].map(|i| stats[i].1.since(&stats[i].0).total_bytes_sent());
+        let rounds = CommStats::rounds_of(&stats.map(|(_, a)| a))
+            - CommStats::rounds_of(&stats.map(|(b, _)| b));
+        assert_eq!(
+            Cost { rounds, bytes },
+            cost::msb_in(n, l),
+            "msb cost with ℓ = {l}"
+        );
+    }
+}
+
 /// ReLU, its DReLU bits and its backward pass, exactly (no truncation is involved), on an
 /// odd size and a multi-axis shape.
 pub fn check_relu<B: GpuBackend>(backend: &B) {
@@ -181,6 +234,7 @@ pub fn check_relu<B: GpuBackend>(backend: &B) {
         }
         let g = ring_values(4, n);
         let (out, grad) = same3(run3(backend, |p| {
+            p.set_comparison_bits(63)?; // values from the whole ring
             let sx = input(p, &x, &shape)?;
             let sg = input(p, &g, &shape)?;
             let r = relu(p, &sx)?;
@@ -208,6 +262,7 @@ pub fn check_bit_injection<B: GpuBackend>(backend: &B) {
     let v = ring_values(6, rows * cols);
     let w = ring_values(7, rows);
     let (scaled, arith, chosen, absolute) = same3(run3(backend, |p| {
+        p.set_comparison_bits(63)?; // values from the whole ring
         let sx = input(p, &x, &[rows])?;
         let sv = input(p, &v, &[rows, cols])?;
         let sw = input(p, &w, &[rows])?;
@@ -249,6 +304,7 @@ pub fn check_max_argmax<B: GpuBackend>(backend: &B) {
     }
     for axis in 0..3 {
         let (values, hot) = same3(run3(backend, |p| {
+            p.set_comparison_bits(63)?; // values from the whole ring
             let sx = input(p, &x, &shape)?;
             let m = max(p, &sx, axis, true)?;
             let hot = m.argmax.as_ref().expect("asked");
@@ -361,9 +417,11 @@ fn plain_max_pool(
 pub fn check_max_pool<B: GpuBackend>(backend: &B) {
     let shape = [2usize, 3, 7, 6];
     let n: usize = shape.iter().product();
+    // Within half the default comparison domain (|x| < 2^41 for ℓ = 43), where the padding
+    // (−2^42) sits.
     let x: Vec<u64> = ring_values(9, n)
         .iter()
-        .map(|&v| ((v as i64) >> 20) as u64)
+        .map(|&v| ((v as i64) >> 22) as u64)
         .collect();
     // After a ReLU: many windows tie at 0, some entirely; the winner is the first position.
     let relu_x: Vec<u64> = x
@@ -386,14 +444,20 @@ pub fn check_max_pool<B: GpuBackend>(backend: &B) {
         let (want, arg, out_shape) = plain_max_pool(x, shape, params);
         let outs: usize = out_shape.iter().product();
         let g = ring_values(10, outs);
-        let (got, grad) = same3(run3(backend, |p| {
+        let (got, grad, values) = same3(run3(backend, |p| {
             let sx = input(p, x, &shape)?;
             let sg = input(p, &g, &out_shape)?;
             let pool = max_pool2d(p, &sx, params)?;
             let back = max_pool2d_backward(p, &sg, &pool)?;
-            Ok((p.reveal(&pool.output)?, p.reveal(&back)?))
+            let values = max_pool2d_values(p, &sx, params)?;
+            Ok((
+                p.reveal(&pool.output)?,
+                p.reveal(&back)?,
+                p.reveal(&values)?,
+            ))
         }));
         assert_eq!(got, want, "max_pool2d {params:?}");
+        assert_eq!(values, want, "max_pool2d_values {params:?}");
         let mut want_grad = vec![0u64; n];
         for (o, &at) in arg.iter().enumerate() {
             want_grad[at] = want_grad[at].wrapping_add(g[o]);
@@ -722,7 +786,7 @@ pub fn check_communication<B: GpuBackend>(backend: &B) {
     assert_eq!(relu_cost, cost::relu(n), "relu");
     assert_eq!(relu_cost.rounds, cost::RELU_ROUNDS, "relu rounds");
     let per_elem = relu_cost.bytes.map(|b| b as f64 / n as f64);
-    assert_eq!(per_elem, [46.625, 38.625, 38.625], "relu bytes per element");
+    assert_eq!(per_elem, [28.75, 26.125, 26.125], "relu bytes per element");
     assert_composite(
         "relu and backward",
         measure(backend, &[n], |p, x| {
@@ -738,6 +802,19 @@ pub fn check_communication<B: GpuBackend>(backend: &B) {
     });
     let rounds = assert_composite("max_pool2d 2x2", pool, cost::max_pool2d(4, outs));
     assert_eq!(rounds, cost::MAX_POOL_2X2_ROUNDS, "max_pool2d 2x2 rounds");
+    let values = measure(backend, &shape, |p, x| {
+        max_pool2d_values(p, x, Pool2dParams::new(2, 2)).map(drop)
+    });
+    let rounds = assert_composite(
+        "max_pool2d_values 2x2",
+        values,
+        cost::max_pool2d_values(4, outs),
+    );
+    assert_eq!(
+        rounds,
+        cost::MAX_POOL_2X2_VALUES_ROUNDS,
+        "max_pool2d_values 2x2 rounds"
+    );
     assert_composite(
         "max_pool2d 2x2 and backward",
         measure(backend, &shape, |p, x| {
@@ -795,7 +872,7 @@ pub fn check_communication<B: GpuBackend>(backend: &B) {
 macro_rules! nonlinear_protocol_tests {
     ($make:path) => {
         $crate::nonlinear_protocol_tests!(@tests $make;
-            check_comparisons, check_relu, check_bit_injection, check_max_argmax, check_argmax_ties,
+            check_comparisons, check_comparison_domain, check_relu, check_bit_injection, check_max_argmax, check_argmax_ties,
             check_max_pool, check_avg_pool, check_functions, check_softmax,
             check_communication);
     };

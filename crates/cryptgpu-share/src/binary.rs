@@ -240,52 +240,87 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     // ---- arithmetic to binary -----------------------------------------------------------
 
     /// The most significant bit of every element of an arithmetic sharing (1 for the
-    /// negative values of the two's complement view), by the carry tree of the module docs.
-    /// 8 rounds.
+    /// negative values of the two's complement view), for values in the comparison domain
+    /// [−2^ℓ, 2^ℓ) ([`Party::comparison_bits`]), by the carry tree of the module docs:
+    /// 7 rounds for ℓ from 33 to 64.
     pub fn msb(&mut self, x: &Rss<B>) -> Result<SharedBits<B>> {
         const OP: &str = "msb";
+        let l = self.comparison_bits() as usize;
         let words = packed_words(x.len());
-        let rows = [RING_BITS, words];
-        let stream = self.step();
+        let (pairs, groups, planes) = (l / 2, l.div_ceil(2), l + 1);
+        let message_rows = [planes + pairs, words];
+        let group_rows = [2 * groups, words];
+        let input_stream = self.step();
+        let rho_stream = self.step();
+        let sigma_stream = self.step();
         let b = self.backend().clone();
-        let zeros = b.zeros(&rows)?;
-        let (a, addend) = match self.id().index() {
+        let planes_of = |t: &B::Tensor| -> Result<B::Tensor> {
+            let all = b.bit_planes(t)?;
+            Ok(if planes < RING_BITS {
+                b.slice(&all, 0, 0..planes)?
+            } else {
+                all
+            })
+        };
+        // (G, P) of every group as a 2-out-of-3 sharing, and bit ℓ of a ⊕ b.
+        let (group_gp, top_p) = match self.id().index() {
             0 => {
-                // a = x0 + x1, input as (a ⊕ r, r, 0) with r from k1 (shared with P1).
-                let plain = b.bit_planes(&b.add(&x.own, &x.next)?)?;
-                let r = self.random_with_next(&rows, stream)?;
-                let a0 = b.xor(&plain, &r)?;
-                self.send_tensor(Peer::Prev, &a0)?;
-                (
-                    BinaryRss::from_shares(a0, r)?,
-                    BinaryRss::from_shares(zeros.clone(), zeros)?,
-                )
+                // a = x0 + x1 + 2^ℓ, with a_hi ∧ a_lo of each pair: input to P1 and P2 as
+                // (a ⊕ r, r) with r from k1, one message to P2.
+                let offset = b.add_scalar(&b.add(&x.own, &x.next)?, 1u64 << l)?;
+                let a = planes_of(&offset)?;
+                let products =
+                    b.and(&pair_rows(&b, &a, pairs, 1)?, &pair_rows(&b, &a, pairs, 0)?)?;
+                let plain = b.concat(&[&a, &products], 0)?;
+                let r = self.random_with_next(&message_rows, input_stream)?;
+                let masked = b.xor(&plain, &r)?;
+                self.send_tensor(Peer::Prev, &masked)?;
+                let sigma = self.random_with_prev(&group_rows, sigma_stream)?;
+                let rho = self.random_with_next(&group_rows, rho_stream)?;
+                let top = BinaryRss::from_shares(
+                    b.slice(&masked, 0, l..planes)?,
+                    b.slice(&r, 0, l..planes)?,
+                )?;
+                (BinaryRss::from_shares(sigma, rho)?, top)
             }
             1 => {
-                let r = self.random_with_prev(&rows, stream)?;
-                (
-                    BinaryRss::from_shares(r, zeros.clone())?,
-                    BinaryRss::from_shares(zeros, b.bit_planes(&x.next)?)?,
-                )
+                let r = self.random_with_prev(&message_rows, input_stream)?;
+                let addend = planes_of(&x.next)?;
+                let mine = group_terms(&b, &r, &addend, pairs, false)?;
+                let rho = self.random_with_prev(&group_rows, rho_stream)?;
+                let sent = b.xor(&mine, &rho)?;
+                self.send_tensor(Peer::Next, &sent)?;
+                let theirs = self.recv_tensor(OP, Peer::Next, &group_rows)?;
+                let top = BinaryRss::from_shares(
+                    b.slice(&r, 0, l..planes)?,
+                    b.slice(&addend, 0, l..planes)?,
+                )?;
+                (BinaryRss::from_shares(rho, b.xor(&sent, &theirs)?)?, top)
             }
             _ => {
-                let a0 = self.recv_tensor(OP, Peer::Next, &rows)?;
-                (
-                    BinaryRss::from_shares(zeros.clone(), a0)?,
-                    BinaryRss::from_shares(b.bit_planes(&x.own)?, zeros)?,
-                )
+                let addend = planes_of(&x.own)?;
+                let masked = self.recv_tensor(OP, Peer::Next, &message_rows)?;
+                let mine = group_terms(&b, &masked, &addend, pairs, true)?;
+                let sigma = self.random_with_next(&group_rows, sigma_stream)?;
+                let sent = b.xor(&mine, &sigma)?;
+                self.send_tensor(Peer::Prev, &sent)?;
+                let theirs = self.recv_tensor(OP, Peer::Prev, &group_rows)?;
+                let top = BinaryRss::from_shares(
+                    b.slice(&addend, 0, l..planes)?,
+                    b.slice(&masked, 0, l..planes)?,
+                )?;
+                (BinaryRss::from_shares(b.xor(&sent, &theirs)?, sigma)?, top)
             }
         };
-        let propagate = self.binary_xor(&a, &addend)?;
-        let low = RING_BITS - 1;
-        let mut generate =
-            self.binary_and(&self.rows(&a, 0..low)?, &self.rows(&addend, 0..low)?)?;
-        let mut group_propagate = self.rows(&propagate, 0..low)?;
+        let mut generate = self.rows(&group_gp, 0..groups)?;
+        let mut group_propagate = self.rows(&group_gp, groups..2 * groups)?;
         while generate.shape()[0] > 1 {
             (generate, group_propagate) = self.carry_tree_level(&generate, &group_propagate)?;
         }
-        let top = self.binary_xor(&self.rows(&propagate, low..RING_BITS)?, &generate)?;
-        let packed = self.binary_linear(&top, |b, t| b.reshape(t, &[words]))?;
+        // Bit ℓ of x + 2^ℓ is 1 exactly when x ≥ 0.
+        let top = self.binary_xor(&top_p, &generate)?;
+        let sign = self.binary_not(&top)?;
+        let packed = self.binary_linear(&sign, |b, t| b.reshape(t, &[words]))?;
         SharedBits::from_packed(packed, x.shape())
     }
 
@@ -459,4 +494,72 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         shape.resize(full.len(), 1);
         b.broadcast_to(&b.reshape(t, &shape)?, full)
     }
+}
+
+/// Rows 2k + `which` (k < `pairs`) of a bit-sliced tensor `[rows, words]`: the low
+/// (`which` = 0) or high (1) bit of each pair of bits.
+fn pair_rows<B: GpuBackend>(
+    b: &B,
+    t: &B::Tensor,
+    pairs: usize,
+    which: usize,
+) -> cryptgpu_backend::Result<B::Tensor> {
+    let words = t.shape()[1];
+    let t = b.slice(t, 0, 0..2 * pairs)?;
+    let t = b.reshape(&t, &[pairs, 2, words])?;
+    let t = b.slice(&t, 1, which..which + 1)?;
+    b.reshape(&t, &[pairs, words])
+}
+
+/// One of P1's and P2's XOR shares of the (G, P) signals of every group of the low ℓ bits
+/// of a + b, `[2·groups, words]` (G rows, then P rows), computed locally.
+///
+/// `share` is this party's share of P0's message: rows 0..=ℓ of a, then the products
+/// q = a_hi ∧ a_lo of each pair; `addend` holds rows 0..=ℓ of b, which P1 and P2 both
+/// know. A pair's signals are then linear in the shared bits:
+///
+/// G = a_hi·b_hi ⊕ q·b_lo ⊕ a_lo·(b_hi·b_lo),   P = q ⊕ a_hi·b_lo ⊕ a_lo·b_hi ⊕ b_hi·b_lo,
+///
+/// and an odd top bit is its own group, G = a·b and P = a ⊕ b. The constant terms (those
+/// of b alone) belong to one share only (`constant`, P2's).
+fn group_terms<B: GpuBackend>(
+    b: &B,
+    share: &B::Tensor,
+    addend: &B::Tensor,
+    pairs: usize,
+    constant: bool,
+) -> cryptgpu_backend::Result<B::Tensor> {
+    let l = addend.shape()[0] - 1;
+    let (a_lo, a_hi) = (
+        pair_rows(b, share, pairs, 0)?,
+        pair_rows(b, share, pairs, 1)?,
+    );
+    let (b_lo, b_hi) = (
+        pair_rows(b, addend, pairs, 0)?,
+        pair_rows(b, addend, pairs, 1)?,
+    );
+    let q = b.slice(share, 0, l + 1..l + 1 + pairs)?;
+    let both = b.and(&b_hi, &b_lo)?;
+    let g = b.xor(
+        &b.xor(&b.and(&a_hi, &b_hi)?, &b.and(&q, &b_lo)?)?,
+        &b.and(&a_lo, &both)?,
+    )?;
+    let mut p = b.xor(&b.xor(&q, &b.and(&a_hi, &b_lo)?)?, &b.and(&a_lo, &b_hi)?)?;
+    if constant {
+        p = b.xor(&p, &both)?;
+    }
+    let (g, p) = if l % 2 == 1 {
+        let a_top = b.slice(share, 0, l - 1..l)?;
+        let b_top = b.slice(addend, 0, l - 1..l)?;
+        let g_top = b.and(&a_top, &b_top)?;
+        let p_top = if constant {
+            b.xor(&a_top, &b_top)?
+        } else {
+            a_top
+        };
+        (b.concat(&[&g, &g_top], 0)?, b.concat(&[&p, &p_top], 0)?)
+    } else {
+        (g, p)
+    };
+    b.concat(&[&g, &p], 0)
 }

@@ -46,6 +46,8 @@ pub struct Party<B: GpuBackend, T: Transport> {
     fixed: FixedPoint,
     /// How truncations are done (see [`crate::truncation`]).
     truncation: Truncation,
+    /// ℓ: comparisons are exact for values in [−2^ℓ, 2^ℓ) (see [`Party::msb`]).
+    comparison_bits: u32,
     /// Test hook: products without their zero sharing, to show that the privacy test detects
     /// the leak.
     #[cfg(test)]
@@ -120,6 +122,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
             stream: 0,
             fixed,
             truncation: Truncation::default(),
+            comparison_bits: default_comparison_bits(fixed),
             #[cfg(test)]
             insecure_skip_zero_sharing: false,
             #[cfg(test)]
@@ -153,6 +156,36 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     /// Sets how every later truncation is done (the job's mode).
     pub fn set_truncation(&mut self, mode: Truncation) {
         self.truncation = mode;
+    }
+
+    /// ℓ, the comparison domain: every comparison ([`Party::msb`] and what builds on it)
+    /// is exact for a value (or difference) x with −2^ℓ ≤ x < 2^ℓ as a signed ring integer,
+    /// and costs about 6 bits per bit of ℓ. The default, [`default_comparison_bits`], is
+    /// 63 − f: 43 at f = 20, real magnitudes below 2^23.
+    pub fn comparison_bits(&self) -> u32 {
+        self.comparison_bits
+    }
+
+    /// Sets the comparison domain ℓ (see [`Party::comparison_bits`]); 63 is the whole ring.
+    /// Every party must set the same.
+    ///
+    /// # Errors
+    /// [`ShareError::Argument`] unless 2 ≤ ℓ ≤ 63.
+    pub fn set_comparison_bits(&mut self, bits: u32) -> Result<()> {
+        if !(2..=63).contains(&bits) {
+            return Err(ShareError::Argument {
+                op: "set_comparison_bits",
+                why: format!("the comparison domain must be 2 to 63 bits, not {bits}"),
+            });
+        }
+        self.comparison_bits = bits;
+        Ok(())
+    }
+
+    /// −2^(ℓ−1), a ring value below every value whose differences with the others stay in
+    /// the comparison domain: what max-pooling pads with.
+    pub fn comparison_floor(&self) -> u64 {
+        (1u64 << (self.comparison_bits - 1)).wrapping_neg()
     }
 
     /// Runs `f` with truncations in `mode`, then restores the job's mode: a per-call choice,
@@ -221,19 +254,24 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
 
     /// Sends a tensor's elements to a neighbour (the one place tensors leave the device).
     pub(crate) fn send_tensor(&mut self, peer: Peer, tensor: &B::Tensor) -> Result<()> {
-        let words = self.backend.download(tensor)?;
-        self.net.send_u64s(peer, &words)?;
+        let words = self.backend.download_vec(tensor.clone())?;
+        self.net.send_u64_vec(peer, words)?;
         Ok(())
     }
 
     /// Sends several tensors to a neighbour as one message (their elements one after the
     /// other), so that a round costs one message per link.
     pub(crate) fn send_tensors(&mut self, peer: Peer, tensors: &[&B::Tensor]) -> Result<()> {
-        let mut words = Vec::with_capacity(tensors.iter().map(|t| t.len()).sum());
-        for t in tensors {
-            words.extend(self.backend.download(t)?);
+        if let [tensor] = tensors {
+            return self.send_tensor(peer, tensor);
         }
-        self.net.send_u64s(peer, &words)?;
+        let b = &self.backend;
+        let flat = tensors
+            .iter()
+            .map(|t| b.reshape(t, &[t.len()]))
+            .collect::<cryptgpu_backend::Result<Vec<_>>>()?;
+        let joined = b.concat(&flat.iter().collect::<Vec<_>>(), 0)?;
+        self.net.send_u64_vec(peer, b.download_vec(joined)?)?;
         Ok(())
     }
 
@@ -257,6 +295,9 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                 expected,
                 got: words.len(),
             });
+        }
+        if let [shape] = shapes {
+            return Ok(vec![self.backend.upload_vec(words, shape)?]);
         }
         let mut start = 0;
         let mut tensors = Vec::with_capacity(shapes.len());
@@ -288,6 +329,14 @@ impl<B: GpuBackend, T: Transport> std::fmt::Debug for Party<B, T> {
             .field("fixed", &self.fixed)
             .finish_non_exhaustive()
     }
+}
+
+/// The default comparison domain ℓ for a fixed-point format with f fractional bits:
+/// 63 − f (at least 2). Exact truncation takes products below 2^62 in magnitude, so every
+/// truncated product is below 2^(62 − f), and the difference of two below 2^(63 − f): the
+/// domain covers every value a product makes and every difference of two.
+pub fn default_comparison_bits(fixed: FixedPoint) -> u32 {
+    63u32.saturating_sub(fixed.frac_bits()).max(2)
 }
 
 /// Checks that two shared operands have the same shape.

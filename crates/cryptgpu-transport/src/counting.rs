@@ -264,21 +264,50 @@ impl<T: Transport> Counting<T> {
         Ok(())
     }
 
+    fn send_words_counted(&mut self, peer: Peer, words: Vec<u64>) -> Result<(), TransportError> {
+        let len = 8 * words.len() as u64;
+        self.inner.send(peer, &self.depth.to_le_bytes())?;
+        self.inner.send_u64_vec(peer, words)?;
+        let i = slot(peer);
+        self.cells.bytes_sent[i].fetch_add(len, Ordering::Relaxed);
+        self.cells.messages_sent[i].fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn recv_words_counted(&mut self, peer: Peer) -> Result<Vec<u64>, TransportError> {
+        let sender_depth = self.recv_header(peer)?;
+        let words = self.inner.recv_u64s(peer)?;
+        self.count_received(peer, 8 * words.len() as u64, sender_depth);
+        Ok(words)
+    }
+
     fn recv_counted(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {
+        let sender_depth = self.recv_header(peer)?;
+        let msg = self.inner.recv(peer)?;
+        self.count_received(peer, msg.len() as u64, sender_depth);
+        Ok(msg)
+    }
+
+    /// Counts a message of `len` bytes received from `peer`, sent at the sender's round
+    /// count `sender_depth`.
+    fn count_received(&mut self, peer: Peer, len: u64, sender_depth: u64) {
+        let i = slot(peer);
+        self.cells.bytes_received[i].fetch_add(len, Ordering::Relaxed);
+        self.cells.messages_received[i].fetch_add(1, Ordering::Relaxed);
+        self.depth = self.depth.max(sender_depth.saturating_add(1));
+        self.cells.rounds.store(self.depth, Ordering::Relaxed);
+    }
+
+    /// Reads the round-count header that precedes every counted message: the sender's
+    /// round count.
+    fn recv_header(&mut self, peer: Peer) -> Result<u64, TransportError> {
         let header = self.inner.recv(peer)?;
-        let sender_depth = <[u8; HEADER_LEN]>::try_from(header.as_slice())
+        <[u8; HEADER_LEN]>::try_from(header.as_slice())
             .map(u64::from_le_bytes)
             .map_err(|_| TransportError::BadHeader {
                 peer: self.inner.party().neighbour(peer),
                 len: header.len(),
-            })?;
-        let msg = self.inner.recv(peer)?;
-        let i = slot(peer);
-        self.cells.bytes_received[i].fetch_add(msg.len() as u64, Ordering::Relaxed);
-        self.cells.messages_received[i].fetch_add(1, Ordering::Relaxed);
-        self.depth = self.depth.max(sender_depth.saturating_add(1));
-        self.cells.rounds.store(self.depth, Ordering::Relaxed);
-        Ok(msg)
+            })
     }
 }
 
@@ -295,8 +324,16 @@ impl<T: Transport> Transport for Counting<T> {
         self.send_counted(peer, msg)
     }
 
+    fn send_u64_vec(&mut self, peer: Peer, words: Vec<u64>) -> Result<(), TransportError> {
+        self.send_words_counted(peer, words)
+    }
+
     fn recv(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {
         self.recv_counted(peer)
+    }
+
+    fn recv_u64s(&mut self, peer: Peer) -> Result<Vec<u64>, TransportError> {
+        self.recv_words_counted(peer)
     }
 
     // Sends never wait for the peer to receive (every transport queues them), so an exchange

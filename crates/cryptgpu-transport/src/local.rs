@@ -6,10 +6,19 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
 use crate::runner::run_three;
+use crate::transport::{le_bytes_to_u64s, u64s_to_le_bytes};
 use crate::{DEFAULT_RECV_TIMEOUT, PartyId, Peer, Transport, TransportError};
 
+/// One message in flight: bytes, or words moved as they are (their wire form is their
+/// little-endian bytes, and a receiver may take either form of either).
+#[derive(Debug)]
+enum Message {
+    Bytes(Vec<u8>),
+    Words(Vec<u64>),
+}
+
 /// The receiving end of one direction of a link.
-type Queue = Receiver<Vec<u8>>;
+type Queue = Receiver<Message>;
 
 /// Settings of the in-process transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,10 +57,10 @@ pub struct LocalTransport {
     party: PartyId,
     // Fields drop in order: the receivers go first, so that by the time a neighbour's `recv`
     // sees this party disconnect, its `send` to this party fails too.
-    from_next: Receiver<Vec<u8>>,
-    from_prev: Receiver<Vec<u8>>,
-    to_next: Sender<Vec<u8>>,
-    to_prev: Sender<Vec<u8>>,
+    from_next: Queue,
+    from_prev: Queue,
+    to_next: Sender<Message>,
+    to_prev: Sender<Message>,
     recv_timeout: Option<Duration>,
 }
 
@@ -61,8 +70,8 @@ impl LocalTransport {
     pub fn triple(config: LocalConfig) -> [LocalTransport; 3] {
         // into_from_prev[j] sends into party j's queue of messages from its previous party;
         // into_from_next[j] into its queue of messages from its next party.
-        let mut into_from_prev: Vec<Sender<Vec<u8>>> = Vec::with_capacity(3);
-        let mut into_from_next: Vec<Sender<Vec<u8>>> = Vec::with_capacity(3);
+        let mut into_from_prev: Vec<Sender<Message>> = Vec::with_capacity(3);
+        let mut into_from_next: Vec<Sender<Message>> = Vec::with_capacity(3);
         let queues: [(Queue, Queue); 3] = std::array::from_fn(|_| {
             let (prev_tx, prev_rx) = mpsc::channel();
             let (next_tx, next_rx) = mpsc::channel();
@@ -96,18 +105,8 @@ impl LocalTransport {
     pub fn set_recv_timeout(&mut self, recv_timeout: Option<Duration>) {
         self.recv_timeout = recv_timeout;
     }
-}
 
-impl Transport for LocalTransport {
-    fn party(&self) -> PartyId {
-        self.party
-    }
-
-    fn send(&mut self, peer: Peer, msg: &[u8]) -> Result<(), TransportError> {
-        self.send_vec(peer, msg.to_vec())
-    }
-
-    fn send_vec(&mut self, peer: Peer, msg: Vec<u8>) -> Result<(), TransportError> {
+    fn send_message(&mut self, peer: Peer, msg: Message) -> Result<(), TransportError> {
         let tx = match peer {
             Peer::Next => &self.to_next,
             Peer::Prev => &self.to_prev,
@@ -117,7 +116,7 @@ impl Transport for LocalTransport {
         })
     }
 
-    fn recv(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {
+    fn recv_message(&mut self, peer: Peer) -> Result<Message, TransportError> {
         let rx = match peer {
             Peer::Next => &self.from_next,
             Peer::Prev => &self.from_prev,
@@ -131,6 +130,38 @@ impl Transport for LocalTransport {
                 RecvTimeoutError::Timeout => TransportError::Timeout { peer: from, after },
                 RecvTimeoutError::Disconnected => TransportError::Disconnected { peer: from },
             }),
+        }
+    }
+}
+
+impl Transport for LocalTransport {
+    fn party(&self) -> PartyId {
+        self.party
+    }
+
+    fn send(&mut self, peer: Peer, msg: &[u8]) -> Result<(), TransportError> {
+        self.send_vec(peer, msg.to_vec())
+    }
+
+    fn send_vec(&mut self, peer: Peer, msg: Vec<u8>) -> Result<(), TransportError> {
+        self.send_message(peer, Message::Bytes(msg))
+    }
+
+    fn send_u64_vec(&mut self, peer: Peer, words: Vec<u64>) -> Result<(), TransportError> {
+        self.send_message(peer, Message::Words(words))
+    }
+
+    fn recv(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {
+        Ok(match self.recv_message(peer)? {
+            Message::Bytes(bytes) => bytes,
+            Message::Words(words) => u64s_to_le_bytes(&words),
+        })
+    }
+
+    fn recv_u64s(&mut self, peer: Peer) -> Result<Vec<u64>, TransportError> {
+        match self.recv_message(peer)? {
+            Message::Bytes(bytes) => le_bytes_to_u64s(self.party.neighbour(peer), &bytes),
+            Message::Words(words) => Ok(words),
         }
     }
 }

@@ -82,6 +82,16 @@ pub trait Transport: Send {
         self.send_vec(peer, u64s_to_le_bytes(words))
     }
 
+    /// [`Transport::send_u64s`] of words the caller gives away: a carrier between threads
+    /// of one process moves the vector to the receiver without encoding or copying it.
+    /// The peer may receive it with [`Transport::recv_u64s`] or as bytes.
+    ///
+    /// # Errors
+    /// As [`Transport::send`].
+    fn send_u64_vec(&mut self, peer: Peer, words: Vec<u64>) -> Result<(), TransportError> {
+        self.send_vec(peer, u64s_to_le_bytes(&words))
+    }
+
     /// Receives a message from `peer` and reads it as little-endian `u64` words.
     ///
     /// # Errors
@@ -141,8 +151,14 @@ macro_rules! forward_transport {
             fn send_vec(&mut self, peer: Peer, msg: Vec<u8>) -> Result<(), TransportError> {
                 (**self).send_vec(peer, msg)
             }
+            fn send_u64_vec(&mut self, peer: Peer, words: Vec<u64>) -> Result<(), TransportError> {
+                (**self).send_u64_vec(peer, words)
+            }
             fn recv(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {
                 (**self).recv(peer)
+            }
+            fn recv_u64s(&mut self, peer: Peer) -> Result<Vec<u64>, TransportError> {
+                (**self).recv_u64s(peer)
             }
             fn exchange(
                 &mut self,

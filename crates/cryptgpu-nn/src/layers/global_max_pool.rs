@@ -70,6 +70,9 @@ impl Layer for GlobalMaxPool {
             stride: hw,
             padding: [0, 0],
         };
+        if !cx.keep() {
+            return Ok(nl::max_pool2d_values(cx.p, x[0], params)?);
+        }
         let pool = nl::max_pool2d(cx.p, x[0], params)?;
         let out = pool.output.clone();
         cx.save(pool);

@@ -1,7 +1,7 @@
 //! `MaxPool2d`: the max over each window (padding never wins), with `ceil_mode` and any
 //! padding; ONNX `MaxPool`. Privately a tournament that keeps one-hot winners for the
 //! backward pass; windows the backends cannot pool as they are run on an explicitly padded
-//! input whose padding holds −2^62.
+//! input whose padding holds the comparison floor −2^(ℓ−1) (`Party::comparison_floor`).
 
 use cryptgpu_backend::Pool2dParams;
 use cryptgpu_nonlinear as nl;
@@ -15,9 +15,6 @@ struct Saved<B: GpuBackend> {
     pads: [usize; 4],
     hw: [usize; 2],
 }
-
-/// Ring value of the explicit padding: −2^62, below every value in range.
-const PAD: u64 = (1u64 << 62).wrapping_neg();
 
 /// Max-pooling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,9 +117,13 @@ impl Layer for MaxPool2d {
                     stride: self.window.stride,
                     padding: [0, 0],
                 };
-                (pad_private(cx.p, x, pads, PAD)?, params, pads)
+                let floor = cx.p.comparison_floor();
+                (pad_private(cx.p, x, pads, floor)?, params, pads)
             }
         };
+        if !cx.keep() {
+            return Ok(nl::max_pool2d_values(cx.p, &input, params)?);
+        }
         let pool = nl::max_pool2d(cx.p, &input, params)?;
         let out = pool.output.clone();
         cx.save(Saved { pool, pads, hw });
