@@ -44,6 +44,8 @@ pub struct SharedModel<B: GpuBackend> {
 pub struct PrivateForward<B: GpuBackend> {
     values: Vec<Option<Rss<B>>>,
     saved: Vec<Option<Box<dyn Any>>>,
+    /// ReLUs that ran after the max-pool they feed: their backward pass is the pool's.
+    deferred: Vec<bool>,
     /// In training: BatchNorm running statistics after this batch, by parameter name.
     running_stats: BTreeMap<String, Rss<B>>,
 }
@@ -247,6 +249,17 @@ impl<B: GpuBackend> SharedModel<B> {
                 continue;
             };
             let node = &nodes[id];
+            if fwd.deferred[id] {
+                // A ReLU that ran after its max-pool: the pool's backward pass covered it.
+                let input = node.inputs[0];
+                if input != 0 {
+                    flowing[input] = Some(match flowing[input].take() {
+                        Some(acc) => p.add(&acc, &dy)?,
+                        None => dy,
+                    });
+                }
+                continue;
+            }
             let shape_of = |i: NodeId| {
                 fwd.values[i]
                     .as_ref()
@@ -283,10 +296,12 @@ impl<B: GpuBackend> SharedModel<B> {
     }
 
     /// For each max-pool whose input is a ReLU used by nothing else, that ReLU (indexed by
-    /// the pool). Inference runs such a ReLU after the pool instead of before it: ReLU is
+    /// the pool). The executor runs such a ReLU after the pool instead of before it: ReLU is
     /// monotone, so `max(relu(x)) = relu(max(x))` exactly, a zero pad changes neither side,
-    /// and the pool's output has a quarter of its input's elements for 2×2 windows. Training
-    /// keeps the order, since the backward pass needs the ReLU's own bits.
+    /// and the pool's output has a quarter of its input's elements for 2×2 windows. In
+    /// training the pool's winners are then gated by the ReLU's bits
+    /// ([`cryptgpu_nonlinear::gate_winners`]), which gives exactly the gradient of the
+    /// original order.
     fn relus_after_max_pools(&self) -> Vec<Option<NodeId>> {
         let nodes = self.model.nodes();
         let mut uses = vec![0usize; nodes.len()];
@@ -337,11 +352,7 @@ impl<B: GpuBackend> SharedModel<B> {
             });
         }
         let shapes = self.model.shapes(input.shape()[0])?;
-        let relu_after_pool = if keep {
-            vec![None; nodes.len()]
-        } else {
-            self.relus_after_max_pools()
-        };
+        let relu_after_pool = self.relus_after_max_pools();
         let mut deferred = vec![false; nodes.len()];
         for &relu in relu_after_pool.iter().flatten() {
             deferred[relu] = true;
@@ -360,7 +371,7 @@ impl<B: GpuBackend> SharedModel<B> {
                 // This ReLU runs after the max-pool that consumes it (below): pass its input
                 // on unchanged.
                 let i = node.inputs[0];
-                values[id] = if last_use[i] == id {
+                values[id] = if last_use[i] == id && !keep {
                     values[i].take()
                 } else {
                     values[i].clone()
@@ -394,7 +405,7 @@ impl<B: GpuBackend> SharedModel<B> {
                     p: &mut *p,
                     node: &nodes[relu],
                     id: relu,
-                    training: None,
+                    training: training_seed,
                     sharing: self.sharing,
                     out_shape: &shapes[id],
                     params: &self.params,
@@ -402,6 +413,10 @@ impl<B: GpuBackend> SharedModel<B> {
                     updates: &mut running_stats,
                 };
                 value = nodes[relu].op.private_forward(&mut cx, &[&value])?;
+                if keep {
+                    let drelu = cx.saved.take();
+                    crate::layers::max_pool::gate_after_relu(p, &mut saved[id], drelu)?;
+                }
             }
             if value.shape() != shapes[id] {
                 return Err(NnError::Graph(format!(
@@ -423,6 +438,7 @@ impl<B: GpuBackend> SharedModel<B> {
         Ok(PrivateForward {
             values,
             saved,
+            deferred,
             running_stats,
         })
     }

@@ -195,6 +195,11 @@ pub fn max_pool2d_values(window: usize, outputs: usize) -> Cost {
     tournament(window, outputs, false)
 }
 
+/// [`crate::gate_winners`]: one AND per window element.
+pub fn gate_winners(window: usize, outputs: usize) -> Cost {
+    and_bits(window * outputs)
+}
+
 /// Max-pooling's backward pass: bit injection of the winners into the spread gradient.
 pub fn max_pool2d_backward(window: usize, outputs: usize) -> Cost {
     mul_bit(window * outputs, window * outputs)

@@ -49,6 +49,6 @@ pub use compare::{
 };
 pub use error::{NonlinearError, Result};
 pub use pool::{
-    Max, MaxPool, argmax, avg_pool2d, avg_pool2d_backward, global_avg_pool,
+    Max, MaxPool, argmax, avg_pool2d, avg_pool2d_backward, gate_winners, global_avg_pool,
     global_avg_pool_backward, max, max_pool2d, max_pool2d_backward, max_pool2d_values,
 };

@@ -284,6 +284,43 @@ pub fn max_pool2d_values<B: GpuBackend, T: Transport>(
     Ok(p.linear(&values, |b, t| b.reshape(t, &out_shape))?)
 }
 
+/// The winners of a max-pooling whose output then goes through a ReLU (relu(max(x)) =
+/// max(relu(x)), so the ReLU may run after the pool on a quarter of the elements): each
+/// window keeps its winner only where the ReLU passed the max (`drelu`, of the output's
+/// shape). [`max_pool2d_backward`] with the result is then the gradient of the pool and the
+/// ReLU together, exactly the gradient through a ReLU followed by the pool: where the max
+/// is positive both route to the same winner, and elsewhere both give 0. One AND round,
+/// one bit per window element.
+pub fn gate_winners<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    pool: &MaxPool<B>,
+    drelu: &SharedBits<B>,
+) -> Result<MaxPool<B>> {
+    if drelu.shape() != pool.output.shape() {
+        return Err(NonlinearError::Argument {
+            op: "gate_winners",
+            why: format!(
+                "ReLU bits of shape {:?} for a pool output of shape {:?}",
+                drelu.shape(),
+                pool.output.shape()
+            ),
+        });
+    }
+    let unfolded = pool.winners.shape().to_vec();
+    let (k, outs) = (unfolded[0], drelu.len());
+    let spread = p.binary_linear(drelu.packed(), |b, t| {
+        let bits = b.unpack_bits(t, &[1, outs])?;
+        let bits = b.broadcast_to(&bits, &[k, outs])?;
+        b.pack_bits(&b.reshape(&bits, &[k * outs])?)
+    })?;
+    let gate = SharedBits::from_packed(spread, &unfolded)?;
+    let winners = p.bits_and(&pool.winners, &gate)?;
+    Ok(MaxPool {
+        winners,
+        ..pool.clone()
+    })
+}
+
 /// The gradient through a max-pooling: each window's output gradient goes to its winner,
 /// by bit injection of the one-hot winners (two rounds, no truncation).
 pub fn max_pool2d_backward<B: GpuBackend, T: Transport>(

@@ -148,6 +148,27 @@ impl Layer for MaxPool2d {
     }
 }
 
+/// In training, after the executor ran the ReLU that fed this pool behind it instead: keeps
+/// in the pool's saved state only the winners whose max the ReLU passed (`drelu`, the
+/// ReLU's saved bits), so that this pool's backward pass is the pair's
+/// ([`nl::gate_winners`]); the ReLU's own backward pass is then the identity.
+pub(crate) fn gate_after_relu<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    saved: &mut Option<Box<dyn std::any::Any>>,
+    drelu: Option<Box<dyn std::any::Any>>,
+) -> Result<()> {
+    let lost = || NnError::Graph("a max-pool and its ReLU lost their training state".into());
+    let drelu = drelu
+        .and_then(|d| d.downcast::<cryptgpu_share::SharedBits<B>>().ok())
+        .ok_or_else(lost)?;
+    let state = saved
+        .as_mut()
+        .and_then(|s| s.downcast_mut::<Saved<B>>())
+        .ok_or_else(lost)?;
+    state.pool = nl::gate_winners(p, &state.pool, &drelu)?;
+    Ok(())
+}
+
 /// ONNX `MaxPool` (one output; no indices).
 pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
     let window = PoolWindow::import(node)?;
