@@ -1,11 +1,13 @@
 //! Private non-linear protocols on the CPU backend, three parties in one process: ReLU on
-//! 10^4, 10^5 and 10^6 elements, 2×2 max-pooling, and in both truncation modes softmax
+//! 10^4, 10^5 and 10^6 elements, 2×2 max-pooling (keeping the winners, and at inference),
+//! and in both truncation modes softmax
 //! over 10 classes and BatchNorm training (forward with batch statistics and backward), with
 //! each run's bytes sent per party and rounds printed beside the bench id.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use cryptgpu_benches::{
-    BatchNormTrain, MaxPool2x2, Measured, SoftmaxRows, WithTruncation, private_relu, run_private,
+    BatchNormTrain, MaxPool2x2, MaxPool2x2Values, Measured, SoftmaxRows, WithTruncation,
+    private_relu, run_private,
 };
 use cryptgpu_cpu::CpuBackend;
 use cryptgpu_share::Truncation;
@@ -48,6 +50,14 @@ fn nonlinear(c: &mut Criterion) {
     group.throughput(Throughput::Elements(outputs as u64));
     group.bench_function("max_pool2x2/8x64x32x32", |bench| {
         bench.iter_custom(|iters| run_private(&cpu, &shape, iters, &MaxPool2x2).time);
+    });
+    report(
+        "cpu/private/max_pool2x2_values/8x64x32x32",
+        outputs,
+        run_private(&cpu, &shape, 0, &MaxPool2x2Values),
+    );
+    group.bench_function("max_pool2x2_values/8x64x32x32", |bench| {
+        bench.iter_custom(|iters| run_private(&cpu, &shape, iters, &MaxPool2x2Values).time);
     });
     for mode in Truncation::ALL {
         // Softmax over 10 classes for a batch of 128.

@@ -124,6 +124,19 @@ impl PrivateOp for MaxPool2x2 {
     }
 }
 
+/// 2×2 max-pooling at inference: the maxima only, no winners kept.
+pub struct MaxPool2x2Values;
+
+impl PrivateOp for MaxPool2x2Values {
+    fn run<B: GpuBackend, T: Transport>(
+        &self,
+        p: &mut Party<B, T>,
+        x: &Rss<B>,
+    ) -> cryptgpu_nonlinear::Result<()> {
+        cryptgpu_nonlinear::max_pool2d_values(p, x, Pool2dParams::new(2, 2)).map(drop)
+    }
+}
+
 /// Softmax over the last axis of a 2-d input.
 pub struct SoftmaxRows;
 

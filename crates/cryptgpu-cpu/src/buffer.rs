@@ -12,9 +12,20 @@
 //! buffers; what would go beyond is freed. A reused buffer holds the values of the tensor
 //! it last belonged to: [`take`] is only for callers that write every element, and
 //! [`take_zeroed`] for the rest.
+//!
+//! # Memory per party
+//!
+//! Three parties in one process share the pool, so the process's resident memory says
+//! nothing of one party's. A thread may say which party it runs
+//! ([`set_thread_party`]); every tensor buffer is then charged to the party whose thread
+//! made it, until it is freed, and [`party_peak_bytes`] gives each party's peak of live
+//! tensor memory: what one party's process would hold in tensors, without the pool's idle
+//! buffers and the kernels' scratch space.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// Buffers shorter than this many words are left to the allocator: small allocations do
@@ -28,21 +39,62 @@ pub const POOL_LIMIT_ENV: &str = "CRYPTGPU_CPU_POOL_MIB";
 /// The pool's default limit in MiB.
 pub const DEFAULT_POOL_MIB: usize = 512;
 
+/// Accounts of live tensor bytes: one per party, and one for threads of no party.
+const ACCOUNTS: usize = 4;
+const NO_PARTY: usize = 3;
+static LIVE: [AtomicU64; ACCOUNTS] = [const { AtomicU64::new(0) }; ACCOUNTS];
+static PEAK: [AtomicU64; ACCOUNTS] = [const { AtomicU64::new(0) }; ACCOUNTS];
+
+thread_local! {
+    static PARTY: Cell<usize> = const { Cell::new(NO_PARTY) };
+}
+
+/// Charges the tensors this thread makes from now on to party `party` (0, 1 or 2), or to
+/// no party (`None`, the default).
+pub fn set_thread_party(party: Option<usize>) {
+    PARTY.set(party.filter(|&p| p < NO_PARTY).unwrap_or(NO_PARTY));
+}
+
+/// Each party's peak of live tensor bytes since the last [`reset_party_peaks`].
+pub fn party_peak_bytes() -> [u64; 3] {
+    std::array::from_fn(|i| PEAK[i].load(Ordering::Relaxed))
+}
+
+/// Starts the parties' peaks again from their live bytes now.
+pub fn reset_party_peaks() {
+    for (peak, live) in PEAK.iter().zip(&LIVE) {
+        peak.store(live.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
 /// The words of one tensor; goes back to the pool when dropped.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Buffer {
     words: Vec<u64>,
+    /// The account its bytes are charged to.
+    account: usize,
 }
 
 impl Buffer {
-    /// Wraps `words` (from [`take`], [`take_zeroed`] or anywhere else).
+    /// Wraps `words` (from [`take`], [`take_zeroed`] or anywhere else), charging them to
+    /// this thread's party.
     pub(crate) fn new(words: Vec<u64>) -> Self {
-        Self { words }
+        let account = PARTY.get();
+        let bytes = 8 * words.capacity() as u64;
+        let live = LIVE[account].fetch_add(bytes, Ordering::Relaxed) + bytes;
+        PEAK[account].fetch_max(live, Ordering::Relaxed);
+        Self { words, account }
     }
 
     /// The words, leaving an empty buffer behind (nothing goes to the pool).
     pub(crate) fn into_vec(mut self) -> Vec<u64> {
+        self.release();
         std::mem::take(&mut self.words)
+    }
+
+    /// Stops charging the words to the account.
+    fn release(&mut self) {
+        LIVE[self.account].fetch_sub(8 * self.words.capacity() as u64, Ordering::Relaxed);
     }
 }
 
@@ -55,6 +107,7 @@ impl Deref for Buffer {
 
 impl Drop for Buffer {
     fn drop(&mut self) {
+        self.release();
         give(std::mem::take(&mut self.words));
     }
 }
@@ -168,6 +221,24 @@ mod tests {
         assert_eq!(take(len + 1).len(), len + 1);
         drop(Buffer::new(again));
         assert_eq!(take_zeroed(len - 3), vec![0; len - 3]);
+    }
+
+    #[test]
+    fn tensors_are_charged_to_the_party_whose_thread_made_them() {
+        std::thread::spawn(|| {
+            set_thread_party(Some(2));
+            reset_party_peaks();
+            let before = party_peak_bytes()[2];
+            let a = Buffer::new(vec![0; 1000]);
+            let b = Buffer::new(vec![0; 3000]);
+            assert!(party_peak_bytes()[2] >= before + 32_000);
+            drop((a, b));
+            let words = Buffer::new(vec![0; 500]).into_vec();
+            assert_eq!(words.len(), 500);
+            set_thread_party(None);
+        })
+        .join()
+        .expect("no panic");
     }
 
     #[test]

@@ -20,7 +20,10 @@ use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::Arc;
 
-pub use buffer::{DEFAULT_POOL_MIB, POOL_LIMIT_ENV, idle_buffer_bytes, release_idle_buffers};
+pub use buffer::{
+    DEFAULT_POOL_MIB, POOL_LIMIT_ENV, idle_buffer_bytes, party_peak_bytes, release_idle_buffers,
+    reset_party_peaks, set_thread_party,
+};
 
 /// The CPU backend. Work runs on rayon's global thread pool (size it with
 /// `RAYON_NUM_THREADS`); every op has finished when it returns.

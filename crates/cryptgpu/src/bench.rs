@@ -155,6 +155,9 @@ fn network_cell(args: &BenchArgs, network: &str) -> Result<()> {
     let seconds: Vec<f64> = timed.iter().map(|s| s.seconds).collect();
     let median_seconds = median(&seconds);
     let peak_rss = peak_rss_bytes().unwrap_or(0);
+    // Tensor memory per party, which the CPU backend accounts for (the GPU backends'
+    // tensors live on the device).
+    let party_peaks = (device.backend == "cpu").then(cryptgpu_cpu::party_peak_bytes);
     // The last step's traffic: a training run's first step differs (no momentum yet).
     let last = &timed[timed.len() - 1];
     let m = &outcomes[0].manifest;
@@ -174,6 +177,7 @@ fn network_cell(args: &BenchArgs, network: &str) -> Result<()> {
         "bytes_sent": last.bytes_sent,
         "rounds": last.rounds,
         "peak_rss_bytes": peak_rss,
+        "peak_party_tensor_bytes": party_peaks,
         "peak_device_bytes": null,
         "frac_bits": m.fixed.frac_bits(),
         "pooling": args.pooling,
@@ -185,7 +189,7 @@ fn network_cell(args: &BenchArgs, network: &str) -> Result<()> {
         println!(
             "{network} {} at batch {} on {device}{}: median {:.3} s over {} runs ({} warm-up); \
              sent P0 {:.2} MB, P1 {:.2} MB, P2 {:.2} MB; {} rounds; peak RSS {:.0} MB (three \
-             parties in one process)",
+             parties in one process){}",
             args.mode.name(),
             args.batch,
             link.map_or(String::new(), |l| format!(", link {l}")),
@@ -197,6 +201,12 @@ fn network_cell(args: &BenchArgs, network: &str) -> Result<()> {
             mb(last.bytes_sent[2]),
             last.rounds,
             mb(peak_rss),
+            party_peaks.map_or(String::new(), |p| format!(
+                "; peak tensor memory per party {:.0} / {:.0} / {:.0} MB",
+                mb(p[0]),
+                mb(p[1]),
+                mb(p[2])
+            )),
         );
     }
     Ok(())

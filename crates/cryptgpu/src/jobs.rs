@@ -672,8 +672,11 @@ pub(crate) fn run_in_process<B: GpuBackend>(
     link: Option<LinkProfile>,
 ) -> Result<[PartyOutcome; 3]> {
     let slots = std::sync::Mutex::new(inputs.map(Some));
+    cryptgpu_cpu::reset_party_peaks();
     let results = run_local_3pc(|t: &mut LocalTransport| {
         let me = t.party();
+        // The CPU backend charges this thread's tensors to this party.
+        cryptgpu_cpu::set_thread_party(Some(me.index()));
         let taken = match slots.lock() {
             Ok(mut slots) => slots[me.index()].take(),
             Err(poisoned) => poisoned.into_inner()[me.index()].take(),

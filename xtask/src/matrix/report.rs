@@ -258,7 +258,7 @@ fn mode_table(md: &mut String, results: &Results, mode: &str) {
         "sent P1",
         "sent P2",
         "rounds",
-        "peak RSS (process, 3 parties)",
+        "peak memory: RSS (process, 3 parties); tensors per party",
     ]
     .iter()
     .map(|h| h.to_string())
@@ -309,14 +309,19 @@ fn mode_table(md: &mut String, results: &Results, mode: &str) {
             line.push(human_bytes(bytes as f64));
         }
         line.push(first.rounds.to_string());
-        line.push(match first.peak_device_bytes {
+        let mut memory = match first.peak_device_bytes {
             Some(device) => format!(
                 "{} (device {})",
                 human_bytes(first.peak_rss_bytes as f64),
                 human_bytes(device as f64)
             ),
             None => human_bytes(first.peak_rss_bytes as f64),
-        });
+        };
+        if let Some(parties) = first.peak_party_tensor_bytes {
+            let parties: Vec<String> = parties.iter().map(|&b| human_bytes(b as f64)).collect();
+            memory.push_str(&format!("; tensors per party {}", parties.join(" / ")));
+        }
+        line.push(memory);
         for link in &links {
             let Some(row) = c.over(link) else {
                 line.extend(["—".to_string(), "—".to_string(), "—".to_string()]);
@@ -532,6 +537,7 @@ pub(crate) mod tests {
             bytes_sent: [1_000_000, 2_000_000, 1_500_000],
             rounds: 100,
             peak_rss_bytes: 250_000_000,
+            peak_party_tensor_bytes: None,
             peak_device_bytes: None,
             frac_bits: 16,
             pooling: "avg".to_string(),
@@ -631,7 +637,7 @@ pub(crate) mod tests {
             "## Inference",
             "## Training (one iteration)",
             "| network | input shape | batch | backend (device) | compute time | sent P0 | sent P1 \
-             | sent P2 | rounds | peak RSS (process, 3 parties) | lan: emulated | lan: formula | lan: emulated / \
+             | sent P2 | rounds | peak memory: RSS (process, 3 parties); tensors per party | lan: emulated | lan: formula | lan: emulated / \
              formula | CryptGPU | Piranha | Falcon (paper) | Falcon (measured here) |",
             "| lenet | 1×28×28 | 1 | cpu (AMD EPYC 7763) | 100 ms (median of 3) | 1.00 MB | \
              2.00 MB | 1.50 MB | 100 | 250 MB | 400 ms | 216 ms | 1.85× | 380 ms / 3.00 MB \

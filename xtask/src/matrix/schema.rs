@@ -37,6 +37,10 @@ pub(crate) struct NetworkRow {
     pub(crate) rounds: u64,
     /// Peak resident memory of the process that ran the three parties, in bytes.
     pub(crate) peak_rss_bytes: u64,
+    /// Each party's peak of live tensor memory (P0, P1, P2), where the backend accounts
+    /// for it (the CPU backend); rows from before it was measured have none.
+    #[serde(default)]
+    pub(crate) peak_party_tensor_bytes: Option<[u64; 3]>,
     /// Peak device memory, where the backend can tell.
     pub(crate) peak_device_bytes: Option<u64>,
     /// Fractional bits of the fixed-point encoding.
