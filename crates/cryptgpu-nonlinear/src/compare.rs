@@ -2,15 +2,17 @@
 //! backward pass, absolute value and selection: all built on the MSB carry tree and bit
 //! injection of `cryptgpu_share::binary`.
 //!
-//! A comparison of x and y reads the sign of x − y, so it is right while |x − y| < 2^63
-//! as ring integers (for f = 20: |x − y| < 2^43 in real terms).
+//! A comparison of x and y reads the sign of x − y, so it is right while x − y lies in the
+//! party's comparison domain [−2^ℓ, 2^ℓ) as ring integers (`Party::comparison_bits`; by
+//! default ℓ = 63 − f, so for f = 20: |x − y| < 2^23 in real terms, more than any value a
+//! product can make before exact truncation fails).
 
 use crate::Result;
 use cryptgpu_backend::GpuBackend;
 use cryptgpu_share::{Party, Rss, SharedBits};
 use cryptgpu_transport::Transport;
 
-/// x < y for every element. 8 rounds.
+/// x < y for every element. 7 rounds.
 pub fn lt<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
     x: &Rss<B>,
@@ -20,7 +22,7 @@ pub fn lt<B: GpuBackend, T: Transport>(
     Ok(p.msb(&d)?)
 }
 
-/// x > y for every element. 8 rounds.
+/// x > y for every element. 7 rounds.
 pub fn gt<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
     x: &Rss<B>,
@@ -29,7 +31,7 @@ pub fn gt<B: GpuBackend, T: Transport>(
     lt(p, y, x)
 }
 
-/// x ≤ y for every element. 8 rounds.
+/// x ≤ y for every element. 7 rounds.
 pub fn le<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
     x: &Rss<B>,
@@ -39,7 +41,7 @@ pub fn le<B: GpuBackend, T: Transport>(
     Ok(p.bits_not(&greater)?)
 }
 
-/// x ≥ y for every element. 8 rounds.
+/// x ≥ y for every element. 7 rounds.
 pub fn ge<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
     x: &Rss<B>,
@@ -49,7 +51,7 @@ pub fn ge<B: GpuBackend, T: Transport>(
     Ok(p.bits_not(&less)?)
 }
 
-/// x < c for a public tensor c of ring elements (the same for every party). 8 rounds.
+/// x < c for a public tensor c of ring elements (the same for every party). 7 rounds.
 pub fn lt_public<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
     x: &Rss<B>,
@@ -60,7 +62,7 @@ pub fn lt_public<B: GpuBackend, T: Transport>(
     Ok(p.msb(&d)?)
 }
 
-/// x > c for a public tensor c. 8 rounds.
+/// x > c for a public tensor c. 7 rounds.
 pub fn gt_public<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
     x: &Rss<B>,
@@ -70,7 +72,7 @@ pub fn gt_public<B: GpuBackend, T: Transport>(
     Ok(p.msb(&d)?)
 }
 
-/// x ≤ c for a public tensor c. 8 rounds.
+/// x ≤ c for a public tensor c. 7 rounds.
 pub fn le_public<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
     x: &Rss<B>,
@@ -80,7 +82,7 @@ pub fn le_public<B: GpuBackend, T: Transport>(
     Ok(p.bits_not(&greater)?)
 }
 
-/// x ≥ c for a public tensor c. 8 rounds.
+/// x ≥ c for a public tensor c. 7 rounds.
 pub fn ge_public<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
     x: &Rss<B>,
@@ -92,7 +94,7 @@ pub fn ge_public<B: GpuBackend, T: Transport>(
 
 /// DReLU(x) = 1 where x > 0, else 0: the MSB of −x. At 0 it is 0, the convention of
 /// PyTorch and the plaintext executor (ReLU's gradient at 0 is 0; ReLU's output is the same
-/// either way). 8 rounds.
+/// either way). 7 rounds.
 pub fn drelu<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
     x: &Rss<B>,
@@ -109,8 +111,8 @@ pub struct Relu<B: GpuBackend> {
     pub drelu: SharedBits<B>,
 }
 
-/// ReLU(x) = DReLU(x) · x: the MSB carry tree (8 rounds) and bit injection (2 rounds),
-/// 10 rounds in all. Keeps the DReLU bits for [`relu_backward`].
+/// ReLU(x) = DReLU(x) · x: the MSB carry tree (7 rounds) and bit injection (2 rounds),
+/// 8 rounds in all (the injection's first message leaves with the carry tree's last). Keeps the DReLU bits for [`relu_backward`].
 pub fn relu<B: GpuBackend, T: Transport>(p: &mut Party<B, T>, x: &Rss<B>) -> Result<Relu<B>> {
     let drelu = drelu(p, x)?;
     let output = p.mul_bit(&drelu, x)?;
@@ -140,7 +142,7 @@ pub fn select<B: GpuBackend, T: Transport>(
     Ok(p.add(if_zero, &chosen)?)
 }
 
-/// |x| = x − 2·msb(x)·x, and the sign bits (1 where x < 0). 10 rounds.
+/// |x| = x − 2·msb(x)·x, and the sign bits (1 where x < 0). At most 9 rounds.
 pub fn abs<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
     x: &Rss<B>,

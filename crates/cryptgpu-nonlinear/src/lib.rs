@@ -4,7 +4,7 @@
 //! division, softmax, log, inverse square root and sigmoid by iteration.
 //!
 //! Everything builds on the binary sharing of `cryptgpu_share::binary`: the sign of a
-//! shared value comes from a carry tree over its bits (8 rounds), and a shared bit scales a
+//! shared value comes from a carry tree over its bits (7 rounds), and a shared bit scales a
 //! shared value by bit injection (2 rounds). Each function is a free function taking the
 //! calling [`Party`](cryptgpu_share::Party); all three parties call it in the same order.
 //!
@@ -18,13 +18,20 @@
 //!
 //! | op | rounds | bytes sent per element: P0 | P1 | P2 |
 //! | --- | --- | --- | --- | --- |
-//! | [`drelu`], [`lt`], [`gt`], [`le`], [`ge`] (and `*_public`) | 8 | 30.625 | 22.625 | 22.625 |
-//! | [`relu`] | 10 | 46.625 | 38.625 | 38.625 |
-//! | [`relu_backward`] | 2 | 16 | 16 | 16 |
-//! | [`max_pool2d`] 2×2, per output element | 19 | 235.875 | 307.875 | 307.875 |
-//! | [`max_pool2d_backward`] 2×2, per output element | 1 | 32 | 32 | 32 |
-//! | [`avg_pool2d`], [`global_avg_pool`], per output element: exact (probabilistic) | 1 | 24 (8) | 8 (0) | 8 (0) |
-//! | [`softmax`] over 10 classes, per row: exact (probabilistic) | 84 (70) | 3475.625 (1491.625) | 2235.625 (1243.625) | 2235.625 (1243.625) |
+//! | [`drelu`], [`lt`], [`gt`], [`le`], [`ge`] (and `*_public`) | 7 | 12.75 | 10.125 | 10.125 |
+//! | [`relu`] | 8 | 28.75 | 18.125 | 18.125 |
+//! | [`relu_backward`] | 2 | 16 | 8 | 8 |
+//! | [`max_pool2d`] 2×2 (keeping the winners), per output element | 17 | 86.5 | 54.625 | 54.625 |
+//! | [`max_pool2d_values`] 2×2 (inference), per output element | 16 | 86.25 | 54.375 | 54.375 |
+//! | [`max_pool2d_backward`] 2×2, per output element | 2 | 64 | 32 | 32 |
+//! | [`avg_pool2d`], [`global_avg_pool`], per output element: exact (probabilistic) | 1 | 16 (8) | 4 (0) | 4 (0) |
+//! | [`softmax`] over 10 classes, per row: exact (probabilistic) | 79 (65) | 2322.75 (1330.75) | 1555.125 (1059.125) | 1555.125 (1059.125) |
+//!
+//! Comparisons are exact in the party's comparison domain, values (and differences) in
+//! [−2^ℓ, 2^ℓ) with ℓ = 63 − f by default (`Party::comparison_bits`): 43 at f = 20, real
+//! magnitudes below 2^23, which covers every value a product can make before exact
+//! truncation fails. The figures above are for that default; ℓ = 63 (the whole ring) costs
+//! 19 / 15.125 / 15.125 bytes per DReLU element, in the same 7 rounds.
 //!
 //! For comparison, CryptGPU's ReLU takes about 53 sequential messages (its carry-select
 //! adder over 8-bit blocks, then a 3-party OT and a multiplication). The functions by

@@ -4,15 +4,17 @@
 //! # Tournament
 //!
 //! The k candidates along the axis meet in neighbouring pairs (0 with 1, 2 with 3, ...): one
-//! comparison layer (8 rounds) and one bit injection that selects the winner's value and,
-//! when asked, its one-hot index (2 rounds, both in one call), so ⌈log2 k⌉ levels of 10
-//! rounds. An odd last candidate waits for the next level. The survivors keep the order of
-//! the originals they stand for and the lower one wins a tie, so a tie goes to the lowest
-//! index, as in PyTorch and the plaintext executor ([1, 5, 5, 5] → index 1; an all-zero
-//! pooling window after a ReLU → its first position).
+//! comparison layer (7 rounds) and one bit injection that selects the winner's value (2
+//! rounds, the first overlapping the comparison's last), so ⌈log2 k⌉ levels of 8 rounds. An odd last candidate waits for the next level.
+//! The survivors keep the order of the originals they stand for and the lower one wins a
+//! tie, so a tie goes to the lowest index, as in PyTorch and the plaintext executor
+//! ([1, 5, 5, 5] → index 1; an all-zero pooling window after a ReLU → its first position).
 //!
-//! One-hot indices are ring integers (0 or 1, not fixed point), so the backward pass of
-//! max-pooling is a product without truncation: one round.
+//! When the winners are asked for (argmax, and max-pooling in training), they come from the
+//! levels' comparison bits at the end, as shared one-hot bits (see `tournament`): one AND
+//! round per level below the top, instead of carrying k one-hot values through every
+//! selection. Max-pooling's backward pass injects them into the gradient (2 rounds, no
+//! truncation); argmax turns them into ring integers 0 and 1 (2 rounds).
 
 use crate::compare::ge;
 use crate::{NonlinearError, Result};
@@ -31,7 +33,8 @@ pub struct Max<B: GpuBackend> {
 }
 
 /// The maximum of `x` along `axis` (and the one-hot argmax if `with_argmax`), by the
-/// tournament of the module docs: 10·⌈log2 k⌉ rounds for an axis of length k.
+/// tournament of the module docs: 8·⌈log2 k⌉ rounds for an axis of length k, and with the
+/// argmax one more per level below the top and 2 for the conversion.
 pub fn max<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
     x: &Rss<B>,
@@ -253,7 +256,7 @@ fn pool_windows<B: GpuBackend, T: Transport>(
 
 /// Max-pooling of an NCHW sharing, keeping the one-hot winners for
 /// [`max_pool2d_backward`]: the windows are unfolded (padding reads the comparison floor −2^(ℓ−1)) and meet in a
-/// tournament, 10·⌈log2(kh·kw)⌉ rounds (19 measured for 2×2), and the winners come from
+/// tournament, 8·⌈log2(kh·kw)⌉ rounds (17 measured for 2×2 with the winners' round), and the winners come from
 /// its comparison bits (one more round per level below the top).
 pub fn max_pool2d<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,

@@ -10,9 +10,9 @@
 //! | [`Party::reveal_to`] | 1 | the target's next party: 8·n; others: 0 |
 //! | local ops (add, sub, neg, public add/mul) | 0 | 0 |
 //! | [`Party::product`] (mul, square, matmul, conv2d and its gradients) | 1 | 8·n each |
-//! | [`Party::truncate`], [`Party::truncate_by`], [`Party::mul_public_fixed`]: exact | 1 | P0: 24·n; P1, P2: 8·n |
+//! | [`Party::truncate`], [`Party::truncate_by`], [`Party::mul_public_fixed`]: exact (f ≤ 32) | 1 | P0: 16·n; P1, P2: 4·n |
 //! | the same: probabilistic | 1 | P0: 8·n; P1, P2: 0 |
-//! | [`Party::product_truncated`] (fused: mul, square, matmul, conv2d): exact | 2 | P0: 24·n; P1, P2: 16·n |
+//! | [`Party::product_truncated`] (fused: mul, square, matmul, conv2d): exact (f ≤ 32) | 2 | P0: 16·n; P1, P2: 12·n |
 //! | the same: probabilistic | 2 | 8·n each |
 //! | product, then truncate | 2 | a product's 8·n each, plus the truncation's |
 //! | [`Party::div_public`] by d, not a power of two (a power of two: one truncation) | exact: 2; probabilistic: 1 | two truncations |
@@ -357,8 +357,8 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
 
     /// Fixed-point truncation by f bits of a value at 2f fractional bits, in the party's
     /// [`Truncation`](crate::Truncation) mode (see [`crate::truncation`] for both protocols,
-    /// their error and their cost). One round: P0 sends 8·n bytes (probabilistic) or P0 24·n
-    /// and P1, P2 8·n (exact).
+    /// their error and their cost). One round: P0 sends 8·n bytes (probabilistic) or P0 16·n
+    /// and P1, P2 4·n (exact, f ≤ 32).
     pub fn truncate(&mut self, z: &Rss<B>) -> Result<Rss<B>> {
         self.truncate_by(z, self.fixed().frac_bits())
     }
@@ -422,8 +422,8 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
 
     /// x ⊗ y followed by truncation, fused: P1 sends z1 to P0 and P2 sends z2 to P1, so that
     /// P0 knows A = z0 + z1 and P1, P2 know B = z2; then the truncation. Two rounds in
-    /// either mode: 8·n bytes for every party (probabilistic), or P0 24·n and P1, P2 16·n
-    /// (exact; see [`crate::truncation`]).
+    /// either mode: 8·n bytes for every party (probabilistic), or P0 16·n and P1, P2 12·n
+    /// (exact, f ≤ 32; see [`crate::truncation`]).
     pub fn product_truncated(&mut self, op: Bilinear, x: &Rss<B>, y: &Rss<B>) -> Result<Rss<B>> {
         let z = self.product_term(op, x, y)?;
         self.reshare_truncated(z)

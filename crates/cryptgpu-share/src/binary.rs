@@ -9,34 +9,58 @@
 //! | --- | --- | --- | --- | --- |
 //! | [`Party::share_binary`] by P0 (n words) | 1 | 16·n | 0 | 0 |
 //! | [`Party::binary_and`] on `m` words | 1 | 8·m | 8·m | 8·m |
-//! | [`Party::msb`] | 8 | 8·(64 + 181)·w | 8·181·w | 8·181·w |
-//! | [`Party::mul_bit`] (bits of n elements, value of N ≥ n elements) | 2 | 8·n + 8·N | 16·N | 16·N |
+//! | [`Party::msb`] in the domain [−2^ℓ, 2^ℓ) | 2 + ⌈log2 ⌈ℓ/2⌉⌉ | 8·(ℓ + 1 + ⌊ℓ/2⌋ + t)·w | 8·(2·⌈ℓ/2⌉ + t)·w | 8·(2·⌈ℓ/2⌉ + t)·w |
+//! | [`Party::mul_bit`] (bits of n elements, value of N ≥ n elements) | 2 | 8·n + 8·N | 8·N | 8·N |
 //! | [`Party::bit_to_arith`] | 2 | 16·n | 8·n | 8·n |
 //! | [`Party::reveal_bits`] | 1 | 8·w | 8·w | 8·w |
 //!
-//! So one bit of a shared AND costs one bit on the wire: for n a multiple of 64, the MSB
-//! costs P0 30.625 bytes per element and P1, P2 22.625.
+//! where t is the number of ANDs of the carry tree over ⌈ℓ/2⌉ groups (37 for ℓ = 43, 57 for
+//! ℓ = 63). So one bit of a shared AND costs one bit on the wire: for n a multiple of 64 and
+//! the default ℓ = 43 (f = 20), the MSB costs P0 12.75 bytes per element and P1, P2 10.125,
+//! in 7 rounds; over the whole ring (ℓ = 63) 19 and 15.125.
 //!
 //! # MSB by a carry tree
 //!
-//! x = (x0 + x1) + x2 = a + b. P0 knows a and inputs it as the XOR sharing (a ⊕ r, r, 0),
-//! sending a ⊕ r to P2 only (r comes from the key P0 shares with P1): one message, one
-//! round. b = x2 is known to P1 and P2, so (0, 0, b) shares it for free. The 64 bits of each
-//! are sliced into 64 rows of packed words, so that a row op handles bit j of every element.
-//! Then msb(a + b) = a63 ⊕ b63 ⊕ c63, where the carry c63 into bit 63 is the generate
-//! signal G of bits 0..62: one AND round for g_j = a_j ∧ b_j (63 ANDs per element), then a
-//! balanced tree of (G, P)_hi ∘ (G, P)_lo = (G_hi ⊕ (P_hi ∧ G_lo), P_hi ∧ P_lo) over 63 →
-//! 32 → 16 → 8 → 4 → 2 → 1 groups: 6 rounds and 61 + 31 + 15 + 7 + 3 + 1 = 118 ANDs (the
-//! lowest group never needs its P). In all: 1 input round + 7 AND rounds = 8 rounds.
+//! x = (x0 + x1) + x2 = a + b, with a = x0 + x1 known to P0 and b = x2 known to P1 and P2.
+//! For x in the comparison domain [−2^ℓ, 2^ℓ) ([`Party::comparison_bits`]), P0 adds 2^ℓ to
+//! a: then x + 2^ℓ lies in [0, 2^(ℓ+1)), and its bit ℓ is 1 exactly when x ≥ 0. That bit is
+//! a_ℓ ⊕ b_ℓ ⊕ c_ℓ, where the carry c_ℓ into bit ℓ is the generate signal G of the low ℓ
+//! bits of a + b, so only bits 0..=ℓ take part (ℓ = 63 is the whole ring's MSB).
 //!
+//! The low bits are sliced into rows of packed words, so that a row op handles bit j of
+//! every element, and grouped in pairs (an odd top bit alone). Since P0 knows a, it inputs
+//! the rows of a and, for each pair, q = a_hi ∧ a_lo, as the XOR sharing (· ⊕ r, r) with r
+//! from the key it shares with P1: one message, to P2. P1 and P2 both know b, so each
+//! pair's signals are linear in the shared bits:
+//!
+//! G = a_hi·b_hi ⊕ q·b_lo ⊕ a_lo·(b_hi·b_lo),   P = q ⊕ a_hi·b_lo ⊕ a_lo·b_hi ⊕ b_hi·b_lo,
+//!
+//! and P1 and P2 compute XOR shares of every group's (G, P) without a message. They turn
+//! them into a 2-out-of-3 sharing (ρ from P0's key with P1, σ from P0's key with P2, and
+//! the third share their sum): P1 sends its share ⊕ ρ to P2 and P2 its share ⊕ σ to P1
+//! (each masked by a key the receiver lacks); P1's message leaves at once, so the input and
+//! this exchange take 2 rounds. Then a balanced tree of (G, P)_hi ∘ (G, P)_lo =
+//! (G_hi ⊕ (P_hi ∧ G_lo), P_hi ∧ P_lo) over the ⌈ℓ/2⌉ groups (2·pairs − 1 ANDs per level:
+//! the lowest group never needs its P) takes one round per level: 22 → 11 → 6 → 3 → 2 → 1
+//! for ℓ = 43, 5 rounds. In all 7 rounds, against 8 for the plain 63-bit tree (which
+//! also spends a round and 63 ANDs on the generate bits).
+
 //! # Bit injection
 //!
 //! For a shared bit β = β0 ⊕ β1 ⊕ β2 and a shared value x, P0 knows d = β0 ⊕ β1 and P1, P2
-//! know β2, and β = d + β2 − 2·d·β2. In round one, P0 inputs d (one message to P2) while
-//! P1 and P2 build a sharing of y = β2·x without P0: y0 and y1 come from keys, and P1
-//! sends β2·(x1 + x2) − y1 to P2 while P2 sends β2·x0 − y0 to P1, so both learn y2 = β2·x
-//! − y0 − y1 (each message is masked by a key the receiver lacks). In round two one
-//! product gives β·x = d·(x − 2y) + y.
+//! know β2, so β = d ⊕ β2 and β·x = β2·x + (1 − 2·β2)·d·x. With a = x0 + x1 (P0's), the
+//! product d·x = d·a + d·x2 splits into terms P1 and P2 can each compute, once P0 has sent
+//! P2 the masked d − r and d·a − t (r and t from k1, which P0 shares with P1):
+//!
+//! - P1: β2·(x1 + x2) + (1 − 2·β2)·(r·x2 + t),
+//! - P2: β2·x0 + (1 − 2·β2)·((d − r)·x2 + (d·a − t)).
+//!
+//! They add up to β·x. A 2-out-of-3 sharing follows as for the MSB's groups: ρ from k1
+//! and σ from k0 (P0's key with P2) are two shares, P1 sends its term − ρ to P2 and P2 its
+//! term − σ to P1, and both add them into the third. Every message is masked by a key its
+//! receiver lacks; P1's leaves at once, so the injection takes 2 rounds and 8·n + 8·N
+//! bytes from P0, 8·N from P1 and P2 (32 bytes an element in all, against 48 for an
+//! arithmetic input of d and a product).
 
 use crate::party::same_shape;
 use crate::{BinaryRss, Party, Result, Rss, ShareError};
@@ -388,57 +412,69 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     /// scales the trailing block of elements it indexes), by the bit injection of the module
     /// docs. No truncation: β is an integer. Two rounds.
     pub fn mul_bit(&mut self, bits: &SharedBits<B>, x: &Rss<B>) -> Result<Rss<B>> {
+        const OP: &str = "mul_bit";
         let full = x.shape().to_vec();
         if full.len() < bits.shape.len() || full[..bits.shape.len()] != bits.shape[..] {
             return Err(ShareError::Shape {
-                op: "mul_bit",
+                op: OP,
                 lhs: bits.shape.clone(),
                 rhs: full,
             });
         }
-        // Every party sends its round-one messages before it waits for any, so that round
-        // one is one round: P0 → P2 (d), P1 ↔ P2 (the parts of y).
         let d_stream = self.step();
-        let y_stream = self.step();
+        let t_stream = self.step();
+        let rho_stream = self.step();
+        let sigma_stream = self.step();
         let b = self.backend().clone();
-        let (d, y) = match self.id().index() {
+        // β2 · v + (1 − 2·β2) · u: P1's and P2's term, from their own u and v.
+        let term = |beta2: &B::Tensor, v: &B::Tensor, u: &B::Tensor| -> Result<B::Tensor> {
+            let v = b.sub(v, &b.mul_scalar(u, 2)?)?;
+            Ok(b.add(&b.mul(beta2, &v)?, u)?)
+        };
+        match self.id().index() {
             0 => {
-                let d = self.send_low_xor(bits, d_stream)?;
-                let y = Rss::from_shares(
-                    self.random_with_prev(&full, y_stream)?,
-                    self.random_with_next(&full, y_stream)?,
-                )?;
-                (d, y)
+                // d = β0 ⊕ β1 and d·a for a = x0 + x1, masked by r and t from k1.
+                let d = b.unpack_bits(&b.xor(&bits.packed.own, &bits.packed.next)?, &bits.shape)?;
+                let r = self.random_with_next(&bits.shape, d_stream)?;
+                let t = self.random_with_next(&full, t_stream)?;
+                let a = b.add(&x.own, &x.next)?;
+                let da = b.mul(&self.expand_bits(&d, &full)?, &a)?;
+                self.send_tensors(Peer::Prev, &[&b.sub(&d, &r)?, &b.sub(&da, &t)?])?;
+                Rss::from_shares(
+                    self.random_with_prev(&full, sigma_stream)?,
+                    self.random_with_next(&full, rho_stream)?,
+                )
             }
             1 => {
-                let d = Rss::from_shares(
-                    self.random_with_prev(&bits.shape, d_stream)?,
-                    b.zeros(&bits.shape)?,
-                )?;
                 let beta2 =
                     self.expand_bits(&b.unpack_bits(&bits.packed.next, &bits.shape)?, &full)?;
-                let y1 = self.random_with_prev(&full, y_stream)?;
-                let mine = b.sub(&b.mul(&beta2, &b.add(&x.own, &x.next)?)?, &y1)?;
-                self.send_tensor(Peer::Next, &mine)?;
-                let theirs = self.recv_tensor("mul_bit", Peer::Next, &full)?;
-                (d, Rss::from_shares(y1, b.add(&mine, &theirs)?)?)
+                let r = self.expand_bits(&self.random_with_prev(&bits.shape, d_stream)?, &full)?;
+                let t = self.random_with_prev(&full, t_stream)?;
+                // u = r·x2 + t; v = x1 + x2.
+                let u = b.add(&b.mul(&r, &x.next)?, &t)?;
+                let mine = term(&beta2, &b.add(&x.own, &x.next)?, &u)?;
+                let rho = self.random_with_prev(&full, rho_stream)?;
+                let sent = b.sub(&mine, &rho)?;
+                self.send_tensor(Peer::Next, &sent)?;
+                let theirs = self.recv_tensor(OP, Peer::Next, &full)?;
+                Rss::from_shares(rho, b.add(&sent, &theirs)?)
             }
             _ => {
                 let beta2 =
                     self.expand_bits(&b.unpack_bits(&bits.packed.own, &bits.shape)?, &full)?;
-                let y0 = self.random_with_next(&full, y_stream)?;
-                let mine = b.sub(&b.mul(&beta2, &x.next)?, &y0)?;
-                self.send_tensor(Peer::Prev, &mine)?;
-                let d0 = self.recv_tensor("mul_bit", Peer::Next, &bits.shape)?;
-                let d = Rss::from_shares(b.zeros(&bits.shape)?, d0)?;
-                let theirs = self.recv_tensor("mul_bit", Peer::Prev, &full)?;
-                (d, Rss::from_shares(b.add(&mine, &theirs)?, y0)?)
+                let mut got = self.recv_tensors(OP, Peer::Next, &[&bits.shape, &full])?;
+                let masked_da = got.pop().expect("two tensors");
+                let masked_d = self.expand_bits(&got.pop().expect("two tensors"), &full)?;
+                // u = (d − r)·x2 + (d·a − t); v = x0.
+                let u = b.add(&b.mul(&masked_d, &x.own)?, &masked_da)?;
+                let mine = term(&beta2, &x.next, &u)?;
+                let sigma = self.random_with_next(&full, sigma_stream)?;
+                let sent = b.sub(&mine, &sigma)?;
+                self.send_tensor(Peer::Prev, &sent)?;
+                let theirs = self.recv_tensor(OP, Peer::Prev, &full)?;
+                Rss::from_shares(b.add(&sent, &theirs)?, sigma)
             }
-        };
-        let w = self.sub(x, &self.mul_scalar(&y, 2)?)?;
-        let d = self.linear(&d, |_, t| self.expand_bits(t, &full))?;
-        let dw = self.mul(&d, &w)?;
-        self.add(&dw, &y)
+        }
     }
 
     /// The bits as arithmetic 0/1 values, β = d + β2 − 2·d·β2 with d input by P0 and β2

@@ -176,7 +176,12 @@ fn exact_truncation_view(z: u64, masked: bool) -> [u64; BINS] {
     // is the one of the two messages from P0, the first one P1 waits for.
     let (part, received, _) = &out[1];
     let e1 = &received[0];
-    histogram((0..RUNS).map(|i| (e1[i] & 1) | ((part[i] >> 61) << 1)))
+    // e1 travels two elements to a word (the low 32 bits of each): element i in the low
+    // half of word i, or in the high half of word i − ⌈n/2⌉.
+    let half = RUNS.div_ceil(2);
+    assert_eq!(e1.len(), half, "e1 is packed two to a word");
+    let bit = |i: usize| if i < half { e1[i] } else { e1[i - half] >> 32 } & 1;
+    histogram((0..RUNS).map(|i| bit(i) | ((part[i] >> 61) << 1)))
 }
 
 #[test]

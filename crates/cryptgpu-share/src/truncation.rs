@@ -77,23 +77,30 @@
 //!
 //! # Cost (n elements; bytes sent per party)
 //!
+//! (For a shift f ≤ 32; a wider one sends e1, e2, h1 and h2 as whole words: 24·n, 8·n,
+//! 8·n and 24·n, 16·n, 16·n.)
+//!
 //! | protocol | rounds | P0 | P1 | P2 |
 //! | --- | --- | --- | --- | --- |
 //! | probabilistic truncation | 1 | 8·n | 0 | 0 |
-//! | exact truncation | 1 | 24·n | 8·n | 8·n |
+//! | exact truncation | 1 | 16·n | 4·n | 4·n |
 //! | probabilistic fused product | 2 | 8·n | 8·n | 8·n |
-//! | exact fused product | 2 | 24·n | 16·n | 16·n |
+//! | exact fused product | 2 | 16·n | 12·n | 12·n |
 //!
 //! One truncation or fused product takes the same rounds in both modes: in the fused
 //! product, P2 sends h1 with its product term in the first round (b is the top bit of its
 //! own term), and P1 sends h2 in the second, beside P0's messages. In a chain of protocols
 //! the probabilistic mode overlaps more (its only message goes from P0 to P2, so P1 moves on
-//! at once), so composites such as softmax take more rounds in exact mode (84 against 70
-//! over 10 classes; see `cryptgpu_nonlinear::cost`). Only e1 and e2 mod 2^f matter (everything they touch is multiplied
-//! by K), so they could be packed into f bits each; they travel as full words today.
+//! at once), so composites such as softmax take more rounds in exact mode (83 against 70
+//! over 10 classes; see `cryptgpu_nonlinear::cost`).
+//!
+//! **Packing.** Everything e1 and e2 touch is multiplied by K, so only e mod 2^f matters;
+//! and with σ1, σ2 drawn as multiples of K (K·σ' for a uniform σ'), h1 and h2 are multiples
+//! of K too, so only their top f bits carry anything (and σ' keeps those uniform). For
+//! f ≤ 32 all four travel as 32-bit halves, two to a word.
 
 use crate::{Party, Result, Rss, ShareError};
-use cryptgpu_backend::{DeviceTensor, GpuBackend, ShiftOp};
+use cryptgpu_backend::{BinaryOp, DeviceTensor, GpuBackend, ShiftOp};
 use cryptgpu_transport::{PartyId, Peer, Transport};
 use std::fmt;
 use std::str::FromStr;
@@ -145,6 +152,56 @@ impl FromStr for Truncation {
 /// Exact truncation handles |z| < 2^62 (the offset 2^62 must keep z + 2^62 below 2^63).
 pub const EXACT_RANGE_BITS: u32 = 62;
 
+/// Up to this shift, the exact truncation's masked bits e and mask messages h travel as
+/// 32-bit halves, two to a word: only e mod 2^32 and the top 32 bits of h matter.
+pub const PACKED_SHIFT_BITS: u32 = 32;
+
+/// Elements on the wire of a message of `n` values packed two to a word.
+fn packed_len(n: usize) -> usize {
+    n.div_ceil(2)
+}
+
+/// The low 32 bits of each element of `t`, two to a word (`[⌈n/2⌉]`): element j in the low
+/// half of word j, element ⌈n/2⌉ + j in the high half.
+fn pack_halves<B: GpuBackend>(b: &B, t: &B::Tensor) -> cryptgpu_backend::Result<B::Tensor> {
+    let n = t.len();
+    let half = packed_len(n);
+    let flat = b.reshape(t, &[n])?;
+    if n == 0 {
+        return Ok(flat);
+    }
+    let flat = if n % 2 == 1 {
+        b.concat(&[&flat, &b.zeros(&[1])?], 0)?
+    } else {
+        flat
+    };
+    let low = b.binary_scalar(BinaryOp::And, &b.slice(&flat, 0, 0..half)?, 0xFFFF_FFFF)?;
+    let high = b.shift(ShiftOp::Left, &b.slice(&flat, 0, half..2 * half)?, 32)?;
+    b.binary(BinaryOp::Or, &low, &high)
+}
+
+/// The inverse of [`pack_halves`] for a tensor of `shape`: each element's low 32 bits (the
+/// high ones zero).
+fn unpack_halves<B: GpuBackend>(
+    b: &B,
+    packed: &B::Tensor,
+    shape: &[usize],
+) -> cryptgpu_backend::Result<B::Tensor> {
+    let n: usize = shape.iter().product();
+    if n == 0 {
+        return b.reshape(packed, shape);
+    }
+    let low = b.binary_scalar(BinaryOp::And, packed, 0xFFFF_FFFF)?;
+    let high = b.shift(ShiftOp::RightLogical, packed, 32)?;
+    let both = b.concat(&[&low, &high], 0)?;
+    let both = if both.len() != n {
+        b.slice(&both, 0, 0..n)?
+    } else {
+        both
+    };
+    b.reshape(&both, shape)
+}
+
 /// What a party already has when the exact truncation's last step starts: P1 the h1 that
 /// came with the fused product's message, P2 the h1 it sent.
 struct Early<B: GpuBackend> {
@@ -152,12 +209,17 @@ struct Early<B: GpuBackend> {
     sent: Option<MaskMessage<B>>,
 }
 
-/// The message K·b·x + σ that P1 (h2) or P2 (h1) sends, with what the sender needs again
-/// for its share: σ and K·b.
+/// The message K·b·x + σ that P1 (h2) or P2 (h1) sends (as it goes on the wire), with
+/// what the sender needs again for its share: σ and K·b.
 struct MaskMessage<B: GpuBackend> {
     message: B::Tensor,
     sigma: B::Tensor,
     scaled_bit: B::Tensor,
+}
+
+/// Whether an exact truncation by `bits` packs e and h two to a word.
+fn packs(bits: u32) -> bool {
+    bits <= PACKED_SHIFT_BITS
 }
 
 /// The PRG streams of one exact truncation: the masked bits x, the masks σ, and u.
@@ -224,7 +286,8 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                 match exact {
                     None => (self.recv_tensor(OP, Peer::Next, &shape)?, none),
                     Some(_) => {
-                        let mut got = self.recv_tensors(OP, Peer::Next, &[&shape, &shape])?;
+                        let wire = Self::exact_wire_shape(&shape, f);
+                        let mut got = self.recv_tensors(OP, Peer::Next, &[&shape, &wire])?;
                         let h1 = got.pop().expect("two tensors");
                         let early = Early {
                             h1: Some(h1),
@@ -319,13 +382,60 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
             )
         };
         let b = self.backend();
+        let sigma = self.scale_sigma(sigma, bits)?;
         // K·b: the top bit moved to bit 64 − bits.
         let top = b.shift(ShiftOp::RightLogical, part, 63)?;
         let scaled_bit = b.shift(ShiftOp::Left, &top, 64 - bits)?;
+        let full = b.add(&b.mul(&scaled_bit, &x)?, &sigma)?;
+        let message = if packs(bits) {
+            // A multiple of K: its top `bits` bits are all of it.
+            pack_halves(b, &b.shift(ShiftOp::RightLogical, &full, 64 - bits)?)?
+        } else {
+            full
+        };
         Ok(MaskMessage {
-            message: b.add(&b.mul(&scaled_bit, &x)?, &sigma)?,
+            message,
             sigma,
             scaled_bit,
+        })
+    }
+
+    /// σ as the protocol uses it: when e and h are packed, a multiple of K = 2^(64−bits)
+    /// (K·σ' for the drawn σ'), so that every term h carries is a multiple of K.
+    fn scale_sigma(&self, sigma: B::Tensor, bits: u32) -> Result<B::Tensor> {
+        Ok(if packs(bits) {
+            self.backend().shift(ShiftOp::Left, &sigma, 64 - bits)?
+        } else {
+            sigma
+        })
+    }
+
+    /// The shape of a masked bit e or mask message h of values of `shape` on the wire.
+    fn exact_wire_shape(shape: &[usize], bits: u32) -> Vec<usize> {
+        if packs(bits) {
+            vec![packed_len(shape.iter().product())]
+        } else {
+            shape.to_vec()
+        }
+    }
+
+    /// A received mask message h as the protocol uses it.
+    fn read_mask_message(&self, h: &B::Tensor, shape: &[usize], bits: u32) -> Result<B::Tensor> {
+        let b = self.backend();
+        Ok(if packs(bits) {
+            b.shift(ShiftOp::Left, &unpack_halves(b, h, shape)?, 64 - bits)?
+        } else {
+            h.clone()
+        })
+    }
+
+    /// A received masked bit e as the protocol uses it (only e mod 2^32 matters when
+    /// packed: it is multiplied by K).
+    fn read_masked_bit(&self, e: &B::Tensor, shape: &[usize], bits: u32) -> Result<B::Tensor> {
+        Ok(if packs(bits) {
+            unpack_halves(self.backend(), e, shape)?
+        } else {
+            e.clone()
         })
     }
 
@@ -357,15 +467,18 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     ) -> Result<Rss<B>> {
         const OP: &str = "truncate (exact)";
         let shape = part.shape().to_vec();
+        let wire = Self::exact_wire_shape(&shape, bits);
         let b = self.backend().clone();
         match self.id().index() {
             0 => {
                 let shifted = b.add_scalar(&part, 1 << EXACT_RANGE_BITS)?;
                 let top = b.shift(ShiftOp::RightLogical, &shifted, 63)?;
                 let x1 = self.random_with_prev(&shape, streams.x)?;
-                let sigma1 = self.random_with_prev(&shape, streams.sigma)?;
+                let sigma1 =
+                    self.scale_sigma(self.random_with_prev(&shape, streams.sigma)?, bits)?;
                 let x2 = self.random_with_next(&shape, streams.x)?;
-                let sigma2 = self.random_with_next(&shape, streams.sigma)?;
+                let sigma2 =
+                    self.scale_sigma(self.random_with_next(&shape, streams.sigma)?, bits)?;
                 let u = self.random_with_next(&shape, streams.u)?;
                 #[cfg(test)]
                 let (x1, x2) = if self.insecure_skip_truncation_masks {
@@ -381,6 +494,11 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                     correction,
                 )?;
                 let y0 = b.sub(&b.add(&own_part, &b.add(&sigma1, &sigma2)?)?, &u)?;
+                let (e1, e2) = if packs(bits) {
+                    (pack_halves(&b, &e1)?, pack_halves(&b, &e2)?)
+                } else {
+                    (e1, e2)
+                };
                 self.send_tensor(Peer::Next, &e1)?;
                 self.send_tensors(Peer::Prev, &[&e2, &y0])?;
                 Rss::from_shares(y0, u)
@@ -389,20 +507,24 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                 let h2 = self.exact_mask_message(&part, streams, bits)?;
                 self.send_tensor(Peer::Next, &h2.message)?;
                 let u = self.random_with_prev(&shape, streams.u)?;
-                let e1 = self.recv_tensor(OP, Peer::Prev, &shape)?;
+                let e1 = self.recv_tensor(OP, Peer::Prev, &wire)?;
+                let e1 = self.read_masked_bit(&e1, &shape, bits)?;
                 let h1 = match early.h1 {
                     Some(h1) => h1,
-                    None => self.recv_tensor(OP, Peer::Next, &shape)?,
+                    None => self.recv_tensor(OP, Peer::Next, &wire)?,
                 };
+                let h1 = self.read_mask_message(&h1, &shape, bits)?;
                 let y2 = self.exact_shared_part(&part, bits, &h2, &e1, &h1)?;
                 Rss::from_shares(u, y2)
             }
             _ => {
                 let h1 = early.sent.expect("P2 sent h1 first");
-                let mut got = self.recv_tensors(OP, Peer::Next, &[&shape, &shape])?;
+                let mut got = self.recv_tensors(OP, Peer::Next, &[&wire, &shape])?;
                 let y0 = got.pop().expect("two tensors");
                 let e2 = got.pop().expect("two tensors");
-                let h2 = self.recv_tensor(OP, Peer::Prev, &shape)?;
+                let e2 = self.read_masked_bit(&e2, &shape, bits)?;
+                let h2 = self.recv_tensor(OP, Peer::Prev, &wire)?;
+                let h2 = self.read_mask_message(&h2, &shape, bits)?;
                 let y2 = self.exact_shared_part(&part, bits, &h1, &e2, &h2)?;
                 Rss::from_shares(y2, y0)
             }

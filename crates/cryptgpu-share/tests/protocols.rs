@@ -478,9 +478,11 @@ fn communication_matches_the_documented_formulas() {
     for mode in Truncation::ALL {
         // Bytes of one truncation step, and the extra bytes each party sends in a fused
         // product (which also carries the 3-out-of-3 terms of P1 and P2).
+        // Exact mode's masked bits and mask messages travel two to a word (f ≤ 32).
+        let h = 8 * (e / 2);
         let (trunc, fused) = match mode {
             Truncation::Probabilistic => ([8 * e, 0, 0], [8 * e; 3]),
-            Truncation::Exact => ([24 * e, 8 * e, 8 * e], [24 * e, 16 * e, 16 * e]),
+            Truncation::Exact => ([8 * e + 2 * h, h, h], [8 * e + 2 * h, 8 * e + h, 8 * e + h]),
         };
         let twice = trunc.map(|b| 2 * b);
         let cost = |op: &CostedOp| cost_of_in(mode, op, n);
@@ -670,8 +672,9 @@ fn realistic_matmul_and_conv_in_process_and_over_tls() {
             local[i].1, tls[i].1,
             "conv over TLS differs from in-process at P{i}"
         );
-        // Exact truncation: P0 sends 24 bytes per element, P1 and P2 16.
-        let per_element = if i == 0 { 24 } else { 16 };
+        // Exact fused truncation: P0 sends 16 bytes per element, P1 and P2 12 (the masked
+        // bits and mask messages travel two to a word).
+        let per_element = if i == 0 { 16 } else { 12 };
         assert_eq!(
             local[i].2[0],
             per_element * 256 * 256,
@@ -976,7 +979,8 @@ fn a_per_call_mode_applies_to_that_call_only() {
     let e = 8 * n as u64;
     for (i, (mode, per_call, job, a, b)) in out.iter().enumerate() {
         assert_eq!(*mode, Truncation::Exact, "P{i}: the job's mode is restored");
-        let (want_call, want_job) = if i == 0 { (e, 3 * e) } else { (0, e) };
+        // Exact: P0 sends y0 and two packed masked bits, P1 and P2 a packed mask message.
+        let (want_call, want_job) = if i == 0 { (e, 2 * e) } else { (0, e / 2) };
         assert_eq!(
             (*per_call, *job),
             (want_call, want_job),
