@@ -1,7 +1,9 @@
-//! Privacy checks that can fail: what one party receives in share, mul, truncation and
-//! binary AND must be distributed the same for two very different secrets, and turning off
-//! the zero sharing of products (or the XOR zero sharing of AND, or the masks of the exact
-//! truncation's bits) must make the check fail.
+//! Privacy checks that can fail: what one party receives in share, mul, truncation, binary
+//! AND, the MSB and bit injection must be distributed the same for two very different
+//! secrets, and turning off the zero sharing of products (or the XOR zero sharing of AND,
+//! or the masks of the exact truncation's bits) must make the check fail. (Sending bit
+//! injection's d·a unmasked fails the MSB and bit injection check with a chi-square above
+//! 15 000.)
 //!
 //! Each element of a large tensor is an independent run. From a party's view (its shares and
 //! what it received) the test computes a statistic per element and compares the histograms
@@ -204,4 +206,44 @@ fn exact_truncation_reveals_nothing_and_the_test_sees_a_missing_mask() {
         chi > THRESHOLD,
         "without its masks the exact truncation's view must differ (chi-square {chi:.1})"
     );
+}
+
+/// Every message each party receives in an MSB and a bit injection (β = msb(s), then β·v),
+/// as histograms of their words' low 4 bits, message by message.
+fn comparison_views(s: u64, v: u64) -> [Vec<[u64; BINS]>; 3] {
+    let out = run_local_3pc(|t| {
+        let mut p = Party::setup(CpuBackend::new(), t, FixedPoint::default()).unwrap();
+        let b = *p.backend();
+        let sign = p.constant(&b.full(&[RUNS], s).unwrap()).unwrap();
+        let value = p.constant(&b.full(&[RUNS], v).unwrap()).unwrap();
+        p.received = Some(Vec::new());
+        let bits = p.msb(&sign).unwrap();
+        p.mul_bit(&bits, &value).unwrap();
+        p.received.take().unwrap()
+    })
+    .unwrap();
+    out.map(|messages| {
+        messages
+            .iter()
+            .map(|m| histogram(m.iter().copied()))
+            .collect()
+    })
+}
+
+#[test]
+fn comparison_and_bit_injection_reveal_nothing() {
+    // A negative and a positive secret, scaling very different values.
+    let a = comparison_views(5u64.wrapping_neg(), 7);
+    let b = comparison_views(5, 123_456_789);
+    for (party, (va, vb)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(va.len(), vb.len(), "P{party} received as many messages");
+        assert!(!va.is_empty(), "P{party} received messages");
+        for (k, (ha, hb)) in va.iter().zip(vb).enumerate() {
+            let chi = chi_square(ha, hb);
+            assert!(
+                chi < THRESHOLD,
+                "P{party}'s message {k} tells the secrets apart (chi-square {chi:.1})"
+            );
+        }
+    }
 }
