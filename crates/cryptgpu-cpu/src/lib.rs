@@ -5,6 +5,7 @@
 //! suite holds all of them to the same scalar definitions.
 
 mod buffer;
+mod chacha;
 mod conv;
 pub mod gemm;
 mod layout;
@@ -14,7 +15,7 @@ mod pool;
 use buffer::Buffer;
 use cryptgpu_backend::shape::{self, Conv2dDims, MatmulDims, Pool2dDims};
 use cryptgpu_backend::{
-    BinaryOp, Conv2dParams, DeviceTensor, GpuBackend, Pool2dParams, Result, ShiftOp, UnaryOp, prg,
+    BinaryOp, Conv2dParams, DeviceTensor, GpuBackend, Pool2dParams, Result, ShiftOp, UnaryOp,
 };
 use rayon::prelude::*;
 use std::ops::Range;
@@ -370,7 +371,7 @@ impl GpuBackend for CpuBackend {
         let n = shape::numel("fill_chacha12", shape)?;
         let mut out = buffer::take(n);
         par::fill_chunks(&mut out, |first, chunk| {
-            prg::fill_chacha12(key, stream, position.wrapping_add(first as u64), chunk);
+            chacha::fill_chacha12(key, stream, position.wrapping_add(first as u64), chunk);
         });
         Ok(CpuTensor::new(out, shape.to_vec()))
     }
