@@ -21,11 +21,22 @@ pub(crate) fn fill_chacha12(key: &[u8; 32], stream: u64, first: u64, out: &mut [
     let head = (((elems - first % elems) % elems) as usize).min(out.len());
     let (start, rest) = out.split_at_mut(head);
     prg::fill_chacha12(key, stream, first, start);
-    let counter = (first + head as u64) / elems;
+    let position = first.wrapping_add(head as u64);
+    // Positions wrap at 2^64 (and block counters with them, at 2^61): whole groups only up
+    // to the wrap, then the rest from position 0.
+    let before_wrap = match position {
+        0 => rest.len(),
+        p => usize::try_from(p.wrapping_neg()).map_or(rest.len(), |n| n.min(rest.len())),
+    };
     let words = key_words(key);
-    let done = fill_blocks(&words, stream, counter, rest);
-    let position = first + (head + done) as u64;
-    prg::fill_chacha12(key, stream, position, &mut rest[done..]);
+    let done = fill_blocks(&words, stream, position / elems, &mut rest[..before_wrap]);
+    let position = position.wrapping_add(done as u64);
+    let rest = &mut rest[done..];
+    if done == 0 || rest.len() < 2 * BLOCK_ELEMS * 16 {
+        prg::fill_chacha12(key, stream, position, rest);
+    } else {
+        fill_chacha12(key, stream, position, rest);
+    }
 }
 
 /// Fills whole groups of blocks from block `counter` on, at the widest width the CPU has;
@@ -171,6 +182,14 @@ mod tests {
                     );
                 }
             }
+        }
+        // Positions that wrap around 2^64 (block counters wrap at 2^61).
+        for first in [u64::MAX - 300, u64::MAX - 7, u64::MAX] {
+            let mut want = vec![0u64; 1000];
+            prg::fill_chacha12(&key, 4, first, &mut want);
+            let mut got = vec![0u64; 1000];
+            fill_chacha12(&key, 4, first, &mut got);
+            assert_eq!(got, want, "wrap from {first}");
         }
         // A block counter that carries into its high word.
         let mut want = vec![0u64; 256];

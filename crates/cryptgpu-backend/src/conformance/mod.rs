@@ -766,7 +766,8 @@ pub fn check_pool_unfold_fold<B: GpuBackend>(backend: &B) {
 
 /// `fill_chacha12` against `rand_chacha::ChaCha12Rng`, word for word: several keys and
 /// streams, positions inside a block, and a position where the block counter carries
-/// into its high 32-bit word.
+/// into its high 32-bit word; and across the wrap of the position at 2^64, against the
+/// scalar definition.
 pub fn check_fill_chacha12<B: GpuBackend>(backend: &B) {
     let mut rng = Inputs::new("fill_chacha12");
     let positions = [0u64, 1, 7, 8, 13, (1u64 << 35) - 5, rng.elem() >> 4];
@@ -792,6 +793,19 @@ pub fn check_fill_chacha12<B: GpuBackend>(backend: &B) {
                 &want,
             );
         }
+    }
+    // Positions wrap at 2^64 (the stream's definition in `prg`, where rand_chacha would go
+    // on past block 2^61): across the wrap, against the scalar definition.
+    let key = rng.key();
+    for position in [u64::MAX - 300, u64::MAX] {
+        let got = backend.fill_chacha12(&[2000], &key, 3, position).unwrap();
+        let mut want = vec![0u64; 2000];
+        crate::prg::fill_chacha12(&key, 3, position, &mut want);
+        assert_same(
+            &format!("chacha12 across the wrap from {position}"),
+            &download(backend, &got),
+            &HostTensor::new(want, &[2000]),
+        );
     }
 }
 
