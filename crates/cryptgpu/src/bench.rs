@@ -72,6 +72,9 @@ pub(crate) struct BenchArgs {
     /// Truncation: exact (the default) or probabilistic.
     #[arg(long, value_parser = parse_truncation)]
     truncation: Option<Truncation>,
+    /// ℓ of the comparison domain [−2^ℓ, 2^ℓ) (default 63 − f; 63: the whole ring).
+    #[arg(long)]
+    comparison_bits: Option<u64>,
     /// Time the backend's ring GEMM (u64 mod 2^64) of two N×N matrices instead of a network.
     #[arg(long, value_name = "N")]
     gemm: Option<usize>,
@@ -114,6 +117,7 @@ fn network_cell(args: &BenchArgs, network: &str) -> Result<()> {
         batch: Some(args.batch as u64),
         frac_bits: args.frac_bits,
         truncation: args.truncation,
+        comparison_bits: args.comparison_bits,
         ..Options::default()
     };
     let (job, options) = match args.mode {
@@ -180,6 +184,7 @@ fn network_cell(args: &BenchArgs, network: &str) -> Result<()> {
         "peak_party_tensor_bytes": party_peaks,
         "peak_device_bytes": null,
         "frac_bits": m.fixed.frac_bits(),
+        "comparison_bits": m.comparison_bits,
         "pooling": args.pooling,
     });
     if args.run.json {

@@ -395,6 +395,7 @@ pub(crate) fn run_party<B: GpuBackend, T: Transport>(
     let start = Instant::now();
     let mut p = Party::setup_with(backend, transport, manifest.fixed, manifest.keys)?;
     p.set_truncation(manifest.truncation);
+    p.set_comparison_bits(manifest.comparison_bits)?;
     let mut outcome = PartyOutcome {
         data: None,
         revealed: None,

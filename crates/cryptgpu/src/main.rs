@@ -243,6 +243,12 @@ struct InferArgs {
     /// amount; see the README).
     #[arg(long, value_parser = parse_truncation)]
     truncation: Option<Truncation>,
+    /// ℓ of the comparison domain: ReLU, max-pooling and every comparison are exact for
+    /// values (and differences) in [−2^ℓ, 2^ℓ) as ring integers, and cost about 6 bits per
+    /// bit of ℓ. Default 63 − f (47 at f = 16: real magnitudes below 2^31), which covers
+    /// every value a product makes before exact truncation fails; 63 is the whole ring.
+    #[arg(long)]
+    comparison_bits: Option<u64>,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -288,6 +294,12 @@ struct TrainArgs {
     /// training; see the README).
     #[arg(long, value_parser = parse_truncation)]
     truncation: Option<Truncation>,
+    /// ℓ of the comparison domain: ReLU, max-pooling and every comparison are exact for
+    /// values (and differences) in [−2^ℓ, 2^ℓ) as ring integers, and cost about 6 bits per
+    /// bit of ℓ. Default 63 − f (47 at f = 16: real magnitudes below 2^31), which covers
+    /// every value a product makes before exact truncation fails; 63 is the whole ring.
+    #[arg(long)]
+    comparison_bits: Option<u64>,
     /// Save the trained model (revealed to the model owner only): .safetensors (PyTorch
     /// names) or .onnx. [model owner]
     #[arg(long)]
@@ -332,6 +344,7 @@ fn run(cli: Cli) -> Result<()> {
                 batch: Some(50),
                 frac_bits: Some(16),
                 truncation,
+                comparison_bits: None,
                 run: RunArgs {
                     backend,
                     json,
@@ -400,6 +413,10 @@ fn number_format(m: &manifest::Manifest) -> serde_json::Map<String, serde_json::
     let mut map = serde_json::Map::new();
     map.insert("frac_bits".into(), serde_json::json!(m.fixed.frac_bits()));
     map.insert("truncation".into(), serde_json::json!(m.truncation.name()));
+    map.insert(
+        "comparison_bits".into(),
+        serde_json::json!(m.comparison_bits),
+    );
     map
 }
 
@@ -430,6 +447,7 @@ fn infer_options(args: &InferArgs) -> Options {
         frac_bits: args.frac_bits,
         reveal: args.reveal,
         truncation: args.truncation,
+        comparison_bits: args.comparison_bits,
         ..Options::default()
     }
 }
@@ -446,6 +464,7 @@ fn train_options(args: &TrainArgs) -> Options {
         seed: args.seed,
         reveal: None,
         truncation: args.truncation,
+        comparison_bits: args.comparison_bits,
     }
 }
 

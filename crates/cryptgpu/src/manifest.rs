@@ -119,6 +119,8 @@ pub(crate) struct Options {
     pub(crate) seed: Option<u64>,
     /// How fixed-point values are truncated.
     pub(crate) truncation: Option<Truncation>,
+    /// ℓ of the comparison domain [−2^ℓ, 2^ℓ) (`Party::comparison_bits`).
+    pub(crate) comparison_bits: Option<u64>,
 }
 
 /// What the data owner tells the others about its data.
@@ -183,6 +185,8 @@ pub(crate) struct Manifest {
     pub(crate) reveal: Reveal,
     /// How fixed-point values are truncated.
     pub(crate) truncation: Truncation,
+    /// ℓ: comparisons are exact for values and differences in [−2^ℓ, 2^ℓ).
+    pub(crate) comparison_bits: u32,
     /// Training epochs.
     pub(crate) epochs: u64,
     /// Learning rate.
@@ -429,6 +433,7 @@ fn options_json(o: &Options) -> Value {
     put("weight_decay", o.weight_decay.map(|v| json!(v)));
     put("seed", o.seed.map(|v| json!(v)));
     put("truncation", o.truncation.map(|v| json!(v.name())));
+    put("comparison_bits", o.comparison_bits.map(|v| json!(v)));
     Value::Object(m)
 }
 
@@ -446,6 +451,7 @@ fn parse_options(v: &Value, who: &str) -> Result<Options> {
             "weight_decay",
             "seed",
             "truncation",
+            "comparison_bits",
         ]
         .contains(&key.as_str())
         {
@@ -481,6 +487,7 @@ fn parse_options(v: &Value, who: &str) -> Result<Options> {
                     .with_context(|| format!("{what}: `truncation` is {v}"))
             })
             .transpose()?,
+        comparison_bits: opt_u("comparison_bits")?,
     })
 }
 
@@ -766,6 +773,19 @@ pub(crate) fn merge(proposals: &[Proposal; 3]) -> Result<Manifest> {
     let weight_decay = merged(proposals, "weight_decay", |o| o.weight_decay, 0.0)?;
     let seed = merged(proposals, "seed", |o| o.seed, 0)?;
     let truncation = merged(proposals, "truncation", |o| o.truncation, Truncation::Exact)?;
+    let comparison_default = u64::from(cryptgpu_share::default_comparison_bits(fixed));
+    let comparison_bits = merged(
+        proposals,
+        "comparison_bits",
+        |o| o.comparison_bits,
+        comparison_default,
+    )?;
+    if !(2..=63).contains(&comparison_bits) {
+        bail!(
+            "`comparison_bits` is {comparison_bits}: the comparison domain [−2^ℓ, 2^ℓ) takes ℓ \
+             from 2 to 63 (63: the whole ring)"
+        );
+    }
     let test_count = match job {
         JobKind::Infer => 0,
         JobKind::Train => {
@@ -808,6 +828,7 @@ pub(crate) fn merge(proposals: &[Proposal; 3]) -> Result<Manifest> {
         "weight_decay": weight_decay,
         "seed": seed,
         "truncation": truncation.name(),
+        "comparison_bits": comparison_bits,
     });
     Ok(Manifest {
         job,
@@ -826,6 +847,7 @@ pub(crate) fn merge(proposals: &[Proposal; 3]) -> Result<Manifest> {
         weight_decay,
         seed,
         truncation,
+        comparison_bits: comparison_bits as u32,
         keys,
         canonical,
     })
@@ -1035,6 +1057,7 @@ mod tests {
         assert_eq!(m.batch, 5);
         assert_eq!(m.fixed.frac_bits(), 16);
         assert_eq!(m.truncation, Truncation::Exact);
+        assert_eq!(m.comparison_bits, 47, "63 − f");
         assert_eq!(m.reveal, Reveal::Class);
         assert_eq!(m.count, 10);
         assert_eq!(m.input_shape, [1, 4, 4]);
@@ -1065,6 +1088,17 @@ mod tests {
                 p[2].options.truncation = Some(Truncation::Probabilistic);
             },
             "`truncation`: P0 says exact, P2 says probabilistic",
+        );
+        check(
+            &|p| {
+                p[0].options.comparison_bits = Some(63);
+                p[1].options.comparison_bits = Some(40);
+            },
+            "`comparison_bits`: P0 says 63, P1 says 40",
+        );
+        check(
+            &|p| p[2].options.comparison_bits = Some(64),
+            "`comparison_bits` is 64",
         );
         check(&|p| p[2].job = JobKind::Train, "`job`");
         check(&|p| p[2].keys = KeySource::InsecureSeeded(1), "`keys`");

@@ -95,6 +95,10 @@ fn infer_and_train_on_a_data_directory() {
     ]));
     check_report(&v, 16);
     assert_eq!(v["truncation"], "exact", "exact truncation is the default");
+    assert_eq!(
+        v["comparison_bits"], 47,
+        "the comparison domain is 63 − f by default"
+    );
     // Probabilistic truncation, chosen per job.
     let v = json_of(&cryptgpu(&[
         "infer",
@@ -110,14 +114,20 @@ fn infer_and_train_on_a_data_directory() {
         "20",
         "--truncation",
         "probabilistic",
+        "--comparison-bits",
+        "63",
         "--backend",
         "cpu",
         "--json",
     ]));
     check_report(&v, 8);
     assert_eq!(
-        (v["truncation"].as_str(), v["frac_bits"].as_u64()),
-        (Some("probabilistic"), Some(20))
+        (
+            v["truncation"].as_str(),
+            v["frac_bits"].as_u64(),
+            v["comparison_bits"].as_u64()
+        ),
+        (Some("probabilistic"), Some(20), Some(63))
     );
     let saved = dir.join("secureml.safetensors");
     let v = json_of(&cryptgpu(&[
