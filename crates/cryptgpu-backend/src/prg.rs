@@ -13,9 +13,23 @@ pub const BLOCK_WORDS: usize = 16;
 /// 64-bit ring elements in one ChaCha block.
 pub const BLOCK_ELEMS: usize = BLOCK_WORDS / 2;
 /// Double rounds of ChaCha12 (12 rounds).
-const DOUBLE_ROUNDS: usize = 6;
+pub const DOUBLE_ROUNDS: usize = 6;
 /// "expand 32-byte k", the ChaCha constant for 256-bit keys.
-const SIGMA: [u32; 4] = [0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574];
+pub const SIGMA: [u32; 4] = [0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574];
+
+/// One double round on a state `s` of any layout, given its quarter round on words
+/// (a, b, c, d): four on the columns, then four on the diagonals.
+#[inline(always)]
+pub fn double_round<S>(s: &mut S, quarter_round: impl Fn(&mut S, usize, usize, usize, usize)) {
+    quarter_round(s, 0, 4, 8, 12);
+    quarter_round(s, 1, 5, 9, 13);
+    quarter_round(s, 2, 6, 10, 14);
+    quarter_round(s, 3, 7, 11, 15);
+    quarter_round(s, 0, 5, 10, 15);
+    quarter_round(s, 1, 6, 11, 12);
+    quarter_round(s, 2, 7, 8, 13);
+    quarter_round(s, 3, 4, 9, 14);
+}
 
 /// The key as eight little-endian 32-bit words, as ChaCha reads it.
 pub fn key_words(key: &[u8; 32]) -> [u32; 8] {
@@ -48,14 +62,7 @@ pub fn chacha12_block(key: &[u32; 8], stream: u64, counter: u64) -> [u32; BLOCK_
     input[15] = (stream >> 32) as u32;
     let mut s = input;
     for _ in 0..DOUBLE_ROUNDS {
-        quarter_round(&mut s, 0, 4, 8, 12);
-        quarter_round(&mut s, 1, 5, 9, 13);
-        quarter_round(&mut s, 2, 6, 10, 14);
-        quarter_round(&mut s, 3, 7, 11, 15);
-        quarter_round(&mut s, 0, 5, 10, 15);
-        quarter_round(&mut s, 1, 6, 11, 12);
-        quarter_round(&mut s, 2, 7, 8, 13);
-        quarter_round(&mut s, 3, 4, 9, 14);
+        double_round(&mut s, quarter_round);
     }
     std::array::from_fn(|i| s[i].wrapping_add(input[i]))
 }

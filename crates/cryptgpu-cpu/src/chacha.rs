@@ -6,12 +6,7 @@
 //! loops at the width the function is compiled for, and the widest one the CPU has is
 //! picked at run time. Partial blocks at either end take the scalar reference.
 
-use cryptgpu_backend::prg::{self, BLOCK_ELEMS, key_words};
-
-/// "expand 32-byte k".
-const SIGMA: [u32; 4] = [0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574];
-/// Double rounds of ChaCha12.
-const DOUBLE_ROUNDS: usize = 6;
+use cryptgpu_backend::prg::{self, BLOCK_ELEMS, DOUBLE_ROUNDS, SIGMA, double_round, key_words};
 
 /// Fills `out` with the ring elements at positions `first, first + 1, ..` of the stream
 /// `stream` under `key`: the same values as [`prg::fill_chacha12`].
@@ -98,14 +93,7 @@ fn blocks<const L: usize>(key: &[u32; 8], stream: u64, counter: u64, out: &mut [
     input[15] = [(stream >> 32) as u32; L];
     let mut s = input;
     for _ in 0..DOUBLE_ROUNDS {
-        quarter_round(&mut s, 0, 4, 8, 12);
-        quarter_round(&mut s, 1, 5, 9, 13);
-        quarter_round(&mut s, 2, 6, 10, 14);
-        quarter_round(&mut s, 3, 7, 11, 15);
-        quarter_round(&mut s, 0, 5, 10, 15);
-        quarter_round(&mut s, 1, 6, 11, 12);
-        quarter_round(&mut s, 2, 7, 8, 13);
-        quarter_round(&mut s, 3, 4, 9, 14);
+        double_round(&mut s, quarter_round::<L>);
     }
     for (word, init) in s.iter_mut().zip(&input) {
         for (w, i) in word.iter_mut().zip(init) {
