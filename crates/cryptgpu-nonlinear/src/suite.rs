@@ -464,6 +464,37 @@ pub fn check_max_pool<B: GpuBackend>(backend: &B) {
         }
         assert_eq!(grad, want_grad, "max_pool2d backward {params:?}");
     }
+    // A ReLU moved behind the pool: relu(max(x)) with the winners gated by its bits gives
+    // exactly the output and gradient of max(relu(x)).
+    for params in [Pool2dParams::new(2, 2), pad] {
+        let (want, arg, out_shape) = plain_max_pool(&relu_of(&x), shape, params);
+        let outs: usize = out_shape.iter().product();
+        let g = ring_values(11, outs);
+        let (got, grad) = same3(run3(backend, |p| {
+            let sx = input(p, &x, &shape)?;
+            let sg = input(p, &g, &out_shape)?;
+            let pool = max_pool2d(p, &sx, params)?;
+            let r = relu(p, &pool.output)?;
+            let gated = gate_winners(p, &pool, &r.drelu)?;
+            let back = max_pool2d_backward(p, &sg, &gated)?;
+            Ok((p.reveal(&r.output)?, p.reveal(&back)?))
+        }));
+        assert_eq!(got, want, "relu after max_pool2d {params:?}");
+        let mut want_grad = vec![0u64; n];
+        for (o, &at) in arg.iter().enumerate() {
+            if signed(x[at]) > 0 {
+                want_grad[at] = want_grad[at].wrapping_add(g[o]);
+            }
+        }
+        assert_eq!(grad, want_grad, "gated max_pool2d backward {params:?}");
+    }
+}
+
+/// max(v, 0) of signed ring values.
+fn relu_of(x: &[u64]) -> Vec<u64> {
+    x.iter()
+        .map(|&v| if signed(v) > 0 { v } else { 0 })
+        .collect()
 }
 
 /// Average and global average pooling (forward and backward) against f64, within a few
@@ -822,6 +853,24 @@ pub fn check_communication<B: GpuBackend>(backend: &B) {
             max_pool2d_backward(p, &pool.output, &pool).map(drop)
         }),
         cost::max_pool2d(4, outs) + cost::max_pool2d_backward(4, outs),
+    );
+    assert_composite(
+        "max_pool2d 2x2 gated by a ReLU, and backward",
+        measure(backend, &shape, |p, x| {
+            let pool = max_pool2d(p, x, Pool2dParams::new(2, 2))?;
+            let r = relu(p, &pool.output)?;
+            let gated = gate_winners(p, &pool, &r.drelu)?;
+            max_pool2d_backward(p, &r.output, &gated).map(drop)
+        }),
+        cost::max_pool2d(4, outs)
+            + cost::relu(outs)
+            + cost::gate_winners(4, outs)
+            + cost::max_pool2d_backward(4, outs),
+    );
+    assert_composite(
+        "argmax over 10 classes",
+        measure(backend, &[64, 10], |p, x| argmax(p, x, 1).map(drop)),
+        cost::argmax(10, 64),
     );
     for mode in Truncation::ALL {
         assert_eq!(
