@@ -129,10 +129,16 @@ fn pool() -> &'static Mutex<Pool> {
 fn limit_words() -> usize {
     static LIMIT: OnceLock<usize> = OnceLock::new();
     *LIMIT.get_or_init(|| {
-        let mib = std::env::var(POOL_LIMIT_ENV)
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .unwrap_or(DEFAULT_POOL_MIB);
+        let mib = match std::env::var(POOL_LIMIT_ENV) {
+            Err(_) => DEFAULT_POOL_MIB,
+            Ok(v) => v.trim().parse::<usize>().unwrap_or_else(|_| {
+                eprintln!(
+                    "warning: {POOL_LIMIT_ENV}={v:?} is not a whole number of MiB; the CPU \
+                     backend keeps the default of {DEFAULT_POOL_MIB} MiB of idle buffers"
+                );
+                DEFAULT_POOL_MIB
+            }),
+        };
         mib.saturating_mul(1 << 20) / 8
     })
 }
