@@ -112,7 +112,8 @@ pub struct Relu<B: GpuBackend> {
 }
 
 /// ReLU(x) = DReLU(x) · x: the MSB carry tree (7 rounds) and bit injection (2 rounds),
-/// 8 rounds in all (the injection's first message leaves with the carry tree's last). Keeps the DReLU bits for [`relu_backward`].
+/// 8 rounds in all (the injection's first message leaves with the carry tree's last).
+/// Keeps the DReLU bits for [`relu_backward`].
 pub fn relu<B: GpuBackend, T: Transport>(p: &mut Party<B, T>, x: &Rss<B>) -> Result<Relu<B>> {
     let drelu = drelu(p, x)?;
     let output = p.mul_bit(&drelu, x)?;

@@ -5,10 +5,11 @@
 //!
 //! The k candidates along the axis meet in neighbouring pairs (0 with 1, 2 with 3, ...): one
 //! comparison layer (7 rounds) and one bit injection that selects the winner's value (2
-//! rounds, the first overlapping the comparison's last), so ⌈log2 k⌉ levels of 8 rounds. An odd last candidate waits for the next level.
-//! The survivors keep the order of the originals they stand for and the lower one wins a
-//! tie, so a tie goes to the lowest index, as in PyTorch and the plaintext executor
-//! ([1, 5, 5, 5] → index 1; an all-zero pooling window after a ReLU → its first position).
+//! rounds, the first overlapping the comparison's last), so ⌈log2 k⌉ levels of 8 rounds.
+//! An odd last candidate waits for the next level. The survivors keep the order of the
+//! originals they stand for and the lower one wins a tie, so a tie goes to the lowest
+//! index, as in PyTorch and the plaintext executor ([1, 5, 5, 5] → index 1; an all-zero
+//! pooling window after a ReLU → its first position).
 //!
 //! When the winners are asked for (argmax, and max-pooling in training), they come from the
 //! levels' comparison bits at the end, as shared one-hot bits (see `tournament`): one AND
@@ -226,8 +227,9 @@ pub struct MaxPool<B: GpuBackend> {
     pub input_shape: Vec<usize>,
 }
 
-/// The windows of an NCHW sharing as `[kh·kw, r]` (padding reads the comparison floor −2^(ℓ−1)), with the unfolded
-/// shape `[kh·kw, n, c, oh, ow]` and the output shape `[n, c, oh, ow]`.
+/// The windows of an NCHW sharing as `[kh·kw, r]` (padding reads the comparison floor
+/// −2^(ℓ−1)), with the unfolded shape `[kh·kw, n, c, oh, ow]` and the output shape
+/// `[n, c, oh, ow]`.
 fn pool_windows<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
     op: &'static str,

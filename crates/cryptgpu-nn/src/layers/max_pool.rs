@@ -1,7 +1,8 @@
 //! `MaxPool2d`: the max over each window (padding never wins), with `ceil_mode` and any
-//! padding; ONNX `MaxPool`. Privately a tournament that keeps one-hot winners for the
-//! backward pass; windows the backends cannot pool as they are run on an explicitly padded
-//! input whose padding holds the comparison floor −2^(ℓ−1) (`Party::comparison_floor`).
+//! padding; ONNX `MaxPool`. Privately a tournament, which in training keeps its one-hot
+//! winners (shared bits) for the backward pass and at inference keeps nothing; windows the
+//! backends cannot pool as they are run on an explicitly padded input whose padding holds
+//! the comparison floor −2^(ℓ−1) (`Party::comparison_floor`).
 
 use cryptgpu_backend::Pool2dParams;
 use cryptgpu_nonlinear as nl;
