@@ -257,9 +257,9 @@ fn pool_windows<B: GpuBackend, T: Transport>(
 }
 
 /// Max-pooling of an NCHW sharing, keeping the one-hot winners for
-/// [`max_pool2d_backward`]: the windows are unfolded (padding reads the comparison floor −2^(ℓ−1)) and meet in a
-/// tournament, 8·⌈log2(kh·kw)⌉ rounds (17 measured for 2×2 with the winners' round), and the winners come from
-/// its comparison bits (one more round per level below the top).
+/// [`max_pool2d_backward`]: the windows are unfolded (padding reads the comparison floor
+/// −2^(ℓ−1)) and meet in a tournament, 8·⌈log2(kh·kw)⌉ rounds, and the winners come from
+/// its comparison bits (one more round per level below the top: 17 measured for 2×2).
 pub fn max_pool2d<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
     x: &Rss<B>,
