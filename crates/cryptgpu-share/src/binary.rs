@@ -266,7 +266,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     /// The most significant bit of every element of an arithmetic sharing (1 for the
     /// negative values of the two's complement view), for values in the comparison domain
     /// [−2^ℓ, 2^ℓ) ([`Party::comparison_bits`]), by the carry tree of the module docs:
-    /// 7 rounds for ℓ from 33 to 64.
+    /// 7 rounds for ℓ from 33 to 63.
     pub fn msb(&mut self, x: &Rss<B>) -> Result<SharedBits<B>> {
         const OP: &str = "msb";
         let l = self.comparison_bits() as usize;
@@ -286,8 +286,9 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                 all
             })
         };
-        // (G, P) of every group as a 2-out-of-3 sharing, and bit ℓ of a ⊕ b.
-        let (group_gp, top_p) = match self.id().index() {
+        // This party's XOR share of every group's (G, P) (P1 and P2; P0 has none) and of bit
+        // ℓ of a ⊕ b.
+        let (terms, top_p) = match self.id().index() {
             0 => {
                 // a = x0 + x1 + 2^ℓ, with a_hi ∧ a_lo of each pair: input to P1 and P2 as
                 // (a ⊕ r, r) with r from k1, one message to P2.
@@ -299,43 +300,40 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                 let r = self.random_with_next(&message_rows, input_stream)?;
                 let masked = b.xor(&plain, &r)?;
                 self.send_tensor(Peer::Prev, &masked)?;
-                let sigma = self.random_with_prev(&group_rows, sigma_stream)?;
-                let rho = self.random_with_next(&group_rows, rho_stream)?;
                 let top = BinaryRss::from_shares(
                     b.slice(&masked, 0, l..planes)?,
                     b.slice(&r, 0, l..planes)?,
                 )?;
-                (BinaryRss::from_shares(sigma, rho)?, top)
+                (None, top)
             }
             1 => {
                 let r = self.random_with_prev(&message_rows, input_stream)?;
                 let addend = planes_of(&x.next)?;
-                let mine = group_terms(&b, &r, &addend, pairs, false)?;
-                let rho = self.random_with_prev(&group_rows, rho_stream)?;
-                let sent = b.xor(&mine, &rho)?;
-                self.send_tensor(Peer::Next, &sent)?;
-                let theirs = self.recv_tensor(OP, Peer::Next, &group_rows)?;
                 let top = BinaryRss::from_shares(
                     b.slice(&r, 0, l..planes)?,
                     b.slice(&addend, 0, l..planes)?,
                 )?;
-                (BinaryRss::from_shares(rho, b.xor(&sent, &theirs)?)?, top)
+                (Some(group_terms(&b, &r, &addend, pairs, false)?), top)
             }
             _ => {
                 let addend = planes_of(&x.own)?;
                 let masked = self.recv_tensor(OP, Peer::Next, &message_rows)?;
-                let mine = group_terms(&b, &masked, &addend, pairs, true)?;
-                let sigma = self.random_with_next(&group_rows, sigma_stream)?;
-                let sent = b.xor(&mine, &sigma)?;
-                self.send_tensor(Peer::Prev, &sent)?;
-                let theirs = self.recv_tensor(OP, Peer::Prev, &group_rows)?;
                 let top = BinaryRss::from_shares(
                     b.slice(&addend, 0, l..planes)?,
                     b.slice(&masked, 0, l..planes)?,
                 )?;
-                (BinaryRss::from_shares(b.xor(&sent, &theirs)?, sigma)?, top)
+                (Some(group_terms(&b, &masked, &addend, pairs, true)?), top)
             }
         };
+        let (own, next) = self.reshare_between_helpers(
+            OP,
+            &group_rows,
+            terms.as_ref(),
+            [rho_stream, sigma_stream],
+            |b, x, y| b.xor(x, y),
+            |b, x, y| b.xor(x, y),
+        )?;
+        let group_gp = BinaryRss::from_shares(own, next)?;
         let mut generate = self.rows(&group_gp, 0..groups)?;
         let mut group_propagate = self.rows(&group_gp, groups..2 * groups)?;
         while generate.shape()[0] > 1 {
@@ -431,7 +429,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
             let v = b.sub(v, &b.mul_scalar(u, 2)?)?;
             Ok(b.add(&b.mul(beta2, &v)?, u)?)
         };
-        match self.id().index() {
+        let mine = match self.id().index() {
             0 => {
                 // d = β0 ⊕ β1 and d·a for a = x0 + x1, masked by r and t from k1.
                 let d = b.unpack_bits(&b.xor(&bits.packed.own, &bits.packed.next)?, &bits.shape)?;
@@ -440,10 +438,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                 let a = b.add(&x.own, &x.next)?;
                 let da = b.mul(&self.expand_bits(&d, &full)?, &a)?;
                 self.send_tensors(Peer::Prev, &[&b.sub(&d, &r)?, &b.sub(&da, &t)?])?;
-                Rss::from_shares(
-                    self.random_with_prev(&full, sigma_stream)?,
-                    self.random_with_next(&full, rho_stream)?,
-                )
+                None
             }
             1 => {
                 let beta2 =
@@ -452,12 +447,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                 let t = self.random_with_prev(&full, t_stream)?;
                 // u = r·x2 + t; v = x1 + x2.
                 let u = b.add(&b.mul(&r, &x.next)?, &t)?;
-                let mine = term(&beta2, &b.add(&x.own, &x.next)?, &u)?;
-                let rho = self.random_with_prev(&full, rho_stream)?;
-                let sent = b.sub(&mine, &rho)?;
-                self.send_tensor(Peer::Next, &sent)?;
-                let theirs = self.recv_tensor(OP, Peer::Next, &full)?;
-                Rss::from_shares(rho, b.add(&sent, &theirs)?)
+                Some(term(&beta2, &b.add(&x.own, &x.next)?, &u)?)
             }
             _ => {
                 let beta2 =
@@ -467,14 +457,59 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                 let masked_d = self.expand_bits(&got.pop().expect("two tensors"), &full)?;
                 // u = (d − r)·x2 + (d·a − t); v = x0.
                 let u = b.add(&b.mul(&masked_d, &x.own)?, &masked_da)?;
-                let mine = term(&beta2, &x.next, &u)?;
-                let sigma = self.random_with_next(&full, sigma_stream)?;
-                let sent = b.sub(&mine, &sigma)?;
-                self.send_tensor(Peer::Prev, &sent)?;
-                let theirs = self.recv_tensor(OP, Peer::Prev, &full)?;
-                Rss::from_shares(b.add(&sent, &theirs)?, sigma)
+                Some(term(&beta2, &x.next, &u)?)
             }
+        };
+        let (own, next) = self.reshare_between_helpers(
+            OP,
+            &full,
+            mine.as_ref(),
+            [rho_stream, sigma_stream],
+            |b, x, y| b.sub(x, y),
+            |b, x, y| b.add(x, y),
+        )?;
+        Rss::from_shares(own, next)
+    }
+
+    /// Turns a 2-out-of-2 sharing between P1 and P2 of a tensor of `shape` (each passes its
+    /// `term`; P0 passes `None`) into this party's two shares of a 2-out-of-3 sharing, for
+    /// the group whose difference and sum are `sub` and `add` (XOR for bits, − and + for
+    /// ring elements). x0 = σ (P0's key with P2, stream `streams[1]`) and x1 = ρ (P0's key
+    /// with P1, `streams[0]`); P1 sends its term − ρ to P2 and P2 its term − σ to P1, and
+    /// both add the two into x2. Each message is masked by a key its receiver lacks, and
+    /// P1's leaves at once: one exchange, 8 bytes an element from P1 and from P2.
+    fn reshare_between_helpers(
+        &mut self,
+        op: &'static str,
+        shape: &[usize],
+        term: Option<&B::Tensor>,
+        [rho_stream, sigma_stream]: [u64; 2],
+        sub: impl Fn(&B, &B::Tensor, &B::Tensor) -> cryptgpu_backend::Result<B::Tensor>,
+        add: impl Fn(&B, &B::Tensor, &B::Tensor) -> cryptgpu_backend::Result<B::Tensor>,
+    ) -> Result<(B::Tensor, B::Tensor)> {
+        if self.id().index() == 0 {
+            return Ok((
+                self.random_with_prev(shape, sigma_stream)?,
+                self.random_with_next(shape, rho_stream)?,
+            ));
         }
+        let term = term.ok_or_else(|| ShareError::Argument {
+            op,
+            why: "P1 and P2 each bring their term".into(),
+        })?;
+        // P1 holds x1 = ρ and learns x2 from P2; P2 holds x0 = σ and learns x2 from P1.
+        let p1 = self.id().index() == 1;
+        let (key, peer) = if p1 {
+            (self.random_with_prev(shape, rho_stream)?, Peer::Next)
+        } else {
+            (self.random_with_next(shape, sigma_stream)?, Peer::Prev)
+        };
+        let b = self.backend().clone();
+        let sent = sub(&b, term, &key)?;
+        self.send_tensor(peer, &sent)?;
+        let theirs = self.recv_tensor(op, peer, shape)?;
+        let third = add(&b, &sent, &theirs)?;
+        Ok(if p1 { (key, third) } else { (third, key) })
     }
 
     /// The bits as arithmetic 0/1 values, β = d + β2 − 2·d·β2 with d input by P0 and β2
