@@ -146,32 +146,38 @@ fn limit_words() -> usize {
 /// A buffer of `len` words whose contents are unspecified (zeros, or the values of a
 /// freed tensor): for callers that overwrite every element.
 pub(crate) fn take(len: usize) -> Vec<u64> {
-    if len >= MIN_POOLED_WORDS {
-        let mut pool = pool().lock().unwrap_or_else(|e| e.into_inner());
-        let max = len + (len >> SLACK_SHIFT);
-        let found = pool
-            .idle
-            .range_mut(len..=max)
-            .find(|(_, list)| !list.is_empty())
-            .map(|(&key, list)| (key, list.pop().expect("not empty")));
-        if let Some((key, mut words)) = found {
-            if pool.idle.get(&key).is_some_and(Vec::is_empty) {
-                pool.idle.remove(&key);
-            }
-            pool.idle_words -= words.capacity();
-            drop(pool);
-            words.truncate(len);
-            return words;
-        }
-    }
-    vec![0; len]
+    take_pooled(len).unwrap_or_else(|| vec![0; len])
 }
 
 /// A buffer of `len` zeros.
 pub(crate) fn take_zeroed(len: usize) -> Vec<u64> {
-    let mut words = take(len);
-    words.fill(0);
-    words
+    match take_pooled(len) {
+        Some(mut words) => {
+            words.fill(0);
+            words
+        }
+        // Fresh pages are zero already.
+        None => vec![0; len],
+    }
+}
+
+/// An idle buffer of `len` words or a little more (truncated to `len`), if the pool has
+/// one.
+fn take_pooled(len: usize) -> Option<Vec<u64>> {
+    if len < MIN_POOLED_WORDS {
+        return None;
+    }
+    let mut pool = pool().lock().unwrap_or_else(|e| e.into_inner());
+    let key = *pool.idle.range(len..=len + (len >> SLACK_SHIFT)).next()?.0;
+    let list = pool.idle.get_mut(&key).expect("a listed length");
+    let mut words = list.pop().expect("the pool keeps no empty list");
+    if list.is_empty() {
+        pool.idle.remove(&key);
+    }
+    pool.idle_words -= words.capacity();
+    drop(pool);
+    words.truncate(len);
+    Some(words)
 }
 
 /// A buffer holding a copy of `src`.
@@ -181,8 +187,9 @@ pub(crate) fn copy_of(src: &[u64]) -> Vec<u64> {
     words
 }
 
-/// Returns a buffer to the pool, or frees it if the pool is full or it is small.
-fn give(words: Vec<u64>) {
+/// Returns a buffer to the pool, or frees it if the pool is full or it is small: for
+/// kernels' scratch buffers (a tensor's buffer goes back when the tensor is dropped).
+pub(crate) fn give(words: Vec<u64>) {
     if words.len() < MIN_POOLED_WORDS {
         return;
     }

@@ -158,8 +158,8 @@ pub(crate) fn conv2d(d: &Conv2dDims, input: &[u64], weight: &[u64]) -> Vec<u64> 
                     }
                 }
             }
-            drop(buffer::Buffer::new(cols));
-            drop(buffer::Buffer::new(product));
+            buffer::give(cols);
+            buffer::give(product);
         });
     out
 }
@@ -195,8 +195,8 @@ pub(crate) fn grad_input(d: &Conv2dDims, grad_out: &[u64], weight: &[u64]) -> Ve
                     }
                 }
             }
-            drop(buffer::Buffer::new(cols));
-            drop(buffer::Buffer::new(go));
+            buffer::give(cols);
+            buffer::give(go);
         });
     out
 }
@@ -237,8 +237,8 @@ pub(crate) fn grad_weight(d: &Conv2dDims, input: &[u64], grad_out: &[u64]) -> Ve
                     gemm_u64(opg, ld, rows, go, ld, 1, cols, 1, ld, gw, rows, true);
                 }
             }
-            drop(buffer::Buffer::new(cols));
-            drop(buffer::Buffer::new(gathered));
+            buffer::give(cols);
+            buffer::give(gathered);
             acc
         })
         .collect();
@@ -248,7 +248,7 @@ pub(crate) fn grad_weight(d: &Conv2dDims, input: &[u64], grad_out: &[u64]) -> Ve
         for (t, p) in total.iter_mut().zip(&partial) {
             *t = t.wrapping_add(*p);
         }
-        drop(buffer::Buffer::new(partial));
+        buffer::give(partial);
     }
     total
 }
