@@ -40,10 +40,13 @@ pub struct SharedModel<B: GpuBackend> {
     sharing: Sharing,
 }
 
+/// What a node's forward pass keeps for its backward pass (in training; `None` otherwise).
+type Kept = Option<Box<dyn Any>>;
+
 /// One training forward pass: each node's value and what its backward pass needs.
 pub struct PrivateForward<B: GpuBackend> {
     values: Vec<Option<Rss<B>>>,
-    saved: Vec<Option<Box<dyn Any>>>,
+    saved: Vec<Kept>,
     /// ReLUs that ran after the max-pool they feed: their backward pass is the pool's.
     deferred: Vec<bool>,
     /// In training: BatchNorm running statistics after this batch, by parameter name.
@@ -322,6 +325,33 @@ impl<B: GpuBackend> SharedModel<B> {
             .collect()
     }
 
+    /// Node `id`'s private forward pass on `args`, its output of shape `out_shape`: its
+    /// value, and in training what it keeps for its backward pass.
+    fn forward_node<T: Transport>(
+        &self,
+        p: &mut Party<B, T>,
+        id: NodeId,
+        args: &[&Rss<B>],
+        out_shape: &[usize],
+        training_seed: Option<u64>,
+        running_stats: &mut BTreeMap<String, Rss<B>>,
+    ) -> Result<(Rss<B>, Kept)> {
+        let node = &self.model.nodes()[id];
+        let mut cx = PrivateCx {
+            p,
+            node,
+            id,
+            training: training_seed,
+            sharing: self.sharing,
+            out_shape,
+            params: &self.params,
+            saved: None,
+            updates: running_stats,
+        };
+        let value = node.op.private_forward(&mut cx, args)?;
+        Ok((value, cx.saved.take()))
+    }
+
     /// Runs the graph. In training (`training_seed` is the step's seed), every value and what
     /// each backward pass needs are kept; at inference (`None`), values are dropped after
     /// their last use.
@@ -358,7 +388,7 @@ impl<B: GpuBackend> SharedModel<B> {
             deferred[relu] = true;
         }
         let mut values: Vec<Option<Rss<B>>> = vec![None; nodes.len()];
-        let mut saved: Vec<Option<Box<dyn Any>>> = (0..nodes.len()).map(|_| None).collect();
+        let mut saved: Vec<Kept> = (0..nodes.len()).map(|_| None).collect();
         let mut running_stats = BTreeMap::new();
         values[0] = Some(input.clone());
         for (id, node) in nodes.iter().enumerate().skip(1) {
@@ -387,34 +417,21 @@ impl<B: GpuBackend> SharedModel<B> {
                     })
                 })
                 .collect::<Result<Vec<&Rss<B>>>>()?;
-            let mut cx = PrivateCx {
-                p: &mut *p,
-                node,
-                id,
-                training: training_seed,
-                sharing: self.sharing,
-                out_shape: &shapes[id],
-                params: &self.params,
-                saved: None,
-                updates: &mut running_stats,
-            };
-            let mut value = node.op.private_forward(&mut cx, &args)?;
-            saved[id] = cx.saved.take();
+            let (mut value, kept) =
+                self.forward_node(p, id, &args, &shapes[id], training_seed, &mut running_stats)?;
+            saved[id] = kept;
             if let Some(relu) = relu_after_pool[id] {
-                let mut cx = PrivateCx {
-                    p: &mut *p,
-                    node: &nodes[relu],
-                    id: relu,
-                    training: training_seed,
-                    sharing: self.sharing,
-                    out_shape: &shapes[id],
-                    params: &self.params,
-                    saved: None,
-                    updates: &mut running_stats,
-                };
-                value = nodes[relu].op.private_forward(&mut cx, &[&value])?;
+                // The ReLU on the pool's output, which has the pool's shape.
+                let (after, drelu) = self.forward_node(
+                    p,
+                    relu,
+                    &[&value],
+                    &shapes[id],
+                    training_seed,
+                    &mut running_stats,
+                )?;
+                value = after;
                 if keep {
-                    let drelu = cx.saved.take();
                     crate::layers::max_pool::gate_after_relu(p, &mut saved[id], drelu)?;
                 }
             }
