@@ -159,14 +159,12 @@ fn tournament<B: GpuBackend, T: Transport>(
         };
         let column = |t: &BinaryRss<B>| p.binary_linear(t, |b, s| b.reshape(s, &[pairs, 1, r]));
         let (first, second) = (column(&first)?, column(&second)?);
-        let mut both = vec![&first, &second];
-        let mut children = binary_concat(p, &both, 1)?;
-        children = p.binary_linear(&children, |b, t| b.reshape(t, &[2 * pairs, r]))?;
+        let children = p.binary_concat(&[&first, &second], 1)?;
+        let mut children = p.binary_linear(&children, |b, t| b.reshape(t, &[2 * pairs, r]))?;
         // An odd level's last candidate waited: its bit is its survivor's (the top level,
         // of two candidates, is never odd).
         if let Some(last) = &odd {
-            both = vec![&children, last];
-            children = binary_concat(p, &both, 0)?;
+            children = p.binary_concat(&[&children, last], 0)?;
         }
         hot = Some(children);
     }
@@ -197,21 +195,6 @@ fn and_unpacked<B: GpuBackend, T: Transport>(
     let other = SharedBits::from_packed(yp, &shape)?;
     let both = p.bits_and(&bits, &other)?;
     Ok(p.binary_linear(both.packed(), |b, t| b.unpack_bits(t, &shape))?)
-}
-
-/// Concatenates binary sharings along `axis` (local).
-fn binary_concat<B: GpuBackend, T: Transport>(
-    p: &Party<B, T>,
-    xs: &[&BinaryRss<B>],
-    axis: usize,
-) -> Result<BinaryRss<B>> {
-    let b = p.backend();
-    let (own, next): (Vec<&B::Tensor>, Vec<&B::Tensor>) =
-        xs.iter().map(|x| (x.own_share(), x.next_share())).unzip();
-    Ok(BinaryRss::from_shares(
-        b.concat(&own, axis)?,
-        b.concat(&next, axis)?,
-    )?)
 }
 
 /// A max-pooling's output and what its backward pass needs.

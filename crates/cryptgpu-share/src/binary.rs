@@ -181,7 +181,8 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         BinaryRss::from_shares(f(b, &x.own)?, f(b, &x.next)?)
     }
 
-    fn binary_concat(&self, xs: &[&BinaryRss<B>], axis: usize) -> Result<BinaryRss<B>> {
+    /// Concatenates binary sharings along `axis` (local).
+    pub fn binary_concat(&self, xs: &[&BinaryRss<B>], axis: usize) -> Result<BinaryRss<B>> {
         let b = self.backend();
         let own: Vec<&B::Tensor> = xs.iter().map(|x| &x.own).collect();
         let next: Vec<&B::Tensor> = xs.iter().map(|x| &x.next).collect();
