@@ -254,37 +254,33 @@ impl<T: Transport> Counting<T> {
         self.inner
     }
 
-    fn send_counted(&mut self, peer: Peer, msg: Vec<u8>) -> Result<(), TransportError> {
-        let len = msg.len() as u64;
+    /// Sends the round-count header, then the message by `send` on the inner transport,
+    /// and counts the message's `len` payload bytes.
+    fn send_counted(
+        &mut self,
+        peer: Peer,
+        len: usize,
+        send: impl FnOnce(&mut T) -> Result<(), TransportError>,
+    ) -> Result<(), TransportError> {
         self.inner.send(peer, &self.depth.to_le_bytes())?;
-        self.inner.send_vec(peer, msg)?;
+        send(&mut self.inner)?;
         let i = slot(peer);
-        self.cells.bytes_sent[i].fetch_add(len, Ordering::Relaxed);
+        self.cells.bytes_sent[i].fetch_add(len as u64, Ordering::Relaxed);
         self.cells.messages_sent[i].fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    fn send_words_counted(&mut self, peer: Peer, words: Vec<u64>) -> Result<(), TransportError> {
-        let len = 8 * words.len() as u64;
-        self.inner.send(peer, &self.depth.to_le_bytes())?;
-        self.inner.send_u64_vec(peer, words)?;
-        let i = slot(peer);
-        self.cells.bytes_sent[i].fetch_add(len, Ordering::Relaxed);
-        self.cells.messages_sent[i].fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn recv_words_counted(&mut self, peer: Peer) -> Result<Vec<u64>, TransportError> {
+    /// Reads the round-count header, then the message by `recv` on the inner transport,
+    /// and counts its `len(message)` payload bytes.
+    fn recv_counted<M>(
+        &mut self,
+        peer: Peer,
+        recv: impl FnOnce(&mut T) -> Result<M, TransportError>,
+        len: impl FnOnce(&M) -> usize,
+    ) -> Result<M, TransportError> {
         let sender_depth = self.recv_header(peer)?;
-        let words = self.inner.recv_u64s(peer)?;
-        self.count_received(peer, 8 * words.len() as u64, sender_depth);
-        Ok(words)
-    }
-
-    fn recv_counted(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {
-        let sender_depth = self.recv_header(peer)?;
-        let msg = self.inner.recv(peer)?;
-        self.count_received(peer, msg.len() as u64, sender_depth);
+        let msg = recv(&mut self.inner)?;
+        self.count_received(peer, len(&msg) as u64, sender_depth);
         Ok(msg)
     }
 
@@ -317,41 +313,25 @@ impl<T: Transport> Transport for Counting<T> {
     }
 
     fn send(&mut self, peer: Peer, msg: &[u8]) -> Result<(), TransportError> {
-        self.send_counted(peer, msg.to_vec())
+        self.send_counted(peer, msg.len(), |t| t.send(peer, msg))
     }
 
     fn send_vec(&mut self, peer: Peer, msg: Vec<u8>) -> Result<(), TransportError> {
-        self.send_counted(peer, msg)
+        self.send_counted(peer, msg.len(), |t| t.send_vec(peer, msg))
     }
 
     fn send_u64_vec(&mut self, peer: Peer, words: Vec<u64>) -> Result<(), TransportError> {
-        self.send_words_counted(peer, words)
+        self.send_counted(peer, 8 * words.len(), |t| t.send_u64_vec(peer, words))
     }
 
     fn recv(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {
-        self.recv_counted(peer)
+        self.recv_counted(peer, |t| t.recv(peer), Vec::len)
     }
 
     fn recv_u64s(&mut self, peer: Peer) -> Result<Vec<u64>, TransportError> {
-        self.recv_words_counted(peer)
+        self.recv_counted(peer, |t| t.recv_u64s(peer), |w| 8 * w.len())
     }
 
-    // Sends never wait for the peer to receive (every transport queues them), so an exchange
-    // is its sends followed by its receives.
-    fn exchange(&mut self, to: Peer, msg: &[u8], from: Peer) -> Result<Vec<u8>, TransportError> {
-        self.send_counted(to, msg.to_vec())?;
-        self.recv_counted(from)
-    }
-
-    fn exchange_both(
-        &mut self,
-        to_next: &[u8],
-        to_prev: &[u8],
-    ) -> Result<(Vec<u8>, Vec<u8>), TransportError> {
-        self.send_counted(Peer::Next, to_next.to_vec())?;
-        self.send_counted(Peer::Prev, to_prev.to_vec())?;
-        let from_next = self.recv_counted(Peer::Next)?;
-        let from_prev = self.recv_counted(Peer::Prev)?;
-        Ok((from_next, from_prev))
-    }
+    // `exchange` and `exchange_both` keep the trait's defaults: sends (which never wait for
+    // the peer; every transport queues them) followed by receives.
 }
