@@ -43,6 +43,6 @@ mod privacy_tests;
 pub use arith::Bilinear;
 pub use binary::SharedBits;
 pub use error::{Result, ShareError};
-pub use party::{KeySource, Party, default_comparison_bits};
+pub use party::{COMPARISON_BITS, KeySource, Party, default_comparison_bits};
 pub use rss::{BinaryRss, Rss};
 pub use truncation::Truncation;

@@ -172,10 +172,14 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     /// # Errors
     /// [`ShareError::Argument`] unless 2 ≤ ℓ ≤ 63.
     pub fn set_comparison_bits(&mut self, bits: u32) -> Result<()> {
-        if !(2..=63).contains(&bits) {
+        if !COMPARISON_BITS.contains(&bits) {
             return Err(ShareError::Argument {
                 op: "set_comparison_bits",
-                why: format!("the comparison domain must be 2 to 63 bits, not {bits}"),
+                why: format!(
+                    "the comparison domain must be {} to {} bits, not {bits}",
+                    COMPARISON_BITS.start(),
+                    COMPARISON_BITS.end()
+                ),
             });
         }
         self.comparison_bits = bits;
@@ -331,12 +335,17 @@ impl<B: GpuBackend, T: Transport> std::fmt::Debug for Party<B, T> {
     }
 }
 
+/// The comparison domains ℓ a party takes: 2 to 63 (63: the whole ring).
+pub const COMPARISON_BITS: std::ops::RangeInclusive<u32> = 2..=63;
+
 /// The default comparison domain ℓ for a fixed-point format with f fractional bits:
 /// 63 − f (at least 2). Exact truncation takes products below 2^62 in magnitude, so every
 /// truncated product is below 2^(62 − f), and the difference of two below 2^(63 − f): the
 /// domain covers every value a product makes and every difference of two.
 pub fn default_comparison_bits(fixed: FixedPoint) -> u32 {
-    63u32.saturating_sub(fixed.frac_bits()).max(2)
+    63u32
+        .saturating_sub(fixed.frac_bits())
+        .max(*COMPARISON_BITS.start())
 }
 
 /// Checks that two shared operands have the same shape.

@@ -780,12 +780,18 @@ pub(crate) fn merge(proposals: &[Proposal; 3]) -> Result<Manifest> {
         |o| o.comparison_bits,
         comparison_default,
     )?;
-    if !(2..=63).contains(&comparison_bits) {
-        bail!(
-            "`comparison_bits` is {comparison_bits}: the comparison domain [−2^ℓ, 2^ℓ) takes ℓ \
-             from 2 to 63 (63: the whole ring)"
-        );
-    }
+    let range = cryptgpu_share::COMPARISON_BITS;
+    let comparison_bits = u32::try_from(comparison_bits)
+        .ok()
+        .filter(|l| range.contains(l))
+        .with_context(|| {
+            format!(
+                "`comparison_bits` is {comparison_bits}: the comparison domain [−2^ℓ, 2^ℓ) \
+                 takes ℓ from {} to {} (63: the whole ring)",
+                range.start(),
+                range.end()
+            )
+        })?;
     let test_count = match job {
         JobKind::Infer => 0,
         JobKind::Train => {
@@ -847,7 +853,7 @@ pub(crate) fn merge(proposals: &[Proposal; 3]) -> Result<Manifest> {
         weight_decay,
         seed,
         truncation,
-        comparison_bits: comparison_bits as u32,
+        comparison_bits,
         keys,
         canonical,
     })
