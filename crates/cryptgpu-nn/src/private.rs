@@ -252,38 +252,32 @@ impl<B: GpuBackend> SharedModel<B> {
                 continue;
             };
             let node = &nodes[id];
-            if fwd.deferred[id] {
+            let input_grads = if fwd.deferred[id] {
                 // A ReLU that ran after its max-pool: the pool's backward pass covered it.
-                let input = node.inputs[0];
-                if input != 0 {
-                    flowing[input] = Some(match flowing[input].take() {
-                        Some(acc) => p.add(&acc, &dy)?,
-                        None => dy,
-                    });
-                }
-                continue;
-            }
-            let shape_of = |i: NodeId| {
-                fwd.values[i]
-                    .as_ref()
-                    .map(|v| v.shape().to_vec())
-                    .ok_or_else(|| NnError::Graph(format!("`{}` lost a value", nodes[i].name)))
+                vec![Some(dy)]
+            } else {
+                let shape_of = |i: NodeId| {
+                    fwd.values[i]
+                        .as_ref()
+                        .map(|v| v.shape().to_vec())
+                        .ok_or_else(|| NnError::Graph(format!("`{}` lost a value", nodes[i].name)))
+                };
+                let input_shapes = node
+                    .inputs
+                    .iter()
+                    .map(|&i| shape_of(i))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut cx = PrivateBackCx {
+                    p: &mut *p,
+                    node,
+                    input_shapes,
+                    out_shape: shape_of(id)?,
+                    params: &self.params,
+                    saved: fwd.saved[id].as_deref(),
+                    grads: &mut grads,
+                };
+                node.op.private_backward(&mut cx, dy)?
             };
-            let input_shapes = node
-                .inputs
-                .iter()
-                .map(|&i| shape_of(i))
-                .collect::<Result<Vec<_>>>()?;
-            let mut cx = PrivateBackCx {
-                p: &mut *p,
-                node,
-                input_shapes,
-                out_shape: shape_of(id)?,
-                params: &self.params,
-                saved: fwd.saved[id].as_deref(),
-                grads: &mut grads,
-            };
-            let input_grads = node.op.private_backward(&mut cx, dy)?;
             for (&target, g) in node.inputs.iter().zip(input_grads) {
                 let Some(g) = g else { continue };
                 if target == 0 {
