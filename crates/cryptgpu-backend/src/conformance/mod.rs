@@ -794,13 +794,19 @@ pub fn check_fill_chacha12<B: GpuBackend>(backend: &B) {
             );
         }
     }
-    // Positions wrap at 2^64 (the stream's definition in `prg`, where rand_chacha would go
-    // on past block 2^61): across the wrap, against the scalar definition.
+    // Positions wrap at 2^64: the element at position p + i is rand_chacha's at word
+    // 2·((p + i) mod 2^64), where one stream of rand_chacha would go on past block 2^61.
     let key = rng.key();
     for position in [u64::MAX - 300, u64::MAX] {
         let got = backend.fill_chacha12(&[2000], &key, 3, position).unwrap();
-        let mut want = vec![0u64; 2000];
-        crate::prg::fill_chacha12(&key, 3, position, &mut want);
+        let want = (0..2000u64)
+            .map(|i| {
+                let mut reference = ChaCha12Rng::from_seed(key);
+                reference.set_stream(3);
+                reference.set_word_pos(2 * u128::from(position.wrapping_add(i)));
+                reference.next_u64()
+            })
+            .collect();
         assert_same(
             &format!("chacha12 across the wrap from {position}"),
             &download(backend, &got),
