@@ -62,6 +62,10 @@ impl<B: GpuBackend> PrivateForward<B> {
 
 /// Secret-shares a batch of inputs `[N, ..input_shape]` held by `owner` (who passes
 /// `Some(tensor)`; the others pass `None` and the public batch size).
+///
+/// # Errors
+/// At the owner, before anything is sent, for a value the comparisons could not take
+/// (see [`SharedModel::share`] for the variants): named "input".
 pub fn share_input<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
     owner: PartyId,
@@ -76,7 +80,7 @@ pub fn share_input<B: GpuBackend, T: Transport>(
             t.shape()
         )));
     }
-    Ok(p.share_f64(owner, input.map(Tensor::data), shape)?)
+    Ok(p.share_f64_checked(owner, "input", input.map(Tensor::data), shape)?)
 }
 
 impl<B: GpuBackend> SharedModel<B> {
@@ -84,6 +88,15 @@ impl<B: GpuBackend> SharedModel<B> {
     /// others pass a model of the same architecture, with any values). BatchNorm nodes are
     /// folded into the convolution they follow where possible; the rest become per-channel
     /// `scale` and `shift` tensors, computed by the owner.
+    ///
+    /// # Errors
+    /// The owner checks each tensor it shares (parameters, constants, BatchNorm's affine
+    /// map) on its plaintext before sending it, and refuses a value out of range, naming
+    /// the tensor and the first offending element: not finite
+    /// (`RingError::NotFiniteAt`), beyond the fixed-point range (`RingError::OutOfRangeAt`),
+    /// both wrapped as `NnError::Protocol(NonlinearError::Share(ShareError::Ring(_)))`; or
+    /// outside the comparison domain [−2^ℓ, 2^ℓ) ([`NnError::OutOfComparisonRange`]). The
+    /// others then fail with a transport error.
     pub fn share<T: Transport>(p: &mut Party<B, T>, model: &Model, owner: PartyId) -> Result<Self> {
         let model = model.fold_batchnorm()?;
         let mine = p.id() == owner;
@@ -107,8 +120,10 @@ impl<B: GpuBackend> SharedModel<B> {
                             .collect()
                     };
                     for ((suffix, shape), value) in specs.iter().zip(&values) {
-                        let shared = p.share_f64(owner, mine.then_some(&value[..]), shape)?;
-                        params.insert(format!("{}.{suffix}", node.name), shared);
+                        let name = format!("{}.{suffix}", node.name);
+                        let mine = mine.then_some(&value[..]);
+                        let shared = p.share_f64_checked(owner, &name, mine, shape)?;
+                        params.insert(name, shared);
                     }
                 }
             }
@@ -472,7 +487,7 @@ fn share_param<B: GpuBackend, T: Transport>(
             context: String::new(),
         })?;
     let mine = p.id() == owner;
-    Ok(p.share_f64(owner, mine.then(|| value.data()), shape)?)
+    Ok(p.share_f64_checked(owner, name, mine.then(|| value.data()), shape)?)
 }
 
 /// SGD on shared parameters, PyTorch's formulation: g' = g + weight_decay·w,

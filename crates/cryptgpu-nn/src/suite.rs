@@ -268,6 +268,184 @@ fn check_transcripts_match<B: GpuBackend>(backend: &B, start: &Model) {
     }
 }
 
+/// Runs `model` privately on `x` at `frac_bits` fractional bits (the model owner P0 and the
+/// data owner P1 sharing, seeded keys; the default comparison domain) and returns the
+/// revealed output, with the plaintext executor's.
+pub fn private_and_plain<B: GpuBackend>(
+    backend: &B,
+    model: &Model,
+    x: &Tensor,
+    frac_bits: u32,
+) -> (Vec<f64>, Vec<f64>) {
+    let plain = crate::plain::forward(model, x, crate::plain::Mode::Inference)
+        .expect("plaintext forward")
+        .logits(model)
+        .data()
+        .to_vec();
+    let [got, ..] = run_local_3pc(|t| {
+        let mut p = Party::setup_with(
+            backend.clone(),
+            t,
+            FixedPoint::new(frac_bits).expect("a valid format"),
+            KeySource::InsecureSeeded(5),
+        )
+        .expect("setup");
+        let shared = SharedModel::share(&mut p, model, PartyId::P0).expect("shared");
+        let mine = (p.id() == PartyId::P1).then_some(x);
+        let sx = share_input(&mut p, PartyId::P1, mine, x.shape()).expect("input");
+        let y = shared.forward(&mut p, &sx).expect("forward");
+        p.reveal_f64(&y).expect("reveal")
+    })
+    .expect("three parties ran");
+    (got, plain)
+}
+
+/// A model of one layer `op` on inputs of `shape`, followed (when `identity_gemm`) by
+/// Flatten and a Gemm with the identity matrix, as an ONNX export of the graph.
+fn one_layer(op: Op, shape: &[usize], identity_gemm: bool) -> Model {
+    let mut b = GraphBuilder::new();
+    let mut last = b.add("layer", op, &[0]);
+    let n: usize = shape.iter().product();
+    if identity_gemm {
+        let f = b.add("flatten", Op::Flatten(Flatten), &[last]);
+        last = b.add("gemm", zoo::linear(n, n), &[f]);
+    }
+    let mut model = b
+        .finish("one-layer", shape, last, 1)
+        .expect("a well-formed graph");
+    if identity_gemm {
+        let eye: Vec<f64> = (0..n * n)
+            .map(|i| if i / n == i % n { 1.0 } else { 0.0 })
+            .collect();
+        model.params.insert(
+            "gemm.weight".into(),
+            Tensor::new(&[n, n], eye).expect("n × n"),
+        );
+        model.params.insert(
+            "gemm.bias".into(),
+            Tensor::new(&[n], vec![0.0; n]).expect("n"),
+        );
+    }
+    model
+}
+
+/// Clip and max-pooling exact at the edges of the default comparison domain (real
+/// [−2^(ℓ−f), 2^(ℓ−f))), against the plaintext executor:
+/// - Clip → Flatten → Gemm(identity) with bounds far beyond the domain (±1e7 at f = 20,
+///   ±65504 at f = 24, fp16's max) passes [0.5, −2, 100, 3] through unchanged;
+/// - Clip with binding bounds (two-sided, one-sided, lo > hi) at the domain's edges;
+/// - MaxPool 3×3 with padding 1 (the backends' padding and the explicit one), and global
+///   max-pooling, over [[6291456, 1], [2, 3]] at f = 20 (0.75·2^23), over four values of
+///   −6291456, and over the domain's edges.
+pub fn check_comparison_range_in_layers<B: GpuBackend>(backend: &B) {
+    let close = |what: &str, got: &[f64], want: &[f64], tol: f64| {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= tol, "{what}[{i}]: got {g}, want {w}");
+        }
+    };
+    let x = Tensor::new(&[1, 4], vec![0.5, -2.0, 100.0, 3.0]).expect("4 values");
+    for (f, bound) in [(20u32, 1e7), (24, 65504.0)] {
+        let clip = Clip {
+            min: Some(-bound),
+            max: Some(bound),
+        };
+        let model = one_layer(clip.into(), &[4], true);
+        let (got, plain) = private_and_plain(backend, &model, &x, f);
+        let tol = 2.0 / f64::from(1u32 << f);
+        close(&format!("Clip ±{bound} at f = {f}"), &got, x.data(), tol);
+        close(&format!("plaintext Clip ±{bound}"), &plain, x.data(), 0.0);
+    }
+    // Clip alone at the edges of the domain [−2^23, 2^23) at f = 20.
+    let ulp = 1.0 / f64::from(1u32 << 20);
+    let top = 8_388_608.0;
+    let edges = vec![
+        -top,
+        -top + ulp,
+        -1.5 - ulp,
+        -1.5,
+        -ulp,
+        0.0,
+        2.25,
+        2.25 + ulp,
+        top - 2.0 * ulp,
+        top - ulp,
+    ];
+    let xe = Tensor::new(&[1, edges.len()], edges.clone()).expect("edges");
+    for (lo, hi) in [
+        (Some(-1.5), Some(2.25)),
+        (Some(-1.5), None),
+        (None, Some(2.25)),
+        (Some(-1e7), Some(1e7)),
+        (Some(-top), Some(top - ulp)),
+        (Some(3.0), Some(-1.0)),
+        (None, None),
+    ] {
+        let clip = Clip { min: lo, max: hi };
+        let model = one_layer(clip.into(), &[edges.len()], false);
+        let (got, plain) = private_and_plain(backend, &model, &xe, 20);
+        close(
+            &format!("Clip({lo:?}, {hi:?}) at the edges"),
+            &got,
+            &plain,
+            0.0,
+        );
+    }
+    // Max-pooling 3×3, padding 1, of 2×2 planes: the backends' symmetric padding, then
+    // explicit padding (asymmetric pads), then global max-pooling.
+    let planes = vec![
+        6_291_456.0,
+        1.0,
+        2.0,
+        3.0,
+        -6_291_456.0,
+        -6_291_456.0,
+        -6_291_456.0,
+        -6_291_456.0,
+        -top,
+        -top,
+        -top,
+        -top,
+        -top,
+        top - ulp,
+        -top + ulp,
+        -top,
+    ];
+    let xp = Tensor::new(&[4, 1, 2, 2], planes).expect("four planes");
+    let symmetric = PoolWindow::from(Pool2dParams {
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1],
+    });
+    let asymmetric = PoolWindow {
+        pads: [1, 1, 2, 2],
+        ..symmetric
+    };
+    let ops: [(&str, Op); 3] = [
+        ("MaxPool 3×3 pad 1", MaxPool2d { window: symmetric }.into()),
+        (
+            "MaxPool 3×3 pads [1, 1, 2, 2]",
+            MaxPool2d { window: asymmetric }.into(),
+        ),
+        ("GlobalMaxPool", GlobalMaxPool.into()),
+    ];
+    for (what, op) in ops {
+        let model = one_layer(op, &[1, 2, 2], false);
+        let (got, plain) = private_and_plain(backend, &model, &xp, 20);
+        close(what, &got, &plain, 0.0);
+        if what == "MaxPool 3×3 pad 1" {
+            let want = [
+                [6_291_456.0; 4],
+                [-6_291_456.0; 4],
+                [-top; 4],
+                [top - ulp; 4],
+            ]
+            .concat();
+            close("MaxPool 3×3 pad 1 (the issue's values)", &got, &want, 0.0);
+        }
+    }
+}
+
 /// The private executor's tests for a backend crate: `private_nn_tests!(make)`, where
 /// `make() -> Option<B>` gives the backend or `None` (after printing why) to skip.
 #[macro_export]
@@ -284,6 +462,13 @@ macro_rules! private_nn_tests {
         fn every_layer_kind_is_bit_identical_to_the_cpu_backend() {
             if let Some(backend) = $make() {
                 $crate::suite::check_every_layer_matches_cpu(&backend);
+            }
+        }
+
+        #[test]
+        fn clip_and_max_pool_are_exact_at_the_comparison_domain_edges() {
+            if let Some(backend) = $make() {
+                $crate::suite::check_comparison_range_in_layers(&backend);
             }
         }
     };

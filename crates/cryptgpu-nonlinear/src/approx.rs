@@ -8,10 +8,10 @@
 //! | [`exp`] | (1 + t + t²/2)^(2^8), t = x/2^8 | [−256, 4] | 2^-14 + 2^-10·e^x (2.4e-4 relative) | 19 (14) | 168 / 112 / 112 (88 / 72 / 72) |
 //! | [`reciprocal`] | Newton–Raphson from 2/(lo + hi), k iterations from the range | [lo, hi], default [0.5, 256] (k = 13) | 2^-18 + 2^-12·(1/x) (1 unit) | 50 (37) | 416 / 296 / 296 (208 / 192 / 192) |
 //! | [`div`] a/b | a · reciprocal(b) | b as reciprocal, \|a\| ≤ 4 | 2^-16 + 2^-12·\|a/b\| | 52 (38) | 432 / 308 / 308 (216 / 200 / 200) |
-//! | [`softmax`] over 10 classes | max, exp(x − max), sum, reciprocal on [1, 10] (k = 7) | logits within 256 of the max | 2^-12 per probability (6.0e-5) | 79 (65) | per row of 10: 2322.8 / 1555.1 / 1555.1 (1330.8 / 1059.1 / 1059.1) |
+//! | [`softmax`] over 10 classes | max, exp(x − max), sum, reciprocal on [1, 10] (k = 7) | logits within 256 of the max | 2^-12 per probability (6.0e-5) | 79 (65) | per row of 10: 2325 / 1555.1 / 1555.1 (1333 / 1059.1 / 1059.1) |
 //! | [`log`] | CrypTen's Householder: y0 = x/120 − 20·exp(−2x − 1) + 3, 2 iterations of order 8 | [0.01, 200] | 2^-9 (8.1e-4) | 76 (53) | 808 / 540 / 540 (416 / 344 / 344) |
 //! | [`inv_sqrt`] | Newton from CrypTen's y0 = 2.2·exp(−(x/2 + 0.2)) + 0.2 − x/1024, 4 iterations | [0.1, 100] | 2^-16 + 2^-10·x^-½ (1.2e-4) | 46 (32) | 408 / 268 / 268 (208 / 168 / 168) |
-//! | [`sigmoid`] | 1/(1 + exp(−\|x\|)), mirrored for x < 0 (reciprocal on [1, 2], k = 4) | [−256, 256] | 2^-12 (9.1e-5) | 42 (32) | 340.8 / 218.1 / 218.1 (196.8 / 146.1 / 146.1) |
+//! | [`sigmoid`] | 1/(1 + exp(−\|x\|)), mirrored for x < 0 (reciprocal on [1, 2], k = 4) | [−256, 256] | 2^-12 (9.1e-5) | 42 (32) | 341 / 218.1 / 218.1 (197 / 146.1 / 146.1) |
 //!
 //! Rounds and bytes are for exact truncation (the default), with probabilistic truncation in
 //! parentheses; they are measured on the counting transport from parties in step, and bytes
@@ -25,6 +25,10 @@
 //! and is about 2^9 times more accurate at the same number of squarings (its error is
 //! x³/(6·4^n) against x²/(2·2^n)). Outside its domain a function is not merely inexact: exp
 //! of x < −512 and reciprocal of x > 2/y0 give garbage, so keep inputs in range.
+//!
+//! softmax's max (a tournament of comparisons) and sigmoid's |x| compare: they are exact
+//! for inputs in the party's comparison domain [−2^ℓ, 2^ℓ) (see [`crate::compare`]), far
+//! wider than the domains above at the default ℓ.
 //!
 //! With probabilistic truncation (Π_trunc1), whose failure odds grow with the magnitude of
 //! the product (see `cryptgpu_share::truncation`), the positive end of exp's domain is bounded

@@ -79,7 +79,7 @@ fn u(n: usize) -> u64 {
 }
 
 /// The comparison domain ℓ of the cost formulas: the default of a party with the default
-/// fixed-point format (43 at f = 20).
+/// fixed-point format (43 at f = 20; the MSB then runs over 44 bits).
 pub fn default_comparison_bits() -> u32 {
     cryptgpu_share::default_comparison_bits(cryptgpu_ring::FixedPoint::default())
 }
@@ -120,17 +120,18 @@ pub fn truncation(n: usize, mode: Truncation) -> Cost {
 }
 
 /// The MSB of n elements (and so DReLU and every comparison) in the default comparison
-/// domain.
+/// domain ℓ: [`msb_in`] over ℓ + 1 bits.
 pub fn msb(n: usize) -> Cost {
-    msb_in(n, default_comparison_bits())
+    msb_in(n, default_comparison_bits() + 1)
 }
 
-/// The MSB of n elements in the comparison domain [−2^ℓ, 2^ℓ): P0 inputs the ℓ + 1 low
-/// bits of its addend and one product per pair of bits; P1 and P2 turn the ⌈ℓ/2⌉ groups'
-/// (G, P) into sharings (one word per row each); then the carry tree's ANDs.
-pub fn msb_in(n: usize, l: u32) -> Cost {
+/// `Party::msb_in` of n elements over k bits (exact on [−2^k, 2^k); `Party::msb` is k =
+/// ℓ + 1): P0 inputs the k + 1 low bits of its addend and one product per pair of bits;
+/// P1 and P2 turn the ⌈k/2⌉ groups' (G, P) into sharings (one word per row each); then the
+/// carry tree's ANDs.
+pub fn msb_in(n: usize, k: u32) -> Cost {
     let words = u(packed_words(n));
-    let l = u64::from(l);
+    let l = u64::from(k);
     let (pairs, mut groups) = (l / 2, l.div_ceil(2));
     let (mut rounds, mut and_rows) = (2, 0);
     while groups > 1 {

@@ -18,20 +18,25 @@
 //!
 //! | op | rounds | bytes sent per element: P0 | P1 | P2 |
 //! | --- | --- | --- | --- | --- |
-//! | [`drelu`], [`lt`], [`gt`], [`le`], [`ge`] (and `*_public`) | 7 | 12.75 | 10.125 | 10.125 |
-//! | [`relu`] | 8 | 28.75 | 18.125 | 18.125 |
+//! | [`drelu`], [`lt`], [`gt`], [`le`], [`ge`] (and `*_public`) | 7 | 13 | 10.125 | 10.125 |
+//! | [`relu`] | 8 | 29 | 18.125 | 18.125 |
 //! | [`relu_backward`] | 2 | 16 | 8 | 8 |
-//! | [`max_pool2d`] 2×2 (keeping the winners), per output element | 17 | 86.5 | 54.625 | 54.625 |
-//! | [`max_pool2d_values`] 2×2 (inference), per output element | 16 | 86.25 | 54.375 | 54.375 |
+//! | [`max_pool2d`] 2×2 (keeping the winners), per output element | 17 | 87.25 | 54.625 | 54.625 |
+//! | [`max_pool2d_values`] 2×2 (inference), per output element | 16 | 87 | 54.375 | 54.375 |
 //! | [`max_pool2d_backward`] 2×2, per output element | 2 | 64 | 32 | 32 |
 //! | [`avg_pool2d`], [`global_avg_pool`], per output element: exact (probabilistic) | 1 | 16 (8) | 4 (0) | 4 (0) |
-//! | [`softmax`] over 10 classes, per row: exact (probabilistic) | 79 (65) | 2322.75 (1330.75) | 1555.125 (1059.125) | 1555.125 (1059.125) |
+//! | [`softmax`] over 10 classes, per row: exact (probabilistic) | 79 (65) | 2325 (1333) | 1555.125 (1059.125) | 1555.125 (1059.125) |
 //!
-//! Comparisons are exact in the party's comparison domain, values (and differences) in
-//! [−2^ℓ, 2^ℓ) with ℓ = 63 − f by default (`Party::comparison_bits`): 43 at f = 20, real
-//! magnitudes below 2^23, which covers every value a product can make before exact
-//! truncation fails. The figures above are for that default; ℓ = 63 (the whole ring) costs
-//! 19 / 15.125 / 15.125 bytes per DReLU element, in the same 7 rounds.
+//! Comparisons are exact for values in the party's comparison domain [−2^ℓ, 2^ℓ), both
+//! edges included, with ℓ = 63 − f by default (`Party::comparison_bits`): 43 at f = 20,
+//! real values in [−2^23, 2^23), which covers every value a product can make before exact
+//! truncation fails. That holds for lt/gt/le/ge (shared, and public with any threshold,
+//! which is clamped into the domain), DReLU, ReLU, max, argmax and max-pooling (padded with
+//! the domain's floor −2^ℓ): the MSB under them covers [−2^(ℓ+1), 2^(ℓ+1)), every
+//! difference of two values of the domain. Outside the domain a result is silently wrong
+//! for some values (periodically), with no error; see [`compare`]. The figures above are
+//! for the default; ℓ = 62 (the MSB over the whole ring) costs 19 / 15.125 / 15.125 bytes
+//! per DReLU element, in the same 7 rounds.
 //!
 //! For comparison, CryptGPU's ReLU takes about 53 sequential messages (its carry-select
 //! adder over 8-bit blocks, then a 3-party OT and a multiplication). The functions by
@@ -51,8 +56,8 @@ pub use approx::{
     exp, inv_sqrt, log, reciprocal, sigmoid, softmax,
 };
 pub use compare::{
-    Relu, abs, drelu, ge, ge_public, gt, gt_public, le, le_public, lt, lt_public, relu,
-    relu_backward, select,
+    Relu, abs, drelu, ge, ge_public, gt, gt_public, gt_threshold_bounds, le, le_public, lt,
+    lt_public, lt_threshold_bounds, relu, relu_backward, select,
 };
 pub use error::{NonlinearError, Result};
 pub use pool::{

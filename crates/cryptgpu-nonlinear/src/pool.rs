@@ -1,6 +1,12 @@
 //! Max and argmax over an axis by a tournament of comparisons, max-pooling (forward and the
 //! one-hot backward), average pooling and global average pooling.
 //!
+//! Max, argmax and max-pooling are exact for values in the party's comparison domain
+//! [−2^ℓ, 2^ℓ) (see [`crate::compare`]); a max-pool's padding is the domain's floor −2^ℓ
+//! (`Party::comparison_floor`), which never changes a window's max (a window whose values
+//! all sit at −2^ℓ gives −2^ℓ either way), and whose difference with any value of the
+//! domain stays where the MSB is exact.
+//!
 //! # Tournament
 //!
 //! The k candidates along the axis meet in neighbouring pairs (0 with 1, 2 with 3, ...): one
@@ -211,7 +217,7 @@ pub struct MaxPool<B: GpuBackend> {
 }
 
 /// The windows of an NCHW sharing as `[kh·kw, r]` (padding reads the comparison floor
-/// −2^(ℓ−1)), with the unfolded shape `[kh·kw, n, c, oh, ow]` and the output shape
+/// −2^ℓ), with the unfolded shape `[kh·kw, n, c, oh, ow]` and the output shape
 /// `[n, c, oh, ow]`.
 fn pool_windows<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
@@ -223,8 +229,8 @@ fn pool_windows<B: GpuBackend, T: Transport>(
     let windows = p.linear(x, |b, t| b.pool_unfold(t, params, 0))?;
     let windows = if params.padding != [0, 0] {
         // The padding enters as a public constant, added once (not once per share): the
-        // comparison floor −2^(ℓ−1), below every value the comparisons handle, and close
-        // enough to them that differences stay in the domain.
+        // comparison floor −2^ℓ, the least value of the domain, so that it never changes a
+        // window's max and every comparison stays exact.
         let floor = p.comparison_floor();
         let b = p.backend();
         let pad = b.pool_unfold(&b.zeros(x.shape())?, params, floor)?;
@@ -241,7 +247,7 @@ fn pool_windows<B: GpuBackend, T: Transport>(
 
 /// Max-pooling of an NCHW sharing, keeping the one-hot winners for
 /// [`max_pool2d_backward`]: the windows are unfolded (padding reads the comparison floor
-/// −2^(ℓ−1)) and meet in a tournament, 8·⌈log2(kh·kw)⌉ rounds, and the winners come from
+/// −2^ℓ, exact for inputs in the whole domain [−2^ℓ, 2^ℓ)) and meet in a tournament, 8·⌈log2(kh·kw)⌉ rounds, and the winners come from
 /// its comparison bits (one more round per level below the top: 17 measured for 2×2).
 pub fn max_pool2d<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,

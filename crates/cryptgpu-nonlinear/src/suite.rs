@@ -52,13 +52,14 @@ pub fn reals(seed: u64, n: usize, lo: f64, hi: f64) -> Vec<f64> {
         .collect()
 }
 
-/// Deterministic ring elements with the edge cases first: 0, ±1, ±2^62 and friends.
+/// Deterministic ring elements of the widest comparison domain [−2^62, 2^62) (ℓ = 62),
+/// with the edge cases first: 0, ±1, −2^62, 2^62 − 1 and friends.
 pub fn ring_values(seed: u64, n: usize) -> Vec<u64> {
     let edges = [
         0u64,
         1,
         u64::MAX,
-        1 << 62,
+        (1 << 62) - 2,
         (1u64 << 62).wrapping_neg(),
         (1 << 62) - 1,
         2,
@@ -73,7 +74,7 @@ pub fn ring_values(seed: u64, n: usize) -> Vec<u64> {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                // Values within ±2^62 so that differences stay below 2^63.
+                // Values within ±2^61.
                 ((x as i64) >> 2) as u64
             }
         })
@@ -123,12 +124,12 @@ pub fn check_comparisons<B: GpuBackend>(backend: &B) {
     let mut x = x;
     x[11] = 0; // DReLU's convention at 0
     let bits = same3(run3(backend, |p| {
-        p.set_comparison_bits(63)?; // values from the whole ring
+        p.set_comparison_bits(62)?; // the widest domain, [−2^62, 2^62)
         let sx = input(p, &x, &[n])?;
         let sy = input(p, &y, &[n])?;
         let c = p.backend().upload(&y, &[n])?;
         let mut out = Vec::new();
-        let sign = p.msb(&sx)?;
+        let sign = p.msb_in(&sx, 63)?; // the whole ring's MSB
         out.push(p.reveal_bits(&sign)?);
         for f in [lt, gt, le, ge] {
             let r = f(p, &sx, &sy)?;
@@ -171,45 +172,247 @@ pub fn check_comparisons<B: GpuBackend>(backend: &B) {
     );
 }
 
-/// The MSB in reduced comparison domains [−2^ℓ, 2^ℓ): exact at the domain's edges and
-/// inside it, for odd and even ℓ, with the bytes and rounds of [`cost::msb_in`].
+/// The MSB over k bits ([`Party::msb_in`]) exact at the edges of [−2^k, 2^k) and inside,
+/// for odd and even k up to the whole ring (k = 63), and [`Party::msb`] in comparison
+/// domains ℓ exact on [−2^(ℓ+1), 2^(ℓ+1)), with the bytes and rounds of [`cost::msb_in`].
 pub fn check_comparison_domain<B: GpuBackend>(backend: &B) {
-    for l in [2u32, 3, 17, 32, 43, 62, 63] {
-        let half = 1u64 << (l - 1);
-        let top = (1u64 << l) - 1;
+    // (k, ℓ): msb_in over k bits, or msb with ℓ = k − 1.
+    for (k, via_domain) in [
+        (2u32, false),
+        (3, true),
+        (17, false),
+        (32, true),
+        (44, true),
+        (62, false),
+        (63, false),
+        (63, true),
+    ] {
+        let half = 1u64 << (k - 1);
+        let top = (1u64 << k) - 1;
         let mut x: Vec<u64> = vec![
             0,
             1,
             u64::MAX,
             top,
-            top.wrapping_neg().wrapping_sub(1), // −2^ℓ
-            top.wrapping_neg(),                 // −2^ℓ + 1
+            top.wrapping_neg().wrapping_sub(1), // −2^k
+            top.wrapping_neg(),                 // −2^k + 1
             half,
             half.wrapping_neg(),
         ];
-        let mut state = 0x2545_F491_4F6C_DD1Du64 ^ u64::from(l);
+        let mut state = 0x2545_F491_4F6C_DD1Du64 ^ u64::from(k);
         while x.len() < 300 {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            // Uniform in [−2^ℓ, 2^ℓ).
+            // Uniform in [−2^k, 2^k).
             x.push((state & top).wrapping_sub(if state >> 63 == 1 { top + 1 } else { 0 }));
         }
         let n = x.len();
+        let sign_of = |p: &mut SuiteParty<'_, B>, sx: &Rss<B>| {
+            if via_domain {
+                p.set_comparison_bits(k - 1)?;
+                p.msb(sx)
+            } else {
+                p.msb_in(sx, k)
+            }
+        };
         let bits = same3(run3(backend, |p| {
-            p.set_comparison_bits(l)?;
             let sx = input(p, &x, &[n])?;
-            let sign = p.msb(&sx)?;
+            let sign = sign_of(p, &sx)?;
             Ok(p.reveal_bits(&sign)?)
         }));
         let want: Vec<bool> = x.iter().map(|&v| signed(v) < 0).collect();
-        assert_eq!(bits, want, "msb with ℓ = {l}");
+        assert_eq!(
+            bits, want,
+            "msb over {k} bits (via the domain: {via_domain})"
+        );
         // Setting the domain sends nothing, so the measure is the MSB's alone.
         let measured = measure(backend, &[n], |p, x| {
-            p.set_comparison_bits(l)?;
-            p.msb(x).map(drop).map_err(Into::into)
+            sign_of(p, x).map(drop).map_err(Into::into)
         });
-        assert_eq!(measured, cost::msb_in(n, l), "msb cost with ℓ = {l}");
+        assert_eq!(measured, cost::msb_in(n, k), "msb cost over {k} bits");
+    }
+}
+
+/// The comparison domain ℓ exact at both edges, for every comparison: values −2^ℓ,
+/// −2^ℓ + 1, −1, 0, 1, 2^ℓ − 2, 2^ℓ − 1 (and random ones of the domain), every pair of
+/// them (opposite edges included) for lt, gt, le, ge, max and argmax; public thresholds
+/// far beyond the domain (±2^62, the ring's extremes) and at ±2^ℓ, ±(2^ℓ ± 1); msb, DReLU,
+/// ReLU; max-pooling with and without padding (the padding sits at the floor −2^ℓ). For
+/// small domains and the default one.
+pub fn check_comparison_edges<B: GpuBackend>(backend: &B) {
+    let default = cost::default_comparison_bits();
+    for l in [2u32, 3, 17, default, 62] {
+        let half = 1u64 << l;
+        let neg = |v: u64| v.wrapping_neg();
+        let edges = [neg(half), neg(half) + 1, u64::MAX, 0, 1, half - 2, half - 1];
+        // Every pair of edges, then random values of the domain.
+        let mut x: Vec<u64> = Vec::new();
+        let mut y: Vec<u64> = Vec::new();
+        for &a in &edges {
+            for &b in &edges {
+                x.push(a);
+                y.push(b);
+            }
+        }
+        let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(l);
+        let mut draw = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state & (half - 1)).wrapping_sub(if state >> 63 == 1 { half } else { 0 })
+        };
+        for _ in 0..40 {
+            x.push(draw());
+            y.push(draw());
+        }
+        // Public thresholds: beyond the domain, at its edges and one past them, and every
+        // edge value, each against every edge of x.
+        let thresholds = [
+            1u64 << 62,
+            neg(1 << 62),
+            i64::MAX as u64,
+            i64::MIN as u64,
+            half,
+            neg(half),
+            half + 1,
+            neg(half + 1),
+            half - 1,
+            neg(half - 1),
+        ];
+        let (mut px, mut pc) = (Vec::new(), Vec::new());
+        for &c in thresholds.iter().chain(&edges) {
+            for &a in &edges {
+                px.push(a);
+                pc.push(c);
+            }
+        }
+        let (n, m) = (x.len(), px.len());
+        let (bits, relu_out, maxima, hot) = same3(run3(backend, |p| {
+            p.set_comparison_bits(l)?;
+            let sx = input(p, &x, &[n])?;
+            let sy = input(p, &y, &[n])?;
+            let spx = input(p, &px, &[m])?;
+            let c = p.backend().upload(&pc, &[m])?;
+            let mut out = Vec::new();
+            for v in [&sx, &sy] {
+                let sign = p.msb(v)?;
+                out.push(p.reveal_bits(&sign)?);
+                let d = drelu(p, v)?;
+                out.push(p.reveal_bits(&d)?);
+            }
+            for f in [lt, gt, le, ge] {
+                let r = f(p, &sx, &sy)?;
+                out.push(p.reveal_bits(&r)?);
+            }
+            for f in [lt_public, gt_public, le_public, ge_public] {
+                let r = f(p, &spx, &c)?;
+                out.push(p.reveal_bits(&r)?);
+            }
+            let r = relu(p, &sx)?;
+            let relu_out = p.reveal(&r.output)?;
+            // x and y as the two candidates of each position, then every edge along an axis.
+            let pair = p.concat(&[&sx, &sy], 0)?;
+            let pair = p.linear(&pair, |b, t| b.reshape(t, &[2, n]))?;
+            let m2 = max(p, &pair, 0, true)?;
+            let all = input(p, &edges, &[1, edges.len()])?;
+            let m7 = max(p, &all, 1, true)?;
+            let maxima = (p.reveal(&m2.values)?, p.reveal(&m7.values)?);
+            let hot = (
+                p.reveal(m2.argmax.as_ref().expect("asked"))?,
+                p.reveal(m7.argmax.as_ref().expect("asked"))?,
+            );
+            Ok((out, relu_out, maxima, hot))
+        }));
+        let s = |v: u64| signed(v);
+        let of = |v: &[u64], f: &dyn Fn(i64) -> bool| -> Vec<bool> {
+            v.iter().map(|&a| f(s(a))).collect()
+        };
+        let want: Vec<Vec<bool>> = vec![
+            of(&x, &|a| a < 0),
+            of(&x, &|a| a > 0),
+            of(&y, &|a| a < 0),
+            of(&y, &|a| a > 0),
+        ];
+        for (k, name) in ["msb(x)", "drelu(x)", "msb(y)", "drelu(y)"]
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(bits[k], want[k], "{name} with ℓ = {l}");
+        }
+        type Relation = fn(i64, i64) -> bool;
+        let ops: [(&str, Relation); 4] = [
+            ("lt", |a, b| a < b),
+            ("gt", |a, b| a > b),
+            ("le", |a, b| a <= b),
+            ("ge", |a, b| a >= b),
+        ];
+        for (k, (name, f)) in ops.iter().enumerate() {
+            let shared: Vec<bool> = x.iter().zip(&y).map(|(&a, &b)| f(s(a), s(b))).collect();
+            assert_eq!(bits[4 + k], shared, "{name} with ℓ = {l}");
+            let public: Vec<bool> = px.iter().zip(&pc).map(|(&a, &c)| f(s(a), s(c))).collect();
+            for (i, (&got, &want)) in bits[8 + k].iter().zip(&public).enumerate() {
+                assert_eq!(
+                    got,
+                    want,
+                    "{name}_public({}, {}) with ℓ = {l}",
+                    s(px[i]),
+                    s(pc[i])
+                );
+            }
+        }
+        let want_relu: Vec<u64> = x.iter().map(|&a| if s(a) > 0 { a } else { 0 }).collect();
+        assert_eq!(relu_out, want_relu, "relu with ℓ = {l}");
+        let (m2, m7) = maxima;
+        let (h2, h7) = hot;
+        for i in 0..n {
+            let first = s(x[i]) >= s(y[i]);
+            let want = if first { x[i] } else { y[i] };
+            assert_eq!(m2[i], want, "max({}, {}) with ℓ = {l}", s(x[i]), s(y[i]));
+            assert_eq!(
+                (h2[i], h2[n + i]),
+                (u64::from(first), u64::from(!first)),
+                "argmax({}, {}) with ℓ = {l}",
+                s(x[i]),
+                s(y[i])
+            );
+        }
+        assert_eq!(m7, vec![half - 1], "max of the edges with ℓ = {l}");
+        let last = edges.len() - 1;
+        let want_hot: Vec<u64> = (0..edges.len()).map(|i| u64::from(i == last)).collect();
+        assert_eq!(h7, want_hot, "argmax of the edges with ℓ = {l}");
+        check_pool_edges(backend, l);
+    }
+}
+
+/// Max-pooling at the edges of the comparison domain ℓ, with and without padding: planes
+/// of the floor −2^ℓ only (the padding ties with every value), of the two opposite edges,
+/// and of every edge.
+fn check_pool_edges<B: GpuBackend>(backend: &B, l: u32) {
+    let half = 1u64 << l;
+    let floor = half.wrapping_neg();
+    let edges = [floor, floor + 1, u64::MAX, 0, 1, half - 2, half - 1];
+    let mut x = vec![floor; 16];
+    x.extend((0..16).map(|i| if i % 3 == 0 { half - 1 } else { floor }));
+    x.extend((0..16).map(|i| edges[(i * 5) % edges.len()]));
+    x.extend((0..16).map(|i| if i == 5 { half - 1 } else { floor + 1 }));
+    let shape = [1usize, 4, 4, 4];
+    let padded = Pool2dParams {
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1],
+    };
+    for params in [Pool2dParams::new(2, 2), padded] {
+        let (want, _, _) = plain_max_pool(&x, shape, params);
+        let (got, values) = same3(run3(backend, |p| {
+            p.set_comparison_bits(l)?;
+            let sx = input(p, &x, &shape)?;
+            let pool = max_pool2d(p, &sx, params)?;
+            let values = max_pool2d_values(p, &sx, params)?;
+            Ok((p.reveal(&pool.output)?, p.reveal(&values)?))
+        }));
+        assert_eq!(got, want, "max_pool2d {params:?} with ℓ = {l}");
+        assert_eq!(values, want, "max_pool2d_values {params:?} with ℓ = {l}");
     }
 }
 
@@ -224,7 +427,7 @@ pub fn check_relu<B: GpuBackend>(backend: &B) {
         }
         let g = ring_values(4, n);
         let (out, grad) = same3(run3(backend, |p| {
-            p.set_comparison_bits(63)?; // values from the whole ring
+            p.set_comparison_bits(62)?; // the widest domain, [−2^62, 2^62)
             let sx = input(p, &x, &shape)?;
             let sg = input(p, &g, &shape)?;
             let r = relu(p, &sx)?;
@@ -252,7 +455,7 @@ pub fn check_bit_injection<B: GpuBackend>(backend: &B) {
     let v = ring_values(6, rows * cols);
     let w = ring_values(7, rows);
     let (scaled, arith, chosen, absolute) = same3(run3(backend, |p| {
-        p.set_comparison_bits(63)?; // values from the whole ring
+        p.set_comparison_bits(62)?; // the widest domain, [−2^62, 2^62)
         let sx = input(p, &x, &[rows])?;
         let sv = input(p, &v, &[rows, cols])?;
         let sw = input(p, &w, &[rows])?;
@@ -294,7 +497,7 @@ pub fn check_max_argmax<B: GpuBackend>(backend: &B) {
     }
     for axis in 0..3 {
         let (values, hot) = same3(run3(backend, |p| {
-            p.set_comparison_bits(63)?; // values from the whole ring
+            p.set_comparison_bits(62)?; // the widest domain, [−2^62, 2^62)
             let sx = input(p, &x, &shape)?;
             let m = max(p, &sx, axis, true)?;
             let hot = m.argmax.as_ref().expect("asked");
@@ -407,11 +610,11 @@ fn plain_max_pool(
 pub fn check_max_pool<B: GpuBackend>(backend: &B) {
     let shape = [2usize, 3, 7, 6];
     let n: usize = shape.iter().product();
-    // Within half the default comparison domain (|x| < 2^41 for ℓ = 43), where the padding
-    // (−2^42) sits.
+    // The whole default comparison domain [−2^43, 2^43) (ℓ = 43), both edges included; the
+    // padding sits at its floor −2^43.
     let x: Vec<u64> = ring_values(9, n)
         .iter()
-        .map(|&v| ((v as i64) >> 22) as u64)
+        .map(|&v| ((v as i64) >> 19) as u64)
         .collect();
     // After a ReLU: many windows tie at 0, some entirely; the winner is the first position.
     let relu_x: Vec<u64> = x
@@ -807,7 +1010,7 @@ pub fn check_communication<B: GpuBackend>(backend: &B) {
     let rounds = assert_composite("relu", relu_cost, cost::relu(n));
     assert_eq!(rounds, cost::RELU_ROUNDS, "relu rounds");
     let per_elem = relu_cost.bytes.map(|b| b as f64 / n as f64);
-    assert_eq!(per_elem, [28.75, 18.125, 18.125], "relu bytes per element");
+    assert_eq!(per_elem, [29.0, 18.125, 18.125], "relu bytes per element");
     assert_composite(
         "relu and backward",
         measure(backend, &[n], |p, x| {
@@ -911,7 +1114,7 @@ pub fn check_communication<B: GpuBackend>(backend: &B) {
 macro_rules! nonlinear_protocol_tests {
     ($make:path) => {
         $crate::nonlinear_protocol_tests!(@tests $make;
-            check_comparisons, check_comparison_domain, check_relu, check_bit_injection, check_max_argmax, check_argmax_ties,
+            check_comparisons, check_comparison_domain, check_comparison_edges, check_relu, check_bit_injection, check_max_argmax, check_argmax_ties,
             check_max_pool, check_avg_pool, check_functions, check_softmax,
             check_communication);
     };

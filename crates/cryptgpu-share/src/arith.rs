@@ -165,6 +165,33 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         self.share(owner, tensor.as_ref(), shape)
     }
 
+    /// [`Party::share_f64`] for a tensor named `what` ("input", a parameter's name) whose
+    /// values will be compared: the owner first checks its encodings against the comparison
+    /// domain ([`Party::check_comparable`]), a pass over its plaintext, and on an error
+    /// sends nothing (the others then fail with a transport error).
+    ///
+    /// # Errors
+    /// At the owner: [`ShareError::Ring`] (`RingError::NotFiniteAt`, `RingError::OutOfRangeAt`)
+    /// for a value that is not finite or beyond the fixed-point range, and
+    /// [`ShareError::OutOfComparisonRange`] for one outside the comparison domain.
+    pub fn share_f64_checked(
+        &mut self,
+        owner: PartyId,
+        what: &str,
+        values: Option<&[f64]>,
+        shape: &[usize],
+    ) -> Result<Rss<B>> {
+        let tensor = match values {
+            Some(v) => {
+                let encoded = self.fixed().encode_slice(v)?;
+                self.check_comparable(what, &encoded)?;
+                Some(self.backend().upload_vec(encoded, shape)?)
+            }
+            None => None,
+        };
+        self.share(owner, tensor.as_ref(), shape)
+    }
+
     /// Reveals a shared tensor to all three parties: each sends its copy of x_{i+1} to its
     /// previous party, which lacks it. One round.
     pub fn reveal(&mut self, x: &Rss<B>) -> Result<Vec<u64>> {

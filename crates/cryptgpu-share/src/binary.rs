@@ -9,23 +9,31 @@
 //! | --- | --- | --- | --- | --- |
 //! | [`Party::share_binary`] by P0 (n words) | 1 | 16·n | 0 | 0 |
 //! | [`Party::binary_and`] on `m` words | 1 | 8·m | 8·m | 8·m |
-//! | [`Party::msb`] in the domain [−2^ℓ, 2^ℓ) | 2 + ⌈log2 ⌈ℓ/2⌉⌉ | 8·(ℓ + 1 + ⌊ℓ/2⌋ + t)·w | 8·(2·⌈ℓ/2⌉ + t)·w | 8·(2·⌈ℓ/2⌉ + t)·w |
+//! | [`Party::msb_in`] over k bits, exact on [−2^k, 2^k) | 2 + ⌈log2 ⌈k/2⌉⌉ | 8·(k + 1 + ⌊k/2⌋ + t)·w | 8·(2·⌈k/2⌉ + t)·w | 8·(2·⌈k/2⌉ + t)·w |
+//! | [`Party::msb`]: `msb_in` with k = ℓ + 1 | 7 (ℓ from 32 to 62) | 13·n at ℓ = 43 | 10.125·n | 10.125·n |
 //! | [`Party::mul_bit`] (bits of n elements, value of N ≥ n elements) | 2 | 8·n + 8·N | 8·N | 8·N |
 //! | [`Party::bit_to_arith`] | 2 | 16·n | 8·n | 8·n |
 //! | [`Party::reveal_bits`] | 1 | 8·w | 8·w | 8·w |
 //!
-//! where t is the number of ANDs of the carry tree over ⌈ℓ/2⌉ groups (37 for ℓ = 43, 57 for
-//! ℓ = 63). So one bit of a shared AND costs one bit on the wire: for n a multiple of 64 and
-//! the default ℓ = 43 (f = 20), the MSB costs P0 12.75 bytes per element and P1, P2 10.125,
-//! in 7 rounds; over the whole ring (ℓ = 63) 19 and 15.125.
+//! where t is the number of ANDs of the carry tree over ⌈k/2⌉ groups (37 for k = 44, 57
+//! for k = 63). So one bit of a shared AND costs one bit on the wire: for n a multiple of
+//! 64 and the default ℓ = 43 (f = 20; k = 44), the MSB costs P0 13 bytes per element and
+//! P1, P2 10.125, in 7 rounds (a domain one bit narrower, k = 43, cost P0 12.75); over the
+//! whole ring (k = 63, ℓ = 62) 19 and 15.125.
 //!
 //! # MSB by a carry tree
 //!
+//! The comparisons read the sign of a value of the comparison domain [−2^ℓ, 2^ℓ)
+//! ([`Party::comparison_bits`]), of its negation, or of the difference of two such values,
+//! all in [−2^(ℓ+1), 2^(ℓ+1)): so [`Party::msb`] is exact on that range, k = ℓ + 1 bits
+//! (at most 63, the whole ring, since ℓ ≤ 62). Outside it the result is the sign of x
+//! reduced into [−2^k, 2^k): wrong with period 2^(k+1), and no error.
+//!
 //! x = (x0 + x1) + x2 = a + b, with a = x0 + x1 known to P0 and b = x2 known to P1 and P2.
-//! For x in the comparison domain [−2^ℓ, 2^ℓ) ([`Party::comparison_bits`]), P0 adds 2^ℓ to
-//! a: then x + 2^ℓ lies in [0, 2^(ℓ+1)), and its bit ℓ is 1 exactly when x ≥ 0. That bit is
-//! a_ℓ ⊕ b_ℓ ⊕ c_ℓ, where the carry c_ℓ into bit ℓ is the generate signal G of the low ℓ
-//! bits of a + b, so only bits 0..=ℓ take part (ℓ = 63 is the whole ring's MSB).
+//! For x in [−2^k, 2^k), P0 adds 2^k to a: then x + 2^k lies in [0, 2^(k+1)), and its bit
+//! k is 1 exactly when x ≥ 0. That bit is a_k ⊕ b_k ⊕ c_k, where the carry c_k into bit k
+//! is the generate signal G of the low k bits of a + b, so only bits 0..=k take part
+//! (k = 63 is the whole ring's MSB).
 //!
 //! The low bits are sliced into rows of packed words, so that a row op handles bit j of
 //! every element, and grouped in pairs (an odd top bit alone). Since P0 knows a, it inputs
@@ -40,9 +48,9 @@
 //! the third share their sum): P1 sends its share ⊕ ρ to P2 and P2 its share ⊕ σ to P1
 //! (each masked by a key the receiver lacks); P1's message leaves at once, so the input and
 //! this exchange take 2 rounds. Then a balanced tree of (G, P)_hi ∘ (G, P)_lo =
-//! (G_hi ⊕ (P_hi ∧ G_lo), P_hi ∧ P_lo) over the ⌈ℓ/2⌉ groups (2·pairs − 1 ANDs per level:
+//! (G_hi ⊕ (P_hi ∧ G_lo), P_hi ∧ P_lo) over the ⌈k/2⌉ groups (2·pairs − 1 ANDs per level:
 //! the lowest group never needs its P) takes one round per level: 22 → 11 → 6 → 3 → 2 → 1
-//! for ℓ = 43, 5 rounds. In all 7 rounds, against 8 for the plain 63-bit tree (which
+//! for k = 44, 5 rounds. In all 7 rounds, against 8 for the plain 63-bit tree (which
 //! also spends a round and 63 ANDs on the generate bits).
 
 //! # Bit injection
@@ -265,12 +273,32 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     // ---- arithmetic to binary -----------------------------------------------------------
 
     /// The most significant bit of every element of an arithmetic sharing (1 for the
-    /// negative values of the two's complement view), for values in the comparison domain
-    /// [−2^ℓ, 2^ℓ) ([`Party::comparison_bits`]), by the carry tree of the module docs:
-    /// 7 rounds for ℓ from 33 to 63.
+    /// negative values of the two's complement view), exact for x ∈ [−2^(ℓ+1), 2^(ℓ+1))
+    /// with ℓ the comparison domain ([`Party::comparison_bits`]): every value of the domain
+    /// [−2^ℓ, 2^ℓ), its negation, and the difference of any two, so the comparisons built
+    /// on it are exact for values in the domain. [`Party::msb_in`] with ℓ + 1 bits (the
+    /// carry tree of the module docs over ℓ + 2 low bits): 7 rounds for ℓ from 32 to 62.
     pub fn msb(&mut self, x: &Rss<B>) -> Result<SharedBits<B>> {
+        let bits = self.comparison_bits() + 1;
+        self.msb_in(x, bits)
+    }
+
+    /// The most significant bit of every element of an arithmetic sharing, exact for
+    /// x ∈ [−2^bits, 2^bits) (2 ≤ bits ≤ 63; 63: every ring element), by the carry tree of
+    /// the module docs over the `bits` + 1 low bits. Outside that range the result is the
+    /// sign of x reduced into it (periodic in 2^(bits+1)), with no error.
+    ///
+    /// # Errors
+    /// [`ShareError::Argument`] unless 2 ≤ bits ≤ 63.
+    pub fn msb_in(&mut self, x: &Rss<B>, bits: u32) -> Result<SharedBits<B>> {
         const OP: &str = "msb";
-        let l = self.comparison_bits() as usize;
+        if !(2..=63).contains(&bits) {
+            return Err(ShareError::Argument {
+                op: OP,
+                why: format!("the MSB covers 2 to 63 bits, not {bits}"),
+            });
+        }
+        let l = bits as usize;
         let words = packed_words(x.len());
         let (pairs, groups, planes) = (l / 2, l.div_ceil(2), l + 1);
         let message_rows = [planes + pairs, words];
@@ -288,10 +316,10 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
             })
         };
         // This party's XOR share of every group's (G, P) (P1 and P2; P0 has none) and of bit
-        // ℓ of a ⊕ b.
+        // k of a ⊕ b.
         let (terms, top_p) = match self.id().index() {
             0 => {
-                // a = x0 + x1 + 2^ℓ, with a_hi ∧ a_lo of each pair: input to P1 and P2 as
+                // a = x0 + x1 + 2^k, with a_hi ∧ a_lo of each pair: input to P1 and P2 as
                 // (a ⊕ r, r) with r from k1, one message to P2.
                 let offset = b.add_scalar(&b.add(&x.own, &x.next)?, 1u64 << l)?;
                 let a = planes_of(&offset)?;
@@ -340,7 +368,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         while generate.shape()[0] > 1 {
             (generate, group_propagate) = self.carry_tree_level(&generate, &group_propagate)?;
         }
-        // Bit ℓ of x + 2^ℓ is 1 exactly when x ≥ 0.
+        // Bit k of x + 2^k is 1 exactly when x ≥ 0.
         let top = self.binary_xor(&top_p, &generate)?;
         let sign = self.binary_not(&top)?;
         let packed = self.binary_linear(&sign, |b, t| b.reshape(t, &[words]))?;
@@ -583,11 +611,11 @@ fn pair_rows<B: GpuBackend>(
     b.reshape(&t, &[pairs, words])
 }
 
-/// One of P1's and P2's XOR shares of the (G, P) signals of every group of the low ℓ bits
+/// One of P1's and P2's XOR shares of the (G, P) signals of every group of the low k bits
 /// of a + b, `[2·groups, words]` (G rows, then P rows), computed locally.
 ///
-/// `share` is this party's share of P0's message: rows 0..=ℓ of a, then the products
-/// q = a_hi ∧ a_lo of each pair; `addend` holds rows 0..=ℓ of b, which P1 and P2 both
+/// `share` is this party's share of P0's message: rows 0..=k of a, then the products
+/// q = a_hi ∧ a_lo of each pair; `addend` holds rows 0..=k of b, which P1 and P2 both
 /// know. A pair's signals are then linear in the shared bits:
 ///
 /// G = a_hi·b_hi ⊕ q·b_lo ⊕ a_lo·(b_hi·b_lo),   P = q ⊕ a_hi·b_lo ⊕ a_lo·b_hi ⊕ b_hi·b_lo,

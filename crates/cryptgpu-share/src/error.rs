@@ -58,6 +58,30 @@ pub enum ShareError {
         /// What is wrong.
         why: String,
     },
+    /// A value that its owner was about to share lies outside the comparison domain
+    /// [−2^ℓ, 2^ℓ) (`Party::comparison_bits`), where comparisons, ReLU and max-pooling would
+    /// silently give wrong results: found by the owner on its plaintext, before sharing.
+    /// The text names the tensor and the value, so it must stay on the owner's machine.
+    #[error(
+        "{tensor}: value {value} at index {index} is outside the comparison range \
+         [−{limit}, {limit}) (2^{comparison_bits} at {frac_bits} fractional bits): \
+         comparisons would be wrong; widen it with `--comparison-bits` (up to 62) or use \
+         fewer fractional bits"
+    )]
+    OutOfComparisonRange {
+        /// The tensor: "input" or a parameter's name.
+        tensor: String,
+        /// The first offending element's position in the tensor (row-major).
+        index: usize,
+        /// Its value, in real terms.
+        value: f64,
+        /// The domain's bound in real terms, 2^(ℓ − f): values must be in [−limit, limit).
+        limit: f64,
+        /// ℓ.
+        comparison_bits: u32,
+        /// f.
+        frac_bits: u32,
+    },
     /// The operating system gave no randomness for the keys.
     #[error("could not draw key material from the operating system: {0}")]
     Entropy(String),

@@ -52,10 +52,10 @@ pub struct Party<B: GpuBackend, T: Transport> {
     /// the leak.
     #[cfg(test)]
     pub(crate) insecure_skip_zero_sharing: bool,
-    /// Test hook: exact truncation without the masks x1, x2 of the bits it sends, to show
-    /// that the privacy test detects the leak.
+    /// Test hook: exact truncation without one of its masks, to show that the privacy test
+    /// detects the leak.
     #[cfg(test)]
-    pub(crate) insecure_skip_truncation_masks: bool,
+    pub(crate) insecure_skip_truncation_mask: Option<crate::truncation::TruncationMask>,
     /// Test hook: every message received, in order, when `Some`.
     #[cfg(test)]
     pub(crate) received: Option<Vec<Vec<u64>>>,
@@ -126,7 +126,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
             #[cfg(test)]
             insecure_skip_zero_sharing: false,
             #[cfg(test)]
-            insecure_skip_truncation_masks: false,
+            insecure_skip_truncation_mask: None,
             #[cfg(test)]
             received: None,
         })
@@ -158,19 +158,23 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         self.truncation = mode;
     }
 
-    /// ℓ, the comparison domain: every comparison ([`Party::msb`] and what builds on it)
-    /// is exact for a value (or difference) x with −2^ℓ ≤ x < 2^ℓ as a signed ring integer,
-    /// and costs about 6 bits per bit of ℓ. The default, [`default_comparison_bits`], is
-    /// 63 − f: 43 at f = 20, real magnitudes below 2^23.
+    /// ℓ, the comparison domain: every value that enters a comparison (the comparisons of
+    /// `cryptgpu_nonlinear`, ReLU, max and max-pooling, and their public thresholds after
+    /// clamping) must lie in [−2^ℓ, 2^ℓ) as a signed ring integer, both edges included, and
+    /// then every comparison is exact: [`Party::msb`] covers [−2^(ℓ+1), 2^(ℓ+1)), which
+    /// holds every such value, its negation and the difference of any two. Outside the
+    /// domain a comparison is silently wrong (a sign that repeats with period 2^(ℓ+2)), with
+    /// no error. Costs about 6 bits per bit of ℓ. The default, [`default_comparison_bits`],
+    /// is 63 − f: 43 at f = 20, real values in [−2^23, 2^23).
     pub fn comparison_bits(&self) -> u32 {
         self.comparison_bits
     }
 
-    /// Sets the comparison domain ℓ (see [`Party::comparison_bits`]); 63 is the whole ring.
+    /// Sets the comparison domain ℓ (see [`Party::comparison_bits`]); 62 is the widest.
     /// Every party must set the same.
     ///
     /// # Errors
-    /// [`ShareError::Argument`] unless 2 ≤ ℓ ≤ 63.
+    /// [`ShareError::Argument`] unless ℓ is in [`COMPARISON_BITS`] (2 to 62).
     pub fn set_comparison_bits(&mut self, bits: u32) -> Result<()> {
         if !COMPARISON_BITS.contains(&bits) {
             return Err(ShareError::Argument {
@@ -186,10 +190,37 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         Ok(())
     }
 
-    /// −2^(ℓ−1), a ring value below every value whose differences with the others stay in
-    /// the comparison domain: what max-pooling pads with.
+    /// −2^ℓ, the floor of the comparison domain, as a ring element: no value of the domain
+    /// is below it, and its difference with any of them, in [0, 2^(ℓ+1)), stays inside the
+    /// MSB's domain. What max-pooling pads with: padding never changes a window's max.
     pub fn comparison_floor(&self) -> u64 {
-        (1u64 << (self.comparison_bits - 1)).wrapping_neg()
+        (1u64 << self.comparison_bits).wrapping_neg()
+    }
+
+    /// [`ShareError::OutOfComparisonRange`] for the first of `values` (ring elements, the
+    /// encodings of the tensor `what` that this party is about to share) outside the
+    /// comparison domain [−2^ℓ, 2^ℓ), or `Ok`. The owner of an input or a weight calls it
+    /// on its plaintext before sharing: a pass over plaintext, no message. The error's text
+    /// names the tensor, the value and its index, so it must stay with the owner.
+    pub fn check_comparable(&self, what: &str, values: &[u64]) -> Result<()> {
+        let l = self.comparison_bits;
+        let half = 1u64 << l;
+        // v + 2^ℓ < 2^(ℓ+1) exactly for v in [−2^ℓ, 2^ℓ).
+        let Some(index) = values
+            .iter()
+            .position(|&v| v.wrapping_add(half) >= half << 1)
+        else {
+            return Ok(());
+        };
+        let fixed = self.fixed;
+        Err(ShareError::OutOfComparisonRange {
+            tensor: what.to_owned(),
+            index,
+            value: fixed.decode(values[index]),
+            limit: half as f64 / (1u64 << fixed.frac_bits()) as f64,
+            comparison_bits: l,
+            frac_bits: fixed.frac_bits(),
+        })
     }
 
     /// Runs `f` with truncations in `mode`, then restores the job's mode: a per-call choice,
@@ -335,17 +366,19 @@ impl<B: GpuBackend, T: Transport> std::fmt::Debug for Party<B, T> {
     }
 }
 
-/// The comparison domains ℓ a party takes: 2 to 63 (63: the whole ring).
-pub const COMPARISON_BITS: std::ops::RangeInclusive<u32> = 2..=63;
+/// The comparison domains ℓ a party takes: 2 to 62. The MSB runs over ℓ + 2 bits (bit
+/// ℓ + 1 read), so ℓ = 62 uses the whole ring and reads its top bit.
+pub const COMPARISON_BITS: std::ops::RangeInclusive<u32> = 2..=62;
 
 /// The default comparison domain ℓ for a fixed-point format with f fractional bits:
-/// 63 − f (at least 2). Exact truncation takes products below 2^62 in magnitude, so every
-/// truncated product is below 2^(62 − f), and the difference of two below 2^(63 − f): the
-/// domain covers every value a product makes and every difference of two.
+/// 63 − f, clamped into [`COMPARISON_BITS`]. Exact truncation takes products below 2^62 in
+/// magnitude, so every truncated product is below 2^(62 − f) in magnitude, inside the
+/// domain [−2^(63−f), 2^(63−f)); fixed-point inputs may reach 2^(63−f) in real terms, and
+/// the owners' checks ([`Party::check_comparable`]) refuse those at the edge or beyond.
 pub fn default_comparison_bits(fixed: FixedPoint) -> u32 {
     63u32
         .saturating_sub(fixed.frac_bits())
-        .max(*COMPARISON_BITS.start())
+        .clamp(*COMPARISON_BITS.start(), *COMPARISON_BITS.end())
 }
 
 /// Checks that two shared operands have the same shape.

@@ -1,7 +1,8 @@
 //! Privacy checks that can fail: what one party receives in share, mul, truncation, binary
 //! AND, the MSB and bit injection must be distributed the same for two very different
 //! secrets, and turning off the zero sharing of products (or the XOR zero sharing of AND,
-//! or the masks of the exact truncation's bits) must make the check fail. (Sending bit
+//! or any one of the exact truncation's masks: x1, x2 of its masked bits, σ1, σ2 of its
+//! mask messages, u of y0) must make the check fail. (Sending bit
 //! injection's d·a unmasked fails the MSB and bit injection check with a chi-square above
 //! 15 000.)
 //!
@@ -157,55 +158,112 @@ fn without_the_zero_sharing_the_product_leaks_and_the_test_sees_it() {
     );
 }
 
-/// P1's view of one exact truncation of `z` (an RSS with z0 = z at P0): per element, the low
-/// bit of what P1 received as e1 (P0's masked top bit a) beside the top 3 bits of the B
-/// it holds. Unmasked, a = msb(z + 2^62 − B) ties B to z and the histograms differ.
-fn exact_truncation_view(z: u64, masked: bool) -> [u64; BINS] {
+/// Every party's view of one exact truncation by f = 20 of `z` (an RSS with z0 = z at P0),
+/// with the mask `skip` replaced by zero at every party: per party, one histogram per
+/// statistic of what it received, beside what it holds.
+///
+/// P0 receives nothing. P1 receives e1 (P0's masked top bit a) and h1; P2 receives e2 and
+/// y0 (one message) and h2. The statistics tie each message to the receiver's B (the top
+/// 3 bits, which with z = ∓2^61 say much about a = msb(z + 2^62 − B)):
+/// - e: its low bit (a + x: a, without x);
+/// - e − h: low bit of e minus the mask message's payload (b·x + σ', with b the top bit of
+///   B: without σ, e − h = a whenever b = 1);
+/// - y0 + sar(B, f), bits 41 to 44 (without u, about z/2^f, whose bit 41 tells ±2^41).
+fn exact_truncation_views(
+    z: u64,
+    skip: Option<crate::truncation::TruncationMask>,
+) -> [Vec<[u64; BINS]>; 3] {
+    const F: u32 = 20;
     let out = run_local_3pc(|t| {
         let mut p = Party::setup(CpuBackend::new(), t, FixedPoint::default()).unwrap();
-        p.insecure_skip_truncation_masks = !masked;
+        p.insecure_skip_truncation_mask = skip;
         let b = *p.backend();
         let secret = b.full(&[RUNS], z).unwrap();
         let x = p.constant(&secret).unwrap();
         p.received = Some(Vec::new());
         let part = p.split_for_truncation(&x).unwrap();
-        let t = p.truncate_split(part.clone(), 20).unwrap();
+        p.truncate_split(part.clone(), F).unwrap();
         let received = p.received.take().unwrap();
-        (b.download(&part).unwrap(), received, download(&p, &t))
+        (b.download(&part).unwrap(), received)
     })
     .unwrap();
-    // P1 received e1 from P0 and h1 from P2 (in an order the transport does not fix): e1
-    // is the one of the two messages from P0, the first one P1 waits for.
-    let (part, received, _) = &out[1];
-    let e1 = &received[0];
-    // e1 travels two elements to a word (the low 32 bits of each): element i in the low
-    // half of word i, or in the high half of word i − ⌈n/2⌉.
+    // Masked bits and mask messages travel two elements to a word (32-bit halves): element
+    // i in the low half of word i, or in the high half of word i − ⌈n/2⌉.
     let half = RUNS.div_ceil(2);
-    assert_eq!(e1.len(), half, "e1 is packed two to a word");
-    let bit = |i: usize| if i < half { e1[i] } else { e1[i - half] >> 32 } & 1;
-    histogram((0..RUNS).map(|i| bit(i) | ((part[i] >> 61) << 1)))
+    let at = |words: &[u64], i: usize| {
+        if i < half {
+            words[i] & 0xFFFF_FFFF
+        } else {
+            words[i - half] >> 32
+        }
+    };
+    let with_b = |part: &[u64], i: usize, bit: u64| (bit & 1) | ((part[i] >> 61) << 1);
+    assert!(out[0].1.is_empty(), "P0 receives nothing");
+    // P1: e1 from P0, then h1 from P2 (the order of its receive calls).
+    let (part1, got1) = &out[1];
+    assert_eq!(got1.len(), 2, "P1 receives e1 and h1");
+    let (e1, h1) = (&got1[0], &got1[1]);
+    assert_eq!(
+        (e1.len(), h1.len()),
+        (half, half),
+        "e1, h1 packed two to a word"
+    );
+    // P2: e2 and y0 from P0 in one message, then h2 from P1.
+    let (part2, got2) = &out[2];
+    assert_eq!(got2.len(), 2, "P2 receives (e2, y0) and h2");
+    let (e2, y0) = got2[0].split_at(half);
+    let h2 = &got2[1];
+    assert_eq!((y0.len(), h2.len()), (RUNS, half), "y0 whole, h2 packed");
+    let joint = |part: &[u64], e: &[u64], h: &[u64]| {
+        [
+            histogram((0..RUNS).map(|i| with_b(part, i, at(e, i)))),
+            histogram((0..RUNS).map(|i| with_b(part, i, at(e, i).wrapping_sub(at(h, i))))),
+        ]
+    };
+    let mut p2 = joint(part2, e2, h2).to_vec();
+    p2.push(histogram((0..RUNS).map(|i| {
+        (y0[i].wrapping_add(((part2[i] as i64) >> F) as u64) >> 41) & 15
+    })));
+    [Vec::new(), joint(part1, e1, h1).to_vec(), p2]
+}
+
+/// The largest chi-square between the two secrets' views, over every statistic of every
+/// party, with the party and statistic where it occurs.
+fn worst_truncation_chi(skip: Option<crate::truncation::TruncationMask>) -> (f64, String) {
+    // z = ∓2^61: a = msb(z + 2^62 − B) says which half-range B is in relative to z.
+    let (low, high) = ((1u64 << 61).wrapping_neg(), 1u64 << 61);
+    let (a, b) = (
+        exact_truncation_views(low, skip),
+        exact_truncation_views(high, skip),
+    );
+    let mut worst = (0.0, String::new());
+    for (party, (va, vb)) in a.iter().zip(&b).enumerate() {
+        for (k, (ha, hb)) in va.iter().zip(vb).enumerate() {
+            let chi = chi_square(ha, hb);
+            if chi > worst.0 {
+                worst = (chi, format!("P{party}'s statistic {k}"));
+            }
+        }
+    }
+    worst
 }
 
 #[test]
 fn exact_truncation_reveals_nothing_and_the_test_sees_a_missing_mask() {
-    // z = ∓2^61: a = msb(z + 2^62 − B) says which half-range B is in relative to z.
-    let (low, high) = ((1u64 << 61).wrapping_neg(), 1u64 << 61);
-    let chi = chi_square(
-        &exact_truncation_view(low, true),
-        &exact_truncation_view(high, true),
-    );
+    let (chi, at) = worst_truncation_chi(None);
     assert!(
         chi < THRESHOLD,
-        "exact truncation: P1's view tells the secrets apart (chi-square {chi:.1})"
+        "exact truncation: {at} tells the secrets apart (chi-square {chi:.1})"
     );
-    let chi = chi_square(
-        &exact_truncation_view(low, false),
-        &exact_truncation_view(high, false),
-    );
-    assert!(
-        chi > THRESHOLD,
-        "without its masks the exact truncation's view must differ (chi-square {chi:.1})"
-    );
+    for mask in crate::truncation::TruncationMask::ALL {
+        let (chi, at) = worst_truncation_chi(Some(mask));
+        eprintln!("exact truncation without {mask:?}: chi-square {chi:.1} ({at})");
+        assert!(
+            chi > THRESHOLD,
+            "without {mask:?} the exact truncation's views must differ (largest chi-square \
+             {chi:.1}, {at})"
+        );
+    }
 }
 
 /// Every message each party receives in an MSB and a bit injection (β = msb(s), then β·v),

@@ -222,6 +222,30 @@ fn packs(bits: u32) -> bool {
     bits <= PACKED_SHIFT_BITS
 }
 
+/// Test hook: the one mask of the exact truncation that [`Party`]'s
+/// `insecure_skip_truncation_mask` replaces by zero at every party, to show that the
+/// privacy test detects each message sent unmasked.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TruncationMask {
+    /// x1, which masks e1 (P0 → P1).
+    X1,
+    /// x2, which masks e2 (P0 → P2).
+    X2,
+    /// σ1, which masks h1 (P2 → P1).
+    Sigma1,
+    /// σ2, which masks h2 (P1 → P2).
+    Sigma2,
+    /// u, which masks y0 (P0 → P2).
+    U,
+}
+
+#[cfg(test)]
+impl TruncationMask {
+    /// Every mask.
+    pub(crate) const ALL: [Self; 5] = [Self::X1, Self::X2, Self::Sigma1, Self::Sigma2, Self::U];
+}
+
 /// The PRG streams of one exact truncation: the masked bits x, the masks σ, and u.
 #[derive(Clone, Copy)]
 struct ExactStreams {
@@ -381,6 +405,16 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                 self.random_with_prev(shape, streams.sigma)?,
             )
         };
+        #[cfg(test)]
+        let (x, sigma) = {
+            let p2 = self.id() == PartyId::P2;
+            let (xm, sm) = if p2 {
+                (TruncationMask::X1, TruncationMask::Sigma1)
+            } else {
+                (TruncationMask::X2, TruncationMask::Sigma2)
+            };
+            (self.test_mask(xm, x)?, self.test_mask(sm, sigma)?)
+        };
         let b = self.backend();
         let sigma = self.scale_sigma(sigma, bits)?;
         // K·b: the top bit moved to bit 64 − bits.
@@ -397,6 +431,16 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
             message,
             sigma,
             scaled_bit,
+        })
+    }
+
+    /// Test hook: `mask`, or zeros when the party was told to skip it.
+    #[cfg(test)]
+    fn test_mask(&self, which: TruncationMask, mask: B::Tensor) -> Result<B::Tensor> {
+        Ok(if self.insecure_skip_truncation_mask == Some(which) {
+            self.backend().zeros(mask.shape())?
+        } else {
+            mask
         })
     }
 
@@ -474,18 +518,20 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                 let shifted = b.add_scalar(&part, 1 << EXACT_RANGE_BITS)?;
                 let top = b.shift(ShiftOp::RightLogical, &shifted, 63)?;
                 let x1 = self.random_with_prev(&shape, streams.x)?;
-                let sigma1 =
-                    self.scale_sigma(self.random_with_prev(&shape, streams.sigma)?, bits)?;
+                let sigma1 = self.random_with_prev(&shape, streams.sigma)?;
                 let x2 = self.random_with_next(&shape, streams.x)?;
-                let sigma2 =
-                    self.scale_sigma(self.random_with_next(&shape, streams.sigma)?, bits)?;
+                let sigma2 = self.random_with_next(&shape, streams.sigma)?;
                 let u = self.random_with_next(&shape, streams.u)?;
                 #[cfg(test)]
-                let (x1, x2) = if self.insecure_skip_truncation_masks {
-                    (b.zeros(&shape)?, b.zeros(&shape)?)
-                } else {
-                    (x1, x2)
-                };
+                let (x1, sigma1, x2, sigma2, u) = (
+                    self.test_mask(TruncationMask::X1, x1)?,
+                    self.test_mask(TruncationMask::Sigma1, sigma1)?,
+                    self.test_mask(TruncationMask::X2, x2)?,
+                    self.test_mask(TruncationMask::Sigma2, sigma2)?,
+                    self.test_mask(TruncationMask::U, u)?,
+                );
+                let sigma1 = self.scale_sigma(sigma1, bits)?;
+                let sigma2 = self.scale_sigma(sigma2, bits)?;
                 let e1 = b.add(&top, &x1)?;
                 let e2 = b.add(&top, &x2)?;
                 let correction = 1u64.wrapping_sub(1 << (EXACT_RANGE_BITS - bits));
@@ -507,6 +553,8 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                 let h2 = self.exact_mask_message(&part, streams, bits)?;
                 self.send_tensor(Peer::Next, &h2.message)?;
                 let u = self.random_with_prev(&shape, streams.u)?;
+                #[cfg(test)]
+                let u = self.test_mask(TruncationMask::U, u)?;
                 let e1 = self.recv_tensor(OP, Peer::Prev, &wire)?;
                 let e1 = self.read_masked_bit(&e1, &shape, bits)?;
                 let h1 = match early.h1 {

@@ -28,8 +28,8 @@ const RTT_UNITS: &str = "`s`, `ms` or `us` (`µs`), e.g. `40ms`, `200us`";
 
 /// A network link: its bandwidth and its round-trip time.
 ///
-/// Every value is valid: bandwidth between 1 kbit/s and 10 Tbit/s, round-trip time above zero
-/// and at most 60 s ([`LinkProfile::new`] checks; the constants and the parser go through it).
+/// Every value is valid: bandwidth between 1 kbit/s and 10 Tbit/s, round-trip time from zero
+/// (bandwidth only) to 60 s ([`LinkProfile::new`] checks; the constants and the parser go through it).
 /// Parse one from what users type with [`parse_link`] (which also takes `none`) or
 /// [`str::parse`]; [`fmt::Display`] prints e.g. `10 Gbit/s, 0.2 ms RTT`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -56,7 +56,8 @@ impl LinkProfile {
     ///
     /// # Errors
     /// [`TransportError::BadLinkProfile`] if the bandwidth is not a finite number between
-    /// 1 kbit/s and 10 Tbit/s, or the round-trip time is zero or above 60 s.
+    /// 1 kbit/s and 10 Tbit/s, or the round-trip time is above 60 s. A zero round trip is
+    /// valid: a link of bandwidth only.
     pub fn new(bits_per_second: f64, rtt: Duration) -> Result<LinkProfile, TransportError> {
         check_bandwidth(bits_per_second)?;
         check_rtt(rtt)?;
@@ -100,7 +101,9 @@ impl LinkProfile {
         }
         let (value, unit) = bandwidth_in_unit(self.bits_per_second);
         let nanos = self.rtt.as_nanos();
-        let rtt = if nanos.is_multiple_of(1_000_000_000) {
+        let rtt = if nanos == 0 {
+            "0ms".to_owned()
+        } else if nanos.is_multiple_of(1_000_000_000) {
             format!("{}s", nanos / 1_000_000_000)
         } else {
             format!("{}ms", nanos as f64 / 1e6)
@@ -115,7 +118,7 @@ impl fmt::Display for LinkProfile {
         let nanos = self.rtt.as_nanos() as f64;
         let (rtt, rtt_unit) = if nanos >= 1e9 {
             (nanos / 1e9, "s")
-        } else if nanos >= 1e5 {
+        } else if nanos >= 1e5 || nanos == 0.0 {
             (nanos / 1e6, "ms")
         } else {
             (nanos / 1e3, "µs")
@@ -150,15 +153,15 @@ impl FromStr for LinkProfile {
 ///
 /// The bandwidth is a number with a bit-based unit: `k`, `M`, `G` or `T` (any case, always
 /// bits, never bytes), optionally followed by `bit`, `bps` or `bit/s`; plain `bit`, `bps` and
-/// `bit/s` are bits. The round-trip time is a number with `s`, `ms` or `us` (`µs`). Spaces
-/// around the parts are allowed: `1gbit,10ms`, `100Mbit/s, 40ms`, `2.5gbps,0.5ms`,
-/// `10G,200us`, `500kbit,1s`.
+/// `bit/s` are bits. The round-trip time is a number with `s`, `ms` or `us` (`µs`), zero
+/// included (`100mbit,0ms`: bandwidth only). Spaces around the parts are allowed:
+/// `1gbit,10ms`, `100Mbit/s, 40ms`, `2.5gbps,0.5ms`, `10G,200us`, `500kbit,1s`.
 ///
 /// # Errors
 /// [`TransportError::BadLinkProfile`] naming what was expected: an unknown word, a missing
 /// or unknown unit (a bare number is refused), a number that does not parse, and values that
-/// [`LinkProfile::new`] refuses (zero, negative, bandwidth outside 1 kbit/s..10 Tbit/s, RTT
-/// above 60 s).
+/// [`LinkProfile::new`] refuses (a bandwidth that is zero, negative or outside
+/// 1 kbit/s..10 Tbit/s, a negative RTT, an RTT above 60 s or between 0 and 1 ns).
 pub fn parse_link(s: &str) -> Result<Option<LinkProfile>, TransportError> {
     let text = s.trim();
     match text.to_ascii_lowercase().as_str() {
@@ -214,11 +217,6 @@ fn check_bandwidth(bits_per_second: f64) -> Result<(), TransportError> {
 }
 
 fn check_rtt(rtt: Duration) -> Result<(), TransportError> {
-    if rtt.is_zero() {
-        return Err(bad(
-            "the round-trip time must be greater than zero (at least 1 ns)".to_owned(),
-        ));
-    }
     if rtt > MAX_RTT {
         return Err(bad(format!(
             "a round-trip time of {rtt:?} is above the maximum of 60 s"
@@ -305,9 +303,14 @@ fn parse_rtt(part: &str) -> Result<Duration, TransportError> {
         }
     };
     let nanos = value * nanos_per_unit;
-    if !nanos.is_finite() || nanos <= 0.0 {
+    if !nanos.is_finite() || nanos < 0.0 {
         return Err(bad(format!(
-            "the round-trip time `{part}` must be greater than zero"
+            "the round-trip time `{part}` must be zero or more"
+        )));
+    }
+    if nanos > 0.0 && nanos < 0.5 {
+        return Err(bad(format!(
+            "the round-trip time `{part}` is below 1 ns: give 0 or at least 1 ns"
         )));
     }
     if nanos > MAX_RTT.as_nanos() as f64 {
@@ -690,7 +693,7 @@ mod tests {
 
     #[test]
     fn refuses_bad_input_with_a_message() {
-        let cases: [(&str, &str); 25] = [
+        let cases: [(&str, &str); 26] = [
             ("", "empty"),
             ("fast", "expected `none`, `lan`, `wan`"),
             ("1gbit", "expected `none`, `lan`, `wan`"),
@@ -713,7 +716,8 @@ mod tests {
             ("500bit,10ms", "below the minimum of 1 kbit/s"),
             ("11tbit,10ms", "above the maximum of 10 Tbit/s"),
             ("99999999999999999999999999gbit,1ms", "above the maximum"),
-            ("1gbit,0ms", "greater than zero"),
+            ("1gbit,-1ms", "zero or more"),
+            ("1gbit,0.0000001us", "below 1 ns"),
             ("1gbit,61s", "above the maximum of 60 s"),
             (
                 "1gbit,99999999999999999999999s",
@@ -735,6 +739,34 @@ mod tests {
     }
 
     #[test]
+    fn a_zero_round_trip_is_a_link_of_bandwidth_only() {
+        for input in [
+            "100mbit,0ms",
+            "100Mbit/s, 0s",
+            "100mbit,0us",
+            "100mbit,0.0ms",
+        ] {
+            let p = parse_link(input).unwrap().unwrap();
+            assert_eq!(p.bits_per_second(), 100e6, "{input}");
+            assert_eq!(p.rtt(), Duration::ZERO, "{input}");
+            assert_eq!(p.one_way(), Duration::ZERO);
+            assert_eq!(p.label(), "100mbit,0ms");
+            assert_eq!(p.label().parse::<LinkProfile>().unwrap(), p);
+            assert_eq!(p.to_string(), "100 Mbit/s, 0 ms RTT");
+        }
+        // 1 MB at 100 Mbit/s arrives 80 ms after it is handed over, no latency added.
+        let p = LinkProfile::new(100e6, Duration::ZERO).unwrap();
+        let mut up = Uplink::new(p);
+        let t0 = Duration::from_secs(10);
+        assert_eq!(up.schedule(t0, 1_000_000), (t0 + ms(80), ms(80)));
+        // Bandwidth zero stays refused, with or without a round trip.
+        for input in ["0mbit,0ms", "0mbit,10ms"] {
+            let m = message(parse_link(input).unwrap_err());
+            assert!(m.contains("must be positive"), "{input}: {m}");
+        }
+    }
+
+    #[test]
     fn new_refuses_values_outside_the_limits() {
         for bps in [
             f64::NAN,
@@ -747,7 +779,7 @@ mod tests {
         ] {
             assert!(LinkProfile::new(bps, ms(1)).is_err(), "{bps}");
         }
-        assert!(LinkProfile::new(1e9, Duration::ZERO).is_err());
+        assert!(LinkProfile::new(1e9, Duration::ZERO).is_ok());
         assert!(LinkProfile::new(1e9, Duration::from_secs(61)).is_err());
         assert!(LinkProfile::new(1e3, Duration::from_secs(60)).is_ok());
         assert!(LinkProfile::new(1e13, Duration::from_nanos(1)).is_ok());

@@ -4,7 +4,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::PartyId;
+use crate::{FailureKind, PartyId};
 
 /// Everything that can go wrong while setting up or using a transport.
 ///
@@ -40,18 +40,23 @@ pub enum TransportError {
         after: Duration,
     },
     /// A party stopped the job: `peer` is the party to blame, `reported_by` the neighbour
-    /// that told us when it is not `peer` itself.
-    #[error("{peer} failed{}: {reason}", reported_by.map(|p| format!(" (reported by {p})")).unwrap_or_default())]
+    /// that told us when it is not `peer` itself, and `kind` the category of the failure,
+    /// which is all that crosses a link (the details stay with the party that saw them).
+    ///
+    /// The message reads e.g. `P1 failed: an input or weight out of range; the details stay
+    /// with P1` or `P1 failed: its connection was lost (...) (reported by P2)`.
+    #[error("{}", peer_failed_message(*peer, *reported_by, *kind))]
     PeerFailed {
         /// The party blamed.
         peer: PartyId,
         /// The neighbour that passed the failure on, if the blamed party did not say so itself.
         reported_by: Option<PartyId>,
-        /// Why, in the words of the party that saw it.
-        reason: String,
+        /// What kind of failure it was.
+        kind: FailureKind,
     },
     /// This party's own transport was stopped (by [`crate::TcpTransport::abort`] or an
-    /// [`crate::AbortHandle`]), e.g. on Ctrl-C.
+    /// [`crate::AbortHandle`], e.g. on Ctrl-C, or by a panic). The reason stays local: the
+    /// neighbours only hear a [`FailureKind`].
     #[error("this party stopped: {reason}")]
     Stopped {
         /// Why.
@@ -193,6 +198,20 @@ pub enum TransportError {
     /// A certificate, key or CA could not be loaded or used.
     #[error("invalid TLS credentials: {0}")]
     Credentials(String),
+    /// A private key file that its owner's group or other users may read or write (on Unix;
+    /// like ssh, a key is used only if its mode gives no permission to anyone but its owner).
+    #[error(
+        "the private key {} has mode {mode:04o}, which lets other users read or change it: \
+         run `chmod 600 {}` (and keep the key on this host only)",
+        path.display(),
+        path.display()
+    )]
+    KeyPermissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     File {
@@ -260,11 +279,46 @@ impl TransportError {
             E::Stopped { .. }
             | E::LocalIo { .. }
             | E::Credentials(_)
+            | E::KeyPermissions { .. }
             | E::File { .. }
             | E::CertGeneration(_)
             | E::Config(_)
             | E::BadLinkProfile(_)
             | E::InvalidParty { .. } => None,
+        }
+    }
+
+    /// The category this error is told to the other parties as, when it stops a job: a link
+    /// failure ([`FailureKind::ConnectionLost`], [`FailureKind::Stalled`],
+    /// [`FailureKind::Garbage`], [`FailureKind::TimedOut`]) for errors on a connection, the
+    /// relayed kind for [`TransportError::PeerFailed`], and a local kind for the rest.
+    pub fn failure_kind(&self) -> FailureKind {
+        use TransportError as E;
+        match self {
+            E::PeerFailed { kind, .. } => *kind,
+            E::Disconnected { .. }
+            | E::ConnectionLost { .. }
+            | E::Truncated { .. }
+            | E::Io { .. } => FailureKind::ConnectionLost,
+            E::Stalled { .. } => FailureKind::Stalled,
+            E::Malformed { .. }
+            | E::MessageTooLarge { .. }
+            | E::FrameTooLarge { .. }
+            | E::BadHeader { .. }
+            | E::NotU64Aligned { .. }
+            | E::Tls { .. }
+            | E::Handshake { .. } => FailureKind::Garbage,
+            E::Timeout { .. } | E::ConnectTimeout { .. } | E::AcceptTimeout { .. } => {
+                FailureKind::TimedOut
+            }
+            E::LocalIo { .. } | E::File { .. } => FailureKind::LocalIo,
+            E::Credentials(_) | E::KeyPermissions { .. } | E::Config(_) | E::BadLinkProfile(_) => {
+                FailureKind::MalformedInput
+            }
+            E::Stopped { .. }
+            | E::CertGeneration(_)
+            | E::InvalidParty { .. }
+            | E::PartyPanicked { .. } => FailureKind::Internal,
         }
     }
 
@@ -313,7 +367,7 @@ impl TransportError {
 impl TransportError {
     /// A copy of a link error, for the second and later receives on a link that ended: the
     /// variants a link ends with are copied as they are (an I/O error keeps its kind and
-    /// text), anything else becomes [`TransportError::PeerFailed`] with its text.
+    /// text), anything else becomes [`TransportError::PeerFailed`] with its kind.
     pub(crate) fn duplicate(&self) -> TransportError {
         use TransportError as E;
         match self {
@@ -326,11 +380,11 @@ impl TransportError {
             E::PeerFailed {
                 peer,
                 reported_by,
-                reason,
+                kind,
             } => E::PeerFailed {
                 peer: *peer,
                 reported_by: *reported_by,
-                reason: reason.clone(),
+                kind: *kind,
             },
             E::Stopped { reason } => E::Stopped {
                 reason: reason.clone(),
@@ -374,12 +428,22 @@ impl TransportError {
                 Some(peer) => E::PeerFailed {
                     peer,
                     reported_by: None,
-                    reason: other.to_string(),
+                    kind: other.failure_kind(),
                 },
                 None => E::Stopped {
                     reason: other.to_string(),
                 },
             },
         }
+    }
+}
+
+/// The message of [`TransportError::PeerFailed`].
+fn peer_failed_message(peer: PartyId, reported_by: Option<PartyId>, kind: FailureKind) -> String {
+    let by = reported_by.map_or_else(String::new, |by| format!(" (reported by {by})"));
+    if kind.is_link_failure() {
+        format!("{peer} failed: {kind}{by}")
+    } else {
+        format!("{peer} failed: {kind}{by}; the details stay with {peer}")
     }
 }

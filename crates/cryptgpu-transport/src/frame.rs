@@ -5,9 +5,10 @@
 //! [`FrameKind::DataEnd`], so a message of any size crosses a link in frames of bounded
 //! size. Control frames travel between the frames of messages: a heartbeat (the sender is
 //! alive), a goodbye (the sender is done and sends nothing more) and an abort (the sender
-//! stops the job, naming the party it blames and why).
+//! stops the job, naming the party it blames and the [`FailureKind`] of the failure: two
+//! bytes, never text, so no error message crosses a link).
 
-use crate::{PartyId, TransportError};
+use crate::{FailureKind, PartyId, TransportError};
 
 /// Bytes in a frame header.
 pub(crate) const HEADER_LEN: usize = 8;
@@ -15,8 +16,8 @@ pub(crate) const HEADER_LEN: usize = 8;
 /// The low 56 bits of a header: the payload length.
 const LEN_MASK: u64 = (1 << 56) - 1;
 
-/// The longest reason an abort frame carries, in bytes (longer reasons are cut).
-pub(crate) const MAX_ABORT_REASON: usize = 1024;
+/// The payload of an abort frame: the party blamed and the failure's code.
+pub(crate) const ABORT_LEN: usize = 2;
 
 /// Payload bytes reserved up front for a frame; larger frames grow as their bytes arrive, so
 /// a length header alone never makes us allocate much.
@@ -33,8 +34,8 @@ pub(crate) enum FrameKind {
     Heartbeat = 2,
     /// The sender finished and will send nothing more. Empty payload.
     Goodbye = 3,
-    /// The sender stops the job: one byte naming the party it blames (0, 1 or 2), then the
-    /// reason in UTF-8 (at most [`MAX_ABORT_REASON`] bytes).
+    /// The sender stops the job: exactly two bytes, the party it blames (0, 1 or 2) and the
+    /// [`FailureKind::code`] of the failure. Accepted whatever the maximum frame length.
     Abort = 4,
 }
 
@@ -65,36 +66,29 @@ pub(crate) fn header(kind: FrameKind, len: usize) -> [u8; HEADER_LEN] {
     ((len as u64 & LEN_MASK) | (kind as u64) << 56).to_le_bytes()
 }
 
-/// The payload of an abort frame blaming `culprit` for `reason`, cut to fit `max_frame_len`.
-pub(crate) fn abort_payload(culprit: PartyId, reason: &str, max_frame_len: u64) -> Vec<u8> {
-    let room = usize::try_from(max_frame_len.saturating_sub(1))
-        .unwrap_or(usize::MAX)
-        .min(MAX_ABORT_REASON);
-    let mut end = reason.len().min(room);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    let mut payload = Vec::with_capacity(1 + end);
-    payload.push(culprit.index() as u8);
-    payload.extend_from_slice(&reason.as_bytes()[..end]);
-    payload
+/// The payload of an abort frame blaming `culprit` for a failure of `kind`: two bytes, by
+/// construction nothing else.
+pub(crate) fn abort_payload(culprit: PartyId, kind: FailureKind) -> [u8; ABORT_LEN] {
+    [culprit.index() as u8, kind.code()]
 }
 
-/// Reads an abort frame's payload: the party blamed and the reason.
+/// Reads an abort frame's payload: the party blamed and the kind of failure. Anything but
+/// two bytes naming an existing party is malformed; an unknown code is
+/// [`FailureKind::Internal`].
 pub(crate) fn parse_abort(
     from: PartyId,
     payload: &[u8],
-) -> Result<(PartyId, String), TransportError> {
-    let malformed = |reason: &str| TransportError::Malformed {
-        peer: from,
-        reason: reason.to_string(),
+) -> Result<(PartyId, FailureKind), TransportError> {
+    let malformed = |reason: String| TransportError::Malformed { peer: from, reason };
+    let &[culprit, code] = payload else {
+        return Err(malformed(format!(
+            "an abort frame with a {}-byte payload, not {ABORT_LEN}",
+            payload.len()
+        )));
     };
-    let (&culprit, reason) = payload
-        .split_first()
-        .ok_or_else(|| malformed("an empty abort frame"))?;
     let culprit = PartyId::new(usize::from(culprit))
-        .map_err(|_| malformed("an abort frame blaming a party that does not exist"))?;
-    Ok((culprit, String::from_utf8_lossy(reason).into_owned()))
+        .map_err(|_| malformed("an abort frame blaming a party that does not exist".to_string()))?;
+    Ok((culprit, FailureKind::from_code(code)))
 }
 
 /// Reassembles frames from stream chunks, enforcing the maximum frame length and the shape of
@@ -169,6 +163,15 @@ impl FrameDecoder {
         };
         let kind = FrameKind::from_byte(kind_byte)
             .ok_or_else(|| malformed(format!("a frame of unknown kind {kind_byte}")))?;
+        if kind == FrameKind::Abort {
+            return if len == ABORT_LEN as u64 {
+                Ok((kind, len))
+            } else {
+                Err(malformed(format!(
+                    "an abort frame with a {len}-byte payload, not {ABORT_LEN}"
+                )))
+            };
+        }
         if len > self.max_frame_len {
             return Err(TransportError::FrameTooLarge {
                 peer: self.peer,
@@ -180,9 +183,6 @@ impl FrameDecoder {
             FrameKind::Heartbeat | FrameKind::Goodbye if len != 0 => Err(malformed(format!(
                 "a {kind:?} frame with a {len}-byte payload"
             ))),
-            FrameKind::Abort if len == 0 || len > 1 + MAX_ABORT_REASON as u64 => Err(malformed(
-                format!("an abort frame with a {len}-byte payload"),
-            )),
             _ => Ok((kind, len)),
         }
     }
@@ -233,7 +233,7 @@ mod tests {
         stream.extend(frame(FrameKind::DataEnd, b""));
         stream.extend(frame(
             FrameKind::Abort,
-            &abort_payload(PartyId::P2, "gone", 1000),
+            &abort_payload(PartyId::P2, FailureKind::Device),
         ));
         stream.extend(frame(FrameKind::Goodbye, b""));
         for chunk in 1..stream.len() {
@@ -258,7 +258,7 @@ mod tests {
             assert_eq!(out[2].payload, vec![7u8; 300]);
             assert_eq!(
                 parse_abort(PartyId::P1, &out[4].payload).unwrap(),
-                (PartyId::P2, "gone".to_string())
+                (PartyId::P2, FailureKind::Device)
             );
             assert!(dec.truncation().is_none());
         }
@@ -317,19 +317,60 @@ mod tests {
             })
         ));
         assert!(out.is_empty());
-        assert!(parse_abort(PartyId::P0, &[]).is_err());
-        assert!(parse_abort(PartyId::P0, &[3, b'x']).is_err());
     }
 
     #[test]
-    fn abort_reasons_are_cut_on_a_character_boundary() {
-        let reason = "é".repeat(2000);
-        let payload = abort_payload(PartyId::P1, &reason, u64::MAX);
-        assert!(payload.len() <= 1 + MAX_ABORT_REASON);
-        let (culprit, text) = parse_abort(PartyId::P0, &payload).unwrap();
-        assert_eq!(culprit, PartyId::P1);
-        assert!(reason.starts_with(&text) && !text.is_empty());
-        assert_eq!(abort_payload(PartyId::P0, "abc", 2), vec![0, b'a']);
+    fn abort_frames_hold_exactly_a_party_and_a_code() {
+        // Parsing is strict: two bytes, an existing party; an unknown code is Internal.
+        for bad in [
+            &[][..],
+            &[1],
+            &[1, 5, 0],
+            &[0, 1, b'o', b'o', b'm'],
+            &[3, 1],
+        ] {
+            assert!(
+                matches!(
+                    parse_abort(PartyId::P0, bad),
+                    Err(TransportError::Malformed {
+                        peer: PartyId::P0,
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            parse_abort(PartyId::P0, &[2, 200]).unwrap(),
+            (PartyId::P2, FailureKind::Internal)
+        );
+        // The decoder refuses an abort frame of any other length, even under a large frame
+        // limit, and takes a two-byte one even under a limit of one byte.
+        for len in [0usize, 1, 3, 1025, 1 << 20] {
+            let mut dec = FrameDecoder::new(PartyId::P1, u64::MAX >> 8);
+            let mut out = Vec::new();
+            assert!(
+                matches!(
+                    dec.feed(&header(FrameKind::Abort, len), &mut out),
+                    Err(TransportError::Malformed { .. })
+                ),
+                "{len}"
+            );
+        }
+        let mut dec = FrameDecoder::new(PartyId::P1, 1);
+        let mut out = Vec::new();
+        dec.feed(
+            &frame(
+                FrameKind::Abort,
+                &abort_payload(PartyId::P0, FailureKind::Stalled),
+            ),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            parse_abort(PartyId::P1, &out[0].payload).unwrap(),
+            (PartyId::P0, FailureKind::Stalled)
+        );
     }
 
     proptest! {
@@ -352,9 +393,11 @@ mod tests {
             }
             let _ = dec.truncation();
             for f in &out {
-                prop_assert!(f.payload.len() as u64 <= max);
                 if f.kind == FrameKind::Abort {
+                    prop_assert_eq!(f.payload.len(), ABORT_LEN);
                     let _ = parse_abort(PartyId::P0, &f.payload);
+                } else {
+                    prop_assert!(f.payload.len() as u64 <= max);
                 }
             }
         }
@@ -371,7 +414,7 @@ mod tests {
                 let kind = FrameKind::from_byte(kind).unwrap();
                 let payload = match kind {
                     FrameKind::Heartbeat | FrameKind::Goodbye => Vec::new(),
-                    FrameKind::Abort => abort_payload(PartyId::P1, &String::from_utf8_lossy(&payload), 100),
+                    FrameKind::Abort => abort_payload(PartyId::P1, FailureKind::from_code(payload.first().copied().unwrap_or(0))).to_vec(),
                     _ => payload,
                 };
                 stream.extend(frame(kind, &payload));
@@ -383,6 +426,18 @@ mod tests {
                 dec.feed(piece, &mut out).unwrap();
             }
             prop_assert_eq!(out, expected);
+        }
+
+        /// Whatever party and code are passed, an abort payload is those two bytes and
+        /// nothing more, and it parses back to them.
+        #[test]
+        fn an_abort_payload_is_never_more_than_two_bytes(party in 0usize..3, code in any::<u8>()) {
+            let culprit = PartyId::new(party).unwrap();
+            let kind = FailureKind::from_code(code);
+            let payload = abort_payload(culprit, kind);
+            prop_assert_eq!(payload.len(), 2);
+            prop_assert_eq!(payload, [party as u8, kind.code()]);
+            prop_assert_eq!(parse_abort(PartyId::P0, &payload).unwrap(), (culprit, kind));
         }
     }
 }

@@ -9,7 +9,8 @@
 //! - [`TcpTransport`]: the parties as processes over TCP with mutual TLS (rustls, TLS 1.3,
 //!   `ring`), each party authenticated by a certificate from the deployment CA naming its
 //!   identity; messages of any size in bounded frames, heartbeats, and failures passed on so
-//!   that a dead, stalled or misbehaving party stops the other two with its name;
+//!   that a dead, stalled or misbehaving party stops the other two with its name and a
+//!   [`FailureKind`] (never an error's text, which may hold secrets);
 //!   [`generate_deployment`] makes the CA and certificates; [`run_tls_loopback_3pc`] runs
 //!   three parties over loopback TLS in one process.
 //! - [`Counting`] and [`CommStats`]: bytes, messages and rounds per party, with the round
@@ -38,6 +39,7 @@ mod certs;
 mod counting;
 mod emulated_link;
 mod error;
+mod failure;
 mod frame;
 mod link;
 mod local;
@@ -53,13 +55,14 @@ pub use certs::{DeploymentFiles, GeneratedDeployment, GeneratedParty, generate_d
 pub use counting::{CommStats, Counting, PeerCounts, StatsHandle};
 pub use emulated_link::{EmulatedLink, LinkProfile, Uplink, parse_link};
 pub use error::TransportError;
+pub use failure::FailureKind;
 pub use local::{LocalConfig, LocalTransport, run_local_3pc, run_local_3pc_with};
 pub use party::{PartyId, Peer};
 pub use tcp::{
-    AbortHandle, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_MESSAGE_LEN, DEFAULT_QUEUE_LIMIT, LinkConfig,
-    NetworkConfig, TcpTransport, run_tls_loopback_3pc,
+    AbortHandle, AcceptFrom, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_MESSAGE_LEN, DEFAULT_QUEUE_LIMIT,
+    LinkConfig, NetworkConfig, TcpTransport, run_tls_loopback_3pc,
 };
-pub use tls::{DEFAULT_IDENTITIES, PartyCredentials, TlsConfig, check_identity};
+pub use tls::{DEFAULT_IDENTITIES, PartyCredentials, TlsConfig, check_identity, read_private_key};
 pub use transport::{Transport, le_bytes_to_u64s, u64s_to_le_bytes};
 
 /// Default receive timeout of both transports: 120 s. Long enough for a party to compute
@@ -70,3 +73,8 @@ pub const DEFAULT_RECV_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default maximum payload of one TCP frame: 1 MiB (messages are cut into frames of at most
 /// 256 KiB, so this bounds what a peer can make a party buffer, not the size of a message).
 pub const DEFAULT_MAX_FRAME_LEN: u64 = 1 << 20;
+
+/// The largest maximum frame payload a [`LinkConfig`] may set: 16 MiB. Data frames are never
+/// larger than 256 KiB, so a larger limit would only let a peer make a party allocate more
+/// for one frame.
+pub const MAX_FRAME_LEN_LIMIT: u64 = 16 << 20;

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use rustls::Connection;
 
 use crate::frame::{Frame, FrameDecoder, FrameKind, abort_payload, header, parse_abort};
-use crate::{LinkConfig, PartyId, TransportError};
+use crate::{FailureKind, LinkConfig, PartyId, TransportError};
 
 /// The longest a link thread sleeps before looking at its flags again.
 const POLL: Duration = Duration::from_millis(200);
@@ -40,6 +40,54 @@ const LINGER: Duration = Duration::from_secs(2);
 /// How long a stopping transport waits for its writers to get the abort frames out.
 pub(crate) const STOP_GRACE: Duration = Duration::from_secs(2);
 
+/// How late a thread may wake up (past the interval it asked for) before the delay counts as
+/// time this process was not running rather than time a peer was silent.
+const SCHEDULING_SLACK: Duration = Duration::from_millis(100);
+
+/// How long a writer whose write failed waits for the reader to find why (the peer's abort,
+/// or the end of its stream) before it reports the lost connection itself.
+const WRITE_FAILURE_GRACE: Duration = Duration::from_millis(500);
+
+/// Measures how long something has lasted in time this process was running, as seen by a
+/// loop that looks at least every `tick`.
+///
+/// Each look adds the time since the previous one, but at most `tick` plus
+/// [`SCHEDULING_SLACK`]: a longer gap means this thread was not scheduled (the process was
+/// stopped with SIGSTOP, a virtual machine was paused, the host was swapping), and the time
+/// it missed is not held against a peer. So a party resumed after a stop first reads what its
+/// peers sent meanwhile (often an abort naming it) instead of declaring them silent.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AwakeTimer {
+    last: Instant,
+    counted: Duration,
+    max_step: Duration,
+}
+
+impl AwakeTimer {
+    /// A timer at zero, for a loop that looks at least every `tick`.
+    pub(crate) fn new(tick: Duration, now: Instant) -> Self {
+        AwakeTimer {
+            last: now,
+            counted: Duration::ZERO,
+            max_step: tick + SCHEDULING_SLACK,
+        }
+    }
+
+    /// Back to zero at `now` (the peer was heard).
+    pub(crate) fn reset(&mut self, now: Instant) {
+        self.last = now;
+        self.counted = Duration::ZERO;
+    }
+
+    /// Looks at `now`: adds the time since the last look (capped) and returns the total.
+    pub(crate) fn observe(&mut self, now: Instant) -> Duration {
+        let step = now.saturating_duration_since(self.last);
+        self.last = self.last.max(now);
+        self.counted += step.min(self.max_step);
+        self.counted
+    }
+}
+
 /// Locks a mutex, recovering the data if a thread panicked while holding it: every critical
 /// section here leaves its data consistent at each step, and a poisoned connection fails on
 /// its next use anyway.
@@ -54,8 +102,10 @@ struct Failure {
     culprit: PartyId,
     /// The neighbour that told us, when the blamed party did not itself.
     reported_by: Option<PartyId>,
-    /// Why.
-    reason: String,
+    /// What kind of failure: all that the aborts tell the neighbours.
+    kind: FailureKind,
+    /// Why this party stopped itself, in its own words (never sent).
+    local_reason: String,
     /// The link (0 next, 1 prev) on which it was seen; `None` when this party stopped itself.
     origin: Option<usize>,
 }
@@ -80,8 +130,8 @@ pub(crate) struct LinkShared {
     ready: Condvar,
     /// Signalled when the party takes frames, or the link is torn down.
     space: Condvar,
-    /// An abort to send at the next frame boundary: the party blamed and why.
-    abort: Mutex<Option<(PartyId, String)>>,
+    /// An abort to send at the next frame boundary: the party blamed and the kind of failure.
+    abort: Mutex<Option<(PartyId, FailureKind)>>,
     abort_requested: AtomicBool,
     /// Every thread of the link stops now (a write in progress is abandoned).
     kill: AtomicBool,
@@ -116,10 +166,10 @@ impl LinkShared {
         self.kill.load(Ordering::SeqCst)
     }
 
-    fn request_abort(&self, culprit: PartyId, reason: &str) {
+    fn request_abort(&self, culprit: PartyId, kind: FailureKind) {
         let mut slot = lock(&self.abort);
         if slot.is_none() {
-            *slot = Some((culprit, reason.to_string()));
+            *slot = Some((culprit, kind));
         }
         self.abort_requested.store(true, Ordering::SeqCst);
     }
@@ -184,30 +234,28 @@ impl Hub {
         })
     }
 
-    pub(crate) fn party(&self) -> PartyId {
-        self.party
-    }
-
     /// Records the transport's first failure and has both writers send an abort blaming
-    /// `culprit`, then stop. Later failures change nothing.
+    /// `culprit` for a failure of `kind`, then stop. Later failures change nothing.
     fn fail(
         &self,
         origin: Option<usize>,
         culprit: PartyId,
         reported_by: Option<PartyId>,
-        reason: String,
+        kind: FailureKind,
+        local_reason: String,
     ) {
         let mut failure = lock(&self.failure);
         if failure.is_some() {
             return;
         }
         for link in &self.links {
-            link.request_abort(culprit, &reason);
+            link.request_abort(culprit, kind);
         }
         *failure = Some(Failure {
             culprit,
             reported_by,
-            reason,
+            kind,
+            local_reason,
             origin,
         });
         drop(failure);
@@ -217,33 +265,28 @@ impl Hub {
     }
 
     /// A link ended with `error`: record it for that link's receives and fail the transport,
-    /// blaming whom the error blames.
+    /// blaming whom the error blames, for the error's [`TransportError::failure_kind`].
     fn link_failed(&self, index: usize, error: TransportError) {
         let link = &self.links[index];
-        let (culprit, reported_by, reason) = match &error {
-            TransportError::PeerFailed {
-                peer,
-                reported_by: _,
-                reason,
-            } => {
-                // Passed on: blame the same party, and say who told us.
-                let by = (*peer != link.peer).then_some(link.peer);
-                (*peer, by, reason.clone())
+        let (culprit, reported_by) = match &error {
+            // Passed on: blame the same party, and say who told us.
+            TransportError::PeerFailed { peer, .. } => {
+                (*peer, (*peer != link.peer).then_some(link.peer))
             }
-            other => (
-                other.blamed_party().unwrap_or(link.peer),
-                None,
-                other.to_string(),
-            ),
+            other => (other.blamed_party().unwrap_or(link.peer), None),
         };
+        let kind = error.failure_kind();
+        let local_reason = error.to_string();
         link.set_end(error);
-        self.fail(Some(index), culprit, reported_by, reason);
+        self.fail(Some(index), culprit, reported_by, kind, local_reason);
     }
 
-    /// Stops this party: both neighbours get an abort blaming it for `reason`. Does nothing
-    /// if the transport already failed (the aborts are on their way).
-    pub(crate) fn stop(&self, reason: &str) {
-        self.fail(None, self.party, None, reason.to_string());
+    /// Stops this party: both neighbours get an abort blaming it for a failure of `kind`;
+    /// `reason` stays here (this party's own receives and sends fail with
+    /// [`TransportError::Stopped`] and it). Does nothing if the transport already failed (the
+    /// aborts are on their way).
+    pub(crate) fn stop(&self, kind: FailureKind, reason: String) {
+        self.fail(None, self.party, None, kind, reason);
     }
 
     /// Whether the transport failed or was stopped.
@@ -259,7 +302,7 @@ impl Hub {
         match f.origin {
             Some(origin) if origin == index => None,
             None => Some(TransportError::Stopped {
-                reason: f.reason.clone(),
+                reason: f.local_reason.clone(),
             }),
             Some(origin) => Some(TransportError::PeerFailed {
                 peer: f.culprit,
@@ -267,7 +310,7 @@ impl Hub {
                     .reported_by
                     .or(Some(self.links[origin].peer))
                     .filter(|&by| by != f.culprit),
-                reason: f.reason.clone(),
+                kind: f.kind,
             }),
         }
     }
@@ -344,6 +387,7 @@ impl Link {
             shared: shared.clone(),
             decoder: FrameDecoder::new(peer, config.max_frame_len),
             stall_after: config.recv_timeout.map(|t| t / 2),
+            poll,
             queue_limit: config.queue_limit,
             goodbye: false,
             in_message: false,
@@ -360,7 +404,6 @@ impl Link {
             frame_len: usize::try_from(config.max_frame_len)
                 .unwrap_or(usize::MAX)
                 .clamp(1, DATA_FRAME),
-            max_frame_len: config.max_frame_len,
             heartbeat,
             poll,
             records: Vec::new(),
@@ -405,14 +448,8 @@ impl Link {
             });
         }
         if self.shared.peer_done.load(Ordering::SeqCst) {
-            let error = TransportError::PeerFailed {
-                peer,
-                reported_by: None,
-                reason: format!(
-                    "{peer} finished while {} still had a message for it",
-                    self.hub.party()
-                ),
-            };
+            // The peer finished while this party still had a message for it.
+            let error = TransportError::Disconnected { peer };
             self.hub.link_failed(self.index, error.duplicate());
             return Err(error);
         }
@@ -433,28 +470,21 @@ impl Link {
         let result = self.recv_inner(timeout);
         if let Err(e) = &result {
             self.partial = Vec::new();
-            // Any failed receive ends the job: make sure both neighbours hear of it.
+            // Any failed receive ends the job: make sure both neighbours hear of it (a peer
+            // that said goodbye while a message was still expected from it is told as a
+            // connection lost).
             if !self.hub.failed() {
-                let error = match e {
-                    TransportError::Disconnected { peer } => TransportError::PeerFailed {
-                        peer: *peer,
-                        reported_by: None,
-                        reason: format!(
-                            "{peer} closed the connection while {} still expected a message from it",
-                            self.hub.party()
-                        ),
-                    },
-                    other => other.duplicate(),
-                };
-                self.hub.link_failed(self.index, error);
+                self.hub.link_failed(self.index, e.duplicate());
             }
         }
         result
     }
 
+    /// The timeout counts only time this process was running ([`AwakeTimer`]): a party
+    /// stopped and resumed first takes what arrived meanwhile.
     fn recv_inner(&mut self, timeout: Option<Duration>) -> Result<Vec<u8>, TransportError> {
         let peer = self.peer();
-        let deadline = timeout.map(|t| (Instant::now() + t, t));
+        let mut waited = AwakeTimer::new(POLL, Instant::now());
         let mut inbox = lock(&self.shared.inbox);
         loop {
             if let Some(e) = self.hub.failure_elsewhere(self.index) {
@@ -484,9 +514,9 @@ impl Link {
             if let Some(e) = &inbox.end {
                 return Err(e.duplicate());
             }
-            let wait = match deadline {
+            let wait = match timeout {
                 None => POLL,
-                Some((at, after)) => match at.checked_duration_since(Instant::now()) {
+                Some(after) => match after.checked_sub(waited.observe(Instant::now())) {
                     Some(left) if !left.is_zero() => left.min(POLL),
                     _ => return Err(TransportError::Timeout { peer, after }),
                 },
@@ -524,6 +554,8 @@ struct Reader {
     decoder: FrameDecoder,
     /// A peer silent (no byte at all) for this long is stalled.
     stall_after: Option<Duration>,
+    /// The longest a read waits before the loop looks at its flags.
+    poll: Duration,
     queue_limit: usize,
     /// The peer said goodbye.
     goodbye: bool,
@@ -543,7 +575,8 @@ impl Reader {
         let mut buf = vec![0u8; 64 << 10];
         let mut plain = Vec::new();
         let mut frames = Vec::new();
-        let mut last_byte = Instant::now();
+        // The peer's silence, counted in time this process was running.
+        let mut silence = AwakeTimer::new(self.poll, Instant::now());
         let mut ended = false;
         let mut ended_at: Option<Instant> = None;
 
@@ -552,7 +585,7 @@ impl Reader {
             let drained = drain_plaintext(&mut lock(conn), &mut plain);
             match drained {
                 Ok(_) => {
-                    if let Step::Ended = self.consume(&plain, &mut frames, &mut last_byte) {
+                    if let Step::Ended = self.consume(&plain, &mut frames, &mut silence) {
                         ended = true;
                     }
                 }
@@ -577,11 +610,14 @@ impl Reader {
             let n = match (&self.stream).read(&mut buf) {
                 Ok(n) => n,
                 Err(e) if woke_up(&e) => {
-                    // A peer that said goodbye is done, not stalled.
+                    // A peer that said goodbye is done, not stalled. The silence counts only
+                    // time this process ran: resumed after a stop, the party reads what came
+                    // meanwhile (the peers' aborts naming it) before it blames anyone.
+                    let silent_for = silence.observe(Instant::now());
                     if !ended
                         && !self.goodbye
                         && let Some(limit) = self.stall_after
-                        && last_byte.elapsed() >= limit
+                        && silent_for >= limit
                     {
                         self.fail(TransportError::Stalled {
                             peer: self.peer,
@@ -604,7 +640,7 @@ impl Reader {
                 }
                 break;
             }
-            last_byte = Instant::now();
+            silence.reset(Instant::now());
             if ended {
                 continue; // draining
             }
@@ -629,7 +665,7 @@ impl Reader {
                         Err(e) => {
                             drop(conn);
                             // What decrypted before the error is still delivered.
-                            let _ = self.consume(&plain, &mut frames, &mut last_byte);
+                            let _ = self.consume(&plain, &mut frames, &mut silence);
                             self.fail(TransportError::from_io(self.peer, e, None));
                             ended = true;
                             break;
@@ -639,7 +675,7 @@ impl Reader {
             } else {
                 plain.extend_from_slice(&buf[..n]);
             }
-            if !ended && let Step::Ended = self.consume(&plain, &mut frames, &mut last_byte) {
+            if !ended && let Step::Ended = self.consume(&plain, &mut frames, &mut silence) {
                 ended = true;
             }
             plain.clear();
@@ -652,10 +688,10 @@ impl Reader {
     }
 
     /// Decodes `plain` and acts on each frame.
-    fn consume(&mut self, plain: &[u8], frames: &mut Vec<Frame>, last_byte: &mut Instant) -> Step {
+    fn consume(&mut self, plain: &[u8], frames: &mut Vec<Frame>, silence: &mut AwakeTimer) -> Step {
         let fed = self.decoder.feed(plain, frames);
         for frame in frames.drain(..) {
-            if let Step::Ended = self.on_frame(frame, last_byte) {
+            if let Step::Ended = self.on_frame(frame, silence) {
                 return Step::Ended;
             }
         }
@@ -668,7 +704,7 @@ impl Reader {
         }
     }
 
-    fn on_frame(&mut self, frame: Frame, last_byte: &mut Instant) -> Step {
+    fn on_frame(&mut self, frame: Frame, silence: &mut AwakeTimer) -> Step {
         let malformed = |reason: &str| TransportError::Malformed {
             peer: self.peer,
             reason: reason.to_string(),
@@ -685,7 +721,7 @@ impl Reader {
                     return Step::Ended;
                 }
                 // Waiting for room is not the peer's silence.
-                *last_byte = Instant::now();
+                silence.reset(Instant::now());
                 Step::Continue
             }
             FrameKind::Heartbeat => Step::Continue,
@@ -700,10 +736,10 @@ impl Reader {
             }
             FrameKind::Abort => {
                 let error = match parse_abort(self.peer, &frame.payload) {
-                    Ok((culprit, reason)) => TransportError::PeerFailed {
+                    Ok((culprit, kind)) => TransportError::PeerFailed {
                         peer: culprit,
                         reported_by: (culprit != self.peer).then_some(self.peer),
-                        reason,
+                        kind,
                     },
                     Err(e) => e,
                 };
@@ -784,7 +820,6 @@ struct Writer {
     commands: Receiver<WriterCmd>,
     /// Payload bytes per data frame.
     frame_len: usize,
-    max_frame_len: u64,
     heartbeat: Option<Duration>,
     poll: Duration,
     /// TLS records waiting to be written.
@@ -799,6 +834,13 @@ impl Writer {
             && !self.shared.killed()
             && !self.shared.peer_done.load(Ordering::SeqCst)
         {
+            // The peer closed or reset the connection. What it sent before (an abort naming
+            // the party to blame, maybe this one) is for the reader to find: give it a moment
+            // before reporting the lost connection from this side.
+            let until = Instant::now() + WRITE_FAILURE_GRACE;
+            while !self.hub.failed() && !self.shared.killed() && Instant::now() < until {
+                thread::sleep(Duration::from_millis(10));
+            }
             self.hub
                 .link_failed(self.index, TransportError::from_io(self.peer, e, None));
         }
@@ -856,10 +898,9 @@ impl Writer {
     }
 
     fn send_abort(&mut self) -> io::Result<()> {
-        let taken = lock(&self.shared.abort).clone();
-        if let Some((culprit, reason)) = taken {
-            let payload = abort_payload(culprit, &reason, self.max_frame_len);
-            self.write_frame(FrameKind::Abort, &payload)?;
+        let taken = *lock(&self.shared.abort);
+        if let Some((culprit, kind)) = taken {
+            self.write_frame(FrameKind::Abort, &abort_payload(culprit, kind))?;
         }
         self.close_tls()
     }
@@ -933,4 +974,51 @@ fn write_polled(stream: &TcpStream, shared: &LinkShared, mut buf: &[u8]) -> io::
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn awake_time_counts_regular_looks_in_full() {
+        let t0 = Instant::now();
+        let tick = Duration::from_millis(100);
+        let mut timer = AwakeTimer::new(tick, t0);
+        for i in 1..=5u32 {
+            assert_eq!(timer.observe(t0 + tick * i), tick * i);
+        }
+        // A late wake-up within the slack still counts in full.
+        let late = tick * 5 + tick + SCHEDULING_SLACK;
+        assert_eq!(timer.observe(t0 + late), late);
+        timer.reset(t0 + late);
+        assert_eq!(timer.observe(t0 + late), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_jump_of_the_clock_is_not_held_against_the_peer() {
+        // The loop looks every 100 ms; the process is then stopped for 60 s. A peer silent
+        // for a stall limit of 400 ms of running time is not stalled when we wake up; it is
+        // after 400 ms more of silence.
+        let t0 = Instant::now();
+        let tick = Duration::from_millis(100);
+        let limit = Duration::from_millis(400);
+        let mut timer = AwakeTimer::new(tick, t0);
+        assert_eq!(timer.observe(t0 + tick), tick);
+        let resumed = t0 + tick + Duration::from_secs(60);
+        let after_stop = timer.observe(resumed);
+        assert!(after_stop < limit, "{after_stop:?}");
+        assert_eq!(after_stop, tick + tick + SCHEDULING_SLACK);
+        let mut now = resumed;
+        let mut looks = 0;
+        while timer.observe(now) < limit {
+            now += tick;
+            looks += 1;
+        }
+        assert!((1..=3).contains(&looks), "{looks}");
+        // A clock that does not move, or looks out of order, add nothing.
+        let mut timer = AwakeTimer::new(tick, t0 + tick);
+        assert_eq!(timer.observe(t0), Duration::ZERO);
+        assert_eq!(timer.observe(t0 + tick), Duration::ZERO);
+    }
 }

@@ -2,9 +2,8 @@
 //! and its connection setup.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -14,8 +13,8 @@ use rustls::{ClientConnection, Connection, ServerConnection};
 use crate::link::{Connected, Hub, Link, STOP_GRACE};
 use crate::runner::run_three;
 use crate::{
-    DEFAULT_MAX_FRAME_LEN, DEFAULT_RECV_TIMEOUT, PartyId, Peer, TlsConfig, Transport,
-    TransportError, generate_deployment,
+    DEFAULT_MAX_FRAME_LEN, DEFAULT_RECV_TIMEOUT, FailureKind, MAX_FRAME_LEN_LIMIT, PartyId, Peer,
+    TlsConfig, Transport, TransportError, generate_deployment,
 };
 
 /// Default time to wait for the connections to the two neighbours: 30 s.
@@ -27,15 +26,49 @@ pub const DEFAULT_MAX_MESSAGE_LEN: u64 = 16 << 30;
 /// Default bound on the received bytes a link queues before its party takes them: 64 MiB.
 pub const DEFAULT_QUEUE_LIMIT: usize = 64 << 20;
 
-/// How long one connection attempt may take to finish its TLS handshake and hello.
-const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+/// How long one connection attempt may take, from the TCP connection to the end of the
+/// hello, on either side.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(5);
 
-/// Connections being handshaken at once while waiting for the previous party; more are
-/// closed at once, so strangers cannot make a party hold many sockets and threads.
-const MAX_PENDING_HANDSHAKES: usize = 16;
+/// A connection to the listener that sends no byte for this long is closed. A real peer
+/// sends its TLS ClientHello at once; the margin covers a lost packet's retransmission.
+const FIRST_BYTE_LIMIT: Duration = Duration::from_secs(2);
+
+/// Connections the listener holds in setup at once (accepted, their handshake not yet
+/// done). When full, a new connection takes the place of the oldest one that has sent
+/// nothing, else of the oldest: a flood cannot keep the previous party out, since its
+/// connection is dropped only after this many newer ones, and it finishes in a few round
+/// trips. Each holds at most a TLS handshake message (64 KiB) of buffers.
+const MAX_PENDING: usize = 128;
+
+/// New connections taken from the listener per turn of the accept loop, before the pending
+/// ones are served: enough to empty the kernel's accept queue (128 connections) each turn,
+/// so that a flood does not keep the previous party's connection out of it for long.
+const ACCEPT_BATCH: usize = 1024;
+
+/// How long the accept loop sleeps between turns in which nothing happened.
+const ACCEPT_TICK: Duration = Duration::from_millis(5);
+
+/// Reads of one pending connection per turn of the accept loop.
+const READS_PER_TURN: usize = 8;
 
 /// The longest pause between two connection attempts to the next party.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Which connections a party's listener considers during setup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AcceptFrom {
+    /// Only connections from an IP address of the previous party's configured address (a
+    /// host name is resolved once, when setup starts); any other connection is closed at
+    /// once, before any TLS work. The default. When all parties share one host (loopback)
+    /// this cannot tell them apart, and the other setup defences hold on their own.
+    #[default]
+    PeerAddresses,
+    /// Connections from any address: for a previous party that reaches this one through NAT
+    /// or from another address than its configured one. The TLS checks still decide which
+    /// connection is the previous party.
+    Any,
+}
 
 /// Timeouts and limits of a TCP link.
 ///
@@ -46,6 +79,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// peer back), plus one frame being decoded (at most [`LinkConfig::max_frame_len`] bytes),
 /// plus, while the party is receiving a message, that message (at most
 /// [`LinkConfig::max_message_len`] bytes). What a party has queued to send is its own data.
+/// During setup, the listener holds at most 128 connections at once, each for at most 5 s
+/// (2 s if it sends nothing), with at most a TLS handshake message (64 KiB) of buffers each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinkConfig {
     /// How long setup may take: connecting to the next party (retried with backoff until
@@ -54,18 +89,23 @@ pub struct LinkConfig {
     pub connect_timeout: Duration,
     /// The receive timeout T. A `recv` waits at most T for its message and fails with
     /// [`TransportError::Timeout`]; a peer that sends nothing at all for T/2 (each side sends
-    /// a heartbeat after T/8 of silence) is declared [`TransportError::Stalled`]. `None`
-    /// disables both. Default [`DEFAULT_RECV_TIMEOUT`].
+    /// a heartbeat after T/8 of silence) is declared [`TransportError::Stalled`]. Both count
+    /// only time this process was running, so a party stopped (SIGSTOP) and resumed reads
+    /// what arrived meanwhile before it blames a peer. `None` disables both. Default
+    /// [`DEFAULT_RECV_TIMEOUT`].
     pub recv_timeout: Option<Duration>,
-    /// The longest payload a frame may have, in bytes. Messages are cut into frames of at most
-    /// 256 KiB (or this, if smaller), so this bounds memory, not message size. Default
-    /// [`DEFAULT_MAX_FRAME_LEN`].
+    /// The longest payload a frame may have, in bytes, from 1 to [`MAX_FRAME_LEN_LIMIT`]
+    /// (16 MiB). Messages are cut into frames of at most 256 KiB (or this, if smaller), so
+    /// this bounds memory, not message size. Default [`DEFAULT_MAX_FRAME_LEN`].
     pub max_frame_len: u64,
     /// The longest message, in bytes. Default [`DEFAULT_MAX_MESSAGE_LEN`].
     pub max_message_len: u64,
     /// Received bytes a link queues before its party takes them. Default
     /// [`DEFAULT_QUEUE_LIMIT`].
     pub queue_limit: usize,
+    /// Which connections the listener considers during setup. Default
+    /// [`AcceptFrom::PeerAddresses`].
+    pub accept_from: AcceptFrom,
 }
 
 impl Default for LinkConfig {
@@ -76,7 +116,35 @@ impl Default for LinkConfig {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             max_message_len: DEFAULT_MAX_MESSAGE_LEN,
             queue_limit: DEFAULT_QUEUE_LIMIT,
+            accept_from: AcceptFrom::default(),
         }
+    }
+}
+
+impl LinkConfig {
+    /// Checks the limits: a frame length from 1 byte to [`MAX_FRAME_LEN_LIMIT`] (16 MiB:
+    /// data frames are never larger than 256 KiB, and a larger limit would only let a peer
+    /// make this party allocate more for one frame) and a queue limit of at least 1 byte.
+    /// Setup checks this first.
+    ///
+    /// # Errors
+    /// [`TransportError::Config`] naming the limit that is out of range, and why.
+    pub fn validate(&self) -> Result<(), TransportError> {
+        if self.max_frame_len == 0 || self.max_frame_len > MAX_FRAME_LEN_LIMIT {
+            return Err(TransportError::Config(format!(
+                "the maximum frame length is {} bytes: it must be from 1 byte to \
+                 {MAX_FRAME_LEN_LIMIT} (16 MiB), since messages travel in frames of at most \
+                 256 KiB and a larger limit only lets a peer make this party allocate more \
+                 for one frame",
+                self.max_frame_len
+            )));
+        }
+        if self.queue_limit == 0 {
+            return Err(TransportError::Config(
+                "the queue limit must be at least 1 byte".to_string(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -84,8 +152,9 @@ impl Default for LinkConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetworkConfig {
     /// `host:port` of P0, P1 and P2. A party listens on its own address (use
-    /// [`TcpTransport::connect_with_listener`] to listen elsewhere, e.g. `0.0.0.0`) and dials
-    /// its next party's.
+    /// [`TcpTransport::connect_with_listener`] to listen elsewhere, e.g. `0.0.0.0`), dials
+    /// its next party's, and (with [`AcceptFrom::PeerAddresses`]) takes connections only
+    /// from the host of its previous party's.
     pub addresses: [String; 3],
     /// Timeouts and limits.
     pub link: LinkConfig,
@@ -122,8 +191,16 @@ impl NetworkConfig {
 /// checks that it chains to the CA and names the previous party's identity. A connection that
 /// fails these checks (or the hello below) is dropped and the party goes on waiting for the
 /// right peer until the connect timeout, whose error then says why the last one was refused:
-/// a stranger that connects first cannot stop setup. Several connections are handshaken at
-/// once (at most 16, each for at most 10 s), so a silent one does not hold up the others.
+/// a stranger that connects first cannot stop setup.
+///
+/// Nor can many strangers. The listener first closes a connection that does not come from
+/// the previous party's configured address ([`AcceptFrom`]), before any TLS work. It then
+/// serves every connection it holds from one thread, without waiting on any: a connection
+/// silent for 2 s is closed, one whose handshake and hello take more than 5 s is closed,
+/// and it holds at most 128 at once, a new one taking the place of the oldest silent one
+/// (else the oldest), so idle, slow or garbage connections in any number cost bounded memory
+/// and never keep the previous party out: its dial, retried with backoff, gets through.
+///
 /// After the handshake the dialer sends an 8-byte hello `b"CGT"`, version 2, its index, the
 /// acceptor's index, 0, 0 and the acceptor answers with the same bytes but its own index
 /// first and a 1 in the seventh byte, so both sides know the other accepted them.
@@ -133,17 +210,19 @@ impl NetworkConfig {
 /// A stream of frames: an 8-byte little-endian header (kind in the top byte, payload length
 /// below) and the payload. A message is cut into data frames of at most 256 KiB, so a
 /// message of any size up to [`LinkConfig::max_message_len`] crosses a link; between them
-/// travel heartbeats, a goodbye when the sender is done, and an abort naming the party to
-/// blame when the sender stops the job.
+/// travel heartbeats, a goodbye when the sender is done, and an abort when the sender stops
+/// the job: two bytes, the party to blame and a [`FailureKind`], never an error's text.
 ///
 /// # Failures
 ///
 /// A peer that dies (its connection ends without a goodbye), stalls (sends nothing, not even
 /// a heartbeat, for half the receive timeout), sends garbage or fails TLS makes this party's
 /// receives and sends fail with an error naming it, and this party at once sends both
-/// neighbours an abort naming it, so the third party stops too, with the same name, even if
-/// it was waiting for this one. [`TcpTransport::abort`] and [`AbortHandle`] stop a party on
-/// purpose (e.g. on Ctrl-C), blaming itself.
+/// neighbours an abort naming it with the matching link kind ([`FailureKind::ConnectionLost`],
+/// [`FailureKind::Stalled`], [`FailureKind::Garbage`], [`FailureKind::TimedOut`]), so the
+/// third party stops too, with the same name, even if it was waiting for this one.
+/// [`TcpTransport::abort`] and [`AbortHandle`] stop a party on purpose (e.g. on Ctrl-C),
+/// blaming itself for a [`FailureKind`] of its own.
 ///
 /// # Threads
 ///
@@ -162,7 +241,7 @@ pub struct TcpTransport {
 }
 
 /// Stops a [`TcpTransport`] from any thread, e.g. a Ctrl-C handler: both neighbours receive
-/// an abort naming this party and the reason, and this party's own pending and later
+/// an abort naming this party and a [`FailureKind`], and this party's own pending and later
 /// receives and sends fail with [`TransportError::Stopped`]. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AbortHandle {
@@ -170,11 +249,12 @@ pub struct AbortHandle {
 }
 
 impl AbortHandle {
-    /// Stops the transport, blaming this party for `reason`, and waits (at most 2 s) for the
-    /// aborts to go out. Does nothing more if the transport already failed: its aborts are
-    /// already on their way.
-    pub fn abort(&self, reason: &str) {
-        self.hub.stop(reason);
+    /// Stops the transport, blaming this party for a failure of `kind` (all that the
+    /// neighbours learn of it: the details stay in this party's own error), and waits (at
+    /// most 2 s) for the aborts to go out. Does nothing more if the transport already failed:
+    /// its aborts are already on their way.
+    pub fn abort(&self, kind: FailureKind) {
+        self.hub.stop(kind, kind.describe().to_string());
         self.hub.finish(Some(STOP_GRACE));
     }
 }
@@ -215,13 +295,12 @@ fn remaining(deadline: Instant) -> Option<Duration> {
         .filter(|d| !d.is_zero())
 }
 
-/// Runs the TLS handshake (if any) and the hello exchange on `stream`.
-fn handshake(
+/// Runs the dialer's side of setup on `stream`: the TLS handshake (if any) and the hello.
+fn dial_handshake(
     party: PartyId,
     peer: PartyId,
     mut stream: TcpStream,
     mut tls: Option<Connection>,
-    dialer: bool,
     deadline: Instant,
 ) -> Result<Connected, TransportError> {
     let left = remaining(deadline).ok_or(TransportError::Timeout {
@@ -239,24 +318,13 @@ fn handshake(
         }
     }
     let mut reply = [0u8; 8];
-    if dialer {
-        setup_write(&mut stream, tls.as_mut(), &hello(party, peer, HELLO)).map_err(io_err)?;
-        setup_read(&mut stream, tls.as_mut(), &mut reply).map_err(io_err)?;
-        if reply != hello(peer, party, HELLO_ACK) {
-            return Err(TransportError::Handshake {
-                peer,
-                reason: format!("expected the hello answer of {peer} to {party}, got {reply:?}"),
-            });
-        }
-    } else {
-        setup_read(&mut stream, tls.as_mut(), &mut reply).map_err(io_err)?;
-        if reply != hello(peer, party, HELLO) {
-            return Err(TransportError::Handshake {
-                peer,
-                reason: format!("expected the hello of {peer} to {party}, got {reply:?}"),
-            });
-        }
-        setup_write(&mut stream, tls.as_mut(), &hello(party, peer, HELLO_ACK)).map_err(io_err)?;
+    setup_write(&mut stream, tls.as_mut(), &hello(party, peer, HELLO)).map_err(io_err)?;
+    setup_read(&mut stream, tls.as_mut(), &mut reply).map_err(io_err)?;
+    if reply != hello(peer, party, HELLO_ACK) {
+        return Err(TransportError::Handshake {
+            peer,
+            reason: format!("expected the hello answer of {peer} to {party}, got {reply:?}"),
+        });
     }
     Ok(Connected { stream, tls })
 }
@@ -357,7 +425,7 @@ fn dial(
                     Security::Plaintext => None,
                 };
                 let attempt_deadline = deadline.min(Instant::now() + HANDSHAKE_LIMIT);
-                match handshake(party, peer, stream, tls, true, attempt_deadline) {
+                match dial_handshake(party, peer, stream, tls, attempt_deadline) {
                     Ok(connected) => return Ok(connected),
                     Err(e) => last_error = e.to_string(),
                 }
@@ -369,86 +437,319 @@ fn dial(
     }
 }
 
+/// The IP addresses `addr` (`host:port`) resolves to, IPv4-mapped IPv6 ones as IPv4.
+fn resolve_ips(addr: &str) -> Result<Vec<IpAddr>, TransportError> {
+    let ips: Vec<IpAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| TransportError::Config(format!("resolving {addr}: {e}")))?
+        .map(|a| a.ip().to_canonical())
+        .collect();
+    if ips.is_empty() {
+        return Err(TransportError::Config(format!(
+            "{addr} resolves to no address"
+        )));
+    }
+    Ok(ips)
+}
+
+/// A connection to the listener in setup: accepted, not yet known to be the previous party.
+struct Pending {
+    stream: TcpStream,
+    /// The TLS server side (`None` in plaintext mode).
+    tls: Option<ServerConnection>,
+    from: SocketAddr,
+    accepted: Instant,
+    /// Whether it has sent a byte.
+    heard: bool,
+    /// The hello, as far as it has arrived.
+    hello: [u8; 8],
+    filled: usize,
+}
+
+/// What a turn of the accept loop did with a pending connection.
+enum Turn {
+    /// Still in setup; whether anything moved.
+    Waiting { progress: bool },
+    /// Its hello is the previous party's: answer it.
+    Done,
+    /// Closed, with why when it is worth reporting.
+    Dropped(Option<TransportError>),
+}
+
+impl Pending {
+    /// Moves the connection's setup on as far as it goes without waiting, and closes it
+    /// when it is out of time (`now` is this turn's time).
+    fn turn(&mut self, party: PartyId, peer: PartyId, now: Instant) -> Turn {
+        let turn = match self.tls.take() {
+            Some(mut conn) => {
+                let turn = self.turn_tls(&mut conn, party, peer);
+                self.tls = Some(conn);
+                turn
+            }
+            None => self.turn_plain(party, peer),
+        };
+        let age = now.saturating_duration_since(self.accepted);
+        match turn {
+            Turn::Waiting { .. } if !self.heard && age >= FIRST_BYTE_LIMIT => Turn::Dropped(None),
+            Turn::Waiting { .. } if age >= HANDSHAKE_LIMIT => {
+                Turn::Dropped(Some(TransportError::Handshake {
+                    peer,
+                    reason: format!(
+                        "a connection from {} did not finish the TLS handshake and hello \
+                         within {HANDSHAKE_LIMIT:?}",
+                        self.from
+                    ),
+                }))
+            }
+            other => other,
+        }
+    }
+
+    fn turn_tls(&mut self, conn: &mut ServerConnection, party: PartyId, peer: PartyId) -> Turn {
+        let mut progress = false;
+        let lost = |heard: bool, what: &str| {
+            Turn::Dropped(heard.then(|| TransportError::Handshake {
+                peer,
+                reason: format!("the connection closed {what}"),
+            }))
+        };
+        for _ in 0..READS_PER_TURN {
+            match conn.read_tls(&mut self.stream) {
+                Ok(0) => return lost(self.heard, "during the TLS handshake"),
+                Ok(_) => {
+                    self.heard = true;
+                    progress = true;
+                    if let Err(source) = conn.process_new_packets() {
+                        // Tell the peer why, best effort.
+                        let _ = conn.write_tls(&mut self.stream);
+                        return Turn::Dropped(Some(TransportError::Tls { peer, source }));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Turn::Dropped(
+                        self.heard.then(|| TransportError::from_io(peer, e, None)),
+                    );
+                }
+            }
+        }
+        if let Err(e) = flush_without_waiting(conn, &mut self.stream) {
+            return Turn::Dropped(Some(TransportError::from_io(peer, e, None)));
+        }
+        if conn.is_handshaking() {
+            return Turn::Waiting { progress };
+        }
+        while self.filled < self.hello.len() {
+            match conn.reader().read(&mut self.hello[self.filled..]) {
+                Ok(0) => return lost(true, "before its hello"),
+                Ok(n) => {
+                    self.filled += n;
+                    progress = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Turn::Dropped(Some(TransportError::from_io(peer, e, None))),
+            }
+        }
+        self.check_hello(party, peer, progress)
+    }
+
+    fn turn_plain(&mut self, party: PartyId, peer: PartyId) -> Turn {
+        let mut progress = false;
+        while self.filled < self.hello.len() {
+            match self.stream.read(&mut self.hello[self.filled..]) {
+                Ok(0) => {
+                    return Turn::Dropped(self.heard.then(|| TransportError::Handshake {
+                        peer,
+                        reason: "the connection closed before its hello".to_string(),
+                    }));
+                }
+                Ok(n) => {
+                    self.heard = true;
+                    self.filled += n;
+                    progress = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Turn::Dropped(
+                        self.heard.then(|| TransportError::from_io(peer, e, None)),
+                    );
+                }
+            }
+        }
+        self.check_hello(party, peer, progress)
+    }
+
+    fn check_hello(&self, party: PartyId, peer: PartyId, progress: bool) -> Turn {
+        if self.filled < self.hello.len() {
+            Turn::Waiting { progress }
+        } else if self.hello == hello(peer, party, HELLO) {
+            Turn::Done
+        } else {
+            Turn::Dropped(Some(TransportError::Handshake {
+                peer,
+                reason: format!(
+                    "expected the hello of {peer} to {party}, got {:?}",
+                    self.hello
+                ),
+            }))
+        }
+    }
+
+    /// Answers the previous party's hello: the connection is set up.
+    fn finish(mut self, party: PartyId, peer: PartyId) -> Result<Connected, TransportError> {
+        let io_err = |e| TransportError::from_io(peer, e, Some(HANDSHAKE_LIMIT));
+        self.stream.set_nonblocking(false).map_err(io_err)?;
+        self.stream
+            .set_write_timeout(Some(HANDSHAKE_LIMIT))
+            .map_err(io_err)?;
+        let mut tls = self.tls.map(Connection::Server);
+        setup_write(
+            &mut self.stream,
+            tls.as_mut(),
+            &hello(party, peer, HELLO_ACK),
+        )
+        .map_err(io_err)?;
+        Ok(Connected {
+            stream: self.stream,
+            tls,
+        })
+    }
+}
+
+/// Writes what TLS has to send, as far as the socket takes it without waiting.
+fn flush_without_waiting(conn: &mut ServerConnection, stream: &mut TcpStream) -> io::Result<()> {
+    while conn.wants_write() {
+        match conn.write_tls(stream) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Accepts connections until one is the previous party (it passes the TLS checks and the
-/// hello) or the deadline passes. Each connection is handshaken on its own thread.
+/// hello) or the deadline passes. With `allowed`, a connection from another IP address is
+/// closed at once. Every connection is served from this thread without waiting on it (see
+/// [`TcpTransport`]'s setup section for the bounds).
 fn accept(
     party: PartyId,
     listener: &TcpListener,
     security: &Security,
+    allowed: Option<&[IpAddr]>,
     deadline: Instant,
     after: Duration,
 ) -> Result<Connected, TransportError> {
     let peer = party.prev();
-    let local = |context: &str, source| TransportError::LocalIo {
-        context: context.to_string(),
-        source,
-    };
     listener
         .set_nonblocking(true)
-        .map_err(|e| local("making the listener non-blocking", e))?;
-    let (tx, rx) = mpsc::channel::<Result<Connected, TransportError>>();
-    let pending = Arc::new(AtomicUsize::new(0));
+        .map_err(|source| TransportError::LocalIo {
+            context: "making the listener non-blocking".to_string(),
+            source,
+        })?;
+    let mut pending: Vec<Pending> = Vec::with_capacity(MAX_PENDING);
     let mut last_refused: Option<String> = None;
     loop {
-        // Results of the handshakes in flight.
-        loop {
-            match rx.try_recv() {
-                Ok(Ok(connected)) => return Ok(connected),
-                Ok(Err(e)) => last_refused = Some(e.to_string()),
-                Err(_) => break,
-            }
+        if remaining(deadline).is_none() {
+            return Err(TransportError::AcceptTimeout {
+                peer,
+                after,
+                last_refused,
+            });
         }
-        match listener.accept() {
-            Ok((stream, _)) => {
-                if pending.load(Ordering::SeqCst) >= MAX_PENDING_HANDSHAKES {
-                    continue; // dropped: too many connections at once
+        let mut busy = false;
+        for _ in 0..ACCEPT_BATCH {
+            let (stream, from) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // Out of file descriptors, a connection reset before it was taken, ...:
+                    // nothing to do with the previous party; try again next turn.
+                    last_refused = Some(format!("accepting a connection: {e}"));
+                    break;
                 }
-                if let Err(e) = stream.set_nonblocking(false) {
-                    last_refused = Some(e.to_string());
-                    continue;
-                }
-                let tls = match security {
-                    Security::Tls(_, _, server) => Some(Connection::Server(
-                        ServerConnection::new(server.clone())
-                            .map_err(|source| TransportError::Tls { peer, source })?,
-                    )),
-                    Security::Plaintext => None,
-                };
-                let attempt_deadline = deadline.min(Instant::now() + HANDSHAKE_LIMIT);
-                let (tx, pending) = (tx.clone(), pending.clone());
-                pending.fetch_add(1, Ordering::SeqCst);
-                let spawned = thread::Builder::new()
-                    .name(format!("cryptgpu-{party}-handshake"))
-                    .spawn(move || {
-                        let result = handshake(party, peer, stream, tls, false, attempt_deadline);
-                        pending.fetch_sub(1, Ordering::SeqCst);
-                        let _ = tx.send(result);
-                    });
-                if let Err(e) = spawned {
-                    return Err(local("spawning a handshake thread", e));
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
+            };
+            busy = true;
+            if let Some(ips) = allowed
+                && !ips.contains(&from.ip().to_canonical())
             {
-                if remaining(deadline).is_none() {
-                    return Err(TransportError::AcceptTimeout {
-                        peer,
-                        after,
-                        last_refused,
-                    });
-                }
-                match rx.recv_timeout(Duration::from_millis(10)) {
-                    Ok(Ok(connected)) => return Ok(connected),
-                    Ok(Err(e)) => last_refused = Some(e.to_string()),
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+                last_refused = Some(format!(
+                    "a connection from {} was closed at once: {peer} is expected from {}; \
+                     accept connections from any address (AcceptFrom::Any, \
+                     `accept_any_address` in parties.toml) if it is behind NAT",
+                    from.ip(),
+                    ips.iter()
+                        .map(IpAddr::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ));
+                continue;
+            }
+            if stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let tls = match security {
+                Security::Tls(_, _, server) => Some(
+                    ServerConnection::new(server.clone())
+                        .map_err(|source| TransportError::Tls { peer, source })?,
+                ),
+                Security::Plaintext => None,
+            };
+            if pending.len() >= MAX_PENDING {
+                // The oldest connection that has sent nothing, else the oldest.
+                if let Some(victim) = pending
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, p)| (p.heard, p.accepted))
+                    .map(|(i, _)| i)
+                {
+                    pending.swap_remove(victim);
                 }
             }
-            Err(e) => return Err(local("accepting a connection", e)),
+            pending.push(Pending {
+                stream,
+                tls,
+                from,
+                accepted: Instant::now(),
+                heard: false,
+                hello: [0; 8],
+                filled: 0,
+            });
         }
+        let now = Instant::now();
+        let mut i = 0;
+        while i < pending.len() {
+            match pending[i].turn(party, peer, now) {
+                Turn::Waiting { progress } => {
+                    busy |= progress;
+                    i += 1;
+                }
+                Turn::Done => match pending.swap_remove(i).finish(party, peer) {
+                    Ok(connected) => return Ok(connected),
+                    Err(e) => last_refused = Some(e.to_string()),
+                },
+                Turn::Dropped(why) => {
+                    if let Some(e) = why {
+                        last_refused = Some(e.to_string());
+                    }
+                    pending.swap_remove(i);
+                }
+            }
+        }
+        if busy {
+            thread::yield_now();
+            continue;
+        }
+        thread::sleep(if pending.is_empty() {
+            Duration::from_millis(10)
+        } else {
+            ACCEPT_TICK
+        });
     }
 }
 
@@ -513,11 +814,17 @@ impl TcpTransport {
         security: Security,
     ) -> Result<Self, TransportError> {
         let link = network.link;
-        if link.max_frame_len == 0 || link.queue_limit == 0 {
-            return Err(TransportError::Config(
-                "the maximum frame length and the queue limit must be at least 1 byte".into(),
-            ));
-        }
+        link.validate()?;
+        let prev_addr = &network.addresses[party.prev().index()];
+        let allowed = match link.accept_from {
+            AcceptFrom::Any => None,
+            AcceptFrom::PeerAddresses => Some(resolve_ips(prev_addr).map_err(|e| {
+                TransportError::Config(format!(
+                    "the address of {} ({prev_addr}), from which {party} accepts it: {e}",
+                    party.prev()
+                ))
+            })?),
+        };
         let after = link.connect_timeout;
         let deadline = Instant::now() + after;
         let next_addr = network.addresses[party.next().index()].clone();
@@ -550,7 +857,16 @@ impl TcpTransport {
         let accept_security = security.clone();
         spawn(
             format!("cryptgpu-{party}-accept"),
-            Box::new(move || accept(party, &listener, &accept_security, deadline, after)),
+            Box::new(move || {
+                accept(
+                    party,
+                    &listener,
+                    &accept_security,
+                    allowed.as_deref(),
+                    deadline,
+                    after,
+                )
+            }),
             Peer::Prev,
         )?;
         drop(tx);
@@ -607,16 +923,16 @@ impl TcpTransport {
         self.tls
     }
 
-    /// Stops this party: both neighbours receive an abort naming it and `reason` (at the next
-    /// frame boundary), and later receives and sends fail with
-    /// [`TransportError::Stopped`]. Waits at most 2 s for the aborts to go out. Call it when
-    /// a job fails for a reason of its own (a bad file, a refused manifest); failures of the
-    /// transport itself are passed on without it.
-    pub fn abort(&self, reason: &str) {
+    /// Stops this party: both neighbours receive an abort naming it and `kind` (at the next
+    /// frame boundary: two bytes, never the error's text, which may hold secrets), and later
+    /// receives and sends fail with [`TransportError::Stopped`]. Waits at most 2 s for the
+    /// aborts to go out. Call it when a job fails for a reason of its own (a bad file, a
+    /// refused manifest); failures of the transport itself are passed on without it.
+    pub fn abort(&self, kind: FailureKind) {
         AbortHandle {
             hub: self.hub.clone(),
         }
-        .abort(reason);
+        .abort(kind);
     }
 
     /// A handle that stops this transport from another thread (e.g. a signal handler).
@@ -639,7 +955,8 @@ impl Drop for TcpTransport {
         if self.hub.failed() {
             self.hub.finish(Some(STOP_GRACE));
         } else if thread::panicking() {
-            self.hub.stop(&format!("{} panicked", self.party));
+            self.hub
+                .stop(FailureKind::Internal, format!("{} panicked", self.party));
             self.hub.finish(Some(STOP_GRACE));
         } else {
             self.next.say_goodbye();

@@ -76,6 +76,38 @@ fn read_file(path: &Path) -> Result<Vec<u8>, TransportError> {
     })
 }
 
+/// Reads a private key file, refusing (on Unix) one whose mode gives any permission to its
+/// group or to other users, as ssh does: another user could have read the key, or replaced
+/// it. The mode is checked on the opened file, so it is the mode of what is read.
+///
+/// # Errors
+/// [`TransportError::KeyPermissions`] for such a file (its message says `chmod 600 PATH`),
+/// [`TransportError::File`] if it cannot be opened or read.
+pub fn read_private_key(path: impl AsRef<Path>) -> Result<Vec<u8>, TransportError> {
+    use std::io::Read;
+
+    let path = path.as_ref();
+    let file_err = |source| TransportError::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(file_err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata().map_err(file_err)?.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(TransportError::KeyPermissions {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    let mut pem = Vec::new();
+    file.read_to_end(&mut pem).map_err(file_err)?;
+    Ok(pem)
+}
+
 impl PartyCredentials {
     /// Credentials from PEM text: the CA certificate(s), this party's certificate chain (leaf
     /// first) and its private key (PKCS#8, PKCS#1 or SEC1).
@@ -98,10 +130,12 @@ impl PartyCredentials {
         })
     }
 
-    /// Credentials from PEM files; see [`PartyCredentials::from_pem`].
+    /// Credentials from PEM files; see [`PartyCredentials::from_pem`]. The key file is read
+    /// with [`read_private_key`], so on Unix it must be readable by its owner only.
     ///
     /// # Errors
-    /// [`TransportError::File`] if a file cannot be read, else as
+    /// [`TransportError::File`] if a file cannot be read,
+    /// [`TransportError::KeyPermissions`] for a key file open to other users, else as
     /// [`PartyCredentials::from_pem`].
     pub fn from_pem_files(
         ca_path: impl AsRef<Path>,
@@ -111,7 +145,7 @@ impl PartyCredentials {
         Self::from_pem(
             read_file(ca_path.as_ref())?,
             read_file(cert_chain_path.as_ref())?,
-            read_file(key_path.as_ref())?,
+            read_private_key(key_path.as_ref())?,
         )
     }
 

@@ -66,13 +66,13 @@ pub(crate) struct BenchArgs {
     /// Untimed runs before them.
     #[arg(long, default_value_t = 1)]
     warmup: usize,
-    /// Fractional bits of the fixed-point encoding (default 16).
-    #[arg(long)]
+    /// Fractional bits of the fixed-point encoding, 8 to 28 (default 16).
+    #[arg(long, value_parser = crate::parse_frac_bits)]
     frac_bits: Option<u64>,
     /// Truncation: exact (the default) or probabilistic.
     #[arg(long, value_parser = parse_truncation)]
     truncation: Option<Truncation>,
-    /// ℓ of the comparison domain [−2^ℓ, 2^ℓ) (default 63 − f; 63: the whole ring).
+    /// ℓ of the comparison domain [−2^ℓ, 2^ℓ), 2 to 62 (default 63 − f).
     #[arg(long)]
     comparison_bits: Option<u64>,
     /// Time the backend's ring GEMM (u64 mod 2^64) of two N×N matrices instead of a network.

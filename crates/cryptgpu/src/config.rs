@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use cryptgpu_transport::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_MESSAGE_LEN, DEFAULT_QUEUE_LIMIT,
-    DEFAULT_RECV_TIMEOUT, LinkConfig, LinkProfile, NetworkConfig, PartyCredentials, PartyId,
-    TlsConfig, check_identity, generate_deployment,
+    AcceptFrom, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_MESSAGE_LEN,
+    DEFAULT_QUEUE_LIMIT, DEFAULT_RECV_TIMEOUT, LinkConfig, LinkProfile, MAX_FRAME_LEN_LIMIT,
+    NetworkConfig, PartyCredentials, PartyId, TlsConfig, check_identity, generate_deployment,
+    read_private_key,
 };
 use serde::Deserialize;
 
@@ -20,7 +21,8 @@ use crate::jobs::Roles;
 /// The longest timeout the file may set: a day.
 const MAX_TIMEOUT_SECS: f64 = 86_400.0;
 
-/// The smallest frame limit the file may set: room for an abort frame's reason.
+/// The smallest frame limit the file may set: smaller frames would cost more in headers than
+/// they carry.
 const MIN_FRAME_BYTES: u64 = 1024;
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +47,7 @@ struct RawLink {
     max_frame_bytes: Option<u64>,
     max_message_bytes: Option<u64>,
     queue_limit_bytes: Option<u64>,
+    accept_any_address: Option<bool>,
     emulate: Option<String>,
 }
 
@@ -176,6 +179,20 @@ impl Deployment {
                 Some(b) => bail!("{shown}: [link] `{key}` is {b}: it must be at least {min}"),
             }
         };
+        let max_frame_len = bytes(
+            raw.link.max_frame_bytes,
+            "max_frame_bytes",
+            DEFAULT_MAX_FRAME_LEN,
+            MIN_FRAME_BYTES,
+        )?;
+        if max_frame_len > MAX_FRAME_LEN_LIMIT {
+            bail!(
+                "{shown}: [link] `max_frame_bytes` is {max_frame_len}: it must be at most \
+                 {MAX_FRAME_LEN_LIMIT} (16 MiB), since messages travel in frames of at most \
+                 256 KiB and a larger limit only lets a peer make this party allocate more for \
+                 one frame"
+            );
+        }
         let link = LinkConfig {
             connect_timeout: seconds(
                 raw.link.connect_timeout_secs,
@@ -187,12 +204,7 @@ impl Deployment {
                 "recv_timeout_secs",
                 DEFAULT_RECV_TIMEOUT,
             )?),
-            max_frame_len: bytes(
-                raw.link.max_frame_bytes,
-                "max_frame_bytes",
-                DEFAULT_MAX_FRAME_LEN,
-                MIN_FRAME_BYTES,
-            )?,
+            max_frame_len,
             max_message_len: bytes(
                 raw.link.max_message_bytes,
                 "max_message_bytes",
@@ -206,6 +218,10 @@ impl Deployment {
                 1,
             )?)
             .unwrap_or(usize::MAX),
+            accept_from: match raw.link.accept_any_address {
+                Some(true) => AcceptFrom::Any,
+                None | Some(false) => AcceptFrom::PeerAddresses,
+            },
         };
         let emulated_link = match &raw.link.emulate {
             None => None,
@@ -229,7 +245,8 @@ impl Deployment {
     }
 
     /// `party`'s TLS configuration: the CA, its own certificate and key (the only key file
-    /// read), and the three identities.
+    /// read; refused on Unix if its mode lets other users read it), and the three
+    /// identities.
     pub(crate) fn tls_config(&self, party: PartyId) -> Result<TlsConfig> {
         let shown = self.path.display();
         let i = party.index();
@@ -244,7 +261,8 @@ impl Deployment {
         };
         let ca_pem = read("the CA certificate", &self.ca)?;
         let cert_pem = read(&format!("{party}'s certificate"), cert)?;
-        let key_pem = read(&format!("{party}'s private key"), key)?;
+        let key_pem = read_private_key(key)
+            .with_context(|| format!("{shown}: reading {party}'s private key"))?;
         let credentials =
             PartyCredentials::from_pem(&ca_pem, &cert_pem, &key_pem).with_context(|| {
                 format!(
@@ -370,6 +388,11 @@ fn parties_toml(addresses: &[String], names: &[String]) -> String {
          max_message_bytes = {DEFAULT_MAX_MESSAGE_LEN}\n\
          # Received bytes held per link until the party takes them.\n\
          queue_limit_bytes = {DEFAULT_QUEUE_LIMIT}\n\
+         # During setup a party closes at once any connection that does not come from the\n\
+         # address of the party before it (P0 takes P2's, P1 P0's, P2 P1's; host names are\n\
+         # resolved when setup starts). Set to true when a party reaches the others from\n\
+         # another address (NAT, several interfaces); the TLS checks still hold.\n\
+         accept_any_address = false\n\
          # To try a WAN deployment on one machine, deliver each message as late as it would\n\
          # arrive over an emulated link: \"lan\" (10 Gbit/s, 0.2 ms round trip), \"wan\"\n\
          # (100 Mbit/s, 40 ms) or \"BANDWIDTH,RTT\" such as \"1gbit,10ms\". Off by default.\n\
@@ -444,8 +467,30 @@ mod tests {
     }
 
     #[test]
+    fn connections_from_any_address_only_when_the_file_says_so() {
+        let d = parse(&sample()).unwrap();
+        assert_eq!(d.network.link.accept_from, AcceptFrom::PeerAddresses);
+        let text = sample().replacen("accept_any_address = false", "accept_any_address = true", 1);
+        let d = parse(&text).unwrap();
+        assert_eq!(d.network.link.accept_from, AcceptFrom::Any);
+        let text = sample().replacen("accept_any_address = false\n", "", 1);
+        assert_ne!(text, sample());
+        let d = parse(&text).unwrap();
+        assert_eq!(d.network.link.accept_from, AcceptFrom::PeerAddresses);
+        // The largest frame limit allowed is accepted, and LinkConfig agrees with the parser.
+        let text = sample().replacen(
+            "max_frame_bytes = 1048576",
+            &format!("max_frame_bytes = {MAX_FRAME_LEN_LIMIT}"),
+            1,
+        );
+        let d = parse(&text).unwrap();
+        assert_eq!(d.network.link.max_frame_len, MAX_FRAME_LEN_LIMIT);
+        d.network.link.validate().unwrap();
+    }
+
+    #[test]
     fn bad_files_give_errors_that_name_the_problem() {
-        let cases: [(&str, &str, &str); 9] = [
+        let cases: [(&str, &str, &str); 11] = [
             (
                 "ca = \"ca.pem\"",
                 "ca = \"ca.pem\"\ncolour = 3",
@@ -474,6 +519,16 @@ mod tests {
                 "max_frame_bytes = 10",
                 "at least 1024",
             ),
+            (
+                "max_frame_bytes = 1048576",
+                "max_frame_bytes = 16777217",
+                "at most 16777216 (16 MiB)",
+            ),
+            (
+                "accept_any_address = false",
+                "accept_any_address = 1",
+                "expected a boolean",
+            ),
             ("ca = \"ca.pem\"", "ca = 7", "line 6"),
         ];
         for (from, to, want) in cases {
@@ -498,12 +553,58 @@ mod tests {
         std::fs::write(dir.join("party1.pem"), "junk").unwrap();
         let e = format!("{:#}", d.tls_config(PartyId::P1).unwrap_err());
         assert!(e.contains("party1.key.pem"), "{e}");
-        std::fs::write(dir.join("party1.key.pem"), "junk").unwrap();
+        write_key(&dir.join("party1.key.pem"), "junk");
         let e = format!("{:#}", d.tls_config(PartyId::P1).unwrap_err());
         assert!(
             e.contains("party1.pem") && e.contains("CA certificate"),
             "{e}"
         );
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// Writes a key file as `cryptgpu certs` does: mode 0600.
+    fn write_key(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_that_others_may_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = crate::files::test_dir("config-key-mode");
+        let addresses = [
+            "127.0.0.1:1".to_string(),
+            "127.0.0.1:2".into(),
+            "127.0.0.1:3".into(),
+        ];
+        let path = make_deployment(&CertsRequest {
+            out: &dir,
+            addresses: &addresses,
+            names: None,
+            force: false,
+        })
+        .unwrap();
+        let d = Deployment::load(&path).unwrap();
+        let key = dir.join("party0.key.pem");
+        for mode in [0o644, 0o640, 0o604, 0o660, 0o601] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = format!("{:#}", d.tls_config(PartyId::P0).unwrap_err());
+            let chmod = format!("chmod 600 {}", key.display());
+            assert!(
+                e.contains(&chmod) && e.contains("party0.key.pem"),
+                "{mode:o}: {e}"
+            );
+            assert!(e.contains(&format!("{mode:04o}")), "{e}");
+        }
+        for mode in [0o600, 0o400, 0o700] {
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+            d.tls_config(PartyId::P0).unwrap();
+        }
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use cryptgpu_backend::GpuBackend;
 use cryptgpu_nn::Tensor;
 use cryptgpu_nn::data::{self, Dataset, Normalization, Split, epoch_order};
@@ -28,6 +28,7 @@ use cryptgpu_transport::{
 };
 use indicatif::ProgressBar;
 
+use crate::failure::Stage;
 use crate::files::inputs::InputSource;
 use crate::files::predictions::Revealed;
 use crate::manifest::{self, DataDescription, JobKind, Manifest, Options, Proposal, Reveal};
@@ -376,11 +377,15 @@ pub(crate) fn run_party<B: GpuBackend, T: Transport>(
         data: input
             .data
             .as_ref()
-            .map(|d| d.describe(input.job))
+            .map(|d| d.describe(input.job).context(Stage::DATA))
             .transpose()?,
     };
     let manifest = manifest::agree(&mut transport, &proposal)?;
-    let data = input.data.as_ref().map(|d| d.load(&manifest)).transpose()?;
+    let data = input
+        .data
+        .as_ref()
+        .map(|d| d.load(&manifest).context(Stage::DATA))
+        .transpose()?;
     if let (Some(_), Some(bar)) = (&data, progress) {
         let work = match manifest.job {
             JobKind::Infer => manifest.count,

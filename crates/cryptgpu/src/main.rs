@@ -9,6 +9,7 @@ mod backend;
 mod bench;
 mod config;
 mod demo;
+mod failure;
 mod files;
 mod jobs;
 mod manifest;
@@ -31,6 +32,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use backend::{BackendChoice, Job, run_on};
 use files::inputs::{Layout, open_input};
+use files::output::{MODEL_EXTENSIONS, PREDICTION_EXTENSIONS, check_output};
 use files::predictions::write_predictions;
 use jobs::{DataSpec, DatasetChoice, PartyInput, PartyOutcome, Roles, run_in_process};
 use manifest::{JobKind, Options, Reveal};
@@ -235,18 +237,22 @@ struct InferArgs {
     /// Examples per private batch (default 64).
     #[arg(long)]
     batch: Option<u64>,
-    /// Fractional bits of the fixed-point encoding (default 16).
-    #[arg(long)]
+    /// Fractional bits f of the fixed-point encoding: 8 to 28 (default 16). Real values
+    /// are compared exactly below 2^(63 − 2f) and products are exact below 2^(62 − 2f): see
+    /// the README's "Fixed point and its limits".
+    #[arg(long, value_parser = parse_frac_bits)]
     frac_bits: Option<u64>,
     /// How products are truncated back to f fractional bits: exact (never off by more than
     /// one unit; the default) or probabilistic (ABY3's, fewer bytes, rarely wrong by a huge
     /// amount; see the README).
     #[arg(long, value_parser = parse_truncation)]
     truncation: Option<Truncation>,
-    /// ℓ of the comparison domain: ReLU, max-pooling and every comparison are exact for
-    /// values (and differences) in [−2^ℓ, 2^ℓ) as ring integers, and cost about 6 bits per
-    /// bit of ℓ. Default 63 − f (47 at f = 16: real magnitudes below 2^31), which covers
-    /// every value a product makes before exact truncation fails; 63 is the whole ring.
+    /// ℓ of the comparison domain, 2 to 62: ReLU, max-pooling, Clip and every comparison
+    /// are exact for values in [−2^ℓ, 2^ℓ) as ring integers (real magnitudes up to
+    /// 2^(ℓ − f)) and silently wrong outside it; the owners' inputs and weights are checked
+    /// against it before sharing. Costs about 6 bits per bit of ℓ. Default 63 − f (47 at
+    /// f = 16: real magnitudes up to 2^31), twice any value a product makes before exact
+    /// truncation fails.
     #[arg(long)]
     comparison_bits: Option<u64>,
     #[command(flatten)]
@@ -284,9 +290,10 @@ struct TrainArgs {
     /// masks (public). Default 0.
     #[arg(long)]
     seed: Option<u64>,
-    /// Fractional bits of the fixed-point encoding (default 16; 20 to 26 for deeper
-    /// networks).
-    #[arg(long)]
+    /// Fractional bits f of the fixed-point encoding: 8 to 28 (default 16; 20 to 26 for
+    /// deeper networks). Real values are compared exactly below 2^(63 − 2f) and products
+    /// are exact below 2^(62 − 2f): see the README's "Fixed point and its limits".
+    #[arg(long, value_parser = parse_frac_bits)]
     frac_bits: Option<u64>,
     /// How products are truncated back to f fractional bits: exact (the default) or
     /// probabilistic (a truncated product near 1 fails with odds 2^-31 at f = 16 and 2^-23
@@ -294,10 +301,12 @@ struct TrainArgs {
     /// training; see the README).
     #[arg(long, value_parser = parse_truncation)]
     truncation: Option<Truncation>,
-    /// ℓ of the comparison domain: ReLU, max-pooling and every comparison are exact for
-    /// values (and differences) in [−2^ℓ, 2^ℓ) as ring integers, and cost about 6 bits per
-    /// bit of ℓ. Default 63 − f (47 at f = 16: real magnitudes below 2^31), which covers
-    /// every value a product makes before exact truncation fails; 63 is the whole ring.
+    /// ℓ of the comparison domain, 2 to 62: ReLU, max-pooling, Clip and every comparison
+    /// are exact for values in [−2^ℓ, 2^ℓ) as ring integers (real magnitudes up to
+    /// 2^(ℓ − f)) and silently wrong outside it; the owners' inputs and weights are checked
+    /// against it before sharing. Costs about 6 bits per bit of ℓ. Default 63 − f (47 at
+    /// f = 16: real magnitudes up to 2^31), twice any value a product makes before exact
+    /// truncation fails.
     #[arg(long)]
     comparison_bits: Option<u64>,
     /// Save the trained model (revealed to the model owner only): .safetensors (PyTorch
@@ -361,6 +370,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Infer(args) => {
             party::on_interrupt(None);
+            if let Some(path) = &args.out {
+                check_output("--out", path, PREDICTION_EXTENSIONS)?;
+            }
             let model = load_model(&args.model, args.weights.as_deref())?;
             let data = data_spec(&args.data, Some(&args), JobKind::Infer)?;
             let what = match (&args.input, args.data.dataset) {
@@ -371,6 +383,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train(args) => {
             party::on_interrupt(None);
+            if let Some(path) = &args.save {
+                check_output("--save", path, MODEL_EXTENSIONS)?;
+            }
             let model = initial_model(&args)?;
             let data = data_spec(&args.data, None, JobKind::Train)?;
             train_in_process(model, data, &args)
@@ -421,6 +436,15 @@ fn number_format(m: &manifest::Manifest) -> serde_json::Map<String, serde_json::
 }
 
 /// Parses `--truncation`.
+/// `--frac-bits`: a number in [`manifest::FRAC_BITS`], refused with the reason otherwise.
+fn parse_frac_bits(s: &str) -> std::result::Result<u64, String> {
+    let f: u64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number of fractional bits"))?;
+    manifest::check_frac_bits(f).map_err(|e| e.to_string())?;
+    Ok(f)
+}
+
 fn parse_truncation(s: &str) -> std::result::Result<Truncation, String> {
     s.parse()
 }
@@ -741,7 +765,8 @@ pub(crate) fn save_model(model: &Model, path: &Path) -> Result<()> {
             path.display()
         ),
     };
-    files::atomic::write_bytes_atomically(path, &bytes)
+    // The trained model is the model owner's secret: readable by its owner only.
+    files::atomic::write_private_atomically(path, &bytes)
 }
 
 /// The model owner's model for `infer`: a zoo model with optional safetensors weights, or

@@ -20,11 +20,44 @@ use cryptgpu_share::{KeySource, Truncation};
 use cryptgpu_transport::{PartyId, Peer, Transport};
 use serde_json::{Map, Value, json};
 
+use crate::failure::Stage;
 use crate::jobs::Roles;
 
 /// The version of the job protocol (manifest, then the jobs' message sequence); parties
 /// must run the same one.
-pub(crate) const PROTOCOL_VERSION: u64 = 3;
+pub(crate) const PROTOCOL_VERSION: u64 = 4;
+
+/// The fractional bits f a job accepts.
+///
+/// - At least 8: a resolution of 2^-8 is what the iterative approximations (exp,
+///   reciprocal, inverse square root, softmax), normalised inputs and SGD steps need; below
+///   it their error swamps the values.
+/// - At most 28: exact truncation is correct for products below 2^(62 − 2f) in real terms
+///   (64 at f = 28) and comparisons for values below 2^(63 − 2f) (128 at f = 28); beyond,
+///   a network's activations and their products overflow, and the result is silently
+///   wrong (f = 60 printed wrong classes). The exact truncation's messages also travel two
+///   to a word only for f ≤ 32, and it needs f ≥ 1.
+pub(crate) const FRAC_BITS: std::ops::RangeInclusive<u64> = 8..=28;
+
+/// Checks a number of fractional bits against [`FRAC_BITS`], with the reason on refusal.
+pub(crate) fn check_frac_bits(f: u64) -> Result<FixedPoint> {
+    if !FRAC_BITS.contains(&f) {
+        let (lo, hi) = (FRAC_BITS.start(), FRAC_BITS.end());
+        let why = if f < *lo {
+            format!(
+                "below {lo} the resolution 2^-f is too coarse for the approximations and SGD                  steps"
+            )
+        } else {
+            format!(
+                "above {hi} products overflow beyond 2^(62 − 2f) = {} in real terms and                  comparisons beyond 2^(63 − 2f) = {}, so results would be silently wrong",
+                2f64.powi(62 - 2 * f.min(40) as i32),
+                2f64.powi(63 - 2 * f.min(40) as i32)
+            )
+        };
+        bail!("`frac_bits` is {f}: it must be from {lo} to {hi} ({why})");
+    }
+    FixedPoint::new(f as u32).map_err(|e| anyhow!("`frac_bits` is {f}: {e}"))
+}
 
 /// The largest proposal or manifest a party accepts, in bytes.
 const MAX_MANIFEST_BYTES: usize = 16 << 20;
@@ -762,10 +795,7 @@ pub(crate) fn merge(proposals: &[Proposal; 3]) -> Result<Manifest> {
         bail!("`batch` is {batch}: it must be from 1 to {}", 1 << 20);
     }
     let frac_bits = merged(proposals, "frac_bits", |o| o.frac_bits, 16)?;
-    let fixed = u32::try_from(frac_bits)
-        .ok()
-        .and_then(|f| FixedPoint::new(f).ok())
-        .with_context(|| format!("`frac_bits` is {frac_bits}: not a fixed-point format"))?;
+    let fixed = check_frac_bits(frac_bits)?;
     let reveal = merged(proposals, "reveal", |o| o.reveal, Reveal::Class)?;
     let epochs = merged(proposals, "epochs", |o| o.epochs, 1)?;
     let lr = merged(proposals, "lr", |o| o.lr, 0.05)?;
@@ -787,7 +817,7 @@ pub(crate) fn merge(proposals: &[Proposal; 3]) -> Result<Manifest> {
         .with_context(|| {
             format!(
                 "`comparison_bits` is {comparison_bits}: the comparison domain [−2^ℓ, 2^ℓ) \
-                 takes ℓ from {} to {} (63: the whole ring)",
+                 takes ℓ from {} to {}",
                 range.start(),
                 range.end()
             )
@@ -859,16 +889,66 @@ pub(crate) fn merge(proposals: &[Proposal; 3]) -> Result<Manifest> {
     })
 }
 
-/// The first field in which two canonical manifests differ.
-fn first_difference(a: &Value, b: &Value) -> String {
-    match (a.as_object(), b.as_object()) {
-        (Some(x), Some(y)) => x
-            .iter()
-            .find(|(k, v)| y.get(*k) != Some(*v))
-            .map(|(k, _)| k.clone())
-            .or_else(|| y.keys().find(|k| !x.contains_key(*k)).cloned())
-            .unwrap_or_else(|| "(the whole manifest)".into()),
-        _ => "(the whole manifest)".into(),
+/// Where two canonical manifests first differ: the path of the field (`architecture.nodes[3]
+/// .momentum`) and its value in each (`None` where it is missing).
+fn first_difference(a: &Value, b: &Value) -> (String, Option<Value>, Option<Value>) {
+    fn walk(path: String, a: &Value, b: &Value) -> Option<(String, Option<Value>, Option<Value>)> {
+        if a == b {
+            return None;
+        }
+        let join = |key: &str| {
+            if path.is_empty() {
+                key.to_string()
+            } else {
+                format!("{path}.{key}")
+            }
+        };
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                for (key, v) in x {
+                    match y.get(key) {
+                        Some(w) => {
+                            if let Some(found) = walk(join(key), v, w) {
+                                return Some(found);
+                            }
+                        }
+                        None => return Some((join(key), Some(v.clone()), None)),
+                    }
+                }
+                y.iter()
+                    .find(|(key, _)| !x.contains_key(*key))
+                    .map(|(key, w)| (join(key), None, Some(w.clone())))
+            }
+            (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+                .iter()
+                .zip(y)
+                .enumerate()
+                .find_map(|(i, (v, w))| walk(format!("{path}[{i}]"), v, w)),
+            _ => Some((path, Some(a.clone()), Some(b.clone()))),
+        }
+    }
+    walk(String::new(), a, b)
+        .map(|(path, x, y)| {
+            let path = if path.is_empty() {
+                "(the whole manifest)".to_string()
+            } else {
+                path
+            };
+            (path, x, y)
+        })
+        .unwrap_or_else(|| ("(the whole manifest)".into(), None, None))
+}
+
+/// A value of a manifest field for a message, at most 200 characters (the manifest is
+/// public: the field's value is no secret).
+fn shown(v: &Option<Value>) -> String {
+    let text = v
+        .as_ref()
+        .map_or_else(|| "missing".to_string(), Value::to_string);
+    if text.chars().count() > 200 {
+        format!("{}…", text.chars().take(200).collect::<String>())
+    } else {
+        text
     }
 }
 
@@ -883,10 +963,12 @@ pub(crate) fn check_confirmation(mine: &Manifest, bytes: &[u8], from: PartyId) -
     let theirs: Value = serde_json::from_slice(bytes)
         .map_err(|e| anyhow!("{from}'s manifest is not valid JSON: {e}"))?;
     if theirs != mine.canonical {
+        let (field, ours, other) = first_difference(&mine.canonical, &theirs);
         bail!(
-            "{from} merged the job description differently: `{}` differs (run the same cryptgpu \
-             version everywhere)",
-            first_difference(&mine.canonical, &theirs)
+            "{from} merged the job description differently: `{field}` is {} here and {} at \
+             {from} (run the same cryptgpu version everywhere)",
+            shown(&ours),
+            shown(&other)
         );
     }
     Ok(())
@@ -900,8 +982,8 @@ pub(crate) fn agree<T: Transport>(transport: &mut T, mine: &Proposal) -> Result<
     transport.send_vec(Peer::Prev, bytes)?;
     let from_next = transport.recv(Peer::Next)?;
     let from_prev = transport.recv(Peer::Prev)?;
-    let next = Proposal::parse(&from_next, me.next())?;
-    let prev = Proposal::parse(&from_prev, me.prev())?;
+    let next = Proposal::parse(&from_next, me.next()).context(Stage::MANIFEST)?;
+    let prev = Proposal::parse(&from_prev, me.prev()).context(Stage::MANIFEST)?;
     let mut slots: [Option<Proposal>; 3] = [None, None, None];
     slots[me.index()] = Some(mine.clone());
     slots[me.next().index()] = Some(next);
@@ -909,14 +991,14 @@ pub(crate) fn agree<T: Transport>(transport: &mut T, mine: &Proposal) -> Result<
     let [Some(a), Some(b), Some(c)] = slots else {
         bail!("the three proposals do not come from three parties");
     };
-    let manifest = merge(&[a, b, c]).context("job manifest")?;
+    let manifest = merge(&[a, b, c]).context(Stage::MANIFEST)?;
     let canonical = serde_json::to_vec(&manifest.canonical)?;
     transport.send_vec(Peer::Next, canonical.clone())?;
     transport.send_vec(Peer::Prev, canonical)?;
     let from_next = transport.recv(Peer::Next)?;
     let from_prev = transport.recv(Peer::Prev)?;
-    check_confirmation(&manifest, &from_next, me.next()).context("job manifest")?;
-    check_confirmation(&manifest, &from_prev, me.prev()).context("job manifest")?;
+    check_confirmation(&manifest, &from_next, me.next()).context(Stage::MANIFEST)?;
+    check_confirmation(&manifest, &from_prev, me.prev()).context(Stage::MANIFEST)?;
     Ok(manifest)
 }
 
@@ -1011,6 +1093,160 @@ mod tests {
             let bytes = serde_json::to_vec(&p.to_json()).unwrap();
             Proposal::parse(&bytes, p.party).unwrap()
         })
+    }
+
+    /// The two rounds of [`agree`] without a transport: each party merges its own proposal
+    /// as it is and the other two as they arrive in JSON, then checks the other two's merged
+    /// manifests as they arrive.
+    fn exchange(p: &[Proposal; 3]) -> Result<()> {
+        let travelled = through_json(p);
+        let mut merged = Vec::new();
+        for me in 0..3 {
+            let mut seen = travelled.clone();
+            seen[me] = p[me].clone();
+            merged.push(merge(&seen)?);
+        }
+        for (a, mine) in merged.iter().enumerate() {
+            for (b, theirs) in merged.iter().enumerate() {
+                if a != b {
+                    let bytes = serde_json::to_vec(&theirs.canonical)?;
+                    check_confirmation(mine, &bytes, PartyId::ALL[b])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A model whose every float attribute is given: BatchNorm's eps and momentum,
+    /// LeakyReLU's slope, Clip's bounds, dropout's p, the normalisation constants.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one argument per float attribute"
+    )]
+    fn floaty(
+        eps: f64,
+        momentum: f64,
+        alpha: f64,
+        min: Option<f64>,
+        max: Option<f64>,
+        p: f64,
+        mean: f64,
+        std: f64,
+    ) -> Model {
+        let mut b = GraphBuilder::new();
+        let c = b.add(
+            "conv",
+            Op::Conv2d(Conv2d {
+                in_channels: 1,
+                out_channels: 2,
+                kernel: [3, 3],
+                params: Conv2dParams {
+                    stride: [1, 1],
+                    padding: [1, 1],
+                    groups: 1,
+                },
+                bias: true,
+                dilation: [1, 1],
+            }),
+            &[0],
+        );
+        let bn = b.add(
+            "bn",
+            Op::BatchNorm2d(BatchNorm2d {
+                channels: 2,
+                eps,
+                momentum,
+            }),
+            &[c],
+        );
+        let leaky = b.add("leaky", Op::LeakyRelu(LeakyRelu { alpha }), &[bn]);
+        let clip = b.add("clip", Op::Clip(Clip { min, max }), &[leaky]);
+        let d = b.add("drop", Op::Dropout(Dropout { p }), &[clip]);
+        let f = b.add("flat", Op::Flatten(Flatten), &[d]);
+        let l = b.add(
+            "fc",
+            Op::Linear(Linear {
+                in_features: 32,
+                out_features: 3,
+                bias: false,
+            }),
+            &[f],
+        );
+        let mut m = b.finish_zeroed("floaty", &[1, 4, 4], l).unwrap();
+        m.normalization = Some(Normalization {
+            mean: vec![mean],
+            std: vec![std],
+        });
+        m
+    }
+
+    /// The case that failed every run of a model with an unfolded BatchNorm: the importer
+    /// stores `momentum = 1 − f64(0.9f32)`, which serde_json read back one ulp off before
+    /// `float_roundtrip`, so the parties' architectures differed.
+    #[test]
+    fn an_unfolded_batchnorm_from_onnx_survives_the_exchange() {
+        let momentum = 1.0 - f64::from(0.9f32);
+        let model = floaty(
+            1e-5,
+            momentum,
+            0.01,
+            Some(-1.0),
+            Some(6.0),
+            0.5,
+            0.1307,
+            0.3081,
+        );
+        exchange(&proposals(&model)).unwrap();
+    }
+
+    #[test]
+    fn a_differing_confirmation_names_the_nested_field_and_both_values() {
+        let p = through_json(&proposals(&tiny()));
+        let m = merge(&p).unwrap();
+        let mut other = m.canonical.clone();
+        other["architecture"]["nodes"][2]["momentum"] = json!(0.10000000000000002);
+        let e = check_confirmation(&m, &serde_json::to_vec(&other).unwrap(), PartyId::P0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`architecture.nodes[2].momentum`")
+                && e.contains("0.1 here")
+                && e.contains("0.10000000000000002 at P0"),
+            "{e}"
+        );
+        let mut other = m.canonical.clone();
+        other.as_object_mut().unwrap().remove("seed");
+        let e = check_confirmation(&m, &serde_json::to_vec(&other).unwrap(), PartyId::P2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`seed` is 0 here and missing at P2"), "{e}");
+    }
+
+    #[test]
+    fn fractional_bits_outside_their_range_are_refused_with_the_reason() {
+        for f in [0, 7, 29, 60] {
+            let e = check_frac_bits(f).unwrap_err().to_string();
+            assert!(e.contains("from 8 to 28"), "{e}");
+        }
+        assert!(
+            check_frac_bits(60)
+                .unwrap_err()
+                .to_string()
+                .contains("silently wrong")
+        );
+        assert!(
+            check_frac_bits(0)
+                .unwrap_err()
+                .to_string()
+                .contains("too coarse")
+        );
+        for f in [8, 16, 20, 28] {
+            assert_eq!(check_frac_bits(f).unwrap().frac_bits(), f as u32);
+        }
+        let mut p = through_json(&proposals(&tiny()));
+        p[2].options.frac_bits = Some(60);
+        let e = format!("{:#}", merge(&p).unwrap_err());
+        assert!(e.contains("`frac_bits` is 60"), "{e}");
     }
 
     #[test]
@@ -1338,6 +1574,31 @@ mod tests {
                 "nodes": all,
             });
             let _ = model_from_architecture(&arch);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+        /// Every architecture with arbitrary float attributes, as f64 or as f32 widened the
+        /// way importers do (`f64::from`, `1 − f64::from`), survives the exchange: the three
+        /// parties' manifests agree bit for bit.
+        #[test]
+        fn arbitrary_float_attributes_survive_the_exchange(
+            eps in prop_oneof![1e-300f64..1.0, (1e-30f32..1.0).prop_map(f64::from)],
+            momentum in prop_oneof![
+                0.0f64..=1.0,
+                (0.0f32..=1.0).prop_map(|m| 1.0 - f64::from(m)),
+            ],
+            alpha in prop_oneof![-1e300f64..1e300, any::<f32>().prop_filter("finite", |a| a.is_finite()).prop_map(f64::from)],
+            bounds in (proptest::option::of(-1e300f64..1e300), proptest::option::of(-1e300f64..1e300)),
+            p in prop_oneof![0.0f64..1.0, (0.0f32..1.0).prop_map(f64::from)],
+            mean in prop_oneof![-1e300f64..1e300, (-1e6f32..1e6).prop_map(f64::from)],
+            std in prop_oneof![1e-300f64..1e300, (1e-30f32..1e30).prop_map(f64::from)],
+        ) {
+            let (min, max) = bounds;
+            let model = floaty(eps, momentum, alpha, min, max, p, mean, std);
+            prop_assert!(exchange(&proposals(&model)).is_ok(), "{:#}", exchange(&proposals(&model)).unwrap_err());
         }
     }
 }

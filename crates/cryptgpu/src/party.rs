@@ -6,13 +6,17 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Mutex;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use cryptgpu_backend::GpuBackend;
-use cryptgpu_transport::{AbortHandle, EmulatedLink, LinkProfile, PartyId, TcpTransport};
+use cryptgpu_transport::{
+    AbortHandle, EmulatedLink, FailureKind, LinkProfile, PartyId, TcpTransport,
+};
 use indicatif::ProgressBar;
 
 use crate::backend::{Job, run_on};
 use crate::config::Deployment;
+use crate::failure::{Stage, classify};
+use crate::files::output::{MODEL_EXTENSIONS, PREDICTION_EXTENSIONS, check_output};
 use crate::files::predictions::write_predictions;
 use crate::jobs::{PartyInput, PartyOutcome, Roles, run_party};
 use crate::manifest::JobKind;
@@ -36,7 +40,7 @@ pub(crate) fn on_interrupt(party: Option<PartyId>) {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
         if let Some(handle) = handle {
-            handle.abort(&reason);
+            handle.abort(FailureKind::Interrupted);
         }
         crate::files::atomic::remove_partial_files();
         eprintln!("error: {reason}");
@@ -80,11 +84,12 @@ impl Job for OneParty<'_> {
 /// Refuses an option that belongs to another party: each party passes only what it owns.
 fn refuse(given: bool, option: &str, owner: &str, me: PartyId, roles: &Roles) -> Result<()> {
     if given {
-        bail!(
+        return Err(anyhow!(
             "{option} is the {owner}'s to pass, and this is {me}, the {} (see the deployment \
              file): each party passes only what it owns",
             roles.describe(me)
-        );
+        ))
+        .context(Stage::USAGE);
     }
     Ok(())
 }
@@ -137,11 +142,15 @@ fn plan(job: PartyJob, me: PartyId, deployment: &Deployment) -> Result<Plan> {
                 refuse(args.labels.is_some(), "--labels", &data_owner, me, &roles)?;
                 refuse(args.out.is_some(), "--out", &data_owner, me, &roles)?;
             }
+            // The output first: a result that could not be written is work lost.
+            if let Some(path) = &args.out {
+                check_output("--out", path, PREDICTION_EXTENSIONS)?;
+            }
             let model = is_model_owner
-                .then(|| load_model(&args.model, args.weights.as_deref()))
+                .then(|| load_model(&args.model, args.weights.as_deref()).context(Stage::MODEL))
                 .transpose()?;
             let data = is_data_owner
-                .then(|| data_spec(&args.data, Some(&args), JobKind::Infer))
+                .then(|| data_spec(&args.data, Some(&args), JobKind::Infer).context(Stage::DATA))
                 .transpose()?;
             let InferArgs { out, run, .. } = &args;
             Plan {
@@ -165,9 +174,14 @@ fn plan(job: PartyJob, me: PartyId, deployment: &Deployment) -> Result<Plan> {
             if !is_model_owner {
                 refuse(args.save.is_some(), "--save", &model_owner, me, &roles)?;
             }
-            let model = is_model_owner.then(|| initial_model(&args)).transpose()?;
+            if let Some(path) = &args.save {
+                check_output("--save", path, MODEL_EXTENSIONS)?;
+            }
+            let model = is_model_owner
+                .then(|| initial_model(&args).context(Stage::MODEL))
+                .transpose()?;
             let data = is_data_owner
-                .then(|| data_spec(&args.data, None, JobKind::Train))
+                .then(|| data_spec(&args.data, None, JobKind::Train).context(Stage::DATA))
                 .transpose()?;
             let TrainArgs { save, run, .. } = &args;
             Plan {
@@ -195,17 +209,20 @@ pub(crate) fn run(config: &Path, id: usize, job: PartyJob) -> Result<()> {
     let deployment = Deployment::load(config)?;
     let roles = deployment.roles;
     let role = roles.describe(me);
-    let Plan {
-        input,
-        run,
-        out,
-        save,
-    } = plan(job, me, &deployment)?;
     let tls = deployment.tls_config(me)?;
     let listen = &deployment.listen[me.index()];
     let listener =
         TcpListener::bind(listen).with_context(|| format!("{me} cannot listen on {listen}"))?;
     let link = deployment.network.link;
+    let Plan {
+        input,
+        run,
+        out,
+        save,
+    } = match plan(job, me, &deployment) {
+        Ok(plan) => plan,
+        Err(e) => return Err(tell_the_others(me, listener, &deployment, &tls, e)),
+    };
     eprintln!(
         "{me} ({role}, {}): listening on {listen}; connecting to {} at {} and waiting for {} \
          (for up to {:?})",
@@ -257,8 +274,10 @@ pub(crate) fn run(config: &Path, id: usize, job: PartyJob) -> Result<()> {
         Err(e) => {
             // Failures of the links are passed on by the transport; this tells the others of
             // a failure of this party's own (a bad file, a refused manifest).
+            // Only the category crosses the link: the text names this party's files and
+            // values, and stays on its own terminal.
             if let Some(transport) = &transport {
-                transport.abort(&format!("{e:#}"));
+                transport.abort(classify(&e));
             }
             return Err(e);
         }
@@ -275,6 +294,39 @@ pub(crate) fn run(config: &Path, id: usize, job: PartyJob) -> Result<()> {
         save.as_deref(),
         run.json,
     )
+}
+
+/// This party cannot take part (a file it owns is missing or malformed, an output it
+/// cannot write): says so at once, then connects to the other two, as the job would, only
+/// to tell them the category of the failure, so that they stop now with a clear error
+/// instead of waiting for the connect timeout. Returns the error to end with.
+fn tell_the_others(
+    me: PartyId,
+    listener: TcpListener,
+    deployment: &Deployment,
+    tls: &cryptgpu_transport::TlsConfig,
+    e: anyhow::Error,
+) -> anyhow::Error {
+    let kind = classify(&e);
+    eprintln!("error: {e:#}");
+    eprintln!(
+        "{me}: telling {} and {} that {me} cannot take part ({kind}), waiting for them for up \
+         to {:?}",
+        me.next(),
+        me.prev(),
+        deployment.network.link.connect_timeout
+    );
+    match TcpTransport::connect_with_listener(me, listener, &deployment.network, tls) {
+        Ok(transport) => {
+            transport.abort(kind);
+            drop(transport);
+            anyhow!("{me} did not start ({kind}; the error is above); the others were told")
+        }
+        Err(told) => anyhow!(
+            "{me} did not start ({kind}; the error is above), and could not tell the others: \
+             {told}"
+        ),
+    }
 }
 
 /// Writes this party's outputs and prints its summary.

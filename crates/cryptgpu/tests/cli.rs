@@ -115,7 +115,7 @@ fn infer_and_train_on_a_data_directory() {
         "--truncation",
         "probabilistic",
         "--comparison-bits",
-        "63",
+        "62",
         "--backend",
         "cpu",
         "--json",
@@ -127,7 +127,7 @@ fn infer_and_train_on_a_data_directory() {
             v["frac_bits"].as_u64(),
             v["comparison_bits"].as_u64()
         ),
-        (Some("probabilistic"), Some(20), Some(63))
+        (Some("probabilistic"), Some(20), Some(62))
     );
     let saved = dir.join("secureml.safetensors");
     let v = json_of(&cryptgpu(&[

@@ -578,6 +578,12 @@ fn mismatched_options_are_refused_naming_the_field() {
 fn each_party_passes_only_what_it_owns_and_bad_files_are_named() {
     let dir = test_dir("ownership");
     let config = deployment(&dir);
+    // A party that cannot take part waits for the others to tell them so; none comes here.
+    let shortened = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("connect_timeout_secs = {CONNECT_SECS}"),
+        "connect_timeout_secs = 1",
+    );
+    std::fs::write(&config, shortened).unwrap();
     let run = |args: &[&str]| {
         let out = Command::new(BIN)
             .args(["party", "--config", config.to_str().unwrap()])
@@ -726,5 +732,221 @@ fn a_stalled_party_is_named_within_the_receive_timeout() {
         wait_for(stalled, Duration::from_secs(RECV_SECS + 15)).expect("P2 ends once resumed");
     assert!(!output.status.success());
     assert!(!out.exists());
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A float32 `.npy` array of `shape` (the data owner's `--input`).
+fn write_npy_f32(path: &Path, shape: &[usize], values: &[f32]) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
+        dims.join(", ")
+    );
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for v in values {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// The bundled LeNet weights with the first value of `features.0.weight` set to `value`.
+fn weights_with(path: &Path, value: f32) {
+    let mut bytes = std::fs::read(weights()).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let tensor = header
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(name, _)| name.as_str() == "features.0.weight")
+        .map(|(_, t)| t.clone())
+        .expect("the first convolution's weight");
+    assert_eq!(tensor["dtype"], "F32");
+    let at = 8 + header_len + tensor["data_offsets"][0].as_u64().unwrap() as usize;
+    bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Everything a party printed.
+fn printed(o: &Output) -> String {
+    format!("{}{}", text(&o.stdout), text(&o.stderr))
+}
+
+/// A failure carrying a secret (a value, an index, a file path) at one owner: that owner's
+/// own output keeps the detail; the other two are told only who failed and the category,
+/// and none of the secret's digits or the path reaches them.
+#[test]
+fn failures_tell_the_others_a_category_never_a_secret() {
+    let dir = test_dir("secrets");
+    let config = deployment(&dir);
+    let secret_dir = dir.join("secret-folder-4242");
+    std::fs::create_dir_all(&secret_dir).unwrap();
+    let n = 4 * 28 * 28;
+    let out_of_range = secret_dir.join("big.npy");
+    let mut values = vec![0.0f32; n];
+    values[300] = 987_654_304_825_344.0;
+    write_npy_f32(&out_of_range, &[4, 1, 28, 28], &values);
+    let nan = secret_dir.join("nan.npy");
+    let mut values = vec![0.5f32; n];
+    values[100] = f32::NAN;
+    write_npy_f32(&nan, &[4, 1, 28, 28], &values);
+    let garbage = secret_dir.join("garbage.npy");
+    std::fs::write(&garbage, b"\x93NUMPY this is not an array").unwrap();
+    let big_weight = secret_dir.join("big.safetensors");
+    weights_with(&big_weight, 3.25e15);
+    let bad_weights = secret_dir.join("bad.safetensors");
+    std::fs::write(&bad_weights, b"not safetensors at all").unwrap();
+    let w = weights();
+    let p = |path: &Path| path.display().to_string();
+
+    struct Case {
+        what: &'static str,
+        owner: usize,
+        args: [String; 3],
+        /// Substrings only the owner may print.
+        secrets: &'static [&'static str],
+        /// What the owner's own error says.
+        owner_says: &'static [&'static str],
+        /// The category the others are told.
+        category: &'static str,
+    }
+    let cases = [
+        Case {
+            what: "an input out of range",
+            owner: 1,
+            args: [
+                format!("infer --model lenet --weights {w} --backend cpu"),
+                format!("infer --input {} --backend cpu", p(&out_of_range)),
+                "infer --backend cpu".into(),
+            ],
+            secrets: &["987654", "9.87654", "secret-folder"],
+            owner_says: &["987654"],
+            category: "out of range",
+        },
+        Case {
+            what: "a NaN input",
+            owner: 1,
+            args: [
+                format!("infer --model lenet --weights {w} --backend cpu"),
+                format!("infer --input {} --backend cpu", p(&nan)),
+                "infer --backend cpu".into(),
+            ],
+            secrets: &["NaN", "element 100", "index 100", "secret-folder"],
+            owner_says: &["NaN"],
+            category: "malformed",
+        },
+        Case {
+            what: "a malformed input file",
+            owner: 1,
+            args: [
+                format!("infer --model lenet --weights {w} --backend cpu"),
+                format!("infer --input {} --backend cpu", p(&garbage)),
+                "infer --backend cpu".into(),
+            ],
+            secrets: &["secret-folder", "garbage.npy"],
+            owner_says: &["garbage.npy"],
+            category: "malformed",
+        },
+        Case {
+            what: "a weight out of range",
+            owner: 0,
+            args: [
+                format!(
+                    "infer --model lenet --weights {} --backend cpu",
+                    p(&big_weight)
+                ),
+                format!("infer --data {} --limit 4 --backend cpu", sample()),
+                "infer --backend cpu".into(),
+            ],
+            secrets: &["3249999", "3.249999", "secret-folder"],
+            owner_says: &["3249999"],
+            category: "out of range",
+        },
+        Case {
+            what: "a malformed weights file",
+            owner: 0,
+            args: [
+                format!(
+                    "infer --model lenet --weights {} --backend cpu",
+                    p(&bad_weights)
+                ),
+                format!("infer --data {} --limit 4 --backend cpu", sample()),
+                "infer --backend cpu".into(),
+            ],
+            secrets: &["secret-folder", "bad.safetensors"],
+            owner_says: &["bad.safetensors"],
+            category: "malformed",
+        },
+        Case {
+            what: "an output that cannot be written",
+            owner: 1,
+            args: [
+                format!("infer --model lenet --weights {w} --backend cpu"),
+                format!(
+                    "infer --data {} --limit 4 --backend cpu --out {}",
+                    sample(),
+                    p(&secret_dir.join("missing").join("p.csv"))
+                ),
+                "infer --backend cpu".into(),
+            ],
+            secrets: &["secret-folder", "p.csv"],
+            owner_says: &["p.csv", "no work is lost"],
+            category: "output",
+        },
+    ];
+    for case in &cases {
+        let args = case
+            .args
+            .clone()
+            .map(|line| line.split_whitespace().map(String::from).collect());
+        let start = Instant::now();
+        let outputs = run_three(&config, args, Duration::from_secs(120));
+        // Told, the others stop at once: far sooner than the connect timeout they would
+        // otherwise wait out when the failure came before connecting.
+        assert!(
+            start.elapsed() < Duration::from_secs(CONNECT_SECS),
+            "{}: took {:?}",
+            case.what,
+            start.elapsed()
+        );
+        for (id, o) in outputs.iter().enumerate() {
+            let all = printed(o);
+            assert!(!o.status.success(), "{}: P{id} succeeded: {all}", case.what);
+            if id == case.owner {
+                for says in case.owner_says {
+                    assert!(
+                        all.contains(says),
+                        "{}: the owner P{id} lost `{says}`: {all}",
+                        case.what
+                    );
+                }
+                continue;
+            }
+            assert_eq!(
+                blamed(&all),
+                Some(case.owner),
+                "{}: P{id}: {all}",
+                case.what
+            );
+            assert!(
+                all.contains(case.category),
+                "{}: P{id} was not told the category: {all}",
+                case.what
+            );
+            for secret in case.secrets {
+                assert!(
+                    !all.contains(secret),
+                    "{}: `{secret}` reached P{id}: {all}",
+                    case.what
+                );
+            }
+        }
+    }
     std::fs::remove_dir_all(dir).ok();
 }

@@ -1,12 +1,19 @@
 //! `Clip`: `min(max(x, lo), hi)` (ReLU6 is `Clip(0, 6)`); ONNX `Clip` (bounds as inputs
-//! from opset 11, attributes before).
+//! from opset 11, attributes before). With lo > hi the output is hi everywhere, as in ONNX.
 //!
-//! Privately, `lo + relu(x − lo) − relu(x − hi)` (`lo + relu(x − lo)` or `x − relu(x − hi)`
-//! with one bound), the ReLUs of both shifted copies in one call, so a clip costs the rounds
-//! of one ReLU. The gradient passes where lo < x ≤ hi, the DReLU bits' convention (ties go
-//! to the lower side, as in ReLU); the plaintext executor uses the same.
+//! Privately, `out = x + [x ≤ lo]·(lo − x) + [x > hi]·(hi − x)` (for lo ≤ hi the two bits
+//! are never both 1): both bits in one MSB call on the stacked differences, both
+//! injections in one `mul_bit`, so a clip costs the rounds of one ReLU (8) and the bytes
+//! of a ReLU over one copy of x per bound. The bits compare x with the bounds clamped into the
+//! comparison domain (`cryptgpu_nonlinear::lt_threshold_bounds`, `gt_threshold_bounds`),
+//! so they are exact for every x in the domain whatever the bounds (a bound beyond the
+//! domain never binds there), and the injected differences use the true bounds, so a
+//! binding bound comes out exactly. A bound that is absent, infinite, or beyond the
+//! fixed-point range on its side clamps nothing. The gradient passes where lo < x ≤ hi
+//! (ties go to the lower side, as in ReLU); the plaintext executor uses the same.
 
 use cryptgpu_nonlinear as nl;
+use cryptgpu_ring::FixedPoint;
 use cryptgpu_share::SharedBits;
 
 use super::*;
@@ -30,25 +37,35 @@ impl Clip {
         }
     }
 
-    /// The thresholds t of the ReLUs and their signs.
-    fn thresholds(&self) -> Vec<(f64, f64)> {
-        self.min
-            .map(|lo| (lo, 1.0))
-            .into_iter()
-            .chain(self.max.map(|hi| (hi, -1.0)))
-            .collect()
+    /// The bounds that can bind for values of `fixed`: a lower bound at or below the
+    /// fixed-point range, or an upper one at or above it, clamps nothing (NaN neither).
+    fn binding(&self, fixed: FixedPoint) -> (Option<f64>, Option<f64>) {
+        let max = fixed.max_abs();
+        (
+            self.min.filter(|&lo| lo > -max),
+            self.max.filter(|&hi| hi < max),
+        )
     }
+}
+
+/// Stacks tensors of one shape `s` along a new leading axis: `[k, ..s]` (local).
+fn stack<B: GpuBackend, T: Transport>(p: &Party<B, T>, xs: &[Rss<B>]) -> Result<Rss<B>> {
+    let one = |x: &Rss<B>| {
+        let mut shape = vec![1];
+        shape.extend(x.shape());
+        p.linear(x, |b, t| b.reshape(t, &shape))
+    };
+    let rows = xs
+        .iter()
+        .map(one)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(p.concat(&rows.iter().collect::<Vec<_>>(), 0)?)
 }
 
 impl Layer for Clip {
     const KIND: &'static str = "Clip";
 
     fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
-        if let (Some(lo), Some(hi)) = (self.min, self.max)
-            && lo > hi
-        {
-            return Err(format!("min {lo} exceeds max {hi}"));
-        }
         Ok(inputs[0].to_vec())
     }
 
@@ -91,34 +108,44 @@ impl Layer for Clip {
         x: &[&Rss<B>],
     ) -> Result<Rss<B>> {
         let x = x[0];
-        let terms = self.thresholds();
-        if terms.is_empty() {
+        let fixed = cx.p.fixed();
+        let (lo, hi) = self.binding(fixed);
+        if let (Some(lo), Some(hi)) = (lo, hi)
+            && lo > hi
+        {
+            // min(max(x, lo), hi) = hi everywhere: a public constant.
+            cx.save(None::<SharedBits<B>>);
+            return Ok(cx.p.constant_f64(&vec![hi; x.len()], x.shape())?);
+        }
+        let l = cx.p.comparison_bits();
+        let minus_x = cx.p.neg(x)?;
+        // Per bound: the difference whose MSB is the bit, and the bound's true encoding.
+        let mut diffs = Vec::new();
+        let mut moves = Vec::new();
+        if let Some(lo) = lo {
+            // [x ≤ lo] = [x < lo + 1] = msb(x − c) with c clamped as `lt_public` does.
+            let exact = fixed.encode(lo)?;
+            let (a, b) = nl::lt_threshold_bounds(l);
+            let c = (exact as i64).saturating_add(1).clamp(a, b);
+            diffs.push(cx.p.add_scalar(x, (c as u64).wrapping_neg())?);
+            moves.push(cx.p.add_scalar(&minus_x, exact)?);
+        }
+        if let Some(hi) = hi {
+            // [x > hi] = msb(c − x) with c clamped as `gt_public` does.
+            let exact = fixed.encode(hi)?;
+            let (a, b) = nl::gt_threshold_bounds(l);
+            let c = (exact as i64).clamp(a, b);
+            diffs.push(cx.p.add_scalar(&minus_x, c as u64)?);
+            moves.push(cx.p.add_scalar(&minus_x, exact)?);
+        }
+        if diffs.is_empty() {
             return Ok(x.clone());
         }
-        let fixed = cx.p.fixed();
-        let mut shifted = Vec::new();
-        for &(t, _) in &terms {
-            shifted.push(cx.p.add_scalar(x, fixed.encode(-t)?)?);
-        }
-        let refs: Vec<&Rss<B>> = shifted.iter().collect();
-        let stacked = cx.p.concat(&refs, 0)?;
-        let r = nl::relu(cx.p, &stacked)?;
-        let n = x.shape()[0];
-        let mut y = match self.min {
-            Some(lo) => cx.p.constant_f64(&vec![lo; x.len()], x.shape())?,
-            None => x.clone(),
-        };
-        for (i, &(_, sign)) in terms.iter().enumerate() {
-            let part =
-                cx.p.linear(&r.output, |b, t| b.slice(t, 0, i * n..(i + 1) * n))?;
-            y = if sign > 0.0 {
-                cx.p.add(&y, &part)?
-            } else {
-                cx.p.sub(&y, &part)?
-            };
-        }
-        cx.save(r.drelu);
-        Ok(y)
+        let bits = cx.p.msb(&stack(cx.p, &diffs)?)?;
+        let moved = cx.p.mul_bit(&bits, &stack(cx.p, &moves)?)?;
+        let total = cx.p.linear(&moved, |b, t| b.sum_axis(t, 0))?;
+        cx.save(Some(bits));
+        Ok(cx.p.add(x, &total)?)
     }
 
     fn private_backward<B: GpuBackend, T: Transport>(
@@ -126,30 +153,19 @@ impl Layer for Clip {
         cx: &mut PrivateBackCx<'_, B, T>,
         dy: Rss<B>,
     ) -> Result<Vec<Option<Rss<B>>>> {
-        let terms = self.thresholds();
-        if terms.is_empty() {
+        if self.binding(cx.p.fixed()) == (None, None) {
             return Ok(vec![Some(dy)]);
         }
-        let bits: &SharedBits<B> = cx.saved()?;
-        let copies: Vec<&Rss<B>> = terms.iter().map(|_| &dy).collect();
-        let stacked = cx.p.concat(&copies, 0)?;
-        let routed = nl::relu_backward(cx.p, &stacked, bits)?;
-        let n = dy.shape()[0];
-        let mut dx = if self.min.is_some() {
-            None
-        } else {
-            Some(dy.clone())
+        let Some(bits) = cx.saved::<Option<SharedBits<B>>>()? else {
+            // A constant output (lo > hi): no gradient.
+            return Ok(vec![Some(cx.p.sub(&dy, &dy)?)]);
         };
-        for (i, &(_, sign)) in terms.iter().enumerate() {
-            let part =
-                cx.p.linear(&routed, |b, t| b.slice(t, 0, i * n..(i + 1) * n))?;
-            dx = Some(match dx {
-                None => part,
-                Some(acc) if sign > 0.0 => cx.p.add(&acc, &part)?,
-                Some(acc) => cx.p.sub(&acc, &part)?,
-            });
-        }
-        Ok(vec![dx])
+        // dy where neither bit is set: dy − Σ_k bit_k·dy (the bits are disjoint).
+        let copies = vec![dy.clone(); bits.shape()[0]];
+        let stacked = stack(cx.p, &copies)?;
+        let routed = cx.p.mul_bit(bits, &stacked)?;
+        let blocked = cx.p.linear(&routed, |b, t| b.sum_axis(t, 0))?;
+        Ok(vec![Some(cx.p.sub(&dy, &blocked)?)])
     }
 
     fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {

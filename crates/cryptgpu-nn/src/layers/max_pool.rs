@@ -2,7 +2,10 @@
 //! padding; ONNX `MaxPool`. Privately a tournament, which in training keeps its one-hot
 //! winners (shared bits) for the backward pass and at inference keeps nothing; windows the
 //! backends cannot pool as they are run on an explicitly padded input whose padding holds
-//! the comparison floor −2^(ℓ−1) (`Party::comparison_floor`).
+//! the comparison floor −2^ℓ (`Party::comparison_floor`). Exact for inputs in the whole
+//! comparison domain [−2^ℓ, 2^ℓ) (the padding never changes a window's max; where a
+//! window's inputs all sit at the floor, a padding position may take the tie, so in
+//! training its gradient goes to the padding and is dropped).
 
 use cryptgpu_backend::Pool2dParams;
 use cryptgpu_nonlinear as nl;

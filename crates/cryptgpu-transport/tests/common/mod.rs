@@ -174,7 +174,7 @@ pub const DATA_END: u8 = 1;
 pub const HEARTBEAT: u8 = 2;
 /// A goodbye.
 pub const GOODBYE: u8 = 3;
-/// An abort: culprit byte, then the reason.
+/// An abort: the culprit byte and a failure code, nothing else.
 pub const ABORT: u8 = 4;
 
 /// A frame header: the payload length in the low 56 bits, the kind in the top byte.

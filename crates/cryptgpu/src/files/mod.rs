@@ -1,10 +1,12 @@
 //! The data owner's files: its inputs (`--input`: a `.npy` array or a folder of images),
-//! its labels, what it receives (`--out`: CSV, JSON or `.npy` predictions), and the
-//! atomic writing of every output file, with clean-up of partial files on Ctrl-C.
+//! its labels, what it receives (`--out`: CSV, JSON or `.npy` predictions), the checks of
+//! every output path before any work, and the atomic writing of every output file (mode
+//! 0600 for secrets), with clean-up of partial files on Ctrl-C.
 
 pub(crate) mod atomic;
 pub(crate) mod inputs;
 pub(crate) mod npy;
+pub(crate) mod output;
 pub(crate) mod predictions;
 
 /// A fresh, empty directory for one test: `{temp}/cryptgpu-files-{pid}-{name}`.

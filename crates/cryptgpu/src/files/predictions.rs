@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 
-use super::atomic::write_bytes_atomically;
+use super::atomic::write_private_atomically;
 use super::npy;
 
 /// What was revealed to the data owner for each example.
@@ -127,7 +127,8 @@ pub(crate) fn write_predictions(path: &Path, names: &[String], revealed: &Reveal
     };
     let bytes = encode(format, names, revealed)
         .with_context(|| format!("cannot write predictions to {}", path.display()))?;
-    write_bytes_atomically(path, &bytes)
+    // The data owner's result is as secret as its inputs: readable by its owner only.
+    write_private_atomically(path, &bytes)
 }
 
 /// Encodes the predictions in `format`.
@@ -293,11 +294,23 @@ mod tests {
         }
 
         let path = dir.join("classes.csv");
+        // An old file readable by everyone is replaced by one readable by its owner only.
+        std::fs::write(&path, b"old").unwrap();
         write_predictions(&path, &names(&["0", "1"]), &Revealed::Classes(vec![7, 3])).unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "input,class\n0,7\n1,3\n"
         );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "predictions are the data owner's secret"
+            );
+        }
 
         let revealed = Revealed::Probabilities {
             values: vec![0.25, 0.75],
