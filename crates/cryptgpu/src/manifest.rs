@@ -954,6 +954,9 @@ fn shown(v: &Option<Value>) -> String {
 
 /// Checks a merged manifest received from `from` against ours.
 pub(crate) fn check_confirmation(mine: &Manifest, bytes: &[u8], from: PartyId) -> Result<()> {
+    if bytes.is_empty() {
+        bail!("{from} refused the proposals (its own error says why)");
+    }
     if bytes.len() > MAX_MANIFEST_BYTES {
         bail!(
             "{from}'s manifest has {} bytes, more than {MAX_MANIFEST_BYTES}",
@@ -975,6 +978,13 @@ pub(crate) fn check_confirmation(mine: &Manifest, bytes: &[u8], from: PartyId) -
 }
 
 /// The two rounds of agreement over `transport`: returns the manifest all three hold.
+///
+/// A party that cannot parse or merge the proposals still takes part in the second round,
+/// sending an empty message (a refusal) instead of its merged manifest, and only then
+/// fails with its own error. Every party merges before it sends its second message and no
+/// party stops before it has received both, so each one that finds a disagreement (they all
+/// do: they merge the same proposals) reports it in its own words, rather than only hearing
+/// that a neighbour failed (a failure tells the neighbours its category, never its text).
 pub(crate) fn agree<T: Transport>(transport: &mut T, mine: &Proposal) -> Result<Manifest> {
     let me = transport.party();
     let bytes = serde_json::to_vec(&mine.to_json())?;
@@ -982,23 +992,31 @@ pub(crate) fn agree<T: Transport>(transport: &mut T, mine: &Proposal) -> Result<
     transport.send_vec(Peer::Prev, bytes)?;
     let from_next = transport.recv(Peer::Next)?;
     let from_prev = transport.recv(Peer::Prev)?;
-    let next = Proposal::parse(&from_next, me.next()).context(Stage::MANIFEST)?;
-    let prev = Proposal::parse(&from_prev, me.prev()).context(Stage::MANIFEST)?;
-    let mut slots: [Option<Proposal>; 3] = [None, None, None];
-    slots[me.index()] = Some(mine.clone());
-    slots[me.next().index()] = Some(next);
-    slots[me.prev().index()] = Some(prev);
-    let [Some(a), Some(b), Some(c)] = slots else {
-        bail!("the three proposals do not come from three parties");
+    let merged = (|| {
+        let next = Proposal::parse(&from_next, me.next())?;
+        let prev = Proposal::parse(&from_prev, me.prev())?;
+        let mut slots: [Option<Proposal>; 3] = [None, None, None];
+        slots[me.index()] = Some(mine.clone());
+        slots[me.next().index()] = Some(next);
+        slots[me.prev().index()] = Some(prev);
+        let [Some(a), Some(b), Some(c)] = slots else {
+            bail!("the three proposals do not come from three parties");
+        };
+        merge(&[a, b, c])
+    })()
+    .context(Stage::MANIFEST);
+    let canonical = match &merged {
+        Ok(manifest) => serde_json::to_vec(&manifest.canonical)?,
+        Err(_) => Vec::new(),
     };
-    let manifest = merge(&[a, b, c]).context(Stage::MANIFEST)?;
-    let canonical = serde_json::to_vec(&manifest.canonical)?;
     transport.send_vec(Peer::Next, canonical.clone())?;
     transport.send_vec(Peer::Prev, canonical)?;
-    let from_next = transport.recv(Peer::Next)?;
-    let from_prev = transport.recv(Peer::Prev)?;
-    check_confirmation(&manifest, &from_next, me.next()).context(Stage::MANIFEST)?;
-    check_confirmation(&manifest, &from_prev, me.prev()).context(Stage::MANIFEST)?;
+    let from_next = transport.recv(Peer::Next);
+    let from_prev = transport.recv(Peer::Prev);
+    // Our own disagreement first, whatever the others did meanwhile.
+    let manifest = merged?;
+    check_confirmation(&manifest, &from_next?, me.next()).context(Stage::MANIFEST)?;
+    check_confirmation(&manifest, &from_prev?, me.prev()).context(Stage::MANIFEST)?;
     Ok(manifest)
 }
 
@@ -1402,6 +1420,10 @@ mod tests {
         assert!(e.contains("`batch`") && e.contains("P2"), "{e}");
         check_confirmation(&m, &serde_json::to_vec(&m.canonical).unwrap(), PartyId::P1).unwrap();
         assert!(check_confirmation(&m, b"\xff{", PartyId::P1).is_err());
+        let e = check_confirmation(&m, b"", PartyId::P1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("P1 refused"), "{e}");
     }
 
     #[test]

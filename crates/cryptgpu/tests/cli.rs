@@ -308,6 +308,74 @@ fn bad_input_gives_clear_errors() {
     );
 }
 
+/// Outputs are checked before any work: a run whose result could not be written stops at
+/// once, not after the job; and fractional bits outside 8..=28 are refused with the reason.
+#[test]
+fn outputs_and_the_format_are_checked_before_any_work() {
+    let dir =
+        std::env::temp_dir().join(format!("cryptgpu-cli-test-outputs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let weights = assets().join("lenet-mnist.safetensors");
+    let w = weights.to_str().unwrap();
+    let infer = |out: &Path| {
+        let start = std::time::Instant::now();
+        let e = error_of(&[
+            "infer",
+            "--model",
+            "lenet",
+            "--weights",
+            w,
+            "--dataset",
+            "synthetic",
+            "--limit",
+            "512",
+            "--backend",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        // Refused before the three parties start: no private inference ran.
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "{e}");
+        assert!(e.contains("no work is lost"), "{e}");
+        e
+    };
+    let e = infer(&dir.join("p.xlsx"));
+    assert!(e.contains("unknown format .xlsx"), "{e}");
+    let e = infer(&dir.join("missing").join("p.csv"));
+    assert!(e.contains("cannot be used"), "{e}");
+    let e = infer(&dir);
+    assert!(e.contains("is a folder"), "{e}");
+    let e = error_of(&[
+        "train",
+        "--model",
+        "secureml",
+        "--dataset",
+        "synthetic",
+        "--backend",
+        "cpu",
+        "--save",
+        dir.join("m.pt").to_str().unwrap(),
+    ]);
+    assert!(e.contains("--save") && e.contains(".safetensors"), "{e}");
+    for f in ["0", "7", "29", "60"] {
+        let e = error_of(&[
+            "infer",
+            "--model",
+            "lenet",
+            "--dataset",
+            "synthetic",
+            "--frac-bits",
+            f,
+        ]);
+        assert!(e.contains("from 8 to 28"), "--frac-bits {f}: {e}");
+    }
+    assert!(
+        std::fs::read_dir(&dir).unwrap().next().is_none(),
+        "a file was left"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
 /// A version-1.0 `.npy` file of `uint8` values with `shape`.
 fn npy_u8(shape: &[usize], data: &[u8]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
