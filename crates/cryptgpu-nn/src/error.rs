@@ -122,32 +122,12 @@ pub enum NnError {
     /// An argument out of range (batch size 0, labels out of range, ...).
     #[error("{0}")]
     InvalidArgument(String),
-    /// A value that its owner was about to share (the data owner's input, the model
-    /// owner's parameter or constant) lies outside the comparison domain [−2^ℓ, 2^ℓ)
-    /// (`Party::comparison_bits`), where comparisons, ReLU, max-pooling and Clip would be
-    /// silently wrong: found by the owner on its plaintext, before anything is sent. The
-    /// text names the tensor and the value, so it must stay on the owner's machine. (The
-    /// sharing layer's `ShareError::OutOfComparisonRange`, lifted here.)
-    #[error(
-        "{tensor}: value {value} at index {index} is outside the comparison range \
-         [−{limit}, {limit}) (2^{comparison_bits} at {frac_bits} fractional bits): \
-         comparisons would be wrong; widen it with `--comparison-bits` (up to 62) or use \
-         fewer fractional bits"
-    )]
-    OutOfComparisonRange {
-        /// The tensor: "input" or a parameter's name.
-        tensor: String,
-        /// The first offending element's position in the tensor (row-major).
-        index: usize,
-        /// Its value, in real terms.
-        value: f64,
-        /// The domain's bound in real terms, 2^(ℓ − f): values must be in [−limit, limit).
-        limit: f64,
-        /// ℓ.
-        comparison_bits: u32,
-        /// f.
-        frac_bits: u32,
-    },
+    /// A value that its owner was about to share lies outside the comparison domain: found
+    /// by the owner on its plaintext, before anything is sent. Its text names the tensor
+    /// and the value, so it must stay on the owner's machine. (The sharing layer's
+    /// `ShareError::OutOfComparisonRange`, lifted here.)
+    #[error(transparent)]
+    OutOfComparisonRange(cryptgpu_share::OutOfComparisonRange),
     /// A private protocol failed (a peer left, a message did not fit, a device op failed).
     #[error(transparent)]
     Protocol(#[from] cryptgpu_nonlinear::NonlinearError),
@@ -159,21 +139,9 @@ pub type Result<T, E = NnError> = std::result::Result<T, E>;
 impl From<cryptgpu_share::ShareError> for NnError {
     fn from(e: cryptgpu_share::ShareError) -> Self {
         match e {
-            cryptgpu_share::ShareError::OutOfComparisonRange {
-                tensor,
-                index,
-                value,
-                limit,
-                comparison_bits,
-                frac_bits,
-            } => NnError::OutOfComparisonRange {
-                tensor,
-                index,
-                value,
-                limit,
-                comparison_bits,
-                frac_bits,
-            },
+            cryptgpu_share::ShareError::OutOfComparisonRange(range) => {
+                NnError::OutOfComparisonRange(range)
+            }
             e => NnError::Protocol(e.into()),
         }
     }

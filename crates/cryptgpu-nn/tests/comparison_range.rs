@@ -10,7 +10,7 @@ use cryptgpu_nn::private::{SharedModel, share_input};
 use cryptgpu_nn::{NnError, Tensor, zoo};
 use cryptgpu_nonlinear::NonlinearError;
 use cryptgpu_ring::{FixedPoint, RingError};
-use cryptgpu_share::{KeySource, Party, ShareError};
+use cryptgpu_share::{KeySource, OutOfComparisonRange, Party, ShareError};
 use cryptgpu_transport::{PartyId, run_local_3pc};
 
 #[test]
@@ -45,14 +45,14 @@ fn the_data_owner_refuses_inputs_outside_the_comparison_domain() {
     let top = 8_388_608.0;
     let e = input_error(vec![1.0, -top, top, 0.0]);
     match &e {
-        NnError::OutOfComparisonRange {
+        NnError::OutOfComparisonRange(OutOfComparisonRange {
             tensor,
             index,
             value,
             limit,
             comparison_bits,
             frac_bits,
-        } => {
+        }) => {
             assert_eq!(tensor, "input");
             assert_eq!((*index, *value, *limit), (2, top, top));
             assert_eq!((*comparison_bits, *frac_bits), (43, 20));
@@ -73,7 +73,7 @@ fn the_data_owner_refuses_inputs_outside_the_comparison_domain() {
     let below = -top - 1.0 / f64::from(1u32 << 20);
     assert!(matches!(
         input_error(vec![-top, below]),
-        NnError::OutOfComparisonRange { index: 1, .. }
+        NnError::OutOfComparisonRange(OutOfComparisonRange { index: 1, .. })
     ));
     assert!(matches!(
         input_error(vec![0.0, 1e30]),
@@ -114,12 +114,12 @@ fn the_model_owner_refuses_weights_outside_the_comparison_domain() {
     let [owner, a, b] = out.map(|r| r.unwrap());
     assert!(a.is_err() && b.is_err(), "the others get nothing");
     match owner.expect_err("the owner refuses") {
-        NnError::OutOfComparisonRange {
+        NnError::OutOfComparisonRange(OutOfComparisonRange {
             tensor,
             index,
             value,
             ..
-        } => assert_eq!((tensor.as_str(), index, value), ("fc.weight", 3, 1e7)),
+        }) => assert_eq!((tensor.as_str(), index, value), ("fc.weight", 3, 1e7)),
         other => panic!("expected OutOfComparisonRange, got {other:?}"),
     }
     // Inside the domain: shared.

@@ -155,14 +155,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         values: Option<&[f64]>,
         shape: &[usize],
     ) -> Result<Rss<B>> {
-        let tensor = match values {
-            Some(v) => {
-                let encoded = self.fixed().encode_slice(v)?;
-                Some(self.backend().upload(&encoded, shape)?)
-            }
-            None => None,
-        };
-        self.share(owner, tensor.as_ref(), shape)
+        self.encode_and_share(owner, None, values, shape)
     }
 
     /// [`Party::share_f64`] for a tensor named `what` ("input", a parameter's name) whose
@@ -181,10 +174,24 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         values: Option<&[f64]>,
         shape: &[usize],
     ) -> Result<Rss<B>> {
+        self.encode_and_share(owner, Some(what), values, shape)
+    }
+
+    /// The owner encodes its values (and, given the tensor's name, checks them against the
+    /// comparison domain), then all three share them.
+    fn encode_and_share(
+        &mut self,
+        owner: PartyId,
+        checked_as: Option<&str>,
+        values: Option<&[f64]>,
+        shape: &[usize],
+    ) -> Result<Rss<B>> {
         let tensor = match values {
             Some(v) => {
                 let encoded = self.fixed().encode_slice(v)?;
-                self.check_comparable(what, &encoded)?;
+                if let Some(what) = checked_as {
+                    self.check_comparable(what, &encoded)?;
+                }
                 Some(self.backend().upload_vec(encoded, shape)?)
             }
             None => None,

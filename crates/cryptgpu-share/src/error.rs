@@ -58,30 +58,10 @@ pub enum ShareError {
         /// What is wrong.
         why: String,
     },
-    /// A value that its owner was about to share lies outside the comparison domain
-    /// [−2^ℓ, 2^ℓ) (`Party::comparison_bits`), where comparisons, ReLU and max-pooling would
-    /// silently give wrong results: found by the owner on its plaintext, before sharing.
-    /// The text names the tensor and the value, so it must stay on the owner's machine.
-    #[error(
-        "{tensor}: value {value} at index {index} is outside the comparison range \
-         [−{limit}, {limit}) (2^{comparison_bits} at {frac_bits} fractional bits): \
-         comparisons would be wrong; widen it with `--comparison-bits` (up to 62) or use \
-         fewer fractional bits"
-    )]
-    OutOfComparisonRange {
-        /// The tensor: "input" or a parameter's name.
-        tensor: String,
-        /// The first offending element's position in the tensor (row-major).
-        index: usize,
-        /// Its value, in real terms.
-        value: f64,
-        /// The domain's bound in real terms, 2^(ℓ − f): values must be in [−limit, limit).
-        limit: f64,
-        /// ℓ.
-        comparison_bits: u32,
-        /// f.
-        frac_bits: u32,
-    },
+    /// A value that its owner was about to share lies outside the comparison domain: found
+    /// by the owner on its plaintext, before sharing. Its text must stay with the owner.
+    #[error(transparent)]
+    OutOfComparisonRange(#[from] OutOfComparisonRange),
     /// The operating system gave no randomness for the keys.
     #[error("could not draw key material from the operating system: {0}")]
     Entropy(String),
@@ -89,3 +69,31 @@ pub enum ShareError {
 
 /// The result type of the sharing layer.
 pub type Result<T, E = ShareError> = std::result::Result<T, E>;
+
+/// A value that its owner was about to share (the data owner's input, the model owner's
+/// parameter or constant) lies outside the comparison domain [−2^ℓ, 2^ℓ)
+/// (`Party::comparison_bits`), where comparisons, ReLU, max-pooling and Clip would be
+/// silently wrong: found by the owner on its plaintext, before anything is sent
+/// ([`crate::Party::check_comparable`]). The text names the tensor and the value, so it must
+/// stay on the owner's machine.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error(
+    "{tensor}: value {value} at index {index} is outside the comparison range \
+     [−{limit}, {limit}) (2^{comparison_bits} at {frac_bits} fractional bits): \
+     comparisons would be wrong; widen it with `--comparison-bits` (up to 62) or use \
+     fewer fractional bits"
+)]
+pub struct OutOfComparisonRange {
+    /// The tensor: "input" or a parameter's name.
+    pub tensor: String,
+    /// The first offending element's position in the tensor (row-major).
+    pub index: usize,
+    /// Its value, in real terms.
+    pub value: f64,
+    /// The domain's bound in real terms, 2^(ℓ − f): values must be in [−limit, limit).
+    pub limit: f64,
+    /// ℓ.
+    pub comparison_bits: u32,
+    /// f.
+    pub frac_bits: u32,
+}

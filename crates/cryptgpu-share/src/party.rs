@@ -1,7 +1,7 @@
 //! [`Party`]: one party's context (backend, counted transport, PRG keys, fixed-point
 //! format), its setup, the correlated randomness drawn from its keys, and tensor messaging.
 
-use crate::{Result, ShareError, Truncation};
+use crate::{OutOfComparisonRange, Result, ShareError, Truncation};
 use cryptgpu_backend::{DeviceTensor, GpuBackend};
 use cryptgpu_ring::FixedPoint;
 use cryptgpu_transport::{CommStats, Counting, PartyId, Peer, Transport};
@@ -213,14 +213,15 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
             return Ok(());
         };
         let fixed = self.fixed;
-        Err(ShareError::OutOfComparisonRange {
+        Err(OutOfComparisonRange {
             tensor: what.to_owned(),
             index,
             value: fixed.decode(values[index]),
             limit: half as f64 / (1u64 << fixed.frac_bits()) as f64,
             comparison_bits: l,
             frac_bits: fixed.frac_bits(),
-        })
+        }
+        .into())
     }
 
     /// Runs `f` with truncations in `mode`, then restores the job's mode: a per-call choice,

@@ -85,7 +85,7 @@ fn share_kind(e: &ShareError) -> Option<FailureKind> {
 
 /// The owners' comparison-range checks in the sharing layer.
 fn out_of_comparison_range_share(e: &ShareError) -> Option<FailureKind> {
-    matches!(e, ShareError::OutOfComparisonRange { .. }).then_some(FailureKind::InputOutOfRange)
+    matches!(e, ShareError::OutOfComparisonRange(_)).then_some(FailureKind::InputOutOfRange)
 }
 
 /// The category of a non-linear protocol error, if it has one of its own.
@@ -102,7 +102,7 @@ fn nonlinear_kind(e: &NonlinearError) -> Option<FailureKind> {
 fn nn_kind(e: &NnError) -> Option<FailureKind> {
     match e {
         NnError::Protocol(p) => nonlinear_kind(p),
-        NnError::OutOfComparisonRange { .. } => Some(FailureKind::InputOutOfRange),
+        NnError::OutOfComparisonRange(_) => Some(FailureKind::InputOutOfRange),
         NnError::Io { .. }
         | NnError::BadData { .. }
         | NnError::MissingData { .. }

@@ -1025,13 +1025,13 @@ mod tests {
     use super::*;
     use cryptgpu_backend::{Conv2dParams, Pool2dParams};
     use cryptgpu_nn::layers::prelude::*;
-    use cryptgpu_nn::model::GraphBuilder;
+    use cryptgpu_nn::model::{GraphBuilder, NodeId};
     use cryptgpu_nn::zoo;
     use proptest::prelude::*;
 
-    /// A small model: conv, ReLU, max-pool, BatchNorm, dropout, flatten, linear, softmax.
-    fn tiny() -> Model {
-        let mut b = GraphBuilder::new();
+    /// A 3×3 convolution of the input to two channels and a BatchNorm after it: the start of
+    /// the test models.
+    fn conv_and_batchnorm(b: &mut GraphBuilder, eps: f64, momentum: f64) -> NodeId {
         let c = b.add(
             "conv",
             Op::Conv2d(Conv2d {
@@ -1048,15 +1048,21 @@ mod tests {
             }),
             &[0],
         );
-        let bn = b.add(
+        b.add(
             "bn",
             Op::BatchNorm2d(BatchNorm2d {
                 channels: 2,
-                eps: 1e-5,
-                momentum: 0.1,
+                eps,
+                momentum,
             }),
             &[c],
-        );
+        )
+    }
+
+    /// A small model: conv, ReLU, max-pool, BatchNorm, dropout, flatten, linear, softmax.
+    fn tiny() -> Model {
+        let mut b = GraphBuilder::new();
+        let bn = conv_and_batchnorm(&mut b, 1e-5, 0.1);
         let r = b.add("relu", Op::Relu(Relu), &[bn]);
         let add = b.add("add", Op::Add(Add::default()), &[r, bn]);
         let pool = b.add(
@@ -1152,31 +1158,7 @@ mod tests {
         std: f64,
     ) -> Model {
         let mut b = GraphBuilder::new();
-        let c = b.add(
-            "conv",
-            Op::Conv2d(Conv2d {
-                in_channels: 1,
-                out_channels: 2,
-                kernel: [3, 3],
-                params: Conv2dParams {
-                    stride: [1, 1],
-                    padding: [1, 1],
-                    groups: 1,
-                },
-                bias: true,
-                dilation: [1, 1],
-            }),
-            &[0],
-        );
-        let bn = b.add(
-            "bn",
-            Op::BatchNorm2d(BatchNorm2d {
-                channels: 2,
-                eps,
-                momentum,
-            }),
-            &[c],
-        );
+        let bn = conv_and_batchnorm(&mut b, eps, momentum);
         let leaky = b.add("leaky", Op::LeakyRelu(LeakyRelu { alpha }), &[bn]);
         let clip = b.add("clip", Op::Clip(Clip { min, max }), &[leaky]);
         let d = b.add("drop", Op::Dropout(Dropout { p }), &[clip]);

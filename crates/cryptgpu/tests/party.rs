@@ -778,7 +778,7 @@ fn printed(o: &Output) -> String {
     format!("{}{}", text(&o.stdout), text(&o.stderr))
 }
 
-/// A failure carrying a secret (a value, an index, a file path) at one owner: that owner's
+/// A failure carrying a secret (a value, an index, a file path) at any role: that party's
 /// own output keeps the detail; the other two are told only who failed and the category,
 /// and none of the secret's digits or the path reaches them.
 #[test]
@@ -898,6 +898,18 @@ fn failures_tell_the_others_a_category_never_a_secret() {
             secrets: &["secret-folder", "p.csv"],
             owner_says: &["p.csv", "no work is lost"],
             category: "output",
+        },
+        Case {
+            what: "the helper started wrongly",
+            owner: 2,
+            args: [
+                format!("infer --model lenet --weights {w} --backend cpu"),
+                format!("infer --data {} --limit 4 --backend cpu", sample()),
+                format!("infer --backend cpu --data {}", p(&secret_dir)),
+            ],
+            secrets: &["secret-folder", "--data"],
+            owner_says: &["--data is the data owner (P1)'s"],
+            category: "wrong command line",
         },
     ];
     for case in &cases {
