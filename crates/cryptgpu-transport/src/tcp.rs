@@ -132,7 +132,7 @@ impl LinkConfig {
     pub fn validate(&self) -> Result<(), TransportError> {
         if self.max_frame_len == 0 || self.max_frame_len > MAX_FRAME_LEN_LIMIT {
             return Err(TransportError::Config(format!(
-                "the maximum frame length is {} bytes: it must be from 1 byte to \
+                "the maximum frame length is {} bytes: it must be at least 1 and at most \
                  {MAX_FRAME_LEN_LIMIT} (16 MiB), since messages travel in frames of at most \
                  256 KiB and a larger limit only lets a peer make this party allocate more \
                  for one frame",
@@ -540,24 +540,29 @@ impl Pending {
         if conn.is_handshaking() {
             return Turn::Waiting { progress };
         }
-        while self.filled < self.hello.len() {
-            match conn.reader().read(&mut self.hello[self.filled..]) {
-                Ok(0) => return lost(true, "before its hello"),
-                Ok(n) => {
-                    self.filled += n;
-                    progress = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Turn::Dropped(Some(TransportError::from_io(peer, e, None))),
-            }
-        }
-        self.check_hello(party, peer, progress)
+        self.read_hello(Some(conn), party, peer, progress)
     }
 
     fn turn_plain(&mut self, party: PartyId, peer: PartyId) -> Turn {
-        let mut progress = false;
+        self.read_hello(None, party, peer, false)
+    }
+
+    /// Reads what has arrived of the hello without waiting, from the TLS plaintext (`tls`)
+    /// or, in plaintext mode, from the stream; then checks it once it is whole.
+    fn read_hello(
+        &mut self,
+        mut tls: Option<&mut ServerConnection>,
+        party: PartyId,
+        peer: PartyId,
+        mut progress: bool,
+    ) -> Turn {
         while self.filled < self.hello.len() {
-            match self.stream.read(&mut self.hello[self.filled..]) {
+            let into = &mut self.hello[self.filled..];
+            let read = match tls.as_deref_mut() {
+                Some(conn) => conn.reader().read(into),
+                None => self.stream.read(into),
+            };
+            match read {
                 Ok(0) => {
                     return Turn::Dropped(self.heard.then(|| TransportError::Handshake {
                         peer,

@@ -9,9 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use cryptgpu_transport::{
     AcceptFrom, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_FRAME_LEN, DEFAULT_MAX_MESSAGE_LEN,
-    DEFAULT_QUEUE_LIMIT, DEFAULT_RECV_TIMEOUT, LinkConfig, LinkProfile, MAX_FRAME_LEN_LIMIT,
-    NetworkConfig, PartyCredentials, PartyId, TlsConfig, check_identity, generate_deployment,
-    read_private_key,
+    DEFAULT_QUEUE_LIMIT, DEFAULT_RECV_TIMEOUT, LinkConfig, LinkProfile, NetworkConfig,
+    PartyCredentials, PartyId, TlsConfig, check_identity, generate_deployment, read_private_key,
 };
 use serde::Deserialize;
 
@@ -179,20 +178,6 @@ impl Deployment {
                 Some(b) => bail!("{shown}: [link] `{key}` is {b}: it must be at least {min}"),
             }
         };
-        let max_frame_len = bytes(
-            raw.link.max_frame_bytes,
-            "max_frame_bytes",
-            DEFAULT_MAX_FRAME_LEN,
-            MIN_FRAME_BYTES,
-        )?;
-        if max_frame_len > MAX_FRAME_LEN_LIMIT {
-            bail!(
-                "{shown}: [link] `max_frame_bytes` is {max_frame_len}: it must be at most \
-                 {MAX_FRAME_LEN_LIMIT} (16 MiB), since messages travel in frames of at most \
-                 256 KiB and a larger limit only lets a peer make this party allocate more for \
-                 one frame"
-            );
-        }
         let link = LinkConfig {
             connect_timeout: seconds(
                 raw.link.connect_timeout_secs,
@@ -204,7 +189,12 @@ impl Deployment {
                 "recv_timeout_secs",
                 DEFAULT_RECV_TIMEOUT,
             )?),
-            max_frame_len,
+            max_frame_len: bytes(
+                raw.link.max_frame_bytes,
+                "max_frame_bytes",
+                DEFAULT_MAX_FRAME_LEN,
+                MIN_FRAME_BYTES,
+            )?,
             max_message_len: bytes(
                 raw.link.max_message_bytes,
                 "max_message_bytes",
@@ -223,6 +213,10 @@ impl Deployment {
                 None | Some(false) => AcceptFrom::PeerAddresses,
             },
         };
+        // The limits every transport checks (the frame length's upper bound: the parser
+        // above already holds the lower ones), refused here with the file and key named.
+        link.validate()
+            .with_context(|| format!("{shown}: [link] `max_frame_bytes`"))?;
         let emulated_link = match &raw.link.emulate {
             None => None,
             Some(text) => cryptgpu_transport::parse_link(text)
@@ -419,6 +413,7 @@ fn parties_toml(addresses: &[String], names: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cryptgpu_transport::MAX_FRAME_LEN_LIMIT;
     use proptest::prelude::*;
 
     fn sample() -> String {
