@@ -77,15 +77,11 @@ fn ring_out_of_range(e: &RingError) -> bool {
 fn share_kind(e: &ShareError) -> Option<FailureKind> {
     match e {
         ShareError::Ring(r) if ring_out_of_range(r) => Some(FailureKind::InputOutOfRange),
+        ShareError::OutOfComparisonRange(_) => Some(FailureKind::InputOutOfRange),
         ShareError::Backend(_) => Some(FailureKind::Device),
         ShareError::Transport(_) => Some(FailureKind::Protocol),
-        _ => out_of_comparison_range_share(e),
+        _ => None,
     }
-}
-
-/// The owners' comparison-range checks in the sharing layer.
-fn out_of_comparison_range_share(e: &ShareError) -> Option<FailureKind> {
-    matches!(e, ShareError::OutOfComparisonRange(_)).then_some(FailureKind::InputOutOfRange)
 }
 
 /// The category of a non-linear protocol error, if it has one of its own.

@@ -317,6 +317,25 @@ struct TrainArgs {
     run: RunArgs,
 }
 
+impl InferArgs {
+    /// Checks `--out` before any work ([`check_output`]): a result that could not be
+    /// written at the end would be work lost.
+    fn check_out(&self) -> std::result::Result<(), files::output::OutputError> {
+        self.out.as_deref().map_or(Ok(()), |path| {
+            check_output("--out", path, PREDICTION_EXTENSIONS)
+        })
+    }
+}
+
+impl TrainArgs {
+    /// Checks `--save` before any work ([`check_output`]).
+    fn check_save(&self) -> std::result::Result<(), files::output::OutputError> {
+        self.save.as_deref().map_or(Ok(()), |path| {
+            check_output("--save", path, MODEL_EXTENSIONS)
+        })
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -370,9 +389,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Infer(args) => {
             party::on_interrupt(None);
-            if let Some(path) = &args.out {
-                check_output("--out", path, PREDICTION_EXTENSIONS)?;
-            }
+            args.check_out()?;
             let model = load_model(&args.model, args.weights.as_deref())?;
             let data = data_spec(&args.data, Some(&args), JobKind::Infer)?;
             let what = match (&args.input, args.data.dataset) {
@@ -383,9 +400,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Train(args) => {
             party::on_interrupt(None);
-            if let Some(path) = &args.save {
-                check_output("--save", path, MODEL_EXTENSIONS)?;
-            }
+            args.check_save()?;
             let model = initial_model(&args)?;
             let data = data_spec(&args.data, None, JobKind::Train)?;
             train_in_process(model, data, &args)

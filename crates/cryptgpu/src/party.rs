@@ -16,7 +16,6 @@ use indicatif::ProgressBar;
 use crate::backend::{Job, run_on};
 use crate::config::Deployment;
 use crate::failure::{Stage, classify};
-use crate::files::output::{MODEL_EXTENSIONS, PREDICTION_EXTENSIONS, check_output};
 use crate::files::predictions::write_predictions;
 use crate::jobs::{PartyInput, PartyOutcome, Roles, run_party};
 use crate::manifest::JobKind;
@@ -143,9 +142,7 @@ fn plan(job: PartyJob, me: PartyId, deployment: &Deployment) -> Result<Plan> {
                 refuse(args.out.is_some(), "--out", &data_owner, me, &roles)?;
             }
             // The output first: a result that could not be written is work lost.
-            if let Some(path) = &args.out {
-                check_output("--out", path, PREDICTION_EXTENSIONS)?;
-            }
+            args.check_out()?;
             let model = is_model_owner
                 .then(|| load_model(&args.model, args.weights.as_deref()).context(Stage::MODEL))
                 .transpose()?;
@@ -174,9 +171,7 @@ fn plan(job: PartyJob, me: PartyId, deployment: &Deployment) -> Result<Plan> {
             if !is_model_owner {
                 refuse(args.save.is_some(), "--save", &model_owner, me, &roles)?;
             }
-            if let Some(path) = &args.save {
-                check_output("--save", path, MODEL_EXTENSIONS)?;
-            }
+            args.check_save()?;
             let model = is_model_owner
                 .then(|| initial_model(&args).context(Stage::MODEL))
                 .transpose()?;
