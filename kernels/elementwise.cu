@@ -1,6 +1,8 @@
 // Elementwise ring ops on u64 (arithmetic mod 2^64 is C's unsigned wrap-around), fills,
-// shifts, bit extraction and bit packing. Twins: cryptgpu-cpu `lib.rs` (par::map and
-// friends) and the scalar definitions `BinaryOp::apply`, `UnaryOp::apply`, `ShiftOp::apply`.
+// shifts, bit extraction and bit packing, and fused elementwise programs. Twins:
+// cryptgpu-cpu `lib.rs` (par::map and friends), `fused` in crates/cryptgpu-cpu/src/par.rs,
+// and the scalar definitions `BinaryOp::apply`, `UnaryOp::apply`, `ShiftOp::apply`,
+// `Fused::apply`.
 //
 // Every kernel walks its range with a grid-stride loop, so any grid size is correct.
 
@@ -36,15 +38,70 @@ extern "C" __global__ void binary_scalar_u64(const u64* a, u64* out, u64 n, u64 
     GRID_STRIDE_LOOP(i, n) { out[i] = apply_binary(op, a[i], scalar); }
 }
 
-extern "C" __global__ void unary_u64(const u64* a, u64* out, u64 n, u32 op) {
-    GRID_STRIDE_LOOP(i, n) { out[i] = op == 0 ? (u64)0 - a[i] : ~a[i]; }
-}
+__device__ __forceinline__ u64 apply_unary(u32 op, u64 a) { return op == 0 ? (u64)0 - a : ~a; }
 
 // `bits` is below 64 (checked on the host), so every shift here is defined behaviour.
+__device__ __forceinline__ u64 apply_shift(u32 op, u64 x, u32 bits) {
+    return op == 0 ? x << bits : op == 1 ? x >> bits : (u64)((i64)x >> bits);
+}
+
+extern "C" __global__ void unary_u64(const u64* a, u64* out, u64 n, u32 op) {
+    GRID_STRIDE_LOOP(i, n) { out[i] = apply_unary(op, a[i]); }
+}
+
 extern "C" __global__ void shift_u64(const u64* a, u64* out, u64 n, u32 bits, u32 op) {
+    GRID_STRIDE_LOOP(i, n) { out[i] = apply_shift(op, a[i], bits); }
+}
+
+// Mirrors `FusedParams` and `FusedCode` in src/kernels.rs (#[repr(C)], no padding:
+// 8 + 8 + 12 * 24 = 304 bytes): a checked `Fused` program (crates/cryptgpu-backend/src/fused.rs).
+#define FUSED_MAX_INPUTS 6
+#define FUSED_MAX_STEPS 12
+// Step kinds: the variants of `FusedStep`.
+#define FUSED_BINARY 0u  // apply_binary(op, value[a], value[b])
+#define FUSED_SCALAR 1u  // apply_binary(op, value[a], arg)
+#define FUSED_UNARY 2u   // apply_unary(op, value[a])
+#define FUSED_SHIFT 3u   // apply_shift(op, value[a], arg), arg below 64
+struct FusedCode {
+    u32 kind;  // FUSED_BINARY .. FUSED_SHIFT
+    u32 op;    // the op's code for apply_binary, apply_unary or apply_shift
+    u32 a;     // operands: input i is i, step s is FUSED_MAX_INPUTS + s
+    u32 b;     // (b is read by FUSED_BINARY only)
+    u64 arg;   // the scalar, or the shift amount
+};
+struct FusedParams {
+    u64 inputs;  // inputs the program reads, 1 to FUSED_MAX_INPUTS
+    u64 steps;   // 1 to FUSED_MAX_STEPS; the last step's value is the result
+    FusedCode code[FUSED_MAX_STEPS];
+};
+
+// A fused elementwise program (CPU twin: `fused` in crates/cryptgpu-cpu/src/par.rs; the
+// definition: `Fused::apply`): out[i] = the program's last step on element i of the
+// inputs. Unused input pointers hold the first input again and are never read. The
+// host checked the program, so every operand names an input below `inputs` or an
+// earlier step, and every shift is below 64 (masked again here, so that no operand code
+// can make a shift undefined).
+extern "C" __global__ void fused_u64(const u64* in0, const u64* in1, const u64* in2,
+                                     const u64* in3, const u64* in4, const u64* in5,
+                                     u64* out, u64 n, FusedParams p) {
+    const u64* in[FUSED_MAX_INPUTS] = {in0, in1, in2, in3, in4, in5};
     GRID_STRIDE_LOOP(i, n) {
-        u64 x = a[i];
-        out[i] = op == 0 ? x << bits : op == 1 ? x >> bits : (u64)((i64)x >> bits);
+        u64 value[FUSED_MAX_INPUTS + FUSED_MAX_STEPS];
+        for (u32 k = 0; k < FUSED_MAX_INPUTS; ++k)
+            if (k < p.inputs) value[k] = in[k][i];
+        u64 result = 0;
+        for (u32 s = 0; s < FUSED_MAX_STEPS && s < p.steps; ++s) {
+            const FusedCode c = p.code[s];
+            const u64 x = value[c.a];
+            switch (c.kind) {
+            case FUSED_BINARY: result = apply_binary(c.op, x, value[c.b]); break;
+            case FUSED_SCALAR: result = apply_binary(c.op, x, c.arg); break;
+            case FUSED_UNARY: result = apply_unary(c.op, x); break;
+            default: result = apply_shift(c.op, x, (u32)(c.arg & 63)); break;
+            }
+            value[FUSED_MAX_INPUTS + s] = result;
+        }
+        out[i] = result;
     }
 }
 

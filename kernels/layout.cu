@@ -1,6 +1,7 @@
 // Data movement: strided gathers (permute, slice, broadcast, and the layout changes around
-// convolution), concatenation as copies of runs, and sums over an axis. Twins:
-// cryptgpu-cpu `layout.rs` and `CpuBackend::sum_axis`.
+// convolution), concatenation as copies of runs, rows picked by index, and sums over an
+// axis. Twins: cryptgpu-cpu `layout.rs`, `CpuBackend::select_rows` and
+// `CpuBackend::sum_axis`.
 
 typedef unsigned long long u64;
 typedef unsigned int u32;
@@ -40,6 +41,29 @@ extern "C" __global__ void copy_runs_u64(const u64* src, u64* out, u64 outer, u6
     GRID_STRIDE_LOOP(i, total) {
         const u64 o = i / run, j = i % run;
         out[o * out_run + out_offset + j] = src[i];
+    }
+}
+
+// Mirrors `SelectRowsParams` in src/kernels.rs (#[repr(C)], 3 * 8 + 128 * 8 = 1048 bytes):
+// one launch's share of a select_rows, output rows first_row .. first_row + count.
+#define SELECT_ROWS_MAX 128
+#define SELECT_ROWS_NONE 0xffffffffffffffffull
+struct SelectRowsParams {
+    u64 row_len;    // elements per row (of the source and of the output)
+    u64 first_row;  // the output row that rows[0] fills
+    u64 count;      // rows filled by this launch, at most SELECT_ROWS_MAX
+    u64 rows[SELECT_ROWS_MAX];  // the source row of each, or SELECT_ROWS_NONE for zeros
+};
+
+// Rows picked by index (CPU twin: `select_rows` in crates/cryptgpu-cpu/src/lib.rs): for
+// r < count and j < row_len,
+//   out[(first_row + r) * row_len + j] = rows[r] == NONE ? 0 : src[rows[r] * row_len + j].
+extern "C" __global__ void select_rows_u64(const u64* src, u64* out, SelectRowsParams p) {
+    const u64 total = p.count * p.row_len;
+    u64* dst = out + p.first_row * p.row_len;
+    GRID_STRIDE_LOOP(i, total) {
+        const u64 row = p.rows[i / p.row_len];
+        dst[i] = row == SELECT_ROWS_NONE ? 0 : src[row * p.row_len + i % p.row_len];
     }
 }
 

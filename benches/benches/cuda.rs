@@ -136,10 +136,7 @@ fn bench_private(c: &mut Criterion) {
     }
     for n in [10_000usize, 100_000, 1_000_000] {
         let once = private_relu(&cuda, n, 0);
-        eprintln!(
-            "cuda/private/relu/{n}: rounds {}, bytes sent per party {:?}",
-            once.rounds, once.bytes
-        );
+        eprintln!("cuda/private/relu/{n}: {}", once.summary());
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::new("relu", n), &n, |bench, &n| {
             bench.iter_custom(|iters| private_relu(&cuda, n, iters).time);

@@ -15,10 +15,7 @@ use std::time::Duration;
 
 fn report(id: &str, elements: usize, m: Measured) {
     let per = m.bytes.map(|b| b as f64 / elements as f64);
-    eprintln!(
-        "{id}: rounds {}, bytes sent per party {:?} ({per:?} per element)",
-        m.rounds, m.bytes
-    );
+    eprintln!("{id}: {} ({per:?} bytes per element)", m.summary());
 }
 
 fn nonlinear(c: &mut Criterion) {

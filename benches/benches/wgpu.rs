@@ -96,10 +96,7 @@ fn bench_relu(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500));
     for &n in sizes {
         let m = cryptgpu_benches::private_relu(&backend, n, 0);
-        eprintln!(
-            "wgpu/private/relu/{n}: rounds {}, bytes sent per party {:?}",
-            m.rounds, m.bytes
-        );
+        eprintln!("wgpu/private/relu/{n}: {}", m.summary());
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(format!("relu/{n}"), |bench| {
             bench.iter_custom(|iters| cryptgpu_benches::private_relu(&backend, n, iters).time)

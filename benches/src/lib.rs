@@ -3,6 +3,7 @@
 
 use cryptgpu_backend::GpuBackend;
 use cryptgpu_backend::Pool2dParams;
+use cryptgpu_backend::counters::{self, DeviceCounts};
 use cryptgpu_nn::private::{batchnorm_backward, batchnorm_forward_train};
 use cryptgpu_nonlinear::{SoftmaxOptions, max_pool2d, relu, softmax};
 use cryptgpu_ring::FixedPoint;
@@ -22,6 +23,31 @@ pub struct Measured {
     pub bytes: [u64; 3],
     /// Rounds of one run.
     pub rounds: u64,
+    /// Each party's device work in one run (launches, transfers, syncs, allocations).
+    pub device: [DeviceCounts; 3],
+}
+
+impl Measured {
+    /// One run's rounds, bytes sent and busiest party's device work per round, in words.
+    pub fn summary(&self) -> String {
+        let busiest = self
+            .device
+            .iter()
+            .max_by_key(|d| d.launches)
+            .copied()
+            .unwrap_or_default();
+        let per_round = |x: u64| x as f64 / self.rounds.max(1) as f64;
+        format!(
+            "rounds {}, bytes sent per party {:?}; busiest party: {busiest}; per round {:.1} \
+             launches, {:.1} transfers, {:.1} syncs, {:.1} allocations",
+            self.rounds,
+            self.bytes,
+            per_round(busiest.launches),
+            per_round(busiest.transfers()),
+            per_round(busiest.syncs),
+            per_round(busiest.allocations),
+        )
+    }
 }
 
 /// A private op on a shared input of `shape`, run `iters` times after one measured run, by
@@ -56,7 +82,9 @@ pub fn run_private<B: GpuBackend>(
         // A reveal puts the parties in step before the measured run.
         let _ = p.reveal(&x).expect("reveal");
         let before = p.stats();
+        let counted = counters::thread_counts();
         op.run(&mut p, &x).expect("op");
+        let device = counters::thread_counts().since(&counted);
         let after = p.stats();
         b.sync().expect("sync");
         let start = Instant::now();
@@ -64,10 +92,11 @@ pub fn run_private<B: GpuBackend>(
             op.run(&mut p, &x).expect("op");
         }
         b.sync().expect("sync");
-        (start.elapsed(), before, after)
+        (start.elapsed(), before, after, device)
     })
     .expect("no party failed");
     Measured {
+        device: out.each_ref().map(|o| o.3),
         time: out.iter().map(|o| o.0).max().expect("three parties"),
         bytes: out.each_ref().map(|o| o.2.since(&o.1).total_bytes_sent()),
         rounds: CommStats::rounds_of(&out.each_ref().map(|o| o.2))

@@ -7,13 +7,25 @@
 #      builds the test and bench binaries in release mode, strips them, and copies them
 #      into device-bin/ (git ignores it; pass it as `carry` to the device runner).
 #   2. On the GPU machine, from the repository root:
-#        crates/cryptgpu-cuda/device-run.sh run [tests|sanitizer|bench|all]   (default all)
+#        crates/cryptgpu-cuda/device-run.sh run [tests|sanitizer|profile|targets|bench|all]
 #      finds libcuda, NVRTC and cuBLAS (ldconfig, /usr/local/cuda*, pip wheels), sets
-#      LD_LIBRARY_PATH, and runs: the limb tests, the device tests, the conformance suite
-#      for all three GEMM methods and the protocol suites (non-linear suite, and products
-#      share for share against the CPU) with CRYPTGPU_REQUIRE_CUDA=1 (a skip fails there);
-#      compute-sanitizer memcheck on the conformance suite; the criterion benches, whose
-#      results go to $OUT/criterion (or ./criterion-out when $OUT is unset).
+#      LD_LIBRARY_PATH, and runs:
+#      - tests: the limb tests, the device tests, the conformance suite for all three GEMM
+#        methods and the protocol suites (non-linear suite, and products share for share
+#        against the CPU) with CRYPTGPU_REQUIRE_CUDA=1 (a skip fails there);
+#      - sanitizer: compute-sanitizer memcheck on the conformance suite;
+#      - profile: nsys profiles of LeNet inference at batch 1 (emulated LAN) and of
+#        cuda/private/relu/10000, summarised (launches, syncs, memcpys, allocations) into
+#        $OUT/profile-*.txt;
+#      - targets: issue 24's rows: `cryptgpu bench --json` of LeNet, AlexNet-CIFAR10,
+#        VGG16-CIFAR10 and ResNet-18 at batch 1 on LAN, on cuda and wgpu, with messages on
+#        the device and through the host, and with every party on one CUDA stream
+#        (CRYPTGPU_CUDA_STREAMS=shared) ($OUT/targets.jsonl, device counts included), and
+#        the criterion rows relu/10000, relu/1000000 and matmul_fixed/4096 in both stream
+#        modes;
+#      - bench: every criterion bench of the CUDA backend;
+#      - all (the default): tests, sanitizer, profile, targets: under 8 minutes on an H100.
+#      Results go under $OUT (or ./device-out when $OUT is unset).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin=device-bin
@@ -38,6 +50,8 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "cuda":
         print(m["executable"])')
     cp "$bench" "$bin/bench-cuda"
+    cargo build --release -p cryptgpu
+    cp target/release/cryptgpu "$bin/cryptgpu"
     strip --strip-debug "$bin"/* 2>/dev/null || true
     ls -la "$bin"
     du -sh "$bin"
@@ -68,6 +82,8 @@ run_tests() {
     "$bin/device" --test-threads=1
     "$bin/conformance"
     "$bin/protocols"
+    # The protocol suites again with every party on one stream and cudarc's events off.
+    CRYPTGPU_CUDA_STREAMS=shared "$bin/protocols"
 }
 
 run_sanitizer() {
@@ -81,9 +97,75 @@ run_sanitizer() {
         "$bin/conformance" --test-threads=1
 }
 
+out="${OUT:-$PWD/device-out}"
+
 run_bench() {
-    export CRITERION_HOME="${OUT:-$PWD/criterion-out}/criterion"
-    "$bin/bench-cuda" --bench 2>&1 | tee "${OUT:-.}/bench-cuda.txt"
+    mkdir -p "$out"
+    export CRITERION_HOME="$out/criterion"
+    "$bin/bench-cuda" --bench 2>&1 | tee "$out/bench-cuda.txt"
+}
+
+# nsys's summaries of one profiled command: CUDA API calls (launches, syncs, allocations,
+# copies), kernels, and memory operations.
+profile_one() {
+    local name=$1
+    shift
+    local nsys
+    nsys=$(command -v nsys || ls /usr/local/cuda*/bin/nsys /opt/nvidia/nsight-systems*/bin/nsys 2>/dev/null | head -n 1 || true)
+    if [ -z "$nsys" ]; then
+        echo "nsys not found: the profile of $name is still to do" | tee "$out/profile-$name.txt" >&2
+        return 0
+    fi
+    "$nsys" profile --force-overwrite true --trace cuda,osrt --output "$out/profile-$name" "$@" \
+        >"$out/profile-$name.log" 2>&1 || true
+    "$nsys" stats --force-export true --report cuda_api_sum,cuda_gpu_kern_sum,cuda_gpu_mem_time_sum,cuda_gpu_mem_size_sum \
+        "$out/profile-$name.nsys-rep" >"$out/profile-$name.txt" 2>&1 || true
+    head -n 60 "$out/profile-$name.txt"
+}
+
+run_profile() {
+    mkdir -p "$out"
+    profile_one lenet "$bin/cryptgpu" bench --network lenet --batch 1 --backend cuda \
+        --link lan --runs 5 --warmup 1 --json
+    CRITERION_HOME="$out/criterion-profile" profile_one relu10000 "$bin/bench-cuda" --bench \
+        --profile-time 3 'cuda/private/relu/10000$'
+}
+
+run_targets() {
+    mkdir -p "$out"
+    local rows="$out/targets.jsonl"
+    : >"$rows"
+    # backend, messages, CUDA streams: the default, messages through the host as between
+    # three machines, one stream for all parties, and wgpu.
+    local configs=("cuda device per-thread" "cuda host per-thread" "cuda device shared"
+        "wgpu device per-thread")
+    for network in lenet alexnet-cifar10 vgg16-cifar10 resnet18; do
+        for config in "${configs[@]}"; do
+            read -r backend messages streams <<<"$config"
+            local extra=()
+            [ "$messages" = host ] && extra=(--messages-via-host)
+            CRYPTGPU_CUDA_STREAMS=$streams timeout 120 "$bin/cryptgpu" bench \
+                --network "$network" --batch 1 --backend "$backend" --link lan --runs 5 \
+                --warmup 1 --json "${extra[@]}" >>"$rows" 2>>"$out/targets.err" ||
+                echo "failed: $network $config" | tee -a "$out/targets.err"
+        done
+    done
+    python3 - "$rows" <<'PY' | tee "$out/targets.txt"
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    per = r.get("device_counts_per_round") or {}
+    shared = "shared" if "one stream" in r.get("device", "") else "per-thread"
+    print(f"{r['network']:16} {r['backend']:5} {r.get('messages','?'):6} {shared:10} median {r['median_seconds']*1e3:8.1f} ms"
+          f" rounds {r['rounds']:4} launches/round {per.get('launches', 0):6.1f}"
+          f" transfers/round {per.get('uploads', 0) + per.get('downloads', 0):5.2f}"
+          f" syncs/round {per.get('syncs', 0):5.2f} allocs/round {per.get('allocations', 0):6.1f}")
+PY
+    for streams in per-thread shared; do
+        CRYPTGPU_CUDA_STREAMS=$streams CRITERION_HOME="$out/criterion-$streams" \
+            "$bin/bench-cuda" --bench 'cuda/private/(relu/(10000|1000000)|matmul_fixed/4096)$' \
+            2>&1 | tee "$out/targets-criterion-$streams.txt"
+    done
 }
 
 case "${1:-}" in
@@ -93,10 +175,12 @@ case "${1:-}" in
         case "${2:-all}" in
             tests) run_tests ;;
             sanitizer) run_sanitizer ;;
+            profile) run_profile ;;
+            targets) run_targets ;;
             bench) run_bench ;;
-            all) run_tests && run_sanitizer && run_bench ;;
-            *) echo "usage: $0 run [tests|sanitizer|bench|all]" >&2; exit 2 ;;
+            all) run_tests && run_sanitizer && run_profile && run_targets ;;
+            *) echo "usage: $0 run [tests|sanitizer|profile|targets|bench|all]" >&2; exit 2 ;;
         esac
         ;;
-    *) echo "usage: $0 build | run [tests|sanitizer|bench|all]" >&2; exit 2 ;;
+    *) echo "usage: $0 build | run [tests|sanitizer|profile|targets|bench|all]" >&2; exit 2 ;;
 esac

@@ -14,8 +14,12 @@
 //!   send a message or to reveal a result, never to compute.
 //! - Ops may run asynchronously on the device; [`GpuBackend::download`] and
 //!   [`GpuBackend::sync`] wait for the work before them.
+//! - Every backend counts its work for the calling thread ([`counters`]): launches,
+//!   transfers, syncs and allocations, read with [`counters::thread_counts`].
 
+pub mod counters;
 mod error;
+pub mod fused;
 mod params;
 pub mod prg;
 pub mod shape;
@@ -23,14 +27,31 @@ pub mod shape;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use counters::DeviceCounts;
 pub use error::{BackendError, Result};
+pub use fused::{Fused, FusedStep, Operand};
 pub use params::{BinaryOp, Conv2dParams, Pool2dParams, ShiftOp, UnaryOp};
 
 use std::fmt::Debug;
 use std::ops::Range;
 
+/// The checks of [`GpuBackend::fused`] every backend runs first: the program against the
+/// number of inputs, and the inputs' shapes against each other. Returns the shape.
+///
+/// # Errors
+/// [`BackendError::InvalidArgument`] for a bad program, [`BackendError::ShapeMismatch`]
+/// (through [`shape::check_same`]) for inputs of different shapes.
+pub fn fused_shape<T: DeviceTensor>(program: &Fused, inputs: &[&T]) -> Result<Vec<usize>> {
+    program.check("fused", inputs.len())?;
+    let first = inputs[0].shape();
+    for input in &inputs[1..] {
+        shape::check_same("fused", first, input.shape())?;
+    }
+    Ok(first.to_vec())
+}
+
 /// A handle to a tensor of ring elements on a backend's device.
-pub trait DeviceTensor: Clone + Debug + Send + Sync {
+pub trait DeviceTensor: Clone + Debug + Send + Sync + 'static {
     /// The tensor's shape; `[]` for a scalar.
     fn shape(&self) -> &[usize];
 
@@ -115,6 +136,28 @@ pub trait GpuBackend: Clone + Debug + Send + Sync + 'static {
     /// Joins tensors along `axis`; every other extent must agree.
     fn concat(&self, tensors: &[&Self::Tensor], axis: usize) -> Result<Self::Tensor>;
 
+    /// Rows of a tensor picked by index: the result's row `i` (a slice along axis 0) is
+    /// row `rows[i]` of `tensor`, or zeros for `None`; its shape is `tensor`'s with axis 0
+    /// of extent `rows.len()`. Rows may repeat. One pass where a backend overrides it (a
+    /// carry tree's level picks its operands this way); the default composes slices,
+    /// zeros and one concatenation.
+    fn select_rows(&self, tensor: &Self::Tensor, rows: &[Option<usize>]) -> Result<Self::Tensor> {
+        let out_shape = shape::selected_rows("select_rows", tensor.shape(), rows)?;
+        let mut row_shape = out_shape.clone();
+        row_shape[0] = 1;
+        let parts = rows
+            .iter()
+            .map(|row| match row {
+                Some(r) => self.slice(tensor, 0, *r..*r + 1),
+                None => self.zeros(&row_shape),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if parts.is_empty() {
+            return self.zeros(&out_shape);
+        }
+        self.concat(&parts.iter().collect::<Vec<_>>(), 0)
+    }
+
     /// Repeats a tensor to a larger shape by NumPy's broadcasting rules.
     fn broadcast_to(&self, tensor: &Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
 
@@ -136,6 +179,31 @@ pub trait GpuBackend: Clone + Debug + Send + Sync + 'static {
 
     /// Shifts every element by `bits` (below 64).
     fn shift(&self, op: ShiftOp, tensor: &Self::Tensor, bits: u32) -> Result<Self::Tensor>;
+
+    /// `program` on every element of `inputs` (1 to [`fused::FUSED_MAX_INPUTS`] tensors of
+    /// one shape): its last step's value, in a tensor of that shape. One pass where a
+    /// backend overrides it; the default runs each step as its own op.
+    fn fused(&self, program: &Fused, inputs: &[&Self::Tensor]) -> Result<Self::Tensor> {
+        let shape = fused_shape(program, inputs)?;
+        let mut values: Vec<Self::Tensor> = Vec::with_capacity(program.steps().len());
+        for step in program.steps() {
+            let read = |operand: Operand| -> &Self::Tensor {
+                match operand {
+                    Operand::Input(i) => inputs[usize::from(i)],
+                    Operand::Step(s) => &values[usize::from(s)],
+                }
+            };
+            let value = match *step {
+                FusedStep::Binary(op, a, b) => self.binary(op, read(a), read(b))?,
+                FusedStep::Scalar(op, a, scalar) => self.binary_scalar(op, read(a), scalar)?,
+                FusedStep::Unary(op, a) => self.unary(op, read(a))?,
+                FusedStep::Shift(op, a, bits) => self.shift(op, read(a), bits)?,
+            };
+            values.push(value);
+        }
+        let last = values.pop().expect("a checked program has a step");
+        self.reshape(&last, &shape)
+    }
 
     /// Bit `bit` (0 = least significant) of every element, as 0 or 1.
     fn extract_bit(&self, tensor: &Self::Tensor, bit: u32) -> Result<Self::Tensor>;

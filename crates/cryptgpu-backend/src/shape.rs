@@ -540,6 +540,50 @@ pub struct StridedView {
     pub offset: usize,
 }
 
+impl StridedView {
+    /// Whether the view reads every element of an input of `input_len` elements in order:
+    /// a full slice, an identity permutation, a broadcast to the same shape. Backends then
+    /// hand back the input (reshaped) without a launch.
+    pub fn is_whole(&self, input_len: usize) -> bool {
+        let len: usize = self.shape.iter().product();
+        let mut expected = 1;
+        let in_order = self
+            .shape
+            .iter()
+            .zip(&self.strides)
+            .rev()
+            .all(|(&extent, &stride)| {
+                let ok = extent == 1 || stride == expected;
+                expected *= extent;
+                ok
+            });
+        self.offset == 0 && len == input_len && in_order
+    }
+}
+
+/// The shape of [`GpuBackend::select_rows`](crate::GpuBackend::select_rows) of a tensor of
+/// `shape` (rank at least 1): `shape` with axis 0 of extent `rows.len()`, each row index
+/// checked against axis 0.
+pub fn selected_rows(
+    op: &'static str,
+    shape: &[usize],
+    rows: &[Option<usize>],
+) -> Result<Vec<usize>> {
+    let Some(&extent) = shape.first() else {
+        return Err(BackendError::invalid(op, "a scalar has no rows"));
+    };
+    if let Some(bad) = rows.iter().flatten().find(|&&r| r >= extent) {
+        return Err(BackendError::invalid(
+            op,
+            format!("row {bad} of a tensor of shape {shape:?}"),
+        ));
+    }
+    let mut out = shape.to_vec();
+    out[0] = rows.len();
+    numel(op, &out)?;
+    Ok(out)
+}
+
 /// [`StridedView`] of `permute(axes)` on a tensor of `shape`, checked.
 pub fn permute_view(op: &'static str, shape: &[usize], axes: &[usize]) -> Result<StridedView> {
     let out = permuted(op, shape, axes)?;
@@ -583,4 +627,24 @@ pub fn broadcast_view(op: &'static str, from: &[usize], to: &[usize]) -> Result<
             .collect(),
         offset: 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_views_are_the_ones_that_read_every_element_in_order() {
+        let shape = [2, 3, 4];
+        let whole = |v: Result<StridedView>| v.unwrap().is_whole(24);
+        assert!(whole(slice_view("t", &shape, 1, &(0..3))));
+        assert!(whole(permute_view("t", &shape, &[0, 1, 2])));
+        assert!(whole(broadcast_view("t", &shape, &shape)));
+        // Moving an axis of extent 1 keeps the order.
+        assert!(permute_view("t", &[1, 5], &[1, 0]).unwrap().is_whole(5));
+        assert!(!whole(slice_view("t", &shape, 1, &(0..2))));
+        assert!(!whole(slice_view("t", &shape, 0, &(1..2))));
+        assert!(!whole(permute_view("t", &shape, &[0, 2, 1])));
+        assert!(!broadcast_view("t", &[1, 4], &[3, 4]).unwrap().is_whole(4));
+    }
 }

@@ -146,7 +146,13 @@ fn limit_words() -> usize {
 /// A buffer of `len` words whose contents are unspecified (zeros, or the values of a
 /// freed tensor): for callers that overwrite every element.
 pub(crate) fn take(len: usize) -> Vec<u64> {
-    take_pooled(len).unwrap_or_else(|| vec![0; len])
+    take_pooled(len).unwrap_or_else(|| fresh(len))
+}
+
+/// A new allocation of `len` zeros, counted as the device allocation it is.
+fn fresh(len: usize) -> Vec<u64> {
+    cryptgpu_backend::counters::record_allocation(8 * len as u64);
+    vec![0; len]
 }
 
 /// A buffer of `len` zeros.
@@ -157,7 +163,7 @@ pub(crate) fn take_zeroed(len: usize) -> Vec<u64> {
             words
         }
         // Fresh pages are zero already.
-        None => vec![0; len],
+        None => fresh(len),
     }
 }
 

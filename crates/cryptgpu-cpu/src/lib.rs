@@ -13,9 +13,10 @@ mod par;
 mod pool;
 
 use buffer::Buffer;
+use cryptgpu_backend::counters;
 use cryptgpu_backend::shape::{self, Conv2dDims, MatmulDims, Pool2dDims};
 use cryptgpu_backend::{
-    BinaryOp, Conv2dParams, DeviceTensor, GpuBackend, Pool2dParams, Result, ShiftOp, UnaryOp,
+    BinaryOp, Conv2dParams, DeviceTensor, Fused, GpuBackend, Pool2dParams, Result, ShiftOp, UnaryOp,
 };
 use rayon::prelude::*;
 use std::ops::Range;
@@ -39,6 +40,12 @@ impl CpuBackend {
 
     /// A layout op (permute, slice, broadcast) as the strided gather it is.
     fn gather(&self, tensor: &CpuTensor, view: shape::StridedView) -> CpuTensor {
+        if view.is_whole(tensor.len()) {
+            return CpuTensor {
+                data: tensor.data.clone(),
+                shape: view.shape,
+            };
+        }
         let data = layout::strided_gather(&tensor.data, &view.shape, &view.strides, view.offset);
         CpuTensor::new(data, view.shape)
     }
@@ -61,7 +68,14 @@ impl PartialEq for CpuTensor {
 impl Eq for CpuTensor {}
 
 impl CpuTensor {
+    /// The result of an op: one pass over memory, counted as a launch.
     fn new(data: Vec<u64>, shape: Vec<usize>) -> Self {
+        counters::record_launches(1);
+        Self::from_host(data, shape)
+    }
+
+    /// A tensor of words from the host (an upload: no pass counted).
+    fn from_host(data: Vec<u64>, shape: Vec<usize>) -> Self {
         debug_assert_eq!(data.len(), shape.iter().product::<usize>());
         Self {
             data: Arc::new(Buffer::new(data)),
@@ -90,19 +104,23 @@ impl GpuBackend for CpuBackend {
 
     fn upload(&self, data: &[u64], shape: &[usize]) -> Result<CpuTensor> {
         shape::check_len("upload", shape, data.len())?;
-        Ok(CpuTensor::new(buffer::copy_of(data), shape.to_vec()))
+        counters::record_upload(8 * data.len() as u64);
+        Ok(CpuTensor::from_host(buffer::copy_of(data), shape.to_vec()))
     }
 
     fn upload_vec(&self, data: Vec<u64>, shape: &[usize]) -> Result<CpuTensor> {
         shape::check_len("upload", shape, data.len())?;
-        Ok(CpuTensor::new(data, shape.to_vec()))
+        counters::record_upload(8 * data.len() as u64);
+        Ok(CpuTensor::from_host(data, shape.to_vec()))
     }
 
     fn download(&self, tensor: &CpuTensor) -> Result<Vec<u64>> {
+        counters::record_download(8 * tensor.len() as u64, false);
         Ok(tensor.data.to_vec())
     }
 
     fn download_vec(&self, tensor: CpuTensor) -> Result<Vec<u64>> {
+        counters::record_download(8 * tensor.len() as u64, false);
         Ok(match Arc::try_unwrap(tensor.data) {
             Ok(buffer) => buffer.into_vec(),
             Err(shared) => buffer::copy_of(&shared),
@@ -117,6 +135,8 @@ impl GpuBackend for CpuBackend {
     }
 
     fn sync(&self) -> Result<()> {
+        // Every op has finished when it returns: the wait is counted, and free.
+        counters::record_sync();
         Ok(())
     }
 
@@ -141,6 +161,9 @@ impl GpuBackend for CpuBackend {
     fn concat(&self, tensors: &[&CpuTensor], axis: usize) -> Result<CpuTensor> {
         let shapes: Vec<&[usize]> = tensors.iter().map(|t| t.shape.as_slice()).collect();
         let out_shape = shape::concatenated("concat", &shapes, axis)?;
+        if let [only] = tensors {
+            return self.reshape(only, &out_shape);
+        }
         let parts: Vec<(&[u64], &[usize])> = tensors
             .iter()
             .map(|t| (&t.data[..], t.shape.as_slice()))
@@ -150,6 +173,22 @@ impl GpuBackend for CpuBackend {
             layout::concat(&parts, axis, total),
             out_shape,
         ))
+    }
+
+    fn select_rows(&self, tensor: &CpuTensor, rows: &[Option<usize>]) -> Result<CpuTensor> {
+        let out_shape = shape::selected_rows("select_rows", &tensor.shape, rows)?;
+        let row_len: usize = out_shape[1..].iter().product();
+        let x = &tensor.data;
+        let mut out = buffer::take(rows.len() * row_len);
+        if row_len > 0 {
+            out.par_chunks_mut(row_len)
+                .zip(rows)
+                .for_each(|(dst, row)| match row {
+                    Some(r) => dst.copy_from_slice(&x[r * row_len..][..row_len]),
+                    None => dst.fill(0),
+                });
+        }
+        Ok(CpuTensor::new(out, out_shape))
     }
 
     fn broadcast_to(&self, tensor: &CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
@@ -190,6 +229,12 @@ impl GpuBackend for CpuBackend {
             par::map(&tensor.data, |x| op.apply(x, bits)),
             tensor.shape.clone(),
         ))
+    }
+
+    fn fused(&self, program: &Fused, inputs: &[&CpuTensor]) -> Result<CpuTensor> {
+        let shape = cryptgpu_backend::fused_shape(program, inputs)?;
+        let words: Vec<&[u64]> = inputs.iter().map(|t| &t.data[..]).collect();
+        Ok(CpuTensor::new(par::fused(program, &words), shape))
     }
 
     fn extract_bit(&self, tensor: &CpuTensor, bit: u32) -> Result<CpuTensor> {

@@ -22,6 +22,44 @@ pub(crate) struct Device {
     /// Number of streaming multiprocessors (sizes grids).
     pub(crate) multiprocessors: u32,
     functions: HashMap<&'static str, (CudaFunction, &'static KernelDecl)>,
+    /// With [`StreamMode::Shared`], the one stream every thread's work goes to.
+    pub(crate) shared_stream: Option<Arc<CudaStream>>,
+}
+
+/// How the host threads that use a device share it: the value of [`STREAMS_VAR`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamMode {
+    /// A stream per host thread (the default): three parties' kernels run side by side,
+    /// and a tensor one thread made and another uses is ordered by cudarc's per-buffer
+    /// events (two events per allocation, a wait and a record per kernel argument).
+    PerThread,
+    /// One stream for every thread, and cudarc's event tracking off: all work on the
+    /// device is ordered by the stream alone, so no events are made, waited on or
+    /// recorded, at the cost of the parties' kernels no longer overlapping. For measuring
+    /// which pays at small sizes; chosen per process, before the device is first opened.
+    Shared,
+}
+
+/// The environment variable that picks the [`StreamMode`]: `per-thread` (the default) or
+/// `shared`.
+pub const STREAMS_VAR: &str = "CRYPTGPU_CUDA_STREAMS";
+
+impl StreamMode {
+    /// The mode [`STREAMS_VAR`] asks for.
+    ///
+    /// # Errors
+    /// A value other than `per-thread` or `shared`.
+    pub fn from_env() -> Result<StreamMode, BackendError> {
+        match std::env::var(STREAMS_VAR) {
+            Err(_) => Ok(StreamMode::PerThread),
+            Ok(v) if v.is_empty() || v == "per-thread" => Ok(StreamMode::PerThread),
+            Ok(v) if v == "shared" => Ok(StreamMode::Shared),
+            Ok(v) => Err(BackendError::invalid(
+                "CudaBackend::new",
+                format!("{STREAMS_VAR}={v}: expected per-thread or shared"),
+            )),
+        }
+    }
 }
 
 impl std::fmt::Debug for Device {
@@ -59,8 +97,24 @@ impl Device {
                 "device {ordinal} was asked for but the driver reports {count}"
             )));
         }
+        let mode = StreamMode::from_env()?;
         let ctx = CudaContext::new(ordinal).map_err(CudaError::from)?;
-        let device = Arc::new(Self::load(ctx)?);
+        keep_freed_memory(&ctx);
+        let shared_stream = match mode {
+            StreamMode::PerThread => None,
+            StreamMode::Shared => {
+                // SAFETY: every buffer of this context is made, used and freed on the one
+                // stream made just below (`CudaBackend::queue` hands it to every thread),
+                // so the stream orders every use before the free, every write before the
+                // reads, and no two streams ever touch a buffer: the synchronisation the
+                // events would provide is the stream's order. No buffer exists yet.
+                unsafe { ctx.disable_event_tracking() };
+                Some(ctx.new_stream().map_err(CudaError::from)?)
+            }
+        };
+        let mut device = Self::load(ctx)?;
+        device.shared_stream = shared_stream;
+        let device = Arc::new(device);
         opened.insert(ordinal, device.clone());
         Ok(device)
     }
@@ -87,6 +141,7 @@ impl Device {
             compute_capability,
             multiprocessors: multiprocessors.max(1) as u32,
             functions,
+            shared_stream: None,
         })
     }
 
@@ -121,6 +176,37 @@ impl Device {
             config,
         })
     }
+}
+
+/// Keeps memory freed on the device in its default pool, from which cudarc's stream-ordered
+/// allocations (`cuMemAllocAsync`) are served, instead of handing it back to the driver at
+/// every synchronisation (the pool's default release threshold is 0): the tensors of a
+/// protocol round then come from the pool, not from fresh mappings. Returns whether the
+/// threshold was set; where it could not be (no stream-ordered allocator, an old driver),
+/// allocations stay correct, only slower, so that is not an error.
+fn keep_freed_memory(ctx: &CudaContext) -> bool {
+    use cudarc::driver::sys;
+    if !ctx.has_async_alloc() || ctx.bind_to_thread().is_err() {
+        return false;
+    }
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    // SAFETY: `pool` is a valid place for the driver to write a pool handle, and the device
+    // is the context's own, which is current on this thread (bound just above).
+    let got = unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) };
+    if got != sys::CUresult::CUDA_SUCCESS || pool.is_null() {
+        return false;
+    }
+    let mut threshold = u64::MAX;
+    // SAFETY: the release threshold attribute takes a pointer to a cuuint64_t, which
+    // `threshold` is, alive for the call; `pool` is the handle the driver just returned.
+    let set = unsafe {
+        sys::cuMemPoolSetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut threshold as *mut u64).cast(),
+        )
+    };
+    set == sys::CUresult::CUDA_SUCCESS
 }
 
 /// A kernel launch being assembled. Every argument is recorded with its [`Param`] kind,
@@ -175,6 +261,7 @@ impl<'a> Call<'a> {
         // the PTX), so the kernel reads every parameter from a value of the right layout;
         // the caller guarantees the memory accesses stay in bounds.
         unsafe { self.args.launch(self.config) }?;
+        cryptgpu_backend::counters::record_launches(1);
         Ok(())
     }
 }

@@ -329,6 +329,13 @@ fn limbs<K: LimbKind>(
             stream.alloc::<K::Sum>(l_count * m_pad * n_pad)?,
         )
     };
+    for bytes in [
+        m_pad * ld * std::mem::size_of::<K::Limb>(),
+        n_pad * ld * std::mem::size_of::<K::Limb>(),
+        l_count * m_pad * n_pad * std::mem::size_of::<K::Sum>(),
+    ] {
+        cryptgpu_backend::counters::record_allocation(bytes as u64);
+    }
     let plane = m_pad * n_pad;
     let blas = queue.blas()?;
     let handle = blas.as_ref().expect("Queue::blas creates the handle");
@@ -396,6 +403,7 @@ fn limbs<K: LimbKind>(
                         )
                     }?;
                 }
+                cryptgpu_backend::counters::record_launches(l_count as u64);
             }
             let dims = RecombineDims {
                 m: m as u64,

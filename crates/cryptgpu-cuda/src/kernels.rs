@@ -7,6 +7,7 @@
 //! `.entry` signatures of the PTX, so a launch and its kernel cannot disagree silently.
 
 use crate::CudaError;
+use cryptgpu_backend::{Fused, FusedStep, Operand};
 use cudarc::driver::DeviceRepr;
 use std::ffi::{CStr, CString};
 
@@ -71,6 +72,148 @@ pub struct GatherParams {
 
 /// The most axes a strided gather takes.
 pub const GATHER_MAX_RANK: usize = 12;
+
+/// Mirrors `SelectRowsParams` in `kernels/layout.cu`: one launch of `select_rows_u64`,
+/// which fills output rows `first_row .. first_row + count`, row `first_row + r` from
+/// source row `rows[r]` (or with zeros where that is [`SELECT_ROWS_NONE`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SelectRowsParams {
+    /// Elements per row, of the source and of the output.
+    pub row_len: u64,
+    /// The output row that `rows[0]` fills.
+    pub first_row: u64,
+    /// Rows this launch fills, at most [`SELECT_ROWS_MAX`].
+    pub count: u64,
+    /// The source row of each output row, or [`SELECT_ROWS_NONE`] for a row of zeros;
+    /// entries from `count` on are unused.
+    pub rows: [u64; SELECT_ROWS_MAX],
+}
+
+/// The most rows one `select_rows_u64` launch fills (its parameter block is 1048 bytes,
+/// well inside the 4 KiB every architecture accepts).
+pub const SELECT_ROWS_MAX: usize = 128;
+
+/// The row index that stands for a row of zeros in [`SelectRowsParams::rows`].
+pub const SELECT_ROWS_NONE: u64 = u64::MAX;
+
+impl SelectRowsParams {
+    /// The launches of `select_rows` picking `rows` (row `i` of the output is source row
+    /// `rows[i]`, or zeros for `None`) with rows of `row_len` elements: one per
+    /// [`SELECT_ROWS_MAX`] output rows, in order; none for no rows.
+    pub fn chunks(rows: &[Option<usize>], row_len: usize) -> Vec<SelectRowsParams> {
+        rows.chunks(SELECT_ROWS_MAX)
+            .enumerate()
+            .map(|(c, chunk)| {
+                let mut params = SelectRowsParams {
+                    row_len: row_len as u64,
+                    first_row: (c * SELECT_ROWS_MAX) as u64,
+                    count: chunk.len() as u64,
+                    rows: [SELECT_ROWS_NONE; SELECT_ROWS_MAX],
+                };
+                for (slot, row) in params.rows.iter_mut().zip(chunk) {
+                    *slot = row.map_or(SELECT_ROWS_NONE, |r| r as u64);
+                }
+                params
+            })
+            .collect()
+    }
+}
+
+/// The most inputs `fused_u64` reads ([`cryptgpu_backend::fused::FUSED_MAX_INPUTS`]).
+pub const FUSED_MAX_INPUTS: usize = cryptgpu_backend::fused::FUSED_MAX_INPUTS;
+
+/// The most steps `fused_u64` runs ([`cryptgpu_backend::fused::FUSED_MAX_STEPS`]).
+pub const FUSED_MAX_STEPS: usize = cryptgpu_backend::fused::FUSED_MAX_STEPS;
+
+/// [`FusedCode::kind`] of a [`FusedStep::Binary`]: `op(value[a], value[b])`.
+pub const FUSED_BINARY: u32 = 0;
+/// [`FusedCode::kind`] of a [`FusedStep::Scalar`]: `op(value[a], arg)`.
+pub const FUSED_SCALAR: u32 = 1;
+/// [`FusedCode::kind`] of a [`FusedStep::Unary`]: `op(value[a])`.
+pub const FUSED_UNARY: u32 = 2;
+/// [`FusedCode::kind`] of a [`FusedStep::Shift`]: `op(value[a], arg)`.
+pub const FUSED_SHIFT: u32 = 3;
+
+/// Mirrors `FusedCode` in `kernels/elementwise.cu`: one step of a [`FusedParams`] program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FusedCode {
+    /// [`FUSED_BINARY`], [`FUSED_SCALAR`], [`FUSED_UNARY`] or [`FUSED_SHIFT`].
+    pub kind: u32,
+    /// The op's code, as `binary_u64`, `unary_u64` and `shift_u64` take it.
+    pub op: u32,
+    /// The first operand: input `i` is `i`, step `s` is [`FUSED_MAX_INPUTS`]` + s`.
+    pub a: u32,
+    /// The second operand of a [`FUSED_BINARY`] step, coded as `a`; 0 otherwise.
+    pub b: u32,
+    /// The scalar of a [`FUSED_SCALAR`] step, the amount of a [`FUSED_SHIFT`]; 0 otherwise.
+    pub arg: u64,
+}
+
+/// Mirrors `FusedParams` in `kernels/elementwise.cu`: a checked [`Fused`] program, passed
+/// by value to `fused_u64` (304 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FusedParams {
+    /// Inputs the program is called with, 1 to [`FUSED_MAX_INPUTS`].
+    pub inputs: u64,
+    /// Steps, 1 to [`FUSED_MAX_STEPS`]; the last one's value is the result.
+    pub steps: u64,
+    /// The steps in order; entries from `steps` on are unused (zero).
+    pub code: [FusedCode; FUSED_MAX_STEPS],
+}
+
+impl FusedParams {
+    /// The kernel's encoding of `program` called with `inputs` inputs. The caller has
+    /// checked the program against `inputs` ([`cryptgpu_backend::fused_shape`]), so every
+    /// operand reads an input below `inputs` or an earlier step and the kernel indexes
+    /// only values it has set.
+    pub fn new(program: &Fused, inputs: usize) -> FusedParams {
+        let operand = |operand: Operand| match operand {
+            Operand::Input(i) => u32::from(i),
+            Operand::Step(s) => FUSED_MAX_INPUTS as u32 + u32::from(s),
+        };
+        let mut params = FusedParams {
+            inputs: inputs as u64,
+            steps: program.steps().len() as u64,
+            code: [FusedCode::default(); FUSED_MAX_STEPS],
+        };
+        for (slot, step) in params.code.iter_mut().zip(program.steps()) {
+            *slot = match *step {
+                FusedStep::Binary(op, a, b) => FusedCode {
+                    kind: FUSED_BINARY,
+                    op: crate::binary_code(op),
+                    a: operand(a),
+                    b: operand(b),
+                    arg: 0,
+                },
+                FusedStep::Scalar(op, a, scalar) => FusedCode {
+                    kind: FUSED_SCALAR,
+                    op: crate::binary_code(op),
+                    a: operand(a),
+                    b: 0,
+                    arg: scalar,
+                },
+                FusedStep::Unary(op, a) => FusedCode {
+                    kind: FUSED_UNARY,
+                    op: crate::unary_code(op),
+                    a: operand(a),
+                    b: 0,
+                    arg: 0,
+                },
+                FusedStep::Shift(op, a, bits) => FusedCode {
+                    kind: FUSED_SHIFT,
+                    op: crate::shift_code(op),
+                    a: operand(a),
+                    b: 0,
+                    arg: u64::from(bits),
+                },
+            };
+        }
+        params
+    }
+}
 
 /// Mirrors `PoolDims` in `kernels/pool.cu`.
 #[repr(C)]
@@ -178,6 +321,11 @@ pub struct ChachaKey {
 // checks the sizes against the PTX.
 unsafe impl DeviceRepr for GatherParams {}
 // SAFETY: as above.
+unsafe impl DeviceRepr for SelectRowsParams {}
+// SAFETY: as above (FusedCode's four u32 fill one 8-byte unit before its u64, so
+// FusedParams is 8 + 8 + 12 · 24 bytes with no padding).
+unsafe impl DeviceRepr for FusedParams {}
+// SAFETY: as above.
 unsafe impl DeviceRepr for PoolDims {}
 // SAFETY: as above.
 unsafe impl DeviceRepr for ConvDims {}
@@ -212,6 +360,8 @@ macro_rules! struct_values {
 }
 struct_values!(
     GatherParams,
+    SelectRowsParams,
+    FusedParams,
     PoolDims,
     ConvDims,
     GemmDims,
@@ -253,6 +403,20 @@ pub const SOURCES: &[KernelSource] = &[
                 params: &[Ptr, Ptr, U64, U32, U32],
             },
             KernelDecl {
+                name: "fused_u64",
+                params: &[
+                    Ptr,
+                    Ptr,
+                    Ptr,
+                    Ptr,
+                    Ptr,
+                    Ptr,
+                    Ptr,
+                    U64,
+                    by_value::<FusedParams>(),
+                ],
+            },
+            KernelDecl {
                 name: "extract_bit_u64",
                 params: &[Ptr, Ptr, U64, U32],
             },
@@ -281,6 +445,10 @@ pub const SOURCES: &[KernelSource] = &[
             KernelDecl {
                 name: "copy_runs_u64",
                 params: &[Ptr, Ptr, U64, U64, U64, U64],
+            },
+            KernelDecl {
+                name: "select_rows_u64",
+                params: &[Ptr, Ptr, by_value::<SelectRowsParams>()],
             },
             KernelDecl {
                 name: "sum_axis_u64",

@@ -31,19 +31,21 @@ pub mod kernels;
 pub mod libs;
 pub mod limbs;
 
+pub use device::{STREAMS_VAR, StreamMode};
 pub use error::CudaError;
 pub use gemm::{GemmMethod, ReferenceGemm};
 
+use cryptgpu_backend::counters;
 use cryptgpu_backend::shape::{self, Conv2dDims, MatmulDims, Pool2dDims};
 use cryptgpu_backend::{
-    BackendError, BinaryOp, Conv2dParams, DeviceTensor, GpuBackend, Pool2dParams, Result, ShiftOp,
-    UnaryOp, prg,
+    BackendError, BinaryOp, Conv2dParams, DeviceTensor, Fused, GpuBackend, Pool2dParams, Result,
+    ShiftOp, UnaryOp, prg,
 };
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaSlice, CudaStream};
 use device::Device;
 use gemm::{GemmShape, MatRef};
-use kernels::{ChachaKey, GATHER_MAX_RANK, GatherParams, PoolDims};
+use kernels::{ChachaKey, FusedParams, GATHER_MAX_RANK, GatherParams, PoolDims, SelectRowsParams};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -189,6 +191,15 @@ impl CudaBackend {
         &self.device.name
     }
 
+    /// How the threads that use this device share it ([`StreamMode`], from
+    /// [`STREAMS_VAR`] when the device was first opened in this process).
+    pub fn stream_mode(&self) -> StreamMode {
+        match self.device.shared_stream {
+            Some(_) => StreamMode::Shared,
+            None => StreamMode::PerThread,
+        }
+    }
+
     /// The device's compute capability, `(major, minor)`.
     pub fn compute_capability(&self) -> (i32, i32) {
         self.device.compute_capability
@@ -205,8 +216,14 @@ impl CudaBackend {
         if let Some(queue) = queues.get(&thread) {
             return Ok(queue.clone());
         }
+        // In the shared mode every thread's queue holds the device's one stream (each its
+        // own cuBLAS handle on it).
+        let stream = match &self.device.shared_stream {
+            Some(stream) => stream.clone(),
+            None => self.device.ctx.new_stream()?,
+        };
         let queue = Arc::new(Queue {
-            stream: self.device.ctx.new_stream()?,
+            stream,
             blas: Mutex::new(None),
         });
         queues.insert(thread, queue.clone());
@@ -223,7 +240,9 @@ impl CudaBackend {
         // SAFETY: every caller launches a kernel (or a copy) that writes all `len`
         // elements before the buffer is read; the spare element of an empty tensor is
         // never read.
-        Ok(unsafe { self.stream()?.alloc::<u64>(len.max(1)) }?)
+        let buf = unsafe { self.stream()?.alloc::<u64>(len.max(1)) }?;
+        counters::record_allocation(8 * len.max(1) as u64);
+        Ok(buf)
     }
 
     /// Sets the first `n` elements of `buf` to `value`.
@@ -298,6 +317,15 @@ impl CudaBackend {
             unsafe { call.launch() }?;
         }
         Ok(CudaTensor::new(out, shape.to_vec()))
+    }
+
+    /// A layout op's view of `x`: `x` itself (reshaped) when the view reads all of it in
+    /// order, else a gather.
+    fn view(&self, x: &CudaTensor, v: shape::StridedView) -> Result<CudaTensor> {
+        if v.is_whole(x.len()) {
+            return Ok(x.clone().with_shape(v.shape));
+        }
+        Ok(self.gather(x, &v.shape, &v.strides, v.offset)?)
     }
 
     /// A kernel that maps `x` elementwise to a new tensor of the same shape; `op` is the
@@ -385,13 +413,17 @@ impl GpuBackend for CudaBackend {
         let buf = if data.is_empty() {
             self.alloc(0)?
         } else {
+            counters::record_allocation(8 * data.len() as u64);
             self.stream()?.clone_htod(data).map_err(CudaError::from)?
         };
+        counters::record_upload(8 * data.len() as u64);
         Ok(CudaTensor::new(buf, shape.to_vec()))
     }
 
     fn download(&self, tensor: &CudaTensor) -> Result<Vec<u64>> {
         let n = tensor.len();
+        // A copy to the host waits for the work before it.
+        counters::record_download(8 * n as u64, n > 0);
         if n == 0 {
             return Ok(Vec::new());
         }
@@ -409,6 +441,7 @@ impl GpuBackend for CudaBackend {
     }
 
     fn sync(&self) -> Result<()> {
+        counters::record_sync();
         Ok(self.stream()?.synchronize().map_err(CudaError::from)?)
     }
 
@@ -419,17 +452,20 @@ impl GpuBackend for CudaBackend {
 
     fn permute(&self, tensor: &CudaTensor, axes: &[usize]) -> Result<CudaTensor> {
         let v = shape::permute_view("permute", &tensor.shape, axes)?;
-        Ok(self.gather(tensor, &v.shape, &v.strides, v.offset)?)
+        self.view(tensor, v)
     }
 
     fn slice(&self, tensor: &CudaTensor, axis: usize, range: Range<usize>) -> Result<CudaTensor> {
         let v = shape::slice_view("slice", &tensor.shape, axis, &range)?;
-        Ok(self.gather(tensor, &v.shape, &v.strides, v.offset)?)
+        self.view(tensor, v)
     }
 
     fn concat(&self, tensors: &[&CudaTensor], axis: usize) -> Result<CudaTensor> {
         let shapes: Vec<&[usize]> = tensors.iter().map(|t| t.shape.as_slice()).collect();
         let out_shape = shape::concatenated("concat", &shapes, axis)?;
+        if let [only] = tensors {
+            return self.reshape(only, &out_shape);
+        }
         let total: usize = out_shape.iter().product();
         let mut out = self.alloc(total)?;
         let outer: usize = out_shape[..axis].iter().product();
@@ -459,9 +495,33 @@ impl GpuBackend for CudaBackend {
         Ok(CudaTensor::new(out, out_shape))
     }
 
+    fn select_rows(&self, tensor: &CudaTensor, rows: &[Option<usize>]) -> Result<CudaTensor> {
+        let out_shape = shape::selected_rows("select_rows", &tensor.shape, rows)?;
+        let row_len: usize = out_shape[1..].iter().product();
+        let mut out = self.alloc(rows.len() * row_len)?;
+        if row_len > 0 {
+            let stream = self.stream()?;
+            // One launch per SELECT_ROWS_MAX rows, the row indices passed by value.
+            for params in SelectRowsParams::chunks(rows, row_len) {
+                let items = params.count * params.row_len;
+                let mut call =
+                    self.device
+                        .call(&stream, "select_rows_u64", self.device.grid_1d(items))?;
+                call.input(tensor.buffer()).output(&mut out).value(&params);
+                // SAFETY: the kernel writes out[(first_row + r)·row_len + j] for r < count,
+                // j < row_len, and first_row + count ≤ rows.len(): inside out's
+                // rows.len()·row_len elements. It reads x[rows[r]·row_len + j] only for
+                // rows[r] ≠ SELECT_ROWS_NONE, a row that `selected_rows` checked is below
+                // x's extent along axis 0, whose rows are row_len elements long: inside x.
+                unsafe { call.launch() }.map_err(BackendError::from)?;
+            }
+        }
+        Ok(CudaTensor::new(out, out_shape))
+    }
+
     fn broadcast_to(&self, tensor: &CudaTensor, shape: &[usize]) -> Result<CudaTensor> {
         let v = shape::broadcast_view("broadcast_to", &tensor.shape, shape)?;
-        Ok(self.gather(tensor, &v.shape, &v.strides, v.offset)?)
+        self.view(tensor, v)
     }
 
     fn binary(&self, op: BinaryOp, lhs: &CudaTensor, rhs: &CudaTensor) -> Result<CudaTensor> {
@@ -502,6 +562,32 @@ impl GpuBackend for CudaBackend {
     fn shift(&self, op: ShiftOp, tensor: &CudaTensor, bits: u32) -> Result<CudaTensor> {
         shape::check_shift("shift", bits)?;
         Ok(self.map("shift_u64", tensor, None, &[bits, shift_code(op)])?)
+    }
+
+    fn fused(&self, program: &Fused, inputs: &[&CudaTensor]) -> Result<CudaTensor> {
+        let shape = cryptgpu_backend::fused_shape(program, inputs)?;
+        let n = inputs[0].len() as u64;
+        let params = FusedParams::new(program, inputs.len());
+        let mut out = self.alloc(inputs[0].len())?;
+        if n > 0 {
+            let stream = self.stream()?;
+            let mut call = self
+                .device
+                .call(&stream, "fused_u64", self.device.grid_1d(n))?;
+            // Six input slots; those the program is not given hold the first input again.
+            for slot in 0..kernels::FUSED_MAX_INPUTS {
+                call.input(inputs.get(slot).unwrap_or(&inputs[0]).buffer());
+            }
+            call.output(&mut out).value(&n).value(&params);
+            // SAFETY: the kernel writes out[i] for i < n, out's element count, and reads
+            // in_k[i] for i < n only for k < params.inputs = inputs.len(), tensors of
+            // n elements (fused_shape checked that they all have the same shape). The
+            // program was checked by fused_shape, so every operand names an input below
+            // inputs.len() or an earlier step: the kernel's value array is indexed only
+            // inside its FUSED_MAX_INPUTS + FUSED_MAX_STEPS entries, at ones it has set.
+            unsafe { call.launch() }.map_err(BackendError::from)?;
+        }
+        Ok(CudaTensor::new(out, shape))
     }
 
     fn extract_bit(&self, tensor: &CudaTensor, bit: u32) -> Result<CudaTensor> {

@@ -9,10 +9,13 @@
 
 use crate::cost::{self, Cost};
 use crate::*;
+use cryptgpu_backend::counters::{self, DeviceCounts};
 use cryptgpu_backend::{GpuBackend, Pool2dParams};
 use cryptgpu_ring::FixedPoint;
 use cryptgpu_share::{KeySource, Party, Rss, Truncation};
-use cryptgpu_transport::{CommStats, LocalTransport, PartyId, run_local_3pc};
+use cryptgpu_transport::{
+    CommStats, LocalConfig, LocalTransport, PartyId, run_local_3pc, run_local_3pc_with,
+};
 
 /// A party of the suite's in-process runs.
 pub type SuiteParty<'a, B> = Party<B, &'a mut LocalTransport>;
@@ -1108,6 +1111,114 @@ pub fn check_communication<B: GpuBackend>(backend: &B) {
     }
 }
 
+/// One party's device work and communication during one protocol run.
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceWork {
+    /// What the party's backend did (its thread's counters) during the run.
+    pub counts: DeviceCounts,
+    /// What it sent and received during the run.
+    pub stats: CommStats,
+}
+
+/// Runs `op` on a shared input of `shape` as three parties on `backend` (messages as
+/// handles when `on_device`, else as bytes through the host) and returns each party's
+/// [`DeviceWork`] during `op` alone.
+pub fn device_work<B: GpuBackend>(
+    backend: &B,
+    on_device: bool,
+    shape: &[usize],
+    op: impl Fn(&mut Party<B, &mut LocalTransport>, &Rss<B>) -> Result<()> + Sync,
+) -> [DeviceWork; 3] {
+    let n: usize = shape.iter().product();
+    let values = reals(11, n, -100.0, 100.0);
+    let config = LocalConfig::default().with_handles(on_device);
+    run_local_3pc_with(config, |t| -> Result<DeviceWork> {
+        let mut p = Party::setup_with(
+            backend.clone(),
+            t,
+            FixedPoint::default(),
+            KeySource::InsecureSeeded(7),
+        )?;
+        let owned = (p.id() == PartyId::P0).then_some(values.as_slice());
+        let x = p.share_f64(PartyId::P0, owned, shape)?;
+        p.backend().sync()?;
+        let (counts, stats) = (counters::thread_counts(), p.stats());
+        op(&mut p, &x)?;
+        Ok(DeviceWork {
+            counts: counters::thread_counts().since(&counts),
+            stats: p.stats().since(&stats),
+        })
+    })
+    .expect("no party failed")
+    .map(|r| r.expect("protocol succeeded"))
+}
+
+/// What a protocol moves between host and device: nothing at all when the parties share
+/// the device (messages are handles; ReLU, max-pooling and softmax make no transfer and no
+/// host wait), and exactly its messages when they go through the host (each message sent
+/// downloaded once, each received uploaded, byte for byte).
+pub fn check_device_work<B: GpuBackend>(backend: &B) {
+    type Op<B> = fn(&mut Party<B, &mut LocalTransport>, &Rss<B>) -> Result<()>;
+    let cases: [(&str, Vec<usize>, Op<B>); 3] = [
+        ("relu", vec![1000], |p, x| relu(p, x).map(drop)),
+        ("max_pool2d 2x2", vec![2, 3, 8, 8], |p, x| {
+            max_pool2d_values(p, x, Pool2dParams::new(2, 2)).map(drop)
+        }),
+        ("softmax", vec![4, 10], |p, x| {
+            softmax(p, x, 1, SoftmaxOptions::default()).map(drop)
+        }),
+    ];
+    for (name, shape, op) in cases {
+        let on_device = device_work(backend, true, &shape, op);
+        let via_host = device_work(backend, false, &shape, op);
+        for party in PartyId::ALL {
+            let (d, h) = (on_device[party.index()], via_host[party.index()]);
+            assert!(
+                d.counts.launches > 0 && h.stats.total_messages_sent() > 0,
+                "{name}, {party}: the protocol ran ({}; {})",
+                d.counts,
+                h.stats
+            );
+            assert_eq!(
+                (d.counts.transfers(), d.counts.syncs),
+                (0, 0),
+                "{name}, {party}, messages on the device: {}",
+                d.counts
+            );
+            assert_eq!(
+                d.stats, h.stats,
+                "{name}, {party}: the same messages either way"
+            );
+            assert_eq!(
+                (h.counts.downloads, h.counts.download_bytes),
+                (h.stats.total_messages_sent(), h.stats.total_bytes_sent()),
+                "{name}, {party}, messages through the host: {}",
+                h.counts
+            );
+            assert_eq!(
+                h.counts.upload_bytes,
+                h.stats.total_bytes_received(),
+                "{name}, {party}, messages through the host: {}",
+                h.counts
+            );
+            assert!(
+                h.counts.uploads >= h.stats.total_messages_received(),
+                "{name}, {party}: {}",
+                h.counts
+            );
+            // The handles save the copies and the joining of a message's tensors (at most
+            // one launch a message), not the work.
+            let saved = h.counts.launches.checked_sub(d.counts.launches);
+            assert!(
+                saved.is_some_and(|s| s <= h.stats.total_messages_sent()),
+                "{name}, {party}: {} launches on the device, {} through the host",
+                d.counts.launches,
+                h.counts.launches
+            );
+        }
+    }
+}
+
 /// Instantiates the protocol suite as `#[test]` functions for a backend: `$make` is a
 /// `fn() -> Option<B>` that returns `None` (after printing why) when the device is missing.
 #[macro_export]
@@ -1116,7 +1227,7 @@ macro_rules! nonlinear_protocol_tests {
         $crate::nonlinear_protocol_tests!(@tests $make;
             check_comparisons, check_comparison_domain, check_comparison_edges, check_relu, check_bit_injection, check_max_argmax, check_argmax_ties,
             check_max_pool, check_avg_pool, check_functions, check_softmax,
-            check_communication);
+            check_communication, check_device_work);
     };
     (@tests $make:path; $($name:ident),*) => {
         $(

@@ -335,24 +335,55 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
 
     /// This party's term z_i = x_i ⊗ (y_i + y_{i+1}) + x_{i+1} ⊗ y_i + α_i of a 3-out-of-3
     /// sharing of x ⊗ y (two local products and a fresh zero sharing).
+    ///
+    /// An elementwise product is one fused pass over x_i, x_{i+1}, y_i, y_{i+1} and the two
+    /// PRG tensors of α_i; the other products add their two bilinear terms and α_i in one.
     fn product_term(&mut self, op: Bilinear, x: &Rss<B>, y: &Rss<B>) -> Result<B::Tensor> {
+        use cryptgpu_backend::{BinaryOp::*, Fused, Operand::Input};
+        if op == Bilinear::Mul {
+            same_shape("product", x.shape(), y.shape())?;
+            let mut term = Fused::new();
+            let y_both = term.binary(Add, Input(2), Input(3));
+            let left = term.binary(Mul, Input(0), y_both);
+            let right = term.binary(Mul, Input(1), Input(2));
+            let z = term.binary(Add, left, right);
+            return self.fused_with_zero_share(term, z, &[&x.own, &x.next, &y.own, &y.next]);
+        }
         let b = self.backend();
         let y_both = b.add(&y.own, &y.next)?;
-        let z = b.add(
-            &op.apply(b, &x.own, &y_both)?,
-            &op.apply(b, &x.next, &y.own)?,
-        )?;
-        self.mask_with_zero_share(z)
+        let left = op.apply(b, &x.own, &y_both)?;
+        let right = op.apply(b, &x.next, &y.own)?;
+        let mut term = Fused::new();
+        let z = term.binary(Add, Input(0), Input(1));
+        self.fused_with_zero_share(term, z, &[&left, &right])
     }
 
-    /// Adds α_i, the fresh zero sharing without which z_i would leak (CrypTen issue #518).
-    fn mask_with_zero_share(&mut self, z: B::Tensor) -> Result<B::Tensor> {
-        let alpha = self.zero_share(z.shape())?;
+    /// Runs `program` (whose value `z` is this party's term, over `inputs`) with α_i =
+    /// F(k_i) − F(k_{i+1}) added, in one fused pass (the PRG tensors are the program's last
+    /// two inputs): α_i is the fresh zero sharing without which z_i would leak (CrypTen
+    /// issue #518).
+    fn fused_with_zero_share(
+        &mut self,
+        mut program: cryptgpu_backend::Fused,
+        z: cryptgpu_backend::Operand,
+        inputs: &[&B::Tensor],
+    ) -> Result<B::Tensor> {
+        use cryptgpu_backend::{BinaryOp::*, Operand::Input};
+        let shape = inputs[0].shape().to_vec();
+        let (mine, theirs) = self.zero_share_parts(&shape)?;
+        let n = inputs.len() as u8;
         #[cfg(test)]
-        if self.insecure_skip_zero_sharing {
-            return Ok(z);
-        }
-        Ok(self.backend().add(&z, &alpha)?)
+        let (mine, theirs) = if self.insecure_skip_zero_sharing {
+            let zeros = self.backend().zeros(&shape)?;
+            (zeros.clone(), zeros)
+        } else {
+            (mine, theirs)
+        };
+        let plus = program.binary(Add, z, Input(n));
+        program.binary(Sub, plus, Input(n + 1));
+        let mut all = inputs.to_vec();
+        all.extend([&mine, &theirs]);
+        Ok(self.backend().fused(&program, &all)?)
     }
 
     /// Restores 2-out-of-3 from a 3-out-of-3 sharing: each party sends z_i to its previous
@@ -384,9 +415,12 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
 
     /// This party's masked term of x · x: x_i · (x_i + 2·x_{i+1}) + α_i.
     fn square_term(&mut self, x: &Rss<B>) -> Result<B::Tensor> {
-        let b = self.backend();
-        let z = b.mul(&x.own, &b.add(&x.own, &b.mul_scalar(&x.next, 2)?)?)?;
-        self.mask_with_zero_share(z)
+        use cryptgpu_backend::{BinaryOp::*, Fused, FusedStep, Operand::Input};
+        let mut term = Fused::new();
+        let twice = term.push(FusedStep::Scalar(Mul, Input(1), 2));
+        let sum = term.binary(Add, Input(0), twice);
+        let z = term.binary(Mul, Input(0), sum);
+        self.fused_with_zero_share(term, z, &[&x.own, &x.next])
     }
 
     /// Fixed-point truncation by f bits of a value at 2f fractional bits, in the party's

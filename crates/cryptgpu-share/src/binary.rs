@@ -74,7 +74,6 @@ use crate::party::same_shape;
 use crate::{BinaryRss, Party, Result, Rss, ShareError};
 use cryptgpu_backend::{DeviceTensor, GpuBackend, UnaryOp, shape::packed_words};
 use cryptgpu_transport::{Peer, Transport};
-use std::ops::Range;
 
 /// Bits per ring element, the rows of a bit-sliced tensor.
 const RING_BITS: usize = 64;
@@ -218,18 +217,27 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     /// x ∧ y, bitwise: z_i = x_i ∧ (y_i ⊕ y_{i+1}) ⊕ x_{i+1} ∧ y_i ⊕ β_i with a fresh XOR
     /// sharing of zero β, then resharing. One round; each party sends one word per word.
     pub fn binary_and(&mut self, x: &BinaryRss<B>, y: &BinaryRss<B>) -> Result<BinaryRss<B>> {
+        use cryptgpu_backend::{BinaryOp::*, Fused, Operand::Input};
         same_shape("binary_and", x.shape(), y.shape())?;
-        let b = self.backend();
-        let y_both = b.xor(&y.own, &y.next)?;
-        let z = b.xor(&b.and(&x.own, &y_both)?, &b.and(&x.next, &y.own)?)?;
-        let beta = self.zero_share_binary(z.shape())?;
+        let (mine, theirs) = self.zero_share_parts(x.shape())?;
         #[cfg(test)]
-        let beta = if self.insecure_skip_zero_sharing {
-            self.backend().zeros(z.shape())?
+        let (mine, theirs) = if self.insecure_skip_zero_sharing {
+            let zeros = self.backend().zeros(x.shape())?;
+            (zeros.clone(), zeros)
         } else {
-            beta
+            (mine, theirs)
         };
-        let z = self.backend().xor(&z, &beta)?;
+        // One pass: x_i ∧ (y_i ⊕ y_{i+1}) ⊕ x_{i+1} ∧ y_i ⊕ F(k_i) ⊕ F(k_{i+1}).
+        let mut term = Fused::new();
+        let y_both = term.binary(Xor, Input(2), Input(3));
+        let left = term.binary(And, Input(0), y_both);
+        let right = term.binary(And, Input(1), Input(2));
+        let z = term.binary(Xor, left, right);
+        let z = term.binary(Xor, z, Input(4));
+        term.binary(Xor, z, Input(5));
+        let z = self
+            .backend()
+            .fused(&term, &[&x.own, &x.next, &y.own, &y.next, &mine, &theirs])?;
         self.send_tensor(Peer::Prev, &z)?;
         let next = self.recv_tensor("binary_and", Peer::Next, z.shape())?;
         BinaryRss::from_shares(z, next)
@@ -323,8 +331,8 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                 // (a ⊕ r, r) with r from k1, one message to P2.
                 let offset = b.add_scalar(&b.add(&x.own, &x.next)?, 1u64 << l)?;
                 let a = planes_of(&offset)?;
-                let products =
-                    b.and(&pair_rows(&b, &a, pairs, 1)?, &pair_rows(&b, &a, pairs, 0)?)?;
+                let (low, high) = pair_halves(&b, &a, pairs)?;
+                let products = b.and(&high, &low)?;
                 let plain = b.concat(&[&a, &products], 0)?;
                 let r = self.random_with_next(&message_rows, input_stream)?;
                 let masked = b.xor(&plain, &r)?;
@@ -362,12 +370,13 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
             |b, x, y| b.xor(x, y),
             |b, x, y| b.xor(x, y),
         )?;
-        let group_gp = BinaryRss::from_shares(own, next)?;
-        let mut generate = self.rows(&group_gp, 0..groups)?;
-        let mut group_propagate = self.rows(&group_gp, groups..2 * groups)?;
-        while generate.shape()[0] > 1 {
-            (generate, group_propagate) = self.carry_tree_level(&generate, &group_propagate)?;
+        let mut gp = BinaryRss::from_shares(own, next)?;
+        let mut remaining = groups;
+        while remaining > 1 {
+            (gp, remaining) = self.carry_tree_level(&gp, remaining)?;
         }
+        // The one group left: its G is the carry into bit k.
+        let generate = self.binary_linear(&gp, |b, t| b.slice(t, 0, 0..1))?;
         // Bit k of x + 2^k is 1 exactly when x ≥ 0.
         let top = self.binary_xor(&top_p, &generate)?;
         let sign = self.binary_not(&top)?;
@@ -375,62 +384,57 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         SharedBits::from_packed(packed, x.shape())
     }
 
-    /// Rows `range` of a bit-sliced sharing.
-    fn rows(&self, x: &BinaryRss<B>, range: Range<usize>) -> Result<BinaryRss<B>> {
-        self.binary_linear(x, |b, t| b.slice(t, 0, range.clone()))
-    }
-
-    /// One level of the carry tree: groups 2k (low) and 2k + 1 (high) combine into group k;
-    /// an odd last group passes through. Row 0 of `propagate` (the lowest group's) is never
-    /// read, so it is not computed either: the level costs 2·pairs − 1 ANDs per element.
+    /// One level of the carry tree over `gp`, the XOR sharing of `[G; P]` of `groups`
+    /// groups (`[2·groups, words]`: G rows, then P rows): groups 2k (low) and 2k + 1
+    /// (high) combine into group k, G' = G_hi ⊕ P_hi·G_lo and P' = P_hi·P_lo, and an odd
+    /// last group passes through. Returns `[G'; P']` and its number of groups.
+    ///
+    /// Row 0 of P (the lowest group's) is never read, so it is not computed either (it
+    /// holds zeros after the first level): the level costs 2·pairs − 1 ANDs per element,
+    /// in one round. Its operands and its result are each picked from whole tensors by
+    /// [`GpuBackend::select_rows`], one pass a share each.
     fn carry_tree_level(
         &mut self,
-        generate: &BinaryRss<B>,
-        propagate: &BinaryRss<B>,
-    ) -> Result<(BinaryRss<B>, BinaryRss<B>)> {
-        let groups = generate.shape()[0];
-        let words = generate.shape()[1];
+        gp: &BinaryRss<B>,
+        groups: usize,
+    ) -> Result<(BinaryRss<B>, usize)> {
         let pairs = groups / 2;
-        let half = |x: &BinaryRss<B>, which: usize| {
-            self.binary_linear(x, |b, t| {
-                let t = b.slice(t, 0, 0..2 * pairs)?;
-                let t = b.reshape(&t, &[pairs, 2, words])?;
-                let t = b.slice(&t, 1, which..which + 1)?;
-                b.reshape(&t, &[pairs, words])
-            })
-        };
-        let (g_lo, g_hi) = (half(generate, 0)?, half(generate, 1)?);
-        let (p_lo, p_hi) = (half(propagate, 0)?, half(propagate, 1)?);
-        let (left, right) = if pairs > 1 {
-            (
-                self.binary_concat(&[&p_hi, &self.rows(&p_hi, 1..pairs)?], 0)?,
-                self.binary_concat(&[&g_lo, &self.rows(&p_lo, 1..pairs)?], 0)?,
-            )
-        } else {
-            (p_hi.clone(), g_lo)
-        };
-        let products = self.binary_and(&left, &right)?;
-        let mut next_generate = self.binary_xor(&g_hi, &self.rows(&products, 0..pairs)?)?;
-        // Row 0 stands in for the lowest group's P, which no level reads.
-        let mut next_propagate = if pairs > 1 {
-            self.binary_concat(
-                &[
-                    &self.rows(&p_hi, 0..1)?,
-                    &self.rows(&products, pairs..2 * pairs - 1)?,
-                ],
-                0,
-            )?
-        } else {
-            self.rows(&p_hi, 0..1)?
-        };
-        if groups % 2 == 1 {
-            let last = groups - 1..groups;
-            next_generate =
-                self.binary_concat(&[&next_generate, &self.rows(generate, last.clone())?], 0)?;
-            next_propagate =
-                self.binary_concat(&[&next_propagate, &self.rows(propagate, last)?], 0)?;
-        }
-        Ok((next_generate, next_propagate))
+        let odd = groups % 2 == 1;
+        let (g, p) = (|i: usize| Some(i), |i: usize| Some(groups + i));
+        // left = P_hi of every pair, then of the pairs above the lowest;
+        // right = G_lo of every pair, then P_lo of the pairs above the lowest.
+        let left: Vec<Option<usize>> = (0..pairs).chain(1..pairs).map(|k| p(2 * k + 1)).collect();
+        let right: Vec<Option<usize>> = (0..pairs)
+            .map(|k| g(2 * k))
+            .chain((1..pairs).map(|k| p(2 * k)))
+            .collect();
+        let products =
+            self.binary_and(&self.pick_rows(gp, &left)?, &self.pick_rows(gp, &right)?)?;
+        // [G'; P'] = rows of gp ⊕ rows of the products, a missing row reading zero.
+        let pass = odd.then_some(());
+        let from_gp: Vec<Option<usize>> = (0..pairs)
+            .map(|k| g(2 * k + 1))
+            .chain(pass.map(|()| g(2 * pairs)))
+            .chain((0..pairs).map(|_| None))
+            .chain(pass.map(|()| p(2 * pairs)))
+            .collect();
+        let from_products: Vec<Option<usize>> = (0..pairs)
+            .map(Some)
+            .chain(pass.map(|()| None))
+            .chain([None])
+            .chain((1..pairs).map(|k| Some(pairs - 1 + k)))
+            .chain(pass.map(|()| None))
+            .collect();
+        let next = self.binary_xor(
+            &self.pick_rows(gp, &from_gp)?,
+            &self.pick_rows(&products, &from_products)?,
+        )?;
+        Ok((next, pairs + usize::from(odd)))
+    }
+
+    /// [`GpuBackend::select_rows`] of both shares (local).
+    fn pick_rows(&self, x: &BinaryRss<B>, rows: &[Option<usize>]) -> Result<BinaryRss<B>> {
+        self.binary_linear(x, |b, t| b.select_rows(t, rows))
     }
 
     // ---- binary to arithmetic -----------------------------------------------------------
@@ -453,20 +457,39 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         let rho_stream = self.step();
         let sigma_stream = self.step();
         let b = self.backend().clone();
-        // β2 · v + (1 − 2·β2) · u: P1's and P2's term, from their own u and v.
-        let term = |beta2: &B::Tensor, v: &B::Tensor, u: &B::Tensor| -> Result<B::Tensor> {
-            let v = b.sub(v, &b.mul_scalar(u, 2)?)?;
-            Ok(b.add(&b.mul(beta2, &v)?, u)?)
+        // P1's and P2's term β2 · v + (1 − 2·β2) · u = β2 · (v − 2u) + u, from their own u
+        // and v, in one fused pass: inputs β2, m, w, c with u = m·w + c, then v or the two
+        // addends of v.
+        let term = |inputs: &[&B::Tensor]| -> Result<B::Tensor> {
+            use cryptgpu_backend::{BinaryOp::*, Fused, FusedStep, Operand::Input};
+            let mut p = Fused::new();
+            let mw = p.binary(Mul, Input(1), Input(2));
+            let u = p.binary(Add, mw, Input(3));
+            let v = match inputs.len() {
+                6 => p.binary(Add, Input(4), Input(5)),
+                _ => Input(4),
+            };
+            let two_u = p.push(FusedStep::Scalar(Mul, u, 2));
+            let diff = p.binary(Sub, v, two_u);
+            let scaled = p.binary(Mul, Input(0), diff);
+            p.binary(Add, scaled, u);
+            Ok(b.fused(&p, inputs)?)
         };
         let mine = match self.id().index() {
             0 => {
                 // d = β0 ⊕ β1 and d·a for a = x0 + x1, masked by r and t from k1.
+                use cryptgpu_backend::{BinaryOp::*, Fused, Operand::Input};
                 let d = b.unpack_bits(&b.xor(&bits.packed.own, &bits.packed.next)?, &bits.shape)?;
                 let r = self.random_with_next(&bits.shape, d_stream)?;
                 let t = self.random_with_next(&full, t_stream)?;
-                let a = b.add(&x.own, &x.next)?;
-                let da = b.mul(&self.expand_bits(&d, &full)?, &a)?;
-                self.send_tensors(Peer::Prev, &[&b.sub(&d, &r)?, &b.sub(&da, &t)?])?;
+                // d·(x0 + x1) − t in one pass.
+                let mut masked = Fused::new();
+                let a = masked.binary(Add, Input(1), Input(2));
+                let da = masked.binary(Mul, Input(0), a);
+                masked.binary(Sub, da, Input(3));
+                let d_full = self.expand_bits(&d, &full)?;
+                let masked_da = b.fused(&masked, &[&d_full, &x.own, &x.next, &t])?;
+                self.send_tensors(Peer::Prev, &[&b.sub(&d, &r)?, &masked_da])?;
                 None
             }
             1 => {
@@ -475,8 +498,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                 let r = self.expand_bits(&self.random_with_prev(&bits.shape, d_stream)?, &full)?;
                 let t = self.random_with_prev(&full, t_stream)?;
                 // u = r·x2 + t; v = x1 + x2.
-                let u = b.add(&b.mul(&r, &x.next)?, &t)?;
-                Some(term(&beta2, &b.add(&x.own, &x.next)?, &u)?)
+                Some(term(&[&beta2, &r, &x.next, &t, &x.own, &x.next])?)
             }
             _ => {
                 let beta2 =
@@ -485,8 +507,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                 let masked_da = got.pop().expect("two tensors");
                 let masked_d = self.expand_bits(&got.pop().expect("two tensors"), &full)?;
                 // u = (d − r)·x2 + (d·a − t); v = x0.
-                let u = b.add(&b.mul(&masked_d, &x.own)?, &masked_da)?;
-                Some(term(&beta2, &x.next, &u)?)
+                Some(term(&[&beta2, &masked_d, &x.own, &masked_da, &x.next])?)
             }
         };
         let (own, next) = self.reshare_between_helpers(
@@ -596,19 +617,18 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     }
 }
 
-/// Rows 2k + `which` (k < `pairs`) of a bit-sliced tensor `[rows, words]`: the low
-/// (`which` = 0) or high (1) bit of each pair of bits.
-fn pair_rows<B: GpuBackend>(
+/// Rows 2k (the low bit of each pair) and 2k + 1 (the high bit), k < `pairs`, of a
+/// bit-sliced tensor `[rows, words]`: the first 2·pairs rows seen as `[pairs, 2·words]`,
+/// each half of a row one slice (one gather each, and one more where rows > 2·pairs).
+fn pair_halves<B: GpuBackend>(
     b: &B,
     t: &B::Tensor,
     pairs: usize,
-    which: usize,
-) -> cryptgpu_backend::Result<B::Tensor> {
+) -> cryptgpu_backend::Result<(B::Tensor, B::Tensor)> {
     let words = t.shape()[1];
     let t = b.slice(t, 0, 0..2 * pairs)?;
-    let t = b.reshape(&t, &[pairs, 2, words])?;
-    let t = b.slice(&t, 1, which..which + 1)?;
-    b.reshape(&t, &[pairs, words])
+    let t = b.reshape(&t, &[pairs, 2 * words])?;
+    Ok((b.slice(&t, 1, 0..words)?, b.slice(&t, 1, words..2 * words)?))
 }
 
 /// One of P1's and P2's XOR shares of the (G, P) signals of every group of the low k bits
@@ -630,24 +650,31 @@ fn group_terms<B: GpuBackend>(
     constant: bool,
 ) -> cryptgpu_backend::Result<B::Tensor> {
     let l = addend.shape()[0] - 1;
-    let (a_lo, a_hi) = (
-        pair_rows(b, share, pairs, 0)?,
-        pair_rows(b, share, pairs, 1)?,
-    );
-    let (b_lo, b_hi) = (
-        pair_rows(b, addend, pairs, 0)?,
-        pair_rows(b, addend, pairs, 1)?,
-    );
+    let (a_lo, a_hi) = pair_halves(b, share, pairs)?;
+    let (b_lo, b_hi) = pair_halves(b, addend, pairs)?;
     let q = b.slice(share, 0, l + 1..l + 1 + pairs)?;
-    let both = b.and(&b_hi, &b_lo)?;
-    let g = b.xor(
-        &b.xor(&b.and(&a_hi, &b_hi)?, &b.and(&q, &b_lo)?)?,
-        &b.and(&a_lo, &both)?,
-    )?;
-    let mut p = b.xor(&b.xor(&q, &b.and(&a_hi, &b_lo)?)?, &b.and(&a_lo, &b_hi)?)?;
+    // G and P each in one fused pass over (a_lo, a_hi, b_lo, b_hi, q).
+    use cryptgpu_backend::{BinaryOp::*, Fused, Operand::Input};
+    let (a_lo_, a_hi_, b_lo_, b_hi_, q_) = (Input(0), Input(1), Input(2), Input(3), Input(4));
+    let inputs = [&a_lo, &a_hi, &b_lo, &b_hi, &q];
+    let mut generate = Fused::new();
+    let both = generate.binary(And, b_hi_, b_lo_);
+    let hi = generate.binary(And, a_hi_, b_hi_);
+    let carried = generate.binary(And, q_, b_lo_);
+    let lo = generate.binary(And, a_lo_, both);
+    let sum = generate.binary(Xor, hi, carried);
+    generate.binary(Xor, sum, lo);
+    let g = b.fused(&generate, &inputs)?;
+    let mut propagate = Fused::new();
+    let cross_hi = propagate.binary(And, a_hi_, b_lo_);
+    let cross_lo = propagate.binary(And, a_lo_, b_hi_);
+    let sum = propagate.binary(Xor, q_, cross_hi);
+    let sum = propagate.binary(Xor, sum, cross_lo);
     if constant {
-        p = b.xor(&p, &both)?;
+        let both = propagate.binary(And, b_hi_, b_lo_);
+        propagate.binary(Xor, sum, both);
     }
+    let p = b.fused(&propagate, &inputs)?;
     let (g, p) = if l % 2 == 1 {
         let a_top = b.slice(share, 0, l - 1..l)?;
         let b_top = b.slice(addend, 0, l - 1..l)?;

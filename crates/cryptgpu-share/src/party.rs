@@ -4,7 +4,7 @@
 use crate::{OutOfComparisonRange, Result, ShareError, Truncation};
 use cryptgpu_backend::{DeviceTensor, GpuBackend};
 use cryptgpu_ring::FixedPoint;
-use cryptgpu_transport::{CommStats, Counting, PartyId, Peer, Transport};
+use cryptgpu_transport::{CommStats, Counting, Handle, PartyId, Peer, Transport};
 use rand_chacha::ChaCha12Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -272,42 +272,61 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     /// This party's part α_i = F(k_i) − F(k_{i+1}) of a fresh sharing of zero
     /// (α_0 + α_1 + α_2 = 0), with no message. Every product adds it before resharing.
     pub fn zero_share(&mut self, shape: &[usize]) -> Result<B::Tensor> {
-        let stream = self.step();
-        let mine = self.random_with_prev(shape, stream)?;
-        let theirs = self.random_with_next(shape, stream)?;
+        let (mine, theirs) = self.zero_share_parts(shape)?;
         Ok(self.backend.sub(&mine, &theirs)?)
     }
 
     /// This party's part β_i = F(k_i) ⊕ F(k_{i+1}) of a fresh XOR sharing of zero.
     pub fn zero_share_binary(&mut self, shape: &[usize]) -> Result<B::Tensor> {
+        let (mine, theirs) = self.zero_share_parts(shape)?;
+        Ok(self.backend.xor(&mine, &theirs)?)
+    }
+
+    /// F(k_i) and F(k_{i+1}) of the next stream: the two PRG tensors of a fresh zero
+    /// sharing ([`Party::zero_share`] is their difference, [`Party::zero_share_binary`]
+    /// their XOR), for a step that folds them into its own fused pass.
+    pub(crate) fn zero_share_parts(&mut self, shape: &[usize]) -> Result<(B::Tensor, B::Tensor)> {
         let stream = self.step();
         let mine = self.random_with_prev(shape, stream)?;
         let theirs = self.random_with_next(shape, stream)?;
-        Ok(self.backend.xor(&mine, &theirs)?)
+        Ok((mine, theirs))
     }
 
     // ---- messaging ------------------------------------------------------------------------
 
-    /// Sends a tensor's elements to a neighbour (the one place tensors leave the device).
+    /// Sends a tensor's elements to a neighbour (with [`Party::send_tensors`], the one place
+    /// tensors leave the device).
     pub(crate) fn send_tensor(&mut self, peer: Peer, tensor: &B::Tensor) -> Result<()> {
-        let words = self.backend.download_vec(tensor.clone())?;
-        self.net.send_u64_vec(peer, words)?;
-        Ok(())
+        self.send_tensors(peer, &[tensor])
     }
 
     /// Sends several tensors to a neighbour as one message (their elements one after the
     /// other), so that a round costs one message per link.
+    ///
+    /// Between parties in one process (a transport that
+    /// [carries handles](Transport::carries_handles)) the tensors themselves go, as handles
+    /// that never leave the device, counted as the bytes they hold; between processes their
+    /// elements are downloaded and sent.
     pub(crate) fn send_tensors(&mut self, peer: Peer, tensors: &[&B::Tensor]) -> Result<()> {
-        if let [tensor] = tensors {
-            return self.send_tensor(peer, tensor);
+        if self.net.carries_handles() {
+            let words: usize = tensors.iter().map(|t| t.len()).sum();
+            let owned: Vec<B::Tensor> = tensors.iter().map(|&t| t.clone()).collect();
+            self.net
+                .send_handle(peer, Handle::new(owned, 8 * words as u64))?;
+            return Ok(());
         }
         let b = &self.backend;
-        let flat = tensors
-            .iter()
-            .map(|t| b.reshape(t, &[t.len()]))
-            .collect::<cryptgpu_backend::Result<Vec<_>>>()?;
-        let joined = b.concat(&flat.iter().collect::<Vec<_>>(), 0)?;
-        self.net.send_u64_vec(peer, b.download_vec(joined)?)?;
+        let words = match tensors {
+            [tensor] => b.download_vec((*tensor).clone())?,
+            _ => {
+                let flat = tensors
+                    .iter()
+                    .map(|t| b.reshape(t, &[t.len()]))
+                    .collect::<cryptgpu_backend::Result<Vec<_>>>()?;
+                b.download_vec(b.concat(&flat.iter().collect::<Vec<_>>(), 0)?)?
+            }
+        };
+        self.net.send_u64_vec(peer, words)?;
         Ok(())
     }
 
@@ -318,19 +337,53 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         peer: Peer,
         shapes: &[&[usize]],
     ) -> Result<Vec<B::Tensor>> {
+        let expected: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
+        let unexpected = |got: usize| ShareError::UnexpectedMessage {
+            op,
+            peer: self.id.neighbour(peer),
+            expected,
+            got,
+        };
+        if self.net.carries_handles() {
+            let handle = self.net.recv_handle(peer)?;
+            let got = (handle.wire_len() / 8) as usize;
+            let tensors = handle
+                .downcast::<Vec<B::Tensor>>()
+                .map_err(|_| unexpected(got))?;
+            let lengths_agree = tensors.len() == shapes.len()
+                && tensors
+                    .iter()
+                    .zip(shapes)
+                    .all(|(t, s)| t.len() == s.iter().product::<usize>());
+            if !lengths_agree {
+                return Err(unexpected(tensors.iter().map(|t| t.len()).sum()));
+            }
+            let tensors = tensors
+                .iter()
+                .zip(shapes)
+                .map(|(t, shape)| match t.shape() == *shape {
+                    true => Ok(t.clone()),
+                    false => self.backend.reshape(t, shape),
+                })
+                .collect::<cryptgpu_backend::Result<Vec<_>>>()?;
+            #[cfg(test)]
+            if let Some(mut log) = self.received.take() {
+                let mut words = Vec::with_capacity(expected);
+                for t in &tensors {
+                    words.extend(self.backend.download(t)?);
+                }
+                log.push(words);
+                self.received = Some(log);
+            }
+            return Ok(tensors);
+        }
         let words = self.net.recv_u64s(peer)?;
         #[cfg(test)]
         if let Some(log) = &mut self.received {
             log.push(words.clone());
         }
-        let expected: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
         if words.len() != expected {
-            return Err(ShareError::UnexpectedMessage {
-                op,
-                peer: self.id.neighbour(peer),
-                expected,
-                got: words.len(),
-            });
+            return Err(unexpected(words.len()));
         }
         if let [shape] = shapes {
             return Ok(vec![self.backend.upload_vec(words, shape)?]);

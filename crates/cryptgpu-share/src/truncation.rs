@@ -100,7 +100,8 @@
 //! f ≤ 32 all four travel as 32-bit halves, two to a word.
 
 use crate::{Party, Result, Rss, ShareError};
-use cryptgpu_backend::{BinaryOp, DeviceTensor, GpuBackend, ShiftOp};
+use cryptgpu_backend::Operand::Input;
+use cryptgpu_backend::{BinaryOp, DeviceTensor, Fused, FusedStep, GpuBackend, Operand, ShiftOp};
 use cryptgpu_transport::{PartyId, Peer, Transport};
 use std::fmt;
 use std::str::FromStr;
@@ -175,24 +176,39 @@ fn pack_halves<B: GpuBackend>(b: &B, t: &B::Tensor) -> cryptgpu_backend::Result<
     } else {
         flat
     };
-    let low = b.binary_scalar(BinaryOp::And, &b.slice(&flat, 0, 0..half)?, 0xFFFF_FFFF)?;
-    let high = b.shift(ShiftOp::Left, &b.slice(&flat, 0, half..2 * half)?, 32)?;
-    b.binary(BinaryOp::Or, &low, &high)
+    // (low & (2^32 − 1)) | (high << 32) in one pass.
+    let mut pack = Fused::new();
+    let low = pack.push(FusedStep::Scalar(BinaryOp::And, Input(0), 0xFFFF_FFFF));
+    let high = pack.push(FusedStep::Shift(ShiftOp::Left, Input(1), 32));
+    pack.binary(BinaryOp::Or, low, high);
+    b.fused(
+        &pack,
+        &[
+            &b.slice(&flat, 0, 0..half)?,
+            &b.slice(&flat, 0, half..2 * half)?,
+        ],
+    )
 }
 
-/// The inverse of [`pack_halves`] for a tensor of `shape`: each element's low 32 bits (the
-/// high ones zero).
-fn unpack_halves<B: GpuBackend>(
+/// The inverse of [`pack_halves`] for a tensor of `shape`, each element multiplied by
+/// 2^`scale` (32 to 63): each element's low 32 bits times 2^`scale`, which needs no mask,
+/// since the shift drops the high half. Two passes and the concatenation.
+fn unpack_halves_scaled<B: GpuBackend>(
     b: &B,
     packed: &B::Tensor,
     shape: &[usize],
+    scale: u32,
 ) -> cryptgpu_backend::Result<B::Tensor> {
+    debug_assert!((32..64).contains(&scale));
     let n: usize = shape.iter().product();
     if n == 0 {
         return b.reshape(packed, shape);
     }
-    let low = b.binary_scalar(BinaryOp::And, packed, 0xFFFF_FFFF)?;
-    let high = b.shift(ShiftOp::RightLogical, packed, 32)?;
+    let low = b.shift(ShiftOp::Left, packed, scale)?;
+    let mut high = Fused::new();
+    let top = high.push(FusedStep::Shift(ShiftOp::RightLogical, Input(0), 32));
+    high.push(FusedStep::Shift(ShiftOp::Left, top, scale));
+    let high = b.fused(&high, &[packed])?;
     let both = b.concat(&[&low, &high], 0)?;
     let both = if both.len() != n {
         b.slice(&both, 0, 0..n)?
@@ -202,6 +218,45 @@ fn unpack_halves<B: GpuBackend>(
     b.reshape(&both, shape)
 }
 
+/// The halves of [`pack_halves`] for a tensor of `shape`, low bits only: element j's low 32
+/// bits, high bits unspecified (for a value only ever multiplied by a multiple of 2^32).
+fn unpack_low_halves<B: GpuBackend>(
+    b: &B,
+    packed: &B::Tensor,
+    shape: &[usize],
+) -> cryptgpu_backend::Result<B::Tensor> {
+    let n: usize = shape.iter().product();
+    if n == 0 {
+        return b.reshape(packed, shape);
+    }
+    let high = b.shift(ShiftOp::RightLogical, packed, 32)?;
+    let both = b.concat(&[packed, &high], 0)?;
+    let both = if both.len() != n {
+        b.slice(&both, 0, 0..n)?
+    } else {
+        both
+    };
+    b.reshape(&both, shape)
+}
+
+/// K·b as a step of `program`: the top bit b of `value` moved to bit 64 − bits (K =
+/// 2^(64−bits)).
+fn scaled_top_bit(program: &mut Fused, value: Operand, bits: u32) -> Operand {
+    let top = program.push(FusedStep::Shift(ShiftOp::RightLogical, value, 63));
+    program.push(FusedStep::Shift(ShiftOp::Left, top, 64 - bits))
+}
+
+/// σ' as the protocol uses it, as a step of `program`: when e and h are packed, a multiple
+/// of K = 2^(64−bits) (K·σ for the drawn σ), so that every term h carries is a multiple
+/// of K; else σ itself.
+fn scaled_sigma(program: &mut Fused, sigma: Operand, bits: u32) -> Operand {
+    if packs(bits) {
+        program.push(FusedStep::Shift(ShiftOp::Left, sigma, 64 - bits))
+    } else {
+        sigma
+    }
+}
+
 /// What a party already has when the exact truncation's last step starts: P1 the h1 that
 /// came with the fused product's message, P2 the h1 it sent.
 struct Early<B: GpuBackend> {
@@ -209,12 +264,11 @@ struct Early<B: GpuBackend> {
     sent: Option<MaskMessage<B>>,
 }
 
-/// The message K·b·x + σ that P1 (h2) or P2 (h1) sends (as it goes on the wire), with
-/// what the sender needs again for its share: σ and K·b.
+/// The message K·b·x + σ' that P1 (h2) or P2 (h1) sends (as it goes on the wire), with
+/// what the sender needs again for its share: σ as drawn (σ' follows from it).
 struct MaskMessage<B: GpuBackend> {
     message: B::Tensor,
     sigma: B::Tensor,
-    scaled_bit: B::Tensor,
 }
 
 /// Whether an exact truncation by `bits` packs e and h two to a word.
@@ -416,22 +470,23 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
             (self.test_mask(xm, x)?, self.test_mask(sm, sigma)?)
         };
         let b = self.backend();
-        let sigma = self.scale_sigma(sigma, bits)?;
-        // K·b: the top bit moved to bit 64 − bits.
-        let top = b.shift(ShiftOp::RightLogical, part, 63)?;
-        let scaled_bit = b.shift(ShiftOp::Left, &top, 64 - bits)?;
-        let full = b.add(&b.mul(&scaled_bit, &x)?, &sigma)?;
+        // K·b·x + σ' in one pass, K·b the top bit moved to bit 64 − bits; when packed, a
+        // multiple of K whose top `bits` bits are all of it.
+        let mut h = Fused::new();
+        let scaled_bit = scaled_top_bit(&mut h, Input(0), bits);
+        let masked = h.binary(BinaryOp::Mul, scaled_bit, Input(1));
+        let sigma_scaled = scaled_sigma(&mut h, Input(2), bits);
+        let full = h.binary(BinaryOp::Add, masked, sigma_scaled);
+        if packs(bits) {
+            h.push(FusedStep::Shift(ShiftOp::RightLogical, full, 64 - bits));
+        }
+        let value = b.fused(&h, &[part, &x, &sigma])?;
         let message = if packs(bits) {
-            // A multiple of K: its top `bits` bits are all of it.
-            pack_halves(b, &b.shift(ShiftOp::RightLogical, &full, 64 - bits)?)?
+            pack_halves(b, &value)?
         } else {
-            full
+            value
         };
-        Ok(MaskMessage {
-            message,
-            sigma,
-            scaled_bit,
-        })
+        Ok(MaskMessage { message, sigma })
     }
 
     /// Test hook: `mask`, or zeros when the party was told to skip it.
@@ -441,16 +496,6 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
             self.backend().zeros(mask.shape())?
         } else {
             mask
-        })
-    }
-
-    /// σ as the protocol uses it: when e and h are packed, a multiple of K = 2^(64−bits)
-    /// (K·σ' for the drawn σ'), so that every term h carries is a multiple of K.
-    fn scale_sigma(&self, sigma: B::Tensor, bits: u32) -> Result<B::Tensor> {
-        Ok(if packs(bits) {
-            self.backend().shift(ShiftOp::Left, &sigma, 64 - bits)?
-        } else {
-            sigma
         })
     }
 
@@ -465,9 +510,8 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
 
     /// A received mask message h as the protocol uses it.
     fn read_mask_message(&self, h: &B::Tensor, shape: &[usize], bits: u32) -> Result<B::Tensor> {
-        let b = self.backend();
         Ok(if packs(bits) {
-            b.shift(ShiftOp::Left, &unpack_halves(b, h, shape)?, 64 - bits)?
+            unpack_halves_scaled(self.backend(), h, shape, 64 - bits)?
         } else {
             h.clone()
         })
@@ -477,7 +521,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     /// packed: it is multiplied by K).
     fn read_masked_bit(&self, e: &B::Tensor, shape: &[usize], bits: u32) -> Result<B::Tensor> {
         Ok(if packs(bits) {
-            unpack_halves(self.backend(), e, shape)?
+            unpack_low_halves(self.backend(), e, shape)?
         } else {
             e.clone()
         })
@@ -493,10 +537,16 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         e: &B::Tensor,
         h: &B::Tensor,
     ) -> Result<B::Tensor> {
-        let b = self.backend();
-        let cross = b.sub(&b.mul(&sent.scaled_bit, e)?, h)?;
-        let shifted = b.shift(ShiftOp::RightArithmetic, part, bits)?;
-        Ok(b.sub(&b.add(&shifted, &cross)?, &sent.sigma)?)
+        // One pass over (B, e, h, σ).
+        let mut y2 = Fused::new();
+        let scaled_bit = scaled_top_bit(&mut y2, Input(0), bits);
+        let cross = y2.binary(BinaryOp::Mul, scaled_bit, Input(1));
+        let cross = y2.binary(BinaryOp::Sub, cross, Input(2));
+        let shifted = y2.push(FusedStep::Shift(ShiftOp::RightArithmetic, Input(0), bits));
+        let sum = y2.binary(BinaryOp::Add, shifted, cross);
+        let sigma = scaled_sigma(&mut y2, Input(3), bits);
+        y2.binary(BinaryOp::Sub, sum, sigma);
+        Ok(self.backend().fused(&y2, &[part, e, h, &sent.sigma])?)
     }
 
     /// The exact truncation of the module docs, from `part` (A at P0, B at P1 and P2). P2
@@ -515,8 +565,6 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         let b = self.backend().clone();
         match self.id().index() {
             0 => {
-                let shifted = b.add_scalar(&part, 1 << EXACT_RANGE_BITS)?;
-                let top = b.shift(ShiftOp::RightLogical, &shifted, 63)?;
                 let x1 = self.random_with_prev(&shape, streams.x)?;
                 let sigma1 = self.random_with_prev(&shape, streams.sigma)?;
                 let x2 = self.random_with_next(&shape, streams.x)?;
@@ -530,16 +578,26 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                     self.test_mask(TruncationMask::Sigma2, sigma2)?,
                     self.test_mask(TruncationMask::U, u)?,
                 );
-                let sigma1 = self.scale_sigma(sigma1, bits)?;
-                let sigma2 = self.scale_sigma(sigma2, bits)?;
-                let e1 = b.add(&top, &x1)?;
-                let e2 = b.add(&top, &x2)?;
+                // With A' = A + 2^62: e = top bit of A' + x, one pass each.
+                let offset = 1u64 << EXACT_RANGE_BITS;
+                let mut masked_bit = Fused::new();
+                let shifted = masked_bit.push(FusedStep::Scalar(BinaryOp::Add, Input(0), offset));
+                let top = masked_bit.push(FusedStep::Shift(ShiftOp::RightLogical, shifted, 63));
+                masked_bit.binary(BinaryOp::Add, top, Input(1));
+                let e1 = b.fused(&masked_bit, &[&part, &x1])?;
+                let e2 = b.fused(&masked_bit, &[&part, &x2])?;
+                // y0 = sar(A', bits) + correction + σ1' + σ2' − u, one pass.
                 let correction = 1u64.wrapping_sub(1 << (EXACT_RANGE_BITS - bits));
-                let own_part = b.add_scalar(
-                    &b.shift(ShiftOp::RightArithmetic, &shifted, bits)?,
-                    correction,
-                )?;
-                let y0 = b.sub(&b.add(&own_part, &b.add(&sigma1, &sigma2)?)?, &u)?;
+                let mut own = Fused::new();
+                let shifted = own.push(FusedStep::Scalar(BinaryOp::Add, Input(0), offset));
+                let own_part = own.push(FusedStep::Shift(ShiftOp::RightArithmetic, shifted, bits));
+                let own_part = own.push(FusedStep::Scalar(BinaryOp::Add, own_part, correction));
+                let s1 = scaled_sigma(&mut own, Input(1), bits);
+                let s2 = scaled_sigma(&mut own, Input(2), bits);
+                let sigmas = own.binary(BinaryOp::Add, s1, s2);
+                let sum = own.binary(BinaryOp::Add, own_part, sigmas);
+                own.binary(BinaryOp::Sub, sum, Input(3));
+                let y0 = b.fused(&own, &[&part, &sigma1, &sigma2, &u])?;
                 let (e1, e2) = if packs(bits) {
                     (pack_halves(&b, &e1)?, pack_halves(&b, &e2)?)
                 } else {

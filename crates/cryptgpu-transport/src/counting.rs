@@ -6,7 +6,8 @@ use std::ops::{Add, AddAssign};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{PartyId, Peer, Transport, TransportError};
+use crate::transport::check_carries_handles;
+use crate::{Handle, PartyId, Peer, Transport, TransportError};
 
 /// A pair of counters, one per neighbour.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -330,6 +331,21 @@ impl<T: Transport> Transport for Counting<T> {
 
     fn recv_u64s(&mut self, peer: Peer) -> Result<Vec<u64>, TransportError> {
         self.recv_counted(peer, |t| t.recv_u64s(peer), |w| 8 * w.len())
+    }
+
+    fn carries_handles(&self) -> bool {
+        self.inner.carries_handles()
+    }
+
+    fn send_handle(&mut self, peer: Peer, handle: Handle) -> Result<(), TransportError> {
+        check_carries_handles(&self.inner, peer)?;
+        let len = handle.wire_len() as usize;
+        self.send_counted(peer, len, |t| t.send_handle(peer, handle))
+    }
+
+    fn recv_handle(&mut self, peer: Peer) -> Result<Handle, TransportError> {
+        check_carries_handles(&self.inner, peer)?;
+        self.recv_counted(peer, |t| t.recv_handle(peer), |h| h.wire_len() as usize)
     }
 
     // `exchange` and `exchange_both` keep the trait's defaults: sends (which never wait for

@@ -8,7 +8,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::{PartyId, Peer, Transport, TransportError};
+use crate::transport::check_carries_handles;
+use crate::{Handle, PartyId, Peer, Transport, TransportError};
 
 /// The smallest bandwidth a [`LinkProfile`] accepts: 1 kbit/s.
 const MIN_BITS_PER_SECOND: f64 = 1e3;
@@ -569,6 +570,37 @@ impl<T: Transport> EmulatedLink<T> {
         self.inner.send(peer, &header.encode())
     }
 
+    /// Reads a header and the message after it (by `recv`, of `len` bytes), and waits
+    /// until the header's arrival time.
+    fn recv_delayed<M>(
+        &mut self,
+        peer: Peer,
+        recv: impl FnOnce(&mut T) -> Result<M, TransportError>,
+        len: impl FnOnce(&M) -> u64,
+    ) -> Result<M, TransportError> {
+        let header = self.inner.recv(peer)?;
+        let header = Header::decode(&header).map_err(|what| self.malformed(peer, what))?;
+        let msg = recv(&mut self.inner)?;
+        let got = len(&msg);
+        if got != header.len {
+            return Err(self.malformed(
+                peer,
+                format!(
+                    "a message of {got} bytes after an emulated-link header announcing {}",
+                    header.len
+                ),
+            ));
+        }
+        // Wait until the arrival time, but never longer than the modelled delay: a sender
+        // whose clock runs ahead cannot make this party wait for more than the link would.
+        let now = nanos(now_since_epoch());
+        let wait = header.arrival_ns.saturating_sub(now).min(header.delay_ns);
+        if wait > 0 {
+            std::thread::sleep(Duration::from_nanos(wait));
+        }
+        Ok(msg)
+    }
+
     fn malformed(&self, peer: Peer, what: String) -> TransportError {
         TransportError::Malformed {
             peer: self.inner.party().neighbour(peer),
@@ -593,27 +625,22 @@ impl<T: Transport> Transport for EmulatedLink<T> {
     }
 
     fn recv(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {
-        let header = self.inner.recv(peer)?;
-        let header = Header::decode(&header).map_err(|what| self.malformed(peer, what))?;
-        let msg = self.inner.recv(peer)?;
-        if msg.len() as u64 != header.len {
-            return Err(self.malformed(
-                peer,
-                format!(
-                    "a message of {} bytes after an emulated-link header announcing {}",
-                    msg.len(),
-                    header.len
-                ),
-            ));
-        }
-        // Wait until the arrival time, but never longer than the modelled delay: a sender
-        // whose clock runs ahead cannot make this party wait for more than the link would.
-        let now = nanos(now_since_epoch());
-        let wait = header.arrival_ns.saturating_sub(now).min(header.delay_ns);
-        if wait > 0 {
-            std::thread::sleep(Duration::from_nanos(wait));
-        }
-        Ok(msg)
+        self.recv_delayed(peer, |t| t.recv(peer), |m| m.len() as u64)
+    }
+
+    fn carries_handles(&self) -> bool {
+        self.inner.carries_handles()
+    }
+
+    fn send_handle(&mut self, peer: Peer, handle: Handle) -> Result<(), TransportError> {
+        check_carries_handles(&self.inner, peer)?;
+        self.send_header(peer, handle.wire_len() as usize)?;
+        self.inner.send_handle(peer, handle)
+    }
+
+    fn recv_handle(&mut self, peer: Peer) -> Result<Handle, TransportError> {
+        check_carries_handles(&self.inner, peer)?;
+        self.recv_delayed(peer, |t| t.recv_handle(peer), Handle::wire_len)
     }
 
     // `exchange` and `exchange_both` keep the trait's defaults: sends (which never wait)

@@ -71,6 +71,13 @@ pub enum TransportError {
         /// What was wrong.
         reason: String,
     },
+    /// A [`crate::Handle`] was sent or asked for on a transport between processes, which
+    /// carries bytes only (see [`crate::Transport::carries_handles`]): a bug of the caller.
+    #[error("a value handle cannot go to or come from {peer}: this transport carries bytes only")]
+    HandlesNotCarried {
+        /// The party at the other end.
+        peer: PartyId,
+    },
     /// A message longer than the configured maximum message length, on send (refused before
     /// any byte went out) or on receive.
     #[error(
@@ -277,6 +284,7 @@ impl TransportError {
             | E::Handshake { peer, .. } => Some(*peer),
             E::PartyPanicked { party, .. } => Some(*party),
             E::Stopped { .. }
+            | E::HandlesNotCarried { .. }
             | E::LocalIo { .. }
             | E::Credentials(_)
             | E::KeyPermissions { .. }
@@ -316,6 +324,7 @@ impl TransportError {
                 FailureKind::MalformedInput
             }
             E::Stopped { .. }
+            | E::HandlesNotCarried { .. }
             | E::CertGeneration(_)
             | E::InvalidParty { .. }
             | E::PartyPanicked { .. } => FailureKind::Internal,

@@ -63,7 +63,7 @@ pub use tcp::{
     LinkConfig, NetworkConfig, TcpTransport, run_tls_loopback_3pc,
 };
 pub use tls::{DEFAULT_IDENTITIES, PartyCredentials, TlsConfig, check_identity, read_private_key};
-pub use transport::{Transport, le_bytes_to_u64s, u64s_to_le_bytes};
+pub use transport::{Handle, Transport, le_bytes_to_u64s, u64s_to_le_bytes};
 
 /// Default receive timeout of both transports: 120 s. Long enough for a party to compute
 /// between messages, short enough that a protocol bug or a silent peer ends in

@@ -6,15 +6,17 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
 use crate::runner::run_three;
-use crate::transport::{le_bytes_to_u64s, u64s_to_le_bytes};
+use crate::transport::{Handle, le_bytes_to_u64s, u64s_to_le_bytes};
 use crate::{DEFAULT_RECV_TIMEOUT, PartyId, Peer, Transport, TransportError};
 
 /// One message in flight: bytes, or words moved as they are (their wire form is their
-/// little-endian bytes, and a receiver may take either form of either).
+/// little-endian bytes, and a receiver may take either form of either), or a [`Handle`]
+/// (taken only as a handle).
 #[derive(Debug)]
 enum Message {
     Bytes(Vec<u8>),
     Words(Vec<u64>),
+    Handle(Handle),
 }
 
 /// The receiving end of one direction of a link.
@@ -28,12 +30,18 @@ pub struct LocalConfig {
     /// drops its transport or panics still ends the wait with
     /// [`TransportError::Disconnected`]). Default: [`DEFAULT_RECV_TIMEOUT`].
     pub recv_timeout: Option<Duration>,
+    /// Whether the parties hand each other [`Handle`]s ([`Transport::carries_handles`]), so
+    /// that messages between parties on one device stay on it. `false` makes every message
+    /// bytes, as between hosts: the copies three hosts would make, on one machine.
+    /// Default: `true`.
+    pub carry_handles: bool,
 }
 
 impl Default for LocalConfig {
     fn default() -> Self {
         LocalConfig {
             recv_timeout: Some(DEFAULT_RECV_TIMEOUT),
+            carry_handles: true,
         }
     }
 }
@@ -42,6 +50,12 @@ impl LocalConfig {
     /// This configuration with another receive timeout.
     pub fn with_recv_timeout(mut self, recv_timeout: Option<Duration>) -> Self {
         self.recv_timeout = recv_timeout;
+        self
+    }
+
+    /// This configuration with handles carried or not (see [`LocalConfig::carry_handles`]).
+    pub fn with_handles(mut self, carry_handles: bool) -> Self {
+        self.carry_handles = carry_handles;
         self
     }
 }
@@ -62,6 +76,7 @@ pub struct LocalTransport {
     to_next: Sender<Message>,
     to_prev: Sender<Message>,
     recv_timeout: Option<Duration>,
+    carry_handles: bool,
 }
 
 impl LocalTransport {
@@ -90,6 +105,7 @@ impl LocalTransport {
                 from_next,
                 from_prev,
                 recv_timeout: config.recv_timeout,
+                carry_handles: config.carry_handles,
             }
         })
         // The original senders are dropped here, so each queue's only senders are the clones
@@ -155,6 +171,7 @@ impl Transport for LocalTransport {
         Ok(match self.recv_message(peer)? {
             Message::Bytes(bytes) => bytes,
             Message::Words(words) => u64s_to_le_bytes(&words),
+            Message::Handle(_) => return Err(self.out_of_step(peer, "a handle", "bytes")),
         })
     }
 
@@ -162,6 +179,36 @@ impl Transport for LocalTransport {
         match self.recv_message(peer)? {
             Message::Bytes(bytes) => le_bytes_to_u64s(self.party.neighbour(peer), &bytes),
             Message::Words(words) => Ok(words),
+            Message::Handle(_) => Err(self.out_of_step(peer, "a handle", "words")),
+        }
+    }
+
+    fn carries_handles(&self) -> bool {
+        self.carry_handles
+    }
+
+    fn send_handle(&mut self, peer: Peer, handle: Handle) -> Result<(), TransportError> {
+        crate::transport::check_carries_handles(self, peer)?;
+        self.send_message(peer, Message::Handle(handle))
+    }
+
+    fn recv_handle(&mut self, peer: Peer) -> Result<Handle, TransportError> {
+        crate::transport::check_carries_handles(self, peer)?;
+        match self.recv_message(peer)? {
+            Message::Handle(handle) => Ok(handle),
+            Message::Bytes(_) | Message::Words(_) => {
+                Err(self.out_of_step(peer, "bytes", "a handle"))
+            }
+        }
+    }
+}
+
+impl LocalTransport {
+    /// The error of a message of the wrong form: the parties are out of step.
+    fn out_of_step(&self, peer: Peer, got: &str, expected: &str) -> TransportError {
+        TransportError::Malformed {
+            peer: self.party.neighbour(peer),
+            reason: format!("{got} where {expected} were expected: the parties are out of step"),
         }
     }
 }

@@ -1,6 +1,53 @@
 //! The [`Transport`] trait that protocols program against, and its `u64` helpers.
 
+use std::any::Any;
+use std::fmt;
+
 use crate::{PartyId, Peer, TransportError};
+
+/// A value handed to a neighbour in the same process instead of bytes: e.g. the handles of
+/// device tensors, so that a message between parties that share a device never leaves it.
+/// It stands for `wire_len` payload bytes, which the counters ([`crate::Counting`]) and an
+/// emulated link ([`crate::EmulatedLink`]) charge as if those bytes were sent.
+pub struct Handle {
+    value: Box<dyn Any + Send>,
+    wire_len: u64,
+}
+
+impl Handle {
+    /// `value`, standing for a message of `wire_len` bytes.
+    pub fn new<V: Any + Send>(value: V, wire_len: u64) -> Handle {
+        Handle {
+            value: Box::new(value),
+            wire_len,
+        }
+    }
+
+    /// The bytes this handle stands for.
+    pub fn wire_len(&self) -> u64 {
+        self.wire_len
+    }
+
+    /// The value, if it is a `V`; else the handle back.
+    ///
+    /// # Errors
+    /// The handle itself when it holds something else.
+    pub fn downcast<V: Any>(self) -> Result<V, Handle> {
+        let wire_len = self.wire_len;
+        self.value
+            .downcast::<V>()
+            .map(|v| *v)
+            .map_err(|value| Handle { value, wire_len })
+    }
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("wire_len", &self.wire_len)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Moves byte messages between one party and its two neighbours.
 ///
@@ -117,6 +164,38 @@ pub trait Transport: Send {
         le_bytes_to_u64s(self.party().neighbour(from), &bytes)
     }
 
+    /// Whether this transport moves [`Handle`]s: true only where both ends of each link
+    /// live in this process (the in-process transport, and wrappers around it), and then
+    /// for both ends alike, so a protocol that checks it sends what its peer expects.
+    fn carries_handles(&self) -> bool {
+        false
+    }
+
+    /// Hands `handle` to `peer`, which takes it with [`Transport::recv_handle`]; only where
+    /// [`Transport::carries_handles`].
+    ///
+    /// # Errors
+    /// [`TransportError::HandlesNotCarried`] on a transport between processes, and as
+    /// [`Transport::send`].
+    fn send_handle(&mut self, peer: Peer, handle: Handle) -> Result<(), TransportError> {
+        drop(handle);
+        Err(TransportError::HandlesNotCarried {
+            peer: self.party().neighbour(peer),
+        })
+    }
+
+    /// Takes the next message from `peer`, which must be a [`Handle`].
+    ///
+    /// # Errors
+    /// [`TransportError::HandlesNotCarried`] on a transport between processes,
+    /// [`TransportError::Malformed`] when the next message is bytes, and as
+    /// [`Transport::recv`].
+    fn recv_handle(&mut self, peer: Peer) -> Result<Handle, TransportError> {
+        Err(TransportError::HandlesNotCarried {
+            peer: self.party().neighbour(peer),
+        })
+    }
+
     /// [`Transport::exchange_both`] for `u64` words: returns `(from_next, from_prev)`.
     ///
     /// # Errors
@@ -138,6 +217,20 @@ pub trait Transport: Send {
     }
 }
 
+/// [`TransportError::HandlesNotCarried`] unless `transport` carries handles: what a wrapper
+/// checks before it sends or reads anything of its own for a handle.
+pub(crate) fn check_carries_handles(
+    transport: &impl Transport,
+    peer: Peer,
+) -> Result<(), TransportError> {
+    if transport.carries_handles() {
+        return Ok(());
+    }
+    Err(TransportError::HandlesNotCarried {
+        peer: transport.party().neighbour(peer),
+    })
+}
+
 /// `Transport` for a pointer to a transport, forwarding every method.
 macro_rules! forward_transport {
     ($pointer:ty) => {
@@ -156,6 +249,15 @@ macro_rules! forward_transport {
             }
             fn recv(&mut self, peer: Peer) -> Result<Vec<u8>, TransportError> {
                 (**self).recv(peer)
+            }
+            fn carries_handles(&self) -> bool {
+                (**self).carries_handles()
+            }
+            fn send_handle(&mut self, peer: Peer, handle: Handle) -> Result<(), TransportError> {
+                (**self).send_handle(peer, handle)
+            }
+            fn recv_handle(&mut self, peer: Peer) -> Result<Handle, TransportError> {
+                (**self).recv_handle(peer)
             }
             fn recv_u64s(&mut self, peer: Peer) -> Result<Vec<u64>, TransportError> {
                 (**self).recv_u64s(peer)

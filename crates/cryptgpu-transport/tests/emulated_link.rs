@@ -185,3 +185,30 @@ fn a_peer_that_leaves_is_reported_as_disconnected() {
     assert!(err.is_disconnected(), "{err:?}");
     assert!(p1.send(Peer::Prev, b"x").unwrap_err().is_disconnected());
 }
+
+#[test]
+fn a_handle_takes_the_time_of_the_bytes_it_stands_for() {
+    // 8 Mbit/s: 10000 bytes take 10 ms on the uplink; one-way latency 5 ms.
+    let profile: LinkProfile = "8mbit,10ms".parse().unwrap();
+    let start = Instant::now();
+    let results = run_local_3pc(|t| {
+        let mut c = Counting::new(EmulatedLink::new(t, profile));
+        assert!(c.carries_handles());
+        let me = c.party().index();
+        c.send_handle(Peer::Next, cryptgpu_transport::Handle::new(me, 10_000))
+            .unwrap();
+        let got = c.recv_handle(Peer::Prev).unwrap();
+        (
+            got.downcast::<usize>().unwrap(),
+            c.stats().total_bytes_sent(),
+        )
+    })
+    .unwrap();
+    let elapsed = start.elapsed();
+    for party in PartyId::ALL {
+        assert_eq!(results[party.index()], (party.prev().index(), 10_000));
+    }
+    let modelled = profile.transfer_time(10_000) + profile.one_way();
+    assert_eq!(modelled, Duration::from_millis(15));
+    assert!(elapsed >= modelled, "{elapsed:?} < {modelled:?}");
+}

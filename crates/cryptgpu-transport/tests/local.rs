@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::{pattern, script, script_stats};
 use cryptgpu_transport::{
-    CommStats, Counting, LocalConfig, LocalTransport, PartyId, Peer, Transport, TransportError,
-    run_local_3pc, run_local_3pc_with,
+    CommStats, Counting, Handle, LocalConfig, LocalTransport, PartyId, Peer, Transport,
+    TransportError, run_local_3pc, run_local_3pc_with,
 };
 
 #[test]
@@ -157,9 +157,7 @@ fn queued_messages_arrive_before_the_disconnect() {
 fn a_silent_party_times_out_within_the_configured_timeout() {
     let timeout = Duration::from_millis(300);
     let results = run_local_3pc_with(
-        LocalConfig {
-            recv_timeout: Some(timeout),
-        },
+        LocalConfig::default().with_recv_timeout(Some(timeout)),
         |t| {
             if t.party() == PartyId::P1 {
                 // Alive but silent for longer than the timeout.
@@ -217,4 +215,103 @@ fn works_through_dyn_and_box() {
     for r in results {
         assert_eq!(r, (vec![2], vec![1], 1));
     }
+}
+
+#[test]
+fn handles_move_between_threads_counted_as_the_bytes_they_stand_for() {
+    let results = run_local_3pc(|t| {
+        let mut c = Counting::new(t);
+        assert!(c.carries_handles());
+        let me = c.party().index() as u64;
+        c.send_handle(Peer::Next, Handle::new(vec![me; 3], 24))
+            .unwrap();
+        let got = c.recv_handle(Peer::Prev).unwrap();
+        assert_eq!(got.wire_len(), 24);
+        // A handle of another type comes back whole, to be refused by the caller.
+        let got = got.downcast::<String>().unwrap_err();
+        (got.downcast::<Vec<u64>>().unwrap(), c.stats())
+    })
+    .unwrap();
+    for party in PartyId::ALL {
+        let (values, stats) = &results[party.index()];
+        assert_eq!(values, &vec![party.prev().index() as u64; 3]);
+        assert_eq!(stats.total_bytes_sent(), 24);
+        assert_eq!(stats.total_bytes_received(), 24);
+        assert_eq!(stats.rounds, 1);
+    }
+}
+
+#[test]
+fn a_handle_where_bytes_are_expected_and_the_reverse_are_refused() {
+    let results = run_local_3pc(|t| {
+        match t.party() {
+            PartyId::P0 => {
+                t.send_handle(Peer::Next, Handle::new(1u8, 8)).unwrap();
+                t.send(Peer::Next, b"bytes").unwrap();
+            }
+            PartyId::P1 => {
+                let bytes = t.recv(Peer::Prev).unwrap_err();
+                let handle = t.recv_handle(Peer::Prev).unwrap_err();
+                return Some((bytes, handle));
+            }
+            _ => {}
+        }
+        None
+    })
+    .unwrap();
+    let (bytes, handle) = results[1].as_ref().unwrap();
+    for (err, words) in [
+        (bytes, "a handle where bytes"),
+        (handle, "bytes where a handle"),
+    ] {
+        assert!(
+            matches!(
+                err,
+                TransportError::Malformed {
+                    peer: PartyId::P0,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains(words), "{err}");
+    }
+}
+
+#[test]
+fn a_transport_between_processes_refuses_handles_by_default() {
+    /// A transport that carries bytes only (the trait's defaults for handles).
+    struct BytesOnly;
+    impl Transport for BytesOnly {
+        fn party(&self) -> PartyId {
+            PartyId::P1
+        }
+        fn send(&mut self, _: Peer, _: &[u8]) -> Result<(), TransportError> {
+            Ok(())
+        }
+        fn recv(&mut self, _: Peer) -> Result<Vec<u8>, TransportError> {
+            Ok(Vec::new())
+        }
+    }
+    // The in-process transport told to carry bytes only refuses them too.
+    let results = run_local_3pc_with(LocalConfig::default().with_handles(false), |t| {
+        (
+            t.carries_handles(),
+            t.send_handle(Peer::Next, Handle::new(0u8, 8)).is_err(),
+        )
+    })
+    .unwrap();
+    assert_eq!(results, [(false, true); 3]);
+    let mut t = Counting::new(BytesOnly);
+    assert!(!t.carries_handles());
+    let err = t.send_handle(Peer::Next, Handle::new(0u8, 8)).unwrap_err();
+    assert!(matches!(
+        err,
+        TransportError::HandlesNotCarried { peer: PartyId::P2 }
+    ));
+    assert!(matches!(
+        t.recv_handle(Peer::Prev),
+        Err(TransportError::HandlesNotCarried { .. })
+    ));
+    assert_eq!(t.stats().total_messages_sent(), 0);
 }

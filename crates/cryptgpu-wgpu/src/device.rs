@@ -1,6 +1,7 @@
 //! Choosing an adapter, opening the device, and what every op needs from it: the ring
-//! path, the binding limit that chunking respects, one bind group layout, and the
-//! pipeline cache.
+//! path, the binding limit that chunking respects, the bind group layouts (one for every
+//! kernel with two inputs, one for the six inputs of `Kernel::Fused`), and the pipeline
+//! cache.
 
 use crate::error::WgpuError;
 use crate::shaders::{Kernel, RingPath};
@@ -95,12 +96,23 @@ pub(crate) struct Context {
     pub(crate) binding_limit: usize,
     /// Elements one buffer may hold.
     pub(crate) buffer_limit: usize,
-    pub(crate) bind_group_layout: wgpu::BindGroupLayout,
+    bind_group_layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
+    /// The layouts of [`Kernel::Fused`]: the bindings of `bind_group_layout` plus read
+    /// storage bindings 4 to 7 for inputs 2 to 5. `None` where the adapter allows fewer
+    /// than 7 storage buffers per shader stage; `fused` then runs one op per step.
+    pub(crate) fused_layout: Option<(wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
     /// Bound where a kernel has no input there.
     pub(crate) placeholder: wgpu::Buffer,
     pipelines: Mutex<HashMap<Kernel, wgpu::ComputePipeline>>,
+    /// Uniform buffers of passes already submitted, by size class, for later passes to
+    /// write their parameters into (`queue.write_buffer` is ordered after the submissions
+    /// that read the old contents).
+    uniforms: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
 }
+
+/// The most idle uniform buffers kept per size class.
+const IDLE_UNIFORMS: usize = 64;
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -241,29 +253,50 @@ impl Context {
             },
             count: None,
         };
+        let entries = [
+            storage(0, true),
+            storage(1, true),
+            storage(2, false),
+            wgpu::BindGroupLayoutEntry {
+                binding: 3,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            },
+        ];
         let bind_group_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("cryptgpu kernel bindings"),
-            entries: &[
-                storage(0, true),
-                storage(1, true),
-                storage(2, false),
-                wgpu::BindGroupLayoutEntry {
-                    binding: 3,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                },
-            ],
+            entries: &entries,
         });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("cryptgpu kernels"),
             bind_group_layouts: &[Some(&bind_group_layout)],
             immediate_size: 0,
         });
+        // Six inputs and the output: seven storage buffers in one stage. Inputs 2 to 5 are
+        // bindings 4 to 7, after the output (2) and the parameters (3).
+        let fused_inputs = Kernel::FUSED_INPUTS as u32;
+        let fused_layout =
+            (limits.max_storage_buffers_per_shader_stage > fused_inputs).then(|| {
+                let mut entries = entries.to_vec();
+                entries.extend((4..fused_inputs + 2).map(|b| storage(b, true)));
+                let bind_group_layout =
+                    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                        label: Some("cryptgpu fused kernel bindings"),
+                        entries: &entries,
+                    });
+                let pipeline_layout =
+                    device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                        label: Some("cryptgpu fused kernel"),
+                        bind_group_layouts: &[Some(&bind_group_layout)],
+                        immediate_size: 0,
+                    });
+                (bind_group_layout, pipeline_layout)
+            });
         let placeholder = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("cryptgpu placeholder"),
             size: 256,
@@ -279,14 +312,81 @@ impl Context {
             buffer_limit,
             bind_group_layout,
             pipeline_layout,
+            fused_layout,
             placeholder,
             pipelines: Mutex::new(HashMap::new()),
+            uniforms: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The compute pipeline of `kernel`, built on first use and cached. Call inside an
-    /// error scope: a shader that fails to compile is reported there.
-    pub(crate) fn pipeline(&self, kernel: Kernel) -> wgpu::ComputePipeline {
+    /// A uniform buffer for `bytes` bytes of a pass's parameters (rounded up to a size
+    /// class), holding `contents` once the next submission starts: an idle one given back
+    /// by [`Context::give_back_uniforms`], else a new one (counted as an allocation).
+    pub(crate) fn uniform(&self, label: &'static str, contents: &[u8]) -> wgpu::Buffer {
+        let class = (contents.len() as u64).next_power_of_two().max(64);
+        let idle = self
+            .uniforms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&class)
+            .and_then(Vec::pop);
+        let buffer = idle.unwrap_or_else(|| {
+            cryptgpu_backend::counters::record_allocation(class);
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: class,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+        self.queue.write_buffer(&buffer, 0, contents);
+        buffer
+    }
+
+    /// Returns the uniform buffers of passes just submitted to the pool.
+    pub(crate) fn give_back_uniforms(&self, buffers: Vec<wgpu::Buffer>) {
+        let mut pool = self.uniforms.lock().unwrap_or_else(|p| p.into_inner());
+        for buffer in buffers {
+            let idle = pool.entry(buffer.size()).or_default();
+            if idle.len() < IDLE_UNIFORMS {
+                idle.push(buffer);
+            }
+        }
+    }
+
+    /// The bind group layout and pipeline layout of `kernel`: [`Context::fused_layout`]
+    /// for [`Kernel::Fused`] (an error where the adapter has none), the shared ones for
+    /// every other kernel.
+    pub(crate) fn layouts(
+        &self,
+        op: &'static str,
+        kernel: Kernel,
+    ) -> Result<(&wgpu::BindGroupLayout, &wgpu::PipelineLayout), WgpuError> {
+        match kernel {
+            Kernel::Fused => self
+                .fused_layout
+                .as_ref()
+                .map(|(group, pipeline)| (group, pipeline))
+                .ok_or_else(|| WgpuError::TooLarge {
+                    op,
+                    why: format!(
+                        "the fused kernel binds {} storage buffers, more than this adapter \
+                         allows in one shader stage",
+                        Kernel::FUSED_INPUTS + 1
+                    ),
+                }),
+            _ => Ok((&self.bind_group_layout, &self.pipeline_layout)),
+        }
+    }
+
+    /// The compute pipeline of `kernel` with its `layout`
+    /// ([`Context::layouts`]), built on first use and cached. Call inside an error scope:
+    /// a shader that fails to compile is reported there.
+    pub(crate) fn pipeline(
+        &self,
+        kernel: Kernel,
+        layout: &wgpu::PipelineLayout,
+    ) -> wgpu::ComputePipeline {
         let mut cache = self
             .pipelines
             .lock()
@@ -303,7 +403,7 @@ impl Context {
                 self.device
                     .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                         label: Some(kernel.entry_point()),
-                        layout: Some(&self.pipeline_layout),
+                        layout: Some(layout),
                         module: &module,
                         entry_point: Some(kernel.entry_point()),
                         compilation_options: Default::default(),
@@ -342,6 +442,7 @@ impl Context {
 
     /// Waits until the device has finished all submitted work.
     pub(crate) fn wait(&self, op: &'static str) -> Result<(), WgpuError> {
+        cryptgpu_backend::counters::record_sync();
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map(drop)

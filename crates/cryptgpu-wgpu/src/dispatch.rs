@@ -3,14 +3,16 @@
 //! reads, and this module cuts those reads into windows of at most the binding limit and
 //! dispatches one pass per combination. Kernels are linear in each input window (reads
 //! outside the window give zero) and the first pass writes while later ones add, so the
-//! passes sum to the op. Elementwise ops, which are not linear, always get one window.
+//! passes sum to the op. Elementwise ops, which are not linear, always get one window;
+//! the inputs past the first two of a fused program (`Kernel::Fused`) are bound with the
+//! first input's window, which for an elementwise op is the output chunk's elements.
 
 use crate::device::{ALIGN, Context};
 use crate::error::WgpuError;
 use crate::shaders::Kernel;
+use cryptgpu_backend::counters;
 use std::num::NonZeroU64;
 use std::ops::Range;
-use wgpu::util::DeviceExt;
 
 /// Threads per workgroup of the 1-d kernels (`WORKGROUP_THREADS` in `common.wgsl`).
 const WORKGROUP_THREADS: usize = 256;
@@ -93,18 +95,31 @@ pub(crate) enum Windowing {
 }
 
 impl Context {
-    /// Records and submits every pass of `chunks`, writing `out` from `inputs`.
+    /// Records and submits every pass of `chunks`, writing `out` from `inputs` (at most
+    /// [`Kernel::inputs`]; `None` or missing where the kernel reads nothing). Inputs 0
+    /// and 1 are bound at bindings 0 and 1 with the windows of the chunk's reads; inputs 2
+    /// and up (of [`Kernel::Fused`] only) at bindings 4 and up with input 0's window, so
+    /// only for [`Windowing::Single`] and chunks whose every input reads input 0's range.
     pub(crate) fn run(
         &self,
         op: &'static str,
         kernel: Kernel,
         out: &wgpu::Buffer,
-        inputs: [Option<&wgpu::Buffer>; 2],
+        inputs: &[Option<&wgpu::Buffer>],
         chunks: impl IntoIterator<Item = Chunk>,
         windowing: Windowing,
     ) -> Result<(), WgpuError> {
+        debug_assert!(
+            inputs.len() <= kernel.inputs()
+                && (inputs.len() <= 2 || windowing == Windowing::Single),
+            "{op}: {} inputs for {kernel:?} with {windowing:?} windows",
+            inputs.len()
+        );
         let limit = self.binding_limit;
-        let pipeline = self.pipeline(kernel);
+        let (bind_group_layout, pipeline_layout) = self.layouts(op, kernel)?;
+        // The passes' uniform buffers, given back to the pool once submitted.
+        let mut uniforms = Vec::new();
+        let pipeline = self.pipeline(kernel, pipeline_layout);
         let mut encoder = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
@@ -160,46 +175,57 @@ impl Context {
                         words[8 + GEMM_K_BEGIN + 1] = end.min(k.depth) as u32;
                     }
                     words.resize(words.len().next_multiple_of(4), 0);
-                    let uniform =
-                        self.device
-                            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                                label: Some(op),
-                                contents: bytemuck::cast_slice(&words),
-                                usage: wgpu::BufferUsages::UNIFORM,
-                            });
-                    let input = |slot: usize, window: (usize, usize)| match inputs[slot] {
-                        Some(buffer) if window.1 > 0 => binding(buffer, window),
+                    let params: &[u8] = bytemuck::cast_slice(&words);
+                    let uniform = self.uniform(op, params);
+                    let params_len = NonZeroU64::new(params.len() as u64);
+                    let input = |slot: usize, window: (usize, usize)| match inputs.get(slot) {
+                        Some(Some(buffer)) if window.1 > 0 => binding(buffer, window),
                         _ => self.placeholder.as_entire_binding(),
                     };
+                    let mut entries = vec![
+                        wgpu::BindGroupEntry {
+                            binding: 0,
+                            resource: input(0, a),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 1,
+                            resource: input(1, b),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 2,
+                            resource: binding(out, out_window),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 3,
+                            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: &uniform,
+                                offset: 0,
+                                size: params_len,
+                            }),
+                        },
+                    ];
+                    // Inputs 2 and up (a fused program's) with input 0's window.
+                    for slot in 2..kernel.inputs() {
+                        entries.push(wgpu::BindGroupEntry {
+                            binding: 2 + slot as u32,
+                            resource: input(slot, a),
+                        });
+                    }
                     let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
                         label: Some(op),
-                        layout: &self.bind_group_layout,
-                        entries: &[
-                            wgpu::BindGroupEntry {
-                                binding: 0,
-                                resource: input(0, a),
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 1,
-                                resource: input(1, b),
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 2,
-                                resource: binding(out, out_window),
-                            },
-                            wgpu::BindGroupEntry {
-                                binding: 3,
-                                resource: uniform.as_entire_binding(),
-                            },
-                        ],
+                        layout: bind_group_layout,
+                        entries: &entries,
                     });
                     pass.set_bind_group(0, &bind_group, &[]);
                     let [x, y, z] = chunk.groups;
                     pass.dispatch_workgroups(x, y, z);
+                    counters::record_launches(1);
+                    uniforms.push(uniform);
                 }
             }
         }
         self.queue.submit([encoder.finish()]);
+        self.give_back_uniforms(uniforms);
         Ok(())
     }
 }

@@ -6,8 +6,11 @@ use crate::device::{ALIGN, Context};
 use crate::dispatch::{Chunk, KFromB, MAX_GROUPS, Windowing, flat_chunks, groups_1d};
 use crate::error::WgpuError;
 use crate::shaders::Kernel;
+use cryptgpu_backend::fused::FUSED_MAX_STEPS;
 use cryptgpu_backend::shape::{self, Conv2dDims, MatmulDims, Pool2dDims};
-use cryptgpu_backend::{BinaryOp, DeviceTensor, Result, ShiftOp, UnaryOp, prg};
+use cryptgpu_backend::{
+    BinaryOp, DeviceTensor, Fused, FusedStep, Operand, Result, ShiftOp, UnaryOp, prg,
+};
 use std::ops::Range;
 
 // Op codes of `elementwise.wgsl`.
@@ -70,13 +73,14 @@ fn hi(x: u64) -> u32 {
 }
 
 /// Runs `kernel` into a new tensor of `shape` with the chunks `plan` makes, all inside
-/// one set of error scopes.
-fn launch(
+/// one set of error scopes. `inputs` as [`Context::run`] takes them: two for every kernel
+/// but [`Kernel::Fused`].
+fn launch<const N: usize>(
     ctx: &Context,
     op: &'static str,
     kernel: Kernel,
     shape: &[usize],
-    inputs: [Option<&WgpuTensor>; 2],
+    inputs: [Option<&WgpuTensor>; N],
     windowing: Windowing,
     plan: impl FnOnce(usize) -> Result<Vec<Chunk>, WgpuError>,
 ) -> Result<WgpuTensor> {
@@ -104,7 +108,7 @@ fn launch(
             op,
             kernel,
             &out.buffer,
-            inputs.map(|t| t.map(|t| &t.buffer)),
+            &inputs.map(|t| t.map(|t| &t.buffer)),
             chunks,
             windowing,
         )
@@ -147,6 +151,75 @@ pub(crate) fn elementwise(
                         0,
                     ],
                     out: r,
+                })
+                .collect())
+        },
+    )
+}
+
+/// The operand code of `fused.wgsl` that stands for the step's scalar.
+const FUSED_SCALAR: u32 = 0xffff;
+
+/// The words of a fused program after `fused.wgsl`'s `first_index` and `count`: the input
+/// and step counts, then per step `(op, a | b << 16, lo, hi)` with the `elementwise.wgsl`
+/// op codes, operands coded as input `i` → `i` and step `s` → 6 + `s`, [`FUSED_SCALAR`]
+/// as `b` where the second operand is the scalar (`lo`, `hi`), and a shift's amount in
+/// `lo`. Unused steps are zero; the program is checked, so every operand names an input
+/// the call binds or an earlier step.
+fn fused_words(program: &Fused, inputs: usize) -> Vec<u32> {
+    let operand = |operand: Operand| match operand {
+        Operand::Input(i) => u32::from(i),
+        Operand::Step(s) => Kernel::FUSED_INPUTS as u32 + u32::from(s),
+    };
+    let steps = program.steps();
+    let mut words = vec![word(inputs), word(steps.len())];
+    for step in steps {
+        let (op, a, b, scalar) = match *step {
+            FusedStep::Binary(op, a, b) => (binary_code(op), a, operand(b), 0),
+            FusedStep::Scalar(op, a, scalar) => (binary_code(op), a, FUSED_SCALAR, scalar),
+            FusedStep::Unary(op, a) => (unary_code(op), a, FUSED_SCALAR, 0),
+            FusedStep::Shift(op, a, bits) => (shift_code(op), a, FUSED_SCALAR, u64::from(bits)),
+        };
+        words.extend([op, operand(a) | (b << 16), lo(scalar), hi(scalar)]);
+    }
+    words.resize(2 + 4 * FUSED_MAX_STEPS, 0);
+    words
+}
+
+/// A checked `program` on `inputs` (1 to 6 tensors of `shape`): one dispatch of
+/// `fused.wgsl` per flat chunk of the output, every input bound with the chunk's window.
+pub(crate) fn fused(
+    ctx: &Context,
+    program: &Fused,
+    inputs: &[&WgpuTensor],
+    shape: &[usize],
+) -> Result<WgpuTensor> {
+    let len = shape::numel("fused", shape)?;
+    let mut slots = [None; Kernel::FUSED_INPUTS];
+    for (slot, input) in slots.iter_mut().zip(inputs) {
+        *slot = Some(*input);
+    }
+    let program = fused_words(program, inputs.len());
+    launch(
+        ctx,
+        "fused",
+        Kernel::Fused,
+        shape,
+        slots,
+        Windowing::Single,
+        |limit| {
+            Ok(flat_chunks(len, limit)
+                .map(|r| {
+                    let mut params = vec![word(r.start), word(r.len())];
+                    params.extend_from_slice(&program);
+                    Chunk {
+                        k_from_b: None,
+                        // Input 1's window; inputs 2 and up take input 0's, the same.
+                        reads: [r.clone(), if inputs.len() > 1 { r.clone() } else { 0..0 }],
+                        groups: groups_1d(r.len()),
+                        params,
+                        out: r,
+                    }
                 })
                 .collect())
         },
@@ -307,6 +380,18 @@ pub(crate) fn gather_new(
     src_strides: &[usize],
     offset: usize,
 ) -> Result<WgpuTensor> {
+    let view = shape::StridedView {
+        shape: shape.to_vec(),
+        strides: src_strides.to_vec(),
+        offset,
+    };
+    if view.is_whole(src.len()) {
+        // The view reads all of src in order: src itself, no pass.
+        return Ok(WgpuTensor {
+            buffer: src.buffer.clone(),
+            shape: view.shape,
+        });
+    }
     let threads = shape::numel(op, shape)?;
     let axes = merged_axes(op, shape, src_strides)?;
     launch(
@@ -342,6 +427,12 @@ pub(crate) fn concat(
     out_shape: &[usize],
 ) -> Result<WgpuTensor> {
     const OP: &str = "concat";
+    if let [only] = tensors {
+        return Ok(WgpuTensor {
+            buffer: only.buffer.clone(),
+            shape: out_shape.to_vec(),
+        });
+    }
     let out = ctx.output(OP, out_shape)?;
     if out.is_empty() {
         return Ok(out);
@@ -370,7 +461,7 @@ pub(crate) fn concat(
                     OP,
                     Kernel::Gather,
                     &out.buffer,
-                    [Some(&part.buffer), None],
+                    &[Some(&part.buffer)],
                     chunks,
                     Windowing::Linear,
                 )?;
@@ -380,6 +471,124 @@ pub(crate) fn concat(
         Ok(())
     })?;
     Ok(out)
+}
+
+/// Output rows one `select_rows.wgsl` dispatch fills at most: the length of its `rows`
+/// table in the uniform parameters.
+const SELECT_ROWS_MAX: usize = 128;
+/// The `rows` entry of a row of zeros (`SELECT_ROWS_NONE` in `select_rows.wgsl`).
+const SELECT_ROWS_NONE: u32 = u32::MAX;
+
+/// Rows of `src` picked by index into a new tensor of `out_shape` (its rows `row_len`
+/// elements long): output row `i` is source row `rows[i]`, or zeros for `None`.
+pub(crate) fn select_rows(
+    ctx: &Context,
+    src: &WgpuTensor,
+    rows: &[Option<usize>],
+    out_shape: &[usize],
+) -> Result<WgpuTensor> {
+    let row_len: usize = out_shape[1..].iter().product();
+    launch(
+        ctx,
+        "select_rows",
+        Kernel::SelectRows,
+        out_shape,
+        [Some(src), None],
+        Windowing::Linear,
+        |limit| Ok(select_rows_chunks(limit, rows, row_len)),
+    )
+}
+
+/// The dispatches of a `select_rows` with rows of `row_len > 0` elements and at least one
+/// row, each covering consecutive output rows with one binding window of the output and
+/// one of the source: up to [`SELECT_ROWS_MAX`] rows while their output and the span of
+/// source rows they read both fit a binding, so every dispatch is one pass. Rows longer
+/// than a binding go in pieces of a row, one dispatch each.
+fn select_rows_chunks(limit: usize, rows: &[Option<usize>], row_len: usize) -> Vec<Chunk> {
+    // Windows start on a multiple of ALIGN, so ranges of at most `budget` elements fit
+    // one binding of `limit`.
+    let budget = limit - ALIGN;
+    let mut chunks = Vec::new();
+    if row_len > budget {
+        for (i, row) in rows.iter().enumerate() {
+            for start in (0..row_len).step_by(budget) {
+                let cols = start..(start + budget).min(row_len);
+                chunks.push(select_rows_chunk(i, &[*row], row_len, cols));
+            }
+        }
+        return chunks;
+    }
+    // Rows whose elements fit `budget`.
+    let per_binding = budget / row_len;
+    let mut first = 0;
+    let mut span: Option<(usize, usize)> = None;
+    for (i, row) in rows.iter().enumerate() {
+        let widened = match (span, *row) {
+            (Some((lo, hi)), Some(r)) => Some((lo.min(r), hi.max(r))),
+            (None, Some(r)) => Some((r, r)),
+            (span, None) => span,
+        };
+        let taken = i - first;
+        let fits = taken < SELECT_ROWS_MAX.min(per_binding)
+            && widened.is_none_or(|(lo, hi)| hi - lo < per_binding);
+        if taken > 0 && !fits {
+            chunks.push(select_rows_chunk(
+                first,
+                &rows[first..i],
+                row_len,
+                0..row_len,
+            ));
+            first = i;
+            span = row.map(|r| (r, r));
+        } else {
+            span = widened;
+        }
+    }
+    chunks.push(select_rows_chunk(
+        first,
+        &rows[first..],
+        row_len,
+        0..row_len,
+    ));
+    chunks
+}
+
+/// One `select_rows.wgsl` dispatch: output rows `first_row ..` from source `rows`, columns
+/// `cols` of each (all of them unless there is one row).
+fn select_rows_chunk(
+    first_row: usize,
+    rows: &[Option<usize>],
+    row_len: usize,
+    cols: Range<usize>,
+) -> Chunk {
+    debug_assert!(!rows.is_empty() && rows.len() <= SELECT_ROWS_MAX);
+    debug_assert!(rows.len() == 1 || cols == (0..row_len));
+    let last_row = first_row + rows.len() - 1;
+    let out = first_row * row_len + cols.start..last_row * row_len + cols.end;
+    let picked = rows.iter().flatten();
+    let reads = match (picked.clone().min(), picked.max()) {
+        (Some(lo), Some(hi)) => lo * row_len + cols.start..hi * row_len + cols.end,
+        _ => 0..0,
+    };
+    let mut params = vec![
+        word(out.start),
+        word(out.len()),
+        word(row_len),
+        word(first_row),
+    ];
+    params.extend(
+        rows.iter()
+            .map(|row| row.map_or(SELECT_ROWS_NONE, word))
+            .chain(std::iter::repeat(SELECT_ROWS_NONE))
+            .take(SELECT_ROWS_MAX),
+    );
+    Chunk {
+        k_from_b: None,
+        reads: [reads, 0..0],
+        groups: groups_1d(out.len()),
+        params,
+        out,
+    }
 }
 
 /// Packs the lowest bit of every element into 64-bit words.

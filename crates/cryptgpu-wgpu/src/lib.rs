@@ -22,9 +22,11 @@ pub use device::{AdapterSummary, Int64Mode, WgpuOptions};
 pub use error::WgpuError;
 pub use shaders::RingPath;
 
+use cryptgpu_backend::counters;
 use cryptgpu_backend::shape::{self, Conv2dDims, MatmulDims, Pool2dDims};
 use cryptgpu_backend::{
-    BinaryOp, Conv2dParams, DeviceTensor, GpuBackend, Pool2dParams, Result, ShiftOp, UnaryOp,
+    BinaryOp, Conv2dParams, DeviceTensor, Fused, FusedStep, GpuBackend, Operand, Pool2dParams,
+    Result, ShiftOp, UnaryOp,
 };
 use device::Context;
 use std::ops::Range;
@@ -85,6 +87,32 @@ impl WgpuBackend {
     fn ctx(&self) -> &Context {
         &self.ctx
     }
+
+    /// A checked `program` run one op per step (what [`GpuBackend::fused`]'s default
+    /// does), for adapters that cannot bind the fused kernel's seven storage buffers.
+    fn fused_by_steps(
+        &self,
+        program: &Fused,
+        inputs: &[&WgpuTensor],
+        shape: &[usize],
+    ) -> Result<WgpuTensor> {
+        let mut values: Vec<WgpuTensor> = Vec::with_capacity(program.steps().len());
+        for step in program.steps() {
+            let read = |operand: Operand| match operand {
+                Operand::Input(i) => inputs[usize::from(i)],
+                Operand::Step(s) => &values[usize::from(s)],
+            };
+            let value = match *step {
+                FusedStep::Binary(op, a, b) => self.binary(op, read(a), read(b))?,
+                FusedStep::Scalar(op, a, scalar) => self.binary_scalar(op, read(a), scalar)?,
+                FusedStep::Unary(op, a) => self.unary(op, read(a))?,
+                FusedStep::Shift(op, a, bits) => self.shift(op, read(a), bits)?,
+            };
+            values.push(value);
+        }
+        let last = values.pop().expect("a checked program has a step");
+        self.reshape(&last, shape)
+    }
 }
 
 impl Context {
@@ -92,6 +120,7 @@ impl Context {
     pub(crate) fn output(&self, op: &'static str, shape: &[usize]) -> Result<WgpuTensor> {
         let len = shape::numel(op, shape)?;
         self.check_size(op, len)?;
+        counters::record_allocation((len.max(1) * 8) as u64);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(op),
             size: (len.max(1) * 8) as u64,
@@ -132,6 +161,8 @@ impl GpuBackend for WgpuBackend {
         shape::check_len("upload", shape, data.len())?;
         let ctx = self.ctx();
         ctx.check_size("upload", data.len())?;
+        counters::record_upload(8 * data.len() as u64);
+        counters::record_allocation((data.len().max(1) * 8) as u64);
         Ok(ctx.scoped("upload", || {
             let contents: &[u8] = if data.is_empty() {
                 &[0; 8]
@@ -160,9 +191,12 @@ impl GpuBackend for WgpuBackend {
         let ctx = self.ctx();
         let len = tensor.len();
         let mut out = Vec::with_capacity(len);
+        // The waits are counted by `Context::wait`, one per piece.
+        counters::record_download(8 * len as u64, false);
         if len == 0 {
             return Ok(out);
         }
+        counters::record_allocation((len.min(DOWNLOAD_PIECE) * 8) as u64);
         let staging = ctx.scoped(OP, || {
             Ok(ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(OP),
@@ -255,6 +289,11 @@ impl GpuBackend for WgpuBackend {
         kernels::concat(self.ctx(), tensors, axis, &out_shape)
     }
 
+    fn select_rows(&self, tensor: &WgpuTensor, rows: &[Option<usize>]) -> Result<WgpuTensor> {
+        let out_shape = shape::selected_rows("select_rows", &tensor.shape, rows)?;
+        kernels::select_rows(self.ctx(), tensor, rows, &out_shape)
+    }
+
     fn broadcast_to(&self, tensor: &WgpuTensor, shape: &[usize]) -> Result<WgpuTensor> {
         let v = shape::broadcast_view("broadcast_to", &tensor.shape, shape)?;
         kernels::gather_new(
@@ -315,6 +354,16 @@ impl GpuBackend for WgpuBackend {
             0,
             bits,
         )
+    }
+
+    fn fused(&self, program: &Fused, inputs: &[&WgpuTensor]) -> Result<WgpuTensor> {
+        let shape = cryptgpu_backend::fused_shape(program, inputs)?;
+        if self.ctx().fused_layout.is_none() {
+            // An adapter with fewer than 7 storage buffers per shader stage cannot bind
+            // the fused kernel: one op per step, as the trait's default does.
+            return self.fused_by_steps(program, inputs, &shape);
+        }
+        kernels::fused(self.ctx(), program, inputs, &shape)
     }
 
     fn extract_bit(&self, tensor: &WgpuTensor, bit: u32) -> Result<WgpuTensor> {

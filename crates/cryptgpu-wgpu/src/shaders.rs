@@ -28,7 +28,9 @@ const RING_U64: &str = include_str!("../../../shaders/ring_u64.wgsl");
 const RING_EMULATED: &str = include_str!("../../../shaders/ring_emulated.wgsl");
 const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
+const FUSED: &str = include_str!("../../../shaders/fused.wgsl");
 const GATHER: &str = include_str!("../../../shaders/gather.wgsl");
+const SELECT_ROWS: &str = include_str!("../../../shaders/select_rows.wgsl");
 const BITS: &str = include_str!("../../../shaders/bits.wgsl");
 const CHACHA12: &str = include_str!("../../../shaders/chacha12.wgsl");
 const SUM_AXIS: &str = include_str!("../../../shaders/sum_axis.wgsl");
@@ -41,12 +43,14 @@ const CONV_GRAD_INPUT: &str = include_str!("../../../shaders/conv_grad_input.wgs
 const CONV_GRAD_WEIGHT: &str = include_str!("../../../shaders/conv_grad_weight.wgsl");
 
 /// Every file of `shaders/`, by name: the naga test checks that each one is here and used.
-pub const FILES: [(&str, &str); 15] = [
+pub const FILES: [(&str, &str); 17] = [
     ("ring_u64.wgsl", RING_U64),
     ("ring_emulated.wgsl", RING_EMULATED),
     ("common.wgsl", COMMON),
     ("elementwise.wgsl", ELEMENTWISE),
+    ("fused.wgsl", FUSED),
     ("gather.wgsl", GATHER),
+    ("select_rows.wgsl", SELECT_ROWS),
     ("bits.wgsl", BITS),
     ("chacha12.wgsl", CHACHA12),
     ("sum_axis.wgsl", SUM_AXIS),
@@ -64,8 +68,13 @@ pub const FILES: [(&str, &str); 15] = [
 pub enum Kernel {
     /// Binary, scalar, unary, shift, bit and fill ops (`elementwise.wgsl`).
     Elementwise,
+    /// A fused elementwise program over up to six inputs, one dispatch per chunk
+    /// (`fused.wgsl`); the one kernel with [`Kernel::FUSED_INPUTS`] read bindings.
+    Fused,
     /// Strided copies: permute, slice, broadcast, concat (`gather.wgsl`).
     Gather,
+    /// Rows picked by index, up to 128 a dispatch (`select_rows.wgsl`).
+    SelectRows,
     /// Bit packing (`bits.wgsl`, `pack`).
     PackBits,
     /// Bit unpacking (`bits.wgsl`, `unpack`).
@@ -94,9 +103,11 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel.
-    pub const ALL: [Kernel; 14] = [
+    pub const ALL: [Kernel; 16] = [
         Self::Elementwise,
+        Self::Fused,
         Self::Gather,
+        Self::SelectRows,
         Self::PackBits,
         Self::UnpackBits,
         Self::BitPlanes,
@@ -110,6 +121,19 @@ impl Kernel {
         Self::ConvGradInput,
         Self::ConvGradWeight,
     ];
+
+    /// The read storage bindings of [`Kernel::Fused`]: 0 and 1 (`src_a`, `src_b` of
+    /// `common.wgsl`) and 4 to 7 (`fused.wgsl`), around the output (2) and parameters (3).
+    pub const FUSED_INPUTS: usize = cryptgpu_backend::fused::FUSED_MAX_INPUTS;
+
+    /// How many inputs the kernel binds: [`Kernel::FUSED_INPUTS`] for [`Kernel::Fused`],
+    /// 2 (`src_a`, `src_b`) for every other kernel.
+    pub fn inputs(self) -> usize {
+        match self {
+            Self::Fused => Self::FUSED_INPUTS,
+            _ => 2,
+        }
+    }
 
     /// The entry point's name in the module.
     pub fn entry_point(self) -> &'static str {
@@ -128,7 +152,9 @@ impl Kernel {
     pub fn files(self) -> &'static [&'static str] {
         match self {
             Self::Elementwise => &["common.wgsl", "elementwise.wgsl"],
+            Self::Fused => &["common.wgsl", "fused.wgsl"],
             Self::Gather => &["common.wgsl", "gather.wgsl"],
+            Self::SelectRows => &["common.wgsl", "select_rows.wgsl"],
             Self::PackBits | Self::UnpackBits | Self::BitPlanes => &["common.wgsl", "bits.wgsl"],
             Self::ChaCha12 => &["common.wgsl", "chacha12.wgsl"],
             Self::SumAxis => &["common.wgsl", "sum_axis.wgsl"],

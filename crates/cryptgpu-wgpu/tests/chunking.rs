@@ -1,11 +1,16 @@
 //! Chunking against the CPU backend: with storage bindings capped far below the tensors,
 //! every op must split its output into chunks and its inputs into windows and still agree
 //! bit for bit; one elementwise op and one copy cross the adapter's real binding limit;
-//! and clones of one backend used from three threads at once give the results of one
-//! thread, run after run.
+//! `select_rows` takes one dispatch per 128 rows; a fused program takes one dispatch per
+//! chunk of its output; and clones of one backend used from three threads at once give
+//! the results of one thread, run after run.
 
 use cryptgpu_backend::conformance::{Inputs, assert_same, reference::HostTensor, unavailable};
-use cryptgpu_backend::{BinaryOp, Conv2dParams, DeviceTensor, GpuBackend, Pool2dParams};
+use cryptgpu_backend::fused::FUSED_MAX_STEPS;
+use cryptgpu_backend::{
+    BinaryOp, Conv2dParams, DeviceTensor, Fused, FusedStep, GpuBackend, Operand, Pool2dParams,
+    ShiftOp, UnaryOp, counters,
+};
 use cryptgpu_cpu::CpuBackend;
 use cryptgpu_wgpu::{Int64Mode, WgpuBackend, WgpuOptions};
 
@@ -177,6 +182,35 @@ fn check_ops_against_cpu(gpu: &WgpuBackend) {
         &want,
         &[300, 15, 5],
     );
+    // select_rows: rows spread further apart than a binding holds, rows longer than a
+    // binding (in pieces), and more rows than one dispatch's table.
+    let cases: Vec<(Vec<usize>, Vec<Option<usize>>)> = vec![
+        (
+            vec![40, 3, 10],
+            (0..300)
+                .map(|i| (i % 7 != 3).then_some((i * 13) % 40))
+                .collect(),
+        ),
+        (vec![6, 700], vec![Some(5), None, Some(0), Some(5), Some(2)]),
+        (
+            vec![1000],
+            (0..300).map(|i| Some((i * 37) % 1000)).collect(),
+        ),
+        (vec![1000], (0..300).map(Some).collect()),
+    ];
+    for (shape, rows) in cases {
+        let x = rng.tensor(&shape);
+        let (gx, cx) = up(&x);
+        let want_t = cpu.select_rows(&cx, &rows).unwrap();
+        let out_shape = want_t.shape().to_vec();
+        same(
+            &format!("select_rows of {shape:?}"),
+            gpu,
+            &gpu.select_rows(&gx, &rows).unwrap(),
+            &cpu.download(&want_t).unwrap(),
+            &out_shape,
+        );
+    }
     let want = cpu.download(&cpu.pack_bits(&cs).unwrap()).unwrap();
     let packed = gpu.pack_bits(&gs).unwrap();
     same("pack_bits", gpu, &packed, &want, &[want.len()]);
@@ -225,6 +259,94 @@ fn ops_split_into_small_bindings_match_the_cpu() {
         };
         assert_eq!(gpu.binding_limit(), 512);
         check_ops_against_cpu(&gpu);
+    }
+}
+
+#[test]
+fn select_rows_is_one_dispatch_per_128_rows() {
+    let Some(gpu) = open(Int64Mode::Auto, None) else {
+        return;
+    };
+    let mut rng = Inputs::new("select_rows dispatches");
+    let x = rng.tensor(&[9, 130]);
+    let gx = gpu.upload(&x.data, &x.shape).unwrap();
+    for (count, dispatches) in [(0, 0), (1, 1), (128, 1), (129, 2), (300, 3)] {
+        let rows: Vec<Option<usize>> = (0..count).map(|i| (i % 5 != 4).then_some(i % 9)).collect();
+        let before = counters::thread_counts();
+        let got = gpu.select_rows(&gx, &rows).unwrap();
+        let launches = counters::thread_counts().since(&before).launches;
+        assert_eq!(launches, dispatches, "select_rows of {count} rows");
+        let want: Vec<u64> = rows
+            .iter()
+            .flat_map(|row| match row {
+                Some(r) => x.data[r * 130..][..130].to_vec(),
+                None => vec![0; 130],
+            })
+            .collect();
+        same("select_rows", &gpu, &got, &want, &[count, 130]);
+    }
+}
+
+/// The 6-input AND of the binary sharing, `(x0 & (y0 ^ y1)) ^ (x1 & y0) ^ r0 ^ r1`, and a
+/// 2-input program with a scalar, a shift and a unary step.
+fn fused_programs() -> [(usize, Fused); 2] {
+    let input = Operand::Input;
+    let mut and = Fused::new();
+    let both = and.binary(BinaryOp::Xor, input(2), input(3));
+    let left = and.binary(BinaryOp::And, input(0), both);
+    let right = and.binary(BinaryOp::And, input(1), input(2));
+    let z = and.binary(BinaryOp::Xor, left, right);
+    let z = and.binary(BinaryOp::Xor, z, input(4));
+    and.binary(BinaryOp::Xor, z, input(5));
+    let mut mixed = Fused::new();
+    let product = mixed.binary(BinaryOp::Mul, input(1), input(0));
+    let shifted = mixed.push(FusedStep::Shift(ShiftOp::RightArithmetic, product, 13));
+    let negated = mixed.push(FusedStep::Unary(UnaryOp::Neg, shifted));
+    mixed.push(FusedStep::Scalar(
+        BinaryOp::Sub,
+        negated,
+        0x9e37_79b9_7f4a_7c15,
+    ));
+    [(6, and), (2, mixed)]
+}
+
+#[test]
+fn fused_is_one_dispatch_per_chunk() {
+    // (binding cap, length, dispatches): one per chunk of the output, none when empty.
+    let cases = [
+        (None, 0, 0),
+        (None, 1, 1),
+        (None, 5000, 1),
+        (Some(512), 512, 1),
+        (Some(512), 513, 2),
+        (Some(512), 1200, 3),
+    ];
+    let mut rng = Inputs::new("fused dispatches");
+    for int64 in [Int64Mode::Native, Int64Mode::Emulated] {
+        for (cap, len, dispatches) in cases {
+            let Some(gpu) = open(int64, cap) else {
+                return;
+            };
+            for (count, program) in fused_programs() {
+                let xs: Vec<Vec<u64>> = (0..count).map(|_| rng.elems(len)).collect();
+                let gs: Vec<_> = xs.iter().map(|x| gpu.upload(x, &[len]).unwrap()).collect();
+                let before = counters::thread_counts();
+                let got = gpu.fused(&program, &gs.iter().collect::<Vec<_>>()).unwrap();
+                let launches = counters::thread_counts().since(&before).launches;
+                let what = format!(
+                    "{int64:?} fused program of {count} inputs on {len} elements, bindings of {cap:?}"
+                );
+                assert_eq!(launches, dispatches, "{what}");
+                let mut values = [0; FUSED_MAX_STEPS];
+                let want: Vec<u64> = (0..len)
+                    .map(|i| {
+                        let element: Vec<u64> = xs.iter().map(|x| x[i]).collect();
+                        program.apply(&element, &mut values)
+                    })
+                    .collect();
+                same(&what, &gpu, &got, &want, &[len]);
+            }
+        }
     }
 }
 

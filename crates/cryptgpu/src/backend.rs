@@ -140,7 +140,12 @@ fn cuda() -> Result<(CudaHandle, DeviceInfo)> {
     let backend = cryptgpu_cuda::CudaBackend::new(0)?;
     let info = DeviceInfo {
         backend: "cuda",
-        device: backend.device_name().to_string(),
+        device: match backend.stream_mode() {
+            cryptgpu_cuda::StreamMode::PerThread => backend.device_name().to_string(),
+            cryptgpu_cuda::StreamMode::Shared => {
+                format!("{} (one stream for all parties)", backend.device_name())
+            }
+        },
         software: false,
     };
     Ok((backend, info))

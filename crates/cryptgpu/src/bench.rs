@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use cryptgpu_backend::GpuBackend;
+use cryptgpu_backend::counters::{self, DeviceCounts};
 use cryptgpu_nn::zoo;
 use cryptgpu_share::Truncation;
 use cryptgpu_transport::CommStats;
@@ -75,6 +76,11 @@ pub(crate) struct BenchArgs {
     /// ℓ of the comparison domain [−2^ℓ, 2^ℓ), 2 to 62 (default 63 − f).
     #[arg(long)]
     comparison_bits: Option<u64>,
+    /// Every message between the parties leaves the device and enters it again (download,
+    /// send, upload), as between three hosts; by default messages between parties on one
+    /// device stay on it.
+    #[arg(long)]
+    messages_via_host: bool,
     /// Time the backend's ring GEMM (u64 mod 2^64) of two N×N matrices instead of a network.
     #[arg(long, value_name = "N")]
     gemm: Option<usize>,
@@ -145,6 +151,7 @@ fn network_cell(args: &BenchArgs, network: &str) -> Result<()> {
             inputs,
             progress: &bar,
             link,
+            messages_on_device: !args.messages_via_host,
         },
     );
     bar.finish_and_clear();
@@ -183,6 +190,10 @@ fn network_cell(args: &BenchArgs, network: &str) -> Result<()> {
         "peak_rss_bytes": peak_rss,
         "peak_party_tensor_bytes": party_peaks,
         "peak_device_bytes": null,
+        "device_counts": last.device.map(|c| counts_json(&c)),
+        "device_counts_per_round": per_round_json(&last.device, last.rounds),
+        "messages": if args.messages_via_host { "host" } else { "device" },
+        "round_floor": counts_json(&counters::round_floor(!args.messages_via_host)),
         "frac_bits": m.fixed.frac_bits(),
         "comparison_bits": m.comparison_bits,
         "pooling": args.pooling,
@@ -213,6 +224,19 @@ fn network_cell(args: &BenchArgs, network: &str) -> Result<()> {
                 mb(p[2])
             )),
         );
+        let busiest = last.device.iter().max_by_key(|c| c.launches);
+        if let Some(d) = busiest {
+            let per_round = |x: u64| x as f64 / last.rounds.max(1) as f64;
+            println!(
+                "device work of the busiest party: {d}; per round {:.1} launches, {:.1} \
+                 transfers, {:.1} syncs, {:.1} allocations (floor {})",
+                per_round(d.launches),
+                per_round(d.transfers()),
+                per_round(d.syncs),
+                per_round(d.allocations),
+                counters::round_floor(!args.messages_via_host),
+            );
+        }
     }
     Ok(())
 }
@@ -225,6 +249,37 @@ struct Step {
     bytes_sent: [u64; 3],
     /// The step's rounds.
     rounds: u64,
+    /// Each party's device work.
+    device: [DeviceCounts; 3],
+}
+
+/// The counters as a JSON object (`launches`, `uploads`, `upload_bytes`, ...).
+fn counts_json(counts: &DeviceCounts) -> serde_json::Value {
+    counts
+        .fields()
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), json!(value)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Each counter of the busiest party per round of the step (`null` for a step without
+/// rounds): what a round costs, to hold against [`counters::round_floor`].
+fn per_round_json(parties: &[DeviceCounts; 3], rounds: u64) -> serde_json::Value {
+    if rounds == 0 {
+        return serde_json::Value::Null;
+    }
+    let fields = parties.map(|c| c.fields());
+    (0..fields[0].len())
+        .map(|i| {
+            let most = fields.iter().map(|f| f[i].1).max().unwrap_or(0);
+            (
+                fields[0][i].0.to_string(),
+                json!(most as f64 / rounds as f64),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 /// The parties' step records, step by step.
@@ -242,6 +297,7 @@ fn per_step(outcomes: &[PartyOutcome; 3]) -> Result<Vec<Step>> {
                 seconds: records.iter().map(|r| r.seconds).fold(0.0, f64::max),
                 bytes_sent: stats.map(|s| s.total_bytes_sent()),
                 rounds: CommStats::rounds_of(&stats),
+                device: records.map(|r| r.device),
             }
         })
         .collect())

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use cryptgpu_backend::GpuBackend;
+use cryptgpu_backend::counters::{self, DeviceCounts};
 use cryptgpu_nn::Tensor;
 use cryptgpu_nn::data::{self, Dataset, Normalization, Split, epoch_order};
 use cryptgpu_nn::model::Model;
@@ -24,7 +25,8 @@ use cryptgpu_nn::private::{PrivateSgd, SharedModel, share_input};
 use cryptgpu_nonlinear as nl;
 use cryptgpu_share::{KeySource, Party, Rss};
 use cryptgpu_transport::{
-    CommStats, EmulatedLink, LinkProfile, LocalTransport, PartyId, Transport, run_local_3pc,
+    CommStats, EmulatedLink, LinkProfile, LocalConfig, LocalTransport, PartyId, Transport,
+    run_local_3pc_with,
 };
 use indicatif::ProgressBar;
 
@@ -340,6 +342,8 @@ pub(crate) struct StepRecord {
     pub(crate) seconds: f64,
     /// This party's communication during the step.
     pub(crate) stats: CommStats,
+    /// This party's device work during the step (its thread's backend counters).
+    pub(crate) device: DeviceCounts,
 }
 
 /// Runs one party's side of a job over `transport`: the manifest, key setup, and the
@@ -604,10 +608,11 @@ fn report_epoch(
     }
 }
 
-/// Measures one step: its wall time and this party's communication.
+/// Measures one step: its wall time, this party's communication and its device work.
 struct StepTimer {
     start: Instant,
     stats: CommStats,
+    device: DeviceCounts,
 }
 
 impl StepTimer {
@@ -615,6 +620,7 @@ impl StepTimer {
         StepTimer {
             start: Instant::now(),
             stats: p.stats(),
+            device: counters::thread_counts(),
         }
     }
 
@@ -622,6 +628,7 @@ impl StepTimer {
         StepRecord {
             seconds: self.start.elapsed().as_secs_f64(),
             stats: p.stats().since(&self.stats),
+            device: counters::thread_counts().since(&self.device),
         }
     }
 }
@@ -670,16 +677,20 @@ pub(crate) fn in_process_inputs(
 /// Runs the three parties' functions on three threads of this process over the local
 /// transport, each with what it owns; returns the three outcomes in party order. With a
 /// `link`, every message is delivered as late as it would arrive over that link
-/// ([`EmulatedLink`]).
+/// ([`EmulatedLink`]). With `messages_on_device`, the parties hand each other the tensors
+/// they send (they share the device); without, every message is downloaded and uploaded
+/// as between hosts.
 pub(crate) fn run_in_process<B: GpuBackend>(
     backend: &B,
     inputs: [PartyInput; 3],
     progress: &ProgressBar,
     link: Option<LinkProfile>,
+    messages_on_device: bool,
 ) -> Result<[PartyOutcome; 3]> {
     let slots = std::sync::Mutex::new(inputs.map(Some));
     cryptgpu_cpu::reset_party_peaks();
-    let results = run_local_3pc(|t: &mut LocalTransport| {
+    let config = LocalConfig::default().with_handles(messages_on_device);
+    let results = run_local_3pc_with(config, |t: &mut LocalTransport| {
         let me = t.party();
         // The CPU backend charges this thread's tensors to this party.
         cryptgpu_cpu::set_thread_party(Some(me.index()));

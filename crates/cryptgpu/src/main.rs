@@ -528,6 +528,7 @@ fn run_in_process_on(
             inputs,
             progress: &bar,
             link: run.link(),
+            messages_on_device: true,
         },
     );
     bar.finish_and_clear();
@@ -542,13 +543,22 @@ pub(crate) struct InProcess<'a> {
     pub(crate) progress: &'a ProgressBar,
     /// The emulated link every party's messages go over, if any.
     pub(crate) link: Option<LinkProfile>,
+    /// Whether messages between the parties stay on the device (handles), or leave it and
+    /// enter it again as between hosts.
+    pub(crate) messages_on_device: bool,
 }
 
 impl Job for InProcess<'_> {
     type Output = [PartyOutcome; 3];
 
     fn run<B: GpuBackend>(self, backend: B) -> Result<[PartyOutcome; 3]> {
-        run_in_process(&backend, self.inputs, self.progress, self.link)
+        run_in_process(
+            &backend,
+            self.inputs,
+            self.progress,
+            self.link,
+            self.messages_on_device,
+        )
     }
 }
 

@@ -541,6 +541,64 @@ fn the_data_owner_s_own_inputs_and_outputs() {
 }
 
 /// `cryptgpu bench`: one cell of the bench matrix, as `cargo xtask bench` runs it.
+/// LeNet's private inference at batch 1 on the CPU: the bench reports each party's device
+/// work and its cost per round beside the floor, messages stay on the device unless asked
+/// otherwise, and the launches a round costs stay within budget (a regression of the GPU
+/// path's launch count shows here first).
+#[test]
+fn bench_counts_device_work_per_round() {
+    let cell = |extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "--network",
+            "lenet",
+            "--batch",
+            "1",
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+            "--backend",
+            "cpu",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        json_of(&cryptgpu(&args))
+    };
+    let on_device = cell(&[]);
+    let via_host = cell(&["--messages-via-host"]);
+    assert_eq!(on_device["messages"], "device");
+    assert_eq!(via_host["messages"], "host");
+    assert_eq!(on_device["rounds"], via_host["rounds"]);
+    assert_eq!(on_device["bytes_sent"], via_host["bytes_sent"]);
+    let rounds = on_device["rounds"].as_u64().unwrap();
+    for party in 0..3 {
+        let d = &on_device["device_counts"][party];
+        let h = &via_host["device_counts"][party];
+        let count = |c: &serde_json::Value, k: &str| c[k].as_u64().unwrap();
+        // On the device only the inputs move (the data owner's image, and weights), never
+        // a message; through the host every message is downloaded once.
+        assert!(
+            count(d, "downloads") <= 1,
+            "P{party} downloads with messages on the device: {d}"
+        );
+        assert!(
+            count(h, "downloads") >= rounds / 2,
+            "P{party} downloads through the host: {h}"
+        );
+        assert!(count(d, "launches") > rounds, "{d}");
+    }
+    let per_round = &on_device["device_counts_per_round"];
+    let launches = per_round["launches"].as_f64().unwrap();
+    // 31.1 before the carry tree picked its rows in one pass and the protocols fused their
+    // local terms; 15.1 after.
+    assert!(launches <= 16.0, "launches per round: {per_round}");
+    assert!(per_round["uploads"].as_f64().unwrap() < 0.1, "{per_round}");
+    assert_eq!(on_device["round_floor"]["launches"], 1);
+    assert_eq!(on_device["round_floor"]["downloads"], 0);
+    assert_eq!(via_host["round_floor"]["downloads"], 1);
+}
+
 #[test]
 fn bench_times_a_network_and_a_gemm() {
     let out = cryptgpu(&[

@@ -215,6 +215,7 @@ pub(crate) fn markdown(results: &Results) -> String {
     for mode in MODES {
         mode_table(&mut md, results, mode);
     }
+    device_work_table(&mut md, results);
     gemm_table(&mut md, results);
     skipped_list(&mut md, results);
     failed_list(&mut md, results);
@@ -383,6 +384,73 @@ fn mode_table(md: &mut String, results: &Results, mode: &str) {
     }
 }
 
+/// Each cell's device work per round (the busiest party's), beside the floor a round must
+/// pay.
+fn device_work_table(md: &mut String, results: &Results) {
+    let _ = writeln!(
+        md,
+        "## Device work per round
+"
+    );
+    let rows: Vec<&NetworkRow> = results
+        .rows
+        .iter()
+        .filter(|r| r.device_counts_per_round.is_some())
+        .collect();
+    if rows.is_empty() {
+        let _ = writeln!(
+            md,
+            "No cell counted its device work.
+"
+        );
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "The busiest party's launches, host↔device transfers, host waits and allocations in \
+         one inference or iteration, divided by its rounds; the floor is what a round must do \
+         (one launch; and where messages leave the device, one download with its wait and \
+         one upload).\n"
+    );
+    let _ = writeln!(
+        md,
+        "| network | mode | batch | backend (device) | link | messages | rounds | launches | transfers | syncs | allocations | floor (launches/transfers/syncs) |"
+    );
+    let _ = writeln!(
+        md,
+        "|---|---|---:|---|---|---|---:|---:|---:|---:|---:|---|"
+    );
+    for row in rows {
+        let Some(per) = row.device_counts_per_round else {
+            continue;
+        };
+        let floor = row.round_floor.map_or_else(String::new, |f| {
+            format!("{} / {} / {}", f.launches, f.uploads + f.downloads, f.syncs)
+        });
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            cell(&row.network),
+            row.mode,
+            row.batch,
+            cell(&backend_label(
+                &row.backend,
+                &row.device,
+                row.software_device
+            )),
+            row.link,
+            row.messages.as_deref().unwrap_or("device"),
+            row.rounds,
+            per.launches,
+            per.uploads + per.downloads,
+            per.syncs,
+            per.allocations,
+            floor,
+        );
+    }
+    md.push('\n');
+}
+
 /// The GEMM rates.
 fn gemm_table(md: &mut String, results: &Results) {
     let _ = writeln!(md, "## Ring GEMM (u64, n×n×n)\n");
@@ -508,7 +576,7 @@ fn formula_explanation(md: &mut String) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::matrix::schema::{Failure, GemmRow, Skipped};
+    use crate::matrix::schema::{DeviceCounts, DeviceCountsPerRound, Failure, GemmRow, Skipped};
 
     /// One measured row with round numbers; links and software devices are set by callers.
     pub(crate) fn row(network: &str, mode: &str, backend: &str, link: &str) -> NetworkRow {
@@ -539,6 +607,17 @@ pub(crate) mod tests {
             peak_rss_bytes: 250_000_000,
             peak_party_tensor_bytes: None,
             peak_device_bytes: None,
+            device_counts: None,
+            device_counts_per_round: Some(DeviceCountsPerRound {
+                launches: 31.5,
+                syncs: 0.25,
+                ..DeviceCountsPerRound::default()
+            }),
+            round_floor: Some(DeviceCounts {
+                launches: 1,
+                ..DeviceCounts::default()
+            }),
+            messages: None,
             frac_bits: 16,
             pooling: "avg".to_string(),
         }
@@ -636,6 +715,9 @@ pub(crate) mod tests {
             "quick",
             "## Inference",
             "## Training (one iteration)",
+            "## Device work per round",
+            "| lenet | inference | 1 | cpu (AMD EPYC 7763) | none | device | 100 | 31.5 | 0.0 | 0.2 \
+             | 0.0 | 1 / 0 / 0 |",
             "| network | input shape | batch | backend (device) | compute time | sent P0 | sent P1 \
              | sent P2 | rounds | peak memory: RSS (process, 3 parties); tensors per party | lan: emulated | lan: formula | lan: emulated / \
              formula | CryptGPU | Piranha | Falcon (paper) | Falcon (measured here) |",

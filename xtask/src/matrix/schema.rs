@@ -43,10 +43,66 @@ pub(crate) struct NetworkRow {
     pub(crate) peak_party_tensor_bytes: Option<[u64; 3]>,
     /// Peak device memory, where the backend can tell.
     pub(crate) peak_device_bytes: Option<u64>,
+    /// Each party's device work in one inference or iteration (P0, P1, P2); rows from
+    /// before it was counted have none.
+    #[serde(default)]
+    pub(crate) device_counts: Option<[DeviceCounts; 3]>,
+    /// The busiest party's counts divided by the rounds: what a round costs the device.
+    #[serde(default)]
+    pub(crate) device_counts_per_round: Option<DeviceCountsPerRound>,
+    /// What a round must cost at the least (`cryptgpu_backend::counters::round_floor`).
+    #[serde(default)]
+    pub(crate) round_floor: Option<DeviceCounts>,
+    /// `device` (messages between the parties stay on the device) or `host` (they leave
+    /// it, as between hosts).
+    #[serde(default)]
+    pub(crate) messages: Option<String>,
     /// Fractional bits of the fixed-point encoding.
     pub(crate) frac_bits: u32,
     /// `max` or `avg`.
     pub(crate) pooling: String,
+}
+
+/// One party's device work (`cryptgpu_backend::DeviceCounts`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct DeviceCounts {
+    /// Kernel launches (dispatches, CPU passes).
+    pub(crate) launches: u64,
+    /// Host→device transfers.
+    pub(crate) uploads: u64,
+    /// Their bytes.
+    pub(crate) upload_bytes: u64,
+    /// Device→host transfers.
+    pub(crate) downloads: u64,
+    /// Their bytes.
+    pub(crate) download_bytes: u64,
+    /// Waits of the host for the device.
+    pub(crate) syncs: u64,
+    /// Device allocations.
+    pub(crate) allocations: u64,
+    /// Their bytes.
+    pub(crate) allocation_bytes: u64,
+}
+
+/// [`DeviceCounts`] per round (fractions).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct DeviceCountsPerRound {
+    /// Launches per round.
+    pub(crate) launches: f64,
+    /// Uploads per round.
+    pub(crate) uploads: f64,
+    /// Upload bytes per round.
+    pub(crate) upload_bytes: f64,
+    /// Downloads per round.
+    pub(crate) downloads: f64,
+    /// Download bytes per round.
+    pub(crate) download_bytes: f64,
+    /// Syncs per round.
+    pub(crate) syncs: f64,
+    /// Allocations per round.
+    pub(crate) allocations: f64,
+    /// Allocation bytes per round.
+    pub(crate) allocation_bytes: f64,
 }
 
 /// One backend's ring GEMM rate (u64 products mod 2^64, n×n×n).

@@ -282,6 +282,41 @@ pub fn check_concat<B: GpuBackend>(backend: &B) {
     assert!(backend.concat(&[], 0).is_err(), "an empty list must fail");
 }
 
+/// `select_rows`: repeated, missing (zero) and out-of-order rows, of matrices and of a
+/// 3-d tensor, more rows than a launch's parameter block holds, and refusals.
+pub fn check_select_rows<B: GpuBackend>(backend: &B) {
+    let mut rng = Inputs::new("select_rows");
+    let cases: Vec<(Vec<usize>, Vec<Option<usize>>)> = vec![
+        (vec![5, 7], vec![Some(4), None, Some(0), Some(4), Some(2)]),
+        (vec![3, 2, 65], vec![Some(2), Some(1)]),
+        (vec![1, 3], vec![None, None]),
+        (vec![4, 1], vec![]),
+        (
+            vec![9, 130],
+            (0..300).map(|i| (i % 10 < 9).then_some(i % 9)).collect(),
+        ),
+    ];
+    for (shape, rows) in cases {
+        let x = rng.tensor(&shape);
+        let got = backend.select_rows(&upload(backend, &x), &rows).unwrap();
+        assert_same(
+            &format!("select_rows of {shape:?}, {} rows", rows.len()),
+            &download(backend, &got),
+            &reference::select_rows(&x, &rows),
+        );
+    }
+    let t = upload(backend, &rng.tensor(&[3, 2]));
+    assert!(
+        backend.select_rows(&t, &[Some(3)]).is_err(),
+        "a row past the extent must fail"
+    );
+    let scalar = upload(backend, &rng.tensor(&[]));
+    assert!(
+        backend.select_rows(&scalar, &[Some(0)]).is_err(),
+        "a scalar has no rows"
+    );
+}
+
 /// `broadcast_to` by NumPy's rules.
 pub fn check_broadcast<B: GpuBackend>(backend: &B) {
     let mut rng = Inputs::new("broadcast");
@@ -341,6 +376,82 @@ pub fn check_binary<B: GpuBackend>(backend: &B) {
     assert!(
         backend.binary(BinaryOp::Add, &a, &b).is_err(),
         "elementwise ops on different shapes must fail"
+    );
+}
+
+/// `fused`: an AND's local step with its zero sharing (six inputs), a product's, and
+/// programs that use every op kind on every elementwise shape; refusals of bad programs
+/// and of inputs of different shapes.
+pub fn check_fused<B: GpuBackend>(backend: &B) {
+    use crate::{Fused, FusedStep, Operand};
+    let mut rng = Inputs::new("fused");
+    let input = Operand::Input;
+    let mut programs: Vec<(usize, Fused)> = Vec::new();
+    let mut and = Fused::new();
+    let both = and.binary(BinaryOp::Xor, input(2), input(3));
+    let left = and.binary(BinaryOp::And, input(0), both);
+    let right = and.binary(BinaryOp::And, input(1), input(2));
+    let z = and.binary(BinaryOp::Xor, left, right);
+    let z = and.binary(BinaryOp::Xor, z, input(4));
+    and.binary(BinaryOp::Xor, z, input(5));
+    programs.push((6, and));
+    let mut every = Fused::new();
+    let mut last = input(0);
+    for (i, op) in BinaryOp::ALL.into_iter().enumerate() {
+        last = every.binary(op, last, input(i as u8 % 3));
+    }
+    for op in BinaryOp::ALL {
+        last = every.push(FusedStep::Scalar(op, last, rng.elem() | 1));
+    }
+    programs.push((3, every.clone()));
+    let mut shifts = Fused::new();
+    let mut last = shifts.push(FusedStep::Unary(UnaryOp::Neg, input(0)));
+    last = shifts.push(FusedStep::Unary(UnaryOp::Not, last));
+    for (op, bits) in [
+        (ShiftOp::Left, 3),
+        (ShiftOp::RightLogical, 63),
+        (ShiftOp::RightArithmetic, 0),
+        (ShiftOp::RightArithmetic, 17),
+    ] {
+        let shifted = shifts.push(FusedStep::Shift(op, input(1), bits));
+        last = shifts.binary(BinaryOp::Add, last, shifted);
+    }
+    programs.push((2, shifts));
+    let mut one = Fused::new();
+    one.push(FusedStep::Unary(UnaryOp::Neg, input(0)));
+    programs.push((1, one));
+    for shape in ELEMENTWISE_SHAPES {
+        for (count, program) in &programs {
+            let xs: Vec<HostTensor> = (0..*count).map(|_| rng.tensor(shape)).collect();
+            let ts: Vec<B::Tensor> = xs.iter().map(|x| upload(backend, x)).collect();
+            let got = backend
+                .fused(program, &ts.iter().collect::<Vec<_>>())
+                .unwrap();
+            assert_same(
+                &format!(
+                    "fused program of {} steps on {shape:?}",
+                    program.steps().len()
+                ),
+                &download(backend, &got),
+                &reference::fused(program, &xs.iter().collect::<Vec<_>>()),
+            );
+        }
+    }
+    let a = upload(backend, &rng.tensor(&[3, 4]));
+    let b = upload(backend, &rng.tensor(&[4, 3]));
+    let mut add = Fused::new();
+    add.binary(BinaryOp::Add, input(0), input(1));
+    assert!(
+        backend.fused(&add, &[&a, &b]).is_err(),
+        "inputs of different shapes must fail"
+    );
+    assert!(
+        backend.fused(&add, &[&a]).is_err(),
+        "a program reading an input it is not given must fail"
+    );
+    assert!(
+        backend.fused(&Fused::new(), &[&a]).is_err(),
+        "an empty program must fail"
     );
 }
 
@@ -908,8 +1019,10 @@ macro_rules! conformance_tests {
             permute => check_permute,
             slice => check_slice,
             concat => check_concat,
+            select_rows => check_select_rows,
             broadcast => check_broadcast,
             binary => check_binary,
+            fused => check_fused,
             unary => check_unary,
             shift => check_shift,
             extract_bit => check_extract_bit,

@@ -76,6 +76,49 @@ pub fn slice(x: &HostTensor, axis: usize, start: usize, end: usize) -> HostTenso
     HostTensor::new(data, &out_shape)
 }
 
+/// A fused program, step by step: each step one loop over the elements with the op's
+/// scalar definition.
+pub fn fused(program: &crate::Fused, inputs: &[&HostTensor]) -> HostTensor {
+    use crate::{FusedStep, Operand};
+    let mut values: Vec<Vec<u64>> = Vec::new();
+    for step in program.steps() {
+        let read = |operand: Operand| -> &Vec<u64> {
+            match operand {
+                Operand::Input(i) => &inputs[usize::from(i)].data,
+                Operand::Step(s) => &values[usize::from(s)],
+            }
+        };
+        let value: Vec<u64> = match *step {
+            FusedStep::Binary(op, a, b) => read(a)
+                .iter()
+                .zip(read(b))
+                .map(|(&x, &y)| op.apply(x, y))
+                .collect(),
+            FusedStep::Scalar(op, a, scalar) => {
+                read(a).iter().map(|&x| op.apply(x, scalar)).collect()
+            }
+            FusedStep::Unary(op, a) => read(a).iter().map(|&x| op.apply(x)).collect(),
+            FusedStep::Shift(op, a, bits) => read(a).iter().map(|&x| op.apply(x, bits)).collect(),
+        };
+        values.push(value);
+    }
+    HostTensor::new(values.pop().unwrap_or_default(), &inputs[0].shape)
+}
+
+/// `select_rows`: row `i` of the result is row `rows[i]` of `x`, or zeros for `None`.
+pub fn select_rows(x: &HostTensor, rows: &[Option<usize>]) -> HostTensor {
+    let row_len: usize = x.shape[1..].iter().product();
+    let mut out_shape = x.shape.clone();
+    out_shape[0] = rows.len();
+    let mut data = Vec::with_capacity(rows.len() * row_len);
+    for row in rows {
+        for j in 0..row_len {
+            data.push(row.map_or(0, |r| x.data[r * row_len + j]));
+        }
+    }
+    HostTensor::new(data, &out_shape)
+}
+
 /// Concatenation along `axis`.
 pub fn concat(xs: &[&HostTensor], axis: usize) -> HostTensor {
     let mut out_shape = xs[0].shape.clone();
