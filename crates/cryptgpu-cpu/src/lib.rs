@@ -180,13 +180,14 @@ impl GpuBackend for CpuBackend {
         let row_len: usize = out_shape[1..].iter().product();
         let x = &tensor.data;
         let mut out = buffer::take(rows.len() * row_len);
-        if row_len > 0 {
-            out.par_chunks_mut(row_len)
-                .zip(rows)
-                .for_each(|(dst, row)| match row {
-                    Some(r) => dst.copy_from_slice(&x[r * row_len..][..row_len]),
-                    None => dst.fill(0),
-                });
+        let copy_row = |(dst, row): (&mut [u64], &Option<usize>)| match row {
+            Some(r) => dst.copy_from_slice(&x[r * row_len..][..row_len]),
+            None => dst.fill(0),
+        };
+        if row_len > 0 && out.len() < par::PARALLEL_MIN {
+            out.chunks_mut(row_len).zip(rows).for_each(copy_row);
+        } else if row_len > 0 {
+            out.par_chunks_mut(row_len).zip(rows).for_each(copy_row);
         }
         Ok(CpuTensor::new(out, out_shape))
     }
