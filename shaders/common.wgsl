@@ -63,3 +63,35 @@ fn store_out(i: u32, value: Ring) {
 fn thread_index(group: vec3<u32>, groups: vec3<u32>, local: u32) -> u32 {
     return (group.y * groups.x + group.x) * WORKGROUP_THREADS + local;
 }
+
+// The elementwise op codes (the kernels' `binary`, `unary` and `shift` codes in
+// crates/cryptgpu-wgpu/src/kernels.rs), shared by elementwise.wgsl and fused.wgsl.
+const OP_ADD: u32 = 0u;
+const OP_SUB: u32 = 1u;
+const OP_MUL: u32 = 2u;
+const OP_AND: u32 = 3u;
+const OP_OR: u32 = 4u;
+const OP_XOR: u32 = 5u;
+const OP_NEG: u32 = 6u;
+const OP_NOT: u32 = 7u;
+const OP_SHL: u32 = 8u;
+const OP_SHR: u32 = 9u;
+const OP_SAR: u32 = 10u;
+
+// `op` on x and y (binary ops), on x (unary ops), or x shifted by `bits` (shifts; any
+// other code is the arithmetic right shift).
+fn apply_op(op: u32, x: Ring, y: Ring, bits: u32) -> Ring {
+    switch op {
+        case OP_ADD: { return r_add(x, y); }
+        case OP_SUB: { return r_sub(x, y); }
+        case OP_MUL: { return r_mul(x, y); }
+        case OP_AND: { return r_and(x, y); }
+        case OP_OR: { return r_or(x, y); }
+        case OP_XOR: { return r_xor(x, y); }
+        case OP_NEG: { return r_neg(x); }
+        case OP_NOT: { return r_not(x); }
+        case OP_SHL: { return r_shl(x, bits); }
+        case OP_SHR: { return r_shr(x, bits); }
+        default: { return r_sar(x, bits); }
+    }
+}

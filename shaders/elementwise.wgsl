@@ -19,17 +19,7 @@ struct Params {
 
 @group(0) @binding(3) var<uniform> params: Params;
 
-const OP_ADD: u32 = 0u;
-const OP_SUB: u32 = 1u;
-const OP_MUL: u32 = 2u;
-const OP_AND: u32 = 3u;
-const OP_OR: u32 = 4u;
-const OP_XOR: u32 = 5u;
-const OP_NEG: u32 = 6u;
-const OP_NOT: u32 = 7u;
-const OP_SHL: u32 = 8u;
-const OP_SHR: u32 = 9u;
-const OP_SAR: u32 = 10u;
+// OP_ADD to OP_SAR and `apply_op` are in common.wgsl.
 const OP_BIT: u32 = 11u;
 const OP_FILL: u32 = 12u;
 
@@ -51,19 +41,9 @@ fn main(
     }
     var r = y;
     switch params.op {
-        case OP_ADD: { r = r_add(x, y); }
-        case OP_SUB: { r = r_sub(x, y); }
-        case OP_MUL: { r = r_mul(x, y); }
-        case OP_AND: { r = r_and(x, y); }
-        case OP_OR: { r = r_or(x, y); }
-        case OP_XOR: { r = r_xor(x, y); }
-        case OP_NEG: { r = r_neg(x); }
-        case OP_NOT: { r = r_not(x); }
-        case OP_SHL: { r = r_shl(x, params.bits); }
-        case OP_SHR: { r = r_shr(x, params.bits); }
-        case OP_SAR: { r = r_sar(x, params.bits); }
         case OP_BIT: { r = r_from_parts(r_bit(x, params.bits), 0u); }
-        default: { r = y; }
+        case OP_FILL: { r = y; }
+        default: { r = apply_op(params.op, x, y, params.bits); }
     }
     store_out(i, r);
 }

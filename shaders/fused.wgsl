@@ -17,17 +17,7 @@ const FUSED_MAX_STEPS: u32 = 12u;
 const FUSED_SCALAR: u32 = 0xffffu;
 
 // The op codes of elementwise.wgsl, as kernels.rs encodes them.
-const OP_ADD: u32 = 0u;
-const OP_SUB: u32 = 1u;
-const OP_MUL: u32 = 2u;
-const OP_AND: u32 = 3u;
-const OP_OR: u32 = 4u;
-const OP_XOR: u32 = 5u;
-const OP_NEG: u32 = 6u;
-const OP_NOT: u32 = 7u;
-const OP_SHL: u32 = 8u;
-const OP_SHR: u32 = 9u;
-const OP_SAR: u32 = 10u;
+// OP_ADD to OP_SAR and `apply_op` are in common.wgsl.
 
 struct Params {
     win: Windows,
@@ -90,19 +80,7 @@ fn main(
         if (code.y >> 16u) != FUSED_SCALAR {
             y = value[code.y >> 16u];
         }
-        switch code.x {
-            case OP_ADD: { r = r_add(x, y); }
-            case OP_SUB: { r = r_sub(x, y); }
-            case OP_MUL: { r = r_mul(x, y); }
-            case OP_AND: { r = r_and(x, y); }
-            case OP_OR: { r = r_or(x, y); }
-            case OP_XOR: { r = r_xor(x, y); }
-            case OP_NEG: { r = r_neg(x); }
-            case OP_NOT: { r = r_not(x); }
-            case OP_SHL: { r = r_shl(x, code.z); }
-            case OP_SHR: { r = r_shr(x, code.z); }
-            default: { r = r_sar(x, code.z); }
-        }
+        r = apply_op(code.x, x, y, code.z);
         value[FUSED_MAX_INPUTS + s] = r;
     }
     store_out(i, r);

@@ -47,6 +47,23 @@ impl Fused {
         Fused::default()
     }
 
+    /// The local term of an AND of XOR sharings with its zero sharing, over inputs
+    /// (x_i, x_{i+1}, y_i, y_{i+1}, r, r'): x_i ∧ (y_i ⊕ y_{i+1}) ⊕ x_{i+1} ∧ y_i ⊕ r ⊕ r',
+    /// six steps over six inputs. The program the protocols run most (every binary AND),
+    /// and so the one the conformance and kernel tests hold every backend to first.
+    pub fn and_term() -> Fused {
+        use BinaryOp::{And, Xor};
+        let input = Operand::Input;
+        let mut p = Fused::new();
+        let both = p.binary(Xor, input(2), input(3));
+        let left = p.binary(And, input(0), both);
+        let right = p.binary(And, input(1), input(2));
+        let z = p.binary(Xor, left, right);
+        let z = p.binary(Xor, z, input(4));
+        p.binary(Xor, z, input(5));
+        p
+    }
+
     /// Appends `step` and returns the operand that reads its value.
     pub fn push(&mut self, step: FusedStep) -> Operand {
         self.steps.push(step);

@@ -50,6 +50,38 @@ pub fn fused_shape<T: DeviceTensor>(program: &Fused, inputs: &[&T]) -> Result<Ve
     Ok(first.to_vec())
 }
 
+/// [`GpuBackend::fused`] as one op per step (the trait's default, and a backend's fallback
+/// where its one-pass kernel cannot run), for a program and inputs `fused_shape` checked,
+/// of shape `shape`.
+///
+/// # Errors
+/// What the steps' ops return.
+pub fn fused_step_by_step<B: GpuBackend>(
+    backend: &B,
+    program: &Fused,
+    inputs: &[&B::Tensor],
+    shape: &[usize],
+) -> Result<B::Tensor> {
+    let mut values: Vec<B::Tensor> = Vec::with_capacity(program.steps().len());
+    for step in program.steps() {
+        let read = |operand: Operand| -> &B::Tensor {
+            match operand {
+                Operand::Input(i) => inputs[usize::from(i)],
+                Operand::Step(s) => &values[usize::from(s)],
+            }
+        };
+        let value = match *step {
+            FusedStep::Binary(op, a, b) => backend.binary(op, read(a), read(b))?,
+            FusedStep::Scalar(op, a, scalar) => backend.binary_scalar(op, read(a), scalar)?,
+            FusedStep::Unary(op, a) => backend.unary(op, read(a))?,
+            FusedStep::Shift(op, a, bits) => backend.shift(op, read(a), bits)?,
+        };
+        values.push(value);
+    }
+    let last = values.pop().expect("a checked program has a step");
+    backend.reshape(&last, shape)
+}
+
 /// A handle to a tensor of ring elements on a backend's device.
 pub trait DeviceTensor: Clone + Debug + Send + Sync + 'static {
     /// The tensor's shape; `[]` for a scalar.
@@ -185,24 +217,7 @@ pub trait GpuBackend: Clone + Debug + Send + Sync + 'static {
     /// backend overrides it; the default runs each step as its own op.
     fn fused(&self, program: &Fused, inputs: &[&Self::Tensor]) -> Result<Self::Tensor> {
         let shape = fused_shape(program, inputs)?;
-        let mut values: Vec<Self::Tensor> = Vec::with_capacity(program.steps().len());
-        for step in program.steps() {
-            let read = |operand: Operand| -> &Self::Tensor {
-                match operand {
-                    Operand::Input(i) => inputs[usize::from(i)],
-                    Operand::Step(s) => &values[usize::from(s)],
-                }
-            };
-            let value = match *step {
-                FusedStep::Binary(op, a, b) => self.binary(op, read(a), read(b))?,
-                FusedStep::Scalar(op, a, scalar) => self.binary_scalar(op, read(a), scalar)?,
-                FusedStep::Unary(op, a) => self.unary(op, read(a))?,
-                FusedStep::Shift(op, a, bits) => self.shift(op, read(a), bits)?,
-            };
-            values.push(value);
-        }
-        let last = values.pop().expect("a checked program has a step");
-        self.reshape(&last, &shape)
+        fused_step_by_step(self, program, inputs, &shape)
     }
 
     /// Bit `bit` (0 = least significant) of every element, as 0 or 1.

@@ -288,13 +288,7 @@ fn fused_runs_right_under_cpu_emulation() {
     // (inputs, program)
     let mut programs: Vec<(usize, Fused)> = Vec::new();
     // The 6-input AND of the binary sharing: (x0 & (y0 ^ y1)) ^ (x1 & y0) ^ r0 ^ r1.
-    let mut and = Fused::new();
-    let both = and.binary(BinaryOp::Xor, input(2), input(3));
-    let left = and.binary(BinaryOp::And, input(0), both);
-    let right = and.binary(BinaryOp::And, input(1), input(2));
-    let z = and.binary(BinaryOp::Xor, left, right);
-    let z = and.binary(BinaryOp::Xor, z, input(4));
-    and.binary(BinaryOp::Xor, z, input(5));
+    let and = Fused::and_term();
     programs.push((6, and));
     // Every op code on its own: binary (operands swapped, so Sub's order shows), scalar
     // (with scalars where wrapping shows), unary, and every shift by 0, 1, 31, 32, 63,

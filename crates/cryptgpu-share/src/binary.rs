@@ -217,7 +217,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     /// x ∧ y, bitwise: z_i = x_i ∧ (y_i ⊕ y_{i+1}) ⊕ x_{i+1} ∧ y_i ⊕ β_i with a fresh XOR
     /// sharing of zero β, then resharing. One round; each party sends one word per word.
     pub fn binary_and(&mut self, x: &BinaryRss<B>, y: &BinaryRss<B>) -> Result<BinaryRss<B>> {
-        use cryptgpu_backend::{BinaryOp::*, Fused, Operand::Input};
+        use cryptgpu_backend::Fused;
         same_shape("binary_and", x.shape(), y.shape())?;
         let (mine, theirs) = self.zero_share_parts(x.shape())?;
         #[cfg(test)]
@@ -228,16 +228,10 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
             (mine, theirs)
         };
         // One pass: x_i ∧ (y_i ⊕ y_{i+1}) ⊕ x_{i+1} ∧ y_i ⊕ F(k_i) ⊕ F(k_{i+1}).
-        let mut term = Fused::new();
-        let y_both = term.binary(Xor, Input(2), Input(3));
-        let left = term.binary(And, Input(0), y_both);
-        let right = term.binary(And, Input(1), Input(2));
-        let z = term.binary(Xor, left, right);
-        let z = term.binary(Xor, z, Input(4));
-        term.binary(Xor, z, Input(5));
-        let z = self
-            .backend()
-            .fused(&term, &[&x.own, &x.next, &y.own, &y.next, &mine, &theirs])?;
+        let z = self.backend().fused(
+            &Fused::and_term(),
+            &[&x.own, &x.next, &y.own, &y.next, &mine, &theirs],
+        )?;
         self.send_tensor(Peer::Prev, &z)?;
         let next = self.recv_tensor("binary_and", Peer::Next, z.shape())?;
         BinaryRss::from_shares(z, next)

@@ -25,8 +25,7 @@ pub use shaders::RingPath;
 use cryptgpu_backend::counters;
 use cryptgpu_backend::shape::{self, Conv2dDims, MatmulDims, Pool2dDims};
 use cryptgpu_backend::{
-    BinaryOp, Conv2dParams, DeviceTensor, Fused, FusedStep, GpuBackend, Operand, Pool2dParams,
-    Result, ShiftOp, UnaryOp,
+    BinaryOp, Conv2dParams, DeviceTensor, Fused, GpuBackend, Pool2dParams, Result, ShiftOp, UnaryOp,
 };
 use device::Context;
 use std::ops::Range;
@@ -86,32 +85,6 @@ impl WgpuBackend {
 
     fn ctx(&self) -> &Context {
         &self.ctx
-    }
-
-    /// A checked `program` run one op per step (what [`GpuBackend::fused`]'s default
-    /// does), for adapters that cannot bind the fused kernel's seven storage buffers.
-    fn fused_by_steps(
-        &self,
-        program: &Fused,
-        inputs: &[&WgpuTensor],
-        shape: &[usize],
-    ) -> Result<WgpuTensor> {
-        let mut values: Vec<WgpuTensor> = Vec::with_capacity(program.steps().len());
-        for step in program.steps() {
-            let read = |operand: Operand| match operand {
-                Operand::Input(i) => inputs[usize::from(i)],
-                Operand::Step(s) => &values[usize::from(s)],
-            };
-            let value = match *step {
-                FusedStep::Binary(op, a, b) => self.binary(op, read(a), read(b))?,
-                FusedStep::Scalar(op, a, scalar) => self.binary_scalar(op, read(a), scalar)?,
-                FusedStep::Unary(op, a) => self.unary(op, read(a))?,
-                FusedStep::Shift(op, a, bits) => self.shift(op, read(a), bits)?,
-            };
-            values.push(value);
-        }
-        let last = values.pop().expect("a checked program has a step");
-        self.reshape(&last, shape)
     }
 }
 
@@ -361,7 +334,7 @@ impl GpuBackend for WgpuBackend {
         if self.ctx().fused_layout.is_none() {
             // An adapter with fewer than 7 storage buffers per shader stage cannot bind
             // the fused kernel: one op per step, as the trait's default does.
-            return self.fused_by_steps(program, inputs, &shape);
+            return cryptgpu_backend::fused_step_by_step(self, program, inputs, &shape);
         }
         kernels::fused(self.ctx(), program, inputs, &shape)
     }

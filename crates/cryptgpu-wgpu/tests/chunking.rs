@@ -291,13 +291,7 @@ fn select_rows_is_one_dispatch_per_128_rows() {
 /// 2-input program with a scalar, a shift and a unary step.
 fn fused_programs() -> [(usize, Fused); 2] {
     let input = Operand::Input;
-    let mut and = Fused::new();
-    let both = and.binary(BinaryOp::Xor, input(2), input(3));
-    let left = and.binary(BinaryOp::And, input(0), both);
-    let right = and.binary(BinaryOp::And, input(1), input(2));
-    let z = and.binary(BinaryOp::Xor, left, right);
-    let z = and.binary(BinaryOp::Xor, z, input(4));
-    and.binary(BinaryOp::Xor, z, input(5));
+    let and = Fused::and_term();
     let mut mixed = Fused::new();
     let product = mixed.binary(BinaryOp::Mul, input(1), input(0));
     let shifted = mixed.push(FusedStep::Shift(ShiftOp::RightArithmetic, product, 13));

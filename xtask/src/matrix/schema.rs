@@ -63,47 +63,30 @@ pub(crate) struct NetworkRow {
     pub(crate) pooling: String,
 }
 
-/// One party's device work (`cryptgpu_backend::DeviceCounts`).
+/// One party's device work (`cryptgpu_backend::DeviceCounts`): counts (`u64`), or counts
+/// per round (`f64`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub(crate) struct DeviceCounts {
+pub(crate) struct DeviceCounts<T = u64> {
     /// Kernel launches (dispatches, CPU passes).
-    pub(crate) launches: u64,
+    pub(crate) launches: T,
     /// Host→device transfers.
-    pub(crate) uploads: u64,
+    pub(crate) uploads: T,
     /// Their bytes.
-    pub(crate) upload_bytes: u64,
+    pub(crate) upload_bytes: T,
     /// Device→host transfers.
-    pub(crate) downloads: u64,
+    pub(crate) downloads: T,
     /// Their bytes.
-    pub(crate) download_bytes: u64,
+    pub(crate) download_bytes: T,
     /// Waits of the host for the device.
-    pub(crate) syncs: u64,
+    pub(crate) syncs: T,
     /// Device allocations.
-    pub(crate) allocations: u64,
+    pub(crate) allocations: T,
     /// Their bytes.
-    pub(crate) allocation_bytes: u64,
+    pub(crate) allocation_bytes: T,
 }
 
-/// [`DeviceCounts`] per round (fractions).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub(crate) struct DeviceCountsPerRound {
-    /// Launches per round.
-    pub(crate) launches: f64,
-    /// Uploads per round.
-    pub(crate) uploads: f64,
-    /// Upload bytes per round.
-    pub(crate) upload_bytes: f64,
-    /// Downloads per round.
-    pub(crate) downloads: f64,
-    /// Download bytes per round.
-    pub(crate) download_bytes: f64,
-    /// Syncs per round.
-    pub(crate) syncs: f64,
-    /// Allocations per round.
-    pub(crate) allocations: f64,
-    /// Allocation bytes per round.
-    pub(crate) allocation_bytes: f64,
-}
+/// [`DeviceCounts`] per round.
+pub(crate) type DeviceCountsPerRound = DeviceCounts<f64>;
 
 /// One backend's ring GEMM rate (u64 products mod 2^64, n×n×n).
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -387,13 +387,7 @@ pub fn check_fused<B: GpuBackend>(backend: &B) {
     let mut rng = Inputs::new("fused");
     let input = Operand::Input;
     let mut programs: Vec<(usize, Fused)> = Vec::new();
-    let mut and = Fused::new();
-    let both = and.binary(BinaryOp::Xor, input(2), input(3));
-    let left = and.binary(BinaryOp::And, input(0), both);
-    let right = and.binary(BinaryOp::And, input(1), input(2));
-    let z = and.binary(BinaryOp::Xor, left, right);
-    let z = and.binary(BinaryOp::Xor, z, input(4));
-    and.binary(BinaryOp::Xor, z, input(5));
+    let and = Fused::and_term();
     programs.push((6, and));
     let mut every = Fused::new();
     let mut last = input(0);
