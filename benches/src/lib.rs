@@ -1,6 +1,8 @@
 //! Bench helpers shared by the bench targets: private protocol runs that every backend's
 //! bench calls the same way, so the CPU, CUDA and wgpu figures are directly comparable.
 
+#![forbid(unsafe_code)]
+
 use cryptgpu_backend::GpuBackend;
 use cryptgpu_backend::Pool2dParams;
 use cryptgpu_backend::counters::{self, DeviceCounts};

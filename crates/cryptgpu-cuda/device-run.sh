@@ -139,7 +139,8 @@ run_targets() {
     # three machines, one stream for all parties, and wgpu.
     local configs=("cuda device per-thread" "cuda host per-thread" "cuda device shared"
         "wgpu device per-thread")
-    for network in lenet alexnet-cifar10 vgg16-cifar10 resnet18; do
+    # TARGET_NETWORKS overrides the networks (e.g. `lenet` for a quick check of the script).
+    for network in ${TARGET_NETWORKS:-lenet alexnet-cifar10 vgg16-cifar10 resnet18}; do
         for config in "${configs[@]}"; do
             read -r backend messages streams <<<"$config"
             local extra=()

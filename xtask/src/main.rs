@@ -2,6 +2,8 @@
 //! the bench matrix (networks × modes × backends × links, [`matrix`]); `criterion` runs the
 //! op-level criterion benches and prints one table of what they measured.
 
+#![forbid(unsafe_code)]
+
 mod bench;
 mod matrix;
 mod tidy;

@@ -89,6 +89,38 @@ mod tests {
         );
     }
 
+    /// The compiler enforces the rule above: every crate root outside the backends that
+    /// need `unsafe` (CPU SIMD, CUDA) says `#![forbid(unsafe_code)]`.
+    #[test]
+    fn crates_without_unsafe_forbid_it() {
+        let roots = [
+            "crates/cryptgpu/src/main.rs",
+            "crates/cryptgpu/src/lib.rs",
+            "crates/cryptgpu-ring/src/lib.rs",
+            "crates/cryptgpu-backend/src/lib.rs",
+            "crates/cryptgpu-transport/src/lib.rs",
+            "crates/cryptgpu-share/src/lib.rs",
+            "crates/cryptgpu-nonlinear/src/lib.rs",
+            "crates/cryptgpu-nn/src/lib.rs",
+            "crates/cryptgpu-wgpu/src/lib.rs",
+            "benches/src/lib.rs",
+            "xtask/src/main.rs",
+        ];
+        let missing: Vec<&str> = roots
+            .into_iter()
+            .filter(|f| {
+                !std::fs::read_to_string(root().join(f))
+                    .unwrap()
+                    .lines()
+                    .any(|l| l.trim() == "#![forbid(unsafe_code)]")
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "crate roots without #![forbid(unsafe_code)]: {missing:?}"
+        );
+    }
+
     #[test]
     fn every_manifest_inherits_the_workspace() {
         let mut manifests = Vec::new();

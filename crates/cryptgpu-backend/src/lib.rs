@@ -17,6 +17,8 @@
 //! - Every backend counts its work for the calling thread ([`counters`]): launches,
 //!   transfers, syncs and allocations, read with [`counters::thread_counts`].
 
+#![forbid(unsafe_code)]
+
 pub mod counters;
 mod error;
 pub mod fused;

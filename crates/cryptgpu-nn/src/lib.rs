@@ -16,6 +16,8 @@
 //! # let _ = plain::Mode::Inference;
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod data;
 mod error;
 pub mod layers;

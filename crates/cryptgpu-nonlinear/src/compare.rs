@@ -177,6 +177,12 @@ pub fn relu<B: GpuBackend, T: Transport>(p: &mut Party<B, T>, x: &Rss<B>) -> Res
     Ok(Relu { output, drelu })
 }
 
+/// max(x, 0) for inference: [`relu`]'s value alone, the DReLU bits dropped (the same 8
+/// rounds and bytes).
+pub fn relu_value<B: GpuBackend, T: Transport>(p: &mut Party<B, T>, x: &Rss<B>) -> Result<Rss<B>> {
+    Ok(relu(p, x)?.output)
+}
+
 /// The gradient through a ReLU: DReLU · grad_output. 2 rounds.
 pub fn relu_backward<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,

@@ -42,6 +42,8 @@
 //! adder over 8-bit blocks, then a 3-party OT and a multiplication). The functions by
 //! iteration ([`approx`]) list their rounds, bytes, domains and errors in their own table.
 
+#![forbid(unsafe_code)]
+
 pub mod approx;
 pub mod compare;
 pub mod cost;
@@ -57,7 +59,7 @@ pub use approx::{
 };
 pub use compare::{
     Relu, abs, drelu, ge, ge_public, gt, gt_public, gt_threshold_bounds, le, le_public, lt,
-    lt_public, lt_threshold_bounds, relu, relu_backward, select,
+    lt_public, lt_threshold_bounds, relu, relu_backward, relu_value, select,
 };
 pub use error::{NonlinearError, Result};
 pub use pool::{

@@ -114,7 +114,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         shape: &[usize],
         last: impl Fn(&B, &B::Tensor, &B::Tensor, &B::Tensor) -> cryptgpu_backend::Result<B::Tensor>,
     ) -> Result<(B::Tensor, B::Tensor)> {
-        let stream = self.step();
+        let stream = self.next_stream();
         let me = self.id();
         if (me == owner) != values.is_some() {
             let why = if me == owner {
@@ -513,6 +513,35 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     /// Fixed-point matrix product (fused, two rounds).
     pub fn matmul_fixed(&mut self, x: &Rss<B>, y: &Rss<B>) -> Result<Rss<B>> {
         self.product_truncated(Bilinear::Matmul, x, y)
+    }
+
+    /// The sum over `axis` of a shared tensor, which the axis leaves (local, no message).
+    pub fn sum_axis(&self, x: &Rss<B>, axis: usize) -> Result<Rss<B>> {
+        self.linear(x, |b, t| b.sum_axis(t, axis))
+    }
+
+    /// The sum of all elements of a shared tensor, as a shared scalar (shape `[]`; local,
+    /// no message).
+    pub fn sum(&self, x: &Rss<B>) -> Result<Rss<B>> {
+        let n = x.len();
+        let flat = self.linear(x, |b, t| b.reshape(t, &[n]))?;
+        self.sum_axis(&flat, 0)
+    }
+
+    /// The fixed-point dot product Σ x_i · y_i of two shared tensors of one shape, as a
+    /// shared scalar: one product of a row by a column with one truncation, two rounds and
+    /// the bytes of one element whatever the length (in exact mode P0 sends 24 bytes and
+    /// P1 and P2 16: the halves a truncation packs two to a word take a whole word alone).
+    ///
+    /// # Errors
+    /// [`ShareError::Shape`] when the shapes differ.
+    pub fn dot(&mut self, x: &Rss<B>, y: &Rss<B>) -> Result<Rss<B>> {
+        same_shape("dot", x.shape(), y.shape())?;
+        let n = x.len();
+        let row = self.linear(x, |b, t| b.reshape(t, &[1, n]))?;
+        let column = self.linear(y, |b, t| b.reshape(t, &[n, 1]))?;
+        let product = self.matmul_fixed(&row, &column)?;
+        self.linear(&product, |b, t| b.reshape(t, &[]))
     }
 
     /// Fixed-point convolution (fused, two rounds).

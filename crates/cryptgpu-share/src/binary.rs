@@ -305,9 +305,9 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         let (pairs, groups, planes) = (l / 2, l.div_ceil(2), l + 1);
         let message_rows = [planes + pairs, words];
         let group_rows = [2 * groups, words];
-        let input_stream = self.step();
-        let rho_stream = self.step();
-        let sigma_stream = self.step();
+        let input_stream = self.next_stream();
+        let rho_stream = self.next_stream();
+        let sigma_stream = self.next_stream();
         let b = self.backend().clone();
         let planes_of = |t: &B::Tensor| -> Result<B::Tensor> {
             let all = b.bit_planes(t)?;
@@ -446,10 +446,10 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
                 rhs: full,
             });
         }
-        let d_stream = self.step();
-        let t_stream = self.step();
-        let rho_stream = self.step();
-        let sigma_stream = self.step();
+        let d_stream = self.next_stream();
+        let t_stream = self.next_stream();
+        let rho_stream = self.next_stream();
+        let sigma_stream = self.next_stream();
         let b = self.backend().clone();
         // P1's and P2's term β2 · v + (1 − 2·β2) · u = β2 · (v − 2u) + u, from their own u
         // and v, in one fused pass: inputs β2, m, w, c with u = m·w + c, then v or the two
@@ -575,7 +575,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     /// P0's d = β0 ⊕ β1 (as 0/1 ring elements) input as the arithmetic sharing (d − r, r, 0),
     /// r from k1: one message from P0 to P2.
     fn input_low_xor(&mut self, bits: &SharedBits<B>) -> Result<Rss<B>> {
-        let stream = self.step();
+        let stream = self.next_stream();
         match self.id().index() {
             0 => self.send_low_xor(bits, stream),
             1 => Rss::from_shares(

@@ -30,6 +30,8 @@
 //! }
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod arith;
 pub mod binary;
 mod error;

@@ -240,22 +240,28 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
 
     // ---- correlated randomness (no messages) ------------------------------------------------
 
-    /// The next protocol step's stream id: every party calls this the same number of times
-    /// in the same order.
-    pub(crate) fn step(&mut self) -> u64 {
+    /// The next protocol step's PRG stream id, for [`Party::random_with_next`] and
+    /// [`Party::random_with_prev`]: every party must call this the same number of times in
+    /// the same order (the protocols of this workspace and any written outside it alike),
+    /// so that the two parties holding a key draw the same tensor from it.
+    pub fn next_stream(&mut self) -> u64 {
         self.stream += 1;
         self.stream
     }
 
-    /// F(k_{i+1}, stream): a random tensor known to this party and the next.
-    pub(crate) fn random_with_next(&self, shape: &[usize], stream: u64) -> Result<B::Tensor> {
+    /// F(k_{i+1}, stream): a random tensor known to this party and the next one (the
+    /// previous party cannot compute it). With [`Party::random_with_prev`] of the same
+    /// stream at the next party, the two hold the same tensor: a mask for a message the
+    /// third party must not read, or one share of a new sharing, with no message.
+    pub fn random_with_next(&self, shape: &[usize], stream: u64) -> Result<B::Tensor> {
         Ok(self
             .backend
             .fill_chacha12(shape, &self.keys.with_next, stream, 0)?)
     }
 
-    /// F(k_i, stream): a random tensor known to this party and the previous one.
-    pub(crate) fn random_with_prev(&self, shape: &[usize], stream: u64) -> Result<B::Tensor> {
+    /// F(k_i, stream): a random tensor known to this party and the previous one (the next
+    /// party cannot compute it); see [`Party::random_with_next`].
+    pub fn random_with_prev(&self, shape: &[usize], stream: u64) -> Result<B::Tensor> {
         Ok(self
             .backend
             .fill_chacha12(shape, &self.keys.with_prev, stream, 0)?)
@@ -263,7 +269,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
 
     /// A random tensor known to all three parties (public randomness, e.g. for shuffles).
     pub fn random_common(&mut self, shape: &[usize]) -> Result<B::Tensor> {
-        let stream = self.step();
+        let stream = self.next_stream();
         Ok(self
             .backend
             .fill_chacha12(shape, &self.keys.common, stream, 0)?)
@@ -284,9 +290,10 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
 
     /// F(k_i) and F(k_{i+1}) of the next stream: the two PRG tensors of a fresh zero
     /// sharing ([`Party::zero_share`] is their difference, [`Party::zero_share_binary`]
-    /// their XOR), for a step that folds them into its own fused pass.
-    pub(crate) fn zero_share_parts(&mut self, shape: &[usize]) -> Result<(B::Tensor, B::Tensor)> {
-        let stream = self.step();
+    /// their XOR), for a step that folds them into its own fused pass
+    /// ([`GpuBackend::fused`]).
+    pub fn zero_share_parts(&mut self, shape: &[usize]) -> Result<(B::Tensor, B::Tensor)> {
+        let stream = self.next_stream();
         let mine = self.random_with_prev(shape, stream)?;
         let theirs = self.random_with_next(shape, stream)?;
         Ok((mine, theirs))
@@ -294,9 +301,15 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
 
     // ---- messaging ------------------------------------------------------------------------
 
-    /// Sends a tensor's elements to a neighbour (with [`Party::send_tensors`], the one place
-    /// tensors leave the device).
-    pub(crate) fn send_tensor(&mut self, peer: Peer, tensor: &B::Tensor) -> Result<()> {
+    /// Sends a tensor to a neighbour (with [`Party::send_tensors`], the one place tensors
+    /// leave a party): for protocols written on top of `Party`, in this workspace or
+    /// outside it. Counted in [`Party::stats`] (bytes, and rounds as a Lamport clock).
+    ///
+    /// **The caller keeps the secret:** whatever goes out must be masked by randomness the
+    /// receiver lacks (a zero sharing, [`Party::random_with_prev`] or
+    /// [`Party::random_with_next`] of a key the receiver does not hold), as every protocol
+    /// here does; nothing checks it.
+    pub fn send_tensor(&mut self, peer: Peer, tensor: &B::Tensor) -> Result<()> {
         self.send_tensors(peer, &[tensor])
     }
 
@@ -306,8 +319,8 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     /// Between parties in one process (a transport that
     /// [carries handles](Transport::carries_handles)) the tensors themselves go, as handles
     /// that never leave the device, counted as the bytes they hold; between processes their
-    /// elements are downloaded and sent.
-    pub(crate) fn send_tensors(&mut self, peer: Peer, tensors: &[&B::Tensor]) -> Result<()> {
+    /// elements are downloaded and sent. The same obligation as [`Party::send_tensor`].
+    pub fn send_tensors(&mut self, peer: Peer, tensors: &[&B::Tensor]) -> Result<()> {
         if self.net.carries_handles() {
             let words: usize = tensors.iter().map(|t| t.len()).sum();
             let owned: Vec<B::Tensor> = tensors.iter().map(|&t| t.clone()).collect();
@@ -330,8 +343,13 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         Ok(())
     }
 
-    /// Receives what [`Party::send_tensors`] sent: one tensor per shape, in order.
-    pub(crate) fn recv_tensors(
+    /// Receives what [`Party::send_tensors`] sent: one tensor per shape, in order. `op`
+    /// names the protocol in the error of a message of the wrong size or shape.
+    ///
+    /// # Errors
+    /// [`ShareError::UnexpectedMessage`] when the elements differ from the shapes', and the
+    /// transport's errors.
+    pub fn recv_tensors(
         &mut self,
         op: &'static str,
         peer: Peer,
@@ -398,8 +416,11 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         Ok(tensors)
     }
 
-    /// Receives a tensor of a known shape from a neighbour.
-    pub(crate) fn recv_tensor(
+    /// Receives a tensor of a known shape from a neighbour ([`Party::recv_tensors`] of one).
+    ///
+    /// # Errors
+    /// As [`Party::recv_tensors`].
+    pub fn recv_tensor(
         &mut self,
         op: &'static str,
         peer: Peer,

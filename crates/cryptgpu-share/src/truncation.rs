@@ -401,7 +401,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     /// B' = −⌊−B / 2^f⌋ (shares read as unsigned), the result is y2 = B' (P1, P2), y1 = r
     /// from k1 (P0, P1), y0 = A' − r, sent by P0 to P2.
     fn finish_probabilistic(&mut self, part: B::Tensor, f: u32) -> Result<Rss<B>> {
-        let stream = self.step();
+        let stream = self.next_stream();
         let shape = part.shape().to_vec();
         let b = self.backend();
         if self.id() == PartyId::P0 {
@@ -433,9 +433,9 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
             });
         }
         Ok(ExactStreams {
-            x: self.step(),
-            sigma: self.step(),
-            u: self.step(),
+            x: self.next_stream(),
+            sigma: self.next_stream(),
+            u: self.next_stream(),
         })
     }
 

@@ -991,3 +991,64 @@ fn a_per_call_mode_applies_to_that_call_only() {
         }
     }
 }
+
+/// Sums and dot products on shares: sums are exact (local), a dot product of any length is
+/// one fused product with one truncation, within one unit of the plaintext fixed-point
+/// result, for the bytes of a single element.
+#[test]
+fn sums_and_dot_products_of_shared_vectors() {
+    let fixed = FixedPoint::default();
+    let (x, y) = (reals(3, 1000, 8.0), reals(4, 1000, 8.0));
+    let shape = [10, 100];
+    let got = run3(fixed, |p| {
+        let owner = p.id() == PartyId::P0;
+        let xs = p.share_f64(PartyId::P0, owner.then_some(&x[..]), &shape)?;
+        let ys = p.share_f64(PartyId::P0, owner.then_some(&y[..]), &shape)?;
+        let total = p.sum(&xs)?;
+        let rows = p.sum_axis(&xs, 1)?;
+        let before = p.stats();
+        let dot = p.dot(&xs, &ys)?;
+        let cost = p.stats().since(&before);
+        assert_eq!(
+            (total.shape(), rows.shape(), dot.shape()),
+            (&[][..], &[10][..], &[][..])
+        );
+        assert!(
+            p.dot(&xs, &rows).is_err(),
+            "a dot product of different shapes"
+        );
+        Ok((p.reveal(&total)?, p.reveal(&rows)?, p.reveal(&dot)?, cost))
+    });
+    let encoded = |v: &[f64]| {
+        v.iter()
+            .map(|&r| fixed.encode(r).unwrap())
+            .collect::<Vec<u64>>()
+    };
+    let (ex, ey) = (encoded(&x), encoded(&y));
+    let sum = ex.iter().fold(0u64, |a, &b| a.wrapping_add(b));
+    let row_sums: Vec<u64> = ex
+        .chunks(100)
+        .map(|r| r.iter().fold(0u64, |a, &b| a.wrapping_add(b)))
+        .collect();
+    let raw = ex
+        .iter()
+        .zip(&ey)
+        .fold(0u64, |a, (&p, &q)| a.wrapping_add(p.wrapping_mul(q)));
+    let want = ((raw as i64) >> fixed.frac_bits()) as u64;
+    for (party, (total, rows, dot, cost)) in got.iter().enumerate() {
+        assert_eq!(total, &vec![sum], "P{party}: sum");
+        assert_eq!(rows, &row_sums, "P{party}: sums over an axis");
+        let off = dot[0].wrapping_sub(want) as i64;
+        assert!((0..=1).contains(&off), "P{party}: dot off by {off}");
+        assert_eq!(cost.rounds, 2, "P{party}");
+    }
+    // One element's product and truncation, however long the vectors.
+    let sent: Vec<u64> = got.iter().map(|g| g.3.total_bytes_sent()).collect();
+    // One element's fused product with exact truncation (the halves the truncation packs
+    // two to a word take a whole word alone).
+    assert_eq!(
+        sent,
+        [24, 16, 16],
+        "bytes sent by P0, P1, P2 for a dot product"
+    );
+}

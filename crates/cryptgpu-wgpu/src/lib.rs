@@ -12,6 +12,8 @@
 //! - Ops are submitted to the device queue and run asynchronously;
 //!   [`GpuBackend::download`] and [`GpuBackend::sync`] wait for them.
 
+#![forbid(unsafe_code)]
+
 mod device;
 mod dispatch;
 mod error;

@@ -5,6 +5,8 @@
 //! threads of one process; `certs` makes a deployment's certificates and `parties.toml`,
 //! and `party` runs one party of the same jobs on its own host, over mutual TLS.
 
+#![forbid(unsafe_code)]
+
 mod backend;
 mod bench;
 mod config;
