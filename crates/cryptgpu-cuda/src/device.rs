@@ -181,32 +181,32 @@ impl Device {
 /// Keeps memory freed on the device in its default pool, from which cudarc's stream-ordered
 /// allocations (`cuMemAllocAsync`) are served, instead of handing it back to the driver at
 /// every synchronisation (the pool's default release threshold is 0): the tensors of a
-/// protocol round then come from the pool, not from fresh mappings. Returns whether the
-/// threshold was set; where it could not be (no stream-ordered allocator, an old driver),
-/// allocations stay correct, only slower, so that is not an error.
-fn keep_freed_memory(ctx: &CudaContext) -> bool {
+/// protocol round then come from the pool, not from fresh mappings. Where the threshold
+/// cannot be set (no stream-ordered allocator, an old driver), allocations stay correct,
+/// only slower, so that is not an error.
+fn keep_freed_memory(ctx: &CudaContext) {
     use cudarc::driver::sys;
     if !ctx.has_async_alloc() || ctx.bind_to_thread().is_err() {
-        return false;
+        return;
     }
     let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
     // SAFETY: `pool` is a valid place for the driver to write a pool handle, and the device
     // is the context's own, which is current on this thread (bound just above).
     let got = unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) };
     if got != sys::CUresult::CUDA_SUCCESS || pool.is_null() {
-        return false;
+        return;
     }
     let mut threshold = u64::MAX;
     // SAFETY: the release threshold attribute takes a pointer to a cuuint64_t, which
     // `threshold` is, alive for the call; `pool` is the handle the driver just returned.
-    let set = unsafe {
+    // A failure leaves the default threshold (see above), so the result is not needed.
+    let _ = unsafe {
         sys::cuMemPoolSetAttribute(
             pool,
             sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
             (&mut threshold as *mut u64).cast(),
         )
     };
-    set == sys::CUresult::CUDA_SUCCESS
 }
 
 /// A kernel launch being assembled. Every argument is recorded with its [`Param`] kind,

@@ -13,9 +13,7 @@ use cryptgpu_backend::counters::{self, DeviceCounts};
 use cryptgpu_backend::{GpuBackend, Pool2dParams};
 use cryptgpu_ring::FixedPoint;
 use cryptgpu_share::{KeySource, Party, Rss, Truncation};
-use cryptgpu_transport::{
-    CommStats, LocalConfig, LocalTransport, PartyId, run_local_3pc, run_local_3pc_with,
-};
+use cryptgpu_transport::{CommStats, LocalConfig, LocalTransport, PartyId, run_local_3pc_with};
 
 /// A party of the suite's in-process runs.
 pub type SuiteParty<'a, B> = Party<B, &'a mut LocalTransport>;
@@ -25,7 +23,16 @@ pub fn run3<B: GpuBackend, R: Send>(
     backend: &B,
     f: impl Fn(&mut SuiteParty<'_, B>) -> Result<R> + Sync,
 ) -> [R; 3] {
-    run_local_3pc(|t| {
+    run3_with(backend, LocalConfig::default(), f)
+}
+
+/// [`run3`] over an in-process transport configured by `config`.
+pub fn run3_with<B: GpuBackend, R: Send>(
+    backend: &B,
+    config: LocalConfig,
+    f: impl Fn(&mut SuiteParty<'_, B>) -> Result<R> + Sync,
+) -> [R; 3] {
+    run_local_3pc_with(config, |t| {
         let mut party = Party::setup_with(
             backend.clone(),
             t,
@@ -1132,25 +1139,17 @@ pub fn device_work<B: GpuBackend>(
     let n: usize = shape.iter().product();
     let values = reals(11, n, -100.0, 100.0);
     let config = LocalConfig::default().with_handles(on_device);
-    run_local_3pc_with(config, |t| -> Result<DeviceWork> {
-        let mut p = Party::setup_with(
-            backend.clone(),
-            t,
-            FixedPoint::default(),
-            KeySource::InsecureSeeded(7),
-        )?;
+    run3_with(backend, config, |p| {
         let owned = (p.id() == PartyId::P0).then_some(values.as_slice());
         let x = p.share_f64(PartyId::P0, owned, shape)?;
         p.backend().sync()?;
         let (counts, stats) = (counters::thread_counts(), p.stats());
-        op(&mut p, &x)?;
+        op(p, &x)?;
         Ok(DeviceWork {
             counts: counters::thread_counts().since(&counts),
             stats: p.stats().since(&stats),
         })
     })
-    .expect("no party failed")
-    .map(|r| r.expect("protocol succeeded"))
 }
 
 /// What a protocol moves between host and device: nothing at all when the parties share

@@ -372,13 +372,6 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         let shape = inputs[0].shape().to_vec();
         let (mine, theirs) = self.zero_share_parts(&shape)?;
         let n = inputs.len() as u8;
-        #[cfg(test)]
-        let (mine, theirs) = if self.insecure_skip_zero_sharing {
-            let zeros = self.backend().zeros(&shape)?;
-            (zeros.clone(), zeros)
-        } else {
-            (mine, theirs)
-        };
         let plus = program.binary(Add, z, Input(n));
         program.binary(Sub, plus, Input(n + 1));
         let mut all = inputs.to_vec();

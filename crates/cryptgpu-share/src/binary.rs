@@ -220,13 +220,6 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         use cryptgpu_backend::Fused;
         same_shape("binary_and", x.shape(), y.shape())?;
         let (mine, theirs) = self.zero_share_parts(x.shape())?;
-        #[cfg(test)]
-        let (mine, theirs) = if self.insecure_skip_zero_sharing {
-            let zeros = self.backend().zeros(x.shape())?;
-            (zeros.clone(), zeros)
-        } else {
-            (mine, theirs)
-        };
         // One pass: x_i ∧ (y_i ⊕ y_{i+1}) ⊕ x_{i+1} ∧ y_i ⊕ F(k_i) ⊕ F(k_{i+1}).
         let z = self.backend().fused(
             &Fused::and_term(),

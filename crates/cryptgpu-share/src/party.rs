@@ -48,8 +48,8 @@ pub struct Party<B: GpuBackend, T: Transport> {
     truncation: Truncation,
     /// ℓ: comparisons are exact for values in [−2^ℓ, 2^ℓ) (see [`Party::msb`]).
     comparison_bits: u32,
-    /// Test hook: products without their zero sharing, to show that the privacy test detects
-    /// the leak.
+    /// Test hook: zero sharings of zeros (products and ANDs without their masks), to show
+    /// that the privacy test detects the leak.
     #[cfg(test)]
     pub(crate) insecure_skip_zero_sharing: bool,
     /// Test hook: exact truncation without one of its masks, to show that the privacy test
@@ -296,6 +296,11 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         let stream = self.next_stream();
         let mine = self.random_with_prev(shape, stream)?;
         let theirs = self.random_with_next(shape, stream)?;
+        #[cfg(test)]
+        if self.insecure_skip_zero_sharing {
+            let zeros = self.backend.zeros(shape)?;
+            return Ok((zeros.clone(), zeros));
+        }
         Ok((mine, theirs))
     }
 

@@ -209,13 +209,7 @@ fn unpack_halves_scaled<B: GpuBackend>(
     let top = high.push(FusedStep::Shift(ShiftOp::RightLogical, Input(0), 32));
     high.push(FusedStep::Shift(ShiftOp::Left, top, scale));
     let high = b.fused(&high, &[packed])?;
-    let both = b.concat(&[&low, &high], 0)?;
-    let both = if both.len() != n {
-        b.slice(&both, 0, 0..n)?
-    } else {
-        both
-    };
-    b.reshape(&both, shape)
+    join_halves(b, &low, &high, shape)
 }
 
 /// The halves of [`pack_halves`] for a tensor of `shape`, low bits only: element j's low 32
@@ -230,7 +224,19 @@ fn unpack_low_halves<B: GpuBackend>(
         return b.reshape(packed, shape);
     }
     let high = b.shift(ShiftOp::RightLogical, packed, 32)?;
-    let both = b.concat(&[packed, &high], 0)?;
+    join_halves(b, packed, &high, shape)
+}
+
+/// The elements of the low halves, then of the high halves (the last high half of an odd
+/// count is padding, dropped), as a tensor of `shape`.
+fn join_halves<B: GpuBackend>(
+    b: &B,
+    low: &B::Tensor,
+    high: &B::Tensor,
+    shape: &[usize],
+) -> cryptgpu_backend::Result<B::Tensor> {
+    let n: usize = shape.iter().product();
+    let both = b.concat(&[low, high], 0)?;
     let both = if both.len() != n {
         b.slice(&both, 0, 0..n)?
     } else {
