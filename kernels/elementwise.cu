@@ -109,15 +109,20 @@ extern "C" __global__ void extract_bit_u64(const u64* a, u64* out, u64 n, u32 bi
     GRID_STRIDE_LOOP(i, n) { out[i] = (a[i] >> bit) & 1ull; }
 }
 
+// A grid-stride loop over warps: warp w of the grid (32 consecutive threads) takes items
+// w, w + (warps in the grid), ...; with blockDim.x a multiple of 32, the lanes of a warp
+// run the same iterations.
+#define WARP_STRIDE_LOOP(w, n)                                                            \
+    for (u64 w = ((u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < (n);               \
+         w += ((u64)gridDim.x * blockDim.x) >> 5)
+
 // One warp per output word: lane l reads elements 64w + l and 64w + 32 + l (coalesced),
 // two ballots collect their low bits. Every lane of a warp runs the same number of loop
 // iterations (the loop bound depends on the warp index only), so the full-mask ballots
 // are legal. Launched with blockDim.x a multiple of 32.
 extern "C" __global__ void pack_bits_u64(const u64* a, u64* out, u64 n, u64 words) {
     const u32 lane = threadIdx.x & 31u;
-    const u64 warps_per_grid = ((u64)gridDim.x * blockDim.x) >> 5;
-    for (u64 w = ((u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < words;
-         w += warps_per_grid) {
+    WARP_STRIDE_LOOP(w, words) {
         const u64 lo = 64 * w + lane, hi = lo + 32;
         const u32 lo_bits = __ballot_sync(0xffffffffu, lo < n && (a[lo] & 1ull));
         const u32 hi_bits = __ballot_sync(0xffffffffu, hi < n && (a[hi] & 1ull));
@@ -132,9 +137,7 @@ extern "C" __global__ void pack_bits_u64(const u64* a, u64* out, u64 n, u64 word
 // blockDim.x a multiple of 32.
 extern "C" __global__ void bit_planes_u64(const u64* a, u64* out, u64 n, u64 words) {
     const u32 lane = threadIdx.x & 31u;
-    const u64 warps_per_grid = ((u64)gridDim.x * blockDim.x) >> 5;
-    for (u64 w = ((u64)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < words;
-         w += warps_per_grid) {
+    WARP_STRIDE_LOOP(w, words) {
         const u64 lo = 64 * w + lane, hi = lo + 32;
         const u64 x_lo = lo < n ? a[lo] : 0ull;
         const u64 x_hi = hi < n ? a[hi] : 0ull;

@@ -159,29 +159,29 @@ struct RecombineDims {
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                      \
          i += (u64)gridDim.x * blockDim.x)
 
-// C_s is an exact int32 (limbs.rs bounds it below 2^31 in magnitude); sign-extending it to
-// 64 bits and wrapping gives C_s mod 2^64.
-extern "C" __global__ void recombine_i32(const int* prod, u64* out, RecombineDims d) {
+// The recombination of L planes of products of type T, BITS bits apart (RecombineDims).
+// Every C_s is an exact integer in T (limbs.rs bounds it), so its conversion to 64 bits
+// is exact and wrapping gives C_s mod 2^64.
+template <typename T, int L, int BITS>
+__device__ void recombine(const T* prod, u64* out, const RecombineDims& d) {
     const u64 total = d.m * d.n;
     GRID_STRIDE_LOOP(i, total) {
         const u64 r = i / d.n, c = i % d.n;
         u64 acc = 0;
-        for (int s = 0; s < 8; ++s)
-            acc += (u64)(i64)prod[s * d.plane + r * d.ld + c] << (8 * s);
+        for (int s = 0; s < L; ++s)
+            acc += (u64)(i64)prod[s * d.plane + r * d.ld + c] << (BITS * s);
         u64* o = out + d.out_off + r * d.out_rs + c;
         *o = d.accumulate ? *o + acc : acc;
     }
 }
 
-// C_s is an exact non-negative integer below 2^53 (limbs.rs), so the conversion is exact.
+// C_s is an int32 below 2^31 in magnitude; sign-extending it to 64 bits and wrapping
+// gives C_s mod 2^64.
+extern "C" __global__ void recombine_i32(const int* prod, u64* out, RecombineDims d) {
+    recombine<int, 8, 8>(prod, out, d);
+}
+
+// C_s is a non-negative integer below 2^53 held exactly in a double.
 extern "C" __global__ void recombine_f64(const double* prod, u64* out, RecombineDims d) {
-    const u64 total = d.m * d.n;
-    GRID_STRIDE_LOOP(i, total) {
-        const u64 r = i / d.n, c = i % d.n;
-        u64 acc = 0;
-        for (int s = 0; s < 4; ++s)
-            acc += (u64)prod[s * d.plane + r * d.ld + c] << (16 * s);
-        u64* o = out + d.out_off + r * d.out_rs + c;
-        *o = d.accumulate ? *o + acc : acc;
-    }
+    recombine<double, 4, 16>(prod, out, d);
 }

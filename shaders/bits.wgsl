@@ -13,15 +13,9 @@ struct Params {
     reserved: u32,
 }
 
-@group(0) @binding(3) var<uniform> params: Params;
-
 @compute @workgroup_size(256)
-fn pack(
-    @builtin(workgroup_id) group: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) local: u32,
-) {
-    let t = thread_index(group, groups, local);
+fn pack(inv: Invocation) {
+    let t = thread_index(inv);
     if t >= params.count {
         return;
     }
@@ -43,12 +37,8 @@ fn pack(
 }
 
 @compute @workgroup_size(256)
-fn unpack(
-    @builtin(workgroup_id) group: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) local: u32,
-) {
-    let t = thread_index(group, groups, local);
+fn unpack(inv: Invocation) {
+    let t = thread_index(inv);
     if t >= params.count {
         return;
     }
@@ -58,12 +48,8 @@ fn unpack(
 }
 
 @compute @workgroup_size(256)
-fn planes(
-    @builtin(workgroup_id) group: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) local: u32,
-) {
-    let t = thread_index(group, groups, local);
+fn planes(inv: Invocation) {
+    let t = thread_index(inv);
     if t >= params.count {
         return;
     }

@@ -18,8 +18,6 @@ struct Params {
     reserved: u32,
 }
 
-@group(0) @binding(3) var<uniform> params: Params;
-
 fn rotl(x: u32, n: u32) -> u32 {
     return (x << n) | (x >> (32u - n));
 }
@@ -36,12 +34,8 @@ fn quarter_round(s: ptr<function, array<u32, 16>>, a: u32, b: u32, c: u32, d: u3
 }
 
 @compute @workgroup_size(256)
-fn main(
-    @builtin(workgroup_id) group: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) local: u32,
-) {
-    let t = thread_index(group, groups, local);
+fn main(inv: Invocation) {
+    let t = thread_index(inv);
     if t * 8u >= params.skip + params.count {
         return;
     }

@@ -1,4 +1,5 @@
-// Bindings and windowed element access shared by every kernel (after a ring prelude).
+// Bindings, windowed element access and the bitwise ring ops shared by every kernel
+// (after a ring prelude).
 //
 // Every dispatch binds a window of each tensor's buffer: elements [base, base + len) of
 // the tensor, so that no binding exceeds the adapter's max_storage_buffer_binding_size.
@@ -7,7 +8,7 @@
 // Every kernel's contribution is linear in each input window, so the passes of one
 // output chunk add up: the first pass writes the output, later passes add to it.
 //
-// Each kernel declares `struct Params { win: Windows, .. }` and binds it at binding 3.
+// Each kernel declares `struct Params { win: Windows, .. }`, bound here at binding 3.
 
 struct Windows {
     out_base: u32,
@@ -24,8 +25,27 @@ struct Windows {
 @group(0) @binding(0) var<storage, read> src_a: array<Ring>;
 @group(0) @binding(1) var<storage, read> src_b: array<Ring>;
 @group(0) @binding(2) var<storage, read_write> dst: array<Ring>;
+@group(0) @binding(3) var<uniform> params: Params;
 
 const WORKGROUP_THREADS: u32 = 256u;
+
+// The bitwise ring ops, the same WGSL on both ring paths (a `u64`, or the two words of a
+// `vec2<u32>`: the bits of the u64 either way).
+fn r_and(a: Ring, b: Ring) -> Ring {
+    return a & b;
+}
+
+fn r_or(a: Ring, b: Ring) -> Ring {
+    return a | b;
+}
+
+fn r_xor(a: Ring, b: Ring) -> Ring {
+    return a ^ b;
+}
+
+fn r_not(a: Ring) -> Ring {
+    return ~a;
+}
 
 // Element `i` of the first input, or zero when it lies outside the bound window.
 fn load_a(i: u32) -> Ring {
@@ -58,10 +78,17 @@ fn store_out(i: u32, value: Ring) {
     }
 }
 
+// The builtins a 1-d kernel's entry point takes.
+struct Invocation {
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+}
+
 // The flat thread index of a 1-d kernel dispatched on a 2-d grid of 256-thread groups
 // (the grid is 2-d because one dimension holds at most 65535 groups).
-fn thread_index(group: vec3<u32>, groups: vec3<u32>, local: u32) -> u32 {
-    return (group.y * groups.x + group.x) * WORKGROUP_THREADS + local;
+fn thread_index(inv: Invocation) -> u32 {
+    return (inv.group.y * inv.groups.x + inv.group.x) * WORKGROUP_THREADS + inv.local;
 }
 
 // The elementwise op codes (the kernels' `binary`, `unary` and `shift` codes in

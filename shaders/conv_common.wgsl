@@ -1,5 +1,6 @@
-// Dimensions of a 2-d convolution (NCHW input, OIHW weight) for the implicit-GEMM
-// kernels, which read the im2col matrix straight from the input instead of building it.
+// Dimensions and parameters of a 2-d convolution (NCHW input, OIHW weight) for the
+// implicit-GEMM kernels, which read the im2col matrix straight from the input instead of
+// building it.
 
 struct ConvDims {
     c: u32,
@@ -19,6 +20,13 @@ struct ConvDims {
     cpg: u32,
     opg: u32,
     reserved: u32,
+}
+
+// The parameters of all three convolution kernels.
+struct Params {
+    win: Windows,
+    gemm: Gemm,
+    conv: ConvDims,
 }
 
 // Element (r, p) of the im2col matrix of image n, group g: r = (ci, ky, kx) over the

@@ -2,14 +2,6 @@
 // W_g [opg, cpg*kh*kw] times im2col(x_n, g) [cpg*kh*kw, oh*ow]. Input a is the input,
 // input b the weight.
 
-struct Params {
-    win: Windows,
-    gemm: Gemm,
-    conv: ConvDims,
-}
-
-@group(0) @binding(3) var<uniform> params: Params;
-
 fn gemm_load_a(z: u32, row: u32, k: u32) -> Ring {
     let g = z % params.conv.groups;
     return load_b((g * params.conv.opg + row) * params.gemm.depth + k);
@@ -17,8 +9,4 @@ fn gemm_load_a(z: u32, row: u32, k: u32) -> Ring {
 
 fn gemm_load_b(z: u32, k: u32, col: u32) -> Ring {
     return im2col_load(z / params.conv.groups, z % params.conv.groups, k, col);
-}
-
-fn gemm_out_index(z: u32, row: u32, col: u32) -> u32 {
-    return (z * params.gemm.rows + row) * params.gemm.cols + col;
 }

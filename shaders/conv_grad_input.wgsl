@@ -4,14 +4,6 @@
 // position that reads input (iy, ix) through kernel element (ky, kx), or zero if none
 // does. Input a is the output gradient, input b the weight.
 
-struct Params {
-    win: Windows,
-    gemm: Gemm,
-    conv: ConvDims,
-}
-
-@group(0) @binding(3) var<uniform> params: Params;
-
 fn gemm_load_a(z: u32, row: u32, k: u32) -> Ring {
     let d = params.conv;
     let g = z % d.groups;
@@ -39,8 +31,4 @@ fn gemm_load_b(z: u32, k: u32, col: u32) -> Ring {
         return r_zero();
     }
     return load_a(((n * d.o + g * d.opg + o) * d.oh + oy) * d.ow + ox);
-}
-
-fn gemm_out_index(z: u32, row: u32, col: u32) -> u32 {
-    return (z * params.gemm.rows + row) * params.gemm.cols + col;
 }

@@ -3,14 +3,6 @@
 // [n*oh*ow, cpg*kh*kw], which sums over the batch. Input a is the input, input b the
 // output gradient.
 
-struct Params {
-    win: Windows,
-    gemm: Gemm,
-    conv: ConvDims,
-}
-
-@group(0) @binding(3) var<uniform> params: Params;
-
 fn gemm_load_a(z: u32, row: u32, k: u32) -> Ring {
     let d = params.conv;
     let positions = d.oh * d.ow;
@@ -21,8 +13,4 @@ fn gemm_load_a(z: u32, row: u32, k: u32) -> Ring {
 fn gemm_load_b(z: u32, k: u32, col: u32) -> Ring {
     let positions = params.conv.oh * params.conv.ow;
     return im2col_load(k / positions, z, col, k % positions);
-}
-
-fn gemm_out_index(z: u32, row: u32, col: u32) -> u32 {
-    return (z * params.gemm.rows + row) * params.gemm.cols + col;
 }

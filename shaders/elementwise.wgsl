@@ -17,19 +17,13 @@ struct Params {
     reserved: u32,
 }
 
-@group(0) @binding(3) var<uniform> params: Params;
-
 // OP_ADD to OP_SAR and `apply_op` are in common.wgsl.
 const OP_BIT: u32 = 11u;
 const OP_FILL: u32 = 12u;
 
 @compute @workgroup_size(256)
-fn main(
-    @builtin(workgroup_id) group: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) local: u32,
-) {
-    let t = thread_index(group, groups, local);
+fn main(inv: Invocation) {
+    let t = thread_index(inv);
     if t >= params.count {
         return;
     }

@@ -30,7 +30,6 @@ struct Params {
     code: array<vec4<u32>, FUSED_MAX_STEPS>,
 }
 
-@group(0) @binding(3) var<uniform> params: Params;
 @group(0) @binding(4) var<storage, read> src_c: array<Ring>;
 @group(0) @binding(5) var<storage, read> src_d: array<Ring>;
 @group(0) @binding(6) var<storage, read> src_e: array<Ring>;
@@ -57,12 +56,8 @@ fn load_input(k: u32, i: u32) -> Ring {
 }
 
 @compute @workgroup_size(256)
-fn main(
-    @builtin(workgroup_id) group: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) local: u32,
-) {
-    let t = thread_index(group, groups, local);
+fn main(inv: Invocation) {
+    let t = thread_index(inv);
     if t >= params.count {
         return;
     }

@@ -2,8 +2,8 @@
 // convolutions. The including kernel defines
 //   fn gemm_load_a(z: u32, row: u32, k: u32) -> Ring   // left operand of product z
 //   fn gemm_load_b(z: u32, k: u32, col: u32) -> Ring   // right operand of product z
-//   fn gemm_out_index(z: u32, row: u32, col: u32) -> u32
-// and a `params.gemm: Gemm`. A 16x16 workgroup computes a 64x64 output tile, each thread
+// and a `params.gemm: Gemm`; product z is written to rows [z * rows, (z + 1) * rows) of
+// the output (`gemm_out_index`). A 16x16 workgroup computes a 64x64 output tile, each thread
 // a 4x4 block of it (rows ly + 16i, columns lx + 16j), stepping through the inner
 // dimension 16 at a time. The two tiles take 2 x 1024 ring elements = 16 KiB, WebGPU's
 // default workgroup storage limit.
@@ -31,6 +31,11 @@ struct Gemm {
 
 const TILE: u32 = 64u;
 const TILE_K: u32 = 16u;
+
+// Where output element (row, col) of product z goes: the products stacked row-major.
+fn gemm_out_index(z: u32, row: u32, col: u32) -> u32 {
+    return (z * params.gemm.rows + row) * params.gemm.cols + col;
+}
 
 var<workgroup> tile_a: array<Ring, 1024>;
 var<workgroup> tile_b: array<Ring, 1024>;

@@ -10,16 +10,10 @@ struct Params {
     reserved1: u32,
 }
 
-@group(0) @binding(3) var<uniform> params: Params;
-
 fn gemm_load_a(z: u32, row: u32, k: u32) -> Ring {
     return load_a(z * params.a_batch_stride + row * params.gemm.depth + k);
 }
 
 fn gemm_load_b(z: u32, k: u32, col: u32) -> Ring {
     return load_b(z * params.b_batch_stride + k * params.gemm.cols + col);
-}
-
-fn gemm_out_index(z: u32, row: u32, col: u32) -> u32 {
-    return (z * params.gemm.rows + row) * params.gemm.cols + col;
 }

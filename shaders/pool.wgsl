@@ -22,7 +22,16 @@ struct Params {
     reserved: u32,
 }
 
-@group(0) @binding(3) var<uniform> params: Params;
+// Position `i` of a [planes, h, w] tensor.
+struct Pixel {
+    plane: u32,
+    y: u32,
+    x: u32,
+}
+
+fn pixel(i: u32, h: u32, w: u32) -> Pixel {
+    return Pixel(i / (w * h), (i / w) % h, i % w);
+}
 
 // The input coordinate of window element (ky, kx) of window (oy, ox), or -1 on padding.
 fn input_y(oy: u32, ky: u32) -> i32 {
@@ -36,29 +45,23 @@ fn input_x(ox: u32, kx: u32) -> i32 {
 }
 
 @compute @workgroup_size(256)
-fn window_sum(
-    @builtin(workgroup_id) group: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) local: u32,
-) {
-    let t = thread_index(group, groups, local);
+fn window_sum(inv: Invocation) {
+    let t = thread_index(inv);
     if t >= params.count {
         return;
     }
     let o = params.first_index + t;
-    let ox = o % params.ow;
-    let oy = (o / params.ow) % params.oh;
-    let plane = o / (params.ow * params.oh);
+    let out = pixel(o, params.oh, params.ow);
     var acc = r_zero();
     for (var ky = 0u; ky < params.kh; ky++) {
-        let y = input_y(oy, ky);
+        let y = input_y(out.y, ky);
         if y < 0 {
             continue;
         }
         for (var kx = 0u; kx < params.kw; kx++) {
-            let x = input_x(ox, kx);
+            let x = input_x(out.x, kx);
             if x >= 0 {
-                acc = r_add(acc, load_a((plane * params.h + u32(y)) * params.w + u32(x)));
+                acc = r_add(acc, load_a((out.plane * params.h + u32(y)) * params.w + u32(x)));
             }
         }
     }
@@ -66,27 +69,20 @@ fn window_sum(
 }
 
 @compute @workgroup_size(256)
-fn unfold(
-    @builtin(workgroup_id) group: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) local: u32,
-) {
-    let t = thread_index(group, groups, local);
+fn unfold(inv: Invocation) {
+    let t = thread_index(inv);
     if t >= params.count {
         return;
     }
     let o = params.first_index + t;
     let per_elem = params.planes * params.oh * params.ow;
     let elem = o / per_elem;
-    let rest = o % per_elem;
-    let ox = rest % params.ow;
-    let oy = (rest / params.ow) % params.oh;
-    let plane = rest / (params.ow * params.oh);
-    let y = input_y(oy, elem / params.kw);
-    let x = input_x(ox, elem % params.kw);
+    let out = pixel(o % per_elem, params.oh, params.ow);
+    let y = input_y(out.y, elem / params.kw);
+    let x = input_x(out.x, elem % params.kw);
     var value = r_zero();
     if y >= 0 && x >= 0 {
-        value = load_a((plane * params.h + u32(y)) * params.w + u32(x));
+        value = load_a((out.plane * params.h + u32(y)) * params.w + u32(x));
     } else if params.win.first != 0u {
         value = r_from_parts(params.pad_lo, params.pad_hi);
     }
@@ -94,35 +90,29 @@ fn unfold(
 }
 
 @compute @workgroup_size(256)
-fn fold(
-    @builtin(workgroup_id) group: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) local: u32,
-) {
-    let t = thread_index(group, groups, local);
+fn fold(inv: Invocation) {
+    let t = thread_index(inv);
     if t >= params.count {
         return;
     }
     let i = params.first_index + t;
-    let ix = i % params.w;
-    let iy = (i / params.w) % params.h;
-    let plane = i / (params.w * params.h);
+    let input = pixel(i, params.h, params.w);
     let per_elem = params.planes * params.oh * params.ow;
     var acc = r_zero();
     for (var ky = 0u; ky < params.kh; ky++) {
-        let ty = i32(iy + params.pad_y) - i32(ky);
+        let ty = i32(input.y + params.pad_y) - i32(ky);
         if ty < 0 || u32(ty) % params.stride_y != 0u || u32(ty) / params.stride_y >= params.oh {
             continue;
         }
         let oy = u32(ty) / params.stride_y;
         for (var kx = 0u; kx < params.kw; kx++) {
-            let tx = i32(ix + params.pad_x) - i32(kx);
+            let tx = i32(input.x + params.pad_x) - i32(kx);
             if tx < 0 || u32(tx) % params.stride_x != 0u || u32(tx) / params.stride_x >= params.ow {
                 continue;
             }
             let ox = u32(tx) / params.stride_x;
             let elem = ky * params.kw + kx;
-            acc = r_add(acc, load_a(elem * per_elem + (plane * params.oh + oy) * params.ow + ox));
+            acc = r_add(acc, load_a(elem * per_elem + (input.plane * params.oh + oy) * params.ow + ox));
         }
     }
     store_out(i, acc);

@@ -2,10 +2,10 @@
 // SHADER_INT64 (WebGPU, many mobile and integrated GPUs).
 //
 // A ring element is `vec2<u32>(low word, high word)`: in memory that is exactly the
-// little-endian u64, so buffers are the same bytes on both paths. The 32x32 -> 64-bit
-// product is built from 16-bit halves. Shift amounts are below 64 (the host checks them);
-// WGSL takes u32 shift amounts mod 32, so every shift by a variable amount below avoids
-// 32 and more.
+// little-endian u64, so buffers are the same bytes on both paths (and the bitwise ops of
+// common.wgsl, on the vector, are those of the u64). The 32x32 -> 64-bit product is
+// built from 16-bit halves. Shift amounts are below 64 (the host checks them); WGSL takes
+// u32 shift amounts mod 32, so every shift by a variable amount below avoids 32 and more.
 
 alias Ring = vec2<u32>;
 
@@ -56,22 +56,6 @@ fn mul_wide(a: u32, b: u32) -> vec2<u32> {
 fn r_mul(a: Ring, b: Ring) -> Ring {
     let low = mul_wide(a.x, b.x);
     return vec2<u32>(low.x, low.y + a.x * b.y + a.y * b.x);
-}
-
-fn r_and(a: Ring, b: Ring) -> Ring {
-    return a & b;
-}
-
-fn r_or(a: Ring, b: Ring) -> Ring {
-    return a | b;
-}
-
-fn r_xor(a: Ring, b: Ring) -> Ring {
-    return a ^ b;
-}
-
-fn r_not(a: Ring) -> Ring {
-    return ~a;
 }
 
 fn r_neg(a: Ring) -> Ring {

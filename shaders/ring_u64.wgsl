@@ -1,7 +1,8 @@
 // Ring prelude, native path: Z_2^64 on WGSL's `u64` (adapters with SHADER_INT64).
 //
-// Every kernel is written against these functions only, so the same kernel source runs
-// on this prelude and on ring_emulated.wgsl. Unsigned WGSL arithmetic wraps, which is
+// Every kernel is written against these functions only (and the bitwise r_and, r_or,
+// r_xor and r_not of common.wgsl, which read the same on both paths), so the same kernel
+// source runs on this prelude and on ring_emulated.wgsl. Unsigned WGSL arithmetic wraps, which is
 // exactly arithmetic mod 2^64. Shift amounts are below 64 (the host checks them).
 
 alias Ring = u64;
@@ -32,22 +33,6 @@ fn r_sub(a: Ring, b: Ring) -> Ring {
 
 fn r_mul(a: Ring, b: Ring) -> Ring {
     return a * b;
-}
-
-fn r_and(a: Ring, b: Ring) -> Ring {
-    return a & b;
-}
-
-fn r_or(a: Ring, b: Ring) -> Ring {
-    return a | b;
-}
-
-fn r_xor(a: Ring, b: Ring) -> Ring {
-    return a ^ b;
-}
-
-fn r_not(a: Ring) -> Ring {
-    return ~a;
 }
 
 fn r_neg(a: Ring) -> Ring {

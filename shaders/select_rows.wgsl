@@ -17,15 +17,9 @@ struct Params {
     rows: array<vec4<u32>, 32>,
 }
 
-@group(0) @binding(3) var<uniform> params: Params;
-
 @compute @workgroup_size(256)
-fn main(
-    @builtin(workgroup_id) group: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) local: u32,
-) {
-    let t = thread_index(group, groups, local);
+fn main(inv: Invocation) {
+    let t = thread_index(inv);
     if t >= params.count {
         return;
     }

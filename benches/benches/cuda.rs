@@ -5,7 +5,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use cryptgpu_backend::GpuBackend;
-use cryptgpu_benches::private_relu;
+use cryptgpu_benches::{bench_group, private_relu};
 use cryptgpu_cuda::{CudaBackend, GemmMethod, ReferenceGemm};
 use cryptgpu_ring::FixedPoint;
 use cryptgpu_share::{Bilinear, KeySource, Party, Rss};
@@ -35,11 +35,7 @@ fn gpu() -> Option<CudaBackend> {
 
 fn bench_gemm(c: &mut Criterion) {
     let Some(cuda) = gpu() else { return };
-    let mut group = c.benchmark_group("cuda");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
+    let mut group = bench_group(c, "cuda", Duration::from_secs(3));
     for n in SIZES {
         group.throughput(Throughput::Elements((n * n * n) as u64));
         let a = cuda.fill_chacha12(&[n, n], &[1; 32], 0, 0).unwrap();
@@ -123,11 +119,7 @@ fn private_matmul(n: usize, iters: u64) -> Duration {
 
 fn bench_private(c: &mut Criterion) {
     let Some(cuda) = gpu() else { return };
-    let mut group = c.benchmark_group("cuda/private");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
+    let mut group = bench_group(c, "cuda/private", Duration::from_secs(3));
     for n in [256usize, 1024, 4096] {
         group.throughput(Throughput::Elements((n * n * n) as u64));
         group.bench_with_input(BenchmarkId::new("matmul_fixed", n), &n, |bench, &n| {

@@ -6,6 +6,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use cryptgpu_benches::bench_group;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, Par};
 use rand_chacha::ChaCha12Rng;
@@ -15,11 +16,7 @@ const SIZES: [usize; 3] = [256, 512, 1024];
 
 fn bench_gemm(c: &mut Criterion) {
     let mut rng = ChaCha12Rng::seed_from_u64(0x6e6d);
-    let mut group = c.benchmark_group("cpu");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
+    let mut group = bench_group(c, "cpu", Duration::from_secs(3));
     for n in SIZES {
         group.throughput(Throughput::Elements((n * n * n) as u64));
 

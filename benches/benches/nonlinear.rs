@@ -7,7 +7,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use cryptgpu_benches::{
     BatchNormTrain, MaxPool2x2, MaxPool2x2Values, Measured, SoftmaxRows, WithTruncation,
-    private_relu, run_private,
+    bench_group, private_relu, run_private,
 };
 use cryptgpu_cpu::CpuBackend;
 use cryptgpu_share::Truncation;
@@ -20,11 +20,7 @@ fn report(id: &str, elements: usize, m: Measured) {
 
 fn nonlinear(c: &mut Criterion) {
     let cpu = CpuBackend::new();
-    let mut group = c.benchmark_group("cpu/private");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(4))
-        .warm_up_time(Duration::from_millis(500));
+    let mut group = bench_group(c, "cpu/private", Duration::from_secs(4));
     for n in [10_000usize, 100_000, 1_000_000] {
         report(
             &format!("cpu/private/relu/{n}"),

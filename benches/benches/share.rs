@@ -5,6 +5,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use cryptgpu_backend::GpuBackend;
+use cryptgpu_benches::bench_group;
 use cryptgpu_cpu::CpuBackend;
 use cryptgpu_ring::FixedPoint;
 use cryptgpu_share::{Bilinear, KeySource, Party, Rss, Truncation};
@@ -77,11 +78,7 @@ fn run(
 }
 
 fn private_products(c: &mut Criterion) {
-    let mut group = c.benchmark_group("cpu/private");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_millis(500));
+    let mut group = bench_group(c, "cpu/private", Duration::from_secs(3));
     for mode in Truncation::ALL {
         for n in [64usize, 128, 256, 512] {
             let step = Step::Product(Bilinear::Matmul);

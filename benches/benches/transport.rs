@@ -9,6 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use cryptgpu_benches::bench_group;
 use cryptgpu_transport::{
     LinkConfig, NetworkConfig, PartyId, Peer, TcpTransport, Transport, run_local_3pc,
     run_tls_loopback_3pc,
@@ -65,12 +66,8 @@ fn plain_tcp(iters: u64) -> Duration {
 }
 
 fn links(c: &mut Criterion) {
-    let mut group = c.benchmark_group("net/ring");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(8))
-        .warm_up_time(Duration::from_millis(500))
-        .throughput(Throughput::Bytes(MESSAGE as u64));
+    let mut group = bench_group(c, "net/ring", Duration::from_secs(8));
+    group.throughput(Throughput::Bytes(MESSAGE as u64));
     group.bench_function("local", |b| {
         b.iter_custom(|iters| {
             let times = run_local_3pc(|t| shifts(t, iters)).expect("local");

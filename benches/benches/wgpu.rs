@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use cryptgpu_backend::GpuBackend;
+use cryptgpu_benches::bench_group;
 use cryptgpu_wgpu::{Int64Mode, WgpuBackend, WgpuOptions};
 use rand_chacha::ChaCha12Rng;
 use rand_core::{Rng, SeedableRng};
@@ -35,11 +36,7 @@ fn open(int64: Int64Mode) -> Option<WgpuBackend> {
 
 fn bench_gemm(c: &mut Criterion) {
     let mut rng = ChaCha12Rng::seed_from_u64(0x6770);
-    let mut group = c.benchmark_group("wgpu");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
+    let mut group = bench_group(c, "wgpu", Duration::from_secs(3));
     for (int64, name) in [
         (Int64Mode::Native, "gemm_u64"),
         (Int64Mode::Emulated, "gemm_u64_emulated"),
@@ -89,11 +86,7 @@ fn bench_relu(c: &mut Criterion) {
     } else {
         &[10_000, 100_000, 1_000_000]
     };
-    let mut group = c.benchmark_group("wgpu/private");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(4))
-        .warm_up_time(Duration::from_millis(500));
+    let mut group = bench_group(c, "wgpu/private", Duration::from_secs(4));
     for &n in sizes {
         let m = cryptgpu_benches::private_relu(&backend, n, 0);
         eprintln!("wgpu/private/relu/{n}: {}", m.summary());

@@ -3,6 +3,8 @@
 
 #![forbid(unsafe_code)]
 
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion};
 use cryptgpu_backend::GpuBackend;
 use cryptgpu_backend::Pool2dParams;
 use cryptgpu_backend::counters::{self, DeviceCounts};
@@ -129,68 +131,55 @@ impl<O: PrivateOp> PrivateOp for WithTruncation<O> {
     }
 }
 
-/// ReLU.
-pub struct Relu;
+/// A unit struct `$name` (documented by the attributes before it) that is a [`PrivateOp`]
+/// running `$body` as the party `$p` on the input `$x`.
+macro_rules! private_op {
+    ($(#[$attr:meta])* $name:ident, |$p:ident, $x:ident| $body:expr) => {
+        $(#[$attr])*
+        pub struct $name;
 
-impl PrivateOp for Relu {
-    fn run<B: GpuBackend, T: Transport>(
-        &self,
-        p: &mut Party<B, T>,
-        x: &Rss<B>,
-    ) -> cryptgpu_nonlinear::Result<()> {
-        relu(p, x).map(drop)
-    }
+        impl PrivateOp for $name {
+            fn run<B: GpuBackend, T: Transport>(
+                &self,
+                $p: &mut Party<B, T>,
+                $x: &Rss<B>,
+            ) -> cryptgpu_nonlinear::Result<()> {
+                $body
+            }
+        }
+    };
 }
 
-/// 2×2 max-pooling with stride 2 of an NCHW input.
-pub struct MaxPool2x2;
+private_op!(
+    /// ReLU.
+    Relu,
+    |p, x| relu(p, x).map(drop)
+);
 
-impl PrivateOp for MaxPool2x2 {
-    fn run<B: GpuBackend, T: Transport>(
-        &self,
-        p: &mut Party<B, T>,
-        x: &Rss<B>,
-    ) -> cryptgpu_nonlinear::Result<()> {
-        max_pool2d(p, x, Pool2dParams::new(2, 2)).map(drop)
-    }
-}
+private_op!(
+    /// 2×2 max-pooling with stride 2 of an NCHW input.
+    MaxPool2x2,
+    |p, x| max_pool2d(p, x, Pool2dParams::new(2, 2)).map(drop)
+);
 
-/// 2×2 max-pooling at inference: the maxima only, no winners kept.
-pub struct MaxPool2x2Values;
+private_op!(
+    /// 2×2 max-pooling at inference: the maxima only, no winners kept.
+    MaxPool2x2Values,
+    |p, x| cryptgpu_nonlinear::max_pool2d_values(p, x, Pool2dParams::new(2, 2)).map(drop)
+);
 
-impl PrivateOp for MaxPool2x2Values {
-    fn run<B: GpuBackend, T: Transport>(
-        &self,
-        p: &mut Party<B, T>,
-        x: &Rss<B>,
-    ) -> cryptgpu_nonlinear::Result<()> {
-        cryptgpu_nonlinear::max_pool2d_values(p, x, Pool2dParams::new(2, 2)).map(drop)
-    }
-}
+private_op!(
+    /// Softmax over the last axis of a 2-d input.
+    SoftmaxRows,
+    |p, x| softmax(p, x, 1, SoftmaxOptions::default()).map(drop)
+);
 
-/// Softmax over the last axis of a 2-d input.
-pub struct SoftmaxRows;
-
-impl PrivateOp for SoftmaxRows {
-    fn run<B: GpuBackend, T: Transport>(
-        &self,
-        p: &mut Party<B, T>,
-        x: &Rss<B>,
-    ) -> cryptgpu_nonlinear::Result<()> {
-        softmax(p, x, 1, SoftmaxOptions::default()).map(drop)
-    }
-}
-
-/// BatchNorm2d training on an `[N, C, H, W]` input: the forward pass with batch statistics,
-/// then the backward pass with the input as the output gradient (weight 1, bias 0).
-pub struct BatchNormTrain;
-
-impl PrivateOp for BatchNormTrain {
-    fn run<B: GpuBackend, T: Transport>(
-        &self,
-        p: &mut Party<B, T>,
-        x: &Rss<B>,
-    ) -> cryptgpu_nonlinear::Result<()> {
+private_op!(
+    /// BatchNorm2d training on an `[N, C, H, W]` input: the forward pass with batch
+    /// statistics, then the backward pass with the input as the output gradient (weight 1,
+    /// bias 0).
+    BatchNormTrain,
+    |p, x| {
         let channels = x.shape()[1];
         let weight = p.constant_f64(&vec![1.0; channels], &[channels])?;
         let bias = p.constant_f64(&vec![0.0; channels], &[channels])?;
@@ -198,6 +187,21 @@ impl PrivateOp for BatchNormTrain {
         batchnorm_backward(p, x, &batch.xhat, &batch.inv_std, &weight).expect("backward");
         Ok(())
     }
+);
+
+/// A benchmark group of ten samples, each measured for `measurement` after half a second of
+/// warm-up.
+pub fn bench_group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+    measurement: Duration,
+) -> BenchmarkGroup<'a, WallTime> {
+    let mut group = c.benchmark_group(name);
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(measurement);
+    group
 }
 
 /// Private ReLU of `n` elements on `backend`.

@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+#[cfg(test)]
+mod imports;
 mod matrix;
 mod tidy;
 

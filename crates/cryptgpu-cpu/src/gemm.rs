@@ -493,6 +493,52 @@ mod x86 {
         _mm256_setzero_si256, _mm256_slli_epi64, _mm256_srli_epi64, _mm256_storeu_si256,
     };
 
+    /// `asm!` text zeroing zmm0..zmm7, the accumulators of a 4×16 tile (two per row).
+    macro_rules! zero_zmm0_to_7 {
+        () => {
+            concat!(
+                "vpxorq zmm0, zmm0, zmm0\n",
+                "vpxorq zmm1, zmm1, zmm1\n",
+                "vpxorq zmm2, zmm2, zmm2\n",
+                "vpxorq zmm3, zmm3, zmm3\n",
+                "vpxorq zmm4, zmm4, zmm4\n",
+                "vpxorq zmm5, zmm5, zmm5\n",
+                "vpxorq zmm6, zmm6, zmm6\n",
+                "vpxorq zmm7, zmm7, zmm7",
+            )
+        };
+    }
+
+    /// `asm!` text ending a 4×16 tile kernel: the accumulators zmm0..zmm7 (two per row)
+    /// are added to the rows `{c0}`..`{c3}` of C when `{add}` is nonzero, then stored
+    /// there; `vzeroupper` restores the clean upper state before returning.
+    macro_rules! store_tile_4x16 {
+        () => {
+            concat!(
+                "test {add:e}, {add:e}\n",
+                "jz 3f\n",
+                "vpaddq zmm0, zmm0, zmmword ptr [{c0} + 0]\n",
+                "vpaddq zmm1, zmm1, zmmword ptr [{c0} + 64]\n",
+                "vpaddq zmm2, zmm2, zmmword ptr [{c1} + 0]\n",
+                "vpaddq zmm3, zmm3, zmmword ptr [{c1} + 64]\n",
+                "vpaddq zmm4, zmm4, zmmword ptr [{c2} + 0]\n",
+                "vpaddq zmm5, zmm5, zmmword ptr [{c2} + 64]\n",
+                "vpaddq zmm6, zmm6, zmmword ptr [{c3} + 0]\n",
+                "vpaddq zmm7, zmm7, zmmword ptr [{c3} + 64]\n",
+                "3:\n",
+                "vmovdqu64 zmmword ptr [{c0} + 0], zmm0\n",
+                "vmovdqu64 zmmword ptr [{c0} + 64], zmm1\n",
+                "vmovdqu64 zmmword ptr [{c1} + 0], zmm2\n",
+                "vmovdqu64 zmmword ptr [{c1} + 64], zmm3\n",
+                "vmovdqu64 zmmword ptr [{c2} + 0], zmm4\n",
+                "vmovdqu64 zmmword ptr [{c2} + 64], zmm5\n",
+                "vmovdqu64 zmmword ptr [{c3} + 0], zmm6\n",
+                "vmovdqu64 zmmword ptr [{c3} + 64], zmm7\n",
+                "vzeroupper",
+            )
+        };
+    }
+
     /// AVX-512 IFMA + VNNI microkernel, 4×16 tile, [`super::Format::Split52`] panels.
     ///
     /// # Safety
@@ -511,14 +557,7 @@ mod x86 {
         // restores the clean upper state before returning to (possibly SSE) compiled code.
         unsafe {
             asm!(
-                "vpxorq zmm0, zmm0, zmm0",
-                "vpxorq zmm1, zmm1, zmm1",
-                "vpxorq zmm2, zmm2, zmm2",
-                "vpxorq zmm3, zmm3, zmm3",
-                "vpxorq zmm4, zmm4, zmm4",
-                "vpxorq zmm5, zmm5, zmm5",
-                "vpxorq zmm6, zmm6, zmm6",
-                "vpxorq zmm7, zmm7, zmm7",
+                zero_zmm0_to_7!(),
                 "vpxorq zmm8, zmm8, zmm8",
                 "vpxorq zmm9, zmm9, zmm9",
                 "vpxorq zmm10, zmm10, zmm10",
@@ -638,26 +677,7 @@ mod x86 {
                 "vpaddq zmm15, zmm15, zmm24",
                 "vpsllq zmm15, zmm15, 52",
                 "vpaddq zmm7, zmm7, zmm15",
-                "test {add:e}, {add:e}",
-                "jz 3f",
-                "vpaddq zmm0, zmm0, zmmword ptr [{c0} + 0]",
-                "vpaddq zmm1, zmm1, zmmword ptr [{c0} + 64]",
-                "vpaddq zmm2, zmm2, zmmword ptr [{c1} + 0]",
-                "vpaddq zmm3, zmm3, zmmword ptr [{c1} + 64]",
-                "vpaddq zmm4, zmm4, zmmword ptr [{c2} + 0]",
-                "vpaddq zmm5, zmm5, zmmword ptr [{c2} + 64]",
-                "vpaddq zmm6, zmm6, zmmword ptr [{c3} + 0]",
-                "vpaddq zmm7, zmm7, zmmword ptr [{c3} + 64]",
-                "3:",
-                "vmovdqu64 zmmword ptr [{c0} + 0], zmm0",
-                "vmovdqu64 zmmword ptr [{c0} + 64], zmm1",
-                "vmovdqu64 zmmword ptr [{c1} + 0], zmm2",
-                "vmovdqu64 zmmword ptr [{c1} + 64], zmm3",
-                "vmovdqu64 zmmword ptr [{c2} + 0], zmm4",
-                "vmovdqu64 zmmword ptr [{c2} + 64], zmm5",
-                "vmovdqu64 zmmword ptr [{c3} + 0], zmm6",
-                "vmovdqu64 zmmword ptr [{c3} + 64], zmm7",
-                "vzeroupper",
+                store_tile_4x16!(),
                 a = inout(reg) a.as_ptr() => _,
                 b = inout(reg) b.as_ptr() => _,
                 n = inout(reg) kp => _,
@@ -694,14 +714,7 @@ mod x86 {
         // vector register used is declared clobbered; `vzeroupper` before returning.
         unsafe {
             asm!(
-                "vpxorq zmm0, zmm0, zmm0",
-                "vpxorq zmm1, zmm1, zmm1",
-                "vpxorq zmm2, zmm2, zmm2",
-                "vpxorq zmm3, zmm3, zmm3",
-                "vpxorq zmm4, zmm4, zmm4",
-                "vpxorq zmm5, zmm5, zmm5",
-                "vpxorq zmm6, zmm6, zmm6",
-                "vpxorq zmm7, zmm7, zmm7",
+                zero_zmm0_to_7!(),
                 "2:",
                 "vmovdqu64 zmm16, zmmword ptr [{b}]",
                 "vmovdqu64 zmm17, zmmword ptr [{b} + 64]",
@@ -725,26 +738,7 @@ mod x86 {
                 "add {b}, 128",
                 "dec {n}",
                 "jnz 2b",
-                "test {add:e}, {add:e}",
-                "jz 3f",
-                "vpaddq zmm0, zmm0, zmmword ptr [{c0} + 0]",
-                "vpaddq zmm1, zmm1, zmmword ptr [{c0} + 64]",
-                "vpaddq zmm2, zmm2, zmmword ptr [{c1} + 0]",
-                "vpaddq zmm3, zmm3, zmmword ptr [{c1} + 64]",
-                "vpaddq zmm4, zmm4, zmmword ptr [{c2} + 0]",
-                "vpaddq zmm5, zmm5, zmmword ptr [{c2} + 64]",
-                "vpaddq zmm6, zmm6, zmmword ptr [{c3} + 0]",
-                "vpaddq zmm7, zmm7, zmmword ptr [{c3} + 64]",
-                "3:",
-                "vmovdqu64 zmmword ptr [{c0} + 0], zmm0",
-                "vmovdqu64 zmmword ptr [{c0} + 64], zmm1",
-                "vmovdqu64 zmmword ptr [{c1} + 0], zmm2",
-                "vmovdqu64 zmmword ptr [{c1} + 64], zmm3",
-                "vmovdqu64 zmmword ptr [{c2} + 0], zmm4",
-                "vmovdqu64 zmmword ptr [{c2} + 64], zmm5",
-                "vmovdqu64 zmmword ptr [{c3} + 0], zmm6",
-                "vmovdqu64 zmmword ptr [{c3} + 64], zmm7",
-                "vzeroupper",
+                store_tile_4x16!(),
                 a = inout(reg) a.as_ptr() => _,
                 b = inout(reg) b.as_ptr() => _,
                 n = inout(reg) kc => _,

@@ -8,6 +8,7 @@
 //!   output gradient permuted to `[o][n][p]`;
 //! - grad weight: `dW_g [opg × R] = G_g · cols_gᵀ [Q × R]`.
 
+use crate::device::Arg::{In, Out, Val};
 use crate::gemm::{self, GemmShape, MatRef};
 use crate::kernels::ConvDims;
 use crate::{CudaBackend, CudaError, CudaTensor};
@@ -54,13 +55,10 @@ fn im2col(
     let mut cols = backend.alloc(total as usize)?;
     if total > 0 {
         let dims = conv_dims(d);
-        let device = backend.device();
-        let stream = backend.stream()?;
-        let mut call = device.call(&stream, "im2col_u64", device.grid_1d(total))?;
-        call.input(input.buffer()).output(&mut cols).value(&dims);
+        let args = [In(input.buffer()), Out(&mut cols), Val(&dims)];
         // SAFETY: the kernel writes cols[i] for i < groups·R·Q (the allocation) and reads
         // input only at in-range (img, channel, iy, ix) of the n·c·h·w input.
-        unsafe { call.launch() }?;
+        unsafe { backend.launch_1d("im2col_u64", total, args) }?;
     }
     Ok(cols)
 }
@@ -77,6 +75,25 @@ fn swap_outer(
     backend.gather(x, &[b, a, p], &[p, b * p, 1], 0)
 }
 
+/// `groups` products of `m × k` by `k × n`, one GEMM batch entry per group, by the
+/// backend's method.
+fn group_gemm(
+    backend: &CudaBackend,
+    groups: usize,
+    [m, k, n]: [usize; 3],
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    out: &mut CudaSlice<u64>,
+) -> Result<(), CudaError> {
+    let shape = GemmShape {
+        batch: groups,
+        m,
+        k,
+        n,
+    };
+    gemm::gemm(backend, backend.gemm_method(), shape, a, b, out)
+}
+
 /// Forward convolution; shapes already checked.
 pub(crate) fn forward(
     backend: &CudaBackend,
@@ -87,29 +104,12 @@ pub(crate) fn forward(
     let (g, _, opg, r, p, q) = sizes(d);
     let cols = im2col(backend, d, input)?;
     let mut y = backend.alloc(d.o * q)?;
-    gemm::gemm(
+    group_gemm(
         backend,
-        backend.gemm_method(),
-        GemmShape {
-            batch: g,
-            m: opg,
-            k: r,
-            n: q,
-        },
-        MatRef {
-            buf: weight.buffer(),
-            off: 0,
-            rs: r as u64,
-            cs: 1,
-            bs: (opg * r) as u64,
-        },
-        MatRef {
-            buf: &cols,
-            off: 0,
-            rs: q as u64,
-            cs: 1,
-            bs: (r * q) as u64,
-        },
+        g,
+        [opg, r, q],
+        MatRef::strided(weight.buffer(), r, 1, opg * r),
+        MatRef::strided(&cols, q, 1, r * q),
         &mut y,
     )?;
     let y = CudaTensor::new(y, vec![d.o, d.n, p]);
@@ -127,43 +127,23 @@ pub(crate) fn grad_input(
     let (g, _, opg, r, p, q) = sizes(d);
     let go = swap_outer(backend, grad_out, d.n, d.o, p)?;
     let mut cols = backend.alloc(g * r * q)?;
-    gemm::gemm(
+    group_gemm(
         backend,
-        backend.gemm_method(),
-        GemmShape {
-            batch: g,
-            m: r,
-            k: opg,
-            n: q,
-        },
+        g,
+        [r, opg, q],
         // W_gᵀ: element (row, o) is W[g·opg + o][row].
-        MatRef {
-            buf: weight.buffer(),
-            off: 0,
-            rs: 1,
-            cs: r as u64,
-            bs: (opg * r) as u64,
-        },
-        MatRef {
-            buf: go.buffer(),
-            off: 0,
-            rs: q as u64,
-            cs: 1,
-            bs: (opg * q) as u64,
-        },
+        MatRef::strided(weight.buffer(), 1, r, opg * r),
+        MatRef::strided(go.buffer(), q, 1, opg * q),
         &mut cols,
     )?;
     let total = (d.n * d.c * d.h * d.w) as u64;
     let mut out = backend.alloc(total as usize)?;
     if total > 0 {
         let dims = conv_dims(d);
-        let device = backend.device();
-        let stream = backend.stream()?;
-        let mut call = device.call(&stream, "col2im_u64", device.grid_1d(total))?;
-        call.input(&cols).output(&mut out).value(&dims);
+        let args = [In(&cols), Out(&mut out), Val(&dims)];
         // SAFETY: the kernel writes out[i] for i < n·c·h·w (the allocation) and reads cols
         // at (g, row < R, column < Q) only, inside its groups·R·Q elements.
-        unsafe { call.launch() }?;
+        unsafe { backend.launch_1d("col2im_u64", total, args) }?;
     }
     Ok(CudaTensor::new(out, d.input_shape()))
 }
@@ -179,30 +159,13 @@ pub(crate) fn grad_weight(
     let cols = im2col(backend, d, input)?;
     let go = swap_outer(backend, grad_out, d.n, d.o, p)?;
     let mut out = backend.alloc(d.o * r)?;
-    gemm::gemm(
+    group_gemm(
         backend,
-        backend.gemm_method(),
-        GemmShape {
-            batch: g,
-            m: opg,
-            k: q,
-            n: r,
-        },
-        MatRef {
-            buf: go.buffer(),
-            off: 0,
-            rs: q as u64,
-            cs: 1,
-            bs: (opg * q) as u64,
-        },
+        g,
+        [opg, q, r],
+        MatRef::strided(go.buffer(), q, 1, opg * q),
         // cols_gᵀ: element (column q, row) is cols[g][row][q].
-        MatRef {
-            buf: &cols,
-            off: 0,
-            rs: 1,
-            cs: q as u64,
-            bs: (r * q) as u64,
-        },
+        MatRef::strided(&cols, 1, q, r * q),
         &mut out,
     )?;
     Ok(CudaTensor::new(out, d.weight_shape()))

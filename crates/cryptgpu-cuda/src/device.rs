@@ -1,5 +1,5 @@
 //! One CUDA device shared by every backend handle on it: the context, the compiled kernels
-//! (NVRTC runs once per device and process), and the checked launch builder.
+//! (NVRTC runs once per device and process), and the checked kernel launch.
 
 use crate::CudaError;
 use crate::kernels::{self, KernelDecl, KernelValue, Param};
@@ -158,23 +158,51 @@ impl Device {
         }
     }
 
-    /// A launch of kernel `name` on `stream`, arguments to follow.
-    pub(crate) fn call<'a>(
-        &'a self,
-        stream: &'a CudaStream,
+    /// Launches kernel `name` with `config` on `stream`, `args` in the order of its
+    /// parameters, and counts the launch. An argument list that differs from the kernel's
+    /// declaration in [`kernels::SOURCES`] (which the NVRTC test holds to the PTX) is refused
+    /// before anything is launched.
+    ///
+    /// # Safety
+    /// The sizes and offsets passed must keep every access of the kernel inside the
+    /// buffers passed, and a buffer passed as [`Arg::In`] must be one the kernel does not
+    /// write (each call site says why its launch is sound).
+    pub(crate) unsafe fn launch<'b>(
+        &self,
+        stream: &CudaStream,
         name: &'static str,
         config: LaunchConfig,
-    ) -> Result<Call<'a>, CudaError> {
+        args: impl IntoIterator<Item = Arg<'b>>,
+    ) -> Result<(), CudaError> {
         let (function, decl) = self.functions.get(name).ok_or(CudaError::Launch {
             kernel: name,
             why: "no such kernel in kernels::SOURCES".into(),
         })?;
-        Ok(Call {
-            args: stream.launch_builder(function),
-            pushed: Vec::with_capacity(decl.params.len()),
-            decl,
-            config,
-        })
+        let mut builder = stream.launch_builder(function);
+        let mut pushed = Vec::with_capacity(decl.params.len());
+        for arg in args {
+            pushed.push(match arg {
+                Arg::In(buffer) => buffer.push_read(&mut builder),
+                Arg::Out(buffer) => buffer.push_write(&mut builder),
+                Arg::Val(value) => value.push(&mut builder),
+            });
+        }
+        if pushed != decl.params {
+            return Err(CudaError::Launch {
+                kernel: decl.name,
+                why: format!(
+                    "launched with {pushed:?} but declared with {:?}",
+                    decl.params
+                ),
+            });
+        }
+        // SAFETY: the argument list matches the kernel's declared parameters in number,
+        // kind and size (checked just above; the NVRTC test checks the declaration against
+        // the PTX), so the kernel reads every parameter from a value of the right layout;
+        // the caller guarantees the memory accesses stay in bounds.
+        unsafe { builder.launch(config) }?;
+        cryptgpu_backend::counters::record_launches(1);
+        Ok(())
     }
 }
 
@@ -209,59 +237,45 @@ fn keep_freed_memory(ctx: &CudaContext) {
     };
 }
 
-/// A kernel launch being assembled. Every argument is recorded with its [`Param`] kind,
-/// and [`Call::launch`] refuses a list that differs from the kernel's declaration (which
-/// the NVRTC test holds to the PTX).
-pub(crate) struct Call<'a> {
-    args: LaunchArgs<'a>,
-    pushed: Vec<Param>,
-    decl: &'static KernelDecl,
-    config: LaunchConfig,
+/// One argument of a kernel launch ([`Device::launch`]), in the kernel's parameter order.
+pub(crate) enum Arg<'b> {
+    /// A buffer the kernel reads.
+    In(&'b dyn KernelBuffer),
+    /// A buffer the kernel writes (and may read).
+    Out(&'b mut dyn KernelBuffer),
+    /// A value passed by value: an integer or one of the parameter structs of `kernels`.
+    Val(&'b dyn KernelArg),
 }
 
-impl<'a> Call<'a> {
-    /// A buffer the kernel reads.
-    pub(crate) fn input<T>(&mut self, buffer: &'a CudaSlice<T>) -> &mut Self {
-        self.args.arg(buffer);
-        self.pushed.push(Param::Ptr);
-        self
+/// A device buffer a kernel takes as a pointer: a `CudaSlice` of any element type.
+pub(crate) trait KernelBuffer {
+    /// Pushes the buffer as one the kernel reads (cudarc orders it after earlier writes).
+    fn push_read<'a>(&'a self, builder: &mut LaunchArgs<'a>) -> Param;
+    /// Pushes the buffer as one the kernel writes (ordered after earlier reads and writes).
+    fn push_write<'a>(&'a mut self, builder: &mut LaunchArgs<'a>) -> Param;
+}
+
+impl<T> KernelBuffer for CudaSlice<T> {
+    fn push_read<'a>(&'a self, builder: &mut LaunchArgs<'a>) -> Param {
+        builder.arg(self);
+        Param::Ptr
     }
 
-    /// A buffer the kernel writes (and may read).
-    pub(crate) fn output<T>(&mut self, buffer: &'a mut CudaSlice<T>) -> &mut Self {
-        self.args.arg(buffer);
-        self.pushed.push(Param::Ptr);
-        self
+    fn push_write<'a>(&'a mut self, builder: &mut LaunchArgs<'a>) -> Param {
+        builder.arg(self);
+        Param::Ptr
     }
+}
 
-    /// A value passed by value: an integer or one of the parameter structs.
-    pub(crate) fn value<T: KernelValue + DeviceRepr>(&mut self, value: &'a T) -> &mut Self {
-        self.args.arg(value);
-        self.pushed.push(T::PARAM);
-        self
-    }
+/// A value a kernel takes by value, pushed with the [`Param`] kind it declares.
+pub(crate) trait KernelArg {
+    /// Pushes the value and says which kind of parameter it is.
+    fn push<'a>(&'a self, builder: &mut LaunchArgs<'a>) -> Param;
+}
 
-    /// Launches the kernel on its stream.
-    ///
-    /// # Safety
-    /// The sizes and offsets passed must keep every access of the kernel inside the
-    /// buffers passed (each call site says why they do).
-    pub(crate) unsafe fn launch(&mut self) -> Result<(), CudaError> {
-        if self.pushed != self.decl.params {
-            return Err(CudaError::Launch {
-                kernel: self.decl.name,
-                why: format!(
-                    "launched with {:?} but declared with {:?}",
-                    self.pushed, self.decl.params
-                ),
-            });
-        }
-        // SAFETY: the argument list matches the kernel's declared parameters in number,
-        // kind and size (checked just above; the NVRTC test checks the declaration against
-        // the PTX), so the kernel reads every parameter from a value of the right layout;
-        // the caller guarantees the memory accesses stay in bounds.
-        unsafe { self.args.launch(self.config) }?;
-        cryptgpu_backend::counters::record_launches(1);
-        Ok(())
+impl<T: KernelValue + DeviceRepr> KernelArg for T {
+    fn push<'a>(&'a self, builder: &mut LaunchArgs<'a>) -> Param {
+        builder.arg(self);
+        T::PARAM
     }
 }

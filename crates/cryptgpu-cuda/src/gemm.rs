@@ -2,6 +2,7 @@
 //! all three convolutions go through [`gemm`]. The maths of the two cuBLAS methods, and the
 //! proofs that they are exact, are in [`crate::limbs`].
 
+use crate::device::Arg::{In, Out, Val};
 use crate::device::Device;
 use crate::kernels::{GemmDims, RecombineDims, SplitDims};
 use crate::limbs::{ChunkPlan, PAD, Scheme};
@@ -9,8 +10,11 @@ use crate::{CudaBackend, CudaError};
 use cudarc::cublas::CudaBlas;
 use cudarc::cublas::result as blas;
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig};
+use cudarc::driver::{
+    CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, ValidAsZeroBits,
+};
 use std::ffi::c_void;
+use std::sync::Arc;
 
 /// How the CUDA backend multiplies ring matrices. All three give the same bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -57,6 +61,21 @@ pub(crate) struct MatRef<'a> {
     pub(crate) rs: u64,
     pub(crate) cs: u64,
     pub(crate) bs: u64,
+}
+
+impl<'a> MatRef<'a> {
+    /// `buf` from its first element, with row stride `rs`, column stride `cs` and batch
+    /// stride `bs` (0: one matrix for every batch entry).
+    pub(crate) fn strided(buf: &'a CudaSlice<u64>, rs: usize, cs: usize, bs: usize) -> Self {
+        let [rs, cs, bs] = [rs, cs, bs].map(|stride| stride as u64);
+        MatRef {
+            buf,
+            off: 0,
+            rs,
+            cs,
+            bs,
+        }
+    }
 }
 
 /// The sizes of a batched product: `batch` products of `m × k` by `k × n`.
@@ -142,12 +161,15 @@ fn tiled(
             shared_mem_bytes: 0,
         };
         let stream = backend.stream()?;
-        let mut call = backend.device().call(&stream, "gemm_tiled_u64", config)?;
-        call.input(a.buf).input(b.buf).output(out).value(&dims);
+        let args = [In(a.buf), In(b.buf), Out(&mut *out), Val(&dims)];
         // SAFETY: the kernel reads A and B only at (r < m, c < k) and (r < k, c < n) of
         // batch entries first..first+count, inside the buffers by `gemm`'s contract, and
         // writes out[t·m·n + r·n + c] for those, inside out's batch·m·n elements.
-        unsafe { call.launch() }?;
+        unsafe {
+            backend
+                .device()
+                .launch(&stream, "gemm_tiled_u64", config, args)
+        }?;
         first += count;
     }
     Ok(())
@@ -163,23 +185,43 @@ trait LimbKind {
     const SPLIT: &'static str;
     const RECOMBINE: &'static str;
 
-    /// `C = op(A) · B` in cuBLAS's column-major terms with op(A) transposed: `rows × cols`
-    /// with inner dimension `inner`; `a` and `b` are `inner`-contiguous with leading
-    /// dimension `ld`; `c` has leading dimension `ldc`. Pointers are raw device addresses.
+    /// Runs the product `g` on cuBLAS.
     ///
     /// # Safety
-    /// The pointers must address device memory holding the operands as described.
-    unsafe fn gemm_tn(
-        handle: &CudaBlas,
-        rows: i32,
-        cols: i32,
-        inner: i32,
-        a: u64,
-        b: u64,
-        ld: i32,
-        c: u64,
-        ldc: i32,
-    ) -> Result<(), CudaError>;
+    /// The addresses of `g` must point to device memory holding the operands as described
+    /// there.
+    unsafe fn gemm_tn(handle: &CudaBlas, g: GemmTn) -> Result<(), CudaError>;
+}
+
+/// `C = op(A) · B` in cuBLAS's column-major terms with op(A) transposed: `rows × cols`
+/// with inner dimension `inner`; `a` and `b` are `inner`-contiguous with leading dimension
+/// `ld`; `c` has leading dimension `ldc`. The operands are raw device addresses.
+#[derive(Clone, Copy)]
+struct GemmTn {
+    rows: i32,
+    cols: i32,
+    inner: i32,
+    a: u64,
+    b: u64,
+    ld: i32,
+    c: u64,
+    ldc: i32,
+}
+
+impl GemmTn {
+    /// `C = Aᵀ · A` for a square `n × n` matrix A at `a`, into `c`.
+    fn square(n: i32, a: u64, c: u64) -> Self {
+        GemmTn {
+            rows: n,
+            cols: n,
+            inner: n,
+            a,
+            b: a,
+            ld: n,
+            c,
+            ldc: n,
+        }
+    }
 }
 
 struct Int8;
@@ -192,17 +234,7 @@ impl LimbKind for Int8 {
     const SPLIT: &'static str = "split_i8";
     const RECOMBINE: &'static str = "recombine_i32";
 
-    unsafe fn gemm_tn(
-        handle: &CudaBlas,
-        rows: i32,
-        cols: i32,
-        inner: i32,
-        a: u64,
-        b: u64,
-        ld: i32,
-        c: u64,
-        ldc: i32,
-    ) -> Result<(), CudaError> {
+    unsafe fn gemm_tn(handle: &CudaBlas, g: GemmTn) -> Result<(), CudaError> {
         let (alpha, beta) = (1i32, 0i32);
         // SAFETY: the caller guarantees the operands; alpha and beta are host int32s, as
         // cuBLAS's default (host) pointer mode and CUBLAS_COMPUTE_32I expect.
@@ -211,20 +243,20 @@ impl LimbKind for Int8 {
                 *handle.handle(),
                 cublasOperation_t::CUBLAS_OP_T,
                 cublasOperation_t::CUBLAS_OP_N,
-                rows,
-                cols,
-                inner,
+                g.rows,
+                g.cols,
+                g.inner,
                 (&alpha as *const i32).cast::<c_void>(),
-                a as *const c_void,
+                g.a as *const c_void,
                 cudaDataType::CUDA_R_8I,
-                ld,
-                b as *const c_void,
+                g.ld,
+                g.b as *const c_void,
                 cudaDataType::CUDA_R_8I,
-                ld,
+                g.ld,
                 (&beta as *const i32).cast::<c_void>(),
-                c as *mut c_void,
+                g.c as *mut c_void,
                 cudaDataType::CUDA_R_32I,
-                ldc,
+                g.ldc,
                 cublasComputeType_t::CUBLAS_COMPUTE_32I,
                 cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
@@ -240,17 +272,7 @@ impl LimbKind for Fp64 {
     const SPLIT: &'static str = "split_f64";
     const RECOMBINE: &'static str = "recombine_f64";
 
-    unsafe fn gemm_tn(
-        handle: &CudaBlas,
-        rows: i32,
-        cols: i32,
-        inner: i32,
-        a: u64,
-        b: u64,
-        ld: i32,
-        c: u64,
-        ldc: i32,
-    ) -> Result<(), CudaError> {
+    unsafe fn gemm_tn(handle: &CudaBlas, g: GemmTn) -> Result<(), CudaError> {
         let (alpha, beta) = (1f64, 0f64);
         // SAFETY: the caller guarantees the operands; alpha and beta are host doubles.
         unsafe {
@@ -258,17 +280,17 @@ impl LimbKind for Fp64 {
                 *handle.handle(),
                 cublasOperation_t::CUBLAS_OP_T,
                 cublasOperation_t::CUBLAS_OP_N,
-                rows,
-                cols,
-                inner,
+                g.rows,
+                g.cols,
+                g.inner,
                 &alpha,
-                a as *const f64,
-                ld,
-                b as *const f64,
-                ld,
+                g.a as *const f64,
+                g.ld,
+                g.b as *const f64,
+                g.ld,
                 &beta,
-                c as *mut f64,
-                ldc,
+                g.c as *mut f64,
+                g.ldc,
             )
         }?;
         Ok(())
@@ -289,12 +311,11 @@ fn split<K: LimbKind>(
         block_dim: (PAD as u32, 8, 1),
         shared_mem_bytes: 0,
     };
-    let mut call = device.call(stream, K::SPLIT, config)?;
-    call.input(src).output(dst).value(&dims);
+    let args = [In(src), Out(dst), Val(&dims)];
     // SAFETY: the kernel reads src only at off + r·rs + (k0 + kk)·cs for r < rows and
     // kk < cols, inside src by `gemm`'s contract, and writes dst[(r·L + slot)·kcp + kk]
     // for r < rows_pad, kk < kcp: inside dst, which holds rows_pad·L·kcp limbs.
-    unsafe { call.launch() }
+    unsafe { device.launch(stream, K::SPLIT, config, args) }
 }
 
 /// The limb methods: per batch entry and chunk of the inner dimension, split both operands
@@ -385,23 +406,21 @@ fn limbs<K: LimbKind>(
                     // C_s (column-major n_pad × m_pad, i.e. row-major m_pad × n_pad) =
                     // B-limb suffix (slots L-1-s.., inner (s+1)·kcp)ᵀ · A-limb prefix.
                     let b_first = ((l_count - 1 - s) * kcp) as u64 * limb;
+                    let g = GemmTn {
+                        rows: n_pad as i32,
+                        cols: m_pad as i32,
+                        inner: ((s + 1) * kcp) as i32,
+                        a: b_ptr + b_first,
+                        b: a_ptr,
+                        ld: ld as i32,
+                        c: s_ptr + (s * plane) as u64 * sum,
+                        ldc: n_pad as i32,
+                    };
                     // SAFETY: b_split holds n_pad rows of ld limbs and the suffix starting
                     // at slot L-1-s has (s+1)·kcp of them; a_split's rows have ld limbs of
                     // which the GEMM reads the first (s+1)·kcp; plane s of `sums` holds
                     // m_pad·n_pad sums with leading dimension n_pad.
-                    unsafe {
-                        K::gemm_tn(
-                            handle,
-                            n_pad as i32,
-                            m_pad as i32,
-                            ((s + 1) * kcp) as i32,
-                            b_ptr + b_first,
-                            a_ptr,
-                            ld as i32,
-                            s_ptr + (s * plane) as u64 * sum,
-                            n_pad as i32,
-                        )
-                    }?;
+                    unsafe { K::gemm_tn(handle, g) }?;
                 }
                 cryptgpu_backend::counters::record_launches(l_count as u64);
             }
@@ -414,11 +433,11 @@ fn limbs<K: LimbKind>(
                 out_rs: n as u64,
                 accumulate: u64::from(index > 0),
             };
-            let mut call = device.call(stream, K::RECOMBINE, device.grid_1d((m * n) as u64))?;
-            call.input(&sums).output(out).value(&dims);
+            let config = device.grid_1d((m * n) as u64);
+            let args = [In(&sums), Out(&mut *out), Val(&dims)];
             // SAFETY: the kernel reads sums[s·plane + r·n_pad + c] for s < L, r < m ≤ m_pad,
             // c < n ≤ n_pad, and writes out[t·m·n + r·n + c], inside batch·m·n elements.
-            unsafe { call.launch() }?;
+            unsafe { device.launch(stream, K::RECOMBINE, config, args) }?;
         }
     }
     Ok(())
@@ -447,50 +466,39 @@ impl CudaBackend {
             return Err(too_large(format!("a reference GEMM of size {n}")));
         }
         let queue = self.queue()?;
-        let stream = &queue.stream;
-        let elems = n_pad * n_pad;
         let blas = queue.blas()?;
         let handle = blas.as_ref().expect("Queue::blas creates the handle");
-        let n_pad_i = n_pad as i32;
-        let start;
         match kind {
-            ReferenceGemm::Int8 => {
-                let a = stream.clone_htod(&vec![1i8; elems])?;
-                let mut c = stream.alloc_zeros::<i32>(elems)?;
-                let (a_ptr, _a) = a.device_ptr(stream);
-                let (c_ptr, _c) = c.device_ptr_mut(stream);
-                stream.synchronize()?;
-                start = std::time::Instant::now();
-                for _ in 0..iters {
-                    // SAFETY: a holds n_pad² int8s (used as both operands, leading
-                    // dimension n_pad), c holds n_pad² int32s.
-                    unsafe {
-                        Int8::gemm_tn(
-                            handle, n_pad_i, n_pad_i, n_pad_i, a_ptr, a_ptr, n_pad_i, c_ptr,
-                            n_pad_i,
-                        )
-                    }?;
-                }
-            }
-            ReferenceGemm::Fp64 => {
-                let a = stream.clone_htod(&vec![1f64; elems])?;
-                let mut c = stream.alloc_zeros::<f64>(elems)?;
-                let (a_ptr, _a) = a.device_ptr(stream);
-                let (c_ptr, _c) = c.device_ptr_mut(stream);
-                stream.synchronize()?;
-                start = std::time::Instant::now();
-                for _ in 0..iters {
-                    // SAFETY: a holds n_pad² doubles, c holds n_pad² doubles.
-                    unsafe {
-                        Fp64::gemm_tn(
-                            handle, n_pad_i, n_pad_i, n_pad_i, a_ptr, a_ptr, n_pad_i, c_ptr,
-                            n_pad_i,
-                        )
-                    }?;
-                }
-            }
+            ReferenceGemm::Int8 => time_square::<Int8>(&queue.stream, handle, n_pad, iters, 1),
+            ReferenceGemm::Fp64 => time_square::<Fp64>(&queue.stream, handle, n_pad, iters, 1.0),
         }
-        stream.synchronize()?;
-        Ok(start.elapsed())
     }
+}
+
+/// Runs `iters` GEMMs `C = Aᵀ · A` of kind `K` on `stream`, A an `n × n` matrix of `one`s,
+/// and returns the time until they have finished.
+fn time_square<K: LimbKind>(
+    stream: &Arc<CudaStream>,
+    handle: &CudaBlas,
+    n: usize,
+    iters: u64,
+    one: K::Limb,
+) -> Result<std::time::Duration, CudaError>
+where
+    K::Limb: Clone,
+    K::Sum: ValidAsZeroBits,
+{
+    let a = stream.clone_htod(&vec![one; n * n])?;
+    let mut c = stream.alloc_zeros::<K::Sum>(n * n)?;
+    let (a_ptr, _a) = a.device_ptr(stream);
+    let (c_ptr, _c) = c.device_ptr_mut(stream);
+    stream.synchronize()?;
+    let start = std::time::Instant::now();
+    for _ in 0..iters {
+        // SAFETY: a holds n² limbs (used as both operands, leading dimension n), c holds
+        // n² sums.
+        unsafe { K::gemm_tn(handle, GemmTn::square(n as i32, a_ptr, c_ptr)) }?;
+    }
+    stream.synchronize()?;
+    Ok(start.elapsed())
 }

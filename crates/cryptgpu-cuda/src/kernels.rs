@@ -3,7 +3,7 @@
 //! NVRTC compile step.
 //!
 //! The declared parameter lists are checked twice: every launch compares the arguments it
-//! pushes against them (`device::Call`), and the NVRTC test compares them against the
+//! pushes against them (`device::Device::launch`), and the NVRTC test compares them against the
 //! `.entry` signatures of the PTX, so a launch and its kernel cannot disagree silently.
 
 use crate::CudaError;
@@ -372,6 +372,11 @@ struct_values!(
 
 use Param::{Ptr, U32, U64};
 
+/// The declaration of kernel `name` with `params`.
+const fn kernel(name: &'static str, params: &'static [Param]) -> KernelDecl {
+    KernelDecl { name, params }
+}
+
 const fn by_value<T>() -> Param {
     Param::Struct(std::mem::size_of::<T>())
 }
@@ -382,29 +387,14 @@ pub const SOURCES: &[KernelSource] = &[
         file: "elementwise.cu",
         source: include_str!("../../../kernels/elementwise.cu"),
         kernels: &[
-            KernelDecl {
-                name: "fill_u64",
-                params: &[Ptr, U64, U64],
-            },
-            KernelDecl {
-                name: "binary_u64",
-                params: &[Ptr, Ptr, Ptr, U64, U32],
-            },
-            KernelDecl {
-                name: "binary_scalar_u64",
-                params: &[Ptr, Ptr, U64, U64, U32],
-            },
-            KernelDecl {
-                name: "unary_u64",
-                params: &[Ptr, Ptr, U64, U32],
-            },
-            KernelDecl {
-                name: "shift_u64",
-                params: &[Ptr, Ptr, U64, U32, U32],
-            },
-            KernelDecl {
-                name: "fused_u64",
-                params: &[
+            kernel("fill_u64", &[Ptr, U64, U64]),
+            kernel("binary_u64", &[Ptr, Ptr, Ptr, U64, U32]),
+            kernel("binary_scalar_u64", &[Ptr, Ptr, U64, U64, U32]),
+            kernel("unary_u64", &[Ptr, Ptr, U64, U32]),
+            kernel("shift_u64", &[Ptr, Ptr, U64, U32, U32]),
+            kernel(
+                "fused_u64",
+                &[
                     Ptr,
                     Ptr,
                     Ptr,
@@ -415,112 +405,64 @@ pub const SOURCES: &[KernelSource] = &[
                     U64,
                     by_value::<FusedParams>(),
                 ],
-            },
-            KernelDecl {
-                name: "extract_bit_u64",
-                params: &[Ptr, Ptr, U64, U32],
-            },
-            KernelDecl {
-                name: "pack_bits_u64",
-                params: &[Ptr, Ptr, U64, U64],
-            },
-            KernelDecl {
-                name: "bit_planes_u64",
-                params: &[Ptr, Ptr, U64, U64],
-            },
-            KernelDecl {
-                name: "unpack_bits_u64",
-                params: &[Ptr, Ptr, U64],
-            },
+            ),
+            kernel("extract_bit_u64", &[Ptr, Ptr, U64, U32]),
+            kernel("pack_bits_u64", &[Ptr, Ptr, U64, U64]),
+            kernel("bit_planes_u64", &[Ptr, Ptr, U64, U64]),
+            kernel("unpack_bits_u64", &[Ptr, Ptr, U64]),
         ],
     },
     KernelSource {
         file: "layout.cu",
         source: include_str!("../../../kernels/layout.cu"),
         kernels: &[
-            KernelDecl {
-                name: "strided_gather_u64",
-                params: &[Ptr, Ptr, U64, by_value::<GatherParams>()],
-            },
-            KernelDecl {
-                name: "copy_runs_u64",
-                params: &[Ptr, Ptr, U64, U64, U64, U64],
-            },
-            KernelDecl {
-                name: "select_rows_u64",
-                params: &[Ptr, Ptr, by_value::<SelectRowsParams>()],
-            },
-            KernelDecl {
-                name: "sum_axis_u64",
-                params: &[Ptr, Ptr, U64, U64, U64],
-            },
+            kernel(
+                "strided_gather_u64",
+                &[Ptr, Ptr, U64, by_value::<GatherParams>()],
+            ),
+            kernel("copy_runs_u64", &[Ptr, Ptr, U64, U64, U64, U64]),
+            kernel(
+                "select_rows_u64",
+                &[Ptr, Ptr, by_value::<SelectRowsParams>()],
+            ),
+            kernel("sum_axis_u64", &[Ptr, Ptr, U64, U64, U64]),
         ],
     },
     KernelSource {
         file: "pool.cu",
         source: include_str!("../../../kernels/pool.cu"),
         kernels: &[
-            KernelDecl {
-                name: "pool_window_sum_u64",
-                params: &[Ptr, Ptr, by_value::<PoolDims>()],
-            },
-            KernelDecl {
-                name: "pool_unfold_u64",
-                params: &[Ptr, Ptr, by_value::<PoolDims>(), U64],
-            },
-            KernelDecl {
-                name: "pool_fold_u64",
-                params: &[Ptr, Ptr, by_value::<PoolDims>()],
-            },
+            kernel("pool_window_sum_u64", &[Ptr, Ptr, by_value::<PoolDims>()]),
+            kernel("pool_unfold_u64", &[Ptr, Ptr, by_value::<PoolDims>(), U64]),
+            kernel("pool_fold_u64", &[Ptr, Ptr, by_value::<PoolDims>()]),
         ],
     },
     KernelSource {
         file: "conv.cu",
         source: include_str!("../../../kernels/conv.cu"),
         kernels: &[
-            KernelDecl {
-                name: "im2col_u64",
-                params: &[Ptr, Ptr, by_value::<ConvDims>()],
-            },
-            KernelDecl {
-                name: "col2im_u64",
-                params: &[Ptr, Ptr, by_value::<ConvDims>()],
-            },
+            kernel("im2col_u64", &[Ptr, Ptr, by_value::<ConvDims>()]),
+            kernel("col2im_u64", &[Ptr, Ptr, by_value::<ConvDims>()]),
         ],
     },
     KernelSource {
         file: "gemm.cu",
         source: include_str!("../../../kernels/gemm.cu"),
         kernels: &[
-            KernelDecl {
-                name: "gemm_tiled_u64",
-                params: &[Ptr, Ptr, Ptr, by_value::<GemmDims>()],
-            },
-            KernelDecl {
-                name: "split_i8",
-                params: &[Ptr, Ptr, by_value::<SplitDims>()],
-            },
-            KernelDecl {
-                name: "split_f64",
-                params: &[Ptr, Ptr, by_value::<SplitDims>()],
-            },
-            KernelDecl {
-                name: "recombine_i32",
-                params: &[Ptr, Ptr, by_value::<RecombineDims>()],
-            },
-            KernelDecl {
-                name: "recombine_f64",
-                params: &[Ptr, Ptr, by_value::<RecombineDims>()],
-            },
+            kernel("gemm_tiled_u64", &[Ptr, Ptr, Ptr, by_value::<GemmDims>()]),
+            kernel("split_i8", &[Ptr, Ptr, by_value::<SplitDims>()]),
+            kernel("split_f64", &[Ptr, Ptr, by_value::<SplitDims>()]),
+            kernel("recombine_i32", &[Ptr, Ptr, by_value::<RecombineDims>()]),
+            kernel("recombine_f64", &[Ptr, Ptr, by_value::<RecombineDims>()]),
         ],
     },
     KernelSource {
         file: "chacha.cu",
         source: include_str!("../../../kernels/chacha.cu"),
-        kernels: &[KernelDecl {
-            name: "chacha12_fill_u64",
-            params: &[Ptr, U64, U64, U64, by_value::<ChachaKey>()],
-        }],
+        kernels: &[kernel(
+            "chacha12_fill_u64",
+            &[Ptr, U64, U64, U64, by_value::<ChachaKey>()],
+        )],
     },
 ];
 

@@ -43,6 +43,7 @@ use cryptgpu_backend::{
 };
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaSlice, CudaStream};
+use device::Arg::{self, In, Out, Val};
 use device::Device;
 use gemm::{GemmShape, MatRef};
 use kernels::{ChachaKey, FusedParams, GATHER_MAX_RANK, GatherParams, PoolDims, SelectRowsParams};
@@ -245,18 +246,34 @@ impl CudaBackend {
         Ok(buf)
     }
 
+    /// Launches kernel `name` on the calling thread's stream over a 1-d grid for `items`
+    /// grid-stride items ([`Device::grid_1d`]), `args` in the order of its parameters;
+    /// checked against its declaration and counted by [`Device::launch`].
+    ///
+    /// # Safety
+    /// As for [`Device::launch`]: the sizes and offsets passed keep every access of the
+    /// kernel inside the buffers passed.
+    pub(crate) unsafe fn launch_1d<'b>(
+        &self,
+        name: &'static str,
+        items: u64,
+        args: impl IntoIterator<Item = Arg<'b>>,
+    ) -> Result<(), CudaError> {
+        let stream = self.stream()?;
+        // SAFETY: the caller's guarantee, passed on.
+        unsafe {
+            self.device
+                .launch(&stream, name, self.device.grid_1d(items), args)
+        }
+    }
+
     /// Sets the first `n` elements of `buf` to `value`.
     fn fill_slice(&self, buf: &mut CudaSlice<u64>, n: u64, value: u64) -> Result<(), CudaError> {
         if n == 0 {
             return Ok(());
         }
-        let stream = self.stream()?;
-        let mut call = self
-            .device
-            .call(&stream, "fill_u64", self.device.grid_1d(n))?;
-        call.output(buf).value(&n).value(&value);
         // SAFETY: the kernel writes buf[i] for i < n, and callers pass n ≤ buf.len().
-        unsafe { call.launch() }
+        unsafe { self.launch_1d("fill_u64", n, [Out(buf), Val(&n), Val(&value)]) }
     }
 
     /// A new tensor of `shape` where element `i` (row-major multi-index `(i_0, ..)`) reads
@@ -303,18 +320,11 @@ impl CudaBackend {
                 params.strides[i] = stride;
             }
             let n = n as u64;
-            let stream = self.stream()?;
-            let mut call =
-                self.device
-                    .call(&stream, "strided_gather_u64", self.device.grid_1d(n))?;
-            call.input(x.buffer())
-                .output(&mut out)
-                .value(&n)
-                .value(&params);
+            let args = [In(x.buffer()), Out(&mut out), Val(&n), Val(&params)];
             // SAFETY: the kernel writes out[i] for i < n (the allocation); the addresses it
             // reads are those of a view that the shape checks keep inside x (a permutation,
             // a slice or a broadcast of x, or a reordering of all of x's elements).
-            unsafe { call.launch() }?;
+            unsafe { self.launch_1d("strided_gather_u64", n, args) }?;
         }
         Ok(CudaTensor::new(out, shape.to_vec()))
     }
@@ -340,18 +350,12 @@ impl CudaBackend {
         let n = x.len() as u64;
         let mut out = self.alloc(x.len())?;
         if n > 0 {
-            let stream = self.stream()?;
-            let mut call = self.device.call(&stream, kernel, self.device.grid_1d(n))?;
-            call.input(x.buffer()).output(&mut out).value(&n);
-            if let Some(scalar) = scalar.as_ref() {
-                call.value(scalar);
-            }
-            for code in codes {
-                call.value(code);
-            }
+            let mut args = vec![In(x.buffer()), Out(&mut out), Val(&n)];
+            args.extend(scalar.as_ref().map(|scalar| Val(scalar)));
+            args.extend(codes.iter().map(|code| Val(code)));
             // SAFETY: elementwise kernels read x[i] and write out[i] for i < n, the
             // element count of both.
-            unsafe { call.launch() }?;
+            unsafe { self.launch_1d(kernel, n, args) }?;
         }
         Ok(CudaTensor::new(out, x.shape.clone()))
     }
@@ -475,20 +479,18 @@ impl GpuBackend for CudaBackend {
             let run = part.shape[axis..].iter().product::<usize>() as u64;
             let (outer, items) = (outer as u64, outer as u64 * run);
             if items > 0 {
-                let stream = self.stream()?;
-                let mut call =
-                    self.device
-                        .call(&stream, "copy_runs_u64", self.device.grid_1d(items))?;
-                call.input(part.buffer())
-                    .output(&mut out)
-                    .value(&outer)
-                    .value(&run)
-                    .value(&out_run)
-                    .value(&out_offset);
+                let args = [
+                    In(part.buffer()),
+                    Out(&mut out),
+                    Val(&outer),
+                    Val(&run),
+                    Val(&out_run),
+                    Val(&out_offset),
+                ];
                 // SAFETY: the kernel reads part[i] for i < outer·run (its element count)
                 // and writes out[o·out_run + out_offset + j] for o < outer, j < run, where
                 // out_offset + run ≤ out_run: inside out's outer·out_run elements.
-                unsafe { call.launch() }.map_err(BackendError::from)?;
+                unsafe { self.launch_1d("copy_runs_u64", items, args) }?;
             }
             out_offset += run;
         }
@@ -500,20 +502,16 @@ impl GpuBackend for CudaBackend {
         let row_len: usize = out_shape[1..].iter().product();
         let mut out = self.alloc(rows.len() * row_len)?;
         if row_len > 0 {
-            let stream = self.stream()?;
             // One launch per SELECT_ROWS_MAX rows, the row indices passed by value.
             for params in SelectRowsParams::chunks(rows, row_len) {
                 let items = params.count * params.row_len;
-                let mut call =
-                    self.device
-                        .call(&stream, "select_rows_u64", self.device.grid_1d(items))?;
-                call.input(tensor.buffer()).output(&mut out).value(&params);
+                let args = [In(tensor.buffer()), Out(&mut out), Val(&params)];
                 // SAFETY: the kernel writes out[(first_row + r)·row_len + j] for r < count,
                 // j < row_len, and first_row + count ≤ rows.len(): inside out's
                 // rows.len()·row_len elements. It reads x[rows[r]·row_len + j] only for
                 // rows[r] ≠ SELECT_ROWS_NONE, a row that `selected_rows` checked is below
                 // x's extent along axis 0, whose rows are row_len elements long: inside x.
-                unsafe { call.launch() }.map_err(BackendError::from)?;
+                unsafe { self.launch_1d("select_rows_u64", items, args) }?;
             }
         }
         Ok(CudaTensor::new(out, out_shape))
@@ -530,18 +528,16 @@ impl GpuBackend for CudaBackend {
         let code = binary_code(op);
         let mut out = self.alloc(lhs.len())?;
         if n > 0 {
-            let stream = self.stream()?;
-            let mut call = self
-                .device
-                .call(&stream, "binary_u64", self.device.grid_1d(n))?;
-            call.input(lhs.buffer())
-                .input(rhs.buffer())
-                .output(&mut out)
-                .value(&n)
-                .value(&code);
+            let args = [
+                In(lhs.buffer()),
+                In(rhs.buffer()),
+                Out(&mut out),
+                Val(&n),
+                Val(&code),
+            ];
             // SAFETY: the kernel reads lhs[i], rhs[i] and writes out[i] for i < n, the
             // element count of all three (the shapes are equal).
-            unsafe { call.launch() }.map_err(BackendError::from)?;
+            unsafe { self.launch_1d("binary_u64", n, args) }?;
         }
         Ok(CudaTensor::new(out, lhs.shape.clone()))
     }
@@ -570,22 +566,18 @@ impl GpuBackend for CudaBackend {
         let params = FusedParams::new(program, inputs.len());
         let mut out = self.alloc(inputs[0].len())?;
         if n > 0 {
-            let stream = self.stream()?;
-            let mut call = self
-                .device
-                .call(&stream, "fused_u64", self.device.grid_1d(n))?;
             // Six input slots; those the program is not given hold the first input again.
-            for slot in 0..kernels::FUSED_MAX_INPUTS {
-                call.input(inputs.get(slot).unwrap_or(&inputs[0]).buffer());
-            }
-            call.output(&mut out).value(&n).value(&params);
+            let mut args: Vec<Arg<'_>> = (0..kernels::FUSED_MAX_INPUTS)
+                .map(|slot| In(inputs.get(slot).unwrap_or(&inputs[0]).buffer()))
+                .collect();
+            args.extend([Out(&mut out), Val(&n), Val(&params)]);
             // SAFETY: the kernel writes out[i] for i < n, out's element count, and reads
             // in_k[i] for i < n only for k < params.inputs = inputs.len(), tensors of
             // n elements (fused_shape checked that they all have the same shape). The
             // program was checked by fused_shape, so every operand names an input below
             // inputs.len() or an earlier step: the kernel's value array is indexed only
             // inside its FUSED_MAX_INPUTS + FUSED_MAX_STEPS entries, at ones it has set.
-            unsafe { call.launch() }.map_err(BackendError::from)?;
+            unsafe { self.launch_1d("fused_u64", n, args) }?;
         }
         Ok(CudaTensor::new(out, shape))
     }
@@ -601,17 +593,10 @@ impl GpuBackend for CudaBackend {
         let mut out = self.alloc(words as usize)?;
         if words > 0 {
             // One warp per word; 256-thread blocks are whole warps.
-            let stream = self.stream()?;
-            let mut call =
-                self.device
-                    .call(&stream, "pack_bits_u64", self.device.grid_1d(words * 32))?;
-            call.input(tensor.buffer())
-                .output(&mut out)
-                .value(&n)
-                .value(&words);
+            let args = [In(tensor.buffer()), Out(&mut out), Val(&n), Val(&words)];
             // SAFETY: the kernel reads tensor[i] only for i < n and writes out[w] for
             // w < words = ceil(n / 64), the allocation.
-            unsafe { call.launch() }.map_err(BackendError::from)?;
+            unsafe { self.launch_1d("pack_bits_u64", words * 32, args) }?;
         }
         Ok(CudaTensor::new(out, vec![words as usize]))
     }
@@ -622,17 +607,10 @@ impl GpuBackend for CudaBackend {
         let mut out = self.alloc(64 * words as usize)?;
         if words > 0 {
             // One warp per word, as in pack_bits.
-            let stream = self.stream()?;
-            let mut call =
-                self.device
-                    .call(&stream, "bit_planes_u64", self.device.grid_1d(words * 32))?;
-            call.input(tensor.buffer())
-                .output(&mut out)
-                .value(&n)
-                .value(&words);
+            let args = [In(tensor.buffer()), Out(&mut out), Val(&n), Val(&words)];
             // SAFETY: the kernel reads tensor[i] only for i < n and writes out[j·words + w]
             // for j < 64 and w < words, inside the allocation of 64·words.
-            unsafe { call.launch() }.map_err(BackendError::from)?;
+            unsafe { self.launch_1d("bit_planes_u64", words * 32, args) }?;
         }
         Ok(CudaTensor::new(out, vec![64, words as usize]))
     }
@@ -643,14 +621,10 @@ impl GpuBackend for CudaBackend {
         let mut out = self.alloc(n)?;
         let n = n as u64;
         if n > 0 {
-            let stream = self.stream()?;
-            let mut call = self
-                .device
-                .call(&stream, "unpack_bits_u64", self.device.grid_1d(n))?;
-            call.input(packed.buffer()).output(&mut out).value(&n);
+            let args = [In(packed.buffer()), Out(&mut out), Val(&n)];
             // SAFETY: the kernel writes out[i] for i < n and reads packed[i / 64], below
             // ceil(n / 64) = packed's length (checked above).
-            unsafe { call.launch() }.map_err(BackendError::from)?;
+            unsafe { self.launch_1d("unpack_bits_u64", n, args) }?;
         }
         Ok(CudaTensor::new(out, shape.to_vec()))
     }
@@ -668,20 +642,8 @@ impl GpuBackend for CudaBackend {
                 k,
                 n,
             },
-            MatRef {
-                buf: lhs.buffer(),
-                off: 0,
-                rs: k as u64,
-                cs: 1,
-                bs: if d.a_batched { (m * k) as u64 } else { 0 },
-            },
-            MatRef {
-                buf: rhs.buffer(),
-                off: 0,
-                rs: n as u64,
-                cs: 1,
-                bs: if d.b_batched { (k * n) as u64 } else { 0 },
-            },
+            MatRef::strided(lhs.buffer(), k, 1, if d.a_batched { m * k } else { 0 }),
+            MatRef::strided(rhs.buffer(), n, 1, if d.b_batched { k * n } else { 0 }),
             &mut out,
         )?;
         Ok(CudaTensor::new(out, d.out_shape))
@@ -727,19 +689,17 @@ impl GpuBackend for CudaBackend {
         let total = outer * inner;
         let mut out = self.alloc(total as usize)?;
         if total > 0 {
-            let stream = self.stream()?;
-            let mut call = self
-                .device
-                .call(&stream, "sum_axis_u64", self.device.grid_1d(total))?;
-            call.input(tensor.buffer())
-                .output(&mut out)
-                .value(&outer)
-                .value(&extent)
-                .value(&inner);
+            let args = [
+                In(tensor.buffer()),
+                Out(&mut out),
+                Val(&outer),
+                Val(&extent),
+                Val(&inner),
+            ];
             // SAFETY: the kernel writes out[i] for i < outer·inner and reads
             // tensor[o·extent·inner + a·inner + j] for o < outer, a < extent, j < inner:
             // inside its outer·extent·inner elements.
-            unsafe { call.launch() }.map_err(BackendError::from)?;
+            unsafe { self.launch_1d("sum_axis_u64", total, args) }?;
         }
         Ok(CudaTensor::new(out, out_shape))
     }
@@ -750,14 +710,10 @@ impl GpuBackend for CudaBackend {
         let mut out = self.alloc(total as usize)?;
         if total > 0 {
             let dims = pool_dims(&d);
-            let stream = self.stream()?;
-            let mut call =
-                self.device
-                    .call(&stream, "pool_window_sum_u64", self.device.grid_1d(total))?;
-            call.input(input.buffer()).output(&mut out).value(&dims);
+            let args = [In(input.buffer()), Out(&mut out), Val(&dims)];
             // SAFETY: the kernel writes out[i] for i < planes·oh·ow and reads the input
             // only at in-range (plane, iy, ix).
-            unsafe { call.launch() }.map_err(BackendError::from)?;
+            unsafe { self.launch_1d("pool_window_sum_u64", total, args) }?;
         }
         Ok(CudaTensor::new(out, d.output_shape()))
     }
@@ -773,17 +729,15 @@ impl GpuBackend for CudaBackend {
         let mut out = self.alloc(total as usize)?;
         if total > 0 {
             let dims = pool_dims(&d);
-            let stream = self.stream()?;
-            let mut call =
-                self.device
-                    .call(&stream, "pool_unfold_u64", self.device.grid_1d(total))?;
-            call.input(input.buffer())
-                .output(&mut out)
-                .value(&dims)
-                .value(&pad_value);
+            let args = [
+                In(input.buffer()),
+                Out(&mut out),
+                Val(&dims),
+                Val(&pad_value),
+            ];
             // SAFETY: the kernel writes out[i] for i < kh·kw·planes·oh·ow and reads the
             // input only at in-range (plane, iy, ix).
-            unsafe { call.launch() }.map_err(BackendError::from)?;
+            unsafe { self.launch_1d("pool_unfold_u64", total, args) }?;
         }
         Ok(CudaTensor::new(out, d.windows_shape()))
     }
@@ -800,14 +754,10 @@ impl GpuBackend for CudaBackend {
         let mut out = self.alloc(total as usize)?;
         if total > 0 {
             let dims = pool_dims(&d);
-            let stream = self.stream()?;
-            let mut call =
-                self.device
-                    .call(&stream, "pool_fold_u64", self.device.grid_1d(total))?;
-            call.input(windows.buffer()).output(&mut out).value(&dims);
+            let args = [In(windows.buffer()), Out(&mut out), Val(&dims)];
             // SAFETY: the kernel writes out[i] for i < planes·h·w and reads windows at
             // (e < kh·kw, plane, oy < oh, ox < ow): inside its checked windows shape.
-            unsafe { call.launch() }.map_err(BackendError::from)?;
+            unsafe { self.launch_1d("pool_fold_u64", total, args) }?;
         }
         Ok(CudaTensor::new(out, d.input_shape()))
     }
@@ -826,19 +776,15 @@ impl GpuBackend for CudaBackend {
                 words: prg::key_words(key),
             };
             let blocks = ((position & 7) + n).div_ceil(8);
-            let cuda_stream = self.stream()?;
-            let mut call = self.device.call(
-                &cuda_stream,
-                "chacha12_fill_u64",
-                self.device.grid_1d(blocks),
-            )?;
-            call.output(&mut out)
-                .value(&n)
-                .value(&position)
-                .value(&stream)
-                .value(&key);
+            let args = [
+                Out(&mut out),
+                Val(&n),
+                Val(&position),
+                Val(&stream),
+                Val(&key),
+            ];
             // SAFETY: the kernel writes out[i] only for i < n, the allocation.
-            unsafe { call.launch() }.map_err(BackendError::from)?;
+            unsafe { self.launch_1d("chacha12_fill_u64", blocks, args) }?;
         }
         Ok(CudaTensor::new(out, shape.to_vec()))
     }

@@ -20,13 +20,11 @@ pub fn driver() -> Result<(), CudaError> {
     // SAFETY: `is_culib_present` only tries to dlopen the library names cudarc knows; loading
     // the NVIDIA driver library runs its initialisers, which is what using CUDA means anyway.
     let found = *FOUND.get_or_init(|| unsafe { cudarc::driver::sys::is_culib_present() });
-    found
-        .then_some(())
-        .ok_or_else(|| CudaError::LibraryMissing {
-            library: "libcuda",
-            why: "no NVIDIA driver is installed here (libcuda.so.1 is not on the loader's path)"
-                .into(),
-        })
+    loaded(
+        found,
+        "libcuda",
+        "no NVIDIA driver is installed here (libcuda.so.1 is not on the loader's path)",
+    )
 }
 
 /// Whether cuBLAS (`libcublas`) can be loaded.
@@ -34,11 +32,20 @@ pub fn cublas() -> Result<(), CudaError> {
     static FOUND: OnceLock<bool> = OnceLock::new();
     // SAFETY: as in `driver`: a dlopen of cuBLAS by its known names.
     let found = *FOUND.get_or_init(|| unsafe { cudarc::cublas::sys::is_culib_present() });
+    loaded(
+        found,
+        "libcublas",
+        "cuBLAS is not on the loader's path; add its directory to LD_LIBRARY_PATH",
+    )
+}
+
+/// `Ok` when `library` was `found`, else [`CudaError::LibraryMissing`] saying `why` not.
+fn loaded(found: bool, library: &'static str, why: &str) -> Result<(), CudaError> {
     found
         .then_some(())
         .ok_or_else(|| CudaError::LibraryMissing {
-            library: "libcublas",
-            why: "cuBLAS is not on the loader's path; add its directory to LD_LIBRARY_PATH".into(),
+            library,
+            why: why.into(),
         })
 }
 

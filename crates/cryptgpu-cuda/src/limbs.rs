@@ -212,14 +212,7 @@ fn split_layout<T: Copy + Default>(
 /// backend uses (`src/gemm.rs`), with each cuBLAS GEMM replaced by a loop that **panics if
 /// an accumulator leaves its exact range** (int32 overflow, or a double sum that is not the
 /// exact integer). Rows are not padded here: padded rows are zero and never read back.
-pub fn simulate_gemm(
-    scheme: Scheme,
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[u64],
-    b: &[u64],
-) -> Vec<u64> {
+pub fn simulate_gemm(scheme: Scheme, [m, k, n]: [usize; 3], a: &[u64], b: &[u64]) -> Vec<u64> {
     simulate_gemm_with_plan(scheme, ChunkPlan::new(scheme, k), m, k, n, a, b)
 }
 
@@ -237,61 +230,67 @@ pub fn simulate_gemm_with_plan(
     assert_eq!(a.len(), m * k, "a must be m × k");
     assert_eq!(b.len(), k * n, "b must be k × n");
     assert!(plan.chunks * plan.chunk_len >= k && plan.chunk_len <= plan.padded_len);
-    let l_count = scheme.limbs();
-    let kcp = plan.padded_len;
+    let gemm = (m, k, n, a, b);
     let mut out = vec![0u64; m * n];
     for index in 0..plan.chunks {
         let chunk = plan.chunk(index, k);
-        // Row r of A's split and column c of B's split, as the GEMM of C_s reads them: the
-        // first (s+1)·kcp limbs of the A row, the B column from slot L-1-s on.
-        let a_row = |r: usize, s: usize| r * l_count * kcp..r * l_count * kcp + (s + 1) * kcp;
-        let b_col = |c: usize, s: usize| -> std::ops::Range<usize> {
-            let first = c * l_count * kcp + (l_count - 1 - s) * kcp;
-            first..first + (s + 1) * kcp
-        };
-        let recombined: Vec<u64> = match scheme {
-            Scheme::Int8 => {
-                let limbs = |x: u64| split_i8(x).to_vec();
-                let a_split = split_layout(m, &plan, chunk, limbs, |r, kk| a[r * k + kk], false);
-                let b_split = split_layout(n, &plan, chunk, limbs, |c, kk| b[kk * n + c], true);
-                let sum = |s: usize, r: usize, c: usize| -> i32 {
-                    let a_limbs = &a_split[a_row(r, s)];
-                    let b_limbs = &b_split[b_col(c, s)];
-                    a_limbs.iter().zip(b_limbs).fold(0i32, |acc, (&x, &y)| {
-                        acc.checked_add(i32::from(x) * i32::from(y))
-                            .expect("int32 accumulator overflow: the chunk bound is wrong")
-                    })
-                };
-                (0..m * n)
-                    .map(|i| recombine_i32(&std::array::from_fn(|s| sum(s, i / n, i % n))))
-                    .collect()
-            }
-            Scheme::Fp64 => {
-                let limbs = |x: u64| split_f64(x).to_vec();
-                let a_split = split_layout(m, &plan, chunk, limbs, |r, kk| a[r * k + kk], false);
-                let b_split = split_layout(n, &plan, chunk, limbs, |c, kk| b[kk * n + c], true);
-                let sum = |s: usize, r: usize, c: usize| -> f64 {
-                    let a_limbs = &a_split[a_row(r, s)];
-                    let b_limbs = &b_split[b_col(c, s)];
-                    let (mut acc, mut exact) = (0f64, 0u128);
-                    for (&x, &y) in a_limbs.iter().zip(b_limbs) {
-                        acc = x.mul_add(y, acc);
-                        exact += (x as u128) * (y as u128);
-                        assert!(
-                            exact <= 1 << 53 && acc as u128 == exact,
-                            "float64 sum left the exact range: the chunk bound is wrong"
-                        );
-                    }
-                    acc
-                };
-                (0..m * n)
-                    .map(|i| recombine_f64(&std::array::from_fn(|s| sum(s, i / n, i % n))))
-                    .collect()
-            }
+        let recombined = match scheme {
+            Scheme::Int8 => simulate_chunk(gemm, &plan, chunk, split_i8, dot_i8, recombine_i32),
+            Scheme::Fp64 => simulate_chunk(gemm, &plan, chunk, split_f64, dot_f64, recombine_f64),
         };
         for (o, x) in out.iter_mut().zip(recombined) {
             *o = o.wrapping_add(x);
         }
     }
     out
+}
+
+/// One chunk of [`simulate_gemm_with_plan`] with `L` limbs of type `T`: A's rows and B's
+/// columns split and laid out as on the device, each limb product `C_s` summed by `dot`
+/// (which checks its accumulator), and every output element recombined from its `L` sums.
+fn simulate_chunk<T: Copy + Default, S, const L: usize>(
+    (m, k, n, a, b): (usize, usize, usize, &[u64], &[u64]),
+    plan: &ChunkPlan,
+    chunk: (usize, usize),
+    split: fn(u64) -> [T; L],
+    dot: impl Fn(&[T], &[T]) -> S,
+    recombine: fn(&[S; L]) -> u64,
+) -> Vec<u64> {
+    let kcp = plan.padded_len;
+    let limbs = |x: u64| split(x).to_vec();
+    let a_split = split_layout(m, plan, chunk, limbs, |r, kk| a[r * k + kk], false);
+    let b_split = split_layout(n, plan, chunk, limbs, |c, kk| b[kk * n + c], true);
+    // Row r of A's split and column c of B's split, as the GEMM of C_s reads them: the
+    // first (s+1)·kcp limbs of the A row, the B column from slot L-1-s on.
+    let sum = |s: usize, r: usize, c: usize| {
+        let a_row = &a_split[r * L * kcp..][..(s + 1) * kcp];
+        let b_col = &b_split[c * L * kcp + (L - 1 - s) * kcp..][..(s + 1) * kcp];
+        dot(a_row, b_col)
+    };
+    (0..m * n)
+        .map(|i| recombine(&std::array::from_fn(|s| sum(s, i / n, i % n))))
+        .collect()
+}
+
+/// The int32 sum of limb products of one int8 GEMM entry; panics on overflow.
+fn dot_i8(x: &[i8], y: &[i8]) -> i32 {
+    x.iter().zip(y).fold(0i32, |acc, (&x, &y)| {
+        acc.checked_add(i32::from(x) * i32::from(y))
+            .expect("int32 accumulator overflow: the chunk bound is wrong")
+    })
+}
+
+/// The float64 sum of limb products of one fp64 GEMM entry, as `fma` accumulates it;
+/// panics when it leaves the exact range.
+fn dot_f64(x: &[f64], y: &[f64]) -> f64 {
+    let (mut acc, mut exact) = (0f64, 0u128);
+    for (&x, &y) in x.iter().zip(y) {
+        acc = x.mul_add(y, acc);
+        exact += (x as u128) * (y as u128);
+        assert!(
+            exact <= 1 << 53 && acc as u128 == exact,
+            "float64 sum left the exact range: the chunk bound is wrong"
+        );
+    }
+    acc
 }

@@ -7,6 +7,7 @@
 //! launches and checked against plain Rust (a loop; `Fused::apply`). Skips, saying so,
 //! without `g++`.
 
+use cryptgpu_backend::conformance::Inputs;
 use cryptgpu_backend::{BinaryOp, Fused, FusedStep, Operand, ShiftOp, UnaryOp};
 use cryptgpu_cuda::kernels::{
     FUSED_MAX_INPUTS, FUSED_MAX_STEPS, FusedCode, FusedParams, SELECT_ROWS_MAX, SelectRowsParams,
@@ -70,20 +71,15 @@ fn run_driver(driver: &Path, input: &[u64]) -> Vec<u64> {
         .collect()
 }
 
-/// A xorshift64 stream: the tests' inputs, reproducible run after run.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
+/// Small random choices from the conformance suite's seeded inputs (the same run after run).
+trait Below {
     /// A value below `n`.
+    fn below(&mut self, n: usize) -> usize;
+}
+
+impl Below for Inputs {
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.elem() % n as u64) as usize
     }
 }
 
@@ -159,9 +155,9 @@ fn select_rows_runs_right_under_cpu_emulation() {
         // No rows: no launch.
         (3, 5, vec![]),
     ];
-    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    let mut rng = Inputs::new("select_rows under emulation");
     for (extent, row_len, rows) in cases {
-        let src: Vec<u64> = (0..extent * row_len).map(|_| rng.next()).collect();
+        let src: Vec<u64> = (0..extent * row_len).map(|_| rng.elem()).collect();
         let mut want = Vec::with_capacity(rows.len() * row_len);
         for row in &rows {
             for j in 0..row_len {
@@ -217,13 +213,13 @@ const SPECIALS: [u64; 9] = [
 ];
 
 /// `n` elements, a quarter of them from [`SPECIALS`], half of the rest negative.
-fn fused_input(rng: &mut XorShift, n: usize) -> Vec<u64> {
+fn fused_input(rng: &mut Inputs, n: usize) -> Vec<u64> {
     (0..n)
         .map(|_| {
             if rng.below(4) == 0 {
                 SPECIALS[rng.below(SPECIALS.len())]
             } else {
-                rng.next()
+                rng.elem()
             }
         })
         .collect()
@@ -232,11 +228,11 @@ fn fused_input(rng: &mut XorShift, n: usize) -> Vec<u64> {
 /// A random checked program over `inputs` inputs: 1 to 12 steps, each reading inputs or
 /// earlier steps, every kind and op, scalars from [`SPECIALS`] or random, shifts by 0, 63
 /// and amounts between.
-fn random_program(rng: &mut XorShift, inputs: usize) -> Fused {
+fn random_program(rng: &mut Inputs, inputs: usize) -> Fused {
     let mut program = Fused::new();
     let steps = 1 + rng.below(FUSED_MAX_STEPS);
     for index in 0..steps {
-        let operand = |rng: &mut XorShift| {
+        let operand = |rng: &mut Inputs| {
             if index > 0 && rng.below(2) == 0 {
                 Operand::Step(rng.below(index) as u8)
             } else {
@@ -256,7 +252,7 @@ fn random_program(rng: &mut XorShift, inputs: usize) -> Fused {
                 if rng.below(2) == 0 {
                     SPECIALS[rng.below(SPECIALS.len())]
                 } else {
-                    rng.next()
+                    rng.elem()
                 },
             ),
             2 => FusedStep::Unary(UnaryOp::ALL[rng.below(UnaryOp::ALL.len())], a),
@@ -329,7 +325,7 @@ fn fused_runs_right_under_cpu_emulation() {
     assert_eq!(chain.steps().len(), FUSED_MAX_STEPS);
     programs.push((FUSED_MAX_INPUTS, chain));
     // Random programs over 1 to 6 inputs (some inputs unread).
-    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Inputs::new("fused under emulation");
     for _ in 0..48 {
         let inputs = 1 + rng.below(FUSED_MAX_INPUTS);
         programs.push((inputs, random_program(&mut rng, inputs)));

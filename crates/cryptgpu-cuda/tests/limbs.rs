@@ -139,7 +139,7 @@ fn simulated_pipelines_match_the_cpu_matmul() {
         let want = cpu_matmul(m, k, n, &a, &b);
         for scheme in [Scheme::Int8, Scheme::Fp64] {
             assert_eq!(
-                limbs::simulate_gemm(scheme, m, k, n, &a, &b),
+                limbs::simulate_gemm(scheme, [m, k, n], &a, &b),
                 want,
                 "{scheme:?} {m}x{k}x{n}"
             );
@@ -158,7 +158,7 @@ fn int8_worst_case_sums_at_the_chunk_limit() {
         let a = vec![ALL_MINUS_128; k];
         let b = vec![ALL_MINUS_128; k];
         assert_eq!(
-            limbs::simulate_gemm(Scheme::Int8, 1, k, 1, &a, &b),
+            limbs::simulate_gemm(Scheme::Int8, [1, k, 1], &a, &b),
             cpu_matmul(1, k, 1, &a, &b),
             "k = {k}"
         );
@@ -166,7 +166,7 @@ fn int8_worst_case_sums_at_the_chunk_limit() {
         let b: Vec<u64> = vec![0x7f7f_7f7f_7f7f_7f7f; k];
         let a2 = vec![ALL_MINUS_128; k];
         assert_eq!(
-            limbs::simulate_gemm(Scheme::Int8, 1, k, 1, &a2, &b),
+            limbs::simulate_gemm(Scheme::Int8, [1, k, 1], &a2, &b),
             cpu_matmul(1, k, 1, &a2, &b),
             "k = {k}, mixed signs"
         );
@@ -180,7 +180,7 @@ fn fp64_worst_case_sums_at_the_chunk_limit() {
     let a = vec![u64::MAX; k];
     let b = vec![u64::MAX; k];
     assert_eq!(
-        limbs::simulate_gemm(Scheme::Fp64, 1, k, 1, &a, &b),
+        limbs::simulate_gemm(Scheme::Fp64, [1, k, 1], &a, &b),
         cpu_matmul(1, k, 1, &a, &b)
     );
 }

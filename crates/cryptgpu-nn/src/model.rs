@@ -26,21 +26,10 @@ use rand_core::{Rng, SeedableRng};
 
 use crate::data::Normalization;
 use crate::error::{NnError, Result};
-pub use crate::layers::Op;
-use crate::layers::{Init, input::Input};
+pub use crate::layers::shape::window_out;
+use crate::layers::{Init, ModelView, batchnorm, input::Input};
+pub use crate::layers::{NodeId, Op, ParamKind};
 use crate::tensor::Tensor;
-
-/// Index of a node in [`Model::nodes`].
-pub type NodeId = usize;
-
-/// Whether SGD trains a parameter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ParamKind {
-    /// Learned by gradient descent (weights, biases, BatchNorm scale and shift).
-    Trainable,
-    /// State updated by the forward pass in training (BatchNorm running statistics).
-    Buffer,
-}
 
 /// One parameter the model needs.
 #[derive(Clone, Debug, PartialEq)]
@@ -363,22 +352,7 @@ impl Model {
                 self.nodes[node].name
             )));
         };
-        let weight = self.param(node, "weight")?.data();
-        let bias = self.param(node, "bias")?.data();
-        let mean = self.param(node, "running_mean")?.data();
-        let var = self.param(node, "running_var")?.data();
-        let scale: Vec<f64> = weight
-            .iter()
-            .zip(var)
-            .map(|(w, v)| w / (v + eps).sqrt())
-            .collect();
-        let shift = bias
-            .iter()
-            .zip(mean)
-            .zip(&scale)
-            .map(|((b, m), s)| b - m * s)
-            .collect();
-        Ok((scale, shift))
+        batchnorm::affine(self, node, eps)
     }
 
     /// The same function for inference with every BatchNorm that directly follows a
@@ -450,21 +424,25 @@ impl Model {
     }
 }
 
+impl ModelView for Model {
+    fn node_name(&self, id: NodeId) -> &str {
+        &self.nodes[id].name
+    }
+
+    fn param(&self, node: NodeId, suffix: &str) -> Result<&Tensor> {
+        Model::param(self, node, suffix)
+    }
+
+    fn param_by_name(&self, name: &str) -> Result<&Tensor> {
+        Model::param_by_name(self, name)
+    }
+}
+
 /// FNV-1a of a parameter name: a per-parameter stream id for initialisation.
 fn fnv1a(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
-}
-
-/// Output size of a window op along one axis, or `None` when the window does not fit.
-pub fn window_out(size: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
-    let padded = size + 2 * padding;
-    if kernel == 0 || stride == 0 || padded < kernel {
-        None
-    } else {
-        Some((padded - kernel) / stride + 1)
-    }
 }
 
 pub(crate) fn infer_shape(

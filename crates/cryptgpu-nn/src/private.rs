@@ -28,7 +28,7 @@ pub use crate::layers::batchnorm::{
     BATCHNORM_INV_SQRT, BatchNormBatch, batchnorm_backward, batchnorm_forward_train,
 };
 use crate::layers::{PrivateBackCx, PrivateCx, Sharing};
-use crate::model::{Model, NodeId, Op};
+use crate::model::{Model, NodeId};
 use crate::optim::SgdConfig;
 use crate::tensor::Tensor;
 
@@ -47,7 +47,8 @@ type Kept = Option<Box<dyn Any>>;
 pub struct PrivateForward<B: GpuBackend> {
     values: Vec<Option<Rss<B>>>,
     saved: Vec<Kept>,
-    /// ReLUs that ran after the max-pool they feed: their backward pass is the pool's.
+    /// Layers that ran after the node they feed (see [`SharedModel::moved_behind`]): their
+    /// backward pass is that node's.
     deferred: Vec<bool>,
     /// In training: BatchNorm running statistics after this batch, by parameter name.
     running_stats: BTreeMap<String, Rss<B>>,
@@ -268,7 +269,7 @@ impl<B: GpuBackend> SharedModel<B> {
             };
             let node = &nodes[id];
             let input_grads = if fwd.deferred[id] {
-                // A ReLU that ran after its max-pool: the pool's backward pass covered it.
+                // A layer that ran after its consumer: the consumer's backward pass covered it.
                 vec![Some(dy)]
             } else {
                 let shape_of = |i: NodeId| {
@@ -284,7 +285,8 @@ impl<B: GpuBackend> SharedModel<B> {
                     .collect::<Result<Vec<_>>>()?;
                 let mut cx = PrivateBackCx {
                     p: &mut *p,
-                    node,
+                    name: &node.name,
+                    inputs: &node.inputs,
                     input_shapes,
                     out_shape: shape_of(id)?,
                     params: &self.params,
@@ -307,14 +309,17 @@ impl<B: GpuBackend> SharedModel<B> {
         Ok(grads)
     }
 
-    /// For each max-pool whose input is a ReLU used by nothing else, that ReLU (indexed by
-    /// the pool). The executor runs such a ReLU after the pool instead of before it: ReLU is
-    /// monotone, so `max(relu(x)) = relu(max(x))` exactly, a zero pad changes neither side,
-    /// and the pool's output has a quarter of its input's elements for 2×2 windows. In
-    /// training the pool's winners are then gated by the ReLU's bits
-    /// ([`cryptgpu_nonlinear::gate_winners`]), which gives exactly the gradient of the
+    /// For each node that takes maxima of its input ([`crate::layers::Layer::takes_maxima`]:
+    /// a max-pool) whose input is a layer that commutes with taking a maximum
+    /// ([`crate::layers::Layer::commutes_with_max`]: a ReLU) used by nothing else, that
+    /// layer, indexed by its consumer. The executor runs such a layer after its consumer
+    /// instead of before it: `max(relu(x)) = relu(max(x))` exactly, a zero pad changes
+    /// neither side, and the pool's output has a quarter of its input's elements for 2×2
+    /// windows. In training the consumer then takes over the moved layer's saved state
+    /// ([`crate::layers::Layer::absorb_moved`]: the pool's winners gated by the ReLU's bits,
+    /// [`cryptgpu_nonlinear::gate_winners`]), which gives exactly the gradient of the
     /// original order.
-    fn relus_after_max_pools(&self) -> Vec<Option<NodeId>> {
+    fn moved_behind(&self) -> Vec<Option<NodeId>> {
         let nodes = self.model.nodes();
         let mut uses = vec![0usize; nodes.len()];
         for node in nodes {
@@ -325,8 +330,11 @@ impl<B: GpuBackend> SharedModel<B> {
         uses[self.model.logits()] += 1;
         nodes
             .iter()
-            .map(|node| match (&node.op, node.inputs.as_slice()) {
-                (Op::MaxPool2d(_), &[r]) if matches!(nodes[r].op, Op::Relu(_)) && uses[r] == 1 => {
+            .map(|node| match node.inputs.as_slice() {
+                &[r] if node.op.takes_maxima()
+                    && nodes[r].op.commutes_with_max()
+                    && uses[r] == 1 =>
+                {
                     Some(r)
                 }
                 _ => None,
@@ -348,7 +356,7 @@ impl<B: GpuBackend> SharedModel<B> {
         let node = &self.model.nodes()[id];
         let mut cx = PrivateCx {
             p,
-            node,
+            name: &node.name,
             id,
             training: training_seed,
             sharing: self.sharing,
@@ -391,10 +399,10 @@ impl<B: GpuBackend> SharedModel<B> {
             });
         }
         let shapes = self.model.shapes(input.shape()[0])?;
-        let relu_after_pool = self.relus_after_max_pools();
+        let moved = self.moved_behind();
         let mut deferred = vec![false; nodes.len()];
-        for &relu in relu_after_pool.iter().flatten() {
-            deferred[relu] = true;
+        for &m in moved.iter().flatten() {
+            deferred[m] = true;
         }
         let mut values: Vec<Option<Rss<B>>> = vec![None; nodes.len()];
         let mut saved: Vec<Kept> = (0..nodes.len()).map(|_| None).collect();
@@ -407,8 +415,8 @@ impl<B: GpuBackend> SharedModel<B> {
                 continue;
             }
             if deferred[id] {
-                // This ReLU runs after the max-pool that consumes it (below): pass its input
-                // on unchanged.
+                // This layer runs after the node that consumes it (below): pass its input on
+                // unchanged.
                 let i = node.inputs[0];
                 values[id] = if last_use[i] == id && !keep {
                     values[i].take()
@@ -429,11 +437,11 @@ impl<B: GpuBackend> SharedModel<B> {
             let (mut value, kept) =
                 self.forward_node(p, id, &args, &shapes[id], training_seed, &mut running_stats)?;
             saved[id] = kept;
-            if let Some(relu) = relu_after_pool[id] {
-                // The ReLU on the pool's output, which has the pool's shape.
-                let (after, drelu) = self.forward_node(
+            if let Some(m) = moved[id] {
+                // The moved layer on this node's output, which keeps this node's shape.
+                let (after, moved_saved) = self.forward_node(
                     p,
-                    relu,
+                    m,
                     &[&value],
                     &shapes[id],
                     training_seed,
@@ -441,7 +449,7 @@ impl<B: GpuBackend> SharedModel<B> {
                 )?;
                 value = after;
                 if keep {
-                    crate::layers::max_pool::gate_after_relu(p, &mut saved[id], drelu)?;
+                    node.op.absorb_moved(p, &mut saved[id], moved_saved)?;
                 }
             }
             if value.shape() != shapes[id] {

@@ -4,13 +4,15 @@
 //! and a non-finite one are refused at the owner, before anything is sent, each as its own
 //! error variant naming the tensor.
 
+mod common;
+
 use cryptgpu_cpu::CpuBackend;
 use cryptgpu_nn::model::{GraphBuilder, Model};
 use cryptgpu_nn::private::{SharedModel, share_input};
 use cryptgpu_nn::{NnError, Tensor, zoo};
 use cryptgpu_nonlinear::NonlinearError;
 use cryptgpu_ring::{FixedPoint, RingError};
-use cryptgpu_share::{KeySource, OutOfComparisonRange, Party, ShareError};
+use cryptgpu_share::{OutOfComparisonRange, ShareError};
 use cryptgpu_transport::{PartyId, run_local_3pc};
 
 #[test]
@@ -23,13 +25,7 @@ fn clip_and_max_pool_are_exact_at_the_comparison_domain_edges() {
 fn input_error(values: Vec<f64>) -> NnError {
     let x = Tensor::new(&[1, values.len()], values).unwrap();
     let out = run_local_3pc(|t| {
-        let mut p = Party::setup_with(
-            CpuBackend::new(),
-            t,
-            FixedPoint::new(20).unwrap(),
-            KeySource::InsecureSeeded(1),
-        )
-        .unwrap();
+        let mut p = common::seeded_party(t, FixedPoint::new(20).unwrap(), 1);
         let mine = (p.id() == PartyId::P0).then_some(&x);
         Ok::<_, ShareError>(share_input(&mut p, PartyId::P0, mine, x.shape()).map(drop))
     })
@@ -101,13 +97,7 @@ fn linear_model(weight: f64) -> Model {
 fn the_model_owner_refuses_weights_outside_the_comparison_domain() {
     let model = linear_model(1e7);
     let out = run_local_3pc(|t| {
-        let mut p = Party::setup_with(
-            CpuBackend::new(),
-            t,
-            FixedPoint::new(20).unwrap(),
-            KeySource::InsecureSeeded(1),
-        )
-        .unwrap();
+        let mut p = common::seeded_party(t, FixedPoint::new(20).unwrap(), 1);
         Ok::<_, ShareError>(SharedModel::share(&mut p, &model, PartyId::P0).map(drop))
     })
     .unwrap();
@@ -125,13 +115,7 @@ fn the_model_owner_refuses_weights_outside_the_comparison_domain() {
     // Inside the domain: shared.
     let model = linear_model(-8_388_608.0);
     let out = run_local_3pc(|t| {
-        let mut p = Party::setup_with(
-            CpuBackend::new(),
-            t,
-            FixedPoint::new(20).unwrap(),
-            KeySource::InsecureSeeded(1),
-        )
-        .unwrap();
+        let mut p = common::seeded_party(t, FixedPoint::new(20).unwrap(), 1);
         SharedModel::share(&mut p, &model, PartyId::P0).map(drop)
     })
     .unwrap();

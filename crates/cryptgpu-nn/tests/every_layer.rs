@@ -4,7 +4,9 @@
 //! forward = plaintext within the fixed-point bound; private SGD steps = plaintext SGD
 //! steps; and export → import gives the same function.
 
-use std::path::PathBuf;
+mod common;
+
+use common::{fixture, pseudo_random, read_f32};
 
 use cryptgpu_cpu::CpuBackend;
 use cryptgpu_nn::model::ParamKind;
@@ -15,21 +17,6 @@ use cryptgpu_nn::{Model, Tensor, onnx, plain};
 use cryptgpu_ring::FixedPoint;
 use cryptgpu_share::{KeySource, Party};
 use cryptgpu_transport::{PartyId, run_local_3pc};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn read_f32(name: &str, shape: &[usize]) -> Tensor {
-    let bytes = std::fs::read(fixture(name)).unwrap();
-    let values: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Tensor::from_f32(shape, &values).unwrap()
-}
 
 fn every_layer() -> Model {
     onnx::import_file(&fixture("every_layer.onnx")).unwrap()
@@ -42,13 +29,7 @@ fn kinds(model: &Model) -> Vec<&'static str> {
 fn setup(
     t: &mut cryptgpu_transport::LocalTransport,
 ) -> Party<CpuBackend, &mut cryptgpu_transport::LocalTransport> {
-    Party::setup_with(
-        CpuBackend::new(),
-        t,
-        FixedPoint::default(),
-        KeySource::InsecureSeeded(9),
-    )
-    .unwrap()
+    common::seeded_party(t, FixedPoint::default(), 9)
 }
 
 fn private_logits(model: &Model, x: &Tensor) -> Vec<f64> {
@@ -227,18 +208,6 @@ fn every_layer_private_forward_matches_plaintext() {
     assert_eq!(got.argmax_rows().unwrap(), want.argmax_rows().unwrap());
 }
 
-fn pseudo_random(n: usize, seed: u64) -> Vec<f64> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        })
-        .collect()
-}
-
 #[test]
 fn every_layer_backward_matches_finite_differences() {
     let model = every_layer();
@@ -333,24 +302,7 @@ fn check_private_sgd(start: &Model, input: &[usize], classes: usize) {
     .unwrap();
     let [owner, _, _] = out.map(|r| r.unwrap());
     let private = owner.expect("the model owner gets the model");
-    let mut moved = 0.0f64;
-    for (name, want) in &model.params {
-        let got = &private.params[name];
-        for i in 0..want.len() {
-            moved = moved.max((want.data()[i] - start.params[name].data()[i]).abs());
-            let err = (got.data()[i] - want.data()[i]).abs();
-            assert!(
-                err < 2e-3,
-                "{name}[{i}]: private {} vs plaintext {}",
-                got.data()[i],
-                want.data()[i]
-            );
-        }
-    }
-    assert!(
-        moved > 1e-3,
-        "training moved the weights (by at most {moved})"
-    );
+    common::assert_trained_alike(&private, &model, start, 2e-3, 1e-3);
 }
 
 #[test]

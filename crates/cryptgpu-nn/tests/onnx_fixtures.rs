@@ -1,25 +1,13 @@
 //! ONNX files written by the official `onnx` package (`tests/fixtures/make_onnx_fixtures.py`)
 //! import and compute what `onnxruntime` computed for them.
 
+mod common;
+
+use common::{fixture, read_f32};
+
 use cryptgpu_nn::layers::prelude::*;
-use std::path::PathBuf;
 
-use cryptgpu_nn::{Op, Tensor, onnx, plain};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn read_f32(name: &str, shape: &[usize]) -> Tensor {
-    let bytes = std::fs::read(fixture(name)).unwrap();
-    let values: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Tensor::from_f32(shape, &values).unwrap()
-}
+use cryptgpu_nn::{Op, onnx, plain};
 
 fn check(name: &str, input: &[usize], output: &[usize]) -> cryptgpu_nn::Model {
     let model = onnx::import_file(&fixture(&format!("{name}.onnx"))).unwrap();

@@ -1,6 +1,10 @@
 //! The plaintext executor's backward pass against central finite differences, for every op,
 //! in inference and in training mode (BatchNorm batch statistics, dropout masks).
 
+mod common;
+
+use common::pseudo_random;
+
 use cryptgpu_backend::{Conv2dParams, Pool2dParams};
 use cryptgpu_nn::layers::prelude::*;
 use cryptgpu_nn::model::GraphBuilder;
@@ -61,18 +65,6 @@ fn every_op_model(dropout: f64) -> Model {
             .insert(name.into(), Tensor::new(&[4], values.to_vec()).unwrap());
     }
     model
-}
-
-fn pseudo_random(n: usize, seed: u64) -> Vec<f64> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        })
-        .collect()
 }
 
 /// The scalar `sum(weights * output)` whose gradient backward computes.

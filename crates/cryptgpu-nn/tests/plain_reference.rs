@@ -1,6 +1,10 @@
 //! The plaintext executor's forward pass against naive loops written from the definitions,
 //! the loss and SGD against hand-computed values, and training that learns.
 
+mod common;
+
+use common::pseudo_random;
+
 use cryptgpu_backend::{Conv2dParams, Pool2dParams};
 use cryptgpu_nn::data::synthetic;
 use cryptgpu_nn::layers::prelude::*;
@@ -9,18 +13,6 @@ use cryptgpu_nn::optim::{Sgd, SgdConfig};
 use cryptgpu_nn::plain::{self, Mode};
 use cryptgpu_nn::zoo::{self, Pooling};
 use cryptgpu_nn::{Model, Op, Tensor};
-
-fn values(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn single_op(op: Op, input: &[usize], seed: u64) -> Model {
     let mut b = GraphBuilder::new();
@@ -98,7 +90,7 @@ fn conv_matches_direct_loops() {
             dilation: [1, 1],
         });
         let model = single_op(op, &input[1..], i as u64);
-        let x = Tensor::new(&input, values(input.iter().product(), 10 + i as u64)).unwrap();
+        let x = Tensor::new(&input, pseudo_random(input.iter().product(), 10 + i as u64)).unwrap();
         let got = plain::predict(&model, &x).unwrap();
         let want = naive_conv(
             &x,
@@ -121,7 +113,7 @@ fn linear_pools_and_softmax_match_definitions() {
         &[5],
         1,
     );
-    let x = Tensor::new(&[2, 5], values(10, 2)).unwrap();
+    let x = Tensor::new(&[2, 5], pseudo_random(10, 2)).unwrap();
     let got = plain::predict(&model, &x).unwrap();
     let (w, b) = (&model.params["layer.weight"], &model.params["layer.bias"]);
     let mut want = Vec::new();
@@ -223,7 +215,7 @@ fn batchnorm_folding_keeps_the_function() {
             .any(|n| matches!(n.op, Op::BatchNorm2d(BatchNorm2d { .. })))
     );
     assert!(folded.params.contains_key("conv.bias"));
-    let x = Tensor::new(&[2, 3, 6, 6], values(216, 4)).unwrap();
+    let x = Tensor::new(&[2, 3, 6, 6], pseudo_random(216, 4)).unwrap();
     let a = plain::predict(&model, &x).unwrap();
     let f = plain::predict(&folded, &x).unwrap();
     assert!(a.max_abs_diff(&f) < 1e-12, "{}", a.max_abs_diff(&f));
@@ -326,7 +318,7 @@ fn dropout_and_batchnorm_follow_the_mode() {
     assert!(kept > 4 && dropped > 4, "kept {kept}, dropped {dropped}");
 
     let mut model = single_op(zoo::batchnorm(2), &[2, 3, 3], 0);
-    let x = Tensor::new(&[4, 2, 3, 3], values(72, 5)).unwrap();
+    let x = Tensor::new(&[4, 2, 3, 3], pseudo_random(72, 5)).unwrap();
     let fwd = plain::forward(&model, &x, Mode::Training { seed: 0 }).unwrap();
     // Batch statistics: each channel of the output has mean 0 and variance ~1.
     let out = fwd.output(&model).data();

@@ -3,6 +3,8 @@
 //! the data owner only, and private SGD steps tracking plaintext SGD, through BatchNorm
 //! with batch statistics too.
 
+mod common;
+
 use cryptgpu_backend::Pool2dParams;
 use cryptgpu_cpu::CpuBackend;
 use cryptgpu_nn::layers::prelude::*;
@@ -12,7 +14,7 @@ use cryptgpu_nn::private::{PrivateSgd, SharedModel, share_input};
 use cryptgpu_nn::suite::{onehot, sample_inputs, small_trainable_model};
 use cryptgpu_nn::{Tensor, plain, zoo};
 use cryptgpu_ring::FixedPoint;
-use cryptgpu_share::{KeySource, Party};
+use cryptgpu_share::Party;
 use cryptgpu_transport::{PartyId, run_local_3pc};
 
 const MODEL_OWNER: PartyId = PartyId::P0;
@@ -70,13 +72,7 @@ fn small_model(seed: u64) -> Model {
 fn setup(
     t: &mut cryptgpu_transport::LocalTransport,
 ) -> Party<CpuBackend, &mut cryptgpu_transport::LocalTransport> {
-    Party::setup_with(
-        CpuBackend::new(),
-        t,
-        FixedPoint::default(),
-        KeySource::InsecureSeeded(3),
-    )
-    .unwrap()
+    common::seeded_party(t, FixedPoint::default(), 3)
 }
 
 #[test]
@@ -165,24 +161,7 @@ fn check_private_sgd(with_batchnorm: bool, tolerance: f64) {
     let private = owner.0.expect("the model owner gets the model");
     assert!(other.0.is_none(), "only the model owner gets the model");
     let start = small_trainable_model(21, with_batchnorm);
-    let mut moved = 0.0f64;
-    for (name, want) in &model.params {
-        let got = &private.params[name];
-        for i in 0..want.len() {
-            moved = moved.max((want.data()[i] - start.params[name].data()[i]).abs());
-            let err = (got.data()[i] - want.data()[i]).abs();
-            assert!(
-                err < tolerance,
-                "{name}[{i}]: private {} vs plaintext {}",
-                got.data()[i],
-                want.data()[i]
-            );
-        }
-    }
-    assert!(
-        moved > 1e-2,
-        "training moved the weights (by at most {moved})"
-    );
+    common::assert_trained_alike(&private, &model, &start, tolerance, 1e-2);
     for (i, (got, want)) in owner.1.iter().zip(want_logits.data()).enumerate() {
         assert!(
             (got - want).abs() < 5.0 * tolerance,

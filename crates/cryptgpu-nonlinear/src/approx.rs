@@ -24,7 +24,7 @@
 //! CryptGPU's exp is (1 + x/2^9)^(2^9); the second-order base here costs one more product
 //! and is about 2^9 times more accurate at the same number of squarings (its error is
 //! x³/(6·4^n) against x²/(2·2^n)). Outside its domain a function is not merely inexact: exp
-//! of x < −512 and reciprocal of x > 2/y0 give garbage, so keep inputs in range.
+//! of x below about −500 and reciprocal of x > 2/y0 give garbage, so keep inputs in range.
 //!
 //! softmax's max (a tournament of comparisons) and sigmoid's |x| compare: they are exact
 //! for inputs in the party's comparison domain [−2^ℓ, 2^ℓ) (see [`crate::compare`]), far
@@ -116,7 +116,7 @@ impl ReciprocalOptions {
 }
 
 impl Default for ReciprocalOptions {
-    /// Inputs in [0.5, 256]: 12 iterations.
+    /// Inputs in [0.5, 256]: 13 iterations.
     fn default() -> Self {
         Self::for_range(0.5, 256.0).expect("a valid range")
     }

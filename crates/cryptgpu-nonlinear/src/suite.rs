@@ -125,6 +125,38 @@ fn same3<R: PartialEq + std::fmt::Debug>(r: [R; 3]) -> R {
     a
 }
 
+/// A relation between two signed ring integers.
+type Relation = fn(i64, i64) -> bool;
+
+/// The relations [`reveal_comparisons`] reveals, in its order, on signed ring integers.
+const RELATIONS: [(&str, Relation); 4] = [
+    ("lt", |a, b| a < b),
+    ("gt", |a, b| a > b),
+    ("le", |a, b| a <= b),
+    ("ge", |a, b| a >= b),
+];
+
+/// The bits of x < y, x > y, x ≤ y and x ≥ y between shares, then of z against the public
+/// c in the same order, each revealed.
+fn reveal_comparisons<B: GpuBackend, T: cryptgpu_transport::Transport>(
+    p: &mut Party<B, T>,
+    x: &Rss<B>,
+    y: &Rss<B>,
+    z: &Rss<B>,
+    c: &B::Tensor,
+) -> Result<Vec<Vec<bool>>> {
+    let mut out = Vec::new();
+    for f in [lt, gt, le, ge] {
+        let r = f(p, x, y)?;
+        out.push(p.reveal_bits(&r)?);
+    }
+    for f in [lt_public, gt_public, le_public, ge_public] {
+        let r = f(p, z, c)?;
+        out.push(p.reveal_bits(&r)?);
+    }
+    Ok(out)
+}
+
 /// MSB and the eight comparisons (shared and public) against plaintext, exactly.
 pub fn check_comparisons<B: GpuBackend>(backend: &B) {
     let n = 200;
@@ -141,14 +173,7 @@ pub fn check_comparisons<B: GpuBackend>(backend: &B) {
         let mut out = Vec::new();
         let sign = p.msb_in(&sx, 63)?; // the whole ring's MSB
         out.push(p.reveal_bits(&sign)?);
-        for f in [lt, gt, le, ge] {
-            let r = f(p, &sx, &sy)?;
-            out.push(p.reveal_bits(&r)?);
-        }
-        for f in [lt_public, gt_public, le_public, ge_public] {
-            let r = f(p, &sx, &c)?;
-            out.push(p.reveal_bits(&r)?);
-        }
+        out.extend(reveal_comparisons(p, &sx, &sy, &sx, &c)?);
         let d = drelu(p, &sx)?;
         out.push(p.reveal_bits(&d)?);
         Ok(out)
@@ -164,14 +189,7 @@ pub fn check_comparisons<B: GpuBackend>(backend: &B) {
         x.iter().map(|&a| signed(a) < 0).collect::<Vec<_>>(),
         "msb"
     );
-    type Relation = fn(i64, i64) -> bool;
-    let ops: [(&str, Relation); 4] = [
-        ("lt", |a, b| a < b),
-        ("gt", |a, b| a > b),
-        ("le", |a, b| a <= b),
-        ("ge", |a, b| a >= b),
-    ];
-    for (k, (name, f)) in ops.iter().enumerate() {
+    for (k, (name, f)) in RELATIONS.iter().enumerate() {
         assert_eq!(bits[1 + k], want(*f), "{name}");
         assert_eq!(bits[5 + k], want(*f), "{name}_public");
     }
@@ -311,14 +329,7 @@ pub fn check_comparison_edges<B: GpuBackend>(backend: &B) {
                 let d = drelu(p, v)?;
                 out.push(p.reveal_bits(&d)?);
             }
-            for f in [lt, gt, le, ge] {
-                let r = f(p, &sx, &sy)?;
-                out.push(p.reveal_bits(&r)?);
-            }
-            for f in [lt_public, gt_public, le_public, ge_public] {
-                let r = f(p, &spx, &c)?;
-                out.push(p.reveal_bits(&r)?);
-            }
+            out.extend(reveal_comparisons(p, &sx, &sy, &spx, &c)?);
             let r = relu(p, &sx)?;
             let relu_out = p.reveal(&r.output)?;
             // x and y as the two candidates of each position, then every edge along an axis.
@@ -350,14 +361,7 @@ pub fn check_comparison_edges<B: GpuBackend>(backend: &B) {
         {
             assert_eq!(bits[k], want[k], "{name} with ℓ = {l}");
         }
-        type Relation = fn(i64, i64) -> bool;
-        let ops: [(&str, Relation); 4] = [
-            ("lt", |a, b| a < b),
-            ("gt", |a, b| a > b),
-            ("le", |a, b| a <= b),
-            ("ge", |a, b| a >= b),
-        ];
-        for (k, (name, f)) in ops.iter().enumerate() {
+        for (k, (name, f)) in RELATIONS.iter().enumerate() {
             let shared: Vec<bool> = x.iter().zip(&y).map(|(&a, &b)| f(s(a), s(b))).collect();
             assert_eq!(bits[4 + k], shared, "{name} with ℓ = {l}");
             let public: Vec<bool> = px.iter().zip(&pc).map(|(&a, &c)| f(s(a), s(c))).collect();

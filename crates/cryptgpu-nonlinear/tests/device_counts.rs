@@ -48,20 +48,16 @@ fn check(budget: Budget, work: [[DeviceWork; 3]; 2]) {
                 "{}: {c}",
                 budget.name
             );
-            assert!(
-                c.launches <= budget.launches,
-                "{} P{i}: {} launches, budget {}",
-                budget.name,
-                c.launches,
-                budget.launches
-            );
-            assert!(
-                c.allocations <= budget.allocations,
-                "{} P{i}: {} allocations, budget {}",
-                budget.name,
-                c.allocations,
-                budget.allocations
-            );
+            for (what, count, most) in [
+                ("launches", c.launches, budget.launches),
+                ("allocations", c.allocations, budget.allocations),
+            ] {
+                assert!(
+                    count <= most,
+                    "{} P{i}: {count} {what}, budget {most}",
+                    budget.name
+                );
+            }
             if on_device {
                 assert_eq!(c.transfers(), 0, "{} P{i}: {c}", budget.name);
             } else {

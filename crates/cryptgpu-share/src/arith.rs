@@ -5,7 +5,7 @@
 //!
 //! | op | rounds | bytes sent per party |
 //! | --- | --- | --- |
-//! | [`Party::share`] | 1 | owner: 16·n (8·n to each neighbour); others: 0 |
+//! | [`Party::share`] (a tensor of rank r) | 1 | owner: 16·n + 16·(1 + r) (to each neighbour 8·n, and its shape in 1 + r words); others: 0 |
 //! | [`Party::reveal`] | 1 | 8·n each |
 //! | [`Party::reveal_to`] | 1 | the target's next party: 8·n; others: 0 |
 //! | local ops (add, sub, neg, public add/mul) | 0 | 0 |
@@ -87,7 +87,9 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     // ---- input and output -----------------------------------------------------------------
 
     /// Secret-shares a tensor of ring elements held by `owner`, which passes `Some(values)`;
-    /// the others pass `None`. `shape` is public and the same for all.
+    /// the others pass `None`. `shape` is public and the same for all: the owner's message
+    /// carries its shape (1 + rank words), and a party that passed another shape, even one of
+    /// as many elements, gets [`ShareError::ShapeDisagreement`].
     ///
     /// x_owner and x_{owner+1} come from the keys the owner shares with each neighbour, so
     /// only x_{owner+2} = x − x_owner − x_{owner+1} travels, to both neighbours: one round.
@@ -130,18 +132,18 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
             let own = self.random_with_prev(shape, stream)?;
             let next = self.random_with_next(shape, stream)?;
             let third = last(self.backend(), x, &own, &next)?;
-            self.send_tensor(Peer::Next, &third)?;
-            self.send_tensor(Peer::Prev, &third)?;
+            self.send_shaped(Peer::Next, &third)?;
+            self.send_shaped(Peer::Prev, &third)?;
             Ok((own, next))
         } else if owner == me.prev() {
             // I am owner + 1: I hold (x_{owner+1}, x_{owner+2}).
             let own = self.random_with_prev(shape, stream)?;
-            let next = self.recv_tensor(op, Peer::Prev, shape)?;
+            let next = self.recv_shaped(op, Peer::Prev, shape)?;
             Ok((own, next))
         } else {
             // I am owner + 2: I hold (x_{owner+2}, x_owner).
             let next = self.random_with_next(shape, stream)?;
-            let own = self.recv_tensor(op, Peer::Next, shape)?;
+            let own = self.recv_shaped(op, Peer::Next, shape)?;
             Ok((own, next))
         }
     }

@@ -7,7 +7,7 @@
 //!
 //! | op | rounds | P0 | P1 | P2 |
 //! | --- | --- | --- | --- | --- |
-//! | [`Party::share_binary`] by P0 (n words) | 1 | 16·n | 0 | 0 |
+//! | [`Party::share_binary`] by P0 (n words, rank r) | 1 | 16·n + 16·(1 + r) | 0 | 0 |
 //! | [`Party::binary_and`] on `m` words | 1 | 8·m | 8·m | 8·m |
 //! | [`Party::msb_in`] over k bits, exact on [−2^k, 2^k) | 2 + ⌈log2 ⌈k/2⌉⌉ | 8·(k + 1 + ⌊k/2⌋ + t)·w | 8·(2·⌈k/2⌉ + t)·w | 8·(2·⌈k/2⌉ + t)·w |
 //! | [`Party::msb`]: `msb_in` with k = ℓ + 1 | 7 (ℓ from 32 to 62) | 13·n at ℓ = 43 | 10.125·n | 10.125·n |
@@ -198,7 +198,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
 
     /// XOR-shares a tensor of words held by `owner` (who passes `Some`; the others `None`),
     /// like [`Party::share`]: x_owner and x_{owner+1} come from keys, and the third share
-    /// goes to both neighbours. One round; the owner sends 16·n bytes.
+    /// goes to both neighbours. One round; the owner sends 16·n bytes, and its shape.
     pub fn share_binary(
         &mut self,
         owner: cryptgpu_transport::PartyId,

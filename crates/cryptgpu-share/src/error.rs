@@ -30,6 +30,19 @@ pub enum ShareError {
         /// Length received.
         got: usize,
     },
+    /// The input owner shares a tensor of another shape than this party asked for (the
+    /// same number of elements in another shape included): the parties disagree on the job.
+    #[error("{op}: {owner} shares a tensor of shape {theirs:?} where shape {ours:?} was expected")]
+    ShapeDisagreement {
+        /// The protocol step.
+        op: &'static str,
+        /// The input's owner.
+        owner: PartyId,
+        /// The shape this party passed.
+        ours: Vec<usize>,
+        /// The shape the owner shares.
+        theirs: Vec<usize>,
+    },
     /// The input owner called `share` without its input, or another party passed one.
     #[error("{op}: {party} {why}")]
     Input {

@@ -164,7 +164,7 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     /// then every comparison is exact: [`Party::msb`] covers [−2^(ℓ+1), 2^(ℓ+1)), which
     /// holds every such value, its negation and the difference of any two. Outside the
     /// domain a comparison is silently wrong (a sign that repeats with period 2^(ℓ+2)), with
-    /// no error. Costs about 6 bits per bit of ℓ. The default, [`default_comparison_bits`],
+    /// no error. Costs about 6 bits per bit of ℓ (sent by the three parties together). The default, [`default_comparison_bits`],
     /// is 63 − f: 43 at f = 20, real values in [−2^23, 2^23).
     pub fn comparison_bits(&self) -> u32 {
         self.comparison_bits
@@ -434,6 +434,84 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         let mut tensors = self.recv_tensors(op, peer, &[shape])?;
         Ok(tensors.pop().expect("one shape, one tensor"))
     }
+
+    /// Sends a tensor with its shape in front (rank, then the dimensions, one word each):
+    /// the input owner's message of [`Party::share`], so that the receiver checks the shape it
+    /// was given against the owner's and not only the element count.
+    pub(crate) fn send_shaped(&mut self, peer: Peer, tensor: &B::Tensor) -> Result<()> {
+        let header = shape_header(tensor.shape());
+        let wire = 8 * (header.len() + tensor.len()) as u64;
+        if self.net.carries_handles() {
+            self.net
+                .send_handle(peer, Handle::new((header, tensor.clone()), wire))?;
+            return Ok(());
+        }
+        let mut words = header;
+        words.extend(self.backend.download_vec(tensor.clone())?);
+        self.net.send_u64_vec(peer, words)?;
+        Ok(())
+    }
+
+    /// Receives what [`Party::send_shaped`] sent, checking the sender's shape against
+    /// `shape`.
+    ///
+    /// # Errors
+    /// [`ShareError::ShapeDisagreement`] when the shapes differ,
+    /// [`ShareError::UnexpectedMessage`] when the message does not hold a shape and its
+    /// elements, and the transport's errors.
+    pub(crate) fn recv_shaped(
+        &mut self,
+        op: &'static str,
+        peer: Peer,
+        shape: &[usize],
+    ) -> Result<B::Tensor> {
+        let owner = self.id.neighbour(peer);
+        let elements: usize = shape.iter().product();
+        let expected = 1 + shape.len() + elements;
+        let unexpected = |got: usize| ShareError::UnexpectedMessage {
+            op,
+            peer: owner,
+            expected,
+            got,
+        };
+        let disagree = |theirs: Vec<usize>| ShareError::ShapeDisagreement {
+            op,
+            owner,
+            ours: shape.to_vec(),
+            theirs,
+        };
+        if self.net.carries_handles() {
+            let handle = self.net.recv_handle(peer)?;
+            let got = (handle.wire_len() / 8) as usize;
+            let (header, tensor) = handle
+                .downcast::<(Vec<u64>, B::Tensor)>()
+                .map_err(|_| unexpected(got))?;
+            if tensor.shape() != shape {
+                return Err(disagree(tensor.shape().to_vec()));
+            }
+            debug_assert_eq!(header, shape_header(shape));
+            #[cfg(test)]
+            if let Some(mut log) = self.received.take() {
+                log.push(self.backend.download(&tensor)?);
+                self.received = Some(log);
+            }
+            return Ok(tensor);
+        }
+        let words = self.net.recv_u64s(peer)?;
+        let theirs = read_shape_header(&words).ok_or_else(|| unexpected(words.len()))?;
+        if theirs != shape {
+            return Err(disagree(theirs));
+        }
+        let data = &words[1 + shape.len()..];
+        if data.len() != elements {
+            return Err(unexpected(words.len()));
+        }
+        #[cfg(test)]
+        if let Some(log) = &mut self.received {
+            log.push(data.to_vec());
+        }
+        Ok(self.backend.upload(data, shape)?)
+    }
 }
 
 impl<B: GpuBackend, T: Transport> std::fmt::Debug for Party<B, T> {
@@ -481,4 +559,22 @@ fn key_message<const N: usize>(msg: &[u8], peer: PartyId) -> Result<[u8; N]> {
         expected: N,
         got: msg.len(),
     })
+}
+
+/// A shape as words: its rank, then its dimensions.
+fn shape_header(shape: &[usize]) -> Vec<u64> {
+    std::iter::once(shape.len() as u64)
+        .chain(shape.iter().map(|&d| d as u64))
+        .collect()
+}
+
+/// The shape at the front of `words` ([`shape_header`]'s), or `None` if they do not start
+/// with one.
+fn read_shape_header(words: &[u64]) -> Option<Vec<usize>> {
+    let (&rank, rest) = words.split_first()?;
+    let rank = usize::try_from(rank).ok().filter(|&r| r <= rest.len())?;
+    rest[..rank]
+        .iter()
+        .map(|&d| usize::try_from(d).ok())
+        .collect()
 }

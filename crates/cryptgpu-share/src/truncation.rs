@@ -91,7 +91,7 @@
 //! product, P2 sends h1 with its product term in the first round (b is the top bit of its
 //! own term), and P1 sends h2 in the second, beside P0's messages. In a chain of protocols
 //! the probabilistic mode overlaps more (its only message goes from P0 to P2, so P1 moves on
-//! at once), so composites such as softmax take more rounds in exact mode (83 against 70
+//! at once), so composites such as softmax take more rounds in exact mode (79 against 65
 //! over 10 classes; see `cryptgpu_nonlinear::cost`).
 //!
 //! **Packing.** Everything e1 and e2 touch is multiplied by K, so only e mod 2^f matters;

@@ -13,11 +13,20 @@ use proptest::prelude::*;
 
 type CpuParty<T> = Party<CpuBackend, T>;
 
+/// A party of [`run3`]: the CPU backend over the in-process transport.
+type LocalParty<'t> = CpuParty<&'t mut cryptgpu_transport::LocalTransport>;
+
+/// An op measured by [`cost_of_in`].
+type CostedOp<'a> = dyn Fn(&mut LocalParty<'_>, &Rss<CpuBackend>) -> Result<()> + Sync + 'a;
+
+/// An op's communication: each party's bytes sent, and rounds.
+type Cost = ([u64; 3], u64);
+
+/// An op of [`communication_matches_the_documented_formulas`], named, and its cost.
+type CostCase<'a> = (&'static str, &'a CostedOp<'a>, Cost);
+
 /// Runs `f` as three parties in one process, each set up with OS keys (exact truncation).
-fn run3<R: Send>(
-    fixed: FixedPoint,
-    f: impl Fn(&mut CpuParty<&mut cryptgpu_transport::LocalTransport>) -> Result<R> + Sync,
-) -> [R; 3] {
+fn run3<R: Send>(fixed: FixedPoint, f: impl Fn(&mut LocalParty<'_>) -> Result<R> + Sync) -> [R; 3] {
     run3_in(fixed, Truncation::Exact, f)
 }
 
@@ -25,7 +34,7 @@ fn run3<R: Send>(
 fn run3_in<R: Send>(
     fixed: FixedPoint,
     mode: Truncation,
-    f: impl Fn(&mut CpuParty<&mut cryptgpu_transport::LocalTransport>) -> Result<R> + Sync,
+    f: impl Fn(&mut LocalParty<'_>) -> Result<R> + Sync,
 ) -> [R; 3] {
     run_local_3pc(|t| {
         let mut party = Party::setup(CpuBackend::new(), t, fixed)?;
@@ -36,16 +45,22 @@ fn run3_in<R: Send>(
     .map(|r| r.expect("protocol succeeded"))
 }
 
+/// The reals `x` of `shape`, secret-shared by `owner` (the other parties pass none).
+fn share_from<T: Transport>(
+    p: &mut CpuParty<T>,
+    owner: PartyId,
+    x: &[f64],
+    shape: &[usize],
+) -> Result<Rss<CpuBackend>> {
+    let mine = (p.id() == owner).then_some(x);
+    p.share_f64(owner, mine, shape)
+}
+
 /// Deterministic real inputs in [-scale, scale).
 fn reals(seed: u64, n: usize, scale: f64) -> Vec<f64> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = Xorshift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * scale
-        })
+        .map(|_| ((rng.next() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * scale)
         .collect()
 }
 
@@ -135,8 +150,8 @@ fn check_product(
     magnitude: f64,
 ) {
     let revealed = run3_in(fixed, mode, |p| {
-        let sx = p.share_f64(PartyId::P0, (p.id() == PartyId::P0).then_some(x), xs)?;
-        let sy = p.share_f64(PartyId::P1, (p.id() == PartyId::P1).then_some(y), ys)?;
+        let sx = share_from(p, PartyId::P0, x, xs)?;
+        let sy = share_from(p, PartyId::P1, y, ys)?;
         let z = p.product_truncated(op, &sx, &sy)?;
         p.reveal(&z)
     });
@@ -157,15 +172,20 @@ fn check_product(
     let res = fixed.resolution();
     let bound = terms as f64 * (2.0 * magnitude * res / 2.0 + res * res / 4.0) + 2.0 * res;
     let reals = real(op, x, xs, y, ys);
-    let beyond = revealed[0]
-        .iter()
-        .zip(&reals)
-        .filter(|(got, want)| (fixed.decode(**got) - **want).abs() > bound)
-        .count();
+    let beyond = count_beyond(fixed, &revealed[0], &reals, bound);
     assert_eq!(
         beyond, failures,
         "every element off the f64 result by more than {bound} must be a counted truncation failure"
     );
+}
+
+/// How many of the fixed-point results `got` decode to more than `bound` away from the reals
+/// `want`.
+fn count_beyond(fixed: FixedPoint, got: &[u64], want: &[f64], bound: f64) -> usize {
+    got.iter()
+        .zip(want)
+        .filter(|(got, want)| (fixed.decode(**got) - **want).abs() > bound)
+        .count()
 }
 
 /// Inputs of magnitude at most `scale` keep products in the regime the docs recommend for f:
@@ -240,11 +260,7 @@ fn public_factors_shifts_and_fused_square() {
     let fixed = FixedPoint::default();
     let x = reals(5, 300, 8.0);
     let out = run3(fixed, |p| {
-        let sx = p.share_f64(
-            PartyId::P2,
-            (p.id() == PartyId::P2).then_some(&x[..]),
-            &[300],
-        )?;
+        let sx = share_from(p, PartyId::P2, &x[..], &[300])?;
         let a = p.truncate_by(&sx, 3)?;
         let b = p.mul_public_fixed(&sx, -0.375)?;
         let c = p.square_fixed(&sx)?;
@@ -288,7 +304,7 @@ fn division_by_public_integers_of_every_size() {
             // Sums of d elements whose mean is `means`.
             let sums: Vec<f64> = means.iter().map(|m| m * d as f64).collect();
             let owner = PartyId::P1;
-            let s = p.share_f64(owner, (p.id() == owner).then_some(&sums[..]), &[n])?;
+            let s = share_from(p, owner, &sums[..], &[n])?;
             let q = p.div_public(&s, d)?;
             revealed.push(p.reveal_f64(&q)?);
         }
@@ -315,11 +331,7 @@ fn square_then_truncate_matches_plaintext() {
         let fixed = FixedPoint::new(f).unwrap();
         let x = reals(7, 101, scale_for(f));
         let out = run3(fixed, |p| {
-            let sx = p.share_f64(
-                PartyId::P2,
-                (p.id() == PartyId::P2).then_some(&x[..]),
-                &[101],
-            )?;
+            let sx = share_from(p, PartyId::P2, &x[..], &[101])?;
             let sq = p.square(&sx)?;
             let t = p.truncate(&sq)?;
             p.reveal(&t)
@@ -366,16 +378,8 @@ fn convolution_and_its_gradients_with_truncation() {
     ];
     for (op, a, sa, b, sb) in cases {
         let out = run3(fixed, |party| {
-            let s1 = party.share_f64(
-                PartyId::P0,
-                (party.id() == PartyId::P0).then_some(&a[..]),
-                sa,
-            )?;
-            let s2 = party.share_f64(
-                PartyId::P2,
-                (party.id() == PartyId::P2).then_some(&b[..]),
-                sb,
-            )?;
+            let s1 = share_from(party, PartyId::P0, &a[..], sa)?;
+            let s2 = share_from(party, PartyId::P2, &b[..], sb)?;
             let z = party.product_truncated(op, &s1, &s2)?;
             party.reveal(&z)
         });
@@ -404,31 +408,12 @@ fn public_sharing<T: Transport>(
 
 /// Runs one op in a fresh session from the synchronized state after setup and returns each
 /// party's bytes sent and the op's rounds.
-fn cost_of(
-    op: impl Fn(
-        &mut CpuParty<&mut cryptgpu_transport::LocalTransport>,
-        &cryptgpu_share::Rss<CpuBackend>,
-    ) -> Result<()>
-    + Sync,
-    n: usize,
-) -> ([u64; 3], u64) {
+fn cost_of(op: &CostedOp<'_>, n: usize) -> Cost {
     cost_of_in(Truncation::Exact, op, n)
 }
 
-/// An op measured by [`cost_of_in`].
-type CostedOp = dyn Fn(&mut CpuParty<&mut cryptgpu_transport::LocalTransport>, &Rss<CpuBackend>) -> Result<()>
-    + Sync;
-
 /// [`cost_of`] with truncations in `mode`.
-fn cost_of_in(
-    mode: Truncation,
-    op: impl Fn(
-        &mut CpuParty<&mut cryptgpu_transport::LocalTransport>,
-        &cryptgpu_share::Rss<CpuBackend>,
-    ) -> Result<()>
-    + Sync,
-    n: usize,
-) -> ([u64; 3], u64) {
+fn cost_of_in(mode: Truncation, op: &CostedOp<'_>, n: usize) -> Cost {
     let stats = run3_in(FixedPoint::default(), mode, |p| {
         let x = public_sharing(p, &vec![3u64 << 20; n]);
         let before = p.stats();
@@ -451,30 +436,47 @@ fn communication_matches_the_documented_formulas() {
     for st in &setup {
         assert_eq!((st.total_bytes_sent(), st.rounds), (96, 1), "setup");
     }
-    let share = cost_of(
-        |p, _| {
-            let b = *p.backend();
-            let mine = (p.id() == PartyId::P1).then(|| b.full(&[n], 5).unwrap());
-            p.share(PartyId::P1, mine.as_ref(), &[n]).map(drop)
-        },
-        n,
-    );
-    assert_eq!(share, ([0, 16 * e, 0], 1), "share by P1");
-    let local = cost_of(
-        |p, x| p.add_scalar(&p.mul_scalar(x, 3)?, 1 << 20).map(drop),
-        n,
-    );
-    assert_eq!(local, ([0, 0, 0], 0), "local ops");
-    assert_eq!(
-        cost_of(|p, x| p.product(Bilinear::Mul, x, x).map(drop), n),
-        ([8 * e; 3], 1),
-        "product"
-    );
-    assert_eq!(
-        cost_of(|p, x| p.square(x).map(drop), n),
-        ([8 * e; 3], 1),
-        "square"
-    );
+    // Ops without a truncation, in the default (exact) mode.
+    let cases: [CostCase<'_>; 7] = [
+        // 8·n to each neighbour, each message led by the shape: rank and one dimension.
+        (
+            "share by P1",
+            &|p, _| {
+                let b = *p.backend();
+                let mine = (p.id() == PartyId::P1).then(|| b.full(&[n], 5).unwrap());
+                p.share(PartyId::P1, mine.as_ref(), &[n]).map(drop)
+            },
+            ([0, 16 * e + 2 * 16, 0], 1),
+        ),
+        (
+            "local ops",
+            &|p, x| p.add_scalar(&p.mul_scalar(x, 3)?, 1 << 20).map(drop),
+            ([0, 0, 0], 0),
+        ),
+        (
+            "product",
+            &|p, x| p.product(Bilinear::Mul, x, x).map(drop),
+            ([8 * e; 3], 1),
+        ),
+        ("square", &|p, x| p.square(x).map(drop), ([8 * e; 3], 1)),
+        (
+            "constants and linear maps",
+            &|p, x| {
+                let c = p.constant(x.own_share())?;
+                p.linear(&p.add(x, &c)?, |b, t| b.sum_axis(t, 0)).map(drop)
+            },
+            ([0, 0, 0], 0),
+        ),
+        ("reveal", &|p, x| p.reveal(x).map(drop), ([8 * e; 3], 1)),
+        (
+            "reveal to P2 (P0 sends)",
+            &|p, x| p.reveal_to(PartyId::P2, x).map(drop),
+            ([8 * e, 0, 0], 1),
+        ),
+    ];
+    for (what, op, want) in cases {
+        assert_eq!(cost_of(op, n), want, "{what}");
+    }
     for mode in Truncation::ALL {
         // Bytes of one truncation step, and the extra bytes each party sends in a fused
         // product (which also carries the 3-out-of-3 terms of P1 and P2).
@@ -485,79 +487,57 @@ fn communication_matches_the_documented_formulas() {
             Truncation::Exact => ([8 * e + 2 * h, h, h], [8 * e + 2 * h, 8 * e + h, 8 * e + h]),
         };
         let twice = trunc.map(|b| 2 * b);
-        let cost = |op: &CostedOp| cost_of_in(mode, op, n);
-        assert_eq!(
-            cost(&|p, x| p.truncate(x).map(drop)),
-            (trunc, 1),
-            "{mode}: truncate"
-        );
-        assert_eq!(
-            cost(&|p, x| p.mul_fixed(x, x).map(drop)),
-            (fused, 2),
-            "{mode}: fused product and truncation"
-        );
-        let unfused = cost(&|p, x| {
-            let z = p.mul(x, x)?;
-            p.truncate(&z).map(drop)
-        });
-        assert_eq!(
-            unfused,
-            ([0, 1, 2].map(|i| 8 * e + trunc[i]), 2),
-            "{mode}: product then truncate"
-        );
-        assert_eq!(
-            cost(&|p, x| p.square_fixed(x).map(drop)),
-            (fused, 2),
-            "{mode}: fused square and truncation"
-        );
-        assert_eq!(
-            cost(&|p, x| p.truncate_by(x, 7).map(drop)),
-            (trunc, 1),
-            "{mode}: truncate by 7 bits"
-        );
-        assert_eq!(
-            cost(&|p, x| p.mul_public_fixed(x, 0.3).map(drop)),
-            (trunc, 1),
-            "{mode}: product by a public real"
-        );
         // Two truncations: P0 sends both at once, so probabilistic takes one round; in exact
         // mode P1 waits for the first one's messages before it sends the second's.
         let div_rounds = match mode {
             Truncation::Probabilistic => 1,
             Truncation::Exact => 2,
         };
-        assert_eq!(
-            cost(&|p, x| p.div_public(x, 73_728).map(drop)),
-            (twice, div_rounds),
-            "{mode}: division by a public integer"
-        );
-        assert_eq!(
-            cost(&|p, x| p.div_public(x, 128).map(drop)),
-            (trunc, 1),
-            "{mode}: division by a power of two"
-        );
+        let cases: [CostCase<'_>; 8] = [
+            ("truncate", &|p, x| p.truncate(x).map(drop), (trunc, 1)),
+            (
+                "fused product and truncation",
+                &|p, x| p.mul_fixed(x, x).map(drop),
+                (fused, 2),
+            ),
+            (
+                "product then truncate",
+                &|p, x| {
+                    let z = p.mul(x, x)?;
+                    p.truncate(&z).map(drop)
+                },
+                ([0, 1, 2].map(|i| 8 * e + trunc[i]), 2),
+            ),
+            (
+                "fused square and truncation",
+                &|p, x| p.square_fixed(x).map(drop),
+                (fused, 2),
+            ),
+            (
+                "truncate by 7 bits",
+                &|p, x| p.truncate_by(x, 7).map(drop),
+                (trunc, 1),
+            ),
+            (
+                "product by a public real",
+                &|p, x| p.mul_public_fixed(x, 0.3).map(drop),
+                (trunc, 1),
+            ),
+            (
+                "division by a public integer",
+                &|p, x| p.div_public(x, 73_728).map(drop),
+                (twice, div_rounds),
+            ),
+            (
+                "division by a power of two",
+                &|p, x| p.div_public(x, 128).map(drop),
+                (trunc, 1),
+            ),
+        ];
+        for (what, op, want) in cases {
+            assert_eq!(cost_of_in(mode, op, n), want, "{mode}: {what}");
+        }
     }
-    assert_eq!(
-        cost_of(
-            |p, x| {
-                let c = p.constant(x.own_share())?;
-                p.linear(&p.add(x, &c)?, |b, t| b.sum_axis(t, 0)).map(drop)
-            },
-            n
-        ),
-        ([0, 0, 0], 0),
-        "constants and linear maps"
-    );
-    assert_eq!(
-        cost_of(|p, x| p.reveal(x).map(drop), n),
-        ([8 * e; 3], 1),
-        "reveal"
-    );
-    assert_eq!(
-        cost_of(|p, x| p.reveal_to(PartyId::P2, x).map(drop), n),
-        ([8 * e, 0, 0], 1),
-        "reveal to P2 (P0 sends)"
-    );
 }
 
 /// Truncation fails (by about 2^(64-f)) with probability at most 2^(ℓ+1-64) for |z| < 2^ℓ,
@@ -629,22 +609,13 @@ fn realistic_matmul_and_conv_in_process_and_over_tls() {
     ) -> Result<JobOutput> {
         let (a, bm, x, w) = inputs;
         let mut p = Party::setup_with(CpuBackend::new(), t, fixed, KeySource::InsecureSeeded(99))?;
-        let me = p.id();
-        let sa = p.share_f64(PartyId::P0, (me == PartyId::P0).then_some(a), &[256, 256])?;
-        let sb = p.share_f64(PartyId::P1, (me == PartyId::P1).then_some(bm), &[256, 256])?;
+        let sa = share_from(&mut p, PartyId::P0, a, &[256, 256])?;
+        let sb = share_from(&mut p, PartyId::P1, bm, &[256, 256])?;
         let before = p.stats();
         let prod = p.matmul_fixed(&sa, &sb)?;
         let mm_cost = p.stats().since(&before);
-        let sx = p.share_f64(
-            PartyId::P2,
-            (me == PartyId::P2).then_some(x),
-            &[1, 64, 32, 32],
-        )?;
-        let sw = p.share_f64(
-            PartyId::P0,
-            (me == PartyId::P0).then_some(w),
-            &[64, 64, 3, 3],
-        )?;
+        let sx = share_from(&mut p, PartyId::P2, x, &[1, 64, 32, 32])?;
+        let sw = share_from(&mut p, PartyId::P0, w, &[64, 64, 3, 3])?;
         let before = p.stats();
         let y = p.conv2d_fixed(&sx, &sw, conv)?;
         let conv_cost = p.stats().since(&before);
@@ -696,12 +667,7 @@ fn realistic_matmul_and_conv_in_process_and_over_tls() {
     let reals_mm = real(Bilinear::Matmul, &a, &[m, k], &bm, &[k, n]);
     let res = fixed.resolution();
     let bound = k as f64 * (1.0 * res + res * res / 4.0) + 2.0 * res;
-    let beyond = local[0]
-        .0
-        .iter()
-        .zip(&reals_mm)
-        .filter(|(got, want)| (fixed.decode(**got) - **want).abs() > bound)
-        .count();
+    let beyond = count_beyond(fixed, &local[0].0, &reals_mm, bound);
     assert!(
         beyond <= failures,
         "matmul elements beyond the f64 bound must be truncation failures"
@@ -890,11 +856,7 @@ fn truncation_of_truncated_values_and_constants_holds_its_bound() {
     let n = 1usize << 20;
     for mode in Truncation::ALL {
         let out = run3_in(fixed, mode, |p| {
-            let x = p.share_f64(
-                PartyId::P0,
-                (p.id() == PartyId::P0).then_some(&vec![-1024.0; n][..]),
-                &[n],
-            )?;
+            let x = share_from(p, PartyId::P0, &vec![-1024.0; n][..], &[n])?;
             let one = p.constant_f64(&vec![1.0; n], &[n])?;
             let product = p.mul_fixed(&x, &one)?;
             let of_product = p.mul_public_fixed(&product, 0.01)?;

@@ -203,11 +203,7 @@ impl LinkShared {
                     _ => return false,
                 },
             };
-            done = self
-                .writer_done_cv
-                .wait_timeout(done, wait)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+            done = wait_on(&self.writer_done_cv, done, wait);
         }
         true
     }
@@ -521,12 +517,7 @@ impl Link {
                     _ => return Err(TransportError::Timeout { peer, after }),
                 },
             };
-            inbox = self
-                .shared
-                .ready
-                .wait_timeout(inbox, wait)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+            inbox = wait_on(&self.shared.ready, inbox, wait);
         }
     }
 
@@ -757,12 +748,7 @@ impl Reader {
             if self.shared.killed() || self.shared.owner_gone.load(Ordering::SeqCst) {
                 return false;
             }
-            inbox = self
-                .shared
-                .space
-                .wait_timeout(inbox, POLL)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+            inbox = wait_on(&self.shared.space, inbox, POLL);
         }
         inbox.bytes += payload.len();
         inbox.frames.push_back((payload, end));
@@ -974,6 +960,19 @@ fn write_polled(stream: &TcpStream, shared: &LinkShared, mut buf: &[u8]) -> io::
         }
     }
     Ok(())
+}
+
+/// Waits on `condvar` for at most `timeout` and takes the lock back, even from a thread
+/// that panicked holding it (the state it guards stays consistent between statements).
+fn wait_on<'a, T>(
+    condvar: &Condvar,
+    guard: MutexGuard<'a, T>,
+    timeout: Duration,
+) -> MutexGuard<'a, T> {
+    condvar
+        .wait_timeout(guard, timeout)
+        .map(|(g, _)| g)
+        .unwrap_or_else(|poisoned| poisoned.into_inner().0)
 }
 
 #[cfg(test)]

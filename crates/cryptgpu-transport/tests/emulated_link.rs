@@ -1,6 +1,7 @@
 //! Tests of [`EmulatedLink`] between three parties: payloads intact and in order, counters
 //! as without the link, at least the modelled time, malformed streams refused.
 
+#[macro_use]
 mod common;
 
 use std::thread;
@@ -121,26 +122,35 @@ fn works_over_boxed_and_borrowed_dyn_transports() {
     }
 }
 
+/// What P1's link makes of `messages` sent by a P0 without the link: an error blaming P0
+/// for a malformed stream.
+fn refused_from_p0(
+    p0: &mut LocalTransport,
+    p1: &mut EmulatedLink<LocalTransport>,
+    messages: [&[u8]; 2],
+) -> TransportError {
+    for message in messages {
+        p0.send(Peer::Next, message).unwrap();
+    }
+    let err = p1.recv(Peer::Prev).unwrap_err();
+    assert_matches!(
+        err,
+        TransportError::Malformed {
+            peer: PartyId::P0,
+            ..
+        }
+    );
+    assert_eq!(err.blamed_party(), Some(PartyId::P0));
+    err
+}
+
 #[test]
 fn a_peer_without_the_link_is_refused_not_panicked_on() {
     let [mut p0, p1, _p2] = LocalTransport::triple(LocalConfig::default());
     let mut p1 = EmulatedLink::new(p1, fast());
     for frame in [&b"short"[..], &[0u8; 32][..], &[]] {
-        p0.send(Peer::Next, frame).unwrap();
-        p0.send(Peer::Next, b"payload").unwrap();
-        let err = p1.recv(Peer::Prev).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                TransportError::Malformed {
-                    peer: PartyId::P0,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        let err = refused_from_p0(&mut p0, &mut p1, [frame, b"payload"]);
         assert!(err.to_string().contains("EmulatedLink"), "{err}");
-        assert_eq!(err.blamed_party(), Some(PartyId::P0));
         // Drop the payload that followed the bad header.
         assert_eq!(p1.inner_mut().recv(Peer::Prev).unwrap(), b"payload");
     }
@@ -156,19 +166,7 @@ fn a_payload_of_the_wrong_length_is_refused() {
 
     let [mut p0, p1, _p2] = LocalTransport::triple(LocalConfig::default());
     let mut p1 = EmulatedLink::new(p1, fast());
-    p0.send(Peer::Next, &header).unwrap();
-    p0.send(Peer::Next, &[7; 3]).unwrap();
-    let err = p1.recv(Peer::Prev).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            TransportError::Malformed {
-                peer: PartyId::P0,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let err = refused_from_p0(&mut p0, &mut p1, [&header, &[7; 3]]);
     assert!(err.to_string().contains("3 bytes"), "{err}");
     assert!(err.to_string().contains("announcing 10"), "{err}");
 }

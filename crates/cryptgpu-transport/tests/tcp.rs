@@ -1,6 +1,7 @@
 //! Tests of the TCP transport: mutual TLS on loopback, refusal of wrong certificates, peer
 //! failures, and framing errors driven from raw sockets against the insecure plaintext mode.
 
+#[macro_use]
 mod common;
 
 use std::io::Write;
@@ -9,8 +10,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    ABORT, DATA, DATA_END, GOODBYE, HEARTBEAT, addr, bind, frame, frame_header,
-    insecure_p0_with_raw_neighbours, on_threads, pattern, read_frame, read_message, script,
+    ABORT, DATA, DATA_END, GOODBYE, HEARTBEAT, addr, assert_sooner_than, bind,
+    connect_and_exchange, frame, frame_header, insecure_p0_with_raw_neighbours,
+    link_with_recv_timeout, network_of, on_threads, pattern, read_frame, read_message, script,
     script_stats, test_link, tls_three,
 };
 use rustls::pki_types::pem::PemObject;
@@ -173,15 +175,8 @@ fn strangers_that_connect_first_do_not_stop_setup() {
     let other = generate_deployment(DEFAULT_IDENTITIES).unwrap();
     let configs = PartyId::ALL.map(|p| d.tls_config(p).unwrap());
     let listeners = [bind(), bind(), bind()];
-    let addresses = [
-        addr(&listeners[0]),
-        addr(&listeners[1]),
-        addr(&listeners[2]),
-    ];
-    let network = NetworkConfig {
-        addresses: addresses.clone(),
-        link: test_link(),
-    };
+    let network = network_of(&listeners, test_link());
+    let addresses = network.addresses.clone();
     // Before any party runs, P0's listener gets: a silent TCP connection, one that sends
     // garbage, and two TLS clients claiming to be P2 (another CA's certificate, and P1's
     // certificate, which names the wrong party), which keep retrying.
@@ -219,17 +214,12 @@ fn strangers_that_connect_first_do_not_stop_setup() {
         .zip(listeners)
         .enumerate()
         .map(|(i, (tls, listener))| {
-            let network = network.clone();
-            thread::spawn(move || {
-                let party = PartyId::new(i).unwrap();
-                let mut t = TcpTransport::connect_with_listener(party, listener, &network, &tls)?;
-                t.exchange(Peer::Prev, &[i as u8], Peer::Next)
-            })
+            connect_and_exchange(i, tls, listener, &network, Duration::ZERO)
         })
         .collect();
     let got: Vec<Vec<u8>> = handles
         .into_iter()
-        .map(|h| h.join().unwrap().expect("setup despite the strangers"))
+        .map(|h| h.join().unwrap().expect("setup despite the strangers").0)
         .collect();
     assert_eq!(got, vec![vec![1], vec![2], vec![0]]);
     for s in strangers {
@@ -240,10 +230,7 @@ fn strangers_that_connect_first_do_not_stop_setup() {
 
 #[test]
 fn a_dropped_peer_makes_the_others_fail_promptly() {
-    let link = LinkConfig {
-        recv_timeout: Some(Duration::from_secs(20)),
-        ..test_link()
-    };
+    let link = link_with_recv_timeout(Duration::from_secs(20));
     let [p0, p1, p2] = connected(link);
     drop(p1);
     let wait = |mut t: TcpTransport, peer: Peer| {
@@ -264,18 +251,12 @@ fn a_dropped_peer_makes_the_others_fail_promptly() {
 #[test]
 fn a_silent_tls_peer_times_out() {
     let timeout = Duration::from_millis(300);
-    let link = LinkConfig {
-        recv_timeout: Some(timeout),
-        ..test_link()
-    };
+    let link = link_with_recv_timeout(timeout);
     let [mut p0, p1, p2] = connected(link);
     let start = Instant::now();
     let e = p0.recv(Peer::Prev).unwrap_err();
     let elapsed = start.elapsed();
-    assert!(
-        matches!(e, TransportError::Timeout { peer: PartyId::P2, after } if after == timeout),
-        "{e}"
-    );
+    assert_matches!(e, TransportError::Timeout { peer: PartyId::P2, after } if *after == timeout);
     assert!(
         elapsed >= timeout && elapsed < Duration::from_secs(2),
         "{elapsed:?}"
@@ -287,32 +268,20 @@ fn a_silent_tls_peer_times_out() {
 fn parties_may_start_in_any_order() {
     let configs = deployment_configs();
     let listeners = [bind(), bind(), bind()];
-    let network = NetworkConfig {
-        addresses: [
-            addr(&listeners[0]),
-            addr(&listeners[1]),
-            addr(&listeners[2]),
-        ],
-        link: test_link(),
-    };
+    let network = network_of(&listeners, test_link());
     let handles: Vec<_> = configs
         .into_iter()
         .zip(listeners)
         .enumerate()
         .map(|(i, (tls, listener))| {
-            let network = network.clone();
-            thread::spawn(move || {
-                // P2 first, P0 last, 150 ms apart.
-                thread::sleep(Duration::from_millis(150 * (2 - i as u64)));
-                let party = PartyId::new(i).unwrap();
-                let mut t = TcpTransport::connect_with_listener(party, listener, &network, &tls)?;
-                t.exchange(Peer::Prev, &[i as u8], Peer::Next)
-            })
+            // P2 first, P0 last, 150 ms apart.
+            let delay = Duration::from_millis(150 * (2 - i as u64));
+            connect_and_exchange(i, tls, listener, &network, delay)
         })
         .collect();
     let got: Vec<Vec<u8>> = handles
         .into_iter()
-        .map(|h| h.join().unwrap().unwrap())
+        .map(|h| h.join().unwrap().unwrap().0)
         .collect();
     assert_eq!(got, vec![vec![1], vec![2], vec![0]]);
 }
@@ -334,33 +303,30 @@ fn a_missing_neighbour_fails_setup_within_the_connect_timeout() {
     let start = Instant::now();
     let e = TcpTransport::connect(PartyId::P0, &network, &c0).unwrap_err();
     assert!(e.is_timeout(), "{e}");
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        start.elapsed()
-    );
+    assert_sooner_than(start, Duration::from_secs(3));
 }
 
 #[test]
 fn bad_pem_is_a_credentials_error() {
     let d = generate_deployment(DEFAULT_IDENTITIES).unwrap();
     let p = &d.parties[0];
-    assert!(matches!(
-        PartyCredentials::from_pem("junk", &p.cert_pem, &p.key_pem),
-        Err(TransportError::Credentials(_))
-    ));
-    assert!(matches!(
-        PartyCredentials::from_pem(&d.ca_cert_pem, &p.cert_pem, "junk"),
-        Err(TransportError::Credentials(_))
-    ));
-    assert!(matches!(
-        PartyCredentials::from_pem_files(
-            "/nonexistent/ca.pem",
-            "/nonexistent/c.pem",
-            "/nonexistent/k.pem"
-        ),
-        Err(TransportError::File { .. })
-    ));
+    assert_matches!(
+        PartyCredentials::from_pem("junk", &p.cert_pem, &p.key_pem).err(),
+        Some(TransportError::Credentials(_))
+    );
+    assert_matches!(
+        PartyCredentials::from_pem(&d.ca_cert_pem, &p.cert_pem, "junk").err(),
+        Some(TransportError::Credentials(_))
+    );
+    let missing = (
+        "/nonexistent/ca.pem",
+        "/nonexistent/c.pem",
+        "/nonexistent/k.pem",
+    );
+    assert_matches!(
+        PartyCredentials::from_pem_files(missing.0, missing.1, missing.2).err(),
+        Some(TransportError::File { .. })
+    );
     assert!(generate_deployment(["a", "a", "b"]).is_err());
     assert!(generate_deployment(["a b", "c", "d"]).is_err());
 }
@@ -422,16 +388,13 @@ fn messages_larger_than_a_frame_are_cut_and_reassembled() {
     assert_eq!(p0.recv(Peer::Prev).unwrap(), want);
     raw_p2.write_all(&frame_header(DATA_END, 1025)).unwrap();
     let e = p0.recv(Peer::Prev).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            TransportError::FrameTooLarge {
-                peer: PartyId::P2,
-                len: 1025,
-                max: 1024
-            }
-        ),
-        "{e}"
+    assert_matches!(
+        e,
+        TransportError::FrameTooLarge {
+            peer: PartyId::P2,
+            len: 1025,
+            max: 1024
+        }
     );
     // P0 tells P1 it stops: an abort blaming P2 for garbage, two bytes and no text.
     let (kind, payload) = read_message(&mut raw_p1).unwrap();
@@ -443,10 +406,10 @@ fn messages_larger_than_a_frame_are_cut_and_reassembled() {
     raw_p2
         .write_all(&frame_header(DATA, (1 << 56) - 1))
         .unwrap();
-    assert!(matches!(
+    assert_matches!(
         p0.recv(Peer::Prev).unwrap_err(),
         TransportError::FrameTooLarge { .. }
-    ));
+    );
 }
 
 #[test]
@@ -457,16 +420,13 @@ fn the_message_limit_holds_both_ways() {
     };
     let (mut p0, _raw_p1, mut raw_p2) = insecure_p0_with_raw_neighbours(link);
     let e = p0.send(Peer::Next, &[0u8; 101]).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            TransportError::MessageTooLarge {
-                len: 101,
-                max: 100,
-                ..
-            }
-        ),
-        "{e}"
+    assert_matches!(
+        e,
+        TransportError::MessageTooLarge {
+            len: 101,
+            max: 100,
+            ..
+        }
     );
     p0.send(Peer::Next, &[0u8; 100]).unwrap();
     // 60 + 60 bytes in two frames: over the limit when the second arrives.
@@ -474,16 +434,13 @@ fn the_message_limit_holds_both_ways() {
     bytes.extend(frame(DATA_END, &[1u8; 60]));
     raw_p2.write_all(&bytes).unwrap();
     let e = p0.recv(Peer::Prev).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            TransportError::MessageTooLarge {
-                peer: PartyId::P2,
-                len: 120,
-                max: 100
-            }
-        ),
-        "{e}"
+    assert_matches!(
+        e,
+        TransportError::MessageTooLarge {
+            peer: PartyId::P2,
+            len: 120,
+            max: 100
+        }
     );
 }
 
@@ -496,16 +453,13 @@ fn malformed_streams_and_cut_connections_name_the_peer() {
     raw_p2.write_all(&bytes).unwrap();
     raw_p2.shutdown(Shutdown::Write).unwrap();
     let e = p0.recv(Peer::Prev).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            TransportError::Truncated {
-                peer: PartyId::P2,
-                expected: 108,
-                received: 48
-            }
-        ),
-        "{e}"
+    assert_matches!(
+        e,
+        TransportError::Truncated {
+            peer: PartyId::P2,
+            expected: 108,
+            received: 48
+        }
     );
 
     // Cut inside the header.
@@ -513,26 +467,20 @@ fn malformed_streams_and_cut_connections_name_the_peer() {
     raw_p1.write_all(&[5, 0, 0]).unwrap();
     drop(raw_p1);
     let e = p0.recv(Peer::Next).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            TransportError::Truncated {
-                peer: PartyId::P1,
-                expected: 8,
-                received: 3
-            }
-        ),
-        "{e}"
+    assert_matches!(
+        e,
+        TransportError::Truncated {
+            peer: PartyId::P1,
+            expected: 8,
+            received: 3
+        }
     );
 
     // A close between frames without a goodbye: the peer died.
     let (mut p0, raw_p1, _raw_p2) = insecure_p0_with_raw_neighbours(test_link());
     drop(raw_p1);
     let e = p0.recv(Peer::Next).unwrap_err();
-    assert!(
-        matches!(e, TransportError::ConnectionLost { peer: PartyId::P1 }),
-        "{e}"
-    );
+    assert_matches!(e, TransportError::ConnectionLost { peer: PartyId::P1 });
 
     // A goodbye, then a close: a clean disconnect, delivered after the last message.
     let (mut p0, mut raw_p1, _raw_p2) = insecure_p0_with_raw_neighbours(test_link());
@@ -551,15 +499,12 @@ fn malformed_streams_and_cut_connections_name_the_peer() {
         let (mut p0, _raw_p1, mut raw_p2) = insecure_p0_with_raw_neighbours(test_link());
         raw_p2.write_all(&bytes).unwrap();
         let e = p0.recv(Peer::Prev).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                TransportError::Malformed {
-                    peer: PartyId::P2,
-                    ..
-                }
-            ),
-            "{e}"
+        assert_matches!(
+            e,
+            TransportError::Malformed {
+                peer: PartyId::P2,
+                ..
+            }
         );
     }
 
@@ -568,16 +513,13 @@ fn malformed_streams_and_cut_connections_name_the_peer() {
     let code = FailureKind::InputOutOfRange.code();
     raw_p2.write_all(&frame(ABORT, &[1, code])).unwrap();
     let e = p0.recv(Peer::Next).unwrap_err();
-    assert!(
-        matches!(
-            &e,
-            TransportError::PeerFailed {
-                peer: PartyId::P1,
-                reported_by: Some(PartyId::P2),
-                kind: FailureKind::InputOutOfRange
-            }
-        ),
-        "{e}"
+    assert_matches!(
+        e,
+        TransportError::PeerFailed {
+            peer: PartyId::P1,
+            reported_by: Some(PartyId::P2),
+            kind: FailureKind::InputOutOfRange
+        }
     );
     assert_eq!(
         e.to_string(),
@@ -592,15 +534,12 @@ fn malformed_streams_and_cut_connections_name_the_peer() {
         let (mut p0, mut raw_p1, mut raw_p2) = insecure_p0_with_raw_neighbours(test_link());
         raw_p2.write_all(&frame(ABORT, &payload)).unwrap();
         let e = p0.recv(Peer::Prev).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                TransportError::Malformed {
-                    peer: PartyId::P2,
-                    ..
-                }
-            ),
-            "{e}"
+        assert_matches!(
+            e,
+            TransportError::Malformed {
+                peer: PartyId::P2,
+                ..
+            }
         );
         let (kind, payload) = read_message(&mut raw_p1).unwrap();
         assert_eq!(
@@ -613,10 +552,7 @@ fn malformed_streams_and_cut_connections_name_the_peer() {
 #[test]
 fn a_stalled_peer_is_named_within_half_the_receive_timeout_and_the_other_told() {
     let timeout = Duration::from_millis(800);
-    let link = LinkConfig {
-        recv_timeout: Some(timeout),
-        ..test_link()
-    };
+    let link = link_with_recv_timeout(timeout);
     // Raw P2 says nothing at all, not even heartbeats: stalled. P0 waits on P1, which is
     // alive (raw P1 sends heartbeats by hand), and still learns of P2's stall at once.
     let (mut p0, mut raw_p1, _raw_p2) = insecure_p0_with_raw_neighbours(link);
@@ -634,15 +570,12 @@ fn a_stalled_peer_is_named_within_half_the_receive_timeout_and_the_other_told() 
     let start = Instant::now();
     let e = p0.recv(Peer::Next).unwrap_err();
     let elapsed = start.elapsed();
-    assert!(
-        matches!(
-            &e,
-            TransportError::PeerFailed {
-                peer: PartyId::P2,
-                ..
-            }
-        ),
-        "{e}"
+    assert_matches!(
+        e,
+        TransportError::PeerFailed {
+            peer: PartyId::P2,
+            ..
+        }
     );
     assert!(e.to_string().contains("sent nothing"), "{e}");
     assert!(elapsed < timeout, "{elapsed:?}");
@@ -653,13 +586,13 @@ fn a_stalled_peer_is_named_within_half_the_receive_timeout_and_the_other_told() 
         (ABORT, vec![2, FailureKind::Stalled.code()])
     );
     // And P0's own receive from P2 reports the stall itself.
-    assert!(matches!(
+    assert_matches!(
         p0.recv(Peer::Prev).unwrap_err(),
         TransportError::Stalled {
             peer: PartyId::P2,
             ..
         }
-    ));
+    );
     beats.join().unwrap();
 }
 
@@ -678,25 +611,19 @@ fn a_wrong_plaintext_hello_is_dropped_and_named_at_the_deadline() {
     // P1 pretending to be P0's prev (P2).
     raw.write_all(&common::hello(1, 0, false)).unwrap();
     let e = p0.join().unwrap().unwrap_err();
-    assert!(
-        matches!(
-            &e,
-            TransportError::ConnectTimeout { .. }
-                | TransportError::AcceptTimeout {
-                    peer: PartyId::P2,
-                    ..
-                }
-        ),
-        "{e}"
+    assert_matches!(
+        e,
+        TransportError::ConnectTimeout { .. }
+            | TransportError::AcceptTimeout {
+                peer: PartyId::P2,
+                ..
+            }
     );
 }
 
 #[test]
 fn a_panicking_tls_party_is_reported_and_its_peers_fail_promptly() {
-    let link = LinkConfig {
-        recv_timeout: Some(Duration::from_secs(20)),
-        ..test_link()
-    };
+    let link = link_with_recv_timeout(Duration::from_secs(20));
     let start = Instant::now();
     let err = run_tls_loopback_3pc(link, |t| {
         if t.party() == PartyId::P0 {
@@ -705,27 +632,17 @@ fn a_panicking_tls_party_is_reported_and_its_peers_fail_promptly() {
         let peer = t.party().peer_of(PartyId::P0).unwrap();
         let e = t.recv(peer).unwrap_err();
         assert_eq!(e.blamed_party(), Some(PartyId::P0), "{e}");
-        assert!(
-            matches!(
-                e,
-                TransportError::PeerFailed {
-                    kind: FailureKind::Internal,
-                    ..
-                }
-            ),
-            "{e}"
+        assert_matches!(
+            e,
+            TransportError::PeerFailed {
+                kind: FailureKind::Internal,
+                ..
+            }
         );
     })
     .unwrap_err();
-    assert!(
-        matches!(&err, TransportError::PartyPanicked { party: PartyId::P0, message } if message.contains("on purpose")),
-        "{err}"
-    );
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        start.elapsed()
-    );
+    assert_matches!(err, TransportError::PartyPanicked { party: PartyId::P0, message } if message.contains("on purpose"));
+    assert_sooner_than(start, Duration::from_secs(5));
 }
 
 #[test]
@@ -787,12 +704,12 @@ fn an_abort_reaches_both_neighbours_with_its_kind() {
     }
     let mut p0 = p0;
     let e = p0.recv(Peer::Next).unwrap_err();
-    assert!(matches!(e, TransportError::Stopped { .. }), "{e}");
+    assert_matches!(e, TransportError::Stopped { .. });
     assert!(e.to_string().contains("interrupted"), "{e}");
-    assert!(matches!(
+    assert_matches!(
         p0.send(Peer::Next, b"x").unwrap_err(),
         TransportError::Stopped { .. }
-    ));
+    );
 }
 
 #[test]
@@ -801,10 +718,7 @@ fn a_party_that_finishes_first_fails_no_one() {
     // end lingers: no heartbeat to the gone P2 and no stall detection on its link may stop
     // them.
     let timeout = Duration::from_millis(400);
-    let link = LinkConfig {
-        recv_timeout: Some(timeout),
-        ..test_link()
-    };
+    let link = link_with_recv_timeout(timeout);
     let ok = run_tls_loopback_3pc(link, |t| {
         let me = t.party();
         if me == PartyId::P2 {
@@ -858,7 +772,7 @@ fn the_frame_limit_has_an_upper_bound() {
             ..test_link()
         };
         let e = link.validate().unwrap_err();
-        assert!(matches!(e, TransportError::Config(_)), "{e}");
+        assert_matches!(e, TransportError::Config(_));
         assert!(e.to_string().contains("16 MiB"), "{e}");
         // Setup refuses it at once.
         let network = NetworkConfig {
@@ -876,8 +790,8 @@ fn the_frame_limit_has_an_upper_bound() {
             &network,
         )
         .unwrap_err();
-        assert!(matches!(e, TransportError::Config(_)), "{e}");
-        assert!(start.elapsed() < Duration::from_secs(1));
+        assert_matches!(e, TransportError::Config(_));
+        assert_sooner_than(start, Duration::from_secs(1));
     }
 }
 
@@ -896,10 +810,7 @@ fn a_key_file_that_others_may_read_is_refused() {
     for bad in [0o644, 0o640, 0o604, 0o666] {
         std::fs::set_permissions(key, std::fs::Permissions::from_mode(bad)).unwrap();
         let e = files.credentials(PartyId::P1).unwrap_err();
-        assert!(
-            matches!(&e, TransportError::KeyPermissions { path, mode } if path == key && *mode == bad),
-            "{e}"
-        );
+        assert_matches!(e, TransportError::KeyPermissions { path, mode } if path == key && *mode == bad);
         let text = e.to_string();
         assert!(
             text.contains(&format!("chmod 600 {}", key.display())),
@@ -1031,17 +942,11 @@ fn setup_under_flood(
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let configs = deployment_configs();
     let listeners = [bind(), bind(), bind()];
-    let network = NetworkConfig {
-        addresses: [
-            addr(&listeners[0]),
-            addr(&listeners[1]),
-            addr(&listeners[2]),
-        ],
-        link: LinkConfig {
-            connect_timeout: FLOOD_CONNECT_TIMEOUT,
-            ..test_link()
-        },
+    let link = LinkConfig {
+        connect_timeout: FLOOD_CONNECT_TIMEOUT,
+        ..test_link()
     };
+    let network = network_of(&listeners, link);
     let stop = Arc::new(AtomicBool::new(false));
     let opened = Arc::new(AtomicUsize::new(0));
     let flooder = start_flood(network.addresses[0].clone(), stop.clone(), opened.clone());
@@ -1056,15 +961,13 @@ fn setup_under_flood(
                 thread::sleep(Duration::from_millis(5));
             }
         }
-        let network = network.clone();
-        handles.push(thread::spawn(move || {
-            let party = PartyId::new(i).unwrap();
-            let start = Instant::now();
-            let mut t = TcpTransport::connect_with_listener(party, listener, &network, &tls)?;
-            let took = start.elapsed();
-            t.exchange(Peer::Prev, &[i as u8], Peer::Next)
-                .map(|got| (got, took))
-        }));
+        handles.push(connect_and_exchange(
+            i,
+            tls,
+            listener,
+            &network,
+            Duration::ZERO,
+        ));
     }
     let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     stop.store(true, Ordering::SeqCst);
@@ -1176,11 +1079,7 @@ fn a_connection_from_another_address_is_closed_at_once() {
         closed && after < Duration::from_millis(300),
         "{closed} {after:?}"
     );
-    assert!(
-        matches!(&e, TransportError::AcceptTimeout { peer: PartyId::P2, last_refused: Some(why), .. }
-            if why.contains("127.0.0.1") && why.contains("127.0.0.2") && why.contains("closed at once")),
-        "{e}"
-    );
+    assert_matches!(e, TransportError::AcceptTimeout { peer: PartyId::P2, last_refused: Some(why), .. } if why.contains("127.0.0.1") && why.contains("127.0.0.2") && why.contains("closed at once"));
     // From the configured address, or from anywhere with AcceptFrom::Any, the same
     // connection is held (until it has been silent for too long).
     for (accept_from, p2) in [
@@ -1202,10 +1101,7 @@ fn a_connection_from_another_address_is_closed_at_once() {
     };
     let [c0, _, _] = deployment_configs();
     let e = TcpTransport::connect(PartyId::P0, &network, &c0).unwrap_err();
-    assert!(
-        matches!(&e, TransportError::Config(m) if m.contains("no-such-host.invalid")),
-        "{e}"
-    );
+    assert_matches!(e, TransportError::Config(m) if m.contains("no-such-host.invalid"));
 }
 
 /// The environment variable that makes the SIGSTOP test's binary play P1 in a child process:
@@ -1235,10 +1131,7 @@ fn sigstop_child(spec: &str) {
     println!("ADDRESS {a1}");
     let network = NetworkConfig {
         addresses: [a0.to_string(), a1, a2.to_string()],
-        link: LinkConfig {
-            recv_timeout: Some(SIGSTOP_RECV_TIMEOUT),
-            ..test_link()
-        },
+        link: link_with_recv_timeout(SIGSTOP_RECV_TIMEOUT),
     };
     let mut t =
         TcpTransport::connect_insecure_plaintext_for_testing_only(PartyId::P1, l1, &network)
@@ -1321,10 +1214,7 @@ fn a_party_resumed_after_sigstop_blames_itself_not_a_peer() {
     let a1 = wait_for("ADDRESS ", Duration::from_secs(20));
     let network = NetworkConfig {
         addresses: [a0, a1, a2],
-        link: LinkConfig {
-            recv_timeout: Some(SIGSTOP_RECV_TIMEOUT),
-            ..test_link()
-        },
+        link: link_with_recv_timeout(SIGSTOP_RECV_TIMEOUT),
     };
     let parties: Vec<_> = [(PartyId::P0, l0), (PartyId::P2, l2)]
         .into_iter()

@@ -9,7 +9,7 @@ use cryptgpu_backend::conformance::{Inputs, assert_same, reference::HostTensor, 
 use cryptgpu_backend::fused::FUSED_MAX_STEPS;
 use cryptgpu_backend::{
     BinaryOp, Conv2dParams, DeviceTensor, Fused, FusedStep, GpuBackend, Operand, Pool2dParams,
-    ShiftOp, UnaryOp, counters,
+    Result, ShiftOp, UnaryOp, counters,
 };
 use cryptgpu_cpu::CpuBackend;
 use cryptgpu_wgpu::{Int64Mode, WgpuBackend, WgpuOptions};
@@ -40,28 +40,28 @@ fn check_ops_against_cpu(gpu: &WgpuBackend) {
             cpu.upload(&x.data, &x.shape).unwrap(),
         )
     };
+    // The GPU's result of `what` against the CPU's, bit for bit, as a tensor of `shape`.
+    let agree = |what: &str,
+                 got: Result<<WgpuBackend as GpuBackend>::Tensor>,
+                 want: Result<<CpuBackend as GpuBackend>::Tensor>,
+                 shape: &[usize]| {
+        let want = cpu.download(&want.unwrap()).unwrap();
+        same(what, gpu, &got.unwrap(), &want, shape);
+    };
 
     let (a, b) = (rng.tensor(&[70, 300]), rng.tensor(&[300, 45]));
     let ((ga, ca), (gb, cb)) = (up(&a), up(&b));
-    let want = cpu.download(&cpu.matmul(&ca, &cb).unwrap()).unwrap();
-    same(
+    agree(
         "matmul",
-        gpu,
-        &gpu.matmul(&ga, &gb).unwrap(),
-        &want,
+        gpu.matmul(&ga, &gb),
+        cpu.matmul(&ca, &cb),
         &[70, 45],
     );
 
     let (a, b) = (rng.tensor(&[3, 40, 50]), rng.tensor(&[50, 30]));
     let ((ga, ca), (gb, cb)) = (up(&a), up(&b));
-    let want = cpu.download(&cpu.matmul(&ca, &cb).unwrap()).unwrap();
-    same(
-        "batched matmul",
-        gpu,
-        &gpu.matmul(&ga, &gb).unwrap(),
-        &want,
-        &[3, 40, 30],
-    );
+    let (got, want) = (gpu.matmul(&ga, &gb), cpu.matmul(&ca, &cb));
+    agree("batched matmul", got, want, &[3, 40, 30]);
 
     let x = rng.tensor(&[3, 6, 17, 15]);
     let w = rng.tensor(&[8, 3, 3, 3]);
@@ -69,119 +69,57 @@ fn check_ops_against_cpu(gpu: &WgpuBackend) {
     let ((gx, cx), (gw, cw)) = (up(&x), up(&w));
     let out = cpu.conv2d(&cx, &cw, p).unwrap();
     let out_shape = out.shape().to_vec();
-    same(
-        "conv2d",
-        gpu,
-        &gpu.conv2d(&gx, &gw, p).unwrap(),
-        &cpu.download(&out).unwrap(),
-        &out_shape,
-    );
+    agree("conv2d", gpu.conv2d(&gx, &gw, p), Ok(out), &out_shape);
     let g = rng.tensor(&out_shape);
     let (gg, cg) = up(&g);
-    let want = cpu
-        .download(&cpu.conv2d_grad_input(&cg, &cw, [17, 15], p).unwrap())
-        .unwrap();
-    same(
-        "conv2d_grad_input",
-        gpu,
-        &gpu.conv2d_grad_input(&gg, &gw, [17, 15], p).unwrap(),
-        &want,
-        &x.shape,
-    );
-    let want = cpu
-        .download(&cpu.conv2d_grad_weight(&cx, &cg, [3, 3], p).unwrap())
-        .unwrap();
-    same(
-        "conv2d_grad_weight",
-        gpu,
-        &gpu.conv2d_grad_weight(&gx, &gg, [3, 3], p).unwrap(),
-        &want,
-        &w.shape,
-    );
+    let got = gpu.conv2d_grad_input(&gg, &gw, [17, 15], p);
+    let want = cpu.conv2d_grad_input(&cg, &cw, [17, 15], p);
+    agree("conv2d_grad_input", got, want, &x.shape);
+    let got = gpu.conv2d_grad_weight(&gx, &gg, [3, 3], p);
+    let want = cpu.conv2d_grad_weight(&cx, &cg, [3, 3], p);
+    agree("conv2d_grad_weight", got, want, &w.shape);
 
     let pool = Pool2dParams::new(3, 2).with_padding(1);
-    let want = cpu
-        .download(&cpu.pool_window_sum(&cx, pool).unwrap())
-        .unwrap();
+    let (got, want) = (
+        gpu.pool_window_sum(&gx, pool),
+        cpu.pool_window_sum(&cx, pool),
+    );
+    agree("pool_window_sum", got, want, &[3, 6, 9, 8]);
     let windows = gpu.pool_unfold(&gx, pool, 7).unwrap();
     let window_shape = windows.shape().to_vec();
-    same(
-        "pool_window_sum",
-        gpu,
-        &gpu.pool_window_sum(&gx, pool).unwrap(),
-        &want,
-        &[3, 6, 9, 8],
-    );
-    let want = cpu
-        .download(&cpu.pool_unfold(&cx, pool, 7).unwrap())
-        .unwrap();
-    same("pool_unfold", gpu, &windows, &want, &window_shape);
+    let want = cpu.pool_unfold(&cx, pool, 7);
+    agree("pool_unfold", Ok(windows), want, &window_shape);
     let wt = rng.tensor(&window_shape);
     let (gwt, cwt) = up(&wt);
-    let want = cpu
-        .download(&cpu.pool_fold(&cwt, pool, &x.shape).unwrap())
-        .unwrap();
-    same(
-        "pool_fold",
-        gpu,
-        &gpu.pool_fold(&gwt, pool, &x.shape).unwrap(),
-        &want,
-        &x.shape,
-    );
+    let got = gpu.pool_fold(&gwt, pool, &x.shape);
+    let want = cpu.pool_fold(&cwt, pool, &x.shape);
+    agree("pool_fold", got, want, &x.shape);
 
     let s = rng.tensor(&[300, 7, 5]);
     let (gs, cs) = up(&s);
     for axis in 0..3 {
-        let want_t = cpu.sum_axis(&cs, axis).unwrap();
-        let shape = want_t.shape().to_vec();
-        same(
-            "sum_axis",
-            gpu,
-            &gpu.sum_axis(&gs, axis).unwrap(),
-            &cpu.download(&want_t).unwrap(),
-            &shape,
-        );
+        let want = cpu.sum_axis(&cs, axis).unwrap();
+        let shape = want.shape().to_vec();
+        agree("sum_axis", gpu.sum_axis(&gs, axis), Ok(want), &shape);
     }
-    let want = cpu
-        .download(&cpu.permute(&cs, &[2, 0, 1]).unwrap())
-        .unwrap();
-    same(
-        "permute",
-        gpu,
-        &gpu.permute(&gs, &[2, 0, 1]).unwrap(),
-        &want,
-        &[5, 300, 7],
-    );
-    let want = cpu.download(&cpu.slice(&cs, 0, 13..290).unwrap()).unwrap();
-    same(
-        "slice",
-        gpu,
-        &gpu.slice(&gs, 0, 13..290).unwrap(),
-        &want,
-        &[277, 7, 5],
-    );
+    let (got, want) = (gpu.permute(&gs, &[2, 0, 1]), cpu.permute(&cs, &[2, 0, 1]));
+    agree("permute", got, want, &[5, 300, 7]);
+    let (got, want) = (gpu.slice(&gs, 0, 13..290), cpu.slice(&cs, 0, 13..290));
+    agree("slice", got, want, &[277, 7, 5]);
     let t = rng.tensor(&[300, 1, 5]);
     let (gt, ct) = up(&t);
-    let want = cpu
-        .download(&cpu.broadcast_to(&ct, &[2, 300, 7, 5]).unwrap())
-        .unwrap();
-    same(
+    let to = [2, 300, 7, 5];
+    agree(
         "broadcast",
-        gpu,
-        &gpu.broadcast_to(&gt, &[2, 300, 7, 5]).unwrap(),
-        &want,
-        &[2, 300, 7, 5],
+        gpu.broadcast_to(&gt, &to),
+        cpu.broadcast_to(&ct, &to),
+        &to,
     );
-    let want = cpu
-        .download(&cpu.concat(&[&cs, &ct, &cs], 1).unwrap())
-        .unwrap();
-    same(
-        "concat",
-        gpu,
-        &gpu.concat(&[&gs, &gt, &gs], 1).unwrap(),
-        &want,
-        &[300, 15, 5],
+    let (got, want) = (
+        gpu.concat(&[&gs, &gt, &gs], 1),
+        cpu.concat(&[&cs, &ct, &cs], 1),
     );
+    agree("concat", got, want, &[300, 15, 5]);
     // select_rows: rows spread further apart than a binding holds, rows longer than a
     // binding (in pieces), and more rows than one dispatch's table.
     let cases: Vec<(Vec<usize>, Vec<Option<usize>>)> = vec![
@@ -201,52 +139,37 @@ fn check_ops_against_cpu(gpu: &WgpuBackend) {
     for (shape, rows) in cases {
         let x = rng.tensor(&shape);
         let (gx, cx) = up(&x);
-        let want_t = cpu.select_rows(&cx, &rows).unwrap();
-        let out_shape = want_t.shape().to_vec();
-        same(
+        let want = cpu.select_rows(&cx, &rows).unwrap();
+        let out_shape = want.shape().to_vec();
+        let got = gpu.select_rows(&gx, &rows);
+        agree(
             &format!("select_rows of {shape:?}"),
-            gpu,
-            &gpu.select_rows(&gx, &rows).unwrap(),
-            &cpu.download(&want_t).unwrap(),
+            got,
+            Ok(want),
             &out_shape,
         );
     }
     let want = cpu.download(&cpu.pack_bits(&cs).unwrap()).unwrap();
     let packed = gpu.pack_bits(&gs).unwrap();
     same("pack_bits", gpu, &packed, &want, &[want.len()]);
-    let want = cpu
-        .download(
-            &cpu.unpack_bits(&cpu.pack_bits(&cs).unwrap(), &[10_500])
-                .unwrap(),
-        )
-        .unwrap();
-    same(
+    let want = cpu.unpack_bits(&cpu.pack_bits(&cs).unwrap(), &[10_500]);
+    agree(
         "unpack_bits",
-        gpu,
-        &gpu.unpack_bits(&packed, &[10_500]).unwrap(),
-        &want,
+        gpu.unpack_bits(&packed, &[10_500]),
+        want,
         &[10_500],
     );
     let key = rng.key();
-    let want = cpu
-        .download(&cpu.fill_chacha12(&[5000], &key, 9, 3).unwrap())
-        .unwrap();
-    same(
-        "fill_chacha12",
-        gpu,
-        &gpu.fill_chacha12(&[5000], &key, 9, 3).unwrap(),
-        &want,
-        &[5000],
-    );
+    let got = gpu.fill_chacha12(&[5000], &key, 9, 3);
+    let want = cpu.fill_chacha12(&[5000], &key, 9, 3);
+    agree("fill_chacha12", got, want, &[5000]);
     let position = u64::MAX - 100;
-    let want = cpu
-        .download(&cpu.fill_chacha12(&[3000], &key, 9, position).unwrap())
-        .unwrap();
-    same(
+    let got = gpu.fill_chacha12(&[3000], &key, 9, position);
+    let want = cpu.fill_chacha12(&[3000], &key, 9, position);
+    agree(
         "fill_chacha12 across the wrap of the position",
-        gpu,
-        &gpu.fill_chacha12(&[3000], &key, 9, position).unwrap(),
-        &want,
+        got,
+        want,
         &[3000],
     );
 }

@@ -19,76 +19,35 @@ fn shared(
     }
 }
 
-mod native {
-    use super::*;
-
-    fn backend() -> Option<WgpuBackend> {
-        static CELL: OnceLock<Result<WgpuBackend, String>> = OnceLock::new();
-        shared(
-            &CELL,
-            WgpuOptions {
-                int64: Int64Mode::Native,
-                ..WgpuOptions::default()
-            },
-        )
-    }
-
-    cryptgpu_backend::conformance_tests!(backend);
-}
-
-mod emulated {
-    use super::*;
-
-    fn backend() -> Option<WgpuBackend> {
-        static CELL: OnceLock<Result<WgpuBackend, String>> = OnceLock::new();
-        shared(
-            &CELL,
-            WgpuOptions {
-                int64: Int64Mode::Emulated,
-                ..WgpuOptions::default()
-            },
-        )
-    }
-
-    cryptgpu_backend::conformance_tests!(backend);
-}
-
 /// Elements per storage binding in the chunked modules: small enough that every op of the
 /// suite splits its output into chunks and most read several windows.
 const SMALL_BINDING: usize = 1024;
 
-mod native_chunked {
-    use super::*;
+/// A module running the suite on one backend opened with `int64` and the binding cap
+/// `max_binding_elements`.
+macro_rules! conformance_module {
+    ($name:ident, $int64:expr, $max_binding_elements:expr) => {
+        mod $name {
+            use super::*;
 
-    fn backend() -> Option<WgpuBackend> {
-        static CELL: OnceLock<Result<WgpuBackend, String>> = OnceLock::new();
-        shared(
-            &CELL,
-            WgpuOptions {
-                int64: Int64Mode::Native,
-                max_binding_elements: Some(SMALL_BINDING),
-                ..WgpuOptions::default()
-            },
-        )
-    }
+            fn backend() -> Option<WgpuBackend> {
+                static CELL: OnceLock<Result<WgpuBackend, String>> = OnceLock::new();
+                shared(
+                    &CELL,
+                    WgpuOptions {
+                        int64: $int64,
+                        max_binding_elements: $max_binding_elements,
+                        ..WgpuOptions::default()
+                    },
+                )
+            }
 
-    cryptgpu_backend::conformance_tests!(backend);
+            cryptgpu_backend::conformance_tests!(backend);
+        }
+    };
 }
 
-mod emulated_chunked {
-    use super::*;
-
-    fn backend() -> Option<WgpuBackend> {
-        static CELL: OnceLock<Result<WgpuBackend, String>> = OnceLock::new();
-        shared(
-            &CELL,
-            WgpuOptions {
-                int64: Int64Mode::Emulated,
-                max_binding_elements: Some(SMALL_BINDING),
-                ..WgpuOptions::default()
-            },
-        )
-    }
-
-    cryptgpu_backend::conformance_tests!(backend);
-}
+conformance_module!(native, Int64Mode::Native, None);
+conformance_module!(emulated, Int64Mode::Emulated, None);
+conformance_module!(native_chunked, Int64Mode::Native, Some(SMALL_BINDING));
+conformance_module!(emulated_chunked, Int64Mode::Emulated, Some(SMALL_BINDING));

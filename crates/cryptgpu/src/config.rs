@@ -15,7 +15,7 @@ use cryptgpu_transport::{
 use serde::Deserialize;
 
 use crate::files::atomic::{write_bytes_atomically, write_private_atomically};
-use crate::jobs::Roles;
+use crate::roles::Roles;
 
 /// The longest timeout the file may set: a day.
 const MAX_TIMEOUT_SECS: f64 = 86_400.0;
@@ -62,20 +62,20 @@ struct RawParty {
 
 /// A parsed and checked `parties.toml`.
 #[derive(Clone, Debug)]
-pub(crate) struct Deployment {
+pub struct Deployment {
     /// The file it came from.
-    pub(crate) path: PathBuf,
+    pub path: PathBuf,
     /// Addresses (to dial) and link settings.
-    pub(crate) network: NetworkConfig,
+    pub network: NetworkConfig,
     /// Where each party listens (its `listen`, else its address).
-    pub(crate) listen: [String; 3],
+    pub listen: [String; 3],
     /// The parties' identities: the DNS names in their certificates.
-    pub(crate) identities: [String; 3],
+    pub identities: [String; 3],
     /// Who owns the model and who the data.
-    pub(crate) roles: Roles,
+    pub roles: Roles,
     /// `[link] emulate`: an emulated link this party's messages go over (for trying a WAN
     /// deployment on one machine), unless `--link` says otherwise.
-    pub(crate) emulated_link: Option<LinkProfile>,
+    pub emulated_link: Option<LinkProfile>,
     ca: PathBuf,
     certificates: [Option<PathBuf>; 3],
     keys: [Option<PathBuf>; 3],
@@ -84,7 +84,7 @@ pub(crate) struct Deployment {
 impl Deployment {
     /// Reads and checks `path`. Certificates and keys are read later, and only this party's
     /// ([`Deployment::tls_config`]).
-    pub(crate) fn load(path: &Path) -> Result<Self> {
+    pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the deployment file {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -93,7 +93,7 @@ impl Deployment {
 
     /// Parses the text of a deployment file; relative paths are taken from `base`, and
     /// errors name `path`.
-    pub(crate) fn parse(text: &str, base: &Path, path: &Path) -> Result<Self> {
+    pub fn parse(text: &str, base: &Path, path: &Path) -> Result<Self> {
         let shown = path.display();
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let message = e.message().trim_end().to_string();
@@ -241,7 +241,7 @@ impl Deployment {
     /// `party`'s TLS configuration: the CA, its own certificate and key (the only key file
     /// read; refused on Unix if its mode lets other users read it), and the three
     /// identities.
-    pub(crate) fn tls_config(&self, party: PartyId) -> Result<TlsConfig> {
+    pub fn tls_config(&self, party: PartyId) -> Result<TlsConfig> {
         let shown = self.path.display();
         let i = party.index();
         let cert = self.certificates[i].as_ref().with_context(|| {
@@ -290,20 +290,20 @@ fn check_address(address: &str) -> Result<()> {
 }
 
 /// The options of `cryptgpu certs`.
-pub(crate) struct CertsRequest<'a> {
+pub struct CertsRequest<'a> {
     /// The directory to write.
-    pub(crate) out: &'a Path,
+    pub out: &'a Path,
     /// `host:port` of P0, P1, P2.
-    pub(crate) addresses: &'a [String],
+    pub addresses: &'a [String],
     /// The parties' names (DNS names in their certificates), if not the defaults.
-    pub(crate) names: Option<&'a [String]>,
+    pub names: Option<&'a [String]>,
     /// Replace an existing deployment.
-    pub(crate) force: bool,
+    pub force: bool,
 }
 
 /// `cryptgpu certs`: a CA, a certificate and key per party, and `parties.toml`, written to
 /// `out`. Returns the path of `parties.toml`.
-pub(crate) fn make_deployment(request: &CertsRequest<'_>) -> Result<PathBuf> {
+pub fn make_deployment(request: &CertsRequest<'_>) -> Result<PathBuf> {
     if request.addresses.len() != 3 {
         bail!(
             "--addresses takes three host:port, for P0, P1 and P2 (got {})",

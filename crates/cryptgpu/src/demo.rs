@@ -13,14 +13,14 @@ const SAMPLE_IMAGES: &[u8] = include_bytes!("../assets/mnist-sample/t10k-images-
 const SAMPLE_LABELS: &[u8] = include_bytes!("../assets/mnist-sample/t10k-labels-idx1-ubyte.gz");
 
 /// The bundled LeNet (average pooling, as CryptGPU's), with its trained weights.
-pub(crate) fn lenet() -> Result<Model> {
+pub fn lenet() -> Result<Model> {
     let mut model = zoo::build("lenet", zoo::Pooling::Avg)?;
     weights::load_bytes(&mut model, LENET_WEIGHTS, "the bundled LeNet weights")?;
     Ok(model)
 }
 
 /// The bundled MNIST test digits, normalised as the LeNet expects.
-pub(crate) fn mnist_sample() -> Result<Dataset> {
+pub fn mnist_sample() -> Result<Dataset> {
     // The loader gunzips what starts with the gzip magic bytes.
     Ok(data::mnist_from_bytes(
         SAMPLE_IMAGES,

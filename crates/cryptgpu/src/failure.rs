@@ -22,36 +22,28 @@ use crate::files::output::OutputError;
 /// A context naming the stage of a job an error came from, and so its category; it reads
 /// as a prefix of the error's text.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Stage {
+pub struct Stage {
     /// The category of a failure in this stage.
-    pub(crate) kind: FailureKind,
+    pub kind: FailureKind,
     /// The stage, in words.
     what: &'static str,
 }
 
 impl Stage {
+    const fn new(kind: FailureKind, what: &'static str) -> Stage {
+        Stage { kind, what }
+    }
+
     /// Agreeing on the job manifest.
-    pub(crate) const MANIFEST: Stage = Stage {
-        kind: FailureKind::Protocol,
-        what: "job manifest",
-    };
+    pub const MANIFEST: Stage = Stage::new(FailureKind::Protocol, "job manifest");
     /// Reading the data owner's examples (before connecting, or once the manifest brings the
     /// model's input shape).
-    pub(crate) const DATA: Stage = Stage {
-        kind: FailureKind::MalformedInput,
-        what: "the data owner's examples",
-    };
+    pub const DATA: Stage = Stage::new(FailureKind::MalformedInput, "the data owner's examples");
     /// The command line and the deployment: an option that is another party's, a file it
     /// names that this party cannot use.
-    pub(crate) const USAGE: Stage = Stage {
-        kind: FailureKind::Usage,
-        what: "command line",
-    };
+    pub const USAGE: Stage = Stage::new(FailureKind::Usage, "command line");
     /// Reading the model owner's model.
-    pub(crate) const MODEL: Stage = Stage {
-        kind: FailureKind::MalformedInput,
-        what: "the model owner's model",
-    };
+    pub const MODEL: Stage = Stage::new(FailureKind::MalformedInput, "the model owner's model");
 }
 
 impl fmt::Display for Stage {
@@ -110,7 +102,7 @@ fn nn_kind(e: &NnError) -> Option<FailureKind> {
 }
 
 /// The category of a local failure `e`, the only thing about it the other parties are told.
-pub(crate) fn classify(e: &anyhow::Error) -> FailureKind {
+pub fn classify(e: &anyhow::Error) -> FailureKind {
     // The error's own type first: it is the most precise (a value out of range inside the
     // data owner's examples is out of range, not merely malformed).
     let own = if let Some(r) = e.downcast_ref::<RingError>() {

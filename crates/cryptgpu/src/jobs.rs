@@ -34,39 +34,11 @@ use crate::failure::Stage;
 use crate::files::inputs::InputSource;
 use crate::files::predictions::Revealed;
 use crate::manifest::{self, DataDescription, JobKind, Manifest, Options, Proposal, Reveal};
-
-/// Who owns what in a job: the model owner shares the weights, the data owner the examples
-/// (and receives the predictions); the third party helps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Roles {
-    /// The party that owns the model's weights.
-    pub(crate) model_owner: PartyId,
-    /// The party that owns the data and receives the predictions.
-    pub(crate) data_owner: PartyId,
-}
-
-impl Roles {
-    /// P0 owns the model, P1 the data, P2 helps.
-    pub(crate) const DEFAULT: Roles = Roles {
-        model_owner: PartyId::P0,
-        data_owner: PartyId::P1,
-    };
-
-    /// What `party` does, in words.
-    pub(crate) fn describe(&self, party: PartyId) -> &'static str {
-        if party == self.model_owner {
-            "model owner"
-        } else if party == self.data_owner {
-            "data owner"
-        } else {
-            "helper"
-        }
-    }
-}
+use crate::roles::Roles;
 
 /// The data sets `--dataset` names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum DatasetChoice {
+pub enum DatasetChoice {
     /// MNIST idx files (gzip or raw).
     Mnist,
     /// CIFAR-10 binary batches.
@@ -78,7 +50,7 @@ pub(crate) enum DatasetChoice {
 /// Where the data owner's examples come from, before they are loaded (loading needs the
 /// model's input shape and normalisation, which the manifest brings).
 #[derive(Clone, Debug)]
-pub(crate) enum DataSpec {
+pub enum DataSpec {
     /// Examples already in memory and normalised (the demo's bundled digits).
     Loaded(Dataset),
     /// MNIST or CIFAR-10, read once with [`Normalization::unit`] (for the sizes the others
@@ -114,15 +86,15 @@ pub(crate) enum DataSpec {
 
 /// The data owner's examples, loaded.
 #[derive(Clone, Debug)]
-pub(crate) struct OwnedData {
+pub struct OwnedData {
     /// What inference classifies, or the test set of training.
-    pub(crate) test: Dataset,
+    pub test: Dataset,
     /// The training set (training only).
-    pub(crate) train: Option<Dataset>,
+    pub train: Option<Dataset>,
     /// One name per example of `test`: a file name or an index.
-    pub(crate) names: Vec<String>,
+    pub names: Vec<String>,
     /// Whether `test` has real labels (without them, accuracy means nothing).
-    pub(crate) labelled: bool,
+    pub labelled: bool,
 }
 
 impl DataSpec {
@@ -280,7 +252,7 @@ fn index_names(n: usize) -> Vec<String> {
 }
 
 /// Loads a split of MNIST or CIFAR-10 from its directory.
-pub(crate) fn load_dataset(
+pub fn load_dataset(
     kind: DatasetChoice,
     dir: &Path,
     split: Split,
@@ -296,59 +268,98 @@ pub(crate) fn load_dataset(
 
 /// What one party owns and was told for a job.
 #[derive(Debug)]
-pub(crate) struct PartyInput {
+pub struct PartyInput {
     /// Who owns what.
-    pub(crate) roles: Roles,
+    pub roles: Roles,
     /// The parties' identities, over TLS (`None` in one process).
-    pub(crate) identities: Option<[String; 3]>,
+    pub identities: Option<[String; 3]>,
     /// The job.
-    pub(crate) job: JobKind,
+    pub job: JobKind,
     /// The public options this party was given.
-    pub(crate) options: Options,
+    pub options: Options,
     /// Where this party's PRG keys come from.
-    pub(crate) keys: KeySource,
+    pub keys: KeySource,
     /// The model owner's model (weights for inference, initial weights for training).
-    pub(crate) model: Option<Model>,
+    pub model: Option<Model>,
     /// The data owner's data.
-    pub(crate) data: Option<DataSpec>,
+    pub data: Option<DataSpec>,
+}
+
+impl PartyInput {
+    /// This party's input for a job of a deployment (its roles and identities), with keys
+    /// from the OS and nothing owned yet: the model owner adds [`PartyInput::with_model`],
+    /// the data owner [`PartyInput::with_data`], the helper nothing.
+    pub fn for_deployment(
+        deployment: &crate::config::Deployment,
+        job: JobKind,
+        options: Options,
+    ) -> PartyInput {
+        PartyInput {
+            roles: deployment.roles,
+            identities: Some(deployment.identities.clone()),
+            job,
+            options,
+            keys: KeySource::Os,
+            model: None,
+            data: None,
+        }
+    }
+
+    /// The model owner's model.
+    pub fn with_model(mut self, model: Model) -> PartyInput {
+        self.model = Some(model);
+        self
+    }
+
+    /// The data owner's data.
+    pub fn with_data(mut self, data: DataSpec) -> PartyInput {
+        self.data = Some(data);
+        self
+    }
+
+    /// Keys from `keys` instead of the OS.
+    pub fn with_keys(mut self, keys: KeySource) -> PartyInput {
+        self.keys = keys;
+        self
+    }
 }
 
 /// What a party ends a job with.
 #[derive(Debug)]
-pub(crate) struct PartyOutcome {
+pub struct PartyOutcome {
     /// The manifest the parties agreed on.
-    pub(crate) manifest: Manifest,
+    pub manifest: Manifest,
     /// The data owner's examples, as loaded.
-    pub(crate) data: Option<OwnedData>,
+    pub data: Option<OwnedData>,
     /// Inference: what was revealed to the data owner.
-    pub(crate) revealed: Option<Revealed>,
+    pub revealed: Option<Revealed>,
     /// Training: the data owner's private predictions on the test set after each epoch.
-    pub(crate) epoch_predictions: Vec<Vec<usize>>,
+    pub epoch_predictions: Vec<Vec<usize>>,
     /// Training: the trained model, revealed to the model owner.
-    pub(crate) trained: Option<Model>,
+    pub trained: Option<Model>,
     /// This party's communication, key setup included (the manifest's two rounds not).
-    pub(crate) stats: CommStats,
+    pub stats: CommStats,
     /// Each inference batch (inference) or SGD step (training), in order: the bench's
     /// per-step figures.
-    pub(crate) steps: Vec<StepRecord>,
+    pub steps: Vec<StepRecord>,
     /// Wall time from the agreed manifest to the end.
-    pub(crate) seconds: f64,
+    pub seconds: f64,
 }
 
 /// One inference batch or training step as one party saw it.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct StepRecord {
+pub struct StepRecord {
     /// Wall time of the step at this party.
-    pub(crate) seconds: f64,
+    pub seconds: f64,
     /// This party's communication during the step.
-    pub(crate) stats: CommStats,
+    pub stats: CommStats,
     /// This party's device work during the step (its thread's backend counters).
-    pub(crate) device: DeviceCounts,
+    pub device: DeviceCounts,
 }
 
 /// Runs one party's side of a job over `transport`: the manifest, key setup, and the
 /// protocol. `progress` is advanced by the data owner.
-pub(crate) fn run_party<B: GpuBackend, T: Transport>(
+pub fn run_party<B: GpuBackend, T: Transport>(
     backend: B,
     mut transport: T,
     input: PartyInput,
@@ -645,7 +656,7 @@ fn onehot(labels: &[usize], classes: usize) -> Result<Tensor> {
 
 /// The three parties' inputs of a job run in one process with the default roles: the model
 /// to the model owner, the data to the data owner, the same options and keys to all.
-pub(crate) fn in_process_inputs(
+pub fn in_process_inputs(
     job: JobKind,
     options: Options,
     keys: KeySource,
@@ -680,7 +691,7 @@ pub(crate) fn in_process_inputs(
 /// ([`EmulatedLink`]). With `messages_on_device`, the parties hand each other the tensors
 /// they send (they share the device); without, every message is downloaded and uploaded
 /// as between hosts.
-pub(crate) fn run_in_process<B: GpuBackend>(
+pub fn run_in_process<B: GpuBackend>(
     backend: &B,
     inputs: [PartyInput; 3],
     progress: &ProgressBar,
@@ -734,7 +745,7 @@ pub(crate) fn run_in_process<B: GpuBackend>(
 }
 
 /// The bytes each party sent and the rounds of a job run in one process.
-pub(crate) fn traffic(outcomes: &[PartyOutcome; 3]) -> ([u64; 3], u64) {
+pub fn traffic(outcomes: &[PartyOutcome; 3]) -> ([u64; 3], u64) {
     let stats = [outcomes[0].stats, outcomes[1].stats, outcomes[2].stats];
     (
         stats.map(|s| s.total_bytes_sent()),

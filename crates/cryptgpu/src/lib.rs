@@ -19,10 +19,30 @@
 //! }
 //! ```
 //!
-//! The backends: [`cpu`] always, [`cuda`] and [`wgpu`] with the features of those names (both
-//! on by default).
+//! Whole jobs are library calls, the same ones the `cryptgpu` command makes: [`local::infer`]
+//! and [`local::train`] run a private job's three parties in this process on a [`device::Device`]
+//! (`auto`, `cpu`, `cuda`, `wgpu`); [`tls_party::TlsParty`] runs one party of three over mutual
+//! TLS as `parties.toml` ([`config::Deployment`]) describes it; both run the one party-local
+//! job function, [`jobs::run_party`], after agreeing the job's [`manifest`].
+//!
+//! The backends: [`cpu`] always (the reference every backend agrees with bit for bit), [`cuda`]
+//! and [`wgpu`] with the features of those names (both on by default, so that the command's
+//! `auto` finds a GPU; `default-features = false` builds the CPU backend alone, and a device
+//! not compiled in is a clear error at run time).
 
 #![forbid(unsafe_code)]
+
+pub mod config;
+pub mod demo;
+pub mod device;
+pub mod failure;
+pub mod files;
+pub mod jobs;
+pub mod local;
+pub mod manifest;
+pub mod models;
+pub mod roles;
+pub mod tls_party;
 
 pub use cryptgpu_backend as backend;
 pub use cryptgpu_cpu as cpu;

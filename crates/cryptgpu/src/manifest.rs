@@ -21,11 +21,11 @@ use cryptgpu_transport::{PartyId, Peer, Transport};
 use serde_json::{Map, Value, json};
 
 use crate::failure::Stage;
-use crate::jobs::Roles;
+use crate::roles::Roles;
 
 /// The version of the job protocol (manifest, then the jobs' message sequence); parties
 /// must run the same one.
-pub(crate) const PROTOCOL_VERSION: u64 = 4;
+pub const PROTOCOL_VERSION: u64 = 4;
 
 /// The fractional bits f a job accepts.
 ///
@@ -37,10 +37,10 @@ pub(crate) const PROTOCOL_VERSION: u64 = 4;
 ///   a network's activations and their products overflow, and the result is silently
 ///   wrong (f = 60 printed wrong classes). The exact truncation's messages also travel two
 ///   to a word only for f ≤ 32, and it needs f ≥ 1.
-pub(crate) const FRAC_BITS: std::ops::RangeInclusive<u64> = 8..=28;
+pub const FRAC_BITS: std::ops::RangeInclusive<u64> = 8..=28;
 
 /// Checks a number of fractional bits against [`FRAC_BITS`], with the reason on refusal.
-pub(crate) fn check_frac_bits(f: u64) -> Result<FixedPoint> {
+pub fn check_frac_bits(f: u64) -> Result<FixedPoint> {
     if !FRAC_BITS.contains(&f) {
         let (lo, hi) = (FRAC_BITS.start(), FRAC_BITS.end());
         let why = if f < *lo {
@@ -76,7 +76,7 @@ const MAX_COUNT: u64 = 1 << 40;
 
 /// What the parties compute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum JobKind {
+pub enum JobKind {
     /// Private inference.
     Infer,
     /// Private training.
@@ -85,7 +85,7 @@ pub(crate) enum JobKind {
 
 impl JobKind {
     /// The job's name on the command line: `infer` or `train`.
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             JobKind::Infer => "infer",
             JobKind::Train => "train",
@@ -103,7 +103,7 @@ impl JobKind {
 
 /// What inference reveals to the data owner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Reveal {
+pub enum Reveal {
     /// The predicted class only (a private arg-max).
     Class,
     /// The logits.
@@ -133,105 +133,105 @@ impl Reveal {
 
 /// The public options of a job as one party gives them: `None` where it gave none.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct Options {
+pub struct Options {
     /// Examples per private batch (inference) or per SGD step (training).
-    pub(crate) batch: Option<u64>,
+    pub batch: Option<u64>,
     /// Fractional bits of the fixed-point encoding.
-    pub(crate) frac_bits: Option<u64>,
+    pub frac_bits: Option<u64>,
     /// What inference reveals.
-    pub(crate) reveal: Option<Reveal>,
+    pub reveal: Option<Reveal>,
     /// Training epochs.
-    pub(crate) epochs: Option<u64>,
+    pub epochs: Option<u64>,
     /// Learning rate.
-    pub(crate) lr: Option<f64>,
+    pub lr: Option<f64>,
     /// Momentum.
-    pub(crate) momentum: Option<f64>,
+    pub momentum: Option<f64>,
     /// Weight decay.
-    pub(crate) weight_decay: Option<f64>,
+    pub weight_decay: Option<f64>,
     /// Seed of the example order and the dropout masks (public).
-    pub(crate) seed: Option<u64>,
+    pub seed: Option<u64>,
     /// How fixed-point values are truncated.
-    pub(crate) truncation: Option<Truncation>,
+    pub truncation: Option<Truncation>,
     /// ℓ of the comparison domain [−2^ℓ, 2^ℓ) (`Party::comparison_bits`).
-    pub(crate) comparison_bits: Option<u64>,
+    pub comparison_bits: Option<u64>,
 }
 
 /// What the data owner tells the others about its data.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct DataDescription {
+pub struct DataDescription {
     /// Examples to classify, or to train on.
-    pub(crate) count: u64,
+    pub count: u64,
     /// One example's `[C, H, W]`, when the data fixes it (not for images resized to the
     /// model's input).
-    pub(crate) shape: Option<[u64; 3]>,
+    pub shape: Option<[u64; 3]>,
     /// Classes of the labels, when the data set says.
-    pub(crate) classes: Option<u64>,
+    pub classes: Option<u64>,
     /// Whether there are labels.
-    pub(crate) labels: bool,
+    pub labels: bool,
     /// Test examples (training only).
-    pub(crate) test_count: Option<u64>,
+    pub test_count: Option<u64>,
 }
 
 /// One party's proposal.
 #[derive(Clone, Debug)]
-pub(crate) struct Proposal {
+pub struct Proposal {
     /// The proposing party.
-    pub(crate) party: PartyId,
+    pub party: PartyId,
     /// Its job.
-    pub(crate) job: JobKind,
+    pub job: JobKind,
     /// Who owns what, in its configuration.
-    pub(crate) roles: Roles,
+    pub roles: Roles,
     /// The parties' identities in its configuration (`None` in one process).
-    pub(crate) identities: Option<[String; 3]>,
+    pub identities: Option<[String; 3]>,
     /// Its key source.
-    pub(crate) keys: KeySource,
+    pub keys: KeySource,
     /// The options it was given.
-    pub(crate) options: Options,
+    pub options: Options,
     /// The model owner's architecture.
-    pub(crate) architecture: Option<Value>,
+    pub architecture: Option<Value>,
     /// The data owner's data.
-    pub(crate) data: Option<DataDescription>,
+    pub data: Option<DataDescription>,
 }
 
 /// What the three parties agreed on.
-#[derive(Debug)]
-pub(crate) struct Manifest {
+#[derive(Clone, Debug)]
+pub struct Manifest {
     /// The job.
-    pub(crate) job: JobKind,
+    pub job: JobKind,
     /// Who owns what.
-    pub(crate) roles: Roles,
+    pub roles: Roles,
     /// The public architecture (every parameter zero), with the model's normalisation.
-    pub(crate) structure: Model,
+    pub structure: Model,
     /// One example's `[C, H, W]`.
-    pub(crate) input_shape: [usize; 3],
+    pub input_shape: [usize; 3],
     /// Examples to classify or train on.
-    pub(crate) count: usize,
+    pub count: usize,
     /// Test examples (training).
-    pub(crate) test_count: usize,
+    pub test_count: usize,
     /// Classes the model predicts.
-    pub(crate) classes: usize,
+    pub classes: usize,
     /// Examples per batch.
-    pub(crate) batch: usize,
+    pub batch: usize,
     /// The fixed-point format.
-    pub(crate) fixed: FixedPoint,
+    pub fixed: FixedPoint,
     /// What inference reveals.
-    pub(crate) reveal: Reveal,
+    pub reveal: Reveal,
     /// How fixed-point values are truncated.
-    pub(crate) truncation: Truncation,
+    pub truncation: Truncation,
     /// ℓ: comparisons are exact for values and differences in [−2^ℓ, 2^ℓ).
-    pub(crate) comparison_bits: u32,
+    pub comparison_bits: u32,
     /// Training epochs.
-    pub(crate) epochs: u64,
+    pub epochs: u64,
     /// Learning rate.
-    pub(crate) lr: f64,
+    pub lr: f64,
     /// Momentum.
-    pub(crate) momentum: f64,
+    pub momentum: f64,
     /// Weight decay.
-    pub(crate) weight_decay: f64,
+    pub weight_decay: f64,
     /// Seed of the example order and dropout masks.
-    pub(crate) seed: u64,
+    pub seed: u64,
     /// The parties' key source.
-    pub(crate) keys: KeySource,
+    pub keys: KeySource,
     /// The manifest as canonical JSON, compared in the second round.
     canonical: Value,
 }
@@ -240,7 +240,7 @@ pub(crate) struct Manifest {
 
 /// The public architecture of `model` as JSON: its name, input shape, nodes (op, shapes,
 /// inputs), output and normalisation. No parameter values.
-pub(crate) fn architecture_json(model: &Model) -> Value {
+pub fn architecture_json(model: &Model) -> Value {
     let nodes: Vec<Value> = model
         .nodes()
         .iter()
@@ -307,7 +307,7 @@ fn parse_op(o: &Map<String, Value>, what: &str) -> Result<Op> {
 
 /// The model an architecture describes, with every parameter zero; checked (bounded sizes, a
 /// valid graph, shapes that fit) so that any bytes from a peer give a model or an error.
-pub(crate) fn model_from_architecture(arch: &Value) -> Result<Model> {
+pub fn model_from_architecture(arch: &Value) -> Result<Model> {
     let what = "the architecture";
     let o = as_object(arch, what)?;
     let name = field(o, "name", what)?
@@ -526,7 +526,7 @@ fn parse_options(v: &Value, who: &str) -> Result<Options> {
 
 impl Proposal {
     /// The proposal as JSON.
-    pub(crate) fn to_json(&self) -> Value {
+    pub fn to_json(&self) -> Value {
         json!({
             "format": "cryptgpu job proposal",
             "protocol": PROTOCOL_VERSION,
@@ -549,7 +549,7 @@ impl Proposal {
     }
 
     /// A proposal received from `from`: any bytes give a proposal or an error.
-    pub(crate) fn parse(bytes: &[u8], from: PartyId) -> Result<Proposal> {
+    pub fn parse(bytes: &[u8], from: PartyId) -> Result<Proposal> {
         let who = from.to_string();
         if bytes.len() > MAX_MANIFEST_BYTES {
             bail!(
@@ -713,7 +713,7 @@ impl std::fmt::Display for Reveal {
 }
 
 /// Merges the three proposals (in party order) into the manifest, checking every field.
-pub(crate) fn merge(proposals: &[Proposal; 3]) -> Result<Manifest> {
+pub fn merge(proposals: &[Proposal; 3]) -> Result<Manifest> {
     let job = same(proposals, "job", |p| p.job.name())?;
     let job = JobKind::parse(job).context("job")?;
     let roles = same(proposals, "roles", |p| {
@@ -953,7 +953,7 @@ fn shown(v: &Option<Value>) -> String {
 }
 
 /// Checks a merged manifest received from `from` against ours.
-pub(crate) fn check_confirmation(mine: &Manifest, bytes: &[u8], from: PartyId) -> Result<()> {
+pub fn check_confirmation(mine: &Manifest, bytes: &[u8], from: PartyId) -> Result<()> {
     if bytes.is_empty() {
         bail!("{from} refused the proposals (its own error says why)");
     }
@@ -985,7 +985,7 @@ pub(crate) fn check_confirmation(mine: &Manifest, bytes: &[u8], from: PartyId) -
 /// party stops before it has received both, so each one that finds a disagreement (they all
 /// do: they merge the same proposals) reports it in its own words, rather than only hearing
 /// that a neighbour failed (a failure tells the neighbours its category, never its text).
-pub(crate) fn agree<T: Transport>(transport: &mut T, mine: &Proposal) -> Result<Manifest> {
+pub fn agree<T: Transport>(transport: &mut T, mine: &Proposal) -> Result<Manifest> {
     let me = transport.party();
     let bytes = serde_json::to_vec(&mine.to_json())?;
     transport.send_vec(Peer::Next, bytes.clone())?;

@@ -2,20 +2,27 @@
 //! training with `--limit` on the bundled MNIST sample, JSON output, and the clear errors
 //! for a missing data directory, an unknown model and weights of the wrong shapes.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn cryptgpu(args: &[&str]) -> Output {
+use common::{argv, lenet_weights, mnist_sample_into, npy};
+
+/// `cryptgpu` with the arguments of `line`, each `{name}` replaced by its value in `vars`.
+fn cryptgpu(line: &str, vars: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cryptgpu"))
-        .args(args)
+        .args(argv(line, vars))
         .output()
         .expect("the binary runs")
 }
 
-fn json_of(out: &Output) -> serde_json::Value {
+/// The JSON report of `cryptgpu LINE --backend cpu --json`, which must succeed.
+fn json(line: &str, vars: &[(&str, &str)]) -> serde_json::Value {
+    let out = cryptgpu(&format!("{line} --backend cpu --json"), vars);
     assert!(
         out.status.success(),
-        "cryptgpu failed: {}",
+        "cryptgpu {line} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
@@ -23,25 +30,31 @@ fn json_of(out: &Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("not one JSON object ({e}): {text}"))
 }
 
-fn assets() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets")
+/// What `cryptgpu LINE` prints on stderr; it must fail.
+fn error_of(line: &str, vars: &[(&str, &str)]) -> String {
+    let out = cryptgpu(line, vars);
+    assert!(!out.status.success(), "cryptgpu {line} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A data directory holding the bundled sample as both the MNIST test and training split,
-/// one per test (`tag`), since tests run side by side and each removes its own.
-fn sample_dir(tag: &str) -> PathBuf {
+/// A fresh directory for one test (`tag`), since tests run side by side and each removes
+/// its own.
+fn test_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("cryptgpu-cli-test-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let sample = assets().join("mnist-sample");
-    for (from, to) in [
-        ("t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"),
-        ("t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-        ("t10k-images-idx3-ubyte.gz", "train-images-idx3-ubyte.gz"),
-        ("t10k-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    ] {
-        std::fs::copy(sample.join(from), dir.join(to)).unwrap();
-    }
     dir
+}
+
+/// A data directory holding the bundled sample as both the MNIST test and training split.
+fn sample_dir(tag: &str) -> PathBuf {
+    let dir = test_dir(tag);
+    mnist_sample_into(&dir);
+    dir
+}
+
+/// A path as one command-line argument.
+fn arg(path: &Path) -> &str {
+    path.to_str().unwrap()
 }
 
 fn check_report(v: &serde_json::Value, samples: u64) {
@@ -58,14 +71,7 @@ fn check_report(v: &serde_json::Value, samples: u64) {
 
 #[test]
 fn demo_classifies_bundled_digits_privately() {
-    let v = json_of(&cryptgpu(&[
-        "demo",
-        "--limit",
-        "20",
-        "--backend",
-        "cpu",
-        "--json",
-    ]));
+    let v = json("demo --limit 20", &[]);
     check_report(&v, 20);
     assert_eq!(v["backend"], "cpu");
     assert!(v["agreement"].as_f64().unwrap() >= 0.95, "{v}");
@@ -75,24 +81,12 @@ fn demo_classifies_bundled_digits_privately() {
 #[test]
 fn infer_and_train_on_a_data_directory() {
     let dir = sample_dir("infer-train");
-    let d = dir.to_str().unwrap();
-    let weights = assets().join("lenet-mnist.safetensors");
-    let v = json_of(&cryptgpu(&[
-        "infer",
-        "--model",
-        "lenet",
-        "--weights",
-        weights.to_str().unwrap(),
-        "--data",
-        d,
-        "--limit",
-        "16",
-        "--batch",
-        "8",
-        "--backend",
-        "cpu",
-        "--json",
-    ]));
+    let weights = lenet_weights();
+    let vars = [("d", arg(&dir)), ("w", arg(&weights))];
+    let v = json(
+        "infer --model lenet --weights {w} --data {d} --limit 16 --batch 8",
+        &vars,
+    );
     check_report(&v, 16);
     assert_eq!(v["truncation"], "exact", "exact truncation is the default");
     assert_eq!(
@@ -100,26 +94,11 @@ fn infer_and_train_on_a_data_directory() {
         "the comparison domain is 63 − f by default"
     );
     // Probabilistic truncation, chosen per job.
-    let v = json_of(&cryptgpu(&[
-        "infer",
-        "--model",
-        "lenet",
-        "--weights",
-        weights.to_str().unwrap(),
-        "--data",
-        d,
-        "--limit",
-        "8",
-        "--frac-bits",
-        "20",
-        "--truncation",
-        "probabilistic",
-        "--comparison-bits",
-        "62",
-        "--backend",
-        "cpu",
-        "--json",
-    ]));
+    let v = json(
+        "infer --model lenet --weights {w} --data {d} --limit 8 --frac-bits 20 \
+         --truncation probabilistic --comparison-bits 62",
+        &vars,
+    );
     check_report(&v, 8);
     assert_eq!(
         (
@@ -129,41 +108,21 @@ fn infer_and_train_on_a_data_directory() {
         ),
         (Some("probabilistic"), Some(20), Some(62))
     );
-    let saved = dir.join("secureml.safetensors");
-    let v = json_of(&cryptgpu(&[
-        "train",
-        "--model",
-        "secureml",
-        "--data",
-        d,
-        "--limit",
-        "64",
-        "--batch",
-        "32",
-        "--backend",
-        "cpu",
-        "--save",
-        saved.to_str().unwrap(),
-        "--json",
-    ]));
+    let v = json(
+        "train --model secureml --data {d} --limit 64 --batch 32 --save {d}/secureml.safetensors",
+        &vars,
+    );
     check_report(&v, 64);
     assert_eq!(v["epoch_accuracy"].as_array().unwrap().len(), 1);
-    assert!(saved.is_file(), "--save wrote the trained weights");
+    assert!(
+        dir.join("secureml.safetensors").is_file(),
+        "--save wrote the trained weights"
+    );
     // The saved weights load back into the same architecture.
-    let v = json_of(&cryptgpu(&[
-        "infer",
-        "--model",
-        "secureml",
-        "--weights",
-        saved.to_str().unwrap(),
-        "--data",
-        d,
-        "--limit",
-        "8",
-        "--backend",
-        "cpu",
-        "--json",
-    ]));
+    let v = json(
+        "infer --model secureml --weights {d}/secureml.safetensors --data {d} --limit 8",
+        &vars,
+    );
     check_report(&v, 8);
     std::fs::remove_dir_all(dir).ok();
 }
@@ -173,135 +132,59 @@ fn infer_and_train_on_a_data_directory() {
 #[test]
 fn an_onnx_export_infers_fine_tunes_and_saves() {
     let dir = sample_dir("onnx");
-    let data = dir.to_str().unwrap().to_owned();
     let export = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../cryptgpu-nn/tests/fixtures/torch/mnist_cnn_dynamo.onnx");
-    let export = export.to_str().unwrap();
-    let v = json_of(&cryptgpu(&[
-        "infer",
-        "--weights",
-        export,
-        "--data",
-        &data,
-        "--limit",
-        "8",
-        "--backend",
-        "cpu",
-        "--json",
-    ]));
+    let vars = [("d", arg(&dir)), ("export", arg(&export))];
+    let v = json("infer --weights {export} --data {d} --limit 8", &vars);
     check_report(&v, 8);
     assert_eq!(v["agreement"], 1.0, "{v}");
-    let tuned = dir.join("tuned.onnx");
-    let v = json_of(&cryptgpu(&[
-        "train",
-        "--weights",
-        export,
-        "--data",
-        &data,
-        "--limit",
-        "32",
-        "--batch",
-        "16",
-        "--backend",
-        "cpu",
-        "--save",
-        tuned.to_str().unwrap(),
-        "--json",
-    ]));
+    let v = json(
+        "train --weights {export} --data {d} --limit 32 --batch 16 --save {d}/tuned.onnx",
+        &vars,
+    );
     check_report(&v, 32);
-    assert!(tuned.is_file(), "--save wrote the fine-tuned model");
-    let v = json_of(&cryptgpu(&[
-        "infer",
-        "--weights",
-        tuned.to_str().unwrap(),
-        "--data",
-        &data,
-        "--limit",
-        "8",
-        "--backend",
-        "cpu",
-        "--json",
-    ]));
+    assert!(
+        dir.join("tuned.onnx").is_file(),
+        "--save wrote the fine-tuned model"
+    );
+    let v = json("infer --weights {d}/tuned.onnx --data {d} --limit 8", &vars);
     check_report(&v, 8);
     // Training an imported graph again, saved for PyTorch as safetensors.
-    let safetensors = dir.join("tuned.safetensors");
-    let v = json_of(&cryptgpu(&[
-        "train",
-        "--weights",
-        tuned.to_str().unwrap(),
-        "--data",
-        &data,
-        "--limit",
-        "16",
-        "--batch",
-        "16",
-        "--backend",
-        "cpu",
-        "--save",
-        safetensors.to_str().unwrap(),
-        "--json",
-    ]));
+    let v = json(
+        "train --weights {d}/tuned.onnx --data {d} --limit 16 --batch 16 --save {d}/tuned.safetensors",
+        &vars,
+    );
     check_report(&v, 16);
-    assert!(safetensors.is_file());
+    assert!(dir.join("tuned.safetensors").is_file());
     std::fs::remove_dir_all(dir).ok();
-}
-
-fn error_of(args: &[&str]) -> String {
-    let out = cryptgpu(args);
-    assert!(!out.status.success(), "cryptgpu {args:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
 fn bad_input_gives_clear_errors() {
-    let missing = error_of(&[
-        "infer",
-        "--model",
-        "lenet",
-        "--data",
-        "/nonexistent/mnist",
-        "--backend",
-        "cpu",
-    ]);
-    assert!(missing.contains("t10k-images-idx3-ubyte"), "{missing}");
-    let unknown = error_of(&[
-        "infer",
-        "--model",
-        "lenet7",
-        "--dataset",
-        "synthetic",
-        "--backend",
-        "cpu",
-    ]);
-    assert!(
-        unknown.contains("lenet7") && unknown.contains("secureml"),
-        "{unknown}"
+    // A missing data directory, an unknown model (the known ones listed), an unknown
+    // truncation mode (the modes listed).
+    for (line, expected) in [
+        (
+            "infer --model lenet --data /nonexistent/mnist --backend cpu",
+            &["t10k-images-idx3-ubyte"][..],
+        ),
+        (
+            "infer --model lenet7 --dataset synthetic --backend cpu",
+            &["lenet7", "secureml"],
+        ),
+        (
+            "infer --model lenet --dataset synthetic --truncation sometimes",
+            &["exact", "probabilistic"],
+        ),
+    ] {
+        let e = error_of(line, &[]);
+        assert!(expected.iter().all(|x| e.contains(x)), "{line}: {e}");
+    }
+    let weights = lenet_weights();
+    let wrong = error_of(
+        "infer --model secureml --weights {w} --dataset synthetic --backend cpu",
+        &[("w", arg(&weights))],
     );
-    let mode = error_of(&[
-        "infer",
-        "--model",
-        "lenet",
-        "--dataset",
-        "synthetic",
-        "--truncation",
-        "sometimes",
-    ]);
-    assert!(
-        mode.contains("exact") && mode.contains("probabilistic"),
-        "{mode}"
-    );
-    let weights = assets().join("lenet-mnist.safetensors");
-    let wrong = error_of(&[
-        "infer",
-        "--model",
-        "secureml",
-        "--weights",
-        weights.to_str().unwrap(),
-        "--dataset",
-        "synthetic",
-        "--backend",
-        "cpu",
-    ]);
     assert!(
         wrong.contains("fc1.weight") || wrong.contains("features.0.weight"),
         "{wrong}"
@@ -312,28 +195,15 @@ fn bad_input_gives_clear_errors() {
 /// once, not after the job; and fractional bits outside 8..=28 are refused with the reason.
 #[test]
 fn outputs_and_the_format_are_checked_before_any_work() {
-    let dir =
-        std::env::temp_dir().join(format!("cryptgpu-cli-test-outputs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let weights = assets().join("lenet-mnist.safetensors");
-    let w = weights.to_str().unwrap();
+    let dir = test_dir("outputs");
+    let weights = lenet_weights();
     let infer = |out: &Path| {
         let start = std::time::Instant::now();
-        let e = error_of(&[
-            "infer",
-            "--model",
-            "lenet",
-            "--weights",
-            w,
-            "--dataset",
-            "synthetic",
-            "--limit",
-            "512",
-            "--backend",
-            "cpu",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let e = error_of(
+            "infer --model lenet --weights {w} --dataset synthetic --limit 512 --backend cpu \
+             --out {out}",
+            &[("w", arg(&weights)), ("out", arg(out))],
+        );
         // Refused before the three parties start: no private inference ran.
         assert!(start.elapsed() < std::time::Duration::from_secs(10), "{e}");
         assert!(e.contains("no work is lost"), "{e}");
@@ -345,28 +215,16 @@ fn outputs_and_the_format_are_checked_before_any_work() {
     assert!(e.contains("cannot be used"), "{e}");
     let e = infer(&dir);
     assert!(e.contains("is a folder"), "{e}");
-    let e = error_of(&[
-        "train",
-        "--model",
-        "secureml",
-        "--dataset",
-        "synthetic",
-        "--backend",
-        "cpu",
-        "--save",
-        dir.join("m.pt").to_str().unwrap(),
-    ]);
+    let e = error_of(
+        "train --model secureml --dataset synthetic --backend cpu --save {save}",
+        &[("save", arg(&dir.join("m.pt")))],
+    );
     assert!(e.contains("--save") && e.contains(".safetensors"), "{e}");
     for f in ["0", "7", "29", "60"] {
-        let e = error_of(&[
-            "infer",
-            "--model",
-            "lenet",
-            "--dataset",
-            "synthetic",
-            "--frac-bits",
-            f,
-        ]);
+        let e = error_of(
+            "infer --model lenet --dataset synthetic --frac-bits {f}",
+            &[("f", f)],
+        );
         assert!(e.contains("from 8 to 28"), "--frac-bits {f}: {e}");
     }
     assert!(
@@ -376,61 +234,24 @@ fn outputs_and_the_format_are_checked_before_any_work() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-/// A version-1.0 `.npy` file of `uint8` values with `shape`.
-fn npy_u8(shape: &[usize], data: &[u8]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let mut header = format!(
-        "{{'descr': '|u1', 'fortran_order': False, 'shape': ({}), }}",
-        dims.join(", ") + if shape.len() == 1 { "," } else { "" }
-    );
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out
-}
-
 #[test]
 fn the_data_owner_s_own_inputs_and_outputs() {
-    let dir = std::env::temp_dir().join(format!("cryptgpu-cli-inputs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let weights = assets().join("lenet-mnist.safetensors");
-    let w = weights.to_str().unwrap();
+    let dir = test_dir("inputs");
+    let weights = lenet_weights();
     // Five 28×28 "digits" as NHWC uint8, with labels in a text file.
     let pixels: Vec<u8> = (0..5 * 28 * 28).map(|i| ((i * 37) % 251) as u8).collect();
-    let npy = dir.join("digits.npy");
-    std::fs::write(&npy, npy_u8(&[5, 28, 28, 1], &pixels)).unwrap();
-    let labels = dir.join("labels.txt");
-    std::fs::write(&labels, "1\n2\n3\n4\n5\n").unwrap();
-    let out = dir.join("scores.json");
-    let v = json_of(&cryptgpu(&[
-        "infer",
-        "--model",
-        "lenet",
-        "--weights",
-        w,
-        "--input",
-        npy.to_str().unwrap(),
-        "--layout",
-        "nhwc",
-        "--labels",
-        labels.to_str().unwrap(),
-        "--reveal",
-        "probabilities",
-        "--out",
-        out.to_str().unwrap(),
-        "--backend",
-        "cpu",
-        "--json",
-    ]));
+    std::fs::write(dir.join("digits.npy"), npy("|u1", &[5, 28, 28, 1], &pixels)).unwrap();
+    std::fs::write(dir.join("labels.txt"), "1\n2\n3\n4\n5\n").unwrap();
+    let vars = [("w", arg(&weights)), ("d", arg(&dir))];
+    let v = json(
+        "infer --model lenet --weights {w} --input {d}/digits.npy --layout nhwc \
+         --labels {d}/labels.txt --reveal probabilities --out {d}/scores.json",
+        &vars,
+    );
     assert_eq!(v["samples"], 5);
     assert!(v["accuracy"].is_f64(), "{v}");
     let scores: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("scores.json")).unwrap()).unwrap();
     let rows = scores.as_array().unwrap();
     assert_eq!(rows.len(), 5);
     for row in rows {
@@ -440,17 +261,10 @@ fn the_data_owner_s_own_inputs_and_outputs() {
         assert!((total - 1.0).abs() < 0.02, "{row}");
     }
     // The wrong layout is refused with a hint.
-    let e = error_of(&[
-        "infer",
-        "--model",
-        "lenet",
-        "--weights",
-        w,
-        "--input",
-        npy.to_str().unwrap(),
-        "--backend",
-        "cpu",
-    ]);
+    let e = error_of(
+        "infer --model lenet --weights {w} --input {d}/digits.npy --backend cpu",
+        &vars,
+    );
     assert!(e.contains("--layout nhwc"), "{e}");
 
     // A folder of images of other sizes and colours, no labels: classes only, no accuracy.
@@ -464,24 +278,13 @@ fn the_data_owner_s_own_inputs_and_outputs() {
     image::GrayImage::from_fn(28, 28, |x, _| image::Luma([(x * 9) as u8]))
         .save(images.join("a.png"))
         .unwrap();
-    let csv = dir.join("predictions.csv");
-    let v = json_of(&cryptgpu(&[
-        "infer",
-        "--model",
-        "lenet",
-        "--weights",
-        w,
-        "--input",
-        images.to_str().unwrap(),
-        "--out",
-        csv.to_str().unwrap(),
-        "--backend",
-        "cpu",
-        "--json",
-    ]));
+    let v = json(
+        "infer --model lenet --weights {w} --input {d}/images --out {d}/predictions.csv",
+        &vars,
+    );
     assert_eq!(v["samples"], 2);
     assert!(v["accuracy"].is_null(), "{v}");
-    let text = std::fs::read_to_string(&csv).unwrap();
+    let text = std::fs::read_to_string(dir.join("predictions.csv")).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "input,class");
     assert!(
@@ -490,35 +293,14 @@ fn the_data_owner_s_own_inputs_and_outputs() {
     );
 
     // Synthetic data needs no --data, for training too; the ONNX export loads back.
-    let onnx = dir.join("trained.onnx");
-    json_of(&cryptgpu(&[
-        "train",
-        "--model",
-        "secureml",
-        "--dataset",
-        "synthetic",
-        "--limit",
-        "16",
-        "--batch",
-        "8",
-        "--save",
-        onnx.to_str().unwrap(),
-        "--backend",
-        "cpu",
-        "--json",
-    ]));
-    let v = json_of(&cryptgpu(&[
-        "infer",
-        "--weights",
-        onnx.to_str().unwrap(),
-        "--dataset",
-        "synthetic",
-        "--limit",
-        "4",
-        "--backend",
-        "cpu",
-        "--json",
-    ]));
+    json(
+        "train --model secureml --dataset synthetic --limit 16 --batch 8 --save {d}/trained.onnx",
+        &vars,
+    );
+    let v = json(
+        "infer --weights {d}/trained.onnx --dataset synthetic --limit 4",
+        &vars,
+    );
     assert_eq!(v["samples"], 4);
     // Nothing but the outputs asked for is left in the folder.
     let mut names: Vec<String> = std::fs::read_dir(&dir)
@@ -547,26 +329,14 @@ fn the_data_owner_s_own_inputs_and_outputs() {
 /// path's launch count shows here first).
 #[test]
 fn bench_counts_device_work_per_round() {
-    let cell = |extra: &[&str]| {
-        let mut args = vec![
-            "bench",
-            "--network",
-            "lenet",
-            "--batch",
-            "1",
-            "--runs",
-            "1",
-            "--warmup",
-            "0",
-            "--backend",
-            "cpu",
-            "--json",
-        ];
-        args.extend_from_slice(extra);
-        json_of(&cryptgpu(&args))
+    let cell = |extra: &str| {
+        json(
+            &format!("bench --network lenet --batch 1 --runs 1 --warmup 0 {extra}"),
+            &[],
+        )
     };
-    let on_device = cell(&[]);
-    let via_host = cell(&["--messages-via-host"]);
+    let on_device = cell("");
+    let via_host = cell("--messages-via-host");
     assert_eq!(on_device["messages"], "device");
     assert_eq!(via_host["messages"], "host");
     assert_eq!(on_device["rounds"], via_host["rounds"]);
@@ -601,23 +371,8 @@ fn bench_counts_device_work_per_round() {
 
 #[test]
 fn bench_times_a_network_and_a_gemm() {
-    let out = cryptgpu(&[
-        "bench",
-        "--network",
-        "secureml",
-        "--mode",
-        "training",
-        "--batch",
-        "2",
-        "--runs",
-        "2",
-        "--warmup",
-        "1",
-        "--backend",
-        "cpu",
-        "--json",
-    ]);
-    let plain = json_of(&out);
+    let training = "bench --network secureml --mode training --batch 2";
+    let plain = json(&format!("{training} --runs 2 --warmup 1"), &[]);
     assert_eq!(plain["network"], "secureml");
     assert_eq!(plain["mode"], "training");
     assert_eq!(plain["input_shape"], serde_json::json!([1, 28, 28]));
@@ -636,25 +391,10 @@ fn bench_times_a_network_and_a_gemm() {
 
     // The same cell over an emulated link sends the same bytes in the same rounds, and each
     // iteration takes at least its rounds' one-way latencies (a lower bound only).
-    let out = cryptgpu(&[
-        "bench",
-        "--network",
-        "secureml",
-        "--mode",
-        "training",
-        "--batch",
-        "2",
-        "--runs",
-        "1",
-        "--warmup",
-        "1",
-        "--backend",
-        "cpu",
-        "--link",
-        "1gbit,2ms",
-        "--json",
-    ]);
-    let linked = json_of(&out);
+    let linked = json(
+        &format!("{training} --runs 1 --warmup 1 --link 1gbit,2ms"),
+        &[],
+    );
     assert_eq!(linked["link"], "1gbit,2ms");
     assert_eq!(linked["link_rtt_seconds"].as_f64().unwrap(), 0.002);
     assert_eq!(linked["link_bits_per_second"].as_f64().unwrap(), 1e9);
@@ -666,67 +406,25 @@ fn bench_times_a_network_and_a_gemm() {
         "{linked}"
     );
 
-    let gemm = json_of(&cryptgpu(&[
-        "bench",
-        "--gemm",
-        "64",
-        "--runs",
-        "2",
-        "--backend",
-        "cpu",
-        "--json",
-    ]));
+    let gemm = json("bench --gemm 64 --runs 2", &[]);
     assert_eq!(gemm["n"], 64);
     assert_eq!(gemm["backend"], "cpu");
     assert!(gemm["macs_per_second"].as_f64().unwrap() > 0.0);
 
-    for (args, expected) in [
+    for (line, expected) in [
+        ("bench --network nonet --backend cpu", "nonet"),
         (
-            &["bench", "--network", "nonet", "--backend", "cpu"][..],
-            "nonet",
-        ),
-        (
-            &[
-                "bench",
-                "--network",
-                "lenet",
-                "--link",
-                "5",
-                "--backend",
-                "cpu",
-            ][..],
+            "bench --network lenet --link 5 --backend cpu",
             "BANDWIDTH,RTT",
         ),
-        (
-            &[
-                "bench",
-                "--network",
-                "lenet",
-                "--batch",
-                "0",
-                "--backend",
-                "cpu",
-            ][..],
-            "--batch",
-        ),
-        (&["bench", "--gemm", "0", "--backend", "cpu"][..], "--gemm"),
-        (
-            &[
-                "bench",
-                "--network",
-                "lenet",
-                "--runs",
-                "0",
-                "--backend",
-                "cpu",
-            ][..],
-            "--runs",
-        ),
+        ("bench --network lenet --batch 0 --backend cpu", "--batch"),
+        ("bench --gemm 0 --backend cpu", "--gemm"),
+        ("bench --network lenet --runs 0 --backend cpu", "--runs"),
     ] {
-        let message = error_of(args);
+        let message = error_of(line, &[]);
         assert!(
             message.contains(expected),
-            "{args:?}: expected `{expected}` in: {message}"
+            "{line}: expected `{expected}` in: {message}"
         );
     }
 }

@@ -4,6 +4,8 @@
 //! within the timeout with an error naming it and no partial output file; strangers and
 //! misconfigurations are refused with clear errors.
 
+mod common;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -11,43 +13,23 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{argv, lenet_weights, mnist_sample_into, npy};
+
 const BIN: &str = env!("CARGO_BIN_EXE_cryptgpu");
 
 /// Connect and receive timeouts of the test deployments, in seconds.
 const CONNECT_SECS: u64 = 8;
 const RECV_SECS: u64 = 10;
 
-fn assets() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets")
-}
-
 fn weights() -> String {
-    assets()
-        .join("lenet-mnist.safetensors")
-        .display()
-        .to_string()
+    lenet_weights().display().to_string()
 }
 
 /// A data directory holding the bundled MNIST sample as both the test and the training
 /// split.
 fn sample() -> String {
     let dir = std::env::temp_dir().join(format!("cryptgpu-party-{}-mnist", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let from = assets().join("mnist-sample");
-    for (src, dst) in [
-        ("t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"),
-        ("t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-        ("t10k-images-idx3-ubyte.gz", "train-images-idx3-ubyte.gz"),
-        ("t10k-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    ] {
-        let target = dir.join(dst);
-        if !target.exists() {
-            // Copied under a temporary name and renamed: tests run in parallel.
-            let temp = dir.join(format!("{dst}.{:?}", thread::current().id()));
-            std::fs::copy(from.join(src), &temp).unwrap();
-            std::fs::rename(&temp, &target).unwrap();
-        }
-    }
+    mnist_sample_into(&dir);
     dir.display().to_string()
 }
 
@@ -72,16 +54,9 @@ fn free_addresses() -> Vec<String> {
 
 /// `cryptgpu certs` into `dir` with free ports and the test timeouts; returns parties.toml.
 fn deployment(dir: &Path) -> PathBuf {
-    let out = Command::new(BIN)
-        .args(["certs", "--out", dir.to_str().unwrap(), "--addresses"])
-        .arg(free_addresses().join(","))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let addresses = free_addresses().join(",");
+    let vars = [("dir", dir.to_str().unwrap()), ("addresses", &addresses)];
+    in_process(&argv("certs --out {dir} --addresses {addresses}", &vars));
     let path = dir.join("parties.toml");
     let text = std::fs::read_to_string(&path)
         .unwrap()
@@ -156,19 +131,8 @@ fn succeeded(outputs: &[Output; 3]) {
     }
 }
 
-/// Command-line arguments: `line` split at spaces, then each `{name}` replaced by the value
-/// `vars` gives it (so a path with spaces stays one argument).
-fn argv(line: &str, vars: &[(&str, &str)]) -> Vec<String> {
-    line.split_whitespace()
-        .map(|word| {
-            vars.iter()
-                .find(|(name, _)| word == format!("{{{name}}}"))
-                .map_or_else(|| word.to_string(), |(_, value)| value.to_string())
-        })
-        .collect()
-}
-
-/// The in-process command (`infer` or `train`) with `args`; panics if it fails.
+/// `cryptgpu` with `args` (the in-process `infer` or `train`, or `certs`); panics if it
+/// fails.
 fn in_process(args: &[String]) -> Output {
     let out = Command::new(BIN).args(args).output().unwrap();
     assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
@@ -737,22 +701,8 @@ fn a_stalled_party_is_named_within_the_receive_timeout() {
 
 /// A float32 `.npy` array of `shape` (the data owner's `--input`).
 fn write_npy_f32(path: &Path, shape: &[usize], values: &[f32]) {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let mut header = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
-        dims.join(", ")
-    );
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    for v in values {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    std::fs::write(path, bytes).unwrap();
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, npy("<f4", shape, &bytes)).unwrap();
 }
 
 /// The bundled LeNet weights with the first value of `features.0.weight` set to `value`.

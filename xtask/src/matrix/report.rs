@@ -101,36 +101,36 @@ pub(crate) fn human_bytes(bytes: f64) -> String {
     decimal_units(bytes, &["B", "kB", "MB", "GB", "TB", "PB"])
 }
 
-/// Multiply-add rates for people: `850 MMAC/s`, `13.4 GMAC/s`, `1.20 TMAC/s`.
-pub(crate) fn human_rate(macs_per_second: f64) -> String {
-    if !macs_per_second.is_finite() {
+/// `value` divided by the first of `scales` (divisor and unit, largest first) that it
+/// reaches, or by the last, with three significant digits and the unit.
+fn scaled_to(value: f64, scales: &[(f64, &str)]) -> String {
+    if !value.is_finite() {
         return "—".to_string();
     }
-    let (scaled, unit) = if macs_per_second >= 1e12 {
-        (macs_per_second / 1e12, "TMAC/s")
-    } else if macs_per_second >= 1e9 {
-        (macs_per_second / 1e9, "GMAC/s")
-    } else {
-        (macs_per_second / 1e6, "MMAC/s")
-    };
-    format!("{} {unit}", three_digits(scaled))
+    let last = scales[scales.len() - 1];
+    let (divisor, unit) = *scales.iter().find(|(d, _)| value >= *d).unwrap_or(&last);
+    format!("{} {unit}", three_digits(value / divisor))
+}
+
+/// Multiply-add rates for people: `850 MMAC/s`, `13.4 GMAC/s`, `1.20 TMAC/s`.
+pub(crate) fn human_rate(macs_per_second: f64) -> String {
+    scaled_to(
+        macs_per_second,
+        &[(1e12, "TMAC/s"), (1e9, "GMAC/s"), (1e6, "MMAC/s")],
+    )
 }
 
 /// Link bandwidths for people: `1 Gbit/s`, `100 Mbit/s`.
 pub(crate) fn human_bits_per_second(bits_per_second: f64) -> String {
-    if !bits_per_second.is_finite() {
-        return "—".to_string();
-    }
-    let (scaled, unit) = if bits_per_second >= 1e9 {
-        (bits_per_second / 1e9, "Gbit/s")
-    } else if bits_per_second >= 1e6 {
-        (bits_per_second / 1e6, "Mbit/s")
-    } else if bits_per_second >= 1e3 {
-        (bits_per_second / 1e3, "kbit/s")
-    } else {
-        (bits_per_second, "bit/s")
-    };
-    format!("{} {unit}", three_digits(scaled))
+    scaled_to(
+        bits_per_second,
+        &[
+            (1e9, "Gbit/s"),
+            (1e6, "Mbit/s"),
+            (1e3, "kbit/s"),
+            (1.0, "bit/s"),
+        ],
+    )
 }
 
 /// One published figure as `seconds / bytes (batch b)`.
@@ -217,8 +217,7 @@ pub(crate) fn markdown(results: &Results) -> String {
     }
     device_work_table(&mut md, results);
     gemm_table(&mut md, results);
-    skipped_list(&mut md, results);
-    failed_list(&mut md, results);
+    skipped_and_failed(&mut md, results);
     published_sources(&mut md, results);
     formula_explanation(&mut md);
     md
@@ -451,51 +450,64 @@ fn device_work_table(md: &mut String, results: &Results) {
     md.push('\n');
 }
 
+/// A section headed `## title` holding `lines`, then a blank line. Without lines it says
+/// `none` instead, or is left out where `none` is `None`.
+fn section(md: &mut String, title: &str, none: Option<&str>, lines: &[String]) {
+    if lines.is_empty() && none.is_none() {
+        return;
+    }
+    let _ = writeln!(md, "## {title}\n");
+    if lines.is_empty() {
+        let _ = writeln!(md, "{}\n", none.unwrap_or_default());
+        return;
+    }
+    for line in lines {
+        let _ = writeln!(md, "{line}");
+    }
+    md.push('\n');
+}
+
 /// The GEMM rates.
 fn gemm_table(md: &mut String, results: &Results) {
-    let _ = writeln!(md, "## Ring GEMM (u64, n×n×n)\n");
-    if results.gemm.is_empty() {
-        let _ = writeln!(md, "No GEMM rates were measured.\n");
-        return;
+    let mut lines: Vec<String> = results
+        .gemm
+        .iter()
+        .map(|g| {
+            format!(
+                "| {} | {} | {} | {} |",
+                cell(&backend_label(&g.backend, &g.device, g.software_device)),
+                g.n,
+                human_seconds(g.median_seconds),
+                human_rate(g.macs_per_second)
+            )
+        })
+        .collect();
+    if !lines.is_empty() {
+        let head = [
+            "| backend (device) | n | median time | rate |",
+            "|---|---:|---:|---:|",
+        ];
+        lines.splice(0..0, head.map(String::from));
     }
-    let _ = writeln!(md, "| backend (device) | n | median time | rate |");
-    let _ = writeln!(md, "|---|---:|---:|---:|");
-    for g in &results.gemm {
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {} |",
-            cell(&backend_label(&g.backend, &g.device, g.software_device)),
-            g.n,
-            human_seconds(g.median_seconds),
-            human_rate(g.macs_per_second)
-        );
-    }
-    md.push('\n');
+    let none = "No GEMM rates were measured.";
+    section(md, "Ring GEMM (u64, n×n×n)", Some(none), &lines);
 }
 
-/// The backends asked for and not run.
-fn skipped_list(md: &mut String, results: &Results) {
-    let _ = writeln!(md, "## Skipped backends\n");
-    if results.skipped.is_empty() {
-        let _ = writeln!(md, "None: every backend asked for ran.\n");
-        return;
-    }
-    for s in &results.skipped {
-        let _ = writeln!(md, "- `{}`: {}", s.backend, cell(&s.reason));
-    }
-    md.push('\n');
-}
-
-/// The cells that failed, if any.
-fn failed_list(md: &mut String, results: &Results) {
-    if results.failed.is_empty() {
-        return;
-    }
-    let _ = writeln!(md, "## Failed cells\n");
-    for f in &results.failed {
-        let _ = writeln!(md, "- {}: {}", cell(&f.cell), cell(&f.reason));
-    }
-    md.push('\n');
+/// The backends asked for and not run, and the cells that failed (if any).
+fn skipped_and_failed(md: &mut String, results: &Results) {
+    let skipped: Vec<String> = results
+        .skipped
+        .iter()
+        .map(|s| format!("- `{}`: {}", s.backend, cell(&s.reason)))
+        .collect();
+    let all_ran = "None: every backend asked for ran.";
+    section(md, "Skipped backends", Some(all_ran), &skipped);
+    let failed: Vec<String> = results
+        .failed
+        .iter()
+        .map(|f| format!("- {}: {}", cell(&f.cell), cell(&f.reason)))
+        .collect();
+    section(md, "Failed cells", None, &failed);
 }
 
 /// Where the published figures come from, and their caveats.

@@ -1,4 +1,4 @@
-//! The conformance suite: every [`GpuBackend`] op against the scalar [`reference`], on
+//! The conformance suite: every [`GpuBackend`] op against the scalar [`reference`](mod@reference), on
 //! random nonzero inputs and odd shapes, compared bit for bit. Each backend crate runs it
 //! with one line, `cryptgpu_backend::conformance_tests!(make_backend);`, where
 //! `make_backend: fn() -> Option<B>` returns `None` (after saying why, see [`unavailable`])
@@ -7,7 +7,9 @@
 pub mod reference;
 
 use crate::shape::packed_words;
-use crate::{BinaryOp, Conv2dParams, DeviceTensor, GpuBackend, Pool2dParams, ShiftOp, UnaryOp};
+use crate::{
+    BinaryOp, Conv2dParams, DeviceTensor, GpuBackend, Pool2dParams, Result, ShiftOp, UnaryOp,
+};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::ChaCha12Rng;
 use rand_core::{Rng, SeedableRng};
@@ -100,6 +102,24 @@ pub fn assert_same(what: &str, got: &HostTensor, want: &HostTensor) {
     }
 }
 
+/// Asserts that an op succeeded and that its result, downloaded, equals `want` bit for bit.
+#[track_caller]
+pub fn assert_op<B: GpuBackend>(
+    backend: &B,
+    what: &str,
+    got: Result<B::Tensor>,
+    want: &HostTensor,
+) {
+    let got = got.unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_same(what, &download(backend, &got), want);
+}
+
+/// Asserts that an op refused its arguments; `why` says what the refusal is for.
+#[track_caller]
+pub fn assert_refused<T>(got: Result<T>, why: &str) {
+    assert!(got.is_err(), "{why}");
+}
+
 /// Shapes that catch off-by-one and tail handling: scalars, ones, primes, a power of two
 /// and one past it.
 const ELEMENTWISE_SHAPES: &[&[usize]] = &[
@@ -133,9 +153,9 @@ pub fn check_upload_download<B: GpuBackend>(backend: &B) {
             &x,
         );
     }
-    assert!(
-        backend.upload(&[1, 2, 3], &[2, 2]).is_err(),
-        "upload of 3 elements as [2, 2] must fail"
+    assert_refused(
+        backend.upload(&[1, 2, 3], &[2, 2]),
+        "upload of 3 elements as [2, 2] must fail",
     );
     backend.sync().expect("sync");
 }
@@ -171,9 +191,9 @@ pub fn check_reshape<B: GpuBackend>(backend: &B) {
             &HostTensor::new(x.data.clone(), shape),
         );
     }
-    assert!(
-        backend.reshape(&t, &[31]).is_err(),
-        "reshape to another element count must fail"
+    assert_refused(
+        backend.reshape(&t, &[31]),
+        "reshape to another element count must fail",
     );
 }
 
@@ -192,29 +212,23 @@ pub fn check_permute<B: GpuBackend>(backend: &B) {
     ];
     for &(shape, axes) in cases {
         let x = rng.tensor(shape);
-        let got = backend.permute(&upload(backend, &x), axes).unwrap();
-        assert_same(
+        assert_op(
+            backend,
             &format!("permute {shape:?} by {axes:?}"),
-            &download(backend, &got),
+            backend.permute(&upload(backend, &x), axes),
             &reference::permute(&x, axes),
         );
     }
     let x = rng.tensor(&[4, 6, 5]);
-    let got = backend.transpose(&upload(backend, &x), 0, 2).unwrap();
-    assert_same(
+    assert_op(
+        backend,
         "transpose",
-        &download(backend, &got),
+        backend.transpose(&upload(backend, &x), 0, 2),
         &reference::permute(&x, &[2, 1, 0]),
     );
     let t = upload(backend, &x);
-    assert!(
-        backend.permute(&t, &[0, 0, 1]).is_err(),
-        "a repeated axis must fail"
-    );
-    assert!(
-        backend.permute(&t, &[0, 1]).is_err(),
-        "too few axes must fail"
-    );
+    assert_refused(backend.permute(&t, &[0, 0, 1]), "a repeated axis must fail");
+    assert_refused(backend.permute(&t, &[0, 1]), "too few axes must fail");
 }
 
 /// `slice` along every axis, empty and full ranges included.
@@ -230,22 +244,18 @@ pub fn check_slice<B: GpuBackend>(backend: &B) {
             (extent, extent),
             (0, 1),
         ] {
-            let got = backend.slice(&t, axis, start..end).unwrap();
-            let want = reference::slice(&x, axis, start, end);
-            assert_same(
+            assert_op(
+                backend,
                 &format!("slice axis {axis} {start}..{end}"),
-                &download(backend, &got),
-                &want,
+                backend.slice(&t, axis, start..end),
+                &reference::slice(&x, axis, start, end),
             );
         }
     }
-    assert!(
-        backend.slice(&t, 3, 0..1).is_err(),
-        "slice past the rank must fail"
-    );
-    assert!(
-        backend.slice(&t, 0, 2..6).is_err(),
-        "slice past the extent must fail"
+    assert_refused(backend.slice(&t, 3, 0..1), "slice past the rank must fail");
+    assert_refused(
+        backend.slice(&t, 0, 2..6),
+        "slice past the extent must fail",
     );
 }
 
@@ -258,28 +268,23 @@ pub fn check_concat<B: GpuBackend>(backend: &B) {
         shapes[2][axis] = 7;
         let xs: Vec<HostTensor> = shapes.iter().map(|s| rng.tensor(s)).collect();
         let ts: Vec<B::Tensor> = xs.iter().map(|x| upload(backend, x)).collect();
-        let got = backend
-            .concat(&ts.iter().collect::<Vec<_>>(), axis)
-            .unwrap();
-        assert_same(
+        assert_op(
+            backend,
             &format!("concat axis {axis}"),
-            &download(backend, &got),
+            backend.concat(&ts.iter().collect::<Vec<_>>(), axis),
             &reference::concat(&xs.iter().collect::<Vec<_>>(), axis),
         );
-        let got = backend.concat(&[&ts[0], &ts[1]], axis).unwrap();
-        assert_same(
+        assert_op(
+            backend,
             &format!("concat of two, axis {axis}"),
-            &download(backend, &got),
+            backend.concat(&[&ts[0], &ts[1]], axis),
             &reference::concat(&[&xs[0], &xs[1]], axis),
         );
     }
     let a = upload(backend, &rng.tensor(&[2, 3]));
     let b = upload(backend, &rng.tensor(&[3, 3]));
-    assert!(
-        backend.concat(&[&a, &b], 1).is_err(),
-        "mismatched extents must fail"
-    );
-    assert!(backend.concat(&[], 0).is_err(), "an empty list must fail");
+    assert_refused(backend.concat(&[&a, &b], 1), "mismatched extents must fail");
+    assert_refused(backend.concat(&[], 0), "an empty list must fail");
 }
 
 /// `select_rows`: repeated, missing (zero) and out-of-order rows, of matrices and of a
@@ -298,22 +303,22 @@ pub fn check_select_rows<B: GpuBackend>(backend: &B) {
     ];
     for (shape, rows) in cases {
         let x = rng.tensor(&shape);
-        let got = backend.select_rows(&upload(backend, &x), &rows).unwrap();
-        assert_same(
+        assert_op(
+            backend,
             &format!("select_rows of {shape:?}, {} rows", rows.len()),
-            &download(backend, &got),
+            backend.select_rows(&upload(backend, &x), &rows),
             &reference::select_rows(&x, &rows),
         );
     }
     let t = upload(backend, &rng.tensor(&[3, 2]));
-    assert!(
-        backend.select_rows(&t, &[Some(3)]).is_err(),
-        "a row past the extent must fail"
+    assert_refused(
+        backend.select_rows(&t, &[Some(3)]),
+        "a row past the extent must fail",
     );
     let scalar = upload(backend, &rng.tensor(&[]));
-    assert!(
-        backend.select_rows(&scalar, &[Some(0)]).is_err(),
-        "a scalar has no rows"
+    assert_refused(
+        backend.select_rows(&scalar, &[Some(0)]),
+        "a scalar has no rows",
     );
 }
 
@@ -330,21 +335,21 @@ pub fn check_broadcast<B: GpuBackend>(backend: &B) {
     ];
     for &(from, to) in cases {
         let x = rng.tensor(from);
-        let got = backend.broadcast_to(&upload(backend, &x), to).unwrap();
-        assert_same(
+        assert_op(
+            backend,
             &format!("broadcast {from:?} to {to:?}"),
-            &download(backend, &got),
+            backend.broadcast_to(&upload(backend, &x), to),
             &reference::broadcast(&x, to),
         );
     }
     let t = upload(backend, &rng.tensor(&[3, 2]));
-    assert!(
-        backend.broadcast_to(&t, &[3, 3]).is_err(),
-        "an extent of 2 cannot broadcast to 3"
+    assert_refused(
+        backend.broadcast_to(&t, &[3, 3]),
+        "an extent of 2 cannot broadcast to 3",
     );
-    assert!(
-        backend.broadcast_to(&t, &[2]).is_err(),
-        "broadcast to a lower rank must fail"
+    assert_refused(
+        backend.broadcast_to(&t, &[2]),
+        "broadcast to a lower rank must fail",
     );
 }
 
@@ -356,26 +361,25 @@ pub fn check_binary<B: GpuBackend>(backend: &B) {
         let (ta, tb) = (upload(backend, &a), upload(backend, &b));
         let s = rng.elem();
         for op in BinaryOp::ALL {
-            let got = backend.binary(op, &ta, &tb).unwrap();
-            assert_same(
+            assert_op(
+                backend,
                 &format!("{op:?} {shape:?}"),
-                &download(backend, &got),
+                backend.binary(op, &ta, &tb),
                 &reference::binary(op, &a, &b),
             );
-            let got = backend.binary_scalar(op, &ta, s).unwrap();
-            let want = HostTensor::new(a.data.iter().map(|&x| op.apply(x, s)).collect(), shape);
-            assert_same(
+            assert_op(
+                backend,
                 &format!("{op:?} scalar {shape:?}"),
-                &download(backend, &got),
-                &want,
+                backend.binary_scalar(op, &ta, s),
+                &a.map(|x| op.apply(x, s)),
             );
         }
     }
     let a = upload(backend, &rng.tensor(&[3, 4]));
     let b = upload(backend, &rng.tensor(&[4, 3]));
-    assert!(
-        backend.binary(BinaryOp::Add, &a, &b).is_err(),
-        "elementwise ops on different shapes must fail"
+    assert_refused(
+        backend.binary(BinaryOp::Add, &a, &b),
+        "elementwise ops on different shapes must fail",
     );
 }
 
@@ -418,15 +422,13 @@ pub fn check_fused<B: GpuBackend>(backend: &B) {
         for (count, program) in &programs {
             let xs: Vec<HostTensor> = (0..*count).map(|_| rng.tensor(shape)).collect();
             let ts: Vec<B::Tensor> = xs.iter().map(|x| upload(backend, x)).collect();
-            let got = backend
-                .fused(program, &ts.iter().collect::<Vec<_>>())
-                .unwrap();
-            assert_same(
+            assert_op(
+                backend,
                 &format!(
                     "fused program of {} steps on {shape:?}",
                     program.steps().len()
                 ),
-                &download(backend, &got),
+                backend.fused(program, &ts.iter().collect::<Vec<_>>()),
                 &reference::fused(program, &xs.iter().collect::<Vec<_>>()),
             );
         }
@@ -435,17 +437,17 @@ pub fn check_fused<B: GpuBackend>(backend: &B) {
     let b = upload(backend, &rng.tensor(&[4, 3]));
     let mut add = Fused::new();
     add.binary(BinaryOp::Add, input(0), input(1));
-    assert!(
-        backend.fused(&add, &[&a, &b]).is_err(),
-        "inputs of different shapes must fail"
+    assert_refused(
+        backend.fused(&add, &[&a, &b]),
+        "inputs of different shapes must fail",
     );
-    assert!(
-        backend.fused(&add, &[&a]).is_err(),
-        "a program reading an input it is not given must fail"
+    assert_refused(
+        backend.fused(&add, &[&a]),
+        "a program reading an input it is not given must fail",
     );
-    assert!(
-        backend.fused(&Fused::new(), &[&a]).is_err(),
-        "an empty program must fail"
+    assert_refused(
+        backend.fused(&Fused::new(), &[&a]),
+        "an empty program must fail",
     );
 }
 
@@ -455,12 +457,11 @@ pub fn check_unary<B: GpuBackend>(backend: &B) {
     for shape in ELEMENTWISE_SHAPES {
         let a = rng.tensor(shape);
         for op in UnaryOp::ALL {
-            let got = backend.unary(op, &upload(backend, &a)).unwrap();
-            let want = HostTensor::new(a.data.iter().map(|&x| op.apply(x)).collect(), shape);
-            assert_same(
+            assert_op(
+                backend,
                 &format!("{op:?} {shape:?}"),
-                &download(backend, &got),
-                &want,
+                backend.unary(op, &upload(backend, &a)),
+                &a.map(|x| op.apply(x)),
             );
         }
     }
@@ -474,19 +475,14 @@ pub fn check_shift<B: GpuBackend>(backend: &B) {
         let t = upload(backend, &a);
         for op in ShiftOp::ALL {
             for bits in [0, 1, 20, 31, 32, 63] {
-                let got = backend.shift(op, &t, bits).unwrap();
-                let want =
-                    HostTensor::new(a.data.iter().map(|&x| op.apply(x, bits)).collect(), shape);
-                assert_same(
+                assert_op(
+                    backend,
                     &format!("{op:?} by {bits} {shape:?}"),
-                    &download(backend, &got),
-                    &want,
+                    backend.shift(op, &t, bits),
+                    &a.map(|x| op.apply(x, bits)),
                 );
             }
-            assert!(
-                backend.shift(op, &t, 64).is_err(),
-                "a shift by 64 must fail"
-            );
+            assert_refused(backend.shift(op, &t, 64), "a shift by 64 must fail");
         }
     }
 }
@@ -498,15 +494,14 @@ pub fn check_extract_bit<B: GpuBackend>(backend: &B) {
         let a = rng.tensor(shape);
         let t = upload(backend, &a);
         for bit in [0, 1, 31, 32, 62, 63] {
-            let got = backend.extract_bit(&t, bit).unwrap();
-            let want = HostTensor::new(a.data.iter().map(|&x| (x >> bit) & 1).collect(), shape);
-            assert_same(
+            assert_op(
+                backend,
                 &format!("bit {bit} {shape:?}"),
-                &download(backend, &got),
-                &want,
+                backend.extract_bit(&t, bit),
+                &a.map(|x| (x >> bit) & 1),
             );
         }
-        assert!(backend.extract_bit(&t, 64).is_err(), "bit 64 must fail");
+        assert_refused(backend.extract_bit(&t, 64), "bit 64 must fail");
     }
 }
 
@@ -529,9 +524,9 @@ pub fn check_pack_bits<B: GpuBackend>(backend: &B) {
         assert_same(&format!("unpack {n}"), &download(backend, &unpacked), &want);
     }
     let packed = upload(backend, &rng.tensor(&[2]));
-    assert!(
-        backend.unpack_bits(&packed, &[200]).is_err(),
-        "200 bits need 4 words, not 2"
+    assert_refused(
+        backend.unpack_bits(&packed, &[200]),
+        "200 bits need 4 words, not 2",
     );
     let from_words = backend.unpack_bits(&packed, &[2, 64]).unwrap();
     let words = backend.download(&packed).unwrap();
@@ -561,12 +556,10 @@ pub fn check_matmul<B: GpuBackend>(backend: &B) {
     ];
     for &(sa, sb) in cases {
         let (a, b) = (rng.tensor(sa), rng.tensor(sb));
-        let got = backend
-            .matmul(&upload(backend, &a), &upload(backend, &b))
-            .unwrap();
-        assert_same(
+        assert_op(
+            backend,
             &format!("matmul {sa:?} x {sb:?}"),
-            &download(backend, &got),
+            backend.matmul(&upload(backend, &a), &upload(backend, &b)),
             &reference::matmul(&a, &b),
         );
     }
@@ -580,78 +573,28 @@ pub fn check_matmul<B: GpuBackend>(backend: &B) {
             upload(backend, &rng.tensor(sa)),
             upload(backend, &rng.tensor(sb)),
         );
-        assert!(
-            backend.matmul(&a, &b).is_err(),
-            "matmul {sa:?} x {sb:?} must fail"
-        );
+        assert_refused(backend.matmul(&a, &b), "matmul {sa:?} x {sb:?} must fail");
+    }
+}
+
+/// Convolution parameters, spelled out for the case tables.
+const fn conv(stride: [usize; 2], padding: [usize; 2], groups: usize) -> Conv2dParams {
+    Conv2dParams {
+        stride,
+        padding,
+        groups,
     }
 }
 
 /// Convolutions with stride, padding, rectangular kernels and groups.
 const CONV_CASES: &[([usize; 4], [usize; 4], Conv2dParams)] = &[
-    (
-        [1, 1, 5, 5],
-        [1, 1, 3, 3],
-        Conv2dParams {
-            stride: [1, 1],
-            padding: [0, 0],
-            groups: 1,
-        },
-    ),
-    (
-        [2, 3, 7, 9],
-        [4, 3, 3, 2],
-        Conv2dParams {
-            stride: [2, 1],
-            padding: [1, 0],
-            groups: 1,
-        },
-    ),
-    (
-        [1, 6, 8, 8],
-        [9, 2, 3, 3],
-        Conv2dParams {
-            stride: [1, 1],
-            padding: [1, 1],
-            groups: 3,
-        },
-    ),
-    (
-        [2, 4, 9, 7],
-        [4, 1, 3, 3],
-        Conv2dParams {
-            stride: [2, 2],
-            padding: [1, 1],
-            groups: 4,
-        },
-    ),
-    (
-        [1, 1, 28, 28],
-        [20, 1, 5, 5],
-        Conv2dParams {
-            stride: [1, 1],
-            padding: [0, 0],
-            groups: 1,
-        },
-    ),
-    (
-        [3, 5, 6, 6],
-        [7, 5, 1, 1],
-        Conv2dParams {
-            stride: [1, 1],
-            padding: [0, 0],
-            groups: 1,
-        },
-    ),
-    (
-        [1, 3, 11, 10],
-        [5, 3, 4, 3],
-        Conv2dParams {
-            stride: [3, 2],
-            padding: [2, 1],
-            groups: 1,
-        },
-    ),
+    ([1, 1, 5, 5], [1, 1, 3, 3], conv([1, 1], [0, 0], 1)),
+    ([2, 3, 7, 9], [4, 3, 3, 2], conv([2, 1], [1, 0], 1)),
+    ([1, 6, 8, 8], [9, 2, 3, 3], conv([1, 1], [1, 1], 3)),
+    ([2, 4, 9, 7], [4, 1, 3, 3], conv([2, 2], [1, 1], 4)),
+    ([1, 1, 28, 28], [20, 1, 5, 5], conv([1, 1], [0, 0], 1)),
+    ([3, 5, 6, 6], [7, 5, 1, 1], conv([1, 1], [0, 0], 1)),
+    ([1, 3, 11, 10], [5, 3, 4, 3], conv([3, 2], [2, 1], 1)),
 ];
 
 /// Forward convolution.
@@ -659,59 +602,56 @@ pub fn check_conv2d<B: GpuBackend>(backend: &B) {
     let mut rng = Inputs::new("conv2d");
     for &(sx, sw, p) in CONV_CASES {
         let (x, w) = (rng.tensor(&sx), rng.tensor(&sw));
-        let got = backend
-            .conv2d(&upload(backend, &x), &upload(backend, &w), p)
-            .unwrap();
-        assert_same(
+        assert_op(
+            backend,
             &format!("conv2d {sx:?} * {sw:?} {p:?}"),
-            &download(backend, &got),
+            backend.conv2d(&upload(backend, &x), &upload(backend, &w), p),
             &reference::conv2d(&x, &w, p),
         );
     }
     let x = upload(backend, &rng.tensor(&[1, 3, 5, 5]));
     let w = upload(backend, &rng.tensor(&[2, 2, 3, 3]));
-    assert!(
-        backend.conv2d(&x, &w, Conv2dParams::default()).is_err(),
-        "channel mismatch must fail"
+    assert_refused(
+        backend.conv2d(&x, &w, Conv2dParams::default()),
+        "channel mismatch must fail",
     );
     let w = upload(backend, &rng.tensor(&[2, 3, 7, 7]));
-    assert!(
-        backend.conv2d(&x, &w, Conv2dParams::default()).is_err(),
-        "a kernel larger than the input must fail"
+    assert_refused(
+        backend.conv2d(&x, &w, Conv2dParams::default()),
+        "a kernel larger than the input must fail",
     );
     let w = upload(backend, &rng.tensor(&[2, 3, 3, 3]));
-    assert!(
-        backend.conv2d(&x, &w, Conv2dParams::new(0, 0)).is_err(),
-        "stride 0 must fail"
+    assert_refused(
+        backend.conv2d(&x, &w, Conv2dParams::new(0, 0)),
+        "stride 0 must fail",
     );
+}
+
+/// The output shape of a valid convolution case.
+fn conv_output_shape(input: &[usize], weight: &[usize], p: Conv2dParams) -> Vec<usize> {
+    let dims = crate::shape::Conv2dDims::forward(input, weight, p);
+    dims.expect("a valid convolution case").output_shape()
 }
 
 /// Gradient of the convolution with respect to the input.
 pub fn check_conv2d_grad_input<B: GpuBackend>(backend: &B) {
     let mut rng = Inputs::new("conv2d_grad_input");
     for &(sx, sw, p) in CONV_CASES {
-        let out_shape = crate::shape::Conv2dDims::forward(&sx, &sw, p)
-            .unwrap()
-            .output_shape();
+        let out_shape = conv_output_shape(&sx, &sw, p);
         let (g, w) = (rng.tensor(&out_shape), rng.tensor(&sw));
         let hw = [sx[2], sx[3]];
-        let got = backend
-            .conv2d_grad_input(&upload(backend, &g), &upload(backend, &w), hw, p)
-            .unwrap();
-        let want = reference::conv2d_grad_input(&g, &w, hw, p);
-        assert_same(
+        assert_op(
+            backend,
             &format!("conv2d_grad_input {sx:?} * {sw:?} {p:?}"),
-            &download(backend, &got),
-            &want,
+            backend.conv2d_grad_input(&upload(backend, &g), &upload(backend, &w), hw, p),
+            &reference::conv2d_grad_input(&g, &w, hw, p),
         );
     }
     let g = upload(backend, &rng.tensor(&[1, 2, 3, 3]));
     let w = upload(backend, &rng.tensor(&[2, 3, 3, 3]));
-    assert!(
-        backend
-            .conv2d_grad_input(&g, &w, [6, 6], Conv2dParams::default())
-            .is_err(),
-        "wrong input size must fail"
+    assert_refused(
+        backend.conv2d_grad_input(&g, &w, [6, 6], Conv2dParams::default()),
+        "wrong input size must fail",
     );
 }
 
@@ -719,28 +659,21 @@ pub fn check_conv2d_grad_input<B: GpuBackend>(backend: &B) {
 pub fn check_conv2d_grad_weight<B: GpuBackend>(backend: &B) {
     let mut rng = Inputs::new("conv2d_grad_weight");
     for &(sx, sw, p) in CONV_CASES {
-        let out_shape = crate::shape::Conv2dDims::forward(&sx, &sw, p)
-            .unwrap()
-            .output_shape();
+        let out_shape = conv_output_shape(&sx, &sw, p);
         let (x, g) = (rng.tensor(&sx), rng.tensor(&out_shape));
         let khw = [sw[2], sw[3]];
-        let got = backend
-            .conv2d_grad_weight(&upload(backend, &x), &upload(backend, &g), khw, p)
-            .unwrap();
-        let want = reference::conv2d_grad_weight(&x, &g, khw, p);
-        assert_same(
+        assert_op(
+            backend,
             &format!("conv2d_grad_weight {sx:?} * {sw:?} {p:?}"),
-            &download(backend, &got),
-            &want,
+            backend.conv2d_grad_weight(&upload(backend, &x), &upload(backend, &g), khw, p),
+            &reference::conv2d_grad_weight(&x, &g, khw, p),
         );
     }
     let x = upload(backend, &rng.tensor(&[1, 3, 5, 5]));
     let g = upload(backend, &rng.tensor(&[2, 2, 3, 3]));
-    assert!(
-        backend
-            .conv2d_grad_weight(&x, &g, [3, 3], Conv2dParams::default())
-            .is_err(),
-        "batch mismatch must fail"
+    assert_refused(
+        backend.conv2d_grad_weight(&x, &g, [3, 3], Conv2dParams::default()),
+        "batch mismatch must fail",
     );
 }
 
@@ -757,62 +690,36 @@ pub fn check_sum_axis<B: GpuBackend>(backend: &B) {
         let x = rng.tensor(shape);
         let t = upload(backend, &x);
         for axis in 0..shape.len() {
-            let got = backend.sum_axis(&t, axis).unwrap();
-            assert_same(
+            assert_op(
+                backend,
                 &format!("sum {shape:?} over {axis}"),
-                &download(backend, &got),
+                backend.sum_axis(&t, axis),
                 &reference::sum_axis(&x, axis),
             );
         }
-        assert!(
-            backend.sum_axis(&t, shape.len()).is_err(),
-            "an axis past the rank must fail"
+        assert_refused(
+            backend.sum_axis(&t, shape.len()),
+            "an axis past the rank must fail",
         );
+    }
+}
+
+/// Pooling parameters, spelled out for the case tables.
+const fn pool(kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2]) -> Pool2dParams {
+    Pool2dParams {
+        kernel,
+        stride,
+        padding,
     }
 }
 
 /// Pooling windows: 2×2, overlapping 3×3 with stride 2, padded, rectangular.
 const POOL_CASES: &[([usize; 4], Pool2dParams)] = &[
-    (
-        [1, 1, 4, 4],
-        Pool2dParams {
-            kernel: [2, 2],
-            stride: [2, 2],
-            padding: [0, 0],
-        },
-    ),
-    (
-        [2, 3, 7, 9],
-        Pool2dParams {
-            kernel: [2, 2],
-            stride: [2, 2],
-            padding: [0, 0],
-        },
-    ),
-    (
-        [2, 3, 9, 7],
-        Pool2dParams {
-            kernel: [3, 3],
-            stride: [2, 2],
-            padding: [1, 1],
-        },
-    ),
-    (
-        [1, 5, 8, 6],
-        Pool2dParams {
-            kernel: [3, 2],
-            stride: [1, 2],
-            padding: [1, 0],
-        },
-    ),
-    (
-        [3, 2, 5, 5],
-        Pool2dParams {
-            kernel: [5, 5],
-            stride: [1, 1],
-            padding: [0, 0],
-        },
-    ),
+    ([1, 1, 4, 4], pool([2, 2], [2, 2], [0, 0])),
+    ([2, 3, 7, 9], pool([2, 2], [2, 2], [0, 0])),
+    ([2, 3, 9, 7], pool([3, 3], [2, 2], [1, 1])),
+    ([1, 5, 8, 6], pool([3, 2], [1, 2], [1, 0])),
+    ([3, 2, 5, 5], pool([5, 5], [1, 1], [0, 0])),
 ];
 
 /// `pool_window_sum`.
@@ -820,19 +727,17 @@ pub fn check_pool_window_sum<B: GpuBackend>(backend: &B) {
     let mut rng = Inputs::new("pool_window_sum");
     for &(shape, p) in POOL_CASES {
         let x = rng.tensor(&shape);
-        let got = backend.pool_window_sum(&upload(backend, &x), p).unwrap();
-        assert_same(
+        assert_op(
+            backend,
             &format!("window sum {shape:?} {p:?}"),
-            &download(backend, &got),
+            backend.pool_window_sum(&upload(backend, &x), p),
             &reference::pool_window_sum(&x, p),
         );
     }
     let t = upload(backend, &rng.tensor(&[1, 1, 2, 2]));
-    assert!(
-        backend
-            .pool_window_sum(&t, Pool2dParams::new(3, 1))
-            .is_err(),
-        "a window larger than the input must fail"
+    assert_refused(
+        backend.pool_window_sum(&t, Pool2dParams::new(3, 1)),
+        "a window larger than the input must fail",
     );
 }
 
@@ -842,30 +747,26 @@ pub fn check_pool_unfold_fold<B: GpuBackend>(backend: &B) {
     for &(shape, p) in POOL_CASES {
         let x = rng.tensor(&shape);
         let pad = rng.elem();
-        let got = backend.pool_unfold(&upload(backend, &x), p, pad).unwrap();
-        assert_same(
+        let unfolded = reference::pool_unfold(&x, p, pad);
+        assert_op(
+            backend,
             &format!("unfold {shape:?} {p:?}"),
-            &download(backend, &got),
-            &reference::pool_unfold(&x, p, pad),
+            backend.pool_unfold(&upload(backend, &x), p, pad),
+            &unfolded,
         );
 
-        let windows = rng.tensor(got.shape());
-        let folded = backend
-            .pool_fold(&upload(backend, &windows), p, &shape)
-            .unwrap();
-        let want = reference::pool_fold(&windows, p, &shape);
-        assert_same(
+        let windows = rng.tensor(&unfolded.shape);
+        assert_op(
+            backend,
             &format!("fold {shape:?} {p:?}"),
-            &download(backend, &folded),
-            &want,
+            backend.pool_fold(&upload(backend, &windows), p, &shape),
+            &reference::pool_fold(&windows, p, &shape),
         );
     }
     let t = upload(backend, &rng.tensor(&[4, 1, 2, 2]));
-    assert!(
-        backend
-            .pool_fold(&t, Pool2dParams::new(2, 2), &[1, 1, 4, 4])
-            .is_err(),
-        "windows of the wrong shape must fail"
+    assert_refused(
+        backend.pool_fold(&t, Pool2dParams::new(2, 2), &[1, 1, 4, 4]),
+        "windows of the wrong shape must fail",
     );
 }
 
@@ -926,12 +827,10 @@ pub fn check_large<B: GpuBackend>(backend: &B) {
     let mut rng = Inputs::new("large");
     let n = (1 << 21) + 3;
     let (a, b) = (rng.tensor(&[n]), rng.tensor(&[n]));
-    let got = backend
-        .binary(BinaryOp::Mul, &upload(backend, &a), &upload(backend, &b))
-        .unwrap();
-    assert_same(
+    assert_op(
+        backend,
         "large mul",
-        &download(backend, &got),
+        backend.binary(BinaryOp::Mul, &upload(backend, &a), &upload(backend, &b)),
         &reference::binary(BinaryOp::Mul, &a, &b),
     );
     let key = rng.key();
@@ -971,7 +870,6 @@ pub fn check_inputs_unchanged_and_deterministic<B: GpuBackend>(backend: &B) {
     }
 }
 
-/// Instantiates every `check_*` of [`crate::conformance`] as a `#[test]`, given a path to a
 /// `bit_planes`: row j packs bit j of every element (zero tail), for any length and rank.
 pub fn check_bit_planes<B: GpuBackend>(backend: &B) {
     let mut rng = Inputs::new("bit_planes");
@@ -1002,6 +900,7 @@ pub fn check_bit_planes<B: GpuBackend>(backend: &B) {
     }
 }
 
+/// Instantiates every `check_*` of [`crate::conformance`] as a `#[test]`, given a path to a
 /// `fn() -> Option<B>` that makes the backend (or returns `None` after saying why it skips).
 #[macro_export]
 macro_rules! conformance_tests {

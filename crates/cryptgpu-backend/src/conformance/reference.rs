@@ -27,6 +27,11 @@ impl HostTensor {
             shape: shape.to_vec(),
         }
     }
+
+    /// `f` applied to every element, same shape.
+    pub fn map(&self, f: impl Fn(u64) -> u64) -> Self {
+        Self::new(self.data.iter().map(|&x| f(x)).collect(), &self.shape)
+    }
 }
 
 /// Multi-index of flat position `flat` in `shape`.

@@ -3,7 +3,8 @@
 //! bias-less `MatMul` before it, or an [`AddConst`]. Local on shares.
 
 use super::add_const::AddConst;
-use super::*;
+use super::common::*;
+use super::linear::fold_bias;
 
 /// `a + b`, or `a − b` with `subtract`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -12,22 +13,7 @@ pub struct Add {
     pub subtract: bool,
 }
 
-impl Layer for Add {
-    const KIND: &'static str = "Add";
-
-    fn arity(&self) -> Arity {
-        Arity::Exactly(2)
-    }
-
-    fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
-        broadcast_shapes(inputs[0], inputs[1]).ok_or_else(|| {
-            format!(
-                "inputs {:?} and {:?} do not broadcast",
-                inputs[0], inputs[1]
-            )
-        })
-    }
-
+impl Attributes for Add {
     fn write_attrs(&self, a: &mut Attrs) {
         if self.subtract {
             a.set("subtract", true);
@@ -39,18 +25,22 @@ impl Layer for Add {
             subtract: a.boolean_or("subtract", false)?,
         })
     }
+}
+
+impl Layer for Add {
+    const KIND: &'static str = "Add";
+
+    fn arity(&self) -> Arity {
+        Arity::Exactly(2)
+    }
+
+    fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
+        broadcast_inputs(inputs)
+    }
 
     fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
-        let a = plain_broadcast(x[0], cx.out_shape)?;
-        let b = plain_broadcast(x[1], cx.out_shape)?;
         let sign = if self.subtract { -1.0 } else { 1.0 };
-        cx.output(
-            a.data()
-                .iter()
-                .zip(b.data())
-                .map(|(u, v)| u + sign * v)
-                .collect(),
-        )
+        cx.zip_broadcast(x[0], x[1], |u, v| u + sign * v)
     }
 
     fn plain_backward(&self, cx: &mut PlainBackCx<'_>, dy: &Tensor) -> Result<Vec<Tensor>> {
@@ -62,11 +52,14 @@ impl Layer for Add {
         Ok(vec![da, db])
     }
 
-    fn private_forward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateCx<'_, B, T>,
-        x: &[&Rss<B>],
-    ) -> Result<Rss<B>> {
+    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
+        n.op_type = if self.subtract { "Sub" } else { "Add" };
+        Ok(())
+    }
+}
+
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for Add {
+    fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
         let a = private_broadcast(cx.p, x[0], cx.out_shape)?;
         let b = private_broadcast(cx.p, x[1], cx.out_shape)?;
         Ok(if self.subtract {
@@ -76,27 +69,18 @@ impl Layer for Add {
         })
     }
 
-    fn private_backward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateBackCx<'_, B, T>,
-        dy: Rss<B>,
-    ) -> Result<Vec<Option<Rss<B>>>> {
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, dy: Rss<B>) -> Grads<B> {
         let shapes = cx.input_shapes.clone();
         let da = private_reduce_to(cx.p, &dy, &shapes[0])?;
         let db = private_reduce_to(cx.p, &dy, &shapes[1])?;
         let db = if self.subtract { cx.p.neg(&db)? } else { db };
         Ok(vec![Some(da), Some(db)])
     }
-
-    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
-        n.op_type = if self.subtract { "Sub" } else { "Add" };
-        Ok(())
-    }
 }
 
 /// ONNX `Add` and `Sub`: of two graph values; of a value and a constant (a bias folded
 /// into the `MatMul` before it where it fits, else [`AddConst`]).
-pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
+pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
     let subtract = node.op_type == "Sub";
     let consts = [
         im.constant(node, 0).ok().flatten(),
@@ -107,7 +91,7 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
             let a = im.input_node(node, 0)?;
             let b = im.input_node(node, 1)?;
             let name = im.node_name(node, None);
-            im.push(node, name, Add { subtract }.into(), &[a, b])?;
+            im.push(node, name, Add { subtract }, &[a, b])?;
         }
         [Some(c), None] | [None, Some(c)] => {
             let c = c.clone();
@@ -117,7 +101,7 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
             if subtract && !const_first {
                 values.iter_mut().for_each(|v| *v = -*v);
             }
-            if !subtract && im.fold_bias(node, x, &values)? {
+            if !subtract && fold_bias(im, node, x, &values)? {
                 return Ok(());
             }
             let shape: Vec<usize> = c.dims.iter().map(|&d| d as usize).collect();
@@ -127,9 +111,9 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
             };
             let name = im.node_name(node, None);
             im.insert_param(&name, "constant", Tensor::new(&shape, values)?);
-            im.push(node, name, layer.into(), &[x])?;
+            im.push(node, name, layer, &[x])?;
         }
-        [Some(_), Some(_)] => return Err(Importer::bad(node, "adds two constants")),
+        [Some(_), Some(_)] => return Err(bad(node, "adds two constants")),
     }
     Ok(())
 }

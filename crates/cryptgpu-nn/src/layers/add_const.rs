@@ -2,7 +2,7 @@
 //! (normalisation inside the graph: `x - mean`). The constant is the model owner's: it is
 //! a parameter (`{node}.constant`, not trained) and is shared like the weights. Local.
 
-use super::*;
+use super::common::*;
 
 /// `x + constant`, or `constant − x` with `negate_input`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,27 +13,7 @@ pub struct AddConst {
     pub negate_input: bool,
 }
 
-impl Layer for AddConst {
-    const KIND: &'static str = "AddConst";
-
-    fn params(&self) -> Vec<ParamDecl> {
-        vec![ParamDecl::buffer(
-            "constant",
-            self.shape.clone(),
-            Init::Constant(0.0),
-        )]
-    }
-
-    fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
-        match broadcast_shapes(inputs[0], &self.shape) {
-            Some(s) if s == inputs[0] => Ok(s),
-            _ => Err(format!(
-                "a constant of shape {:?} does not broadcast to {:?}",
-                self.shape, inputs[0]
-            )),
-        }
-    }
-
+impl Attributes for AddConst {
     fn write_attrs(&self, a: &mut Attrs) {
         a.set("shape", self.shape.clone());
         if self.negate_input {
@@ -46,6 +26,18 @@ impl Layer for AddConst {
             shape: a.dims("shape")?,
             negate_input: a.boolean_or("negate_input", false)?,
         })
+    }
+}
+
+impl Layer for AddConst {
+    const KIND: &'static str = "AddConst";
+
+    fn params(&self) -> Vec<ParamDecl> {
+        vec![ParamDecl::constant(&self.shape, 0.0)]
+    }
+
+    fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
+        constant_fits(inputs[0], &self.shape)
     }
 
     fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
@@ -68,31 +60,6 @@ impl Layer for AddConst {
         Ok(vec![dx])
     }
 
-    fn private_forward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateCx<'_, B, T>,
-        x: &[&Rss<B>],
-    ) -> Result<Rss<B>> {
-        let c = private_broadcast(cx.p, cx.param("constant")?, cx.out_shape)?;
-        Ok(if self.negate_input {
-            cx.p.sub(&c, x[0])?
-        } else {
-            cx.p.add(x[0], &c)?
-        })
-    }
-
-    fn private_backward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateBackCx<'_, B, T>,
-        dy: Rss<B>,
-    ) -> Result<Vec<Option<Rss<B>>>> {
-        Ok(vec![Some(if self.negate_input {
-            cx.p.neg(&dy)?
-        } else {
-            dy
-        })])
-    }
-
     fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
         if self.negate_input {
             n.op_type = "Sub";
@@ -107,7 +74,21 @@ impl Layer for AddConst {
     }
 }
 
-/// Made by [`super::add::import`].
-pub(crate) fn import(_: &mut Importer, node: &NodeProto) -> Result<()> {
-    Err(Importer::bad(node, "AddConst has no ONNX op of its own"))
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for AddConst {
+    fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
+        let c = private_broadcast(cx.p, cx.param("constant")?, cx.out_shape)?;
+        Ok(if self.negate_input {
+            cx.p.sub(&c, x[0])?
+        } else {
+            cx.p.add(x[0], &c)?
+        })
+    }
+
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, dy: Rss<B>) -> Grads<B> {
+        Ok(vec![Some(if self.negate_input {
+            cx.p.neg(&dy)?
+        } else {
+            dy
+        })])
+    }
 }

@@ -7,9 +7,8 @@ use cryptgpu_backend::Pool2dParams;
 use cryptgpu_nonlinear as nl;
 use cryptgpu_share::Bilinear;
 
+use super::common::*;
 use super::pool::{PoolWindow, pad_private, unpad_private};
-use super::*;
-use crate::onnx::attr_int;
 
 /// Average pooling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,13 +59,7 @@ struct Saved {
     reciprocals: Vec<f64>,
 }
 
-impl Layer for AvgPool2d {
-    const KIND: &'static str = "AvgPool2d";
-
-    fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
-        self.window.output_shape(inputs[0])
-    }
-
+impl Attributes for AvgPool2d {
     fn write_attrs(&self, a: &mut Attrs) {
         self.window.write(a);
         if !self.count_include_pad {
@@ -80,24 +73,28 @@ impl Layer for AvgPool2d {
             count_include_pad: a.boolean_or("count_include_pad", true)?,
         })
     }
+}
+
+impl Layer for AvgPool2d {
+    const KIND: &'static str = "AvgPool2d";
+
+    fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
+        self.window.output_shape(inputs[0])
+    }
 
     fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
         let x = x[0];
         let (h, w) = (x.shape()[2], x.shape()[3]);
-        let (oh, ow) = (cx.out_shape[2], cx.out_shape[3]);
-        let div = self.divisors(h, w, oh, ow);
+        let div = self.divisors(h, w, cx.out_shape[2], cx.out_shape[3]);
         let mut y = Vec::with_capacity(cx.out_shape.iter().product());
-        for plane in x.data().chunks(h * w) {
-            for oi in 0..oh {
-                for oj in 0..ow {
-                    let (rows, cols, _) = self.window.window(h, w, oi, oj);
-                    let sum: f64 = rows
-                        .flat_map(|i| cols.clone().map(move |j| plane[i * w + j]))
-                        .sum();
-                    y.push(sum / div[oi * ow + oj]);
-                }
-            }
-        }
+        self.window
+            .plain_windows(x, cx.out_shape, |plane, rows, cols, k| {
+                let sum: f64 = rows
+                    .flat_map(|i| cols.clone().map(move |j| plane[i * w + j]))
+                    .sum();
+                y.push(sum / div[k]);
+                Ok(())
+            })?;
         cx.output(y)
     }
 
@@ -124,11 +121,16 @@ impl Layer for AvgPool2d {
         Ok(vec![cx.like_input(0, dx)?])
     }
 
-    fn private_forward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateCx<'_, B, T>,
-        x: &[&Rss<B>],
-    ) -> Result<Rss<B>> {
+    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
+        n.op_type = "AveragePool";
+        self.window.export(n);
+        n.int("count_include_pad", i64::from(self.count_include_pad));
+        Ok(())
+    }
+}
+
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for AvgPool2d {
+    fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
         let x = x[0];
         if let Some(params) = self.fast() {
             return Ok(nl::avg_pool2d(cx.p, x, params)?);
@@ -157,11 +159,7 @@ impl Layer for AvgPool2d {
         Ok(y)
     }
 
-    fn private_backward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateBackCx<'_, B, T>,
-        dy: Rss<B>,
-    ) -> Result<Vec<Option<Rss<B>>>> {
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, dy: Rss<B>) -> Grads<B> {
         if let Some(params) = self.fast() {
             let shape = cx.input_shapes[0].clone();
             return Ok(vec![Some(nl::avg_pool2d_backward(
@@ -191,13 +189,6 @@ impl Layer for AvgPool2d {
         })?;
         Ok(vec![Some(unpad_private(cx.p, &dx, pads, hw)?)])
     }
-
-    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
-        n.op_type = "AveragePool";
-        self.window.export(n);
-        n.int("count_include_pad", i64::from(self.count_include_pad));
-        Ok(())
-    }
 }
 
 /// `x` `[N, C, OH, OW]` times a public per-position factor `[OH·OW]` (one truncation).
@@ -217,11 +208,11 @@ fn scale_planes<B: GpuBackend, T: Transport>(
 }
 
 /// ONNX `AveragePool` (`count_include_pad` defaults to 0 in ONNX; PyTorch writes 1).
-pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
+pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
     let window = PoolWindow::import(node)?;
     let layer = AvgPool2d {
         window,
         count_include_pad: attr_int(node, "count_include_pad", 0) != 0,
     };
-    im.unary(node, layer.into())
+    im.unary(node, layer)
 }

@@ -1,13 +1,13 @@
 //! `BatchNorm2d`: per-channel normalisation; ONNX `BatchNormalization` (inference form).
 //!
 //! Inference: `(x − running_mean) / √(running_var + ε) · weight + bias`, an affine map per
-//! channel ([`Model::batchnorm_affine`]). Training: batch statistics over N, H, W (biased
+//! channel ([`crate::Model::batchnorm_affine`]). Training: batch statistics over N, H, W (biased
 //! variance) and running statistics updated with `momentum` (unbiased variance), as
 //! PyTorch does.
 //!
 //! Privately, a model shared for inference holds the affine map its owner computes
 //! ([`Layer::inference_params`]: `scale`, `shift`), folded into the preceding convolution
-//! where there is one ([`Model::fold_batchnorm`]). A model shared for training holds
+//! where there is one ([`crate::Model::fold_batchnorm`]). A model shared for training holds
 //! weight, bias and running statistics as shares: training normalises with the batch
 //! statistics ([`batchnorm_forward_train`]), backpropagates through them
 //! ([`batchnorm_backward`]) and updates the running statistics on shares; inference with
@@ -15,10 +15,10 @@
 
 use cryptgpu_nonlinear as nl;
 
+use super::common::*;
+use super::context::shared_param;
 use super::conv::{add_channel_bias, spread_channels};
 use super::leaky_relu::blend;
-use super::*;
-use crate::onnx::{attr_float, attr_int};
 
 /// The inverse square root of BatchNorm's variance + ε: 8 Newton iterations from CrypTen's
 /// initial guess, which take the relative error below 10^-5 (f = 20 limits it beyond) for
@@ -52,6 +52,22 @@ struct SavedStats<B: GpuBackend> {
     inv_std: Rss<B>,
 }
 
+impl Attributes for BatchNorm2d {
+    fn write_attrs(&self, a: &mut Attrs) {
+        a.set("channels", self.channels);
+        a.set("eps", self.eps);
+        a.set("momentum", self.momentum);
+    }
+
+    fn read_attrs(a: &Attrs) -> Result<Self> {
+        Ok(Self {
+            channels: a.dim("channels")?,
+            eps: a.number("eps")?,
+            momentum: a.number("momentum")?,
+        })
+    }
+}
+
 impl Layer for BatchNorm2d {
     const KIND: &'static str = "BatchNorm2d";
 
@@ -79,27 +95,13 @@ impl Layer for BatchNorm2d {
         Ok(inputs[0].to_vec())
     }
 
-    fn write_attrs(&self, a: &mut Attrs) {
-        a.set("channels", self.channels);
-        a.set("eps", self.eps);
-        a.set("momentum", self.momentum);
-    }
-
-    fn read_attrs(a: &Attrs) -> Result<Self> {
-        Ok(Self {
-            channels: a.dim("channels")?,
-            eps: a.number("eps")?,
-            momentum: a.number("momentum")?,
-        })
-    }
-
     fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
         let x = x[0];
         let channels = self.channels;
         let plane = x.shape()[2] * x.shape()[3];
         match cx.mode {
             Mode::Inference => {
-                let (scale, shift) = cx.model.batchnorm_affine(cx.id)?;
+                let (scale, shift) = affine(cx.model, cx.id, self.eps)?;
                 let mut y = x.data().to_vec();
                 for (i, chunk) in y.chunks_mut(plane).enumerate() {
                     let c = i % channels;
@@ -185,7 +187,7 @@ impl Layer for BatchNorm2d {
                 dx
             }
             None => {
-                let (scale, _) = cx.model.batchnorm_affine(cx.id)?;
+                let (scale, _) = affine(cx.model, cx.id, self.eps)?;
                 let mean = cx.param("running_mean")?.data();
                 let var = cx.param("running_var")?.data();
                 let mut dx = vec![0.0; x.len()];
@@ -213,11 +215,31 @@ impl Layer for BatchNorm2d {
         Ok(vec![cx.like_input(0, dx)?])
     }
 
-    fn private_forward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateCx<'_, B, T>,
-        x: &[&Rss<B>],
-    ) -> Result<Rss<B>> {
+    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
+        n.op_type = "BatchNormalization";
+        for suffix in ["weight", "bias", "running_mean", "running_var"] {
+            n.param_input(suffix);
+        }
+        n.float("epsilon", self.eps);
+        n.float("momentum", 1.0 - self.momentum);
+        Ok(())
+    }
+
+    fn inference_params(&self) -> Option<Vec<(&'static str, Vec<usize>)>> {
+        Some(vec![
+            ("scale", vec![self.channels]),
+            ("shift", vec![self.channels]),
+        ])
+    }
+
+    fn inference_values(&self, model: &dyn ModelView, id: NodeId) -> Result<Vec<Vec<f64>>> {
+        let (scale, shift) = affine(model, id, self.eps)?;
+        Ok(vec![scale, shift])
+    }
+}
+
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for BatchNorm2d {
+    fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
         let x = x[0];
         match (cx.sharing, cx.keep()) {
             (Sharing::Inference, false) => {
@@ -227,7 +249,7 @@ impl Layer for BatchNorm2d {
             (Sharing::Inference, true) => Err(NnError::InvalidArgument(format!(
                 "BatchNorm2d `{}` was shared for inference (folded into an affine map); share \
                  the model with `SharedModel::share_for_training` to train it",
-                cx.node.name
+                cx.name
             ))),
             (Sharing::Training, false) => {
                 let (scale, shift) = running_affine(cx, self.eps)?;
@@ -261,11 +283,7 @@ impl Layer for BatchNorm2d {
         }
     }
 
-    fn private_backward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateBackCx<'_, B, T>,
-        dy: Rss<B>,
-    ) -> Result<Vec<Option<Rss<B>>>> {
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, dy: Rss<B>) -> Grads<B> {
         let saved: &SavedStats<B> = cx.saved()?;
         let (xhat, inv_std) = (saved.xhat.clone(), saved.inv_std.clone());
         let weight = cx.param("weight")?.clone();
@@ -274,28 +292,32 @@ impl Layer for BatchNorm2d {
         cx.grad("bias", dbeta);
         Ok(vec![Some(dx)])
     }
+}
 
-    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
-        n.op_type = "BatchNormalization";
-        for suffix in ["weight", "bias", "running_mean", "running_var"] {
-            n.param_input(suffix);
-        }
-        n.float("epsilon", self.eps);
-        n.float("momentum", 1.0 - self.momentum);
-        Ok(())
-    }
-
-    fn inference_params(&self) -> Option<Vec<(&'static str, Vec<usize>)>> {
-        Some(vec![
-            ("scale", vec![self.channels]),
-            ("shift", vec![self.channels]),
-        ])
-    }
-
-    fn inference_values(&self, model: &Model, id: NodeId) -> Result<Vec<Vec<f64>>> {
-        let (scale, shift) = model.batchnorm_affine(id)?;
-        Ok(vec![scale, shift])
-    }
+/// The per-channel `(scale, shift)` of BatchNorm node `node` (with `eps`) at inference:
+/// `scale = weight / sqrt(running_var + eps)`, `shift = bias - running_mean * scale`
+/// ([`crate::Model::batchnorm_affine`]).
+pub(crate) fn affine(
+    model: &dyn ModelView,
+    node: NodeId,
+    eps: f64,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let weight = model.param(node, "weight")?.data();
+    let bias = model.param(node, "bias")?.data();
+    let mean = model.param(node, "running_mean")?.data();
+    let var = model.param(node, "running_var")?.data();
+    let scale: Vec<f64> = weight
+        .iter()
+        .zip(var)
+        .map(|(w, v)| w / (v + eps).sqrt())
+        .collect();
+    let shift = bias
+        .iter()
+        .zip(mean)
+        .zip(&scale)
+        .map(|((b, m), s)| b - m * s)
+        .collect();
+    Ok((scale, shift))
 }
 
 /// The per-channel `(scale, shift)` from the shared running statistics: scale = weight /
@@ -305,12 +327,12 @@ fn running_affine<B: GpuBackend, T: Transport>(
     eps: f64,
 ) -> Result<(Rss<B>, Rss<B>)> {
     let p = &mut *cx.p;
-    let var = shared_param(cx.params, cx.node, "running_var")?;
+    let var = shared_param(cx.params, cx.name, "running_var")?;
     let var_eps = p.add_scalar(var, p.fixed().encode(eps)?)?;
     let inv_std = nl::inv_sqrt(p, &var_eps, BATCHNORM_INV_SQRT)?;
-    let scale = p.mul_fixed(shared_param(cx.params, cx.node, "weight")?, &inv_std)?;
-    let shifted = p.mul_fixed(shared_param(cx.params, cx.node, "running_mean")?, &scale)?;
-    let shift = p.sub(shared_param(cx.params, cx.node, "bias")?, &shifted)?;
+    let scale = p.mul_fixed(shared_param(cx.params, cx.name, "weight")?, &inv_std)?;
+    let shifted = p.mul_fixed(shared_param(cx.params, cx.name, "running_mean")?, &scale)?;
+    let shift = p.sub(shared_param(cx.params, cx.name, "bias")?, &shifted)?;
     Ok((scale, shift))
 }
 
@@ -435,24 +457,21 @@ fn mul_channel_scale<B: GpuBackend, T: Transport>(
 }
 
 /// ONNX `BatchNormalization` in inference form (one output).
-pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
+pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
     let x = im.input_node(node, 0)?;
     if attr_int(node, "training_mode", 0) != 0 {
-        return Err(Importer::bad(node, "training_mode = 1 is not supported"));
+        return Err(bad(node, "training_mode = 1 is not supported"));
     }
     let mut tensors = Vec::new();
     for i in 1..5 {
         let t = im
             .constant(node, i)?
-            .ok_or_else(|| Importer::bad(node, format!("input {i} is missing")))?;
+            .ok_or_else(|| bad(node, format!("input {i} is missing")))?;
         tensors.push(t);
     }
     let channels = tensors[0].values.len();
     if tensors.iter().any(|t| t.values.len() != channels) {
-        return Err(Importer::bad(
-            node,
-            "scale, bias, mean and var differ in length",
-        ));
+        return Err(bad(node, "scale, bias, mean and var differ in length"));
     }
     let name = im.node_name(node, Some(&tensors[0].name));
     for (suffix, t) in ["weight", "bias", "running_mean", "running_var"]
@@ -466,6 +485,6 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
         eps: f64::from(attr_float(node, "epsilon", 1e-5)),
         momentum: 1.0 - f64::from(attr_float(node, "momentum", 0.9)),
     };
-    im.push(node, name, layer.into(), &[x])?;
+    im.push(node, name, layer, &[x])?;
     Ok(())
 }

@@ -16,8 +16,7 @@ use cryptgpu_nonlinear as nl;
 use cryptgpu_ring::FixedPoint;
 use cryptgpu_share::SharedBits;
 
-use super::*;
-use crate::onnx::attr_float;
+use super::common::*;
 
 /// Clamps to `[min, max]`; either bound may be absent.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -62,13 +61,7 @@ fn stack<B: GpuBackend, T: Transport>(p: &Party<B, T>, xs: &[Rss<B>]) -> Result<
     Ok(p.concat(&rows.iter().collect::<Vec<_>>(), 0)?)
 }
 
-impl Layer for Clip {
-    const KIND: &'static str = "Clip";
-
-    fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
-        Ok(inputs[0].to_vec())
-    }
-
+impl Attributes for Clip {
     fn write_attrs(&self, a: &mut Attrs) {
         if let Some(lo) = self.min {
             a.set("min", lo);
@@ -79,34 +72,43 @@ impl Layer for Clip {
     }
 
     fn read_attrs(a: &Attrs) -> Result<Self> {
-        let get = |k| a.map.contains_key(k).then(|| a.number(k)).transpose();
+        let get = |k| a.has(k).then(|| a.number(k)).transpose();
         Ok(Self {
             min: get("min")?,
             max: get("max")?,
         })
     }
+}
+
+impl Layer for Clip {
+    const KIND: &'static str = "Clip";
 
     fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
         let (lo, hi) = (self.min.unwrap_or(f64::MIN), self.max.unwrap_or(f64::MAX));
-        cx.output(elementwise(x[0].data(), |v| v.max(lo).min(hi)))
+        cx.map(x[0], |v| v.max(lo).min(hi))
     }
 
     fn plain_backward(&self, cx: &mut PlainBackCx<'_>, dy: &Tensor) -> Result<Vec<Tensor>> {
         let (lo, hi) = (self.min.unwrap_or(f64::MIN), self.max.unwrap_or(f64::MAX));
-        let dx = cx.inputs[0]
-            .data()
-            .iter()
-            .zip(dy.data())
-            .map(|(&v, &g)| if v > lo && v <= hi { g } else { 0.0 })
-            .collect();
-        Ok(vec![cx.like_input(0, dx)?])
+        let x = cx.inputs[0];
+        cx.elementwise_grad(x, dy, |v, g| if v > lo && v <= hi { g } else { 0.0 })
     }
 
-    fn private_forward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateCx<'_, B, T>,
-        x: &[&Rss<B>],
-    ) -> Result<Rss<B>> {
+    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
+        n.op_type = "Clip";
+        match self.min {
+            Some(lo) => n.constant_input("min", Tensor::new(&[], vec![lo])?),
+            None => n.inputs.push(String::new()),
+        }
+        if let Some(hi) = self.max {
+            n.constant_input("max", Tensor::new(&[], vec![hi])?);
+        }
+        Ok(())
+    }
+}
+
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for Clip {
+    fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
         let x = x[0];
         let fixed = cx.p.fixed();
         let (lo, hi) = self.binding(fixed);
@@ -148,11 +150,7 @@ impl Layer for Clip {
         Ok(cx.p.add(x, &total)?)
     }
 
-    fn private_backward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateBackCx<'_, B, T>,
-        dy: Rss<B>,
-    ) -> Result<Vec<Option<Rss<B>>>> {
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, dy: Rss<B>) -> Grads<B> {
         if self.binding(cx.p.fixed()) == (None, None) {
             return Ok(vec![Some(dy)]);
         }
@@ -167,28 +165,16 @@ impl Layer for Clip {
         let blocked = cx.p.linear(&routed, |b, t| b.sum_axis(t, 0))?;
         Ok(vec![Some(cx.p.sub(&dy, &blocked)?)])
     }
-
-    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
-        n.op_type = "Clip";
-        match self.min {
-            Some(lo) => n.constant_input("min", Tensor::new(&[], vec![lo])?),
-            None => n.inputs.push(String::new()),
-        }
-        if let Some(hi) = self.max {
-            n.constant_input("max", Tensor::new(&[], vec![hi])?);
-        }
-        Ok(())
-    }
 }
 
 /// ONNX `Clip`: bounds from inputs 1 and 2 (opset 11+) or the `min`/`max` attributes.
-pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
+pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
     // Exporters write an absent bound as ±FLT_MAX (or ±inf): no bound.
-    let bound = |im: &Importer, i: usize, attr: &str| -> Result<Option<f64>> {
+    let bound = |im: &dyn ImportGraph, i: usize, attr: &str| -> Result<Option<f64>> {
         let value = match im.constant(node, i)? {
             Some(t) => match t.values[..] {
                 [v] => Some(v),
-                _ => return Err(Importer::bad(node, format!("bound {i} is not a scalar"))),
+                _ => return Err(bad(node, format!("bound {i} is not a scalar"))),
             },
             None => node
                 .attribute(attr)
@@ -200,5 +186,5 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
         min: bound(im, 1, "min")?,
         max: bound(im, 2, "max")?,
     };
-    im.unary(node, clip.into())
+    im.unary(node, clip)
 }

@@ -1,14 +1,25 @@
 //! `Concat`: inputs joined along a non-batch axis (SqueezeNet's fire modules, DenseNet);
 //! ONNX `Concat`. Local on shares; the backward pass slices the gradient.
 
-use super::*;
-use crate::onnx::attr_int;
+use super::common::*;
 
 /// Joins its inputs along `axis` (≥ 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Concat {
     /// The axis, batch axis = 0.
     pub axis: usize,
+}
+
+impl Attributes for Concat {
+    fn write_attrs(&self, a: &mut Attrs) {
+        a.set("axis", self.axis);
+    }
+
+    fn read_attrs(a: &Attrs) -> Result<Self> {
+        Ok(Self {
+            axis: a.dim("axis")?,
+        })
+    }
 }
 
 impl Layer for Concat {
@@ -40,16 +51,6 @@ impl Layer for Concat {
             out[self.axis] += s[self.axis];
         }
         Ok(out)
-    }
-
-    fn write_attrs(&self, a: &mut Attrs) {
-        a.set("axis", self.axis);
-    }
-
-    fn read_attrs(a: &Attrs) -> Result<Self> {
-        Ok(Self {
-            axis: a.dim("axis")?,
-        })
     }
 
     fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
@@ -86,19 +87,19 @@ impl Layer for Concat {
             .collect()
     }
 
-    fn private_forward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateCx<'_, B, T>,
-        x: &[&Rss<B>],
-    ) -> Result<Rss<B>> {
+    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
+        n.op_type = "Concat";
+        n.int("axis", self.axis as i64);
+        Ok(())
+    }
+}
+
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for Concat {
+    fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
         Ok(cx.p.concat(x, self.axis)?)
     }
 
-    fn private_backward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateBackCx<'_, B, T>,
-        dy: Rss<B>,
-    ) -> Result<Vec<Option<Rss<B>>>> {
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, dy: Rss<B>) -> Grads<B> {
         let mut start = 0;
         let mut grads = Vec::new();
         for (i, shape) in cx.input_shapes.clone().iter().enumerate() {
@@ -112,21 +113,15 @@ impl Layer for Concat {
         }
         Ok(grads)
     }
-
-    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
-        n.op_type = "Concat";
-        n.int("axis", self.axis as i64);
-        Ok(())
-    }
 }
 
 /// ONNX `Concat` of graph values (constants are folded by the importer).
-pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
+pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
     let inputs: Vec<NodeId> = (0..node.inputs.len())
         .map(|i| im.input_node(node, i))
         .collect::<Result<_>>()?;
     let Some(&first) = inputs.first() else {
-        return Err(Importer::bad(node, "has no inputs"));
+        return Err(bad(node, "has no inputs"));
     };
     let rank = im.shape(first).len() as i64;
     let axis = attr_int(node, "axis", 1);
@@ -136,14 +131,7 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
         return Ok(());
     }
     let name = im.node_name(node, None);
-    im.push(
-        node,
-        name,
-        Concat {
-            axis: axis.max(0) as usize,
-        }
-        .into(),
-        &inputs,
-    )?;
+    let axis = axis.max(0) as usize;
+    im.push(node, name, Concat { axis }, &inputs)?;
     Ok(())
 }

@@ -8,9 +8,8 @@
 use cryptgpu_backend::Conv2dParams;
 use cryptgpu_share::Bilinear;
 
-use super::*;
-use crate::model::window_out;
-use crate::onnx::{attr_int, attr_ints};
+use super::common::*;
+use super::shape::window_out;
 use crate::plain::ops::{self, ConvGeometry};
 
 /// 2-d convolution; weight `[O, C / groups, kh, kw]`, optional bias `[O]`.
@@ -159,24 +158,48 @@ fn gather_axis<B: GpuBackend>(
     b.reshape(&first, &out)
 }
 
+impl Attributes for Conv2d {
+    fn write_attrs(&self, a: &mut Attrs) {
+        a.set("in_channels", self.in_channels);
+        a.set("out_channels", self.out_channels);
+        a.set_pair("kernel", self.kernel);
+        a.set_pair("stride", self.params.stride);
+        a.set_pair("padding", self.params.padding);
+        a.set("groups", self.params.groups);
+        a.set_pair("dilation", self.dilation);
+        a.set("bias", self.bias);
+    }
+
+    fn read_attrs(a: &Attrs) -> Result<Self> {
+        let groups = a.dim("groups")?;
+        if groups == 0 {
+            return Err(a.err("`groups` must be at least 1"));
+        }
+        Ok(Self {
+            in_channels: a.dim("in_channels")?,
+            out_channels: a.dim("out_channels")?,
+            kernel: a.positive_pair("kernel")?,
+            params: Conv2dParams {
+                stride: a.positive_pair("stride")?,
+                padding: a.pair("padding")?,
+                groups,
+            },
+            dilation: if a.has("dilation") {
+                a.positive_pair("dilation")?
+            } else {
+                [1, 1]
+            },
+            bias: a.boolean("bias")?,
+        })
+    }
+}
+
 impl Layer for Conv2d {
     const KIND: &'static str = "Conv2d";
 
     fn params(&self) -> Vec<ParamDecl> {
         let fan_in = self.in_channels / self.params.groups.max(1) * self.kernel[0] * self.kernel[1];
-        let mut specs = vec![ParamDecl::trainable(
-            "weight",
-            self.weight_shape(),
-            Init::Uniform { fan_in },
-        )];
-        if self.bias {
-            specs.push(ParamDecl::trainable(
-                "bias",
-                vec![self.out_channels],
-                Init::Uniform { fan_in },
-            ));
-        }
-        specs
+        ParamDecl::weight_and_bias(self.weight_shape(), self.bias, fan_in)
     }
 
     fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
@@ -207,40 +230,6 @@ impl Layer for Conv2d {
                 self.kernel, self.dilation, self.params.stride, self.params.padding, inputs[0]
             )),
         }
-    }
-
-    fn write_attrs(&self, a: &mut Attrs) {
-        a.set("in_channels", self.in_channels);
-        a.set("out_channels", self.out_channels);
-        a.set_pair("kernel", self.kernel);
-        a.set_pair("stride", self.params.stride);
-        a.set_pair("padding", self.params.padding);
-        a.set("groups", self.params.groups);
-        a.set_pair("dilation", self.dilation);
-        a.set("bias", self.bias);
-    }
-
-    fn read_attrs(a: &Attrs) -> Result<Self> {
-        let groups = a.dim("groups")?;
-        if groups == 0 {
-            return Err(a.err("`groups` must be at least 1"));
-        }
-        Ok(Self {
-            in_channels: a.dim("in_channels")?,
-            out_channels: a.dim("out_channels")?,
-            kernel: a.positive_pair("kernel")?,
-            params: Conv2dParams {
-                stride: a.positive_pair("stride")?,
-                padding: a.pair("padding")?,
-                groups,
-            },
-            dilation: if a.map.contains_key("dilation") {
-                a.positive_pair("dilation")?
-            } else {
-                [1, 1]
-            },
-            bias: a.boolean("bias")?,
-        })
     }
 
     fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
@@ -295,11 +284,25 @@ impl Layer for Conv2d {
         Ok(vec![cx.like_input(0, dx)?])
     }
 
-    fn private_forward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateCx<'_, B, T>,
-        x: &[&Rss<B>],
-    ) -> Result<Rss<B>> {
+    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
+        n.op_type = "Conv";
+        n.param_input("weight");
+        if self.bias {
+            n.param_input("bias");
+        }
+        let i = |v: [usize; 2]| [v[0] as i64, v[1] as i64];
+        n.ints("kernel_shape", &i(self.kernel));
+        n.ints("strides", &i(self.params.stride));
+        let [ph, pw] = i(self.params.padding);
+        n.ints("pads", &[ph, pw, ph, pw]);
+        n.ints("dilations", &i(self.dilation));
+        n.int("group", self.params.groups as i64);
+        Ok(())
+    }
+}
+
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for Conv2d {
+    fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
         let x = x[0].clone();
         let w = cx.param("weight")?.clone();
         let w = if self.dilated() {
@@ -317,11 +320,7 @@ impl Layer for Conv2d {
         }
     }
 
-    fn private_backward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateBackCx<'_, B, T>,
-        dy: Rss<B>,
-    ) -> Result<Vec<Option<Rss<B>>>> {
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, dy: Rss<B>) -> Grads<B> {
         let x: &Rss<B> = cx.saved()?;
         let hw = [x.shape()[2], x.shape()[3]];
         let dw = cx.p.product_truncated(
@@ -370,22 +369,6 @@ impl Layer for Conv2d {
         )?;
         Ok(vec![Some(dx)])
     }
-
-    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
-        n.op_type = "Conv";
-        n.param_input("weight");
-        if self.bias {
-            n.param_input("bias");
-        }
-        let i = |v: [usize; 2]| [v[0] as i64, v[1] as i64];
-        n.ints("kernel_shape", &i(self.kernel));
-        n.ints("strides", &i(self.params.stride));
-        let [ph, pw] = i(self.params.padding);
-        n.ints("pads", &[ph, pw, ph, pw]);
-        n.ints("dilations", &i(self.dilation));
-        n.int("group", self.params.groups as i64);
-        Ok(())
-    }
 }
 
 /// y + b for a shared per-channel bias `[C]` on `[N, C, ...]` (local).
@@ -412,23 +395,20 @@ pub(crate) fn spread_channels<B: GpuBackend, T: Transport>(
 }
 
 /// ONNX `Conv`: weight (and bias) initializers, symmetric pads, groups, dilations.
-pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
+pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
     let x = im.input_node(node, 0)?;
     let w = im
         .constant(node, 1)?
-        .ok_or_else(|| Importer::bad(node, "has no weight"))?;
+        .ok_or_else(|| bad(node, "has no weight"))?;
     let b = im.constant(node, 2)?;
     let &[o, cg, kh, kw] = &w.dims[..] else {
-        return Err(Importer::bad(
-            node,
-            format!("weight dims {:?} are not 4-d", w.dims),
-        ));
+        return Err(bad(node, format!("weight dims {:?} are not 4-d", w.dims)));
     };
     let groups = attr_int(node, "group", 1).max(1) as usize;
     if let Some(k) = attr_ints(node, "kernel_shape")
         && k != [kh, kw]
     {
-        return Err(Importer::bad(
+        return Err(bad(
             node,
             format!("kernel_shape {k:?} disagrees with the weight"),
         ));
@@ -438,11 +418,11 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
         out_channels: o as usize,
         kernel: [kh as usize, kw as usize],
         params: Conv2dParams {
-            stride: Importer::pair(node, "strides", [1, 1])?,
-            padding: Importer::symmetric_pads(node)?,
+            stride: attr_pair(node, "strides", [1, 1])?,
+            padding: symmetric_pads(node)?,
             groups,
         },
-        dilation: Importer::pair(node, "dilations", [1, 1])?,
+        dilation: attr_pair(node, "dilations", [1, 1])?,
         bias: b.is_some(),
     };
     let name = im.node_name(node, Some(&w.name));
@@ -450,6 +430,6 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
     if let Some(b) = &b {
         im.param(&name, "bias", b, Some(&[o as usize]))?;
     }
-    im.push(node, name, layer.into(), &[x])?;
+    im.push(node, name, layer, &[x])?;
     Ok(())
 }

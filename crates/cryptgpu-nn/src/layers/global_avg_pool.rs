@@ -4,29 +4,20 @@
 
 use cryptgpu_nonlinear as nl;
 
+use super::common::*;
 use super::flatten::Flatten;
-use super::*;
-use crate::onnx::{attr_int, attr_ints};
 
 /// Global average pooling.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GlobalAvgPool;
 
+impl NoAttributes for GlobalAvgPool {}
+
 impl Layer for GlobalAvgPool {
     const KIND: &'static str = "GlobalAvgPool";
 
     fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
-        let [n, c, h, w] = nchw(inputs[0])?;
-        if h * w == 0 {
-            return Err("needs a non-empty plane".into());
-        }
-        Ok(vec![n, c, 1, 1])
-    }
-
-    fn write_attrs(&self, _: &mut Attrs) {}
-
-    fn read_attrs(_: &Attrs) -> Result<Self> {
-        Ok(GlobalAvgPool)
+        global_pool_shape(inputs[0])
     }
 
     fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
@@ -51,40 +42,28 @@ impl Layer for GlobalAvgPool {
             .collect();
         Ok(vec![cx.like_input(0, dx)?])
     }
+}
 
-    fn private_forward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateCx<'_, B, T>,
-        x: &[&Rss<B>],
-    ) -> Result<Rss<B>> {
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for GlobalAvgPool {
+    fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
         let y = nl::global_avg_pool(cx.p, x[0])?;
-        let out = cx.out_shape.to_vec();
-        Ok(cx.p.linear(&y, |b, t| b.reshape(t, &out))?)
+        cx.reshape_to_output(&y)
     }
 
-    fn private_backward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateBackCx<'_, B, T>,
-        dy: Rss<B>,
-    ) -> Result<Vec<Option<Rss<B>>>> {
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, dy: Rss<B>) -> Grads<B> {
         let shape = cx.input_shapes[0].clone();
         let flat = cx.p.linear(&dy, |b, t| b.reshape(t, &shape[..2]))?;
         Ok(vec![Some(nl::global_avg_pool_backward(
             cx.p, &flat, &shape,
         )?)])
     }
-
-    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
-        n.op_type = "GlobalAveragePool";
-        Ok(())
-    }
 }
 
 /// ONNX `GlobalAveragePool`, and `ReduceMean` over axes {2, 3} of an NCHW value (axes as
 /// an attribute, or an input from opset 18).
-pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
+pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
     if node.op_type == "GlobalAveragePool" {
-        return im.unary(node, GlobalAvgPool.into());
+        return im.unary(node, GlobalAvgPool);
     }
     let x = im.input_node(node, 0)?;
     let rank = im.shape(x).len() as i64;
@@ -98,7 +77,7 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
         .collect();
     axes.sort_unstable();
     if rank != 4 || axes != [2, 3] {
-        return Err(Importer::bad(
+        return Err(bad(
             node,
             format!(
                 "only a mean over the spatial axes [2, 3] of an NCHW value is supported, got axes \
@@ -110,10 +89,10 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
     let keepdims = attr_int(node, "keepdims", 1) != 0;
     let name = im.node_name(node, None);
     if keepdims {
-        im.push(node, name, GlobalAvgPool.into(), &[x])?;
+        im.push(node, name, GlobalAvgPool, &[x])?;
     } else {
-        let pooled = im.push_internal(format!("{name}.pool"), GlobalAvgPool.into(), &[x])?;
-        im.push(node, name, Flatten.into(), &[pooled])?;
+        let pooled = im.push_internal(format!("{name}.pool"), GlobalAvgPool, &[x])?;
+        im.push(node, name, Flatten, &[pooled])?;
     }
     Ok(())
 }

@@ -4,27 +4,19 @@
 use cryptgpu_backend::Pool2dParams;
 use cryptgpu_nonlinear as nl;
 
-use super::*;
+use super::common::*;
 
 /// Global max pooling.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GlobalMaxPool;
 
+impl NoAttributes for GlobalMaxPool {}
+
 impl Layer for GlobalMaxPool {
     const KIND: &'static str = "GlobalMaxPool";
 
     fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
-        let [n, c, h, w] = nchw(inputs[0])?;
-        if h * w == 0 {
-            return Err("needs a non-empty plane".into());
-        }
-        Ok(vec![n, c, 1, 1])
-    }
-
-    fn write_attrs(&self, _: &mut Attrs) {}
-
-    fn read_attrs(_: &Attrs) -> Result<Self> {
-        Ok(GlobalMaxPool)
+        global_pool_shape(inputs[0])
     }
 
     fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
@@ -58,12 +50,10 @@ impl Layer for GlobalMaxPool {
         }
         Ok(vec![cx.like_input(0, dx)?])
     }
+}
 
-    fn private_forward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateCx<'_, B, T>,
-        x: &[&Rss<B>],
-    ) -> Result<Rss<B>> {
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for GlobalMaxPool {
+    fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
         let hw = [x[0].shape()[2], x[0].shape()[3]];
         let params = Pool2dParams {
             kernel: hw,
@@ -79,23 +69,14 @@ impl Layer for GlobalMaxPool {
         Ok(out)
     }
 
-    fn private_backward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateBackCx<'_, B, T>,
-        dy: Rss<B>,
-    ) -> Result<Vec<Option<Rss<B>>>> {
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, dy: Rss<B>) -> Grads<B> {
         let pool: &nl::MaxPool<B> = cx.saved()?;
         let pool = pool.clone();
         Ok(vec![Some(nl::max_pool2d_backward(cx.p, &dy, &pool)?)])
     }
-
-    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
-        n.op_type = "GlobalMaxPool";
-        Ok(())
-    }
 }
 
 /// ONNX `GlobalMaxPool`.
-pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
-    im.unary(node, GlobalMaxPool.into())
+pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
+    im.unary(node, GlobalMaxPool)
 }

@@ -1,11 +1,13 @@
 //! `Input`: the model's input `[N, ..input_shape]`; always node 0 and only there. The
 //! executors give it its value; it has no forward pass of its own.
 
-use super::*;
+use super::common::*;
 
 /// The model's input.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Input;
+
+impl NoAttributes for Input {}
 
 impl Layer for Input {
     const KIND: &'static str = "Input";
@@ -18,12 +20,6 @@ impl Layer for Input {
         Err("the input's shape comes from the model".into())
     }
 
-    fn write_attrs(&self, _: &mut Attrs) {}
-
-    fn read_attrs(_: &Attrs) -> Result<Self> {
-        Ok(Input)
-    }
-
     fn plain_forward(&self, _: &mut PlainCx<'_>, _: &[&Tensor]) -> Result<Tensor> {
         Err(NnError::Graph("the Input node is given its value".into()))
     }
@@ -32,27 +28,17 @@ impl Layer for Input {
         Ok(Vec::new())
     }
 
-    fn private_forward<B: GpuBackend, T: Transport>(
-        &self,
-        _: &mut PrivateCx<'_, B, T>,
-        _: &[&Rss<B>],
-    ) -> Result<Rss<B>> {
-        Err(NnError::Graph("the Input node is given its value".into()))
-    }
-
-    fn private_backward<B: GpuBackend, T: Transport>(
-        &self,
-        _: &mut PrivateBackCx<'_, B, T>,
-        _: Rss<B>,
-    ) -> Result<Vec<Option<Rss<B>>>> {
-        Ok(Vec::new())
-    }
-
     fn onnx_export(&self, _: &mut OnnxNode<'_>) -> Result<()> {
         Err(NnError::Graph("the Input node is the graph input".into()))
     }
 }
 
-pub(crate) fn import(_: &mut Importer, node: &NodeProto) -> Result<()> {
-    Err(Importer::bad(node, "not an op"))
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for Input {
+    fn private_forward(&self, _: &mut PrivateCx<'_, B, T>, _: &[&Rss<B>]) -> Result<Rss<B>> {
+        Err(NnError::Graph("the Input node is given its value".into()))
+    }
+
+    fn private_backward(&self, _: &mut PrivateBackCx<'_, B, T>, _: Rss<B>) -> Grads<B> {
+        Ok(Vec::new())
+    }
 }

@@ -4,8 +4,7 @@
 use cryptgpu_nonlinear as nl;
 use cryptgpu_share::SharedBits;
 
-use super::*;
-use crate::onnx::attr_float;
+use super::common::*;
 
 /// Leaky ReLU with slope `alpha` below zero.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -14,13 +13,7 @@ pub struct LeakyRelu {
     pub alpha: f64,
 }
 
-impl Layer for LeakyRelu {
-    const KIND: &'static str = "LeakyReLU";
-
-    fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
-        Ok(inputs[0].to_vec())
-    }
-
+impl Attributes for LeakyRelu {
     fn write_attrs(&self, a: &mut Attrs) {
         a.set("alpha", self.alpha);
     }
@@ -30,42 +23,38 @@ impl Layer for LeakyRelu {
             alpha: a.number("alpha")?,
         })
     }
+}
+
+impl Layer for LeakyRelu {
+    const KIND: &'static str = "LeakyReLU";
 
     fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
         let a = self.alpha;
-        cx.output(elementwise(
-            x[0].data(),
-            |v| if v > 0.0 { v } else { a * v },
-        ))
+        cx.map(x[0], |v| if v > 0.0 { v } else { a * v })
     }
 
     fn plain_backward(&self, cx: &mut PlainBackCx<'_>, dy: &Tensor) -> Result<Vec<Tensor>> {
         let a = self.alpha;
-        let dx = cx.inputs[0]
-            .data()
-            .iter()
-            .zip(dy.data())
-            .map(|(&v, &g)| if v > 0.0 { g } else { a * g })
-            .collect();
-        Ok(vec![cx.like_input(0, dx)?])
+        let x = cx.inputs[0];
+        cx.elementwise_grad(x, dy, |v, g| if v > 0.0 { g } else { a * g })
     }
 
-    fn private_forward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateCx<'_, B, T>,
-        x: &[&Rss<B>],
-    ) -> Result<Rss<B>> {
+    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
+        n.op_type = "LeakyRelu";
+        n.float("alpha", self.alpha);
+        Ok(())
+    }
+}
+
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for LeakyRelu {
+    fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
         let r = nl::relu(cx.p, x[0])?;
         let y = blend(cx.p, x[0], self.alpha, &r.output, 1.0 - self.alpha)?;
         cx.save(r.drelu);
         Ok(y)
     }
 
-    fn private_backward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateBackCx<'_, B, T>,
-        dy: Rss<B>,
-    ) -> Result<Vec<Option<Rss<B>>>> {
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, dy: Rss<B>) -> Grads<B> {
         let bits: &SharedBits<B> = cx.saved()?;
         let routed = nl::relu_backward(cx.p, &dy, bits)?;
         Ok(vec![Some(blend(
@@ -75,12 +64,6 @@ impl Layer for LeakyRelu {
             &routed,
             1.0 - self.alpha,
         )?)])
-    }
-
-    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
-        n.op_type = "LeakyRelu";
-        n.float("alpha", self.alpha);
-        Ok(())
     }
 }
 
@@ -101,7 +84,7 @@ pub(crate) fn blend<B: GpuBackend, T: Transport>(
 }
 
 /// ONNX `LeakyRelu` (`alpha` defaults to 0.01).
-pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
+pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
     let alpha = f64::from(attr_float(node, "alpha", 0.01));
-    im.unary(node, LeakyRelu { alpha }.into())
+    im.unary(node, LeakyRelu { alpha })
 }

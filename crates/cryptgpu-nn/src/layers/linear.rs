@@ -2,8 +2,7 @@
 //! `transB`, `alpha` and `beta`) and `MatMul` by a constant (with an `Add` of a bias folded
 //! in by [`super::add`]); a `MatMul` of two computed values is a [`super::matmul::MatMul`].
 
-use super::*;
-use crate::onnx::{attr_float, attr_int};
+use super::common::*;
 use crate::plain::ops;
 
 /// A fully connected layer; weight `[out, in]`, optional bias `[out]`.
@@ -32,24 +31,28 @@ impl Linear {
     }
 }
 
+impl Attributes for Linear {
+    fn write_attrs(&self, a: &mut Attrs) {
+        a.set("in_features", self.in_features);
+        a.set("out_features", self.out_features);
+        a.set("bias", self.bias);
+    }
+
+    fn read_attrs(a: &Attrs) -> Result<Self> {
+        Ok(Self {
+            in_features: a.dim("in_features")?,
+            out_features: a.dim("out_features")?,
+            bias: a.boolean("bias")?,
+        })
+    }
+}
+
 impl Layer for Linear {
     const KIND: &'static str = "Linear";
 
     fn params(&self) -> Vec<ParamDecl> {
-        let fan_in = self.in_features;
-        let mut specs = vec![ParamDecl::trainable(
-            "weight",
-            vec![self.out_features, self.in_features],
-            Init::Uniform { fan_in },
-        )];
-        if self.bias {
-            specs.push(ParamDecl::trainable(
-                "bias",
-                vec![self.out_features],
-                Init::Uniform { fan_in },
-            ));
-        }
-        specs
+        let shape = vec![self.out_features, self.in_features];
+        ParamDecl::weight_and_bias(shape, self.bias, self.in_features)
     }
 
     fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
@@ -64,20 +67,6 @@ impl Layer for Linear {
                 self.in_features
             )),
         }
-    }
-
-    fn write_attrs(&self, a: &mut Attrs) {
-        a.set("in_features", self.in_features);
-        a.set("out_features", self.out_features);
-        a.set("bias", self.bias);
-    }
-
-    fn read_attrs(a: &Attrs) -> Result<Self> {
-        Ok(Self {
-            in_features: a.dim("in_features")?,
-            out_features: a.dim("out_features")?,
-            bias: a.boolean("bias")?,
-        })
     }
 
     fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
@@ -119,52 +108,6 @@ impl Layer for Linear {
         Ok(vec![cx.like_input(0, dx)?])
     }
 
-    fn private_forward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateCx<'_, B, T>,
-        x: &[&Rss<B>],
-    ) -> Result<Rss<B>> {
-        let rows = self.rows(x[0].shape());
-        let x =
-            cx.p.linear(x[0], |b, t| b.reshape(t, &[rows, self.in_features]))?;
-        let w_t =
-            cx.p.linear(cx.param("weight")?, |b, t| b.transpose(t, 0, 1))?;
-        let y = cx.p.matmul_fixed(&x, &w_t)?;
-        cx.save(x);
-        let y = if self.bias {
-            let spread = private_broadcast(cx.p, cx.param("bias")?, y.shape())?;
-            cx.p.add(&y, &spread)?
-        } else {
-            y
-        };
-        let out = cx.out_shape.to_vec();
-        Ok(cx.p.linear(&y, |b, t| b.reshape(t, &out))?)
-    }
-
-    fn private_backward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateBackCx<'_, B, T>,
-        dy: Rss<B>,
-    ) -> Result<Vec<Option<Rss<B>>>> {
-        let x: &Rss<B> = cx.saved()?;
-        let rows = x.shape()[0];
-        let dy =
-            cx.p.linear(&dy, |b, t| b.reshape(t, &[rows, self.out_features]))?;
-        let dy_t = cx.p.linear(&dy, |b, t| b.transpose(t, 0, 1))?;
-        let dw = cx.p.matmul_fixed(&dy_t, x)?;
-        cx.grad("weight", dw);
-        if self.bias {
-            let db = cx.p.linear(&dy, |b, t| b.sum_axis(t, 0))?;
-            cx.grad("bias", db);
-        }
-        if !cx.wants(0) {
-            return Ok(vec![None]);
-        }
-        let dx = cx.p.matmul_fixed(&dy, cx.param("weight")?)?;
-        let shape = cx.input_shapes[0].clone();
-        Ok(vec![Some(cx.p.linear(&dx, |b, t| b.reshape(t, &shape))?)])
-    }
-
     fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
         if n.input_shapes[0].len() > 2 {
             // Gemm takes matrices only: MatMul by the transposed weight, then the bias, as
@@ -192,11 +135,49 @@ impl Layer for Linear {
     }
 }
 
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for Linear {
+    fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
+        let rows = self.rows(x[0].shape());
+        let x =
+            cx.p.linear(x[0], |b, t| b.reshape(t, &[rows, self.in_features]))?;
+        let w_t =
+            cx.p.linear(cx.param("weight")?, |b, t| b.transpose(t, 0, 1))?;
+        let y = cx.p.matmul_fixed(&x, &w_t)?;
+        cx.save(x);
+        let y = if self.bias {
+            let spread = private_broadcast(cx.p, cx.param("bias")?, y.shape())?;
+            cx.p.add(&y, &spread)?
+        } else {
+            y
+        };
+        cx.reshape_to_output(&y)
+    }
+
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, dy: Rss<B>) -> Grads<B> {
+        let x: &Rss<B> = cx.saved()?;
+        let rows = x.shape()[0];
+        let dy =
+            cx.p.linear(&dy, |b, t| b.reshape(t, &[rows, self.out_features]))?;
+        let dy_t = cx.p.linear(&dy, |b, t| b.transpose(t, 0, 1))?;
+        let dw = cx.p.matmul_fixed(&dy_t, x)?;
+        cx.grad("weight", dw);
+        if self.bias {
+            let db = cx.p.linear(&dy, |b, t| b.sum_axis(t, 0))?;
+            cx.grad("bias", db);
+        }
+        if !cx.wants(0) {
+            return Ok(vec![None]);
+        }
+        let dx = cx.p.matmul_fixed(&dy, cx.param("weight")?)?;
+        Ok(vec![Some(cx.reshape_to_input(0, &dx)?)])
+    }
+}
+
 /// ONNX `Gemm` (`alpha·A·op(B) + beta·C`, A the activations) and `MatMul` by a constant.
-pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
+pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
     let gemm = node.op_type == "Gemm";
     if gemm && attr_int(node, "transA", 0) != 0 {
-        return Err(Importer::bad(
+        return Err(bad(
             node,
             "transA = 1 (the activations transposed) is not supported",
         ));
@@ -206,7 +187,7 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
         Ok(Some(w)) => w,
         _ if !gemm => return super::matmul::import(im, node),
         _ => {
-            return Err(Importer::bad(
+            return Err(bad(
                 node,
                 "the second operand must be a constant (Gemm of two computed values is not \
                  supported; MatMul is)",
@@ -214,10 +195,7 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
         }
     };
     let &[r, k] = &w.dims[..] else {
-        return Err(Importer::bad(
-            node,
-            format!("weight dims {:?} are not 2-d", w.dims),
-        ));
+        return Err(bad(node, format!("weight dims {:?} are not 2-d", w.dims)));
     };
     // PyTorch's layout is [out, in]: Gemm with transB = 1 stores it so; MatMul and
     // transB = 0 store [in, out].
@@ -252,14 +230,14 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
         }
         Some(c) if c.values.len() == 1 => Some(vec![c.values[0] * beta; out_features]),
         Some(c) => {
-            return Err(Importer::bad(
+            return Err(bad(
                 node,
                 format!("bias dims {:?} do not fit {out_features} outputs", c.dims),
             ));
         }
     };
     if !gemm && im.shape(x).len() < 2 {
-        return Err(Importer::bad(node, "needs an input with a batch axis"));
+        return Err(bad(node, "needs an input with a batch axis"));
     }
     let name = im.node_name(node, Some(&w.name));
     im.insert_param(&name, "weight", weight);
@@ -267,6 +245,29 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
         im.insert_param(&name, "bias", Tensor::new(&[out_features], bias.clone())?);
     }
     let layer = Linear::new(in_features, out_features, bias.is_some());
-    im.push(node, name, layer.into(), &[x])?;
+    im.push(node, name, layer, &[x])?;
     Ok(())
+}
+
+/// `Add(x, bias)` right after a bias-less [`Linear`] with no other consumer becomes that
+/// layer's bias (how exporters write a `Linear` on `[N, ..., in]`: `MatMul` then `Add`);
+/// returns whether it did.
+pub(crate) fn fold_bias(
+    im: &mut dyn ImportGraph,
+    node: &NodeProto,
+    x: NodeId,
+    bias: &[f64],
+) -> Result<bool> {
+    let consumers = im.consumers(x);
+    let Some(l) = im.layer_mut(x).downcast_mut::<Linear>() else {
+        return Ok(false);
+    };
+    if l.bias || consumers != 0 || bias.len() != l.out_features {
+        return Ok(false);
+    }
+    l.bias = true;
+    let name = im.name_of(x).to_owned();
+    im.insert_param(&name, "bias", Tensor::new(&[bias.len()], bias.to_vec())?);
+    im.alias(node, x);
+    Ok(true)
 }

@@ -5,11 +5,13 @@
 
 use cryptgpu_nonlinear as nl;
 
-use super::*;
+use super::common::*;
 
 /// Row-wise log-softmax.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogSoftmax;
+
+impl NoAttributes for LogSoftmax {}
 
 impl Layer for LogSoftmax {
     const KIND: &'static str = "LogSoftmax";
@@ -19,16 +21,7 @@ impl Layer for LogSoftmax {
     }
 
     fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
-        match inputs[0] {
-            [n, k] => Ok(vec![*n, *k]),
-            other => Err(format!("needs [N, K], got {other:?}")),
-        }
-    }
-
-    fn write_attrs(&self, _: &mut Attrs) {}
-
-    fn read_attrs(_: &Attrs) -> Result<Self> {
-        Ok(LogSoftmax)
+        rows_shape(inputs[0])
     }
 
     fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
@@ -52,11 +45,15 @@ impl Layer for LogSoftmax {
         Ok(vec![cx.like_input(0, dx)?])
     }
 
-    fn private_forward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateCx<'_, B, T>,
-        x: &[&Rss<B>],
-    ) -> Result<Rss<B>> {
+    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
+        n.op_type = "LogSoftmax";
+        n.int("axis", 1);
+        Ok(())
+    }
+}
+
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for LogSoftmax {
+    fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
         let x = x[0];
         let shape = x.shape().to_vec();
         let max = nl::max(cx.p, x, 1, false)?.values;
@@ -73,25 +70,7 @@ impl Layer for LogSoftmax {
         Ok(cx.p.sub(&centred, &log)?)
     }
 
-    fn private_backward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateBackCx<'_, B, T>,
-        _: Rss<B>,
-    ) -> Result<Vec<Option<Rss<B>>>> {
-        Err(NnError::Graph(format!(
-            "`{}`: training starts from the logits before the log-softmax",
-            cx.node.name
-        )))
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, _: Rss<B>) -> Grads<B> {
+        Err(cx.before_output_activation("log-softmax"))
     }
-
-    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
-        n.op_type = "LogSoftmax";
-        n.int("axis", 1);
-        Ok(())
-    }
-}
-
-/// Imported by [`super::softmax::import`].
-pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
-    super::softmax::import(im, node)
 }

@@ -3,7 +3,7 @@
 //! values (a product by a weight is a [`super::linear::Linear`]). Privately one batched
 //! fixed-point product (2 rounds); the backward pass is two more.
 
-use super::*;
+use super::common::*;
 
 /// `a · b` over the last two axes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,6 +60,8 @@ fn product(a: &Tensor, b: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
     Tensor::new(out_shape, out)
 }
 
+impl NoAttributes for MatMul {}
+
 impl Layer for MatMul {
     const KIND: &'static str = "MatMul";
 
@@ -73,12 +75,6 @@ impl Layer for MatMul {
             return Err("the batch axis must stay first".into());
         }
         Ok(out)
-    }
-
-    fn write_attrs(&self, _: &mut Attrs) {}
-
-    fn read_attrs(_: &Attrs) -> Result<Self> {
-        Ok(MatMul)
     }
 
     fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
@@ -104,11 +100,14 @@ impl Layer for MatMul {
         ])
     }
 
-    fn private_forward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateCx<'_, B, T>,
-        x: &[&Rss<B>],
-    ) -> Result<Rss<B>> {
+    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
+        n.op_type = "MatMul";
+        Ok(())
+    }
+}
+
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for MatMul {
+    fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
         let [sa, sb, _] = shapes(x[0].shape(), x[1].shape()).map_err(NnError::InvalidArgument)?;
         let a = private_broadcast(cx.p, x[0], &sa)?;
         let b = private_broadcast(cx.p, x[1], &sb)?;
@@ -117,11 +116,7 @@ impl Layer for MatMul {
         Ok(y)
     }
 
-    fn private_backward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateBackCx<'_, B, T>,
-        dy: Rss<B>,
-    ) -> Result<Vec<Option<Rss<B>>>> {
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, dy: Rss<B>) -> Grads<B> {
         let (a, b): &(Rss<B>, Rss<B>) = cx.saved()?;
         let shapes = cx.input_shapes.clone();
         let last = |t: &Rss<B>| t.shape().len() - 1;
@@ -140,18 +135,13 @@ impl Layer for MatMul {
         }
         Ok(grads)
     }
-
-    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
-        n.op_type = "MatMul";
-        Ok(())
-    }
 }
 
 /// ONNX `MatMul` of two computed values (called by [`super::linear::import`]).
-pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
+pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
     let a = im.input_node(node, 0)?;
     let b = im.input_node(node, 1)?;
     let name = im.node_name(node, None);
-    im.push(node, name, MatMul.into(), &[a, b])?;
+    im.push(node, name, MatMul, &[a, b])?;
     Ok(())
 }

@@ -10,8 +10,8 @@
 use cryptgpu_backend::Pool2dParams;
 use cryptgpu_nonlinear as nl;
 
+use super::common::*;
 use super::pool::{PoolWindow, pad_private, unpad_private};
-use super::*;
 
 /// What a private max-pool keeps: the tournament's winners and the padding added first.
 struct Saved<B: GpuBackend> {
@@ -36,13 +36,7 @@ impl MaxPool2d {
     }
 }
 
-impl Layer for MaxPool2d {
-    const KIND: &'static str = "MaxPool2d";
-
-    fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
-        self.window.output_shape(inputs[0])
-    }
-
+impl Attributes for MaxPool2d {
     fn write_attrs(&self, a: &mut Attrs) {
         self.window.write(a);
     }
@@ -52,34 +46,38 @@ impl Layer for MaxPool2d {
             window: PoolWindow::read(a)?,
         })
     }
+}
+
+impl Layer for MaxPool2d {
+    const KIND: &'static str = "MaxPool2d";
+
+    fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
+        self.window.output_shape(inputs[0])
+    }
 
     fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
         let x = x[0];
-        let (h, w) = (x.shape()[2], x.shape()[3]);
-        let (oh, ow) = (cx.out_shape[2], cx.out_shape[3]);
+        let w = x.shape()[3];
         let mut y = Vec::with_capacity(cx.out_shape.iter().product());
         let mut arg = Vec::with_capacity(y.capacity());
-        for plane in x.data().chunks(h * w) {
-            for oi in 0..oh {
-                for oj in 0..ow {
-                    let (rows, cols, _) = self.window.window(h, w, oi, oj);
-                    let mut best: Option<usize> = None;
-                    for i in rows {
-                        for j in cols.clone() {
-                            let pos = i * w + j;
-                            if best.is_none_or(|b| plane[pos] > plane[b]) {
-                                best = Some(pos);
-                            }
+        self.window
+            .plain_windows(x, cx.out_shape, |plane, rows, cols, _| {
+                let mut best: Option<usize> = None;
+                for i in rows {
+                    for j in cols.clone() {
+                        let pos = i * w + j;
+                        if best.is_none_or(|b| plane[pos] > plane[b]) {
+                            best = Some(pos);
                         }
                     }
-                    let best = best.ok_or_else(|| {
-                        NnError::Graph(format!("a window of `{}` is all padding", cx.node().name))
-                    })?;
-                    y.push(plane[best]);
-                    arg.push(best as u32);
                 }
-            }
-        }
+                let best = best.ok_or_else(|| {
+                    NnError::Graph(format!("a window of `{}` is all padding", cx.name()))
+                })?;
+                y.push(plane[best]);
+                arg.push(best as u32);
+                Ok(())
+            })?;
         cx.save(arg);
         cx.output(y)
     }
@@ -105,11 +103,40 @@ impl Layer for MaxPool2d {
         Ok(vec![cx.like_input(0, dx)?])
     }
 
-    fn private_forward<B: GpuBackend, T: Transport>(
+    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
+        self.window.export(n);
+        Ok(())
+    }
+
+    fn takes_maxima(&self) -> bool {
+        true
+    }
+
+    /// The moved layer is a ReLU (the only one that [`Layer::commutes_with_max`]): keeps in
+    /// the pool's saved state only the winners whose max the ReLU passed (`moved_saved`, the
+    /// ReLU's DReLU bits), so that this pool's backward pass is the pair's
+    /// ([`nl::gate_winners`]).
+    fn absorb_moved<B: GpuBackend, T: Transport>(
         &self,
-        cx: &mut PrivateCx<'_, B, T>,
-        x: &[&Rss<B>],
-    ) -> Result<Rss<B>> {
+        p: &mut Party<B, T>,
+        saved: &mut Option<Box<dyn std::any::Any>>,
+        moved_saved: Option<Box<dyn std::any::Any>>,
+    ) -> Result<()> {
+        let lost = || NnError::Graph("a max-pool and its ReLU lost their training state".into());
+        let drelu = moved_saved
+            .and_then(|d| d.downcast::<cryptgpu_share::SharedBits<B>>().ok())
+            .ok_or_else(lost)?;
+        let state = saved
+            .as_mut()
+            .and_then(|s| s.downcast_mut::<Saved<B>>())
+            .ok_or_else(lost)?;
+        state.pool = nl::gate_winners(p, &state.pool, &drelu)?;
+        Ok(())
+    }
+}
+
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for MaxPool2d {
+    fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
         let x = x[0];
         let hw = [x.shape()[2], x.shape()[3]];
         let (input, params, pads) = match self.window.symmetric() {
@@ -134,47 +161,16 @@ impl Layer for MaxPool2d {
         Ok(out)
     }
 
-    fn private_backward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateBackCx<'_, B, T>,
-        dy: Rss<B>,
-    ) -> Result<Vec<Option<Rss<B>>>> {
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, dy: Rss<B>) -> Grads<B> {
         let saved: &Saved<B> = cx.saved()?;
         let (pads, hw) = (saved.pads, saved.hw);
         let dx = nl::max_pool2d_backward(cx.p, &dy, &saved.pool)?;
         Ok(vec![Some(unpad_private(cx.p, &dx, pads, hw)?)])
     }
-
-    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
-        n.op_type = "MaxPool";
-        self.window.export(n);
-        Ok(())
-    }
-}
-
-/// In training, after the executor ran the ReLU that fed this pool behind it instead: keeps
-/// in the pool's saved state only the winners whose max the ReLU passed (`drelu`, the
-/// ReLU's saved bits), so that this pool's backward pass is the pair's
-/// ([`nl::gate_winners`]); the ReLU's own backward pass is then the identity.
-pub(crate) fn gate_after_relu<B: GpuBackend, T: Transport>(
-    p: &mut Party<B, T>,
-    saved: &mut Option<Box<dyn std::any::Any>>,
-    drelu: Option<Box<dyn std::any::Any>>,
-) -> Result<()> {
-    let lost = || NnError::Graph("a max-pool and its ReLU lost their training state".into());
-    let drelu = drelu
-        .and_then(|d| d.downcast::<cryptgpu_share::SharedBits<B>>().ok())
-        .ok_or_else(lost)?;
-    let state = saved
-        .as_mut()
-        .and_then(|s| s.downcast_mut::<Saved<B>>())
-        .ok_or_else(lost)?;
-    state.pool = nl::gate_winners(p, &state.pool, &drelu)?;
-    Ok(())
 }
 
 /// ONNX `MaxPool` (one output; no indices).
-pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
+pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
     let window = PoolWindow::import(node)?;
-    im.unary(node, MaxPool2d { window }.into())
+    im.unary(node, MaxPool2d { window })
 }

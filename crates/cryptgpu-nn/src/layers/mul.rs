@@ -2,12 +2,14 @@
 //! torch.sigmoid(y)`, squeeze-and-excitation); ONNX `Mul` and `Div`. A product or quotient
 //! by a constant becomes a [`MulConst`]. Privately one fixed-point product (2 rounds).
 
+use super::common::*;
 use super::mul_const::MulConst;
-use super::*;
 
 /// `a · b`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Mul;
+
+impl NoAttributes for Mul {}
 
 impl Layer for Mul {
     const KIND: &'static str = "Mul";
@@ -17,24 +19,11 @@ impl Layer for Mul {
     }
 
     fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
-        broadcast_shapes(inputs[0], inputs[1]).ok_or_else(|| {
-            format!(
-                "inputs {:?} and {:?} do not broadcast",
-                inputs[0], inputs[1]
-            )
-        })
-    }
-
-    fn write_attrs(&self, _: &mut Attrs) {}
-
-    fn read_attrs(_: &Attrs) -> Result<Self> {
-        Ok(Mul)
+        broadcast_inputs(inputs)
     }
 
     fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
-        let a = plain_broadcast(x[0], cx.out_shape)?;
-        let b = plain_broadcast(x[1], cx.out_shape)?;
-        cx.output(a.data().iter().zip(b.data()).map(|(u, v)| u * v).collect())
+        cx.zip_broadcast(x[0], x[1], |u, v| u * v)
     }
 
     fn plain_backward(&self, cx: &mut PlainBackCx<'_>, dy: &Tensor) -> Result<Vec<Tensor>> {
@@ -52,12 +41,10 @@ impl Layer for Mul {
             plain_reduce_to(&times(&a)?, cx.inputs[1].shape())?,
         ])
     }
+}
 
-    fn private_forward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateCx<'_, B, T>,
-        x: &[&Rss<B>],
-    ) -> Result<Rss<B>> {
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for Mul {
+    fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
         let a = private_broadcast(cx.p, x[0], cx.out_shape)?;
         let b = private_broadcast(cx.p, x[1], cx.out_shape)?;
         let y = cx.p.mul_fixed(&a, &b)?;
@@ -65,11 +52,7 @@ impl Layer for Mul {
         Ok(y)
     }
 
-    fn private_backward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateBackCx<'_, B, T>,
-        dy: Rss<B>,
-    ) -> Result<Vec<Option<Rss<B>>>> {
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, dy: Rss<B>) -> Grads<B> {
         let (a, b): &(Rss<B>, Rss<B>) = cx.saved()?;
         let (a, b) = (a.clone(), b.clone());
         let shapes = cx.input_shapes.clone();
@@ -84,23 +67,18 @@ impl Layer for Mul {
         }
         Ok(grads)
     }
-
-    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
-        n.op_type = "Mul";
-        Ok(())
-    }
 }
 
 /// ONNX `Mul` and `Div`: of two graph values (a quotient of two is not supported); by a
 /// constant ([`MulConst`], a quotient by its reciprocal).
-pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
+pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
     let div = node.op_type == "Div";
     let consts = [
         im.constant(node, 0).ok().flatten(),
         im.constant(node, 1).ok().flatten(),
     ];
     match &consts {
-        [None, None] if div => Err(Importer::bad(
+        [None, None] if div => Err(bad(
             node,
             "a quotient of two computed values is not supported (only division by a constant)",
         )),
@@ -108,10 +86,10 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
             let a = im.input_node(node, 0)?;
             let b = im.input_node(node, 1)?;
             let name = im.node_name(node, None);
-            im.push(node, name, Mul.into(), &[a, b])?;
+            im.push(node, name, Mul, &[a, b])?;
             Ok(())
         }
-        [Some(_), None] if div => Err(Importer::bad(
+        [Some(_), None] if div => Err(bad(
             node,
             "dividing a constant by a computed value is not supported",
         )),
@@ -121,16 +99,16 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
             let mut values = c.values.clone();
             if div {
                 if values.contains(&0.0) {
-                    return Err(Importer::bad(node, "divides by zero"));
+                    return Err(bad(node, "divides by zero"));
                 }
                 values.iter_mut().for_each(|v| *v = 1.0 / *v);
             }
             let shape: Vec<usize> = c.dims.iter().map(|&d| d as usize).collect();
             let name = im.node_name(node, None);
             im.insert_param(&name, "constant", Tensor::new(&shape, values)?);
-            im.push(node, name, MulConst { shape }.into(), &[x])?;
+            im.push(node, name, MulConst { shape }, &[x])?;
             Ok(())
         }
-        [Some(_), Some(_)] => Err(Importer::bad(node, "multiplies two constants")),
+        [Some(_), Some(_)] => Err(bad(node, "multiplies two constants")),
     }
 }

@@ -3,7 +3,7 @@
 //! is the model owner's, a parameter (`{node}.constant`, not trained) shared like the
 //! weights; privately one fixed-point product (2 rounds).
 
-use super::*;
+use super::common::*;
 
 /// `x · constant`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -12,27 +12,7 @@ pub struct MulConst {
     pub shape: Vec<usize>,
 }
 
-impl Layer for MulConst {
-    const KIND: &'static str = "MulConst";
-
-    fn params(&self) -> Vec<ParamDecl> {
-        vec![ParamDecl::buffer(
-            "constant",
-            self.shape.clone(),
-            Init::Constant(1.0),
-        )]
-    }
-
-    fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
-        match broadcast_shapes(inputs[0], &self.shape) {
-            Some(s) if s == inputs[0] => Ok(s),
-            _ => Err(format!(
-                "a constant of shape {:?} does not broadcast to {:?}",
-                self.shape, inputs[0]
-            )),
-        }
-    }
-
+impl Attributes for MulConst {
     fn write_attrs(&self, a: &mut Attrs) {
         a.set("shape", self.shape.clone());
     }
@@ -41,6 +21,18 @@ impl Layer for MulConst {
         Ok(Self {
             shape: a.dims("shape")?,
         })
+    }
+}
+
+impl Layer for MulConst {
+    const KIND: &'static str = "MulConst";
+
+    fn params(&self) -> Vec<ParamDecl> {
+        vec![ParamDecl::constant(&self.shape, 1.0)]
+    }
+
+    fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
+        constant_fits(inputs[0], &self.shape)
     }
 
     fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
@@ -62,27 +54,6 @@ impl Layer for MulConst {
         )?])
     }
 
-    fn private_forward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateCx<'_, B, T>,
-        x: &[&Rss<B>],
-    ) -> Result<Rss<B>> {
-        let c = private_broadcast(cx.p, cx.param("constant")?, cx.out_shape)?;
-        Ok(cx.p.mul_fixed(x[0], &c)?)
-    }
-
-    fn private_backward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateBackCx<'_, B, T>,
-        dy: Rss<B>,
-    ) -> Result<Vec<Option<Rss<B>>>> {
-        if !cx.wants(0) {
-            return Ok(vec![None]);
-        }
-        let c = private_broadcast(cx.p, cx.param("constant")?, dy.shape())?;
-        Ok(vec![Some(cx.p.mul_fixed(&dy, &c)?)])
-    }
-
     fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
         n.op_type = "Mul";
         n.param_input("constant");
@@ -90,7 +61,17 @@ impl Layer for MulConst {
     }
 }
 
-/// Made by [`super::mul::import`].
-pub(crate) fn import(_: &mut Importer, node: &NodeProto) -> Result<()> {
-    Err(Importer::bad(node, "MulConst has no ONNX op of its own"))
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for MulConst {
+    fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
+        let c = private_broadcast(cx.p, cx.param("constant")?, cx.out_shape)?;
+        Ok(cx.p.mul_fixed(x[0], &c)?)
+    }
+
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, dy: Rss<B>) -> Grads<B> {
+        if !cx.wants(0) {
+            return Ok(vec![None]);
+        }
+        let c = private_broadcast(cx.p, cx.param("constant")?, dy.shape())?;
+        Ok(vec![Some(cx.p.mul_fixed(&dy, &c)?)])
+    }
 }

@@ -1,15 +1,26 @@
 //! `Pad`: zeros around each plane of an NCHW value (`[top, left, bottom, right]`); ONNX
 //! `Pad` in constant mode with value 0 over the spatial axes. Local on shares.
 
+use super::common::*;
 use super::pool::{pad_private, unpad_private};
-use super::*;
-use crate::onnx::attr_ints;
 
 /// Zero padding of the last two axes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pad {
     /// `[top, left, bottom, right]`.
     pub pads: [usize; 4],
+}
+
+impl Attributes for Pad {
+    fn write_attrs(&self, a: &mut Attrs) {
+        a.set("pads", self.pads.to_vec());
+    }
+
+    fn read_attrs(a: &Attrs) -> Result<Self> {
+        let pads =
+            <[usize; 4]>::try_from(a.dims("pads")?).map_err(|_| a.err("`pads` must be 4 sizes"))?;
+        Ok(Self { pads })
+    }
 }
 
 impl Layer for Pad {
@@ -19,16 +30,6 @@ impl Layer for Pad {
         let [n, c, h, w] = nchw(inputs[0])?;
         let [t, l, b, r] = self.pads;
         Ok(vec![n, c, h + t + b, w + l + r])
-    }
-
-    fn write_attrs(&self, a: &mut Attrs) {
-        a.set("pads", self.pads.to_vec());
-    }
-
-    fn read_attrs(a: &Attrs) -> Result<Self> {
-        let pads =
-            <[usize; 4]>::try_from(a.dims("pads")?).map_err(|_| a.err("`pads` must be 4 sizes"))?;
-        Ok(Self { pads })
     }
 
     fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
@@ -60,23 +61,6 @@ impl Layer for Pad {
         Ok(vec![cx.like_input(0, dx)?])
     }
 
-    fn private_forward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateCx<'_, B, T>,
-        x: &[&Rss<B>],
-    ) -> Result<Rss<B>> {
-        pad_private(cx.p, x[0], self.pads, 0)
-    }
-
-    fn private_backward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateBackCx<'_, B, T>,
-        dy: Rss<B>,
-    ) -> Result<Vec<Option<Rss<B>>>> {
-        let hw = [cx.input_shapes[0][2], cx.input_shapes[0][3]];
-        Ok(vec![Some(unpad_private(cx.p, &dy, self.pads, hw)?)])
-    }
-
     fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
         n.op_type = "Pad";
         let [t, l, b, r] = self.pads.map(|v| v as f64);
@@ -88,14 +72,25 @@ impl Layer for Pad {
     }
 }
 
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for Pad {
+    fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
+        pad_private(cx.p, x[0], self.pads, 0)
+    }
+
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, dy: Rss<B>) -> Grads<B> {
+        let hw = [cx.input_shapes[0][2], cx.input_shapes[0][3]];
+        Ok(vec![Some(unpad_private(cx.p, &dy, self.pads, hw)?)])
+    }
+}
+
 /// ONNX `Pad`: constant mode, value 0, non-negative pads on the last two axes of an NCHW
 /// value (pads as input 1 from opset 11, an attribute before).
-pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
+pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
     im.input_node(node, 0)?;
     if let Some(a) = node.attribute("mode") {
         let mode = String::from_utf8_lossy(&a.s);
         if mode != "constant" {
-            return Err(Importer::bad(
+            return Err(bad(
                 node,
                 format!("mode {mode} is not supported (constant is)"),
             ));
@@ -104,17 +99,17 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
     if let Some(v) = im.constant(node, 2)?
         && v.values.iter().any(|&v| v != 0.0)
     {
-        return Err(Importer::bad(node, "only padding with zeros is supported"));
+        return Err(bad(node, "only padding with zeros is supported"));
     }
     if node.inputs.get(3).is_some_and(|a| !a.is_empty()) {
-        return Err(Importer::bad(node, "the axes input is not supported"));
+        return Err(bad(node, "the axes input is not supported"));
     }
     let pads: Vec<i64> = match im.constant(node, 1)? {
         Some(t) => t.values.iter().map(|&v| v as i64).collect(),
-        None => attr_ints(node, "pads").ok_or_else(|| Importer::bad(node, "has no pads"))?,
+        None => attr_ints(node, "pads").ok_or_else(|| bad(node, "has no pads"))?,
     };
     let &[0, 0, t, l, 0, 0, b, r] = &pads[..] else {
-        return Err(Importer::bad(
+        return Err(bad(
             node,
             format!(
                 "only padding of the last two axes of an NCHW value is supported, got {pads:?}"
@@ -122,13 +117,10 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
         ));
     };
     if [t, l, b, r].iter().any(|&v| v < 0) {
-        return Err(Importer::bad(
-            node,
-            "negative pads (cropping) are not supported",
-        ));
+        return Err(bad(node, "negative pads (cropping) are not supported"));
     }
     let layer = Pad {
         pads: [t, l, b, r].map(|v| v as usize),
     };
-    im.unary(node, layer.into())
+    im.unary(node, layer)
 }

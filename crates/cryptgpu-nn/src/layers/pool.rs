@@ -5,8 +5,7 @@
 
 use cryptgpu_backend::{DeviceTensor, Pool2dParams};
 
-use super::*;
-use crate::onnx::{attr_int, attr_ints};
+use super::common::*;
 
 /// A pooling window over NCHW tensors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +98,28 @@ impl PoolWindow {
         [self.pads[0], self.pads[1], end(0, h), end(1, w)]
     }
 
+    /// Visits each output position of this pool over `x` (`[N, C, H, W]`, plaintext) into
+    /// an output of `out_shape`, plane by plane in order: `f` gets the input plane, the
+    /// window's rows and columns in it, and the position's index within the output plane.
+    pub(crate) fn plain_windows(
+        &self,
+        x: &Tensor,
+        out_shape: &[usize],
+        mut f: impl FnMut(&[f64], std::ops::Range<usize>, std::ops::Range<usize>, usize) -> Result<()>,
+    ) -> Result<()> {
+        let (h, w) = (x.shape()[2], x.shape()[3]);
+        let (oh, ow) = (out_shape[2], out_shape[3]);
+        for plane in x.data().chunks(h * w) {
+            for oi in 0..oh {
+                for oj in 0..ow {
+                    let (rows, cols, _) = self.window(h, w, oi, oj);
+                    f(plane, rows, cols, oi * ow + oj)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// For output `(oi, oj)` of an `h × w` plane: the rows and columns of the input it
     /// covers, and the count of the window inside the padded extent (PyTorch's
     /// `count_include_pad` divisor).
@@ -138,7 +159,7 @@ impl PoolWindow {
     /// Reads the attributes.
     pub fn read(a: &Attrs) -> Result<Self> {
         let padding = a.pair("padding")?;
-        let pads = if a.map.contains_key("pads") {
+        let pads = if a.has("pads") {
             <[usize; 4]>::try_from(a.dims("pads")?).map_err(|_| a.err("`pads` must be 4 sizes"))?
         } else {
             [padding[0], padding[1], padding[0], padding[1]]
@@ -167,23 +188,20 @@ impl PoolWindow {
         match attr_ints(node, "dilations").as_deref() {
             None | Some([]) | Some([1, 1]) => {}
             Some(other) => {
-                return Err(Importer::bad(
-                    node,
-                    format!("dilations {other:?} are not supported"),
-                ));
+                return Err(bad(node, format!("dilations {other:?} are not supported")));
             }
         }
         if attr_int(node, "storage_order", 0) != 0 {
-            return Err(Importer::bad(node, "storage_order = 1 is not supported"));
+            return Err(bad(node, "storage_order = 1 is not supported"));
         }
-        let kernel = Importer::pair(node, "kernel_shape", [0, 0])?;
+        let kernel = attr_pair(node, "kernel_shape", [0, 0])?;
         if kernel.contains(&0) {
-            return Err(Importer::bad(node, "has no 2-d kernel_shape"));
+            return Err(bad(node, "has no 2-d kernel_shape"));
         }
         Ok(Self {
             kernel,
-            stride: Importer::pair(node, "strides", [1, 1])?,
-            pads: Importer::pads4(node)?,
+            stride: attr_pair(node, "strides", [1, 1])?,
+            pads: pads4(node)?,
             ceil_mode: attr_int(node, "ceil_mode", 0) != 0,
         })
     }

@@ -4,69 +4,44 @@
 
 use cryptgpu_nonlinear as nl;
 
-use super::*;
+use super::common::*;
 
 /// The logistic function elementwise.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sigmoid;
 
+impl NoAttributes for Sigmoid {}
+
 impl Layer for Sigmoid {
     const KIND: &'static str = "Sigmoid";
 
-    fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
-        Ok(inputs[0].to_vec())
-    }
-
-    fn write_attrs(&self, _: &mut Attrs) {}
-
-    fn read_attrs(_: &Attrs) -> Result<Self> {
-        Ok(Sigmoid)
-    }
-
     fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
-        cx.output(elementwise(x[0].data(), |v| 1.0 / (1.0 + (-v).exp())))
+        cx.map(x[0], |v| 1.0 / (1.0 + (-v).exp()))
     }
 
     fn plain_backward(&self, cx: &mut PlainBackCx<'_>, dy: &Tensor) -> Result<Vec<Tensor>> {
-        let dx = cx
-            .output
-            .data()
-            .iter()
-            .zip(dy.data())
-            .map(|(&s, &g)| g * s * (1.0 - s))
-            .collect();
-        Ok(vec![cx.like_input(0, dx)?])
+        let y = cx.output;
+        cx.elementwise_grad(y, dy, |s, g| g * s * (1.0 - s))
     }
+}
 
-    fn private_forward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateCx<'_, B, T>,
-        x: &[&Rss<B>],
-    ) -> Result<Rss<B>> {
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for Sigmoid {
+    fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
         let s = nl::sigmoid(cx.p, x[0], nl::SigmoidOptions::default())?;
         cx.save(s.clone());
         Ok(s)
     }
 
-    fn private_backward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateBackCx<'_, B, T>,
-        dy: Rss<B>,
-    ) -> Result<Vec<Option<Rss<B>>>> {
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, dy: Rss<B>) -> Grads<B> {
         let s: &Rss<B> = cx.saved()?;
         let s = s.clone();
         let square = cx.p.square_fixed(&s)?;
         let slope = cx.p.sub(&s, &square)?;
         Ok(vec![Some(cx.p.mul_fixed(&dy, &slope)?)])
     }
-
-    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
-        n.op_type = "Sigmoid";
-        Ok(())
-    }
 }
 
 /// ONNX `Sigmoid`.
-pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
-    im.unary(node, Sigmoid.into())
+pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
+    im.unary(node, Sigmoid)
 }

@@ -2,8 +2,7 @@
 //! computed value with constant bounds, and `Split` (each output a slice: ShuffleNet's
 //! channel split). Local on shares; the backward pass pads the gradient with zeros.
 
-use super::*;
-use crate::onnx::{attr_int, attr_ints};
+use super::common::*;
 
 /// Entries `start..end` along `axis` (≥ 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,8 +24,27 @@ impl Slice {
     }
 }
 
+impl Attributes for Slice {
+    fn write_attrs(&self, a: &mut Attrs) {
+        a.set("axis", self.axis);
+        a.set("start", self.start);
+        a.set("end", self.end);
+    }
+
+    fn read_attrs(a: &Attrs) -> Result<Self> {
+        Ok(Self {
+            axis: a.dim("axis")?,
+            start: a.dim("start")?,
+            end: a.dim("end")?,
+        })
+    }
+}
+
 impl Layer for Slice {
     const KIND: &'static str = "Slice";
+
+    /// Split's parts.
+    const ONNX_EXTRA_OUTPUTS: bool = true;
 
     fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
         let x = inputs[0];
@@ -45,20 +63,6 @@ impl Layer for Slice {
         let mut out = x.to_vec();
         out[self.axis] = self.end - self.start;
         Ok(out)
-    }
-
-    fn write_attrs(&self, a: &mut Attrs) {
-        a.set("axis", self.axis);
-        a.set("start", self.start);
-        a.set("end", self.end);
-    }
-
-    fn read_attrs(a: &Attrs) -> Result<Self> {
-        Ok(Self {
-            axis: a.dim("axis")?,
-            start: a.dim("start")?,
-            end: a.dim("end")?,
-        })
     }
 
     fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
@@ -82,21 +86,24 @@ impl Layer for Slice {
         Ok(vec![cx.like_input(0, dx)?])
     }
 
-    fn private_forward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateCx<'_, B, T>,
-        x: &[&Rss<B>],
-    ) -> Result<Rss<B>> {
+    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
+        n.op_type = "Slice";
+        let t = |v: usize| Tensor::new(&[1], vec![v as f64]);
+        n.constant_input("starts", t(self.start)?);
+        n.constant_input("ends", t(self.end)?);
+        n.constant_input("axes", t(self.axis)?);
+        Ok(())
+    }
+}
+
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for Slice {
+    fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
         Ok(cx
             .p
             .linear(x[0], |b, t| b.slice(t, self.axis, self.start..self.end))?)
     }
 
-    fn private_backward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateBackCx<'_, B, T>,
-        dy: Rss<B>,
-    ) -> Result<Vec<Option<Rss<B>>>> {
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, dy: Rss<B>) -> Grads<B> {
         let full = cx.input_shapes[0].clone();
         let (axis, start, end) = (self.axis, self.start, self.end);
         let dx = cx.p.linear(&dy, |b, t| {
@@ -114,22 +121,13 @@ impl Layer for Slice {
         })?;
         Ok(vec![Some(dx)])
     }
-
-    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
-        n.op_type = "Slice";
-        let t = |v: usize| Tensor::new(&[1], vec![v as f64]);
-        n.constant_input("starts", t(self.start)?);
-        n.constant_input("ends", t(self.end)?);
-        n.constant_input("axes", t(self.axis)?);
-        Ok(())
-    }
 }
 
 /// The axis of a node attribute or input, made non-negative for rank `rank`.
 fn axis_in(node: &NodeProto, axis: i64, rank: usize) -> Result<usize> {
     let a = if axis < 0 { axis + rank as i64 } else { axis };
     if a <= 0 || a as usize >= rank {
-        return Err(Importer::bad(
+        return Err(bad(
             node,
             format!("axis {axis} is not a non-batch axis of a rank-{rank} value"),
         ));
@@ -140,7 +138,7 @@ fn axis_in(node: &NodeProto, axis: i64, rank: usize) -> Result<usize> {
 /// ONNX `Slice` of a computed value (constant starts, ends, axes; steps of 1; one or more
 /// axes, each a node) and `Split` (sizes from input 1 or the `split` attribute, else equal
 /// parts; one slice per output).
-pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
+pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
     let x = im.input_node(node, 0)?;
     let shape = im.shape(x).to_vec();
     let rank = shape.len();
@@ -161,7 +159,7 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
             },
         };
         if sizes.len() != outputs.len() || sizes.iter().sum::<usize>() != shape[axis] {
-            return Err(Importer::bad(
+            return Err(bad(
                 node,
                 format!(
                     "split {sizes:?} does not cover axis {axis} of {shape:?} in {} parts",
@@ -177,8 +175,8 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
                 start,
                 end: start + size,
             };
-            let id = im.push_internal(name, layer.into(), &[x])?;
-            im.set_output(node, i, crate::onnx::Value::Node(id));
+            let id = im.push_internal(name, layer, &[x])?;
+            im.set_output(node, i, Value::Node(id));
             start += size;
         }
         return Ok(());
@@ -189,13 +187,13 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
             None => attr_ints(node, attr),
         })
     };
-    let starts = ints(1, "starts")?.ok_or_else(|| Importer::bad(node, "has no starts"))?;
-    let ends = ints(2, "ends")?.ok_or_else(|| Importer::bad(node, "has no ends"))?;
+    let starts = ints(1, "starts")?.ok_or_else(|| bad(node, "has no starts"))?;
+    let ends = ints(2, "ends")?.ok_or_else(|| bad(node, "has no ends"))?;
     let axes = ints(3, "axes")?.unwrap_or_else(|| (0..starts.len() as i64).collect());
     if let Some(steps) = ints(4, "")?
         && steps.iter().any(|&s| s != 1)
     {
-        return Err(Importer::bad(
+        return Err(bad(
             node,
             format!("steps {steps:?} are not supported (1 is)"),
         ));
@@ -219,9 +217,9 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
     for (i, layer) in layers.into_iter().enumerate() {
         let name = im.node_name(node, None);
         current = if i == last {
-            im.push(node, name, layer.into(), &[current])?
+            im.push(node, name, layer, &[current])?
         } else {
-            im.push_internal(name, layer.into(), &[current])?
+            im.push_internal(name, layer, &[current])?
         };
     }
     Ok(())

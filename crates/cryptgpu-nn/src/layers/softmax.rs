@@ -3,13 +3,15 @@
 
 use cryptgpu_nonlinear as nl;
 
-use super::*;
-use crate::onnx::attr_int;
+use super::common::*;
+use super::log_softmax::LogSoftmax;
 use crate::plain::ops;
 
 /// Row-wise softmax.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Softmax;
+
+impl NoAttributes for Softmax {}
 
 impl Layer for Softmax {
     const KIND: &'static str = "Softmax";
@@ -19,16 +21,7 @@ impl Layer for Softmax {
     }
 
     fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
-        match inputs[0] {
-            [n, k] => Ok(vec![*n, *k]),
-            other => Err(format!("needs [N, K], got {other:?}")),
-        }
-    }
-
-    fn write_attrs(&self, _: &mut Attrs) {}
-
-    fn read_attrs(_: &Attrs) -> Result<Self> {
-        Ok(Softmax)
+        rows_shape(inputs[0])
     }
 
     fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
@@ -41,25 +34,6 @@ impl Layer for Softmax {
         Ok(vec![cx.like_input(0, dx)?])
     }
 
-    fn private_forward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateCx<'_, B, T>,
-        x: &[&Rss<B>],
-    ) -> Result<Rss<B>> {
-        Ok(nl::softmax(cx.p, x[0], 1, nl::SoftmaxOptions::default())?)
-    }
-
-    fn private_backward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateBackCx<'_, B, T>,
-        _: Rss<B>,
-    ) -> Result<Vec<Option<Rss<B>>>> {
-        Err(NnError::Graph(format!(
-            "`{}`: training starts from the logits before the softmax",
-            cx.node.name
-        )))
-    }
-
     fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
         n.op_type = "Softmax";
         n.int("axis", 1);
@@ -67,12 +41,22 @@ impl Layer for Softmax {
     }
 }
 
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for Softmax {
+    fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
+        Ok(nl::softmax(cx.p, x[0], 1, nl::SoftmaxOptions::default())?)
+    }
+
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, _: Rss<B>) -> Grads<B> {
+        Err(cx.before_output_activation("softmax"))
+    }
+}
+
 /// ONNX `Softmax` and `LogSoftmax` over the last axis of `[N, K]`.
-pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
+pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
     let x = im.input_node(node, 0)?;
     let axis = attr_int(node, "axis", -1);
     if im.shape(x).len() != 2 || !(axis == 1 || axis == -1) {
-        return Err(Importer::bad(
+        return Err(bad(
             node,
             format!(
                 "only over axis 1 of [N, K] is supported, got axis {axis} of {:?}",
@@ -80,10 +64,9 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
             ),
         ));
     }
-    let op = if node.op_type == "LogSoftmax" {
-        super::log_softmax::LogSoftmax.into()
+    if node.op_type == "LogSoftmax" {
+        im.unary(node, LogSoftmax)
     } else {
-        Softmax.into()
-    };
-    im.unary(node, op)
+        im.unary(node, Softmax)
+    }
 }

@@ -3,45 +3,29 @@
 
 use cryptgpu_nonlinear as nl;
 
-use super::*;
+use super::common::*;
 
 /// The hyperbolic tangent elementwise.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tanh;
 
+impl NoAttributes for Tanh {}
+
 impl Layer for Tanh {
     const KIND: &'static str = "Tanh";
 
-    fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
-        Ok(inputs[0].to_vec())
-    }
-
-    fn write_attrs(&self, _: &mut Attrs) {}
-
-    fn read_attrs(_: &Attrs) -> Result<Self> {
-        Ok(Tanh)
-    }
-
     fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
-        cx.output(elementwise(x[0].data(), f64::tanh))
+        cx.map(x[0], f64::tanh)
     }
 
     fn plain_backward(&self, cx: &mut PlainBackCx<'_>, dy: &Tensor) -> Result<Vec<Tensor>> {
-        let dx = cx
-            .output
-            .data()
-            .iter()
-            .zip(dy.data())
-            .map(|(&y, &g)| g * (1.0 - y * y))
-            .collect();
-        Ok(vec![cx.like_input(0, dx)?])
+        let y = cx.output;
+        cx.elementwise_grad(y, dy, |y, g| g * (1.0 - y * y))
     }
+}
 
-    fn private_forward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateCx<'_, B, T>,
-        x: &[&Rss<B>],
-    ) -> Result<Rss<B>> {
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for Tanh {
+    fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
         let fixed = cx.p.fixed();
         let doubled = cx.p.mul_scalar(x[0], 2)?;
         let s = nl::sigmoid(cx.p, &doubled, nl::SigmoidOptions::default())?;
@@ -51,25 +35,16 @@ impl Layer for Tanh {
         Ok(y)
     }
 
-    fn private_backward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateBackCx<'_, B, T>,
-        dy: Rss<B>,
-    ) -> Result<Vec<Option<Rss<B>>>> {
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, dy: Rss<B>) -> Grads<B> {
         let y: &Rss<B> = cx.saved()?;
         let square = cx.p.square_fixed(&y.clone())?;
         let fixed = cx.p.fixed();
         let slope = cx.p.add_scalar(&cx.p.neg(&square)?, fixed.encode(1.0)?)?;
         Ok(vec![Some(cx.p.mul_fixed(&dy, &slope)?)])
     }
-
-    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
-        n.op_type = "Tanh";
-        Ok(())
-    }
 }
 
 /// ONNX `Tanh`.
-pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
-    im.unary(node, Tanh.into())
+pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
+    im.unary(node, Tanh)
 }

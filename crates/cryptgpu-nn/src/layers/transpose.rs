@@ -1,8 +1,7 @@
 //! `Transpose`: a permutation of the non-batch axes (the batch axis stays first); ONNX
 //! `Transpose`.
 
-use super::*;
-use crate::onnx::attr_ints;
+use super::common::*;
 
 /// Permutes axes: output axis i is input axis `perm[i]`; `perm[0] = 0`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +36,18 @@ impl Transpose {
     }
 }
 
+impl Attributes for Transpose {
+    fn write_attrs(&self, a: &mut Attrs) {
+        a.set("perm", self.perm.clone());
+    }
+
+    fn read_attrs(a: &Attrs) -> Result<Self> {
+        Ok(Self {
+            perm: a.dims("perm")?,
+        })
+    }
+}
+
 impl Layer for Transpose {
     const KIND: &'static str = "Transpose";
 
@@ -56,39 +67,12 @@ impl Layer for Transpose {
         Ok(self.perm.iter().map(|&p| x[p]).collect())
     }
 
-    fn write_attrs(&self, a: &mut Attrs) {
-        a.set("perm", self.perm.clone());
-    }
-
-    fn read_attrs(a: &Attrs) -> Result<Self> {
-        Ok(Self {
-            perm: a.dims("perm")?,
-        })
-    }
-
     fn plain_forward(&self, _: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
         Self::permute_plain(x[0], &self.perm)
     }
 
     fn plain_backward(&self, _: &mut PlainBackCx<'_>, dy: &Tensor) -> Result<Vec<Tensor>> {
         Ok(vec![Self::permute_plain(dy, &self.inverse())?])
-    }
-
-    fn private_forward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateCx<'_, B, T>,
-        x: &[&Rss<B>],
-    ) -> Result<Rss<B>> {
-        Ok(cx.p.linear(x[0], |b, t| b.permute(t, &self.perm))?)
-    }
-
-    fn private_backward<B: GpuBackend, T: Transport>(
-        &self,
-        cx: &mut PrivateBackCx<'_, B, T>,
-        dy: Rss<B>,
-    ) -> Result<Vec<Option<Rss<B>>>> {
-        let inv = self.inverse();
-        Ok(vec![Some(cx.p.linear(&dy, |b, t| b.permute(t, &inv))?)])
     }
 
     fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
@@ -99,8 +83,19 @@ impl Layer for Transpose {
     }
 }
 
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for Transpose {
+    fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
+        Ok(cx.p.linear(x[0], |b, t| b.permute(t, &self.perm))?)
+    }
+
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, dy: Rss<B>) -> Grads<B> {
+        let inv = self.inverse();
+        Ok(vec![Some(cx.p.linear(&dy, |b, t| b.permute(t, &inv))?)])
+    }
+}
+
 /// ONNX `Transpose` (no `perm`: all axes reversed, which moves the batch axis: refused).
-pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
+pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
     let x = im.input_node(node, 0)?;
     let rank = im.shape(x).len();
     let perm: Vec<usize> = match attr_ints(node, "perm") {
@@ -111,5 +106,5 @@ pub(crate) fn import(im: &mut Importer, node: &NodeProto) -> Result<()> {
         im.alias(node, x);
         return Ok(());
     }
-    im.unary(node, Transpose { perm }.into())
+    im.unary(node, Transpose { perm })
 }

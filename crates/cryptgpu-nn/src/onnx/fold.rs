@@ -7,10 +7,10 @@
 //!
 //! Values keep their ONNX element type: integer division truncates, `Cast` converts.
 
+use super::node::{ImportGraph, Value, attr_int, attr_ints, bad};
 use super::proto::{NodeProto, TensorProto, data_type};
-use super::{Importer, Value, attr_int, attr_ints};
 use crate::error::{NnError, Result};
-use crate::layers::{broadcast_shapes, element_count, left_pad, strides};
+use crate::layers::shape::{broadcast_shapes, element_count, left_pad, resolve_reshape, strides};
 
 /// The ops this module folds (some only on constants).
 pub const FOLDED_OPS: &[&str] = &[
@@ -94,7 +94,7 @@ fn len(dims: &[usize]) -> usize {
 fn axis_of(node: &NodeProto, axis: i64, rank: usize) -> Result<usize> {
     let a = if axis < 0 { axis + rank as i64 } else { axis };
     if a < 0 || a as usize >= rank.max(1) {
-        return Err(Importer::bad(
+        return Err(bad(
             node,
             format!("axis {axis} is out of range for rank {rank}"),
         ));
@@ -104,7 +104,7 @@ fn axis_of(node: &NodeProto, axis: i64, rank: usize) -> Result<usize> {
 
 /// Folds `node` if it can: returns whether it did (its outputs are then constants or
 /// aliases).
-pub(crate) fn try_fold(im: &mut Importer, node: &NodeProto) -> Result<bool> {
+pub(crate) fn try_fold(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<bool> {
     let op = node.op_type.as_str();
     if !FOLDED_OPS.contains(&op) {
         return Ok(false);
@@ -120,7 +120,7 @@ pub(crate) fn try_fold(im: &mut Importer, node: &NodeProto) -> Result<bool> {
         .zip(&inputs)
         .any(|(n, v)| !n.is_empty() && v.is_none())
     {
-        return Err(Importer::bad(node, "an input is not computed earlier"));
+        return Err(bad(node, "an input is not computed earlier"));
     }
     let consts: Vec<Option<Const>> = inputs
         .iter()
@@ -139,7 +139,7 @@ pub(crate) fn try_fold(im: &mut Importer, node: &NodeProto) -> Result<bool> {
             let dims: Vec<usize> = match inputs.first().copied().flatten() {
                 Some(Value::Node(id)) => im.shape(*id).to_vec(),
                 Some(Value::Const(t)) => t.dims.iter().map(|&d| d as usize).collect(),
-                None => return Err(Importer::bad(node, "has no input")),
+                None => return Err(bad(node, "has no input")),
             };
             if op == "Size" {
                 Const::ints(vec![], vec![len(&dims) as i64])
@@ -161,7 +161,7 @@ pub(crate) fn try_fold(im: &mut Importer, node: &NodeProto) -> Result<bool> {
                 im.identity(node)?;
                 return Ok(true);
             }
-            return Err(Importer::bad(
+            return Err(bad(
                 node,
                 "only casts of computed values to float are supported",
             ));
@@ -174,7 +174,7 @@ pub(crate) fn try_fold(im: &mut Importer, node: &NodeProto) -> Result<bool> {
         }
     };
     if len(&result.dims) > MAX_FOLDED || result.values.len() != len(&result.dims) {
-        return Err(Importer::bad(
+        return Err(bad(
             node,
             format!("folds to an invalid constant of shape {:?}", result.dims),
         ));
@@ -208,7 +208,7 @@ fn constant(node: &NodeProto) -> Result<Const> {
     if let Some(a) = node.attribute("value_ints") {
         return Ok(Const::ints(vec![a.ints.len()], a.ints.clone()));
     }
-    Err(Importer::bad(
+    Err(bad(
         node,
         "only tensor, float(s) and int(s) values are supported",
     ))
@@ -218,7 +218,7 @@ fn need(node: &NodeProto, c: &[Option<Const>], i: usize) -> Result<Const> {
     c.get(i)
         .cloned()
         .flatten()
-        .ok_or_else(|| Importer::bad(node, format!("input {i} is missing")))
+        .ok_or_else(|| bad(node, format!("input {i} is missing")))
 }
 
 fn as_ints(c: &Const) -> Vec<i64> {
@@ -230,7 +230,7 @@ fn bounded(node: &NodeProto, dims: &[usize]) -> Result<usize> {
     element_count(dims)
         .filter(|&n| n <= MAX_FOLDED)
         .ok_or_else(|| {
-            Importer::bad(
+            bad(
                 node,
                 format!("folds to a constant of shape {dims:?}, too large"),
             )
@@ -269,7 +269,7 @@ fn broadcast_op(
     f: impl Fn(f64, f64) -> f64,
 ) -> Result<Const> {
     let dims = broadcast_shapes(&a.dims, &b.dims).ok_or_else(|| {
-        Importer::bad(
+        bad(
             node,
             format!("shapes {:?} and {:?} do not broadcast", a.dims, b.dims),
         )
@@ -307,11 +307,11 @@ fn evaluate(node: &NodeProto, op: &str, c: Vec<Option<Const>>) -> Result<Const> 
         "ConstantOfShape" => {
             let shape = as_ints(&need(node, &c, 0)?);
             if shape.iter().any(|&d| d < 0) {
-                return Err(Importer::bad(node, format!("negative shape {shape:?}")));
+                return Err(bad(node, format!("negative shape {shape:?}")));
             }
             let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
             if len(&dims) > MAX_FOLDED {
-                return Err(Importer::bad(node, format!("shape {dims:?} is too large")));
+                return Err(bad(node, format!("shape {dims:?} is too large")));
             }
             let (value, ty) = match node.attribute("value").and_then(|a| a.t.as_ref()) {
                 Some(t) => (t.values.first().copied().unwrap_or(0.0), t.data_type),
@@ -336,7 +336,7 @@ fn evaluate(node: &NodeProto, op: &str, c: Vec<Option<Const>>) -> Result<Const> 
                     if (0..extent).contains(&j) {
                         Ok(j as usize)
                     } else {
-                        Err(Importer::bad(node, format!("index {i} is out of range")))
+                        Err(bad(node, format!("index {i} is out of range")))
                     }
                 })
                 .collect::<Result<_>>()?;
@@ -390,7 +390,7 @@ fn evaluate(node: &NodeProto, op: &str, c: Vec<Option<Const>>) -> Result<Const> 
                 axes.sort_unstable();
                 for a in axes.into_iter().rev() {
                     if t.dims[a] != 1 {
-                        return Err(Importer::bad(
+                        return Err(bad(
                             node,
                             format!("cannot squeeze axis {a} of {:?}", t.dims),
                         ));
@@ -403,12 +403,8 @@ fn evaluate(node: &NodeProto, op: &str, c: Vec<Option<Const>>) -> Result<Const> 
         "Reshape" => {
             let mut t = need(node, &c, 0)?;
             let target = as_ints(&need(node, &c, 1)?);
-            let dims = crate::layers::reshape::resolve_reshape(
-                &t.dims,
-                &target,
-                attr_int(node, "allowzero", 0) != 0,
-            )
-            .map_err(|e| Importer::bad(node, e))?;
+            let dims = resolve_reshape(&t.dims, &target, attr_int(node, "allowzero", 0) != 0)
+                .map_err(|e| bad(node, e))?;
             t.dims = dims;
             t
         }
@@ -416,14 +412,14 @@ fn evaluate(node: &NodeProto, op: &str, c: Vec<Option<Const>>) -> Result<Const> 
             let parts: Vec<Const> = c.into_iter().flatten().collect();
             let first = parts
                 .first()
-                .ok_or_else(|| Importer::bad(node, "has no inputs"))?
+                .ok_or_else(|| bad(node, "has no inputs"))?
                 .clone();
             let rank = first.dims.len();
             let axis = axis_of(node, attr_int(node, "axis", 0), rank)?;
             if parts.iter().any(|p| {
                 p.dims.len() != rank || (0..rank).any(|a| a != axis && p.dims[a] != first.dims[a])
             }) {
-                return Err(Importer::bad(node, "inputs differ outside the axis"));
+                return Err(bad(node, "inputs differ outside the axis"));
             }
             let outer = len(&first.dims[..axis]);
             let mut values = Vec::new();
@@ -468,7 +464,7 @@ fn evaluate(node: &NodeProto, op: &str, c: Vec<Option<Const>>) -> Result<Const> 
                 let n = data.dims[a] as i64;
                 let s = steps.get(k).copied().unwrap_or(1);
                 if s == 0 {
-                    return Err(Importer::bad(node, "step 0"));
+                    return Err(bad(node, "step 0"));
                 }
                 let fix = |v: i64, lo: i64, hi: i64| (if v < 0 { v + n } else { v }).clamp(lo, hi);
                 let (b, e) = if s > 0 {
@@ -506,10 +502,7 @@ fn evaluate(node: &NodeProto, op: &str, c: Vec<Option<Const>>) -> Result<Const> 
                     t.values.iter_mut().for_each(|v| *v = v.trunc())
                 }
                 other => {
-                    return Err(Importer::bad(
-                        node,
-                        format!("cast to type {other} is not supported"),
-                    ));
+                    return Err(bad(node, format!("cast to type {other} is not supported")));
                 }
             }
             t.ty = to;
@@ -525,7 +518,7 @@ fn evaluate(node: &NodeProto, op: &str, c: Vec<Option<Const>>) -> Result<Const> 
                 "Mul" => broadcast_op(node, &a, &b, |x, y| x * y)?,
                 "Div" if int => {
                     if b.values.contains(&0.0) {
-                        return Err(Importer::bad(node, "integer division by zero"));
+                        return Err(bad(node, "integer division by zero"));
                     }
                     broadcast_op(node, &a, &b, |x, y| (x / y).trunc())?
                 }
@@ -575,11 +568,11 @@ fn evaluate(node: &NodeProto, op: &str, c: Vec<Option<Const>>) -> Result<Const> 
                 .map(|i| need(node, &c, i).map(|t| t.values.first().copied().unwrap_or(0.0)));
             let (start, limit, delta, ty) = (start?, limit?, delta?, need(node, &c, 0)?.ty);
             if delta == 0.0 {
-                return Err(Importer::bad(node, "delta 0"));
+                return Err(bad(node, "delta 0"));
             }
             let n = ((limit - start) / delta).ceil().max(0.0) as usize;
             if n > MAX_FOLDED {
-                return Err(Importer::bad(node, "range too long"));
+                return Err(bad(node, "range too long"));
             }
             Const {
                 dims: vec![n],
@@ -597,10 +590,7 @@ fn evaluate(node: &NodeProto, op: &str, c: Vec<Option<Const>>) -> Result<Const> 
             let mut sorted = perm.clone();
             sorted.sort_unstable();
             if sorted != (0..rank).collect::<Vec<_>>() {
-                return Err(Importer::bad(
-                    node,
-                    format!("perm {perm:?} is not a permutation"),
-                ));
+                return Err(bad(node, format!("perm {perm:?} is not a permutation")));
             }
             let dims: Vec<usize> = perm.iter().map(|&p| t.dims[p]).collect();
             let ts = strides(&t.dims);

@@ -24,15 +24,18 @@
 //! No protobuf compiler is involved: [`proto`] reads the wire format directly.
 
 pub mod fold;
+pub mod node;
 pub mod proto;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use crate::error::{NnError, Result};
+use crate::layers::shape::element_count;
 use crate::layers::{self, ONNX_OPS, OnnxNode};
 use crate::model::{Model, Node, NodeId, Op};
 use crate::tensor::Tensor;
+use node::{ImportGraph, Value, bad};
 use proto::{ModelProto, NodeProto, TensorProto, Writer, data_type};
 
 /// The batch size a symbolic batch axis takes while importing: a prime no model dimension
@@ -159,15 +162,6 @@ fn load_external(t: &mut TensorProto, dir: Option<&Path>) -> Result<()> {
     t.load_external(&raw)
 }
 
-/// What a graph value name refers to while importing.
-#[derive(Clone, Debug)]
-pub(crate) enum Value {
-    /// The output of a model node.
-    Node(NodeId),
-    /// A constant (initializer, `Constant` output, or a folded computation).
-    Const(TensorProto),
-}
-
 /// The state of one import: the graph built so far and what each ONNX value name is.
 /// Layers' `import` functions add to it through its methods.
 pub struct Importer {
@@ -236,7 +230,7 @@ fn import_with_dir(bytes: &[u8], dir: Option<&Path>, fallback_name: &str) -> Res
     let mut im = Importer {
         nodes: vec![Node {
             name: "input".into(),
-            op: Op::Input(layers::input::Input),
+            op: layers::input::Input.into(),
             inputs: Vec::new(),
         }],
         shapes: vec![
@@ -285,7 +279,7 @@ fn import_with_dir(bytes: &[u8], dir: Option<&Path>, fallback_name: &str) -> Res
     let (nodes, output) = prune(im.nodes, output);
     let mut model = Model::new(&name, &im.input_shape, nodes, output)?;
     for (node, shape) in model.nodes().iter().zip(model.shapes(1)?) {
-        if layers::element_count(&shape).is_none_or(|n| n > MAX_VALUES_PER_EXAMPLE) {
+        if element_count(&shape).is_none_or(|n| n > MAX_VALUES_PER_EXAMPLE) {
             return Err(NnError::Onnx(format!(
                 "node `{}` ({}) has an output of shape {shape:?} per example, more than {} \
                  values",
@@ -326,109 +320,7 @@ fn prune(nodes: Vec<Node>, output: NodeId) -> (Vec<Node>, NodeId) {
     (kept, new_id[output])
 }
 
-/// The `ints` of attribute `name`.
-pub(crate) fn attr_ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
-    node.attribute(name).map(|a| a.ints.clone())
-}
-
-/// The `int` of attribute `name`, or `default`.
-pub(crate) fn attr_int(node: &NodeProto, name: &str, default: i64) -> i64 {
-    node.attribute(name).map_or(default, |a| a.i)
-}
-
-/// The `float` of attribute `name`, or `default`.
-pub(crate) fn attr_float(node: &NodeProto, name: &str, default: f32) -> f32 {
-    node.attribute(name).map_or(default, |a| a.f)
-}
-
 impl Importer {
-    /// An error about `node`.
-    pub(crate) fn bad(node: &NodeProto, message: impl std::fmt::Display) -> NnError {
-        NnError::Onnx(format!(
-            "node `{}` ({}): {message}",
-            node.display_name(),
-            node.op_type
-        ))
-    }
-
-    /// The batch size shapes are computed at while importing ([`PROBE_BATCH`] for a
-    /// symbolic batch).
-    pub(crate) fn batch(&self) -> usize {
-        self.batch
-    }
-
-    /// The shape of node `id`'s value at [`Importer::batch`].
-    pub(crate) fn shape(&self, id: NodeId) -> &[usize] {
-        &self.shapes[id]
-    }
-
-    /// What value `name` is, if known.
-    pub(crate) fn value(&self, name: &str) -> Option<&Value> {
-        self.values.get(name)
-    }
-
-    /// Names output `index` of `node` as `value`.
-    pub(crate) fn set_output(&mut self, node: &NodeProto, index: usize, value: Value) {
-        if let Some(out) = node.outputs.get(index)
-            && !out.is_empty()
-        {
-            self.values.insert(out.clone(), value);
-        }
-    }
-
-    /// Input `index` of `node`, which must be a computed value (not a constant).
-    pub(crate) fn input_node(&self, node: &NodeProto, index: usize) -> Result<NodeId> {
-        match node.inputs.get(index).and_then(|n| self.values.get(n)) {
-            Some(Value::Node(id)) => Ok(*id),
-            Some(Value::Const(_)) => Err(Self::bad(
-                node,
-                format!(
-                    "input {index} (`{}`) is a constant where a computed value was expected",
-                    node.inputs[index]
-                ),
-            )),
-            None => Err(Self::bad(
-                node,
-                format!("input {index} is missing or not computed earlier"),
-            )),
-        }
-    }
-
-    /// Input `index` of `node` as a constant: `None` when the input is absent, an error when
-    /// it is a computed value.
-    pub(crate) fn constant(&self, node: &NodeProto, index: usize) -> Result<Option<TensorProto>> {
-        match node.inputs.get(index).map(String::as_str) {
-            None | Some("") => Ok(None),
-            Some(name) => match self.values.get(name) {
-                Some(Value::Const(t)) => Ok(Some(t.clone())),
-                _ => Err(Self::bad(
-                    node,
-                    format!("input `{name}` must be a constant (an initializer)"),
-                )),
-            },
-        }
-    }
-
-    /// A unique node name: the PyTorch module path of `weight` when it is called
-    /// `X.weight`, else the ONNX node's name.
-    pub(crate) fn node_name(&mut self, node: &NodeProto, weight: Option<&str>) -> String {
-        let base = weight
-            .and_then(|w| {
-                w.strip_suffix(".weight")
-                    .or_else(|| w.strip_suffix(".weight_t"))
-            })
-            .map(str::to_owned)
-            .unwrap_or_else(|| {
-                let n = node.display_name();
-                if n.is_empty() {
-                    node.op_type.to_lowercase()
-                } else {
-                    n
-                }
-            });
-        self.unique(base)
-    }
-
     fn unique(&mut self, base: String) -> String {
         let mut name = base.clone();
         let mut k = 1;
@@ -438,49 +330,6 @@ impl Importer {
         }
         self.names.insert(name.clone());
         name
-    }
-
-    /// Stores parameter `{node}.{suffix}`.
-    pub(crate) fn insert_param(&mut self, node: &str, suffix: &str, value: Tensor) {
-        self.params.insert(format!("{node}.{suffix}"), value);
-    }
-
-    /// Stores parameter `{node}.{suffix}` from an initializer, reshaped to `shape` if given.
-    pub(crate) fn param(
-        &mut self,
-        node: &str,
-        suffix: &str,
-        t: &TensorProto,
-        shape: Option<&[usize]>,
-    ) -> Result<()> {
-        let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
-        let value = Tensor::new(shape.unwrap_or(&dims), t.values.clone())?;
-        self.insert_param(node, suffix, value);
-        Ok(())
-    }
-
-    /// Adds a node for ONNX node `node` (its first output names the value).
-    pub(crate) fn push(
-        &mut self,
-        node: &NodeProto,
-        name: String,
-        op: Op,
-        inputs: &[NodeId],
-    ) -> Result<NodeId> {
-        let id = self.add(name, op, inputs).map_err(|e| Self::bad(node, e))?;
-        self.set_output(node, 0, Value::Node(id));
-        Ok(id)
-    }
-
-    /// Adds a helper node that no ONNX value names (its name is made unique).
-    pub(crate) fn push_internal(
-        &mut self,
-        name: String,
-        op: Op,
-        inputs: &[NodeId],
-    ) -> Result<NodeId> {
-        let name = self.unique(name);
-        self.add(name, op, inputs)
     }
 
     fn add(&mut self, name: String, op: Op, inputs: &[NodeId]) -> Result<NodeId> {
@@ -513,87 +362,6 @@ impl Importer {
         Ok(self.nodes.len() - 1)
     }
 
-    /// A one-input layer on input 0 of `node`, named after the node.
-    pub(crate) fn unary(&mut self, node: &NodeProto, op: Op) -> Result<()> {
-        let x = self.input_node(node, 0)?;
-        let name = self.node_name(node, None);
-        self.push(node, name, op, &[x])?;
-        Ok(())
-    }
-
-    /// Output 0 of `node` is the value of its input 0.
-    pub(crate) fn identity(&mut self, node: &NodeProto) -> Result<()> {
-        let value = node
-            .inputs
-            .first()
-            .and_then(|n| self.values.get(n))
-            .cloned()
-            .ok_or_else(|| Self::bad(node, "input is missing"))?;
-        self.set_output(node, 0, value);
-        Ok(())
-    }
-
-    /// Output 0 of `node` is node `id`'s value.
-    pub(crate) fn alias(&mut self, node: &NodeProto, id: NodeId) {
-        self.set_output(node, 0, Value::Node(id));
-    }
-
-    /// `Add(x, bias)` right after a bias-less linear layer with no other consumer becomes
-    /// that layer's bias; returns whether it did.
-    pub(crate) fn fold_bias(&mut self, node: &NodeProto, x: NodeId, bias: &[f64]) -> Result<bool> {
-        let consumers = self.nodes.iter().filter(|n| n.inputs.contains(&x)).count();
-        let target = &mut self.nodes[x];
-        match &mut target.op {
-            Op::Linear(l) if !l.bias && consumers == 0 && bias.len() == l.out_features => {
-                l.bias = true;
-                let name = format!("{}.bias", target.name);
-                self.params
-                    .insert(name, Tensor::new(&[bias.len()], bias.to_vec())?);
-                self.alias(node, x);
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    /// `pads` as `[top, left, bottom, right]` (ONNX writes `[top, left, bottom, right]` for
-    /// 2-d: all begins, then all ends); `auto_pad` NOTSET or VALID.
-    pub(crate) fn pads4(node: &NodeProto) -> Result<[usize; 4]> {
-        if let Some(a) = node.attribute("auto_pad") {
-            let mode = String::from_utf8_lossy(&a.s);
-            if mode != "NOTSET" && mode != "VALID" && !mode.is_empty() {
-                return Err(Self::bad(node, format!("auto_pad {mode} is not supported")));
-            }
-        }
-        match attr_ints(node, "pads").as_deref() {
-            None | Some([]) => Ok([0; 4]),
-            Some(&[t, l, b, r]) if [t, l, b, r].iter().all(|&v| v >= 0) => {
-                Ok([t, l, b, r].map(|v| v as usize))
-            }
-            Some(other) => Err(Self::bad(node, format!("pads {other:?} are not 2-d"))),
-        }
-    }
-
-    /// Symmetric `pads` as `[vertical, horizontal]`.
-    pub(crate) fn symmetric_pads(node: &NodeProto) -> Result<[usize; 2]> {
-        match Self::pads4(node)? {
-            [t, l, b, r] if t == b && l == r => Ok([t, l]),
-            other => Err(Self::bad(
-                node,
-                format!("pads {other:?} are not symmetric [top, left, bottom, right]"),
-            )),
-        }
-    }
-
-    /// A 2-d attribute of positive sizes.
-    pub(crate) fn pair(node: &NodeProto, name: &str, default: [usize; 2]) -> Result<[usize; 2]> {
-        match attr_ints(node, name).as_deref() {
-            None | Some([]) => Ok(default),
-            Some(&[a, b]) if a > 0 && b > 0 => Ok([a as usize, b as usize]),
-            Some(other) => Err(Self::bad(node, format!("{name} {other:?} is not 2-d"))),
-        }
-    }
-
     fn node(&mut self, node: &NodeProto) -> Result<()> {
         if !(node.domain.is_empty() || node.domain == "ai.onnx") {
             return Err(NnError::UnsupportedOnnxOp {
@@ -605,22 +373,92 @@ impl Importer {
         if fold::try_fold(self, node)? {
             return Ok(());
         }
+        let importer = layers::onnx_importer(&node.op_type);
         let extra_outputs = node.outputs.iter().skip(1).any(|o| !o.is_empty());
-        if extra_outputs && !["Dropout", "Split"].contains(&node.op_type.as_str()) {
+        if extra_outputs && !importer.is_some_and(|(_, extra_ok)| extra_ok) {
             // BatchNormalization in training mode and MaxPool with indices have more outputs.
-            return Err(Self::bad(
+            return Err(bad(
                 node,
                 "only the first output is supported (training-mode or index outputs are not)",
             ));
         }
-        match layers::onnx_importer(&node.op_type) {
-            Some(import) => import(self, node),
+        match importer {
+            Some((import, _)) => import(self, node),
             None => Err(NnError::UnsupportedOnnxOp {
                 op: node.op_type.clone(),
                 node: node.display_name(),
                 supported: supported_ops(),
             }),
         }
+    }
+}
+
+impl ImportGraph for Importer {
+    fn batch(&self) -> usize {
+        self.batch
+    }
+
+    fn shape(&self, id: NodeId) -> &[usize] {
+        &self.shapes[id]
+    }
+
+    fn value(&self, name: &str) -> Option<&Value> {
+        self.values.get(name)
+    }
+
+    fn set_output(&mut self, node: &NodeProto, index: usize, value: Value) {
+        if let Some(out) = node.outputs.get(index)
+            && !out.is_empty()
+        {
+            self.values.insert(out.clone(), value);
+        }
+    }
+
+    fn node_name(&mut self, node: &NodeProto, weight: Option<&str>) -> String {
+        let base = weight
+            .and_then(|w| {
+                w.strip_suffix(".weight")
+                    .or_else(|| w.strip_suffix(".weight_t"))
+            })
+            .map(str::to_owned)
+            .unwrap_or_else(|| {
+                let n = node.display_name();
+                if n.is_empty() {
+                    node.op_type.to_lowercase()
+                } else {
+                    n
+                }
+            });
+        self.unique(base)
+    }
+
+    fn insert_param(&mut self, node: &str, suffix: &str, value: Tensor) {
+        self.params.insert(format!("{node}.{suffix}"), value);
+    }
+
+    fn add_layer(
+        &mut self,
+        name: String,
+        unique: bool,
+        layer: &dyn std::any::Any,
+        inputs: &[NodeId],
+    ) -> Result<NodeId> {
+        let op = Op::from_any(layer)
+            .ok_or_else(|| NnError::Graph(format!("`{name}` is not a layer kind")))?;
+        let name = if unique { self.unique(name) } else { name };
+        self.add(name, op, inputs)
+    }
+
+    fn layer_mut(&mut self, id: NodeId) -> &mut dyn std::any::Any {
+        self.nodes[id].op.as_any_mut()
+    }
+
+    fn consumers(&self, id: NodeId) -> usize {
+        self.nodes.iter().filter(|n| n.inputs.contains(&id)).count()
+    }
+
+    fn name_of(&self, id: NodeId) -> &str {
+        &self.nodes[id].name
     }
 }
 

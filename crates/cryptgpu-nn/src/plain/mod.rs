@@ -15,27 +15,14 @@ pub mod ops;
 
 use std::collections::BTreeMap;
 
-use rand_chacha::ChaCha8Rng;
-use rand_core::{Rng, SeedableRng};
-
 use crate::data::{Dataset, epoch_order};
 use crate::error::{NnError, Result};
-use crate::layers::{PlainBackCx, PlainCx, PlainSaved};
+pub use crate::layers::context::Mode;
+use crate::layers::context::{PlainBackCx, PlainCx, PlainSaved};
+pub use crate::layers::dropout::dropout_mask;
 use crate::model::{Model, NodeId, ParamKind};
 use crate::optim::Sgd;
 use crate::tensor::Tensor;
-
-/// Whether layers behave as in training or in inference.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    /// BatchNorm uses its running statistics; Dropout is the identity.
-    Inference,
-    /// BatchNorm uses batch statistics; Dropout draws its masks from `seed`.
-    Training {
-        /// Seed of the dropout masks.
-        seed: u64,
-    },
-}
 
 /// The result of a forward pass: every node's value, and what backward needs.
 #[derive(Clone, Debug)]
@@ -201,21 +188,6 @@ fn forward_node(
         )));
     }
     Ok((value, cx.saved))
-}
-
-/// The dropout mask of node `id` in the training step with `seed`: `len` values, each 0
-/// with probability `p` and 1/(1 − p) otherwise (ChaCha8 from `seed ^ id << 32`). The
-/// private executor draws the same masks, so private and plaintext training drop the same
-/// units.
-pub fn dropout_mask(seed: u64, id: NodeId, len: usize, p: f64) -> Vec<f64> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (id as u64) << 32);
-    let keep = 1.0 / (1.0 - p);
-    (0..len)
-        .map(|_| {
-            let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-            if u < p { 0.0 } else { keep }
-        })
-        .collect()
 }
 
 /// The seed of step `step` of epoch `epoch` (the dropout masks' seed) in [`train_epoch`].

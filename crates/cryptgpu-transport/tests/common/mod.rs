@@ -1,7 +1,7 @@
-//! Shared helpers of the integration tests: a scripted exchange, message patterns, and ways
-//! to bring up TCP parties on loopback.
+//! Shared helpers of the integration tests: a scripted exchange, message patterns, ways
+//! to bring up TCP parties on loopback, and [`assert_matches!`] for their errors.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_macros)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -12,6 +12,20 @@ use cryptgpu_transport::{
     CommStats, LinkConfig, NetworkConfig, PartyId, Peer, PeerCounts, TcpTransport, TlsConfig,
     Transport, TransportError, u64s_to_le_bytes,
 };
+
+/// Asserts that `value` (matched by reference) matches `pattern` and its guard, printing
+/// both otherwise.
+macro_rules! assert_matches {
+    ($value:expr, $pattern:pat $(if $guard:expr)? $(,)?) => {
+        match &$value {
+            $pattern $(if $guard)? => {}
+            other => panic!(
+                "{other:?} does not match {}",
+                stringify!($pattern $(if $guard)?)
+            ),
+        }
+    };
+}
 
 /// A fixed sequence of sends and receives touching every method; returns everything received.
 pub fn script(t: &mut dyn Transport) -> Result<Vec<Vec<u8>>, TransportError> {
@@ -112,6 +126,50 @@ pub fn test_link() -> LinkConfig {
     }
 }
 
+/// [`test_link`] with the receive timeout `timeout`.
+pub fn link_with_recv_timeout(timeout: Duration) -> LinkConfig {
+    LinkConfig {
+        recv_timeout: Some(timeout),
+        ..test_link()
+    }
+}
+
+/// Asserts that less than `limit` has passed since `start`.
+pub fn assert_sooner_than(start: Instant, limit: Duration) {
+    let elapsed = start.elapsed();
+    assert!(elapsed < limit, "took {elapsed:?}, limit {limit:?}");
+}
+
+/// The three parties at the addresses of `listeners`, over `link`.
+pub fn network_of(listeners: &[TcpListener; 3], link: LinkConfig) -> NetworkConfig {
+    NetworkConfig {
+        addresses: listeners.each_ref().map(addr),
+        link,
+    }
+}
+
+/// Party `i` of `network` on its own thread: after `delay`, it connects with `tls` on
+/// `listener`, then sends `[i]` to its prev while receiving from its next. The thread gives
+/// what it received and how long its setup took.
+pub fn connect_and_exchange(
+    i: usize,
+    tls: TlsConfig,
+    listener: TcpListener,
+    network: &NetworkConfig,
+    delay: Duration,
+) -> thread::JoinHandle<Result<(Vec<u8>, Duration), TransportError>> {
+    let network = network.clone();
+    thread::spawn(move || {
+        thread::sleep(delay);
+        let party = PartyId::new(i).unwrap();
+        let start = Instant::now();
+        let mut t = TcpTransport::connect_with_listener(party, listener, &network, &tls)?;
+        let took = start.elapsed();
+        t.exchange(Peer::Prev, &[i as u8], Peer::Next)
+            .map(|got| (got, took))
+    })
+}
+
 /// Connects three TLS parties with the given configurations on loopback, each on its own
 /// thread; returns each party's result and how long it took.
 pub fn tls_three(
@@ -119,14 +177,7 @@ pub fn tls_three(
     link: LinkConfig,
 ) -> [(Result<TcpTransport, TransportError>, Duration); 3] {
     let listeners = [bind(), bind(), bind()];
-    let network = NetworkConfig {
-        addresses: [
-            addr(&listeners[0]),
-            addr(&listeners[1]),
-            addr(&listeners[2]),
-        ],
-        link,
-    };
+    let network = network_of(&listeners, link);
     let mut configs = configs.into_iter();
     let mut listeners = listeners.into_iter();
     let jobs: Vec<_> = PartyId::ALL

@@ -47,7 +47,7 @@ fn registry() -> MutexGuard<'static, Registry> {
 /// On any error (from `write`, the disk, or an interruption by [`remove_partial_files`])
 /// the temporary file is removed and `path` is left as it was, absent or with its old
 /// contents; the error names `path`.
-pub(crate) fn write_atomically(
+pub fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> Result<()> {
@@ -56,7 +56,7 @@ pub(crate) fn write_atomically(
 
 /// [`write_atomically`], the file readable and writable by its owner only (mode 0600 on
 /// Unix, from its creation on): for private keys.
-pub(crate) fn write_private_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_private_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomically_as(path, true, |out| out.write_all(bytes))
 }
 
@@ -92,7 +92,7 @@ fn write_atomically_as(
 }
 
 /// Writes `bytes` to `path` atomically (see [`write_atomically`]).
-pub(crate) fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomically(path, |out| out.write_all(bytes))
 }
 
@@ -102,7 +102,7 @@ pub(crate) fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 ///
 /// Best effort: it never panics, tolerates a poisoned lock, ignores files that cannot be
 /// removed, and gives up after about half a second if the registry stays locked.
-pub(crate) fn remove_partial_files() {
+pub fn remove_partial_files() {
     remove_registered(true, |_| true);
 }
 

@@ -17,7 +17,7 @@ use super::npy::{self, Dtype, NpyData};
 
 /// How the four dimensions of a `.npy` input are ordered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Layout {
+pub enum Layout {
     /// `[N, C, H, W]` (PyTorch's order).
     #[default]
     Nchw,
@@ -27,7 +27,7 @@ pub(crate) enum Layout {
 
 /// An input opened but not yet decoded.
 #[derive(Clone, Debug)]
-pub(crate) struct InputSource {
+pub struct InputSource {
     /// The file or folder given.
     path: PathBuf,
     /// What it holds.
@@ -61,15 +61,15 @@ enum Kind {
 
 /// Decoded inputs, ready to be shared.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Inputs {
+pub struct Inputs {
     /// `[N, C, H, W]` row-major, normalised.
-    pub(crate) images: Vec<f32>,
+    pub images: Vec<f32>,
     /// One example's shape `[C, H, W]`.
-    pub(crate) shape: [usize; 3],
+    pub shape: [usize; 3],
     /// One name per example: the file name, or the index in a `.npy` array.
-    pub(crate) names: Vec<String>,
+    pub names: Vec<String>,
     /// The class of each example, when labels were given ([`load_labels`]).
-    pub(crate) labels: Option<Vec<usize>>,
+    pub labels: Option<Vec<usize>>,
 }
 
 /// Whether `path` has one of `extensions` (lower case), in any case.
@@ -86,7 +86,7 @@ const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
 /// shaped `[N, C, H, W]` (`[N, H, W, C]` with [`Layout::Nhwc`]) or `[N, H, W]` (one
 /// channel); a folder whose PNG and JPEG files (by extension, in any case) are the
 /// examples, in file-name order; or a single PNG or JPEG file.
-pub(crate) fn open_input(path: &Path, layout: Layout) -> Result<InputSource> {
+pub fn open_input(path: &Path, layout: Layout) -> Result<InputSource> {
     let meta =
         fs::metadata(path).with_context(|| format!("cannot open input {}", path.display()))?;
     let kind = if meta.is_dir() {
@@ -224,7 +224,7 @@ fn byte_value(x: u8, c: usize, norm: Option<&Normalization>) -> f32 {
 
 impl InputSource {
     /// Number of examples.
-    pub(crate) fn count(&self) -> usize {
+    pub fn count(&self) -> usize {
         match &self.kind {
             Kind::Npy { count, .. } => *count,
             Kind::Images { files, .. } => files.len(),
@@ -233,7 +233,7 @@ impl InputSource {
 
     /// Whether the values are floats (taken as they are unless a normalisation is given),
     /// rather than bytes or pixels (scaled to `[0, 1]` and normalised).
-    pub(crate) fn is_float(&self) -> bool {
+    pub fn is_float(&self) -> bool {
         match &self.kind {
             Kind::Npy { dtype, .. } => dtype.is_float(),
             Kind::Images { .. } => false,
@@ -242,7 +242,7 @@ impl InputSource {
 
     /// One example's shape `[C, H, W]` when the file fixes it (`.npy`); `None` for images,
     /// which are converted and resized to the model's input.
-    pub(crate) fn shape(&self) -> Option<[usize; 3]> {
+    pub fn shape(&self) -> Option<[usize; 3]> {
         match &self.kind {
             Kind::Npy { example, .. } => Some(*example),
             Kind::Images { .. } => None,
@@ -250,7 +250,7 @@ impl InputSource {
     }
 
     /// The examples' names: the file names of images, `"0"`, `"1"`, ... in a `.npy` array.
-    pub(crate) fn names(&self) -> Vec<String> {
+    pub fn names(&self) -> Vec<String> {
         match &self.kind {
             Kind::Npy { count, .. } => (0..*count).map(|i| i.to_string()).collect(),
             Kind::Images { names, .. } => names.clone(),
@@ -265,7 +265,7 @@ impl InputSource {
     /// else as values on the `[0, 1]` scale, normalised `(x - mean[c]) / std[c]`. A `.npy`
     /// input's example shape must equal `target`; images are converted to `target[0]`
     /// channels (1: luma, 3: RGB) and resized to `target[1] x target[2]`.
-    pub(crate) fn load(
+    pub fn load(
         &self,
         target: [usize; 3],
         normalization: Option<&Normalization>,
@@ -449,14 +449,19 @@ fn load_images(
 
 impl Inputs {
     /// Number of examples.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.names.len()
+    }
+
+    /// Whether there is nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The inputs as a data set of `num_classes` classes. Without labels every example gets
     /// class 0 as a placeholder; given labels must be one per example and below
     /// `num_classes`.
-    pub(crate) fn into_dataset(self, num_classes: usize) -> Result<Dataset> {
+    pub fn into_dataset(self, num_classes: usize) -> Result<Dataset> {
         ensure!(num_classes > 0, "a data set needs at least one class");
         let n = self.names.len();
         let example: usize = self.shape.iter().product();
@@ -499,7 +504,7 @@ impl Inputs {
 /// Reads labels: a `.npy` array of integers (any integer type; shape `[N]` or `[N, 1]`), or
 /// a text file with one non-negative integer per line (blank lines ignored). There must be
 /// `expected` of them.
-pub(crate) fn load_labels(path: &Path, expected: usize) -> Result<Vec<usize>> {
+pub fn load_labels(path: &Path, expected: usize) -> Result<Vec<usize>> {
     let name = path.display();
     let labels = if has_extension(path, &["npy"]) {
         let array = npy::read(path)?;

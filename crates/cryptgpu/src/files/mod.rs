@@ -3,15 +3,15 @@
 //! every output path before any work, and the atomic writing of every output file (mode
 //! 0600 for secrets), with clean-up of partial files on Ctrl-C.
 
-pub(crate) mod atomic;
-pub(crate) mod inputs;
-pub(crate) mod npy;
-pub(crate) mod output;
-pub(crate) mod predictions;
+pub mod atomic;
+pub mod inputs;
+pub mod npy;
+pub mod output;
+pub mod predictions;
 
 /// A fresh, empty directory for one test: `{temp}/cryptgpu-files-{pid}-{name}`.
 #[cfg(test)]
-pub(crate) fn test_dir(name: &str) -> std::path::PathBuf {
+pub fn test_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("cryptgpu-files-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

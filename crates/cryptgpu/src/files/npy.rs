@@ -6,11 +6,45 @@
 //! literal such as `{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }` padded with
 //! spaces and a newline, then the data, row-major.
 //!
-//! Reading never trusts the file: the declared shape is checked with checked arithmetic
-//! against the bytes actually present before anything is allocated.
+//! Reading never trusts the file: the header length and the declared shape are checked, with
+//! checked arithmetic, against the bytes actually present before anything is allocated, and
+//! the data must be exactly what the shape declares.
+//!
+//! # Why not npyz or ndarray-npy
+//!
+//! Issue 25 asked for a maintained crate instead. npyz 0.9.1 and ndarray-npy 0.10.0 (the
+//! latest of each) were run against files written by numpy 2.4.6 and against hostile ones.
+//! Both read every dtype and version read here, and more (big-endian, Fortran order,
+//! structured dtypes), but:
+//!
+//! - They trust the header. npyz multiplies the declared shape unchecked: `(2**32, 2**32,
+//!   2**32)` panics (overflow) in a debug build and in a release build wraps to 0 elements
+//!   and returns an empty array as a success. Both allocate the declared header length before
+//!   reading it: a 20-byte version 2.0 file asks for 4 GiB, and the process aborts under a
+//!   memory limit. ndarray-npy allocates the declared data before reading it: `(10**12,)` of
+//!   `<f8` in an 88-byte file asks for 8 TB and the process aborts.
+//! - They are lax, or terse, about broken files. npyz accepts unknown keys, a repeated key
+//!   (the last wins) and bytes after the data; a short file is "failed to fill whole buffer"
+//!   (npyz) or "reached EOF before reading all data" (ndarray-npy), without the file, the
+//!   shape or the sizes that the errors here give.
+//! - ndarray-npy reads only whole arrays. npyz can stream the first `count` elements, as
+//!   `read_prefix` does, but without the checks above.
+//! - npyz reads each dtype only into its own Rust type (an `i64` only from `<i8`, or from a
+//!   datetime), so widening the ten dtypes still takes ten cases, as `decode` does with
+//!   `from_le_bytes`.
+//! - Neither writes what `numpy.save` writes: npyz writes `'shape': (3, ), }`, ndarray-npy
+//!   `'shape': (3,)}`, numpy `'shape': (3,), }` (and pads the header to leave room for the
+//!   first dimension to grow).
+//! - Both parse the header with py_literal, on pest: about a dozen crates the workspace does
+//!   not otherwise build (pest and its derive macro, stacker and psm, which compile assembly
+//!   with cc); ndarray-npy adds ndarray.
+//!
+//! Wrapping npyz would keep this module's preamble and header checks in front of it and leave
+//! npyz only the `from_le_bytes` of the data, so the format stays here, in one file with no
+//! dependency but `anyhow`.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -32,7 +66,7 @@ const GROWTH_AXIS_MAX_DIGITS: usize = 21;
 
 /// An element type of a `.npy` file (little-endian where it has several bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Dtype {
+pub enum Dtype {
     /// `|u1`, numpy's `uint8`.
     U8,
     /// `<u2`, `uint16`.
@@ -60,7 +94,7 @@ const SUPPORTED: &str = "|u1, <u2, <u4, <u8, |i1, <i2, <i4, <i8, <f4, <f8";
 
 impl Dtype {
     /// Bytes per element.
-    pub(crate) fn item_size(self) -> usize {
+    pub fn item_size(self) -> usize {
         match self {
             Dtype::U8 | Dtype::I8 => 1,
             Dtype::U16 | Dtype::I16 => 2,
@@ -70,7 +104,7 @@ impl Dtype {
     }
 
     /// The `descr` numpy writes for it, such as `<f4`.
-    pub(crate) fn descr(self) -> &'static str {
+    pub fn descr(self) -> &'static str {
         match self {
             Dtype::U8 => "|u1",
             Dtype::U16 => "<u2",
@@ -86,7 +120,7 @@ impl Dtype {
     }
 
     /// numpy's name for it, such as `float32`.
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Dtype::U8 => "uint8",
             Dtype::U16 => "uint16",
@@ -102,7 +136,7 @@ impl Dtype {
     }
 
     /// Whether it is a float type.
-    pub(crate) fn is_float(self) -> bool {
+    pub fn is_float(self) -> bool {
         matches!(self, Dtype::F32 | Dtype::F64)
     }
 
@@ -153,19 +187,24 @@ impl Dtype {
 
 /// What a `.npy` header says: the element type, the shape and where the data starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct NpyHeader {
+pub struct NpyHeader {
     /// The element type.
-    pub(crate) dtype: Dtype,
+    pub dtype: Dtype,
     /// The dimensions, outermost first; empty for a scalar.
-    pub(crate) shape: Vec<usize>,
+    pub shape: Vec<usize>,
     /// The byte offset of the data in the file.
-    pub(crate) data_offset: usize,
+    pub data_offset: usize,
 }
 
 impl NpyHeader {
     /// Number of elements (the product of the shape; checked against the file when read).
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.shape.iter().product()
+    }
+
+    /// Whether there is nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -173,7 +212,7 @@ impl NpyHeader {
 /// integer type becomes `I64` (a `uint64` above `i64::MAX` is an error), floats keep their
 /// width.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum NpyData {
+pub enum NpyData {
     /// `uint8` elements.
     U8(Vec<u8>),
     /// `float32` elements.
@@ -186,7 +225,7 @@ pub(crate) enum NpyData {
 
 impl NpyData {
     /// Number of elements.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         match self {
             NpyData::U8(v) => v.len(),
             NpyData::F32(v) => v.len(),
@@ -194,68 +233,57 @@ impl NpyData {
             NpyData::I64(v) => v.len(),
         }
     }
+
+    /// Whether there is nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A whole `.npy` array in memory.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct NpyArray {
+pub struct NpyArray {
     /// The element type in the file.
-    pub(crate) dtype: Dtype,
+    pub dtype: Dtype,
     /// The dimensions, outermost first; empty for a scalar.
-    pub(crate) shape: Vec<usize>,
+    pub shape: Vec<usize>,
     /// The elements, row-major.
-    pub(crate) data: NpyData,
+    pub data: NpyData,
 }
 
 /// Reads the header of the `.npy` file at `path` (not its data), checking that the file
 /// holds exactly the data the header declares.
-pub(crate) fn read_header(path: &Path) -> Result<NpyHeader> {
-    let source = path.display().to_string();
-    let mut file = File::open(path).with_context(|| format!("cannot open {source}"))?;
-    let (header, _) = read_header_from(&mut file, &source)?;
-    Ok(header)
+pub fn read_header(path: &Path) -> Result<NpyHeader> {
+    let (mut file, source) = open(path)?;
+    read_header_from(&mut file, &source)
 }
 
 /// Reads the whole `.npy` file at `path`.
-pub(crate) fn read(path: &Path) -> Result<NpyArray> {
-    let source = path.display().to_string();
-    let mut file = File::open(path).with_context(|| format!("cannot open {source}"))?;
-    // Check the header before reading a large file whole.
-    read_header_from(&mut file, &source)?;
-    let mut bytes = Vec::new();
-    file.seek(SeekFrom::Start(0))
-        .and_then(|_| file.read_to_end(&mut bytes))
-        .with_context(|| format!("cannot read {source}"))?;
-    parse(&bytes, &source)
+pub fn read(path: &Path) -> Result<NpyArray> {
+    let (header, data) = read_prefix(path, usize::MAX)?;
+    Ok(NpyArray {
+        dtype: header.dtype,
+        shape: header.shape,
+        data,
+    })
 }
 
 /// Reads the header and the first `count` elements (all of them when fewer) of the
 /// `.npy` file at `path`, without reading the rest of the data.
-pub(crate) fn read_prefix(path: &Path, count: usize) -> Result<(NpyHeader, NpyData)> {
-    let source = path.display().to_string();
-    let mut file = File::open(path).with_context(|| format!("cannot open {source}"))?;
-    let (header, _) = read_header_from(&mut file, &source)?;
-    let count = count.min(header.len());
-    // Fits: the header was checked against the file's length.
-    let len = count * header.dtype.item_size();
-    let mut raw = vec![0; len];
-    file.seek(SeekFrom::Start(header.data_offset as u64))
-        .and_then(|_| file.read_exact(&mut raw))
+pub fn read_prefix(path: &Path, count: usize) -> Result<(NpyHeader, NpyData)> {
+    let (mut file, source) = open(path)?;
+    let header = read_header_from(&mut file, &source)?;
+    // Fits, and is in the file: the header was checked against the file's length.
+    let mut raw = vec![0; count.min(header.len()) * header.dtype.item_size()];
+    file.read_exact(&mut raw)
         .with_context(|| format!("cannot read the data of {source}"))?;
     let data = decode(header.dtype, &raw).map_err(|e| anyhow!("{source}: {e}"))?;
     Ok((header, data))
 }
 
 /// Parses a whole `.npy` file held in memory; `source` names it in errors.
-pub(crate) fn parse(bytes: &[u8], source: &str) -> Result<NpyArray> {
-    let preamble = preamble(&bytes[..bytes.len().min(12)], source)?;
-    let end = preamble.header_end(bytes.len() as u64, source)?;
-    let header = parse_header(
-        &bytes[preamble.start..end],
-        &preamble,
-        bytes.len() as u64,
-        source,
-    )?;
+pub fn parse(bytes: &[u8], source: &str) -> Result<NpyArray> {
+    let header = read_header_from(&mut Cursor::new(bytes), source)?;
     let data =
         decode(header.dtype, &bytes[header.data_offset..]).map_err(|e| anyhow!("{source}: {e}"))?;
     Ok(NpyArray {
@@ -265,16 +293,23 @@ pub(crate) fn parse(bytes: &[u8], source: &str) -> Result<NpyArray> {
     })
 }
 
-/// Reads the header of an open file from its start; returns it and the file's length.
-fn read_header_from(file: &mut File, source: &str) -> Result<(NpyHeader, u64)> {
-    let file_len = file
-        .metadata()
-        .with_context(|| format!("cannot read {source}"))?
-        .len();
+/// Opens the file at `path`; returns it and its name for errors.
+fn open(path: &Path) -> Result<(File, String)> {
+    let source = path.display().to_string();
+    let file = File::open(path).with_context(|| format!("cannot open {source}"))?;
+    Ok((file, source))
+}
+
+/// Reads and checks the header of a file from its start, leaving the file at its data.
+fn read_header_from(file: &mut (impl Read + Seek), source: &str) -> Result<NpyHeader> {
     let mut first = Vec::with_capacity(12);
-    file.by_ref()
-        .take(12)
-        .read_to_end(&mut first)
+    let file_len = file
+        .seek(SeekFrom::End(0))
+        .and_then(|len| {
+            file.rewind()?;
+            file.by_ref().take(12).read_to_end(&mut first)?;
+            Ok(len)
+        })
         .with_context(|| format!("cannot read {source}"))?;
     let preamble = preamble(&first, source)?;
     let end = preamble.header_end(file_len, source)?;
@@ -282,8 +317,7 @@ fn read_header_from(file: &mut File, source: &str) -> Result<(NpyHeader, u64)> {
     file.seek(SeekFrom::Start(preamble.start as u64))
         .and_then(|_| file.read_exact(&mut text))
         .with_context(|| format!("cannot read the header of {source}"))?;
-    let header = parse_header(&text, &preamble, file_len, source)?;
-    Ok((header, file_len))
+    parse_header(&text, &preamble, file_len, source)
 }
 
 /// The fixed-size start of a `.npy` file.
@@ -353,13 +387,12 @@ fn parse_header(
     file_len: u64,
     source: &str,
 ) -> Result<NpyHeader> {
-    let bad = |message: String| anyhow!("{source}: bad .npy header: {message}");
     // 1.0 and 2.0 headers are latin-1, 3.0 ones UTF-8; every header read here is ASCII.
     let text = std::str::from_utf8(text).map_err(|_| {
-        bad(format!(
-            "the header of a version {}.0 file is not text",
+        anyhow!(
+            "{source}: bad .npy header: the header of a version {}.0 file is not text",
             preamble.major
-        ))
+        )
     })?;
     let (dtype, shape) = parse_dict(text).map_err(|e| anyhow!("{source}: {e}"))?;
     let data_offset = preamble.start + preamble.len;
@@ -390,50 +423,34 @@ fn parse_header(
 
 /// Decodes little-endian elements; `raw.len()` is a multiple of the item size.
 fn decode(dtype: Dtype, raw: &[u8]) -> Result<NpyData, String> {
-    fn ints<const N: usize>(raw: &[u8], f: impl Fn([u8; N]) -> i64) -> NpyData {
-        NpyData::I64(
-            raw.chunks_exact(N)
-                .map(|c| {
-                    let mut b = [0; N];
-                    b.copy_from_slice(c);
-                    f(b)
-                })
-                .collect(),
-        )
+    fn each<const N: usize, T>(raw: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
+        raw.as_chunks::<N>().0.iter().map(|&b| f(b)).collect()
     }
     Ok(match dtype {
         Dtype::U8 => NpyData::U8(raw.to_vec()),
-        Dtype::I8 => ints::<1>(raw, |b| i64::from(i8::from_le_bytes(b))),
-        Dtype::I16 => ints::<2>(raw, |b| i64::from(i16::from_le_bytes(b))),
-        Dtype::U16 => ints::<2>(raw, |b| i64::from(u16::from_le_bytes(b))),
-        Dtype::I32 => ints::<4>(raw, |b| i64::from(i32::from_le_bytes(b))),
-        Dtype::U32 => ints::<4>(raw, |b| i64::from(u32::from_le_bytes(b))),
-        Dtype::I64 => ints::<8>(raw, i64::from_le_bytes),
-        Dtype::U64 => {
-            let mut out = Vec::with_capacity(raw.len() / 8);
-            for (i, c) in raw.chunks_exact(8).enumerate() {
-                let mut b = [0; 8];
-                b.copy_from_slice(c);
-                let v = u64::from_le_bytes(b);
-                out.push(i64::try_from(v).map_err(|_| {
-                    format!("element {i} of the uint64 array, {v}, does not fit in int64")
-                })?);
-            }
-            NpyData::I64(out)
-        }
-        Dtype::F32 => NpyData::F32(
-            raw.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
+        Dtype::I8 => NpyData::I64(each(raw, |b| i64::from(i8::from_le_bytes(b)))),
+        Dtype::I16 => NpyData::I64(each(raw, |b| i64::from(i16::from_le_bytes(b)))),
+        Dtype::U16 => NpyData::I64(each(raw, |b| i64::from(u16::from_le_bytes(b)))),
+        Dtype::I32 => NpyData::I64(each(raw, |b| i64::from(i32::from_le_bytes(b)))),
+        Dtype::U32 => NpyData::I64(each(raw, |b| i64::from(u32::from_le_bytes(b)))),
+        Dtype::I64 => NpyData::I64(each(raw, i64::from_le_bytes)),
+        Dtype::U64 => NpyData::I64(
+            raw.as_chunks::<8>()
+                .0
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| {
+                    let v = u64::from_le_bytes(b);
+                    i64::try_from(v).map_err(|_| {
+                        format!("element {i} of the uint64 array, {v}, does not fit in int64")
+                    })
+                })
+                .collect::<Result<_, _>>()?,
         ),
-        Dtype::F64 => NpyData::F64(
-            raw.chunks_exact(8)
-                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                .collect(),
-        ),
+        Dtype::F32 => NpyData::F32(each(raw, f32::from_le_bytes)),
+        Dtype::F64 => NpyData::F64(each(raw, f64::from_le_bytes)),
     })
 }
-
 /// A Python literal of the header.
 #[derive(Debug)]
 enum Value {
@@ -686,55 +703,70 @@ fn parse_dict(text: &str) -> Result<(Dtype, Vec<usize>), String> {
     Ok((dtype, shape))
 }
 
-/// Encodes an array as numpy does: version 1.0 (2.0 if the header outgrows it), the dict
-/// with sorted keys and a trailing comma, room for the first dimension to grow, and spaces
-/// and a newline so that the data starts at a multiple of 64 bytes.
-fn encode_raw(
-    dtype: Dtype,
-    shape: &[usize],
-    data_len: usize,
-    data: impl Iterator<Item = u8>,
-) -> Vec<u8> {
-    assert_eq!(
-        shape.iter().product::<usize>(),
-        data_len,
-        "npy shape {shape:?} does not hold {data_len} elements"
-    );
+/// The preamble and header numpy writes for an array: version 1.0 (2.0 if the header
+/// outgrows it), the dict with sorted keys and a trailing comma, room for the first
+/// dimension to grow, and spaces and a newline so that the data starts at a multiple of 64
+/// bytes.
+fn encode_header(dtype: Dtype, shape: &[usize]) -> Vec<u8> {
     let dims = match shape {
-        [] => "()".to_owned(),
         [d] => format!("({d},)"),
         _ => {
             let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
             format!("({})", dims.join(", "))
         }
     };
-    let mut header = format!(
+    let mut dict = format!(
         "{{'descr': '{}', 'fortran_order': False, 'shape': {dims}, }}",
         dtype.descr()
     );
     if let Some(first) = shape.first() {
         let digits = first.to_string().len();
-        header.push_str(&" ".repeat(GROWTH_AXIS_MAX_DIGITS.saturating_sub(digits)));
+        dict.push_str(&" ".repeat(GROWTH_AXIS_MAX_DIGITS.saturating_sub(digits)));
     }
-    let text_len = header.len() + 1;
-    let mut prefix = 10;
-    let mut padded = text_len + ARRAY_ALIGN - (prefix + text_len) % ARRAY_ALIGN;
-    let mut out = Vec::with_capacity(prefix + padded + data_len * dtype.item_size() + 2);
-    out.extend_from_slice(MAGIC);
-    if let Ok(len) = u16::try_from(padded) {
-        out.extend_from_slice(&[1, 0]);
-        out.extend_from_slice(&len.to_le_bytes());
-    } else {
-        prefix = 12;
-        padded = text_len + ARRAY_ALIGN - (prefix + text_len) % ARRAY_ALIGN;
-        out.extend_from_slice(&[2, 0]);
-        // A header of 4 GiB would need a shape of hundreds of millions of dimensions.
-        out.extend_from_slice(&(padded as u32).to_le_bytes());
+    // The padded length of the dict and its newline after a preamble of `prefix` bytes.
+    let padded = |prefix: usize| {
+        let text_len = dict.len() + 1;
+        text_len + ARRAY_ALIGN - (prefix + text_len) % ARRAY_ALIGN
+    };
+    let mut out = MAGIC.to_vec();
+    match u16::try_from(padded(10)) {
+        Ok(len) => {
+            out.extend_from_slice(&[1, 0]);
+            out.extend_from_slice(&len.to_le_bytes());
+        }
+        Err(_) => {
+            out.extend_from_slice(&[2, 0]);
+            // A header of 4 GiB would need a shape of hundreds of millions of dimensions.
+            out.extend_from_slice(&(padded(12) as u32).to_le_bytes());
+        }
     }
-    out.extend_from_slice(header.as_bytes());
-    out.resize(prefix + padded - 1, b' ');
+    let end = out.len() + padded(out.len());
+    out.extend_from_slice(dict.as_bytes());
+    out.resize(end - 1, b' ');
     out.push(b'\n');
-    out.extend(data);
+    out
+}
+
+/// Encodes `data` of `shape` as numpy.save does, `le` giving each element's bytes.
+///
+/// # Panics
+/// If the shape does not hold `data.len()` elements.
+fn encode<T: Copy, const N: usize>(
+    dtype: Dtype,
+    shape: &[usize],
+    data: &[T],
+    le: fn(T) -> [u8; N],
+) -> Vec<u8> {
+    assert_eq!(
+        shape.iter().product::<usize>(),
+        data.len(),
+        "npy shape {shape:?} does not hold {} elements",
+        data.len()
+    );
+    debug_assert_eq!(N, dtype.item_size());
+    let mut out = encode_header(dtype, shape);
+    out.reserve(data.len() * N);
+    out.extend(data.iter().flat_map(|&v| le(v)));
     out
 }
 
@@ -742,13 +774,8 @@ fn encode_raw(
 ///
 /// # Panics
 /// If the shape does not hold `data.len()` elements.
-pub(crate) fn encode_f64(shape: &[usize], data: &[f64]) -> Vec<u8> {
-    encode_raw(
-        Dtype::F64,
-        shape,
-        data.len(),
-        data.iter().flat_map(|v| v.to_le_bytes()),
-    )
+pub fn encode_f64(shape: &[usize], data: &[f64]) -> Vec<u8> {
+    encode(Dtype::F64, shape, data, f64::to_le_bytes)
 }
 
 /// Encodes `data` of `shape` as a `<f4` `.npy` file.
@@ -756,26 +783,16 @@ pub(crate) fn encode_f64(shape: &[usize], data: &[f64]) -> Vec<u8> {
 /// # Panics
 /// If the shape does not hold `data.len()` elements.
 #[cfg(test)]
-pub(crate) fn encode_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
-    encode_raw(
-        Dtype::F32,
-        shape,
-        data.len(),
-        data.iter().flat_map(|v| v.to_le_bytes()),
-    )
+pub fn encode_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
+    encode(Dtype::F32, shape, data, f32::to_le_bytes)
 }
 
 /// Encodes `data` of `shape` as an `<i8` `.npy` file.
 ///
 /// # Panics
 /// If the shape does not hold `data.len()` elements.
-pub(crate) fn encode_i64(shape: &[usize], data: &[i64]) -> Vec<u8> {
-    encode_raw(
-        Dtype::I64,
-        shape,
-        data.len(),
-        data.iter().flat_map(|v| v.to_le_bytes()),
-    )
+pub fn encode_i64(shape: &[usize], data: &[i64]) -> Vec<u8> {
+    encode(Dtype::I64, shape, data, i64::to_le_bytes)
 }
 
 /// Encodes `data` of `shape` as a `|u1` `.npy` file.
@@ -783,8 +800,8 @@ pub(crate) fn encode_i64(shape: &[usize], data: &[i64]) -> Vec<u8> {
 /// # Panics
 /// If the shape does not hold `data.len()` elements.
 #[cfg(test)]
-pub(crate) fn encode_u8(shape: &[usize], data: &[u8]) -> Vec<u8> {
-    encode_raw(Dtype::U8, shape, data.len(), data.iter().copied())
+pub fn encode_u8(shape: &[usize], data: &[u8]) -> Vec<u8> {
+    encode(Dtype::U8, shape, data, u8::to_le_bytes)
 }
 
 #[cfg(test)]
@@ -851,12 +868,7 @@ mod tests {
             vec![123_456_789_012_345_678, 0, 3],
             vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
         ] {
-            let bytes = encode_raw(
-                Dtype::U8,
-                &shape,
-                shape.iter().product(),
-                std::iter::empty(),
-            );
+            let bytes = encode_header(Dtype::U8, &shape);
             let header = preamble(&bytes[..12], "t").unwrap();
             let end = header.start + header.len;
             assert_eq!(end % 64, 0, "{shape:?}");

@@ -11,19 +11,19 @@ use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
 /// The formats a predictions file (`--out`) can be written in.
-pub(crate) const PREDICTION_EXTENSIONS: &[&str] = &["csv", "json", "npy"];
+pub const PREDICTION_EXTENSIONS: &[&str] = &["csv", "json", "npy"];
 /// The formats a trained model (`--save`) can be written in.
-pub(crate) const MODEL_EXTENSIONS: &[&str] = &["safetensors", "onnx"];
+pub const MODEL_EXTENSIONS: &[&str] = &["safetensors", "onnx"];
 
 /// An output path that cannot be written: the option that named it, the path and why.
 #[derive(Debug)]
-pub(crate) struct OutputError {
+pub struct OutputError {
     /// The option, e.g. `--out`.
-    pub(crate) option: &'static str,
+    pub option: &'static str,
     /// The path given.
-    pub(crate) path: PathBuf,
+    pub path: PathBuf,
     /// What is wrong with it.
-    pub(crate) why: String,
+    pub why: String,
 }
 
 impl fmt::Display for OutputError {
@@ -42,7 +42,7 @@ impl std::error::Error for OutputError {}
 
 /// Checks that `path`, given as `option`, can be written at the end of the job in one of
 /// `extensions` (compared without case).
-pub(crate) fn check_output(
+pub fn check_output(
     option: &'static str,
     path: &Path,
     extensions: &[&str],

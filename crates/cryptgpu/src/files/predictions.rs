@@ -12,7 +12,7 @@ use super::npy;
 
 /// What was revealed to the data owner for each example.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Revealed {
+pub enum Revealed {
     /// The predicted class of each example.
     Classes(Vec<usize>),
     /// The logits, `[N, classes]` row-major.
@@ -46,7 +46,7 @@ impl Revealed {
 
     /// The predicted class of each example: the class itself, or the arg-max of its row of
     /// scores (the first maximum wins; NaN never wins).
-    pub(crate) fn predicted_classes(&self) -> Vec<usize> {
+    pub fn predicted_classes(&self) -> Vec<usize> {
         match self {
             Revealed::Classes(classes) => classes.clone(),
             Revealed::Logits { values, classes } | Revealed::Probabilities { values, classes } => {
@@ -70,13 +70,18 @@ impl Revealed {
     }
 
     /// Number of examples.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         match self {
             Revealed::Classes(classes) => classes.len(),
             Revealed::Logits { values, classes } | Revealed::Probabilities { values, classes } => {
                 values.len().checked_div(*classes).unwrap_or(0)
             }
         }
+    }
+
+    /// Whether there is nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Checks that the scores make whole rows.
@@ -115,7 +120,7 @@ enum Format {
 ///   of shape `[N, K]`.
 ///
 /// Written atomically: an interrupted or failed write leaves no partial file.
-pub(crate) fn write_predictions(path: &Path, names: &[String], revealed: &Revealed) -> Result<()> {
+pub fn write_predictions(path: &Path, names: &[String], revealed: &Revealed) -> Result<()> {
     let format = match path.extension().and_then(|e| e.to_str()) {
         Some(e) if e.eq_ignore_ascii_case("csv") => Format::Csv,
         Some(e) if e.eq_ignore_ascii_case("json") => Format::Json,

@@ -1,14 +1,15 @@
-//! Backend selection: `--backend auto|cpu|cuda|wgpu`, and running a job generic over
-//! `B: GpuBackend` on whichever was chosen.
+//! The device a job runs on: `auto`, `cpu`, `cuda` or `wgpu` (the CLI's `--backend`), and
+//! running a job written once, generic over `B: GpuBackend`, on whichever was chosen.
 
 use anyhow::{Result, bail};
 use cryptgpu_backend::GpuBackend;
 use cryptgpu_cpu::CpuBackend;
 
-/// The `--backend` choice.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum BackendChoice {
+/// Which backend runs a job (the CLI's `--backend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
     /// CUDA if a GPU and libcuda are there, else a hardware GPU through wgpu, else the CPU.
+    #[default]
     Auto,
     /// The multithreaded CPU backend.
     Cpu,
@@ -20,7 +21,7 @@ pub(crate) enum BackendChoice {
 }
 
 /// A job that runs on any backend.
-pub(crate) trait Job {
+pub trait Job {
     /// What the job returns.
     type Output;
     /// Runs the job on `backend`.
@@ -28,20 +29,20 @@ pub(crate) trait Job {
 }
 
 /// Runs `job` on the chosen backend; returns its output and the backend's description.
-pub(crate) fn run_on<J: Job>(choice: BackendChoice, job: J) -> Result<(J::Output, String)> {
+pub fn run_on<J: Job>(choice: Device, job: J) -> Result<(J::Output, String)> {
     let (output, device) = run_on_device(choice, job)?;
     Ok((output, device.to_string()))
 }
 
 /// The backend a job ran on and its device.
 #[derive(Clone, Debug)]
-pub(crate) struct DeviceInfo {
+pub struct DeviceInfo {
     /// `cpu`, `cuda` or `wgpu`.
-    pub(crate) backend: &'static str,
+    pub backend: &'static str,
     /// The device in words: the CPU model, the GPU's or the adapter's name.
-    pub(crate) device: String,
+    pub device: String,
     /// Whether the device is a software rasteriser (lavapipe): not a GPU.
-    pub(crate) software: bool,
+    pub software: bool,
 }
 
 impl std::fmt::Display for DeviceInfo {
@@ -54,21 +55,18 @@ impl std::fmt::Display for DeviceInfo {
 }
 
 /// Runs `job` on the chosen backend; returns its output and the device it ran on.
-pub(crate) fn run_on_device<J: Job>(
-    choice: BackendChoice,
-    job: J,
-) -> Result<(J::Output, DeviceInfo)> {
+pub fn run_on_device<J: Job>(choice: Device, job: J) -> Result<(J::Output, DeviceInfo)> {
     match choice {
-        BackendChoice::Cpu => Ok((job.run(CpuBackend::new())?, cpu_info())),
-        BackendChoice::Cuda => {
+        Device::Cpu => Ok((job.run(CpuBackend::new())?, cpu_info())),
+        Device::Cuda => {
             let (backend, info) = cuda()?;
             Ok((job.run_cuda(backend)?, info))
         }
-        BackendChoice::Wgpu => {
+        Device::Wgpu => {
             let (backend, info) = wgpu(false)?;
             Ok((job.run_wgpu(backend)?, info))
         }
-        BackendChoice::Auto => {
+        Device::Auto => {
             if let Ok((backend, info)) = cuda() {
                 return Ok((job.run_cuda(backend)?, info));
             }

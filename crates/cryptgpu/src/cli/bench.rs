@@ -1,6 +1,6 @@
 //! `cryptgpu bench`: one cell of the bench matrix (`cargo xtask bench` runs one process per
 //! cell). A network's private inference or training iterations run through the same job
-//! function as `infer` and `train` ([`crate::jobs::run_party`]), three parties in this
+//! function as `infer` and `train` ([`cryptgpu::jobs::run_party`]), three parties in this
 //! process on synthetic inputs of the network's shape, optionally over an emulated link;
 //! `--gemm N` times one backend's ring GEMM instead. `--json` prints one JSON object, the
 //! record `xtask/src/matrix/schema.rs` reads.
@@ -9,17 +9,17 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
-use cryptgpu_backend::GpuBackend;
-use cryptgpu_backend::counters::{self, DeviceCounts};
-use cryptgpu_nn::zoo;
-use cryptgpu_share::Truncation;
-use cryptgpu_transport::CommStats;
+use cryptgpu::backend::GpuBackend;
+use cryptgpu::backend::counters::{self, DeviceCounts};
+use cryptgpu::device::{Job, run_on_device};
+use cryptgpu::jobs::{DataSpec, PartyOutcome, StepRecord, in_process_inputs};
+use cryptgpu::local::{InProcess, progress_bar};
+use cryptgpu::manifest::{JobKind, Options};
+use cryptgpu::nn::zoo;
+use cryptgpu::transport::CommStats;
 use serde_json::json;
 
-use crate::backend::{Job, run_on_device};
-use crate::jobs::{DataSpec, PartyOutcome, StepRecord, in_process_inputs};
-use crate::manifest::{JobKind, Options};
-use crate::{InProcess, RunArgs, parse_truncation, progress};
+use super::args::{NumberArgs, RunArgs};
 
 /// The most timed runs or warm-up runs one cell may ask for.
 const MAX_RUNS: usize = 1000;
@@ -67,15 +67,8 @@ pub(crate) struct BenchArgs {
     /// Untimed runs before them.
     #[arg(long, default_value_t = 1)]
     warmup: usize,
-    /// Fractional bits of the fixed-point encoding, 8 to 28 (default 16).
-    #[arg(long, value_parser = crate::parse_frac_bits)]
-    frac_bits: Option<u64>,
-    /// Truncation: exact (the default) or probabilistic.
-    #[arg(long, value_parser = parse_truncation)]
-    truncation: Option<Truncation>,
-    /// ℓ of the comparison domain [−2^ℓ, 2^ℓ), 2 to 62 (default 63 − f).
-    #[arg(long)]
-    comparison_bits: Option<u64>,
+    #[command(flatten)]
+    number: NumberArgs,
     /// Every message between the parties leaves the device and enters it again (download,
     /// send, upload), as between three hosts; by default messages between parties on one
     /// device stay on it.
@@ -121,9 +114,9 @@ fn network_cell(args: &BenchArgs, network: &str) -> Result<()> {
         .context("--batch × (--runs + --warmup) is too large")?;
     let options = Options {
         batch: Some(args.batch as u64),
-        frac_bits: args.frac_bits,
-        truncation: args.truncation,
-        comparison_bits: args.comparison_bits,
+        frac_bits: args.number.frac_bits,
+        truncation: args.number.truncation,
+        comparison_bits: args.number.comparison_bits,
         ..Options::default()
     };
     let (job, options) = match args.mode {
@@ -144,7 +137,7 @@ fn network_cell(args: &BenchArgs, network: &str) -> Result<()> {
     };
     let inputs = in_process_inputs(job, options, args.run.keys(), model, data);
     let link = args.run.link();
-    let bar = progress(0, &format!("{network} {}", args.mode.name()));
+    let bar = progress_bar(0, &format!("{network} {}", args.mode.name()));
     let result = run_on_device(
         args.run.backend,
         InProcess {
