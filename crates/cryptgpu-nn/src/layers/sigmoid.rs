@@ -1,6 +1,6 @@
 //! `Sigmoid`: 1/(1 + e^−x); privately [`nl::sigmoid`] (domain [−256, 256], absolute error
-//! below 2^-12 at f = 20, 45 rounds; see the table in `cryptgpu_nonlinear::approx`). The
-//! backward pass is dy·s·(1 − s) from the saved output s.
+//! below 2^-12 at f = 20, 42 rounds, 32 with probabilistic truncation; see the table in
+//! `cryptgpu_nonlinear::approx`). The backward pass is dy·s·(1 − s) from the saved output s.
 
 use cryptgpu_nonlinear as nl;
 
