@@ -123,7 +123,6 @@ fn run(cli: Cli) -> Result<()> {
             }
             let args = InferArgs {
                 model: ModelArgs::default(),
-                weights: None,
                 data: DataArgs::default(),
                 input: None,
                 layout: Layout::Nchw,
@@ -153,7 +152,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Infer(args) => {
             on_interrupt(None);
             args.check_out()?;
-            let model = load_model(&args.model.source(args.weights.as_deref()))?;
+            let model = load_model(&args.model.source())?;
             let data = data_spec(&args.data, Some(&args), JobKind::Infer)?;
             let what = match (&args.input, args.data.dataset) {
                 (Some(path), _) => format!("inputs from {}", path.display()),
@@ -164,10 +163,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => {
             on_interrupt(None);
             args.check_save()?;
-            let model = initial_model(
-                &args.model.source(args.weights.as_deref()),
-                args.seed.unwrap_or(0),
-            )?;
+            let model = initial_model(&args.model.source(), args.seed.unwrap_or(0))?;
             let data = data_spec(&args.data, None, JobKind::Train)?;
             train_in_process(model, data, &args)
         }

@@ -572,6 +572,9 @@ fn each_party_passes_only_what_it_owns_and_bad_files_are_named() {
         "x",
     ]);
     assert!(e.contains("--weights") && e.contains("model owner"), "{e}");
+    // Training's initial weights too, not silently ignored.
+    let e = run(&["--id", "2", "train", "--weights", "w.onnx"]);
+    assert!(e.contains("--weights") && e.contains("model owner"), "{e}");
     let e = run(&["--id", "0", "train", "--model", "lenet", "--out", "x"]);
     assert!(e.contains("--out"), "{e}");
     let e = run(&["--id", "3", "infer"]);

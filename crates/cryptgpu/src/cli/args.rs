@@ -28,6 +28,11 @@ pub(crate) struct ModelArgs {
     /// Pooling of zoo models: avg or max (default avg). [model owner]
     #[arg(long)]
     pub(crate) pooling: Option<String>,
+    /// Weights: a .safetensors file for the zoo model, or an .onnx file whose graph is the
+    /// model. To train, the starting point to fine-tune; without it a zoo model starts from
+    /// its seeded initialisation. [model owner]
+    #[arg(long)]
+    pub(crate) weights: Option<PathBuf>,
 }
 
 /// What the data owner passes.
@@ -138,9 +143,6 @@ pub(crate) struct NumberArgs {
 pub(crate) struct InferArgs {
     #[command(flatten)]
     pub(crate) model: ModelArgs,
-    /// Weights: a .safetensors file for the zoo model, or an .onnx file. [model owner]
-    #[arg(long)]
-    pub(crate) weights: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) data: DataArgs,
     /// The data owner's own inputs instead of a data set: a .npy array (float32 or uint8;
@@ -179,11 +181,6 @@ pub(crate) struct InferArgs {
 pub(crate) struct TrainArgs {
     #[command(flatten)]
     pub(crate) model: ModelArgs,
-    /// Initial weights, to fine-tune: a .safetensors file for the zoo model, or an .onnx
-    /// file whose graph is the model and whose weights are the starting point. Without it a
-    /// zoo model starts from its seeded initialisation. [model owner]
-    #[arg(long)]
-    pub(crate) weights: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) data: DataArgs,
     /// Epochs (default 1).
@@ -355,12 +352,12 @@ pub(crate) fn data_spec(
 }
 
 impl ModelArgs {
-    /// The library's model source, with `--weights`.
-    pub(crate) fn source<'a>(&'a self, weights: Option<&'a std::path::Path>) -> ModelSource<'a> {
+    /// The library's model source.
+    pub(crate) fn source(&self) -> ModelSource<'_> {
         ModelSource {
             name: self.model.as_deref(),
             pooling: self.pooling.as_deref(),
-            weights,
+            weights: self.weights.as_deref(),
         }
     }
 }

@@ -59,11 +59,11 @@ fn plan(job: PartyJob, me: PartyId, deployment: &Deployment) -> Result<Plan> {
     let is_data_owner = me == roles.data_owner;
     let model_owner = format!("model owner ({})", roles.model_owner);
     let data_owner = format!("data owner ({})", roles.data_owner);
-    let check_model_args = |m: &ModelArgs, weights: bool| -> Result<()> {
+    let check_model_args = |m: &ModelArgs| -> Result<()> {
         if !is_model_owner {
             refuse(m.model.is_some(), "--model", &model_owner, me, &roles)?;
             refuse(m.pooling.is_some(), "--pooling", &model_owner, me, &roles)?;
-            refuse(weights, "--weights", &model_owner, me, &roles)?;
+            refuse(m.weights.is_some(), "--weights", &model_owner, me, &roles)?;
         }
         Ok(())
     };
@@ -85,7 +85,7 @@ fn plan(job: PartyJob, me: PartyId, deployment: &Deployment) -> Result<Plan> {
     let identities = Some(deployment.identities.clone());
     Ok(match job {
         PartyJob::Infer(args) => {
-            check_model_args(&args.model, args.weights.is_some())?;
+            check_model_args(&args.model)?;
             check_data_args(&args.data)?;
             if !is_data_owner {
                 refuse(args.input.is_some(), "--input", &data_owner, me, &roles)?;
@@ -95,9 +95,7 @@ fn plan(job: PartyJob, me: PartyId, deployment: &Deployment) -> Result<Plan> {
             // The output first: a result that could not be written is work lost.
             args.check_out()?;
             let model = is_model_owner
-                .then(|| {
-                    load_model(&args.model.source(args.weights.as_deref())).context(Stage::MODEL)
-                })
+                .then(|| load_model(&args.model.source()).context(Stage::MODEL))
                 .transpose()?;
             let data = is_data_owner
                 .then(|| data_spec(&args.data, Some(&args), JobKind::Infer).context(Stage::DATA))
@@ -119,7 +117,7 @@ fn plan(job: PartyJob, me: PartyId, deployment: &Deployment) -> Result<Plan> {
             }
         }
         PartyJob::Train(args) => {
-            check_model_args(&args.model, false)?;
+            check_model_args(&args.model)?;
             check_data_args(&args.data)?;
             if !is_model_owner {
                 refuse(args.save.is_some(), "--save", &model_owner, me, &roles)?;
@@ -127,11 +125,8 @@ fn plan(job: PartyJob, me: PartyId, deployment: &Deployment) -> Result<Plan> {
             args.check_save()?;
             let model = is_model_owner
                 .then(|| {
-                    initial_model(
-                        &args.model.source(args.weights.as_deref()),
-                        args.seed.unwrap_or(0),
-                    )
-                    .context(Stage::MODEL)
+                    initial_model(&args.model.source(), args.seed.unwrap_or(0))
+                        .context(Stage::MODEL)
                 })
                 .transpose()?;
             let data = is_data_owner
