@@ -214,8 +214,6 @@ pub struct Inference {
     pub names: Vec<String>,
     /// The manifest the parties agreed on.
     pub manifest: Manifest,
-    /// The three parties' outcomes.
-    pub outcomes: [PartyOutcome; 3],
 }
 
 /// Private inference in one process, and plaintext inference beside it.
@@ -226,29 +224,25 @@ pub fn infer(
     run: &LocalRun<'_>,
 ) -> Result<Inference> {
     let reference = model.clone();
-    let (outcomes, backend) = run_job(JobKind::Infer, options, run, model, data)?;
-    let owner = &outcomes[Roles::DEFAULT.data_owner.index()];
-    let data = owner
-        .data
-        .as_ref()
-        .context("the data owner loaded no data")?;
+    let (mut outcomes, backend) = run_job(JobKind::Infer, options, run, model, data)?;
+    let owner = &mut outcomes[Roles::DEFAULT.data_owner.index()];
+    let data = owner.data.take().context("the data owner loaded no data")?;
     let revealed = owner
         .revealed
-        .clone()
+        .take()
         .context("the data owner received no predictions")?;
-    let predictions = revealed.predicted_classes();
     let manifest = owner.manifest.clone();
+    let predictions = revealed.predicted_classes();
     let plain_predictions = plain::predict_all(&reference, &data.test, manifest.batch)?;
     let labels = data.labelled.then_some(&data.test.labels[..]);
     let summary = Summary::of(&outcomes, backend, &predictions, &plain_predictions, labels);
-    let names = data.names.clone();
+    let names = data.names;
     Ok(Inference {
         summary,
         predictions,
         revealed,
         names,
         manifest,
-        outcomes,
     })
 }
 
@@ -278,7 +272,11 @@ pub fn train(
     run: &LocalRun<'_>,
 ) -> Result<Training> {
     let initial = model.clone();
-    let (outcomes, backend) = run_job(JobKind::Train, options, run, model, data)?;
+    let (mut outcomes, backend) = run_job(JobKind::Train, options, run, model, data)?;
+    let trained = outcomes[Roles::DEFAULT.model_owner.index()]
+        .trained
+        .take()
+        .context("the model owner received no model")?;
     let owner = &outcomes[Roles::DEFAULT.data_owner.index()];
     let m = &owner.manifest;
     let data = owner
@@ -287,10 +285,6 @@ pub fn train(
         .context("the data owner loaded no data")?;
     let train = data.train.as_ref().context("no training set")?;
     let test = &data.test;
-    let trained = outcomes[Roles::DEFAULT.model_owner.index()]
-        .trained
-        .clone()
-        .context("the model owner received no model")?;
     let sgd = SgdConfig::new(m.lr)
         .with_momentum(m.momentum)
         .with_weight_decay(m.weight_decay);

@@ -82,8 +82,7 @@ fn plan(job: PartyJob, me: PartyId, deployment: &Deployment) -> Result<Plan> {
         }
         Ok(())
     };
-    let identities = Some(deployment.identities.clone());
-    Ok(match job {
+    let (job, options, model, data, run, out, save) = match job {
         PartyJob::Infer(args) => {
             check_model_args(&args.model)?;
             check_data_args(&args.data)?;
@@ -100,21 +99,9 @@ fn plan(job: PartyJob, me: PartyId, deployment: &Deployment) -> Result<Plan> {
             let data = is_data_owner
                 .then(|| data_spec(&args.data, Some(&args), JobKind::Infer).context(Stage::DATA))
                 .transpose()?;
-            let InferArgs { out, run, .. } = &args;
-            Plan {
-                input: PartyInput {
-                    roles,
-                    identities,
-                    job: JobKind::Infer,
-                    options: infer_options(&args),
-                    keys: run.keys(),
-                    model,
-                    data,
-                },
-                run: run.clone(),
-                out: out.clone(),
-                save: None,
-            }
+            let options = infer_options(&args);
+            let InferArgs { out, run, .. } = args;
+            (JobKind::Infer, options, model, data, run, out, None)
         }
         PartyJob::Train(args) => {
             check_model_args(&args.model)?;
@@ -132,22 +119,21 @@ fn plan(job: PartyJob, me: PartyId, deployment: &Deployment) -> Result<Plan> {
             let data = is_data_owner
                 .then(|| data_spec(&args.data, None, JobKind::Train).context(Stage::DATA))
                 .transpose()?;
-            let TrainArgs { save, run, .. } = &args;
-            Plan {
-                input: PartyInput {
-                    roles,
-                    identities,
-                    job: JobKind::Train,
-                    options: train_options(&args),
-                    keys: run.keys(),
-                    model,
-                    data,
-                },
-                run: run.clone(),
-                out: None,
-                save: save.clone(),
-            }
+            let options = train_options(&args);
+            let TrainArgs { save, run, .. } = args;
+            (JobKind::Train, options, model, data, run, None, save)
         }
+    };
+    let input = PartyInput {
+        model,
+        data,
+        ..PartyInput::for_deployment(deployment, job, options).with_keys(run.keys())
+    };
+    Ok(Plan {
+        input,
+        run,
+        out,
+        save,
     })
 }
 
