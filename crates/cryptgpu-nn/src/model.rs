@@ -106,7 +106,7 @@ impl Model {
                     node.name
                 )));
             }
-            if node.op.is_output_activation() && id != output {
+            if node.op.only_as_output() && id != output {
                 return Err(NnError::Graph(format!(
                     "{} node `{}` is allowed only as the model output",
                     node.op.kind(),

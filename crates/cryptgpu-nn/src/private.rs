@@ -409,7 +409,7 @@ impl<B: GpuBackend> SharedModel<B> {
         let mut running_stats = BTreeMap::new();
         values[0] = Some(input.clone());
         for (id, node) in nodes.iter().enumerate().skip(1) {
-            if node.op.is_output_activation() {
+            if id == self.model.output() && node.op.is_output_activation() {
                 // Softmax or LogSoftmax at the output: predictions and losses take the
                 // logits, so the private executor never computes it.
                 continue;

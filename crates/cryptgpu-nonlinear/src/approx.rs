@@ -263,7 +263,7 @@ pub fn log<B: GpuBackend, T: Transport>(
 
 /// h, h², …, h^order in ⌈log2 order⌉ levels of fused products: each level multiplies
 /// every power so far by the highest one in one batched product (2 rounds a level).
-fn powers<B: GpuBackend, T: Transport>(
+pub(crate) fn powers<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
     h: &Rss<B>,
     order: u32,

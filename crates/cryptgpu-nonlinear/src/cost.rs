@@ -244,3 +244,54 @@ pub fn softmax(
         + reciprocal(rows, iterations, mode)
         + product_truncated(rows * classes, mode)
 }
+
+/// h, h², …, h^order by the levels of fused products of `approx::powers`.
+pub fn powers(n: usize, order: u32, mode: Truncation) -> Cost {
+    let order = order as usize;
+    let (mut have, mut total) = (1, Cost::default());
+    while have < order {
+        let take = have.min(order - have);
+        total = total + product_truncated(take * n, mode);
+        have += take;
+    }
+    total
+}
+
+/// A polynomial of `degree` ≥ 1 in n elements ([`crate::polynomial`]).
+pub fn polynomial(n: usize, degree: u32, mode: Truncation) -> Cost {
+    powers(n, degree, mode) + truncation(n, mode)
+}
+
+/// [`crate::erf`] of n elements: the sign, |z|, the range bit, the polynomial and two bit
+/// injections.
+pub fn erf(n: usize, mode: Truncation) -> Cost {
+    msb(n)
+        + mul_bit(n, n)
+        + msb(n)
+        + truncation(n, mode)
+        + polynomial(n, 11, mode)
+        + mul_bit(n, n).times(2)
+}
+
+/// [`crate::gelu`] of n elements: erf of x/√2 and one product.
+pub fn gelu(n: usize, mode: Truncation) -> Cost {
+    truncation(n, mode) + erf(n, mode) + product(n) + truncation(n, mode)
+}
+
+/// [`crate::inv_sqrt_wide`] of n elements with `thresholds` comparisons and `iterations`
+/// Newton steps.
+pub fn inv_sqrt_wide(n: usize, thresholds: usize, iterations: u32, mode: Truncation) -> Cost {
+    let step =
+        product_truncated(n, mode) + product(n) + truncation(n, mode) + product_truncated(n, mode);
+    msb(thresholds * n) + bit_to_arith(thresholds * n) + step.times(u64::from(iterations))
+}
+
+/// [`crate::layer_norm`] of `rows` rows of `d` values with the default inverse square root.
+pub fn layer_norm(rows: usize, d: usize, mode: Truncation) -> Cost {
+    truncation(rows, mode)
+        + product(rows * d)
+        + truncation(rows, mode)
+        + inv_sqrt_wide(rows, 20, 5, mode)
+        + truncation(rows, mode)
+        + product_truncated(rows * d, mode)
+}

@@ -40,7 +40,9 @@
 //!
 //! For comparison, CryptGPU's ReLU takes about 53 sequential messages (its carry-select
 //! adder over 8-bit blocks, then a 3-party OT and a multiplication). The functions by
-//! iteration ([`approx`]) list their rounds, bytes, domains and errors in their own table.
+//! iteration ([`approx`]) list their rounds, bytes, domains and errors in their own table,
+//! and so do the functions of transformer layers ([`transformer`]: erf, GELU, a wide-range
+//! inverse square root and LayerNorm).
 
 #![forbid(unsafe_code)]
 
@@ -49,6 +51,7 @@ pub mod compare;
 pub mod cost;
 mod error;
 pub mod pool;
+pub mod transformer;
 
 #[cfg(feature = "suite")]
 pub mod suite;
@@ -65,4 +68,7 @@ pub use error::{NonlinearError, Result};
 pub use pool::{
     Max, MaxPool, argmax, avg_pool2d, avg_pool2d_backward, gate_winners, global_avg_pool,
     global_avg_pool_backward, max, max_pool2d, max_pool2d_backward, max_pool2d_values,
+};
+pub use transformer::{
+    InvSqrtWideOptions, erf, erf_f64, gelu, gelu_f64, inv_sqrt_wide, layer_norm, polynomial,
 };

@@ -921,6 +921,119 @@ pub fn check_functions<B: GpuBackend>(backend: &B) {
     );
 }
 
+/// erf's documented bound (absolute).
+pub const ERF_ABS: f64 = 3e-5;
+/// GELU's documented bound (absolute).
+pub const GELU_ABS: f64 = 1e-4;
+/// inv_sqrt_wide's documented bound: relative part.
+pub const INV_SQRT_WIDE_REL: f64 = 1.0 / (1u64 << 12) as f64;
+/// LayerNorm's documented bound (absolute, on outputs of unit scale).
+pub const LAYER_NORM_ABS: f64 = 2e-3;
+
+/// erf, GELU, the wide inverse square root and LayerNorm against f64, over their domains
+/// (erf and GELU over the whole line, huge values included), and their counted costs
+/// against [`crate::cost`] and the measured rounds of [`crate::transformer`].
+pub fn check_transformer_functions<B: GpuBackend>(backend: &B) {
+    let n = 512;
+    let mut near = reals(40, n, -8.0, 8.0);
+    near[..8].copy_from_slice(&[0.0, 3.0, -3.0, 2.999, -3.001, 1e-6, 4.2426, -4.2426]);
+    let mut wide = reals(41, n, -5000.0, 5000.0);
+    wide[..4].copy_from_slice(&[1e6, -1e6, 64.0, -64.0]);
+    // Variances spread over the domain, log-uniformly.
+    let variances: Vec<f64> = reals(42, n, -12.4, 15.2).iter().map(|e| e.exp()).collect();
+    let (rows, d) = (32, 64);
+    let scales = [0.01, 0.1, 1.0, 10.0, 100.0, 150.0];
+    let activations: Vec<f64> = reals(43, rows * d, -2.0, 2.0)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v + 0.3) * scales[(i / d) % scales.len()])
+        .collect();
+    let out = same3(run3(backend, |p| {
+        let mut revealed = Vec::new();
+        for values in [&near, &wide] {
+            let x = input_f64(p, values, &[n])?;
+            let e = erf(p, &x)?;
+            revealed.push(p.reveal_f64(&e)?);
+            let g = gelu(p, &x)?;
+            revealed.push(p.reveal_f64(&g)?);
+        }
+        let v = input_f64(p, &variances, &[n])?;
+        let s = inv_sqrt_wide(p, &v, InvSqrtWideOptions::default())?;
+        revealed.push(p.reveal_f64(&v)?);
+        revealed.push(p.reveal_f64(&s)?);
+        let x = input_f64(p, &activations, &[rows, d])?;
+        let y = layer_norm(p, &x, 1e-5)?;
+        revealed.push(p.reveal_f64(&x)?);
+        revealed.push(p.reveal_f64(&y)?);
+        Ok(revealed)
+    }));
+    let map = |v: &[f64], g: fn(f64) -> f64| v.iter().map(|&x| g(x)).collect::<Vec<_>>();
+    for (k, values) in [&near, &wide].into_iter().enumerate() {
+        assert_close(
+            "erf",
+            values,
+            &out[2 * k],
+            &map(values, erf_f64),
+            ERF_ABS,
+            0.0,
+        );
+        assert_close(
+            "gelu",
+            values,
+            &out[2 * k + 1],
+            &map(values, gelu_f64),
+            GELU_ABS,
+            0.0,
+        );
+    }
+    // Against the encoded inputs: the error of the protocol, not of the input's encoding.
+    let encoded = &out[4];
+    let want = map(encoded, |v| 1.0 / v.sqrt());
+    for i in 0..n {
+        let err = (out[5][i] - want[i]).abs();
+        let bound = INV_SQRT_WIDE_REL * want[i] + 4.0 * 2f64.powi(-20);
+        assert!(
+            err <= bound,
+            "inv_sqrt_wide({}) = {} but should be {} (error {err:e}, bound {bound:e})",
+            encoded[i],
+            out[5][i],
+            want[i]
+        );
+    }
+    let x = &out[6];
+    let mut want = Vec::new();
+    for row in x.chunks(d) {
+        let mean = row.iter().sum::<f64>() / d as f64;
+        let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d as f64;
+        want.extend(row.iter().map(|v| (v - mean) / (var + 1e-5).sqrt()));
+    }
+    assert_close("layer_norm", x, &out[7], &want, LAYER_NORM_ABS, 0.0);
+
+    let mode = Truncation::Exact;
+    let erf_cost = measure(backend, &[n], |p, x| erf(p, x).map(drop));
+    let rounds = assert_composite("erf", erf_cost, cost::erf(n, mode));
+    assert_eq!(rounds, crate::transformer::ERF_ROUNDS, "erf rounds");
+    let gelu_cost = measure(backend, &[n], |p, x| gelu(p, x).map(drop));
+    let rounds = assert_composite("gelu", gelu_cost, cost::gelu(n, mode));
+    assert_eq!(rounds, crate::transformer::GELU_ROUNDS, "gelu rounds");
+    let isw = measure(backend, &[n], |p, x| {
+        inv_sqrt_wide(p, x, InvSqrtWideOptions::default()).map(drop)
+    });
+    let rounds = assert_composite("inv_sqrt_wide", isw, cost::inv_sqrt_wide(n, 20, 5, mode));
+    assert_eq!(
+        rounds,
+        crate::transformer::INV_SQRT_WIDE_ROUNDS,
+        "inv_sqrt_wide rounds"
+    );
+    let ln = measure(backend, &[rows, d], |p, x| layer_norm(p, x, 1e-5).map(drop));
+    let rounds = assert_composite("layer_norm", ln, cost::layer_norm(rows, d, mode));
+    assert_eq!(
+        rounds,
+        crate::transformer::LAYER_NORM_ROUNDS,
+        "layer_norm rounds"
+    );
+}
+
 /// exp's documented bound: absolute part.
 pub const EXP_ABS: f64 = 1.0 / (1u64 << 14) as f64;
 /// exp's documented bound: relative part.
@@ -1229,7 +1342,7 @@ macro_rules! nonlinear_protocol_tests {
     ($make:path) => {
         $crate::nonlinear_protocol_tests!(@tests $make;
             check_comparisons, check_comparison_domain, check_comparison_edges, check_relu, check_bit_injection, check_max_argmax, check_argmax_ties,
-            check_max_pool, check_avg_pool, check_functions, check_softmax,
+            check_max_pool, check_avg_pool, check_functions, check_softmax, check_transformer_functions,
             check_communication, check_device_work);
     };
     (@tests $make:path; $($name:ident),*) => {

@@ -76,15 +76,16 @@ pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
         .map(|&a| if a < 0 { a + rank } else { a })
         .collect();
     axes.sort_unstable();
+    axes.dedup();
     if rank != 4 || axes != [2, 3] {
-        return Err(bad(
-            node,
-            format!(
-                "only a mean over the spatial axes [2, 3] of an NCHW value is supported, got axes \
-                 {axes:?} of {:?}",
-                im.shape(x)
-            ),
-        ));
+        if axes.iter().any(|&a| !(0..rank).contains(&a)) {
+            return Err(bad(
+                node,
+                format!("axes {axes:?} are out of range for {}", im.describe(x)),
+            ));
+        }
+        let axes = axes.iter().map(|&a| a as usize).collect();
+        return super::mean::import(im, node, x, axes);
     }
     let keepdims = attr_int(node, "keepdims", 1) != 0;
     let name = im.node_name(node, None);

@@ -137,9 +137,15 @@ pub trait Layer: Attributes + Clone + std::fmt::Debug + PartialEq + Send + Sync 
         Vec::new()
     }
 
-    /// Whether it turns logits into probabilities (Softmax, LogSoftmax): allowed only as
-    /// the model's output, and losses take its input.
+    /// Whether it turns logits into probabilities (Softmax, LogSoftmax): as the model's
+    /// output, predictions and losses take its input, and the private executor skips it.
     fn is_output_activation(&self) -> bool {
+        false
+    }
+
+    /// Whether it is allowed only as the model's output (LogSoftmax, which has no private
+    /// pass elsewhere).
+    fn only_as_output(&self) -> bool {
         false
     }
 

@@ -20,6 +20,10 @@ impl Layer for LogSoftmax {
         true
     }
 
+    fn only_as_output(&self) -> bool {
+        true
+    }
+
     fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
         rows_shape(inputs[0])
     }

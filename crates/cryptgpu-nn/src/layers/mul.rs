@@ -78,10 +78,26 @@ pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
         im.constant(node, 1).ok().flatten(),
     ];
     match &consts {
-        [None, None] if div => Err(bad(
-            node,
-            "a quotient of two computed values is not supported (only division by a constant)",
-        )),
+        [None, None] if div => {
+            // a / sqrt(v): a product by 1/sqrt(v).
+            let a = im.input_node(node, 0)?;
+            let b = im.input_node(node, 1)?;
+            let Some(v) = super::sqrt::sqrt_operand(im, b) else {
+                return Err(bad(
+                    node,
+                    "a quotient of two computed values is supported only by a square root \
+                     (a / sqrt(v)); otherwise divide by a constant",
+                ));
+            };
+            let name = im.node_name(node, None);
+            let inverse = im.push_internal(
+                format!("{name}.inv_sqrt"),
+                super::inv_sqrt::InvSqrt,
+                &[v],
+            )?;
+            im.push(node, name, Mul, &[a, inverse])?;
+            Ok(())
+        }
         [None, None] => {
             let a = im.input_node(node, 0)?;
             let b = im.input_node(node, 1)?;

@@ -75,3 +75,60 @@ impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for MulConst {
         Ok(vec![Some(cx.p.mul_fixed(&dy, &c)?)])
     }
 }
+
+/// What a `Where` fills with: −∞ (a mask before a softmax) and anything below −128
+/// become −128, which keeps softmax's exp in its domain (logits within 128 of each other)
+/// and still takes it to exactly 0.
+const MASK_FLOOR: f64 = -128.0;
+
+/// ONNX `Where` with a constant condition, one branch a computed value and the other a
+/// constant (`scores.masked_fill(mask == 0, -inf)`, a causal mask): x·keep + fill, as a
+/// [`MulConst`] by the 0/1 mask and an [`super::add_const::AddConst`] of the fill where
+/// the mask is off.
+pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
+    let condition = im
+        .constant(node, 0)
+        .ok()
+        .flatten()
+        .ok_or_else(|| bad(node, "only a constant condition (a mask) is supported"))?;
+    let branches = [
+        im.constant(node, 1).ok().flatten(),
+        im.constant(node, 2).ok().flatten(),
+    ];
+    let (x, fill, fill_where_true) = match branches {
+        [Some(fill), None] => (im.input_node(node, 2)?, fill, true),
+        [None, Some(fill)] => (im.input_node(node, 1)?, fill, false),
+        _ => {
+            return Err(bad(
+                node,
+                "one branch must be computed and the other a constant",
+            ));
+        }
+    };
+    let dims = |t: &super::super::onnx::proto::TensorProto| -> Vec<usize> {
+        t.dims.iter().map(|&d| d as usize).collect()
+    };
+    let (cond_shape, fill_shape) = (dims(&condition), dims(&fill));
+    let shape = broadcast_shapes(&cond_shape, &fill_shape)
+        .ok_or_else(|| bad(node, "the condition and the fill do not broadcast"))?;
+    let cond = plain_broadcast(&Tensor::new(&cond_shape, condition.values.clone())?, &shape)?;
+    let fill = plain_broadcast(&Tensor::new(&fill_shape, fill.values.clone())?, &shape)?;
+    let (mut keep, mut add) = (Vec::new(), Vec::new());
+    for (&c, &f) in cond.data().iter().zip(fill.data()) {
+        let filled = (c != 0.0) == fill_where_true;
+        keep.push(if filled { 0.0 } else { 1.0 });
+        add.push(if filled { f.max(MASK_FLOOR) } else { 0.0 });
+    }
+    let name = im.node_name(node, None);
+    let kept = im.push_internal(format!("{name}.keep"), MulConst { shape: shape.clone() }, &[x])?;
+    let kept_name = im.name_of(kept).to_owned();
+    im.insert_param(&kept_name, "constant", Tensor::new(&shape, keep)?);
+    let added = name;
+    im.insert_param(&added, "constant", Tensor::new(&shape, add)?);
+    let layer = super::add_const::AddConst {
+        shape,
+        negate_input: false,
+    };
+    im.push(node, added, layer, &[kept])?;
+    Ok(())
+}

@@ -139,6 +139,9 @@ fn axis_in(node: &NodeProto, axis: i64, rank: usize) -> Result<usize> {
 /// axes, each a node) and `Split` (sizes from input 1 or the `split` attribute, else equal
 /// parts; one slice per output).
 pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
+    if node.op_type == "Gather" {
+        return import_gather(im, node);
+    }
     let x = im.input_node(node, 0)?;
     let shape = im.shape(x).to_vec();
     let rank = shape.len();
@@ -221,6 +224,71 @@ pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
         } else {
             im.push_internal(name, layer, &[current])?
         };
+    }
+    Ok(())
+}
+
+/// ONNX `Gather` of a computed value by constant indices along a non-batch axis: one index
+/// (`x[:, 0]`, a class token's row) is a slice with the axis dropped, a run of consecutive
+/// indices a slice.
+fn import_gather(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
+    if let (Ok(Some(_)), Some(Value::Node(_))) = (
+        im.constant(node, 0),
+        node.inputs.get(1).and_then(|n| im.value(n)),
+    ) {
+        return Err(bad(
+            node,
+            "a lookup in a constant table by computed indices (an embedding of token ids) is \
+             not supported",
+        ));
+    }
+    let x = im.input_node(node, 0)?;
+    let shape = im.shape(x).to_vec();
+    let axis = axis_in(node, attr_int(node, "axis", 0), shape.len())?;
+    let indices = im
+        .constant(node, 1)?
+        .ok_or_else(|| bad(node, "needs constant indices"))?;
+    let n = shape[axis] as i64;
+    let idx: Vec<usize> = indices
+        .values
+        .iter()
+        .map(|&v| {
+            let i = v as i64;
+            let j = if i < 0 { i + n } else { i };
+            if (0..n).contains(&j) {
+                Ok(j as usize)
+            } else {
+                Err(bad(node, format!("index {i} is out of range for axis {axis}")))
+            }
+        })
+        .collect::<Result<_>>()?;
+    let Some(&start) = idx.first() else {
+        return Err(bad(node, "has no indices"));
+    };
+    if indices.dims.len() > 1 || idx.iter().enumerate().any(|(k, &i)| i != start + k) {
+        return Err(bad(
+            node,
+            "only a single index or a run of consecutive indices is supported",
+        ));
+    }
+    let layer = Slice {
+        axis,
+        start,
+        end: start + idx.len(),
+    };
+    let name = im.node_name(node, None);
+    if !indices.dims.is_empty() {
+        im.push(node, name, layer, &[x])?;
+        return Ok(());
+    }
+    let sliced = im.push_internal(format!("{name}.slice"), layer, &[x])?;
+    let mut out = shape.clone();
+    out.remove(axis);
+    if out.len() == 2 {
+        im.push(node, name, super::flatten::Flatten, &[sliced])?;
+    } else {
+        let shape = out[1..].to_vec();
+        im.push(node, name, super::reshape::Reshape { shape }, &[sliced])?;
     }
     Ok(())
 }

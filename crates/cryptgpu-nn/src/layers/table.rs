@@ -12,9 +12,10 @@ use super::attrs::{Attributes, Attrs};
 use super::context::{ModelView, NodeId, PlainBackCx, PlainCx, PrivateBackCx, PrivateCx};
 use super::layer::{Arity, Layer, ParamDecl, PrivateLayer};
 use super::{
-    add, add_const, avg_pool, batchnorm, clip, concat, conv, dropout, flatten, global_avg_pool,
-    global_max_pool, input, leaky_relu, linear, log_softmax, matmul, max_pool, mul, mul_const, pad,
-    relu, reshape, sigmoid, slice, softmax, tanh, transpose,
+    add, add_const, avg_pool, batchnorm, clip, concat, constant, conv, dropout, erf, flatten,
+    gelu, global_avg_pool, global_max_pool, input, inv_sqrt, layer_norm, leaky_relu, linear,
+    log_softmax, matmul, max_pool, mean, mul, mul_const, pad, pow, relu, reshape, sigmoid, slice,
+    softmax, sqrt, tanh, transpose,
 };
 use crate::error::{NnError, Result};
 use crate::onnx::node::{ImportGraph, OnnxNode};
@@ -104,6 +105,11 @@ macro_rules! layer_table {
             /// Whether it is Softmax or LogSoftmax.
             pub fn is_output_activation(&self) -> bool {
                 match self { $(Op::$variant(l) => l.is_output_activation(),)* }
+            }
+
+            /// See [`Layer::only_as_output`].
+            pub fn only_as_output(&self) -> bool {
+                match self { $(Op::$variant(l) => l.only_as_output(),)* }
             }
 
             /// Its output shape, or why its inputs do not fit.
@@ -218,15 +224,23 @@ layer_table! {
     Reshape => reshape::Reshape ["Reshape", "Squeeze", "Unsqueeze"],
     Transpose => transpose::Transpose ["Transpose"],
     Concat => concat::Concat ["Concat"],
-    Slice => slice::Slice ["Slice", "Split"],
+    Slice => slice::Slice ["Slice", "Split", "Gather"],
     Pad => pad::Pad ["Pad"],
     Add => add::Add ["Add", "Sub"],
     AddConst => add_const::AddConst,
     MatMul => matmul::MatMul,
     Mul => mul::Mul ["Mul", "Div"],
-    MulConst => mul_const::MulConst,
+    MulConst => mul_const::MulConst ["Where"],
     BatchNorm2d => batchnorm::BatchNorm2d ["BatchNormalization"],
     Dropout => dropout::Dropout ["Dropout", "Identity"],
     Softmax => softmax::Softmax ["Softmax", "LogSoftmax"],
     LogSoftmax => log_softmax::LogSoftmax,
+    LayerNorm => layer_norm::LayerNorm ["LayerNormalization"],
+    Erf => erf::Erf ["Erf"],
+    Gelu => gelu::Gelu ["Gelu"],
+    Pow => pow::Pow ["Pow"],
+    Sqrt => sqrt::Sqrt ["Sqrt"],
+    InvSqrt => inv_sqrt::InvSqrt ["Reciprocal"],
+    Mean => mean::Mean,
+    Constant => constant::Constant,
 }

@@ -167,6 +167,26 @@ pub(crate) fn try_fold(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<boo
             ));
         }
         "Identity" if !all_const => return Ok(false),
+        "Expand" if all_const && expands_to_batch(im, &consts) => {
+            // A constant for every example (a class token): a node, not a folded constant
+            // of the probe batch's size.
+            let t = need(node, &consts, 0)?;
+            let mut target: Vec<usize> = as_ints(&need(node, &consts, 1)?)
+                .iter()
+                .map(|&d| d.max(0) as usize)
+                .collect();
+            target[0] = 1;
+            let count = bounded(node, &target)?;
+            let ones = Const {
+                dims: target,
+                values: vec![0.0; count],
+                ty: t.ty,
+            };
+            let one = broadcast_op(node, &t, &ones, |v, _| v)?;
+            let shape = one.dims[1..].to_vec();
+            crate::layers::constant::import_batched(im, node, shape, one.values)?;
+            return Ok(true);
+        }
         _ if !all_const => return Ok(false),
         _ => {
             let c: Vec<Option<Const>> = consts;
@@ -182,6 +202,21 @@ pub(crate) fn try_fold(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<boo
     let name = node.outputs.first().cloned().unwrap_or_default();
     im.set_output(node, 0, Value::Const(result.proto(&name)));
     Ok(true)
+}
+
+/// Whether an `Expand` of constants makes the batch axis: its target starts with the batch
+/// and the value has at most one entry there.
+fn expands_to_batch(im: &dyn ImportGraph, consts: &[Option<Const>]) -> bool {
+    let (Some(Some(t)), Some(Some(target))) = (consts.first(), consts.get(1)) else {
+        return false;
+    };
+    let target = as_ints(target);
+    let leading = if t.dims.len() == target.len() {
+        t.dims.first().copied().unwrap_or(1)
+    } else {
+        1
+    };
+    target.first() == Some(&(im.batch() as i64)) && leading == 1 && t.dims.len() <= target.len()
 }
 
 fn constant(node: &NodeProto) -> Result<Const> {

@@ -267,7 +267,7 @@ fn import_with_dir(bytes: &[u8], dir: Option<&Path>, fallback_name: &str) -> Res
     } else {
         graph.name.clone()
     };
-    if let Some(pos) = im.nodes.iter().position(|n| n.op.is_output_activation())
+    if let Some(pos) = im.nodes.iter().position(|n| n.op.only_as_output())
         && pos != output
     {
         return Err(NnError::Onnx(format!(
@@ -459,6 +459,10 @@ impl ImportGraph for Importer {
 
     fn name_of(&self, id: NodeId) -> &str {
         &self.nodes[id].name
+    }
+
+    fn inputs_of(&self, id: NodeId) -> Vec<NodeId> {
+        self.nodes[id].inputs.clone()
     }
 }
 

@@ -124,6 +124,21 @@ pub trait ImportGraph {
     /// The name of node `id`.
     fn name_of(&self, id: NodeId) -> &str;
 
+    /// The inputs of node `id`.
+    fn inputs_of(&self, id: NodeId) -> Vec<NodeId>;
+
+    /// Node `id`'s shape as a message shows it: `[N, ...]`, the batch axis by name (its size
+    /// while importing is a probe, not the user's).
+    fn describe(&self, id: NodeId) -> String {
+        let shape = self.shape(id);
+        let rest: Vec<String> = shape.iter().skip(1).map(usize::to_string).collect();
+        if rest.is_empty() {
+            "[N]".into()
+        } else {
+            format!("[N, {}]", rest.join(", "))
+        }
+    }
+
     /// Input `index` of `node`, which must be a computed value (not a constant).
     fn input_node(&self, node: &NodeProto, index: usize) -> Result<NodeId> {
         match node.inputs.get(index).and_then(|n| self.value(n)) {

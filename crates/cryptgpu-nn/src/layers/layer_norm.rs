@@ -1,0 +1,166 @@
+//! `LayerNorm`: (x − mean)/√(variance + ε)·weight + bias over the last axis, PyTorch's
+//! `nn.LayerNorm(d)` (parameters `weight` and `bias` of `[d]`). Privately
+//! [`nl::layer_norm`] (44 rounds; 2·10^-3 on its unit-scale outputs for rows whose
+//! Σ (x − mean)² + d·ε lies in [3.8·10^-6, 4.2·10^6)) and one product by the weight. ONNX
+//! `LayerNormalization` (opset 17) over the last axis; the decomposed form a hand-written
+//! LayerNorm exports (ReduceMean, Sub, Pow, Add, Sqrt, Div) imports as those layers.
+
+use cryptgpu_nonlinear as nl;
+
+use super::common::*;
+
+/// Layer normalisation over the last axis, of `size` values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerNorm {
+    /// The length of the normalised (last) axis.
+    pub size: usize,
+    /// ε.
+    pub epsilon: f64,
+}
+
+impl Attributes for LayerNorm {
+    fn write_attrs(&self, a: &mut Attrs) {
+        a.set("size", self.size);
+        a.set("epsilon", self.epsilon);
+    }
+
+    fn read_attrs(a: &Attrs) -> Result<Self> {
+        let epsilon = a.number("epsilon")?;
+        if !(epsilon.is_finite() && (0.0..=1.0).contains(&epsilon)) {
+            return Err(a.err(format!("`epsilon` {epsilon} must be in [0, 1]")));
+        }
+        Ok(Self {
+            size: a.dim("size")?,
+            epsilon,
+        })
+    }
+}
+
+/// The rows of a plaintext value over its last axis of `d`: (x̂, 1/σ) per row.
+fn normalise(x: &[f64], d: usize, epsilon: f64) -> (Vec<f64>, Vec<f64>) {
+    let mut normalised = Vec::with_capacity(x.len());
+    let mut inverse = Vec::with_capacity(x.len() / d.max(1));
+    for row in x.chunks(d) {
+        let mean = row.iter().sum::<f64>() / d as f64;
+        let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d as f64;
+        let inv = 1.0 / (var + epsilon).sqrt();
+        normalised.extend(row.iter().map(|v| (v - mean) * inv));
+        inverse.push(inv);
+    }
+    (normalised, inverse)
+}
+
+impl Layer for LayerNorm {
+    const KIND: &'static str = "LayerNorm";
+
+    fn params(&self) -> Vec<ParamDecl> {
+        vec![
+            ParamDecl::trainable("weight", vec![self.size], Init::Constant(1.0)),
+            ParamDecl::trainable("bias", vec![self.size], Init::Constant(0.0)),
+        ]
+    }
+
+    fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
+        match inputs[0] {
+            [_, .., d] if *d == self.size && self.size > 0 => Ok(inputs[0].to_vec()),
+            other => Err(format!(
+                "needs [N, .., {}], got {other:?}",
+                self.size
+            )),
+        }
+    }
+
+    fn plain_forward(&self, cx: &mut PlainCx<'_>, x: &[&Tensor]) -> Result<Tensor> {
+        let d = self.size;
+        let (w, b) = (cx.param("weight")?.clone(), cx.param("bias")?.clone());
+        let (normalised, _) = normalise(x[0].data(), d, self.epsilon);
+        let y = normalised
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * w.data()[i % d] + b.data()[i % d])
+            .collect();
+        cx.output(y)
+    }
+
+    fn plain_backward(&self, cx: &mut PlainBackCx<'_>, dy: &Tensor) -> Result<Vec<Tensor>> {
+        let d = self.size;
+        let w = cx.param("weight")?.clone();
+        let (normalised, inverse) = normalise(cx.inputs[0].data(), d, self.epsilon);
+        let (mut dw, mut db) = (vec![0.0; d], vec![0.0; d]);
+        let mut dx = Vec::with_capacity(normalised.len());
+        for ((xh, g), inv) in normalised.chunks(d).zip(dy.data().chunks(d)).zip(&inverse) {
+            let gw: Vec<f64> = g.iter().zip(w.data()).map(|(g, w)| g * w).collect();
+            let mean_g = gw.iter().sum::<f64>() / d as f64;
+            let mean_gx = gw.iter().zip(xh).map(|(g, x)| g * x).sum::<f64>() / d as f64;
+            for j in 0..d {
+                dw[j] += g[j] * xh[j];
+                db[j] += g[j];
+                dx.push(inv * (gw[j] - mean_g - xh[j] * mean_gx));
+            }
+        }
+        cx.grad("weight", Tensor::new(&[d], dw)?);
+        cx.grad("bias", Tensor::new(&[d], db)?);
+        Ok(vec![cx.like_input(0, dx)?])
+    }
+
+    fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
+        Err(NnError::Graph(format!(
+            "LayerNorm `{}` has no ONNX form at opset 13",
+            n.name
+        )))
+    }
+}
+
+impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for LayerNorm {
+    fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
+        let shape = x[0].shape().to_vec();
+        let normalised = nl::layer_norm(cx.p, x[0], self.epsilon)?;
+        let w = private_broadcast(cx.p, cx.param("weight")?, &shape)?;
+        let b = private_broadcast(cx.p, cx.param("bias")?, &shape)?;
+        let scaled = cx.p.mul_fixed(&normalised, &w)?;
+        Ok(cx.p.add(&scaled, &b)?)
+    }
+
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, _: Rss<B>) -> Grads<B> {
+        Err(cx.not_trained_privately())
+    }
+}
+
+/// ONNX `LayerNormalization` over the last axis, with a constant scale and bias.
+pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
+    let x = im.input_node(node, 0)?;
+    let shape = im.shape(x).to_vec();
+    let rank = shape.len() as i64;
+    let axis = attr_int(node, "axis", -1);
+    if !(axis == -1 || axis == rank - 1) || rank < 2 {
+        return Err(bad(
+            node,
+            format!(
+                "only a normalisation over the last axis is supported, got axis {axis} of {}",
+                im.describe(x)
+            ),
+        ));
+    }
+    let size = shape[shape.len() - 1];
+    let scale = im
+        .constant(node, 1)?
+        .ok_or_else(|| bad(node, "needs a constant scale"))?;
+    let bias = im.constant(node, 2)?;
+    let name = im.node_name(node, Some(&scale.name));
+    for (suffix, t) in [("weight", Some(&scale)), ("bias", bias.as_ref())] {
+        let values = match t {
+            Some(t) if t.values.len() == size => t.values.clone(),
+            Some(t) => {
+                return Err(bad(
+                    node,
+                    format!("{suffix} of shape {:?} does not fit {size} values", t.dims),
+                ));
+            }
+            None => vec![0.0; size],
+        };
+        im.insert_param(&name, suffix, Tensor::new(&[size], values)?);
+    }
+    let epsilon = f64::from(attr_float(node, "epsilon", 1e-5));
+    im.push(node, name, LayerNorm { size, epsilon }, &[x])?;
+    Ok(())
+}

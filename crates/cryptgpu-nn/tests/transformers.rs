@@ -1,0 +1,108 @@
+//! Transformers as users export them (`tests/fixtures/transformers/`, written by
+//! `make_transformer_fixtures.py` with `torch.onnx.export`, legacy opset 17 and dynamo): a
+//! ViT with nn.LayerNorm and exact GELU, the same with a hand-written LayerNorm and the
+//! tanh GELU, and a GPT-2-style decoder with a causal mask. Each imports; its plaintext
+//! forward equals onnxruntime's within 1e-4 (relative); its private logits (three parties,
+//! CPU backend, f = 20) are within 1e-2 (absolute) of onnxruntime's, with the same arg-max
+//! on every row, at the exported batch and at batch 1.
+
+use std::path::{Path, PathBuf};
+
+use cryptgpu_cpu::CpuBackend;
+use cryptgpu_nn::private::{SharedModel, share_input};
+use cryptgpu_nn::{Model, Tensor, onnx, plain};
+use cryptgpu_ring::FixedPoint;
+use cryptgpu_share::{KeySource, Party};
+use cryptgpu_transport::{PartyId, run_local_3pc};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/transformers")
+}
+
+fn read_f32(path: &Path, shape: &[usize]) -> Tensor {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Tensor::from_f32(shape, &values).unwrap()
+}
+
+/// The model's logits, computed privately by three parties on the CPU backend.
+fn private_logits(model: &Model, x: &Tensor) -> Tensor {
+    let shape = x.shape().to_vec();
+    let out = run_local_3pc(|t| {
+        let mut p = Party::setup_with(
+            CpuBackend::new(),
+            t,
+            FixedPoint::default(),
+            KeySource::InsecureSeeded(5),
+        )
+        .unwrap();
+        let shared = SharedModel::share(&mut p, model, PartyId::P0).unwrap();
+        let input = (p.id() == PartyId::P1).then_some(x);
+        let sx = share_input(&mut p, PartyId::P1, input, &shape).unwrap();
+        let logits = shared.forward(&mut p, &sx).unwrap();
+        Ok::<_, cryptgpu_share::ShareError>(p.reveal_f64(&logits).unwrap())
+    })
+    .unwrap();
+    let [a, _, _] = out.map(|r| r.unwrap());
+    let logits_shape = model.shapes(shape[0]).unwrap()[model.logits()].clone();
+    Tensor::new(&logits_shape, a).unwrap()
+}
+
+/// The first `n` examples of `t`.
+fn first(t: &Tensor, n: usize) -> Tensor {
+    let mut shape = t.shape().to_vec();
+    let per = t.len() / shape[0];
+    shape[0] = n;
+    Tensor::new(&shape, t.data()[..n * per].to_vec()).unwrap()
+}
+
+fn check(name: &str, input: &[usize], classes: usize) {
+    let dir = fixtures();
+    let model = onnx::import_file(&dir.join(format!("{name}.onnx")))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(model.input_shape(), &input[1..], "{name}");
+    let x = read_f32(&dir.join(format!("{name}.input.bin")), input);
+    let want = read_f32(&dir.join(format!("{name}.output.bin")), &[input[0], classes]);
+    let got = plain::predict(&model, &x).unwrap();
+    let err = got
+        .data()
+        .iter()
+        .zip(want.data())
+        .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+        .fold(0.0, f64::max);
+    assert!(err < 1e-4, "{name}: plaintext differs from onnxruntime by {err:.2e}");
+    for batch in [input[0], 1] {
+        let (x, want) = (first(&x, batch), first(&want, batch));
+        let secret = private_logits(&model, &x);
+        let gap = secret.max_abs_diff(&want);
+        eprintln!("{name} at batch {batch}: private logits within {gap:.2e} of onnxruntime");
+        assert!(gap < 1e-2, "{name}: private logits differ from onnxruntime by {gap}");
+        assert_eq!(
+            secret.argmax_rows().unwrap(),
+            want.argmax_rows().unwrap(),
+            "{name}: private arg-max at batch {batch}"
+        );
+    }
+}
+
+#[test]
+fn vit_from_both_exporters() {
+    for exporter in ["legacy", "dynamo"] {
+        check(&format!("vit_{exporter}"), &[3, 1, 28, 28], 10);
+    }
+}
+
+#[test]
+fn vit_with_hand_written_layer_norm_and_tanh_gelu() {
+    check("vit_hand_legacy", &[3, 1, 28, 28], 10);
+}
+
+#[test]
+fn causal_decoder_from_both_exporters() {
+    for exporter in ["legacy", "dynamo"] {
+        check(&format!("decoder_{exporter}"), &[3, 8, 32], 50);
+    }
+}

@@ -1,0 +1,254 @@
+//! The non-linear functions of transformer layers: erf and GELU (a polynomial between two
+//! comparisons), an inverse square root over a wide range, and layer normalisation over
+//! the last axis. Measured at f = 20 with exact truncation by this crate's suite, which
+//! asserts these bounds, the bytes against [`crate::cost`] and the rounds (the constants
+//! below). Bytes are for n a multiple of 64.
+//!
+//! | function | method | domain | error bound (max measured) | rounds | bytes sent, P0 / P1 / P2 |
+//! | --- | --- | --- | --- | --- | --- |
+//! | [`erf`] | sign s = msb(z), a = \|z\|; erfc(a) by a degree-11 polynomial in t = 2a/3 − 1 where a < 3, 0 beyond (a second msb); erf = (1 − 2s)(1 − erfc) | the whole comparison domain | 3·10^-5 (2.2·10^-5; erfc(3) is the cut-off) | 26 | 266 / 172.25 / 172.25 per element |
+//! | [`gelu`] | x·(1 + erf(x/√2))/2 | the whole comparison domain | 10^-4 (4.4·10^-5) | 29 | 306 / 188.25 / 188.25 per element |
+//! | [`inv_sqrt_wide`] | a start 2^-j·2/3 for v in [4^j, 4^(j+1)) from 20 comparisons with 4^-9 … 4^10 in one batch, then 5 Newton steps | [4^-9, 4^11) = [3.8·10^-6, 4.2·10^6) | 2^-12 relative + 2^-18 | 38 | 860 / 542.5 / 542.5 per element |
+//! | [`layer_norm`] | mean, S = Σ (x − mean)², √d·[`inv_sqrt_wide`](S + d·ε) | S + d·ε in that domain | 2·10^-3 on outputs (of unit scale by construction; 1.5·10^-3 on rows of scale 0.01 to 150) | 44 | per row of 64: 2444 / 1834.5 / 1834.5 |
+//!
+//! The polynomial's coefficients come from a Chebyshev fit of erfc on [0, 3] (numpy's
+//! `Chebyshev.fit(t, erfc(3(t + 1)/2), 11).convert(kind=Polynomial)` at 4000 Chebyshev
+//! points), in the monomial basis of t ∈ [−1, 1], where their absolute values sum to 1.9:
+//! a fixed-point error of the powers is not amplified. Outside [0, 3) the polynomial's
+//! value is garbage, which the range bit multiplies by 0 exactly.
+//!
+//! These are the same method as SIGMA's and BOLT's GELU (a low-degree polynomial inside an
+//! interval found by comparisons, the identity or zero outside), here on erf, so that the
+//! exact GELU and `Erf` nodes of an exported graph share one protocol.
+
+use crate::approx::powers;
+use crate::{NonlinearError, Result};
+use cryptgpu_backend::GpuBackend;
+use cryptgpu_share::{Party, Rss};
+use cryptgpu_transport::Transport;
+
+/// Beyond |z| = 3, erf(z) is taken as ±1 (erfc(3) = 2.2·10^-5).
+pub const ERF_CUTOFF: f64 = 3.0;
+
+/// erfc(3(t + 1)/2) ≈ Σ c_k t^k on t ∈ [−1, 1] (max error 2.4·10^-6; see the module docs).
+const ERFC_COEFFICIENTS: [f64; 12] = [
+    0.033895752570009624,
+    -0.17838599406246358,
+    0.4013198330299552,
+    -0.46855508531357015,
+    0.2266860406833893,
+    0.11505716715129566,
+    -0.22460552938960804,
+    0.0734684404480915,
+    0.07132591761341532,
+    -0.05275594696483658,
+    -0.00861040623048166,
+    0.011183141702829356,
+];
+
+/// Measured rounds of [`erf`] with exact truncation.
+pub const ERF_ROUNDS: u64 = 26;
+/// Measured rounds of [`gelu`] with exact truncation.
+pub const GELU_ROUNDS: u64 = 29;
+/// Measured rounds of [`inv_sqrt_wide`] with the default options and exact truncation.
+pub const INV_SQRT_WIDE_ROUNDS: u64 = 38;
+/// Measured rounds of [`layer_norm`] with exact truncation.
+pub const LAYER_NORM_ROUNDS: u64 = 44;
+
+/// erf(x) in plaintext (Abramowitz and Stegun 7.1.26, error below 1.5·10^-7): the reference
+/// the plaintext executor and the tests use.
+pub fn erf_f64(x: f64) -> f64 {
+    const P: f64 = 0.327_591_1;
+    const A: [f64; 5] = [
+        0.254_829_592,
+        -0.284_496_736,
+        1.421_413_741,
+        -1.453_152_027,
+        1.061_405_429,
+    ];
+    let a = x.abs();
+    let t = 1.0 / (1.0 + P * a);
+    let poly = A.iter().rev().fold(0.0, |acc, &c| acc * t + c) * t;
+    let y = 1.0 - poly * (-a * a).exp();
+    y.copysign(x)
+}
+
+/// GELU(x) = x·(1 + erf(x/√2))/2 in plaintext.
+pub fn gelu_f64(x: f64) -> f64 {
+    0.5 * x * (1.0 + erf_f64(x * std::f64::consts::FRAC_1_SQRT_2))
+}
+
+/// Σ c_k t^k for public coefficients (c_0 first): the powers of t in ⌈log2 degree⌉ levels
+/// of products, then one truncation for the whole sum.
+pub fn polynomial<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    t: &Rss<B>,
+    coefficients: &[f64],
+) -> Result<Rss<B>> {
+    let fixed = p.fixed();
+    let Some((&c0, rest)) = coefficients.split_first() else {
+        return Err(NonlinearError::Argument {
+            op: "polynomial",
+            why: "needs at least one coefficient".into(),
+        });
+    };
+    if rest.is_empty() {
+        return Ok(p.add_scalar(&p.mul_scalar(t, 0)?, fixed.encode(c0)?)?);
+    }
+    let powers = powers(p, t, rest.len() as u32)?;
+    let mut sum = p.mul_scalar(&powers[0], fixed.encode(rest[0])?)?;
+    for (power, &c) in powers.iter().zip(rest).skip(1) {
+        sum = p.add(&sum, &p.mul_scalar(power, fixed.encode(c)?)?)?;
+    }
+    let sum = p.truncate(&sum)?;
+    Ok(p.add_scalar(&sum, fixed.encode(c0)?)?)
+}
+
+/// erf(z), by the method of the module docs: within 3·10^-5 everywhere in the comparison
+/// domain.
+pub fn erf<B: GpuBackend, T: Transport>(p: &mut Party<B, T>, z: &Rss<B>) -> Result<Rss<B>> {
+    let fixed = p.fixed();
+    let negative = p.msb(z)?;
+    let negative_part = p.mul_bit(&negative, z)?;
+    let magnitude = p.sub(z, &p.mul_scalar(&negative_part, 2)?)?;
+    let shifted = p.add_scalar(&magnitude, fixed.encode(-ERF_CUTOFF)?)?;
+    let inside = p.msb(&shifted)?;
+    let scaled = p.mul_public_fixed(&magnitude, 2.0 / ERF_CUTOFF)?;
+    let t = p.add_scalar(&scaled, fixed.encode(-1.0)?)?;
+    let tail = polynomial(p, &t, &ERFC_COEFFICIENTS)?;
+    let tail = p.mul_bit(&inside, &tail)?;
+    let of_magnitude = p.add_scalar(&p.neg(&tail)?, fixed.encode(1.0)?)?;
+    // erf(z) = erf(|z|) for z ≥ 0, −erf(|z|) below.
+    let flip = p.mul_bit(&negative, &of_magnitude)?;
+    Ok(p.sub(&of_magnitude, &p.mul_scalar(&flip, 2)?)?)
+}
+
+/// GELU(x) = x·Φ(x) = x·(1 + erf(x/√2))/2 (PyTorch's exact `nn.GELU()`); also used for its
+/// tanh form, which differs from it by at most 4.8·10^-4.
+pub fn gelu<B: GpuBackend, T: Transport>(p: &mut Party<B, T>, x: &Rss<B>) -> Result<Rss<B>> {
+    let fixed = p.fixed();
+    let z = p.mul_public_fixed(x, std::f64::consts::FRAC_1_SQRT_2)?;
+    let e = erf(p, &z)?;
+    let one_plus = p.add_scalar(&e, fixed.encode(1.0)?)?;
+    // x·(1 + erf): one product at 2f bits, truncated by f + 1 for the half.
+    let product = p.mul(x, &one_plus)?;
+    Ok(p.truncate_by(&product, fixed.frac_bits() + 1)?)
+}
+
+/// Options of [`inv_sqrt_wide`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvSqrtWideOptions {
+    /// The lowest threshold is 4^lowest_power.
+    pub lowest_power: i32,
+    /// The highest threshold is 4^highest_power (the domain ends at 4^(highest + 1)).
+    pub highest_power: i32,
+    /// Newton steps y ← y·(3 − v·y²)/2 after the start.
+    pub iterations: u32,
+}
+
+impl Default for InvSqrtWideOptions {
+    /// Thresholds 4^-9 … 4^10 and 5 steps: v in [3.8·10^-6, 4.2·10^6) (2^23, the top of
+    /// the comparison domain at f = 20, is 8.4·10^6).
+    fn default() -> Self {
+        Self {
+            lowest_power: -9,
+            highest_power: 10,
+            iterations: 5,
+        }
+    }
+}
+
+/// 1/√v for v in [4^lowest, 4^(highest + 1)): the comparisons v ≥ 4^i for every threshold
+/// (one batched MSB, converted to 0/1) pick the interval [4^j, 4^(j+1)) v lies in, and the
+/// start 2^-j·2/3, within a third of 1/√v; Newton's steps then square the relative error
+/// (1/3, 0.19, 0.055, 4.5·10^-3, 3·10^-5, 10^-9). Each step forms v·y before multiplying
+/// by y again, so a small y (a large v) keeps its precision.
+pub fn inv_sqrt_wide<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    v: &Rss<B>,
+    options: InvSqrtWideOptions,
+) -> Result<Rss<B>> {
+    let InvSqrtWideOptions {
+        lowest_power: lo,
+        highest_power: hi,
+        iterations,
+    } = options;
+    if lo > hi || lo < -15 || hi > 15 || iterations == 0 {
+        return Err(NonlinearError::Argument {
+            op: "inv_sqrt_wide",
+            why: format!("options {options:?}: need −15 ≤ lowest ≤ highest ≤ 15 and a step"),
+        });
+    }
+    let fixed = p.fixed();
+    let shape = v.shape().to_vec();
+    let n = v.len();
+    let row = p.linear(v, |b, t| b.reshape(t, &[1, n]))?;
+    let mut below = Vec::new();
+    for i in lo..=hi {
+        below.push(p.add_scalar(&row, fixed.encode(-(4f64.powi(i)))?)?);
+    }
+    let below = p.concat(&below.iter().collect::<Vec<_>>(), 0)?;
+    // at_least[i] = 1 where v ≥ 4^i.
+    let below = p.msb(&below)?;
+    let at_least = p.bit_to_arith(&p.bits_not(&below)?)?;
+    let start = |j: i32| 2.0 / 3.0 * 2f64.powi(-j);
+    let mut y = p.mul_scalar(&row, 0)?;
+    for (k, i) in (lo..=hi).enumerate() {
+        let bit = p.linear(&at_least, |b, t| b.slice(t, 0, k..k + 1))?;
+        let step = fixed.encode(start(i) - start(i - 1))?;
+        y = p.add(&y, &p.mul_scalar(&bit, step)?)?;
+    }
+    let mut y = p.add_scalar(&y, fixed.encode(start(lo - 1))?)?;
+    let frac = fixed.frac_bits();
+    for _ in 0..iterations {
+        let vy = p.mul_fixed(&row, &y)?;
+        let vyy = p.mul(&vy, &y)?;
+        let half_vyy = p.truncate_by(&vyy, frac + 1)?;
+        let factor = p.add_scalar(&p.neg(&half_vyy)?, fixed.encode(1.5)?)?;
+        y = p.mul_fixed(&y, &factor)?;
+    }
+    Ok(p.linear(&y, |b, t| b.reshape(t, &shape))?)
+}
+
+/// (x − mean) / √(variance + ε) over the last axis of x (LayerNorm without its scale and
+/// shift), for rows of d values with Σ (x − mean)² + d·ε in [`inv_sqrt_wide`]'s domain:
+/// the mean by a sum and a public factor 1/d, S = Σ (x − mean)² by one product and one
+/// truncation, then √d / √(S + d·ε).
+pub fn layer_norm<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    x: &Rss<B>,
+    epsilon: f64,
+) -> Result<Rss<B>> {
+    let shape = x.shape().to_vec();
+    let Some((&d, outer)) = shape.split_last() else {
+        return Err(NonlinearError::Argument {
+            op: "layer_norm",
+            why: "needs a tensor of rank 1 or more".into(),
+        });
+    };
+    if d == 0 || !(epsilon.is_finite() && epsilon >= 0.0) {
+        return Err(NonlinearError::Argument {
+            op: "layer_norm",
+            why: format!("rows of {d} values with ε = {epsilon}"),
+        });
+    }
+    let axis = shape.len() - 1;
+    let mut kept = outer.to_vec();
+    kept.push(1);
+    let spread = |p: &Party<B, T>, t: &Rss<B>| {
+        p.linear(t, |b, s| b.broadcast_to(&b.reshape(s, &kept)?, &shape))
+    };
+    let sum = p.sum_axis(x, axis)?;
+    let mean = p.mul_public_fixed(&sum, 1.0 / d as f64)?;
+    let centred = p.sub(x, &spread(p, &mean)?)?;
+    // S = Σ (x − mean)², summed at 2f bits and truncated once: d times the variance, so a
+    // small variance keeps d times the resolution it would have alone.
+    let squares = p.square(&centred)?;
+    let sum = p.sum_axis(&squares, axis)?;
+    let total = p.truncate(&sum)?;
+    let v = p.add_scalar(&total, p.fixed().encode(epsilon * d as f64)?)?;
+    // 1/√(variance + ε) = √d / √(S + d·ε).
+    let inverse = inv_sqrt_wide(p, &v, InvSqrtWideOptions::default())?;
+    let inverse = p.mul_public_fixed(&inverse, (d as f64).sqrt())?;
+    Ok(p.mul_fixed(&centred, &spread(p, &inverse)?)?)
+}
