@@ -146,6 +146,15 @@ impl Model {
         &self.name
     }
 
+    /// `Some(V)` when the model's input is token ids in `0..V` (a language model's
+    /// `input_ids`); `None` for real values.
+    pub fn token_vocabulary(&self) -> Option<usize> {
+        match &self.nodes[0].op {
+            Op::Input(input) => input.vocabulary,
+            _ => None,
+        }
+    }
+
     /// The shape of one input example, e.g. `[1, 28, 28]`.
     pub fn input_shape(&self) -> &[usize] {
         &self.input_shape
@@ -484,7 +493,7 @@ impl GraphBuilder {
         Self {
             nodes: vec![Node {
                 name: "input".into(),
-                op: Op::Input(Input),
+                op: Op::Input(Input::default()),
                 inputs: Vec::new(),
             }],
         }

@@ -84,6 +84,42 @@ pub fn share_input<B: GpuBackend, T: Transport>(
     Ok(p.share_f64_checked(owner, "input", input.map(Tensor::data), shape)?)
 }
 
+/// Shares the model's input from `owner` (`input` is `Some` there only): real values as
+/// [`share_input`] does, or, for a model on token ids ([`Model::token_vocabulary`]), each
+/// id of `input` (shape `shape`) as its one-hot row of ring integers 0 and 1, giving a
+/// sharing of `[..shape, V]`. The owner checks that every id is an integer in `0..V`.
+pub fn share_model_input<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    model: &Model,
+    owner: PartyId,
+    input: Option<&Tensor>,
+    shape: &[usize],
+) -> Result<Rss<B>> {
+    let Some(vocabulary) = model.token_vocabulary() else {
+        return share_input(p, owner, input, shape);
+    };
+    let mut onehot_shape = shape.to_vec();
+    onehot_shape.push(vocabulary);
+    let values = match input {
+        Some(t) if t.shape() != shape => {
+            return Err(NnError::InvalidArgument(format!(
+                "input of shape {:?} where {shape:?} was announced",
+                t.shape()
+            )));
+        }
+        Some(t) => {
+            let ids = crate::layers::embedding::token_indices(t.data(), vocabulary)?;
+            let mut onehot = vec![0u64; ids.len() * vocabulary];
+            for (row, id) in ids.into_iter().enumerate() {
+                onehot[row * vocabulary + id] = 1;
+            }
+            Some(p.backend().upload(&onehot, &onehot_shape)?)
+        }
+        None => None,
+    };
+    Ok(p.share(owner, values.as_ref(), &onehot_shape)?)
+}
+
 impl<B: GpuBackend> SharedModel<B> {
     /// Shares the parameters of `model`, whose values only `owner` needs to hold (the
     /// others pass a model of the same architecture, with any values). BatchNorm nodes are
@@ -382,7 +418,9 @@ impl<B: GpuBackend> SharedModel<B> {
         let nodes = self.model.nodes();
         let mut last_use = self.model.last_use();
         last_use[self.model.logits()] = nodes.len();
-        let expected: Vec<usize> = self.model.input_shape().to_vec();
+        let mut expected: Vec<usize> = self.model.input_shape().to_vec();
+        // Token ids arrive as one-hot rows (see `share_model_input`).
+        expected.extend(self.model.token_vocabulary());
         if input.shape().get(1..) != Some(&expected[..]) {
             return Err(NnError::Shape {
                 node: nodes[0].name.clone(),

@@ -1,7 +1,9 @@
 //! Transformers as users export them (`tests/fixtures/transformers/`, written by
 //! `make_transformer_fixtures.py` with `torch.onnx.export`, legacy opset 17 and dynamo): a
 //! ViT with nn.LayerNorm and exact GELU, the same with a hand-written LayerNorm and the
-//! tanh GELU, and a GPT-2-style decoder with a causal mask. Each imports; its plaintext
+//! tanh GELU, a decoder with a causal mask on embedded tokens, and a BERT-style classifier
+//! and a GPT-2-style decoder on token ids (shared by the data owner as one-hot rows). Each
+//! imports; its plaintext
 //! forward equals onnxruntime's within 1e-4 (relative); its private logits (three parties,
 //! CPU backend, f = 20) are within 1e-2 (absolute) of onnxruntime's, with the same arg-max
 //! on every row, at the exported batch and at batch 1.
@@ -9,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use cryptgpu_cpu::CpuBackend;
-use cryptgpu_nn::private::{SharedModel, share_input};
+use cryptgpu_nn::private::{SharedModel, share_model_input};
 use cryptgpu_nn::{Model, Tensor, onnx, plain};
 use cryptgpu_ring::FixedPoint;
 use cryptgpu_share::{KeySource, Party};
@@ -41,7 +43,7 @@ fn private_logits(model: &Model, x: &Tensor) -> Tensor {
         .unwrap();
         let shared = SharedModel::share(&mut p, model, PartyId::P0).unwrap();
         let input = (p.id() == PartyId::P1).then_some(x);
-        let sx = share_input(&mut p, PartyId::P1, input, &shape).unwrap();
+        let sx = share_model_input(&mut p, model, PartyId::P1, input, &shape).unwrap();
         let logits = shared.forward(&mut p, &sx).unwrap();
         Ok::<_, cryptgpu_share::ShareError>(p.reveal_f64(&logits).unwrap())
     })
@@ -65,7 +67,10 @@ fn check(name: &str, input: &[usize], classes: usize) {
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(model.input_shape(), &input[1..], "{name}");
     let x = read_f32(&dir.join(format!("{name}.input.bin")), input);
-    let want = read_f32(&dir.join(format!("{name}.output.bin")), &[input[0], classes]);
+    let want = read_f32(
+        &dir.join(format!("{name}.output.bin")),
+        &[input[0], classes],
+    );
     let got = plain::predict(&model, &x).unwrap();
     let err = got
         .data()
@@ -73,13 +78,19 @@ fn check(name: &str, input: &[usize], classes: usize) {
         .zip(want.data())
         .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
         .fold(0.0, f64::max);
-    assert!(err < 1e-4, "{name}: plaintext differs from onnxruntime by {err:.2e}");
+    assert!(
+        err < 1e-4,
+        "{name}: plaintext differs from onnxruntime by {err:.2e}"
+    );
     for batch in [input[0], 1] {
         let (x, want) = (first(&x, batch), first(&want, batch));
         let secret = private_logits(&model, &x);
         let gap = secret.max_abs_diff(&want);
         eprintln!("{name} at batch {batch}: private logits within {gap:.2e} of onnxruntime");
-        assert!(gap < 1e-2, "{name}: private logits differ from onnxruntime by {gap}");
+        assert!(
+            gap < 1e-2,
+            "{name}: private logits differ from onnxruntime by {gap}"
+        );
         assert_eq!(
             secret.argmax_rows().unwrap(),
             want.argmax_rows().unwrap(),
@@ -105,4 +116,35 @@ fn causal_decoder_from_both_exporters() {
     for exporter in ["legacy", "dynamo"] {
         check(&format!("decoder_{exporter}"), &[3, 8, 32], 50);
     }
+}
+
+#[test]
+fn bert_style_classifier_on_token_ids_from_both_exporters() {
+    for exporter in ["legacy", "dynamo"] {
+        let name = format!("bert_{exporter}");
+        check(&name, &[3, 16], 3);
+        let model = onnx::import_file(&fixtures().join(format!("{name}.onnx"))).unwrap();
+        assert_eq!(model.token_vocabulary(), Some(100), "{name}");
+    }
+}
+
+#[test]
+fn gpt2_style_decoder_on_token_ids_from_both_exporters() {
+    for exporter in ["legacy", "dynamo"] {
+        check(&format!("gpt2_{exporter}"), &[3, 8], 64);
+    }
+}
+
+#[test]
+fn a_token_id_out_of_the_vocabulary_is_refused() {
+    let model = onnx::import_file(&fixtures().join("gpt2_legacy.onnx")).unwrap();
+    let ids = Tensor::new(&[1, 8], vec![1.0, 2.0, 3.0, 64.0, 0.0, 0.0, 0.0, 0.0]).unwrap();
+    let err = plain::predict(&model, &ids).unwrap_err().to_string();
+    assert!(
+        err.contains("token id 64") && err.contains("0..64"),
+        "{err}"
+    );
+    let half = Tensor::new(&[1, 8], vec![0.5; 8]).unwrap();
+    let err = plain::predict(&model, &half).unwrap_err().to_string();
+    assert!(err.contains("not an integer"), "{err}");
 }

@@ -28,7 +28,9 @@ impl Attributes for Constant {
 impl Constant {
     /// `[n, ..shape]`.
     fn batched(&self, n: usize) -> Vec<usize> {
-        std::iter::once(n).chain(self.shape.iter().copied()).collect()
+        std::iter::once(n)
+            .chain(self.shape.iter().copied())
+            .collect()
     }
 }
 

@@ -1,13 +1,40 @@
 //! `Input`: the model's input `[N, ..input_shape]`; always node 0 and only there. The
 //! executors give it its value; it has no forward pass of its own.
+//!
+//! Its values are real numbers (images), or token ids of a vocabulary (a language model's
+//! `input_ids`, read only by [`super::embedding::Embedding`] lookups). The plaintext
+//! executor takes ids as they are; privately, the data owner shares each id as its one-hot
+//! row of ring integers 0 and 1 (`[N, ..input_shape, vocabulary]`), so that a lookup is one
+//! product with no truncation (see [`crate::private::share_model_input`]).
 
 use super::common::*;
 
 /// The model's input.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Input;
+pub struct Input {
+    /// `Some(V)` when the values are token ids in `0..V`.
+    pub vocabulary: Option<usize>,
+}
 
-impl NoAttributes for Input {}
+impl Attributes for Input {
+    fn write_attrs(&self, a: &mut Attrs) {
+        if let Some(v) = self.vocabulary {
+            a.set("vocabulary", v);
+        }
+    }
+
+    fn read_attrs(a: &Attrs) -> Result<Self> {
+        let vocabulary = if a.has("vocabulary") {
+            Some(a.dim("vocabulary")?).filter(|&v| v > 0)
+        } else {
+            None
+        };
+        if a.has("vocabulary") && vocabulary.is_none() {
+            return Err(a.err("`vocabulary` must be positive"));
+        }
+        Ok(Self { vocabulary })
+    }
+}
 
 impl Layer for Input {
     const KIND: &'static str = "Input";

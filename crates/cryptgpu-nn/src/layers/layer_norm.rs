@@ -63,10 +63,7 @@ impl Layer for LayerNorm {
     fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
         match inputs[0] {
             [_, .., d] if *d == self.size && self.size > 0 => Ok(inputs[0].to_vec()),
-            other => Err(format!(
-                "needs [N, .., {}], got {other:?}",
-                self.size
-            )),
+            other => Err(format!("needs [N, .., {}], got {other:?}", self.size)),
         }
     }
 

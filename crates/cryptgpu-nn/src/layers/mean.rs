@@ -39,9 +39,7 @@ impl Attributes for Mean {
     fn read_attrs(a: &Attrs) -> Result<Self> {
         let axes = a.dims("axes")?;
         if axes.is_empty() || axes.contains(&0) || axes.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(a.err(format!(
-                "`axes` {axes:?} must be increasing non-batch axes"
-            )));
+            return Err(a.err(format!("`axes` {axes:?} must be increasing non-batch axes")));
         }
         Ok(Self {
             axes,
@@ -102,7 +100,8 @@ impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for Mean {
     fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
         let input = x[0].shape().to_vec();
         let sum = private_reduce_to(cx.p, x[0], &self.kept(&input))?;
-        let mean = cx.p.mul_public_fixed(&sum, 1.0 / self.count(&input) as f64)?;
+        let mean =
+            cx.p.mul_public_fixed(&sum, 1.0 / self.count(&input) as f64)?;
         cx.reshape_to_output(&mean)
     }
 

@@ -48,6 +48,7 @@ pub mod concat;
 pub mod constant;
 pub mod conv;
 pub mod dropout;
+pub mod embedding;
 pub mod erf;
 pub mod flatten;
 pub mod gelu;
@@ -87,6 +88,7 @@ pub mod prelude {
     pub use super::constant::Constant;
     pub use super::conv::Conv2d;
     pub use super::dropout::Dropout;
+    pub use super::embedding::Embedding;
     pub use super::erf::Erf;
     pub use super::flatten::Flatten;
     pub use super::gelu::Gelu;
@@ -104,8 +106,8 @@ pub mod prelude {
     pub use super::mul::Mul;
     pub use super::mul_const::MulConst;
     pub use super::pad::Pad;
-    pub use super::pow::Pow;
     pub use super::pool::PoolWindow;
+    pub use super::pow::Pow;
     pub use super::relu::Relu;
     pub use super::reshape::Reshape;
     pub use super::sigmoid::Sigmoid;

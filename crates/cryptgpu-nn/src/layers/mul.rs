@@ -90,11 +90,8 @@ pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
                 ));
             };
             let name = im.node_name(node, None);
-            let inverse = im.push_internal(
-                format!("{name}.inv_sqrt"),
-                super::inv_sqrt::InvSqrt,
-                &[v],
-            )?;
+            let inverse =
+                im.push_internal(format!("{name}.inv_sqrt"), super::inv_sqrt::InvSqrt, &[v])?;
             im.push(node, name, Mul, &[a, inverse])?;
             Ok(())
         }

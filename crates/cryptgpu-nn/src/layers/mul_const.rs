@@ -120,7 +120,13 @@ pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
         add.push(if filled { f.max(MASK_FLOOR) } else { 0.0 });
     }
     let name = im.node_name(node, None);
-    let kept = im.push_internal(format!("{name}.keep"), MulConst { shape: shape.clone() }, &[x])?;
+    let kept = im.push_internal(
+        format!("{name}.keep"),
+        MulConst {
+            shape: shape.clone(),
+        },
+        &[x],
+    )?;
     let kept_name = im.name_of(kept).to_owned();
     im.insert_param(&kept_name, "constant", Tensor::new(&shape, keep)?);
     let added = name;

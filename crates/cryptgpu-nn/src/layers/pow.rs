@@ -60,7 +60,10 @@ impl Layer for Pow {
 
     fn onnx_export(&self, n: &mut OnnxNode<'_>) -> Result<()> {
         n.op_type = "Pow";
-        n.constant_input("exponent", Tensor::new(&[], vec![f64::from(self.exponent)])?);
+        n.constant_input(
+            "exponent",
+            Tensor::new(&[], vec![f64::from(self.exponent)])?,
+        );
         Ok(())
     }
 }

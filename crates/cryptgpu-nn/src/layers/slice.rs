@@ -230,17 +230,14 @@ pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
 
 /// ONNX `Gather` of a computed value by constant indices along a non-batch axis: one index
 /// (`x[:, 0]`, a class token's row) is a slice with the axis dropped, a run of consecutive
-/// indices a slice.
+/// indices a slice. (A lookup in a constant table by the model's input is an embedding:
+/// [`super::embedding`].)
 fn import_gather(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
     if let (Ok(Some(_)), Some(Value::Node(_))) = (
         im.constant(node, 0),
         node.inputs.get(1).and_then(|n| im.value(n)),
     ) {
-        return Err(bad(
-            node,
-            "a lookup in a constant table by computed indices (an embedding of token ids) is \
-             not supported",
-        ));
+        return super::embedding::import(im, node);
     }
     let x = im.input_node(node, 0)?;
     let shape = im.shape(x).to_vec();
@@ -258,7 +255,10 @@ fn import_gather(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
             if (0..n).contains(&j) {
                 Ok(j as usize)
             } else {
-                Err(bad(node, format!("index {i} is out of range for axis {axis}")))
+                Err(bad(
+                    node,
+                    format!("index {i} is out of range for axis {axis}"),
+                ))
             }
         })
         .collect::<Result<_>>()?;

@@ -61,9 +61,8 @@ impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for Softmax {
         kept[last] = 1;
         let weighted = cx.p.mul_fixed(&dy, y)?;
         let total = cx.p.sum_axis(&weighted, last)?;
-        let total = cx
-            .p
-            .linear(&total, |b, t| b.broadcast_to(&b.reshape(t, &kept)?, &shape))?;
+        let total =
+            cx.p.linear(&total, |b, t| b.broadcast_to(&b.reshape(t, &kept)?, &shape))?;
         let centred = cx.p.sub(&dy, &total)?;
         Ok(vec![Some(cx.p.mul_fixed(y, &centred)?)])
     }

@@ -230,7 +230,7 @@ fn import_with_dir(bytes: &[u8], dir: Option<&Path>, fallback_name: &str) -> Res
     let mut im = Importer {
         nodes: vec![Node {
             name: "input".into(),
-            op: layers::input::Input.into(),
+            op: layers::input::Input::default().into(),
             inputs: Vec::new(),
         }],
         shapes: vec![
