@@ -71,7 +71,7 @@ fn run() -> Result<bool> {
         .input_shape()
         .try_into()
         .context("the model takes [C, H, W] inputs")?;
-    let data = synthetic(shape, steps * batch, classes, seed ^ 0x5eed)?;
+    let data = synthetic(&shape, steps * batch, classes, seed ^ 0x5eed)?;
     let batches: Vec<(Tensor, Vec<usize>)> = (0..steps)
         .map(|s| data.batch(&(s * batch..(s + 1) * batch).collect::<Vec<_>>()))
         .collect::<cryptgpu_nn::Result<_>>()?;

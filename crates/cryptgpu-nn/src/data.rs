@@ -95,10 +95,12 @@ impl Normalization {
 /// Images and labels in memory.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
-    /// `[N, C, H, W]` row-major, already normalised.
+    /// `[N, ..image_shape]` row-major, already normalised (or token ids, for a model on
+    /// tokens).
     pub images: Vec<f32>,
-    /// One example's shape `[C, H, W]`.
-    pub image_shape: [usize; 3],
+    /// One example's shape: `[C, H, W]` for images, any shape for other inputs (`[L]` of
+    /// token ids, `[L, D]` of embedded tokens).
+    pub image_shape: Vec<usize>,
     /// Class of each example.
     pub labels: Vec<usize>,
     /// Number of classes.
@@ -129,7 +131,7 @@ impl Dataset {
         self
     }
 
-    /// The examples at `indices` as an `[n, C, H, W]` tensor, and their labels.
+    /// The examples at `indices` as an `[n, ..image_shape]` tensor, and their labels.
     pub fn batch(&self, indices: &[usize]) -> Result<(Tensor, Vec<usize>)> {
         let len = self.example_len();
         let mut data = Vec::with_capacity(indices.len() * len);
@@ -148,8 +150,9 @@ impl Dataset {
             );
             labels.push(self.labels[i]);
         }
-        let [c, h, w] = self.image_shape;
-        Ok((Tensor::new(&[indices.len(), c, h, w], data)?, labels))
+        let mut shape = vec![indices.len()];
+        shape.extend(&self.image_shape);
+        Ok((Tensor::new(&shape, data)?, labels))
     }
 
     /// Examples `start..end` as a batch.
@@ -162,7 +165,12 @@ impl Dataset {
     /// exactly what the loaders give with `norm`, without reading the files again. A unit
     /// value is `x / 255` of a byte `x` rounded to `f32`, so `round(255 v)` recovers `x`.
     pub fn renormalized(&self, norm: &Normalization) -> Result<Dataset> {
-        let [channels, h, w] = self.image_shape;
+        let &[channels, h, w] = &self.image_shape[..] else {
+            return Err(NnError::InvalidArgument(format!(
+                "only images [C, H, W] are normalised, not examples of shape {:?}",
+                self.image_shape
+            )));
+        };
         norm.check(channels)?;
         let plane = (h * w).max(1);
         let images = self
@@ -402,7 +410,7 @@ fn mnist_from_files(
             .iter()
             .map(|&x| norm.apply(x, 0))
             .collect(),
-        image_shape: [1, h, w],
+        image_shape: vec![1, h, w],
         labels: labels.data[..keep]
             .iter()
             .map(|&l| usize::from(l))
@@ -485,7 +493,7 @@ pub fn load_cifar10(
     }
     Ok(Dataset {
         images,
-        image_shape: [3, 32, 32],
+        image_shape: vec![3, 32, 32],
         labels,
         num_classes: 10,
     })
@@ -494,7 +502,7 @@ pub fn load_cifar10(
 /// `n` random examples of `image_shape` for timing: values from a standard normal (as the
 /// normalised images of a real set roughly are), labels uniform in `0..num_classes`.
 pub fn synthetic(
-    image_shape: [usize; 3],
+    image_shape: &[usize],
     n: usize,
     num_classes: usize,
     seed: u64,
@@ -523,7 +531,37 @@ pub fn synthetic(
         .collect();
     Ok(Dataset {
         images,
-        image_shape,
+        image_shape: image_shape.to_vec(),
+        labels,
+        num_classes,
+    })
+}
+
+/// `n` random sequences of token ids in `0..vocabulary` of `shape` for timing, labels
+/// uniform in `0..num_classes`.
+pub fn synthetic_tokens(
+    shape: &[usize],
+    vocabulary: usize,
+    n: usize,
+    num_classes: usize,
+    seed: u64,
+) -> Result<Dataset> {
+    if num_classes == 0 || vocabulary == 0 {
+        return Err(NnError::InvalidArgument(
+            "synthetic tokens need a vocabulary and at least one class".into(),
+        ));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let count = n * shape.iter().product::<usize>();
+    let images = (0..count)
+        .map(|_| (rng.next_u64() % vocabulary as u64) as f32)
+        .collect();
+    let labels = (0..n)
+        .map(|_| (rng.next_u64() % num_classes as u64) as usize)
+        .collect();
+    Ok(Dataset {
+        images,
+        image_shape: shape.to_vec(),
         labels,
         num_classes,
     })

@@ -270,7 +270,7 @@ fn cross_entropy_and_sgd_match_hand_computation() {
 #[test]
 fn training_learns_a_synthetic_task_and_is_deterministic() {
     // Labels that depend on the input: class = which half of the image is brighter.
-    let mut data = synthetic([1, 28, 28], 256, 2, 9).unwrap();
+    let mut data = synthetic(&[1, 28, 28], 256, 2, 9).unwrap();
     for (i, label) in data.labels.iter_mut().enumerate() {
         let img = &data.images[i * 784..(i + 1) * 784];
         let top: f32 = img[..392].iter().sum();

@@ -1,6 +1,7 @@
 //! The files the `cryptgpu` CLI ships in `crates/cryptgpu/assets/`: the MNIST test sample
 //! loads, and the shipped LeNet weights fit the zoo's LeNet and classify the sample as
-//! well as recorded in the assets' README (99.2 %).
+//! well as recorded in the assets' README (99.2 %), and the shipped ViT classifies it
+//! privately as in plaintext.
 
 use std::path::PathBuf;
 
@@ -55,4 +56,49 @@ fn shipped_lenet_weights_classify_the_sample() {
         accuracy >= 0.985,
         "plaintext accuracy on the sample: {accuracy}"
     );
+}
+
+/// The shipped ViT (`vit-mnist.onnx`, a transformer trained by `train_vit_mnist.py`):
+/// plaintext on the whole sample as recorded in the assets' README, and privately (three
+/// parties, CPU backend) on its first 64 digits with the plaintext's predictions.
+#[test]
+fn shipped_vit_classifies_the_sample_privately_as_in_plaintext() {
+    use cryptgpu_cpu::CpuBackend;
+    use cryptgpu_nn::private::{SharedModel, share_model_input};
+    use cryptgpu_share::{KeySource, Party};
+    use cryptgpu_transport::{PartyId, run_local_3pc};
+
+    let dir = assets();
+    let model = cryptgpu_nn::onnx::import_file(&dir.join("vit-mnist.onnx")).unwrap();
+    let sample = load_mnist(
+        &dir.join("mnist-sample"),
+        Split::Test,
+        &Normalization::unit(),
+        None,
+    )
+    .unwrap();
+    let accuracy = plain::accuracy(&model, &sample, 250).unwrap();
+    assert!(
+        accuracy >= 0.97,
+        "plaintext accuracy on the sample: {accuracy}"
+    );
+    let (x, _) = sample.range(0, 64).unwrap();
+    let want = plain::classify(&model, &x).unwrap();
+    let shape = x.shape().to_vec();
+    let out = run_local_3pc(|t| {
+        let mut p = Party::setup_with(
+            CpuBackend::new(),
+            t,
+            cryptgpu_ring::FixedPoint::default(),
+            KeySource::InsecureSeeded(3),
+        )
+        .unwrap();
+        let shared = SharedModel::share(&mut p, &model, PartyId::P0).unwrap();
+        let mine = (p.id() == PartyId::P1).then_some(&x);
+        let sx = share_model_input(&mut p, &model, PartyId::P1, mine, &shape).unwrap();
+        Ok::<_, cryptgpu_share::ShareError>(shared.classify(&mut p, &sx, PartyId::P1).unwrap())
+    })
+    .unwrap();
+    let [_, classes, _] = out.map(|r| r.unwrap());
+    assert_eq!(classes.unwrap(), want, "private and plaintext predictions");
 }

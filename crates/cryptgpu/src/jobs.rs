@@ -21,7 +21,7 @@ use cryptgpu_nn::data::{self, Dataset, Normalization, Split, epoch_order};
 use cryptgpu_nn::model::Model;
 use cryptgpu_nn::optim::SgdConfig;
 use cryptgpu_nn::plain;
-use cryptgpu_nn::private::{PrivateSgd, SharedModel, share_input};
+use cryptgpu_nn::private::{PrivateSgd, SharedModel, share_input, share_model_input};
 use cryptgpu_nonlinear as nl;
 use cryptgpu_share::{KeySource, Party, Rss};
 use cryptgpu_transport::{
@@ -100,11 +100,11 @@ pub struct OwnedData {
 impl DataSpec {
     /// What the other parties may know of the data: count, shape, classes, labels.
     fn describe(&self, job: JobKind) -> Result<DataDescription> {
-        let shape = |s: [usize; 3]| Some(s.map(|d| d as u64));
+        let shape = |s: &[usize]| Some(s.iter().map(|&d| d as u64).collect());
         Ok(match self {
             DataSpec::Loaded(d) => DataDescription {
                 count: d.len() as u64,
-                shape: shape(d.image_shape),
+                shape: shape(&d.image_shape),
                 classes: Some(d.num_classes as u64),
                 labels: true,
                 test_count: Some(d.len() as u64),
@@ -121,7 +121,7 @@ impl DataSpec {
             }
             DataSpec::Dataset { test, train, .. } => DataDescription {
                 count: train.as_ref().unwrap_or(test).len() as u64,
-                shape: shape(test.image_shape),
+                shape: shape(&test.image_shape),
                 classes: Some(test.num_classes as u64),
                 labels: true,
                 test_count: Some(test.len() as u64),
@@ -141,7 +141,7 @@ impl DataSpec {
                 let n = limit.map_or(source.count(), |l| l.min(source.count()));
                 DataDescription {
                     count: n as u64,
-                    shape: source.shape().map(|s| s.map(|d| d as u64)),
+                    shape: source.shape().and_then(|s| shape(&s)),
                     classes: None,
                     labels: labels.is_some(),
                     test_count: None,
@@ -168,8 +168,11 @@ impl DataSpec {
                 labelled: true,
             },
             DataSpec::Synthetic { limit, test_limit } => {
-                let [c, h, w] = m.input_shape;
-                let d = data::synthetic([c, h, w], limit.unwrap_or(64), m.classes, 1)?;
+                let n = limit.unwrap_or(64);
+                let d = match m.structure.token_vocabulary() {
+                    Some(v) => data::synthetic_tokens(&m.input_shape, v, n, m.classes, 1)?,
+                    None => data::synthetic(&m.input_shape, n, m.classes, 1)?,
+                };
                 let (test, train) = match m.job {
                     JobKind::Train => (
                         test_limit.map_or_else(|| d.clone(), |t| d.clone().truncate(t)),
@@ -208,10 +211,10 @@ impl DataSpec {
                 // training data.
                 let n = match normalization {
                     Some(n) => Some(n.clone()),
-                    None if source.is_float() => None,
+                    None if source.is_float() || source.is_tokens() => None,
                     None => model_norm.clone(),
                 };
-                let mut inputs = source.load(m.input_shape, n.as_ref(), *limit)?;
+                let mut inputs = source.load(&m.input_shape, n.as_ref(), *limit)?;
                 if let Some(path) = labels {
                     inputs.labels = Some(crate::files::inputs::load_labels(path, inputs.len())?);
                 }
@@ -463,8 +466,9 @@ pub fn run_party<B: GpuBackend, T: Transport>(
 
 /// Shape of a batch of `n` examples.
 fn batch_shape(m: &Manifest, n: usize) -> Vec<usize> {
-    let [c, h, w] = m.input_shape;
-    vec![n, c, h, w]
+    std::iter::once(n)
+        .chain(m.input_shape.iter().copied())
+        .collect()
 }
 
 /// Classifies (or scores) the first `count` examples of the data owner's `test` set in
@@ -486,8 +490,9 @@ fn infer_all<B: GpuBackend, T: Transport>(
         let step = StepTimer::start(p);
         let end = (start + m.batch).min(count);
         let images = data.map(|d| d.test.range(start, end)).transpose()?;
-        let x = share_input(
+        let x = share_model_input(
             p,
+            &m.structure,
             owner,
             images.as_ref().map(|i| &i.0),
             &batch_shape(m, end - start),
@@ -564,7 +569,13 @@ fn train<B: GpuBackend, T: Transport>(
                 None => (None, None),
             };
             let owner = roles.data_owner;
-            let sx = share_input(p, owner, x.as_ref(), &batch_shape(m, chunk.len()))?;
+            let sx = share_model_input(
+                p,
+                &m.structure,
+                owner,
+                x.as_ref(),
+                &batch_shape(m, chunk.len()),
+            )?;
             let sy: Rss<B> = share_input(p, owner, y.as_ref(), &[chunk.len(), classes])?;
             let seed = plain::step_seed(m.seed, epoch, step as u64);
             shared.train_step(p, &mut optimizer, &sx, &sy, seed)?;

@@ -67,6 +67,9 @@ const MAX_NODES: usize = 100_000;
 const MAX_NODE_INPUTS: usize = 64;
 /// The largest size, channel count, feature count, kernel, stride or padding.
 const MAX_DIM: u64 = 1 << 20;
+
+/// The largest rank of one example's shape in a manifest.
+const MAX_RANK: usize = 8;
 /// The most parameters an architecture may have.
 const MAX_PARAMS: u64 = 1 << 28;
 /// The most values one input example may have.
@@ -161,9 +164,9 @@ pub struct Options {
 pub struct DataDescription {
     /// Examples to classify, or to train on.
     pub count: u64,
-    /// One example's `[C, H, W]`, when the data fixes it (not for images resized to the
-    /// model's input).
-    pub shape: Option<[u64; 3]>,
+    /// One example's shape (`[C, H, W]` for images), when the data fixes it (not for
+    /// images resized to the model's input).
+    pub shape: Option<Vec<u64>>,
     /// Classes of the labels, when the data set says.
     pub classes: Option<u64>,
     /// Whether there are labels.
@@ -202,8 +205,8 @@ pub struct Manifest {
     pub roles: Roles,
     /// The public architecture (every parameter zero), with the model's normalisation.
     pub structure: Model,
-    /// One example's `[C, H, W]`.
-    pub input_shape: [usize; 3],
+    /// One example's shape (`[C, H, W]` for images, `[L]` for token ids).
+    pub input_shape: Vec<usize>,
     /// Examples to classify or train on.
     pub count: usize,
     /// Test examples (training).
@@ -317,7 +320,7 @@ pub fn model_from_architecture(arch: &Value) -> Result<Model> {
     let shape_value = field(o, "input_shape", what)?;
     let input_shape: Vec<usize> = shape_value
         .as_array()
-        .filter(|a| a.len() == 3)
+        .filter(|a| (1..=MAX_RANK).contains(&a.len()))
         .and_then(|a| {
             a.iter()
                 .map(|x| {
@@ -329,8 +332,8 @@ pub fn model_from_architecture(arch: &Value) -> Result<Model> {
         })
         .with_context(|| {
             format!(
-                "the architecture's `input_shape` is {shape_value}, not [C, H, W] of positive sizes \
-                 (the jobs take images)"
+                "the architecture's `input_shape` is {shape_value}, not a list of 1 to \
+                 {MAX_RANK} positive sizes"
             )
         })?;
     let input_values = input_shape.iter().map(|&d| d as u64).product::<u64>();
@@ -633,10 +636,16 @@ impl Proposal {
                     Some(s) => {
                         let a = s
                             .as_array()
-                            .filter(|a| a.len() == 3)
-                            .and_then(|a| a.iter().map(Value::as_u64).collect::<Option<Vec<_>>>())
-                            .with_context(|| format!("{dw}: `shape` is {s}, not [C, H, W]"))?;
-                        Some([a[0], a[1], a[2]])
+                            .filter(|a| (1..=MAX_RANK).contains(&a.len()))
+                            .and_then(|a| {
+                                a.iter()
+                                    .map(|d| d.as_u64().filter(|&d| d <= MAX_DIM))
+                                    .collect::<Option<Vec<_>>>()
+                            })
+                            .with_context(|| {
+                                format!("{dw}: `shape` is {s}, not 1 to {MAX_RANK} sizes")
+                            })?;
+                        Some(a)
                     }
                 };
                 Some(DataDescription {
@@ -759,16 +768,18 @@ pub fn merge(proposals: &[Proposal; 3]) -> Result<Manifest> {
         .data
         .as_ref()
         .with_context(|| format!("`data`: the data owner {} sent none", roles.data_owner))?;
-    let model_shape = structure.input_shape();
-    let input_shape = [model_shape[0], model_shape[1], model_shape[2]];
-    if let Some(shape) = data.shape
-        && shape.map(|d| d as usize) != input_shape
+    let input_shape = structure.input_shape().to_vec();
+    if let Some(shape) = &data.shape
+        && shape
+            .iter()
+            .map(|&d| d as usize)
+            .ne(input_shape.iter().copied())
     {
-        let [c, h, w] = input_shape.map(|d| d as u64);
-        let hint = if shape == [h, w, c] {
-            " (the data owner's array looks [N, H, W, C]: it should pass --layout nhwc)"
-        } else {
-            ""
+        let hint = match input_shape[..] {
+            [c, h, w] if shape[..] == [h as u64, w as u64, c as u64] => {
+                " (the data owner's array looks [N, H, W, C]: it should pass --layout nhwc)"
+            }
+            _ => "",
         };
         bail!(
             "`input shape`: the data owner {}'s examples are {shape:?}, the model owner {}'s \
@@ -1103,7 +1114,7 @@ mod tests {
             architecture: (party == roles.model_owner).then(|| architecture_json(model)),
             data: (party == roles.data_owner).then_some(DataDescription {
                 count: 10,
-                shape: Some([1, 4, 4]),
+                shape: Some(vec![1, 4, 4]),
                 classes: Some(3),
                 labels: true,
                 test_count: None,
@@ -1350,7 +1361,7 @@ mod tests {
             "`identities`",
         );
         check(
-            &|p| p[1].data.as_mut().unwrap().shape = Some([3, 4, 4]),
+            &|p| p[1].data.as_mut().unwrap().shape = Some(vec![3, 4, 4]),
             "`input shape`",
         );
         check(

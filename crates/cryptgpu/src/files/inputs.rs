@@ -1,5 +1,6 @@
-//! The data owner's own inputs (`--input`): a `.npy` array of images, a folder of PNG and
-//! JPEG files, or one such file; and its labels (`--labels`).
+//! The data owner's own inputs (`--input`): a `.npy` array (images, other real values of
+//! any rank, or integer token ids), a folder of PNG and JPEG files, or one such file; and
+//! its labels (`--labels`).
 //!
 //! [`open_input`] looks at the input cheaply (the `.npy` header, the folder's file names),
 //! so the count and shape are known before anything is decoded; [`InputSource::load`] then
@@ -39,14 +40,15 @@ pub struct InputSource {
 enum Kind {
     /// A `.npy` array.
     Npy {
-        /// Its element type: `uint8`, `float32` or `float64`.
+        /// Its element type: `uint8`, `float32`, `float64`, or an integer type (token ids).
         dtype: Dtype,
-        /// Its full shape, 3-D or 4-D.
+        /// Its full shape, of rank 2 or more.
         file_shape: Vec<usize>,
         /// How its dimensions are ordered.
         layout: Layout,
-        /// One example's shape `[C, H, W]`.
-        example: [usize; 3],
+        /// One example's shape: `[C, H, W]` of a 4-D file, else the file's shape after the
+        /// first axis (`[H, W]` of a 3-D file also fits a model taking `[1, H, W]`).
+        example: Vec<usize>,
         /// Number of examples.
         count: usize,
     },
@@ -62,10 +64,10 @@ enum Kind {
 /// Decoded inputs, ready to be shared.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Inputs {
-    /// `[N, C, H, W]` row-major, normalised.
+    /// `[N, ..shape]` row-major, normalised (token ids as they are).
     pub images: Vec<f32>,
-    /// One example's shape `[C, H, W]`.
-    pub shape: [usize; 3],
+    /// One example's shape (`[C, H, W]` for images).
+    pub shape: Vec<usize>,
     /// One name per example: the file name, or the index in a `.npy` array.
     pub names: Vec<String>,
     /// The class of each example, when labels were given ([`load_labels`]).
@@ -84,7 +86,8 @@ const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
 
 /// Opens the data owner's input: a `.npy` file of `uint8`, `float32` or `float64` images
 /// shaped `[N, C, H, W]` (`[N, H, W, C]` with [`Layout::Nhwc`]) or `[N, H, W]` (one
-/// channel); a folder whose PNG and JPEG files (by extension, in any case) are the
+/// channel), of other real values `[N, ..]` of any rank, or of integer token ids `[N, L]`
+/// (any integer type, any rank); a folder whose PNG and JPEG files (by extension, in any case) are the
 /// examples, in file-name order; or a single PNG or JPEG file.
 pub fn open_input(path: &Path, layout: Layout) -> Result<InputSource> {
     let meta =
@@ -149,22 +152,26 @@ fn open_folder(dir: &Path) -> Result<Kind> {
 fn open_npy(path: &Path, layout: Layout) -> Result<Kind> {
     let header = npy::read_header(path)?;
     let name = path.display();
-    if !matches!(header.dtype, Dtype::U8 | Dtype::F32 | Dtype::F64) {
+    if matches!(header.dtype, Dtype::U64) {
         bail!(
-            "input {name}: elements of type {} ({}); inputs are uint8 (0 to 255), float32 or \
-             float64",
+            "input {name}: elements of type {} ({}); inputs are uint8 (0 to 255), float32, \
+             float64, or integer token ids (int32, int64, ...)",
             header.dtype.name(),
             header.dtype.descr()
         );
     }
     let shape = &header.shape;
     let (count, example) = match (shape.as_slice(), layout) {
-        (&[n, h, w], _) => (n, [1, h, w]),
-        (&[n, c, h, w], Layout::Nchw) => (n, [c, h, w]),
-        (&[n, h, w, c], Layout::Nhwc) => (n, [c, h, w]),
+        (&[n, h, w, c], Layout::Nhwc) => (n, vec![c, h, w]),
+        // One channel, where both orders agree.
+        (&[n, h, w], _) => (n, vec![h, w]),
+        (_, Layout::Nhwc) => {
+            bail!("input {name} has shape {shape:?}; --layout nhwc takes [N, H, W, C] images")
+        }
+        (&[n, ref rest @ ..], Layout::Nchw) if !rest.is_empty() => (n, rest.to_vec()),
         _ => bail!(
-            "input {name} has shape {shape:?}; expected [N, C, H, W] (with --layout nhwc: \
-             [N, H, W, C]) or [N, H, W] for one channel"
+            "input {name} has shape {shape:?}; expected [N, ...]: examples along the first \
+             axis (images [N, C, H, W], or [N, H, W, C] with --layout nhwc)"
         ),
     };
     if count == 0 {
@@ -240,12 +247,23 @@ impl InputSource {
         }
     }
 
-    /// One example's shape `[C, H, W]` when the file fixes it (`.npy`); `None` for images,
-    /// which are converted and resized to the model's input.
-    pub fn shape(&self) -> Option<[usize; 3]> {
+    /// Whether the values are integers other than bytes: token ids, taken as they are.
+    pub fn is_tokens(&self) -> bool {
         match &self.kind {
-            Kind::Npy { example, .. } => Some(*example),
-            Kind::Images { .. } => None,
+            Kind::Npy { dtype, .. } => !dtype.is_float() && *dtype != Dtype::U8,
+            Kind::Images { .. } => false,
+        }
+    }
+
+    /// One example's shape when the file fixes it (`.npy` of rank 2 or 4 and more); `None`
+    /// for images, which are converted and resized to the model's input, and for a 3-D
+    /// file, whose `[H, W]` examples also fit a model taking `[1, H, W]`.
+    pub fn shape(&self) -> Option<Vec<usize>> {
+        match &self.kind {
+            Kind::Npy { example, .. } if example.len() != 2 || self.is_tokens() => {
+                Some(example.clone())
+            }
+            Kind::Npy { .. } | Kind::Images { .. } => None,
         }
     }
 
@@ -257,26 +275,34 @@ impl InputSource {
         }
     }
 
-    /// Decodes the first `limit` examples (all without a limit) as `target` `[C, H, W]`
-    /// inputs, normalised.
+    /// Decodes the first `limit` examples (all without a limit) as inputs of shape `target`
+    /// (one example's), normalised.
     ///
     /// `uint8` values and image pixels become `x / 255`, then `(x - mean[c]) / std[c]`
     /// with `normalization`. Float values are taken as they are without a normalisation,
-    /// else as values on the `[0, 1]` scale, normalised `(x - mean[c]) / std[c]`. A `.npy`
-    /// input's example shape must equal `target`; images are converted to `target[0]`
-    /// channels (1: luma, 3: RGB) and resized to `target[1] x target[2]`.
+    /// else as values on the `[0, 1]` scale, normalised `(x - mean[c]) / std[c]`; only
+    /// images (`target` `[C, H, W]`) are normalised. Integer token ids are taken as they
+    /// are (below 2^24, so that `f32` holds them exactly). A `.npy` input's example shape
+    /// must equal `target` (or `[H, W]` for `[1, H, W]`); images are converted to
+    /// `target[0]` channels (1: luma, 3: RGB) and resized to `target[1] x target[2]`.
     pub fn load(
         &self,
-        target: [usize; 3],
+        target: &[usize],
         normalization: Option<&Normalization>,
         limit: Option<usize>,
     ) -> Result<Inputs> {
         let name = self.path.display();
         ensure!(
-            !target.contains(&0),
+            !target.is_empty() && !target.contains(&0),
             "the model's input shape {target:?} has an empty dimension"
         );
         if let Some(norm) = normalization {
+            ensure!(
+                target.len() == 3 && !self.is_tokens(),
+                "cannot load input {name}: only images [C, H, W] are normalised (--mean, \
+                 --std), and the model takes {target:?}{}",
+                if self.is_tokens() { " token ids" } else { "" }
+            );
             check_normalization(norm, target[0])
                 .with_context(|| format!("cannot load input {name}"))?;
         }
@@ -295,7 +321,8 @@ impl InputSource {
                 example,
                 ..
             } => {
-                if *example != target {
+                let one_channel = example.len() == 2 && target.len() == 3 && target[0] == 1;
+                if example[..] != *target && !(one_channel && example[..] == target[1..]) {
                     let hint = match (file_shape.as_slice(), layout) {
                         (&[_, h, w, c], Layout::Nchw) if [c, h, w] == target => {
                             " (the file looks [N, H, W, C]: try --layout nhwc)"
@@ -306,30 +333,36 @@ impl InputSource {
                         _ => "",
                     };
                     bail!(
-                        "input {name}: examples have shape [C, H, W] = {example:?} (file shape \
+                        "input {name}: examples have shape {example:?} (file shape \
                          {file_shape:?}), the model takes {target:?}{hint}"
                     );
                 }
                 self.load_npy(*dtype, *layout, target, n, total, normalization)?
             }
-            Kind::Images { files, .. } => load_images(&files[..n], target, total, normalization)?,
+            Kind::Images { files, .. } => {
+                let &[c, h, w] = target else {
+                    bail!("images are [C, H, W] inputs, but the model takes {target:?}");
+                };
+                load_images(&files[..n], [c, h, w], total, normalization)?
+            }
         };
         let mut names = self.names();
         names.truncate(n);
         Ok(Inputs {
             images,
-            shape: target,
+            shape: target.to_vec(),
             names,
             labels: None,
         })
     }
 
-    /// Reads `n` examples of a `.npy` input and normalises them into NCHW order.
+    /// Reads `n` examples of a `.npy` input: images normalised into NCHW order, other
+    /// values in the file's order.
     fn load_npy(
         &self,
         dtype: Dtype,
         layout: Layout,
-        [c, h, w]: [usize; 3],
+        target: &[usize],
         n: usize,
         total: usize,
         normalization: Option<&Normalization>,
@@ -340,6 +373,13 @@ impl InputSource {
             header.dtype == dtype && data.len() == total,
             "input {name} changed while it was being read"
         );
+        let per_example = total / n.max(1);
+        // Images: [C, H, W] with a channel per value, in either layout; anything else has
+        // one "channel" and the file's order.
+        let (c, h, w) = match *target {
+            [c, h, w] => (c, h, w),
+            _ => (1, 1, per_example),
+        };
         // The index in the file of element (i, ch, y, x).
         // A 3-D file has one channel, where both orders agree.
         let source = |i: usize, ch: usize, y: usize, x: usize| match layout {
@@ -350,7 +390,7 @@ impl InputSource {
             if !v.is_finite() {
                 bail!(
                     "input {name}: element {k} (example {}) is {v}; inputs must be finite",
-                    k / (c * h * w)
+                    k / per_example
                 );
             }
             let out = match normalization {
@@ -364,10 +404,18 @@ impl InputSource {
                 bail!(
                     "input {name}: element {k} (example {}), {v}, is out of the float32 range \
                      once normalised",
-                    k / (c * h * w)
+                    k / per_example
                 );
             }
             Ok(out)
+        };
+        let token = |k: usize, v: i64| -> Result<f32> {
+            ensure!(
+                (0..=1 << 24).contains(&v),
+                "input {name}: token id {v} at element {k} (example {}) is not in 0..=2^24",
+                k / per_example
+            );
+            Ok(v as f32)
         };
         let mut out = Vec::with_capacity(total);
         for i in 0..n {
@@ -379,7 +427,7 @@ impl InputSource {
                             NpyData::U8(v) => byte_value(v[k], ch, normalization),
                             NpyData::F32(v) => float(k, f64::from(v[k]), ch)?,
                             NpyData::F64(v) => float(k, v[k], ch)?,
-                            NpyData::I64(_) => bail!("input {name}: integer data is not read"),
+                            NpyData::I64(v) => token(k, v[k])?,
                         });
                     }
                 }
@@ -611,22 +659,22 @@ mod tests {
 
         let source = open_input(&a, Layout::Nchw).unwrap();
         assert_eq!(source.count(), 3);
-        assert_eq!(source.shape(), Some(shape));
+        assert_eq!(source.shape(), Some(shape.to_vec()));
         assert_eq!(source.names(), ["0", "1", "2"]);
-        let from_nchw = source.load(shape, None, None).unwrap();
+        let from_nchw = source.load(&shape, None, None).unwrap();
         assert_eq!(from_nchw.images, nchw(3, shape));
         assert_eq!(from_nchw.shape, shape);
         assert_eq!(from_nchw.names, ["0", "1", "2"]);
         assert_eq!(from_nchw.labels, None);
 
         let source = open_input(&b, Layout::Nhwc).unwrap();
-        assert_eq!(source.shape(), Some(shape));
-        assert_eq!(source.load(shape, None, None).unwrap(), from_nchw);
+        assert_eq!(source.shape(), Some(shape.to_vec()));
+        assert_eq!(source.load(&shape, None, None).unwrap(), from_nchw);
 
         // The NHWC file read as NCHW has shape [3, 4, 2]: the error hints at --layout.
         let err = open_input(&b, Layout::Nchw)
             .unwrap()
-            .load(shape, None, None)
+            .load(&shape, None, None)
             .unwrap_err();
         let m = message(err);
         assert!(m.contains("nhwc.npy") && m.contains("[3, 4, 2]") && m.contains("[2, 3, 4]"));
@@ -634,14 +682,14 @@ mod tests {
         let m = message(
             open_input(&a, Layout::Nhwc)
                 .unwrap()
-                .load(shape, None, None)
+                .load(&shape, None, None)
                 .unwrap_err(),
         );
         assert!(m.contains("--layout nchw"), "{m}");
         let m = message(
             open_input(&a, Layout::Nchw)
                 .unwrap()
-                .load([2, 4, 3], None, None)
+                .load(&[2, 4, 3], None, None)
                 .unwrap_err(),
         );
         assert!(!m.contains("--layout"), "{m}");
@@ -649,7 +697,7 @@ mod tests {
         // A limit keeps the first examples.
         let first = open_input(&b, Layout::Nhwc)
             .unwrap()
-            .load(shape, None, Some(2))
+            .load(&shape, None, Some(2))
             .unwrap();
         assert_eq!(first.images, nchw(2, shape));
         assert_eq!(first.names, ["0", "1"]);
@@ -664,8 +712,10 @@ mod tests {
         std::fs::write(&path, encode_f64(&[2, 2, 3], &values)).unwrap();
         for layout in [Layout::Nchw, Layout::Nhwc] {
             let source = open_input(&path, layout).unwrap();
-            assert_eq!(source.shape(), Some([1, 2, 3]));
-            let inputs = source.load([1, 2, 3], None, None).unwrap();
+            // [H, W] examples fit [1, H, W] and [H, W] models alike: the file fixes neither.
+            assert_eq!(source.shape(), None);
+            assert_eq!(source.load(&[2, 3], None, None).unwrap().shape, [2, 3]);
+            let inputs = source.load(&[1, 2, 3], None, None).unwrap();
             let expected: Vec<f32> = values.iter().map(|&v| v as f32).collect();
             assert_eq!(inputs.images, expected);
         }
@@ -676,7 +726,7 @@ mod tests {
         };
         let inputs = open_input(&path, Layout::Nchw)
             .unwrap()
-            .load([1, 2, 3], Some(&norm), None)
+            .load(&[1, 2, 3], Some(&norm), None)
             .unwrap();
         let expected: Vec<f32> = values.iter().map(|&v| ((v - 0.5) / 0.25) as f32).collect();
         assert_eq!(inputs.images, expected);
@@ -691,7 +741,7 @@ mod tests {
         std::fs::write(&path, encode_u8(&[2, 3, 1, 2], &bytes)).unwrap();
         let source = open_input(&path, Layout::Nchw).unwrap();
 
-        let plain = source.load([3, 1, 2], None, None).unwrap();
+        let plain = source.load(&[3, 1, 2], None, None).unwrap();
         let expected: Vec<f32> = bytes
             .iter()
             .map(|&b| (f64::from(b) / 255.0) as f32)
@@ -700,7 +750,7 @@ mod tests {
         assert_eq!(plain.images[1], 1.0);
 
         let norm = Normalization::cifar10();
-        let normalised = source.load([3, 1, 2], Some(&norm), None).unwrap();
+        let normalised = source.load(&[3, 1, 2], Some(&norm), None).unwrap();
         for (k, (&b, &v)) in bytes.iter().zip(&normalised.images).enumerate() {
             let c = (k / 2) % 3;
             assert_eq!(v, norm.apply(b, c), "element {k}");
@@ -710,21 +760,21 @@ mod tests {
 
         // One value serves every channel; two values for three channels do not fit.
         let unit = source
-            .load([3, 1, 2], Some(&Normalization::unit()), None)
+            .load(&[3, 1, 2], Some(&Normalization::unit()), None)
             .unwrap();
         assert_eq!(unit.images, expected);
         let bad = Normalization {
             mean: vec![0.1, 0.2],
             std: vec![0.3],
         };
-        let m = message(source.load([3, 1, 2], Some(&bad), None).unwrap_err());
+        let m = message(source.load(&[3, 1, 2], Some(&bad), None).unwrap_err());
         assert!(m.contains("2 means") && m.contains("3 channels"), "{m}");
         let bad = Normalization {
             mean: vec![0.1],
             std: vec![0.0],
         };
         assert!(
-            message(source.load([3, 1, 2], Some(&bad), None).unwrap_err()).contains("positive")
+            message(source.load(&[3, 1, 2], Some(&bad), None).unwrap_err()).contains("positive")
         );
     }
 
@@ -736,17 +786,40 @@ mod tests {
             std::fs::write(&path, bytes).unwrap();
             path
         };
-        let ints = write("ints.npy", encode_i64(&[1, 1, 2, 2], &[0; 4]));
-        let m = message(open_input(&ints, Layout::Nchw).unwrap_err());
+        // Integers are token ids, taken as they are; a negative one is an error.
+        let ints = write("ints.npy", encode_i64(&[2, 3], &[5, 0, 7, 1, -1, 2]));
+        let source = open_input(&ints, Layout::Nchw).unwrap();
+        assert!(source.is_tokens());
+        assert_eq!(source.shape(), Some(vec![3]));
+        let first = source.load(&[3], None, Some(1)).unwrap();
+        assert_eq!(first.images, [5.0, 0.0, 7.0]);
+        let m = message(source.load(&[3], None, None).unwrap_err());
         assert!(
-            m.contains("ints.npy") && m.contains("int64") && m.contains("float32"),
+            m.contains("ints.npy") && m.contains("token id -1") && m.contains("example 1"),
             "{m}"
         );
+        let m = message(
+            source
+                .load(&[3], Some(&Normalization::unit()), None)
+                .unwrap_err(),
+        );
+        assert!(m.contains("only images"), "{m}");
+        // Examples of any rank; the shape must be the model's.
         let flat = write("flat.npy", encode_f32(&[4, 4], &[0.0; 16]));
-        let m = message(open_input(&flat, Layout::Nchw).unwrap_err());
-        assert!(m.contains("[4, 4]") && m.contains("[N, C, H, W]"), "{m}");
+        let source = open_input(&flat, Layout::Nchw).unwrap();
+        assert_eq!(source.shape(), Some(vec![4]));
+        let m = message(source.load(&[1, 2, 2], None, None).unwrap_err());
+        assert!(m.contains("[4]") && m.contains("[1, 2, 2]"), "{m}");
         let five = write("five.npy", encode_f32(&[1, 1, 1, 1, 1], &[0.0]));
-        assert!(message(open_input(&five, Layout::Nchw).unwrap_err()).contains("[1, 1, 1, 1, 1]"));
+        let source = open_input(&five, Layout::Nchw).unwrap();
+        assert_eq!(
+            source.load(&[1, 1, 1, 1], None, None).unwrap().images,
+            [0.0]
+        );
+        let one = write("one.npy", encode_f32(&[4], &[0.0; 4]));
+        assert!(message(open_input(&one, Layout::Nchw).unwrap_err()).contains("[N, ...]"));
+        let m = message(open_input(&flat, Layout::Nhwc).unwrap_err());
+        assert!(m.contains("[N, H, W, C]"), "{m}");
         let empty = write("empty.npy", encode_f32(&[0, 1, 2, 2], &[]));
         assert!(message(open_input(&empty, Layout::Nchw).unwrap_err()).contains("no example"));
         let nan = write(
@@ -756,7 +829,7 @@ mod tests {
         let m = message(
             open_input(&nan, Layout::Nchw)
                 .unwrap()
-                .load([1, 1, 2], None, None)
+                .load(&[1, 1, 2], None, None)
                 .unwrap_err(),
         );
         assert!(
@@ -767,14 +840,14 @@ mod tests {
         assert!(
             open_input(&nan, Layout::Nchw)
                 .unwrap()
-                .load([1, 1, 2], None, Some(1))
+                .load(&[1, 1, 2], None, Some(1))
                 .is_ok()
         );
         let big = write("big.npy", encode_f64(&[1, 1, 1, 1], &[1e300]));
         let m = message(
             open_input(&big, Layout::Nchw)
                 .unwrap()
-                .load([1, 1, 1], None, None)
+                .load(&[1, 1, 1], None, None)
                 .unwrap_err(),
         );
         assert!(m.contains("float32 range"), "{m}");
@@ -819,7 +892,7 @@ mod tests {
         assert_eq!(source.names(), ["a.PNG", "b.png", "c.jpg"]);
 
         // RGB at 2 x 2: a.PNG as it is, b.png resized and grayscale copied to 3 channels.
-        let inputs = source.load([3, 2, 2], None, None).unwrap();
+        let inputs = source.load(&[3, 2, 2], None, None).unwrap();
         assert_eq!(inputs.images.len(), 3 * 12);
         assert_eq!(inputs.names, ["a.PNG", "b.png", "c.jpg"]);
         assert_eq!(
@@ -836,7 +909,7 @@ mod tests {
 
         // Grayscale at the size of b.png: no resize, and luma of pure red and blue.
         let norm = Normalization::mnist();
-        let inputs = source.load([1, 2, 4], Some(&norm), Some(2)).unwrap();
+        let inputs = source.load(&[1, 2, 4], Some(&norm), Some(2)).unwrap();
         assert_eq!(inputs.names, ["a.PNG", "b.png"]);
         assert_eq!(inputs.images.len(), 2 * 8);
         let expected: Vec<f32> = [0u8, 60, 120, 180, 0, 60, 120, 180]
@@ -849,13 +922,13 @@ mod tests {
             "red is lighter than blue in luma"
         );
 
-        let m = message(source.load([2, 2, 2], None, None).unwrap_err());
+        let m = message(source.load(&[2, 2, 2], None, None).unwrap_err());
         assert!(m.contains("2 channels"), "{m}");
 
         // One image file alone.
         let one = open_input(&dir.join("c.jpg"), Layout::Nchw).unwrap();
         assert_eq!(one.names(), ["c.jpg"]);
-        assert_eq!(one.load([1, 3, 3], None, None).unwrap().images.len(), 9);
+        assert_eq!(one.load(&[1, 3, 3], None, None).unwrap().images.len(), 9);
     }
 
     #[test]
@@ -870,7 +943,7 @@ mod tests {
 
         std::fs::write(dir.join("broken.png"), b"\x89PNG\r\n\x1a\n truncated").unwrap();
         let source = open_input(&dir, Layout::Nchw).unwrap();
-        let m = message(source.load([1, 2, 2], None, None).unwrap_err());
+        let m = message(source.load(&[1, 2, 2], None, None).unwrap_err());
         assert!(
             m.contains("broken.png") && m.contains("cannot decode"),
             "{m}"
@@ -881,7 +954,7 @@ mod tests {
     fn datasets_from_inputs() {
         let inputs = Inputs {
             images: vec![0.0; 8],
-            shape: [1, 2, 2],
+            shape: vec![1, 2, 2],
             names: vec!["x".into(), "y".into()],
             labels: None,
         };
