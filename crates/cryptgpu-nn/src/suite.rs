@@ -268,6 +268,67 @@ fn check_transcripts_match<B: GpuBackend>(backend: &B, start: &Model) {
     }
 }
 
+/// The transformer fixtures the suite runs on every backend: a ViT (patch convolution,
+/// class token, LayerNorm, exact GELU through Erf, attention) and a GPT-2-style decoder on
+/// token ids (embedding lookup by one-hot shares, causal mask, tanh GELU), as
+/// `torch.onnx.export` wrote them (`tests/fixtures/transformers/`).
+const TRANSFORMERS: [(&str, &[u8]); 2] = [
+    (
+        "vit_legacy",
+        include_bytes!("../tests/fixtures/transformers/vit_legacy.onnx"),
+    ),
+    (
+        "gpt2_legacy",
+        include_bytes!("../tests/fixtures/transformers/gpt2_legacy.onnx"),
+    ),
+];
+
+/// The private logits of each of [`TRANSFORMERS`] on two examples, revealed as ring
+/// elements, are the same on `backend` as on the CPU backend, bit for bit.
+pub fn check_transformers_match_cpu<B: GpuBackend>(backend: &B) {
+    for (name, bytes) in TRANSFORMERS {
+        let model = crate::onnx::import(bytes).expect("a fixture imports");
+        let mut shape = vec![2];
+        shape.extend(model.input_shape());
+        let n: usize = shape.iter().product();
+        let values: Vec<f64> = match model.token_vocabulary() {
+            Some(v) => (0..n).map(|i| ((i * 7 + 3) % v) as f64).collect(),
+            None => (0..n)
+                .map(|i| ((i * 37 % 101) as f64 - 50.0) / 40.0)
+                .collect(),
+        };
+        let x = Tensor::new(&shape, values).expect("an input");
+        let here = revealed_logits(backend, &model, &x);
+        let on_cpu = revealed_logits(&CpuBackend::new(), &model, &x);
+        assert_eq!(
+            here, on_cpu,
+            "{name}: the private logits differ from the CPU backend's"
+        );
+    }
+}
+
+/// `model`'s private logits on `x` (P0 the model owner, P1 the data owner, seeded keys),
+/// revealed as ring elements.
+fn revealed_logits<B: GpuBackend>(backend: &B, model: &Model, x: &Tensor) -> Vec<u64> {
+    let [got, ..] = run_local_3pc(|t| {
+        let mut p = Party::setup_with(
+            backend.clone(),
+            t,
+            FixedPoint::default(),
+            KeySource::InsecureSeeded(6),
+        )
+        .expect("setup");
+        let shared = SharedModel::share(&mut p, model, PartyId::P0).expect("shared");
+        let mine = (p.id() == PartyId::P1).then_some(x);
+        let sx = crate::private::share_model_input(&mut p, model, PartyId::P1, mine, x.shape())
+            .expect("input");
+        let y = shared.forward(&mut p, &sx).expect("forward");
+        p.reveal(&y).expect("reveal")
+    })
+    .expect("three parties ran");
+    got
+}
+
 /// Runs `model` privately on `x` at `frac_bits` fractional bits (the model owner P0 and the
 /// data owner P1 sharing, seeded keys; the default comparison domain) and returns the
 /// revealed output, with the plaintext executor's.
@@ -462,6 +523,13 @@ macro_rules! private_nn_tests {
         fn every_layer_kind_is_bit_identical_to_the_cpu_backend() {
             if let Some(backend) = $make() {
                 $crate::suite::check_every_layer_matches_cpu(&backend);
+            }
+        }
+
+        #[test]
+        fn transformers_are_bit_identical_to_the_cpu_backend() {
+            if let Some(backend) = $make() {
+                $crate::suite::check_transformers_match_cpu(&backend);
             }
         }
 
