@@ -148,3 +148,10 @@ fn a_token_id_out_of_the_vocabulary_is_refused() {
     let err = plain::predict(&model, &half).unwrap_err().to_string();
     assert!(err.contains("not an integer"), "{err}");
 }
+
+#[test]
+fn group_and_instance_norm_hard_activations_and_batchnorm1d_from_both_exporters() {
+    for exporter in ["legacy", "dynamo"] {
+        check(&format!("norms_{exporter}"), &[3, 3, 8, 8], 5);
+    }
+}

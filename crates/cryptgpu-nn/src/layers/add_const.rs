@@ -92,3 +92,20 @@ impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for AddConst {
         })])
     }
 }
+
+/// Adds a helper node `x + value` named after `base` (made unique), with its constant.
+pub(crate) fn push_offset(
+    im: &mut dyn ImportGraph,
+    base: &str,
+    value: Tensor,
+    x: NodeId,
+) -> Result<NodeId> {
+    let layer = AddConst {
+        shape: value.shape().to_vec(),
+        negate_input: false,
+    };
+    let id = im.push_internal(base.to_owned(), layer, &[x])?;
+    let name = im.name_of(id).to_owned();
+    im.insert_param(&name, "constant", value);
+    Ok(id)
+}

@@ -485,6 +485,34 @@ pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
         eps: f64::from(attr_float(node, "epsilon", 1e-5)),
         momentum: 1.0 - f64::from(attr_float(node, "momentum", 0.9)),
     };
-    im.push(node, name, layer, &[x])?;
+    // BatchNorm1d of [N, C] (after a Linear) or [N, C, L]: as [N, C, L, 1].
+    let shape = im.shape(x).to_vec();
+    let planar = match shape[..] {
+        [_, _, _, _] => None,
+        [_, c] => Some(vec![c, 1, 1]),
+        [_, c, l] => Some(vec![c, l, 1]),
+        _ => {
+            return Err(bad(
+                node,
+                format!(
+                    "needs [N, C], [N, C, L] or [N, C, H, W], got {}",
+                    im.describe(x)
+                ),
+            ));
+        }
+    };
+    let Some(planar) = planar else {
+        im.push(node, name, layer, &[x])?;
+        return Ok(());
+    };
+    let reshape = |shape: Vec<usize>| super::reshape::Reshape { shape };
+    let to_planes = im.push_internal(format!("{name}.planes"), reshape(planar), &[x])?;
+    let normalised = im.push(node, name, layer, &[to_planes])?;
+    let back = im.push_internal(
+        format!("{}.back", im.name_of(normalised)),
+        reshape(shape[1..].to_vec()),
+        &[normalised],
+    )?;
+    im.alias(node, back);
     Ok(())
 }

@@ -169,6 +169,9 @@ impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for Clip {
 
 /// ONNX `Clip`: bounds from inputs 1 and 2 (opset 11+) or the `min`/`max` attributes.
 pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
+    if node.op_type != "Clip" {
+        return import_hard(im, node);
+    }
     // Exporters write an absent bound as ±FLT_MAX (or ±inf): no bound.
     let bound = |im: &dyn ImportGraph, i: usize, attr: &str| -> Result<Option<f64>> {
         let value = match im.constant(node, i)? {
@@ -187,4 +190,52 @@ pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
         max: bound(im, 2, "max")?,
     };
     im.unary(node, clip)
+}
+
+/// ONNX `HardSigmoid` (max(0, min(1, αx + β))) and `HardSwish` (x · HardSigmoid(x) with α
+/// = 1/6, β = 1/2; MobileNetV3): the clip moved before the affine map, α·Clip(x, −β/α,
+/// (1 − β)/α) + β, so a clip (8 rounds), a product by α (2) and for HardSwish one product
+/// by x (2).
+fn import_hard(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
+    let swish = node.op_type == "HardSwish";
+    let (alpha, beta) = if swish {
+        (1.0 / 6.0, 0.5)
+    } else {
+        (
+            f64::from(attr_float(node, "alpha", 0.2)),
+            f64::from(attr_float(node, "beta", 0.5)),
+        )
+    };
+    if !(alpha.is_finite() && beta.is_finite() && alpha != 0.0) {
+        return Err(bad(
+            node,
+            format!("alpha {alpha} and beta {beta}: need α ≠ 0"),
+        ));
+    }
+    let x = im.input_node(node, 0)?;
+    let name = im.node_name(node, None);
+    let (lo, hi) = (-beta / alpha, (1.0 - beta) / alpha);
+    let clip = Clip {
+        min: Some(lo.min(hi)),
+        max: Some(lo.max(hi)),
+    };
+    let clipped = im.push_internal(format!("{name}.clip"), clip, &[x])?;
+    let scaled = super::mul_const::push_scale(
+        im,
+        &format!("{name}.scale"),
+        Tensor::new(&[], vec![alpha])?,
+        clipped,
+    )?;
+    let gate = super::add_const::push_offset(
+        im,
+        &format!("{name}.shift"),
+        Tensor::new(&[], vec![beta])?,
+        scaled,
+    )?;
+    if swish {
+        im.push(node, name, super::mul::Mul, &[x, gate])?;
+    } else {
+        im.alias(node, gate);
+    }
+    Ok(())
 }

@@ -3,7 +3,8 @@
 //! [`nl::layer_norm`] (44 rounds; 2·10^-3 on its unit-scale outputs for rows whose
 //! Σ (x − mean)² + d·ε lies in [3.8·10^-6, 4.2·10^6)) and one product by the weight. ONNX
 //! `LayerNormalization` (opset 17) over the last axis; the decomposed form a hand-written
-//! LayerNorm exports (ReduceMean, Sub, Pow, Add, Sqrt, Div) imports as those layers.
+//! LayerNorm exports (ReduceMean, Sub, Pow, Add, Sqrt, Div) imports as those layers, and
+//! `InstanceNormalization` (GroupNorm) as a LayerNorm between reshapes.
 
 use cryptgpu_nonlinear as nl;
 
@@ -123,8 +124,12 @@ impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for LayerNorm {
     }
 }
 
-/// ONNX `LayerNormalization` over the last axis, with a constant scale and bias.
+/// ONNX `LayerNormalization` over the last axis, with a constant scale and bias; and
+/// `InstanceNormalization` (see [`import_instance_norm`]).
 pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
+    if node.op_type == "InstanceNormalization" {
+        return import_instance_norm(im, node);
+    }
     let x = im.input_node(node, 0)?;
     let shape = im.shape(x).to_vec();
     let rank = shape.len() as i64;
@@ -159,5 +164,69 @@ pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
     }
     let epsilon = f64::from(attr_float(node, "epsilon", 1e-5));
     im.push(node, name, LayerNorm { size, epsilon }, &[x])?;
+    Ok(())
+}
+
+/// ONNX `InstanceNormalization` of `[N, C, ..]` (and GroupNorm, which torch exports as an
+/// instance norm of `[N, G, ..]` between two reshapes): each example's channel normalised
+/// over the remaining axes, then a per-channel scale and bias. Imported as a reshape to
+/// `[N, C, L]`, a [`LayerNorm`] over L (weight 1, bias 0), the reshape back, and the
+/// per-channel scale and bias.
+fn import_instance_norm(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
+    let x = im.input_node(node, 0)?;
+    let shape = im.shape(x).to_vec();
+    if shape.len() < 3 {
+        return Err(bad(
+            node,
+            format!("needs [N, C, ..] of rank 3 or more, got {}", im.describe(x)),
+        ));
+    }
+    let channels = shape[1];
+    let size: usize = shape[2..].iter().product();
+    let constant = |i: usize, what: &str| -> Result<Vec<f64>> {
+        match im.constant(node, i)? {
+            Some(t) if t.values.len() == channels => Ok(t.values),
+            _ => Err(bad(
+                node,
+                format!("needs a constant {what} of {channels} values"),
+            )),
+        }
+    };
+    let (scale, bias) = (constant(1, "scale")?, constant(2, "bias")?);
+    let name = im.node_name(node, None);
+    let rows = im.push_internal(
+        format!("{name}.rows"),
+        super::reshape::Reshape {
+            shape: vec![channels, size],
+        },
+        &[x],
+    )?;
+    let epsilon = f64::from(attr_float(node, "epsilon", 1e-5));
+    let norm = im.push_internal(format!("{name}.norm"), LayerNorm { size, epsilon }, &[rows])?;
+    let norm_name = im.name_of(norm).to_owned();
+    im.insert_param(&norm_name, "weight", Tensor::full(&[size], 1.0));
+    im.insert_param(&norm_name, "bias", Tensor::zeros(&[size]));
+    let back = im.push_internal(
+        format!("{name}.back"),
+        super::reshape::Reshape {
+            shape: shape[1..].to_vec(),
+        },
+        &[norm],
+    )?;
+    let mut per_channel = vec![channels];
+    per_channel.extend(std::iter::repeat_n(1, shape.len() - 2));
+    let scaled = super::mul_const::push_scale(
+        im,
+        &format!("{name}.scale"),
+        Tensor::new(&per_channel, scale)?,
+        back,
+    )?;
+    let shifted = super::add_const::push_offset(
+        im,
+        &format!("{name}.shift"),
+        Tensor::new(&per_channel, bias)?,
+        scaled,
+    )?;
+    im.alias(node, shifted);
     Ok(())
 }

@@ -120,21 +120,22 @@ pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
         add.push(if filled { f.max(MASK_FLOOR) } else { 0.0 });
     }
     let name = im.node_name(node, None);
-    let kept = im.push_internal(
-        format!("{name}.keep"),
-        MulConst {
-            shape: shape.clone(),
-        },
-        &[x],
-    )?;
-    let kept_name = im.name_of(kept).to_owned();
-    im.insert_param(&kept_name, "constant", Tensor::new(&shape, keep)?);
-    let added = name;
-    im.insert_param(&added, "constant", Tensor::new(&shape, add)?);
-    let layer = super::add_const::AddConst {
-        shape,
-        negate_input: false,
-    };
-    im.push(node, added, layer, &[kept])?;
+    let kept = push_scale(im, &format!("{name}.keep"), Tensor::new(&shape, keep)?, x)?;
+    let filled = super::add_const::push_offset(im, &name, Tensor::new(&shape, add)?, kept)?;
+    im.alias(node, filled);
     Ok(())
+}
+
+/// Adds a helper node `x · value` named after `base` (made unique), with its constant.
+pub(crate) fn push_scale(
+    im: &mut dyn ImportGraph,
+    base: &str,
+    value: Tensor,
+    x: NodeId,
+) -> Result<NodeId> {
+    let shape = value.shape().to_vec();
+    let id = im.push_internal(base.to_owned(), MulConst { shape }, &[x])?;
+    let name = im.name_of(id).to_owned();
+    im.insert_param(&name, "constant", value);
+    Ok(id)
 }
