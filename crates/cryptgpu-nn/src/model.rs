@@ -504,6 +504,15 @@ impl GraphBuilder {
         0
     }
 
+    /// A graph whose input is token ids in `0..vocabulary` (see [`Model::token_vocabulary`]).
+    pub fn with_tokens(vocabulary: usize) -> Self {
+        let mut b = Self::new();
+        b.nodes[0].op = Op::Input(Input {
+            vocabulary: Some(vocabulary),
+        });
+        b
+    }
+
     /// Adds a node and returns its id.
     pub fn add(&mut self, name: impl Into<String>, op: impl Into<Op>, inputs: &[NodeId]) -> NodeId {
         self.nodes.push(Node {

@@ -43,6 +43,7 @@ pub mod add;
 pub mod add_const;
 pub mod avg_pool;
 pub mod batchnorm;
+pub mod causal_mask;
 pub mod clip;
 pub mod concat;
 pub mod constant;
@@ -83,6 +84,7 @@ pub mod prelude {
     pub use super::add_const::AddConst;
     pub use super::avg_pool::AvgPool2d;
     pub use super::batchnorm::BatchNorm2d;
+    pub use super::causal_mask::CausalMask;
     pub use super::clip::Clip;
     pub use super::concat::Concat;
     pub use super::constant::Constant;

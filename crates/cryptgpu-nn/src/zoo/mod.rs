@@ -12,6 +12,9 @@
 //! | `vgg16-tinyimagenet` | 3×64×64 | features; pool 2; fc 512→512→512→200 |
 //! | `vgg16-imagenet` | 3×224×224 | features; pool 2; fc 4608→4096→4096→1000 (no ReLUs, as in CryptGPU) |
 //! | `resnet18` … `resnet152` | 3×224×224 | torchvision ResNets, stem pool 3×3 stride 2 without padding |
+//! | `bert-base` | 128 token ids | BERT-base: 12 post-norm layers, width 768, 12 heads, pooler, 2 classes ([`transformers`]) |
+//! | `gpt2` | 128 token ids | GPT-2 small: 12 pre-norm causal layers, width 768, the next token's 50,257 logits |
+//! | `vit-b16` | 3×224×224 | ViT-B/16: 196 patches and a class token, 12 pre-norm layers, 1,000 classes |
 //!
 //! Pooling: [`Pooling::Avg`] is CryptGPU's choice (every pooling layer of `network.py` is
 //! an `AvgPool2d`, and `benchmark.py` swaps each ResNet's stem max-pool for
@@ -32,6 +35,8 @@ use crate::layers::{
     global_avg_pool::GlobalAvgPool, linear::Linear, max_pool::MaxPool2d, relu::Relu,
 };
 use crate::model::{GraphBuilder, Model, NodeId, Op, Sequential};
+
+pub mod transformers;
 
 /// Which pooling a zoo model uses where CryptGPU's has a pooling layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -72,6 +77,9 @@ pub const MODELS: &[&str] = &[
     "resnet50",
     "resnet101",
     "resnet152",
+    "bert-base",
+    "gpt2",
+    "vit-b16",
 ];
 
 /// The seed [`build`] initialises parameters from.
@@ -108,6 +116,9 @@ pub fn architecture(name: &str, pooling: Pooling) -> Result<Model> {
         "resnet50" => resnet(Block::Bottleneck, [3, 4, 6, 3], name, pooling),
         "resnet101" => resnet(Block::Bottleneck, [3, 4, 23, 3], name, pooling),
         "resnet152" => resnet(Block::Bottleneck, [3, 8, 36, 3], name, pooling),
+        "bert-base" => return transformers::bert_base(),
+        "gpt2" => return transformers::gpt2(),
+        "vit-b16" => transformers::vit_b16(),
         _ => {
             return Err(NnError::UnknownModel {
                 name: name.to_owned(),
