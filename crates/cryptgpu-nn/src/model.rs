@@ -133,7 +133,17 @@ impl Model {
             params: BTreeMap::new(),
             normalization: None,
         };
-        model.shapes(1)?;
+        let one = model.shapes(1)?;
+        // Layers may move the batch axis (multi-head attention), but the output has it first.
+        let two = model.shapes(2)?;
+        let (a, b) = (&one[output], &two[output]);
+        if a.first() != Some(&1) || b.first() != Some(&2) || a[1..] != b[1..] {
+            return Err(NnError::Graph(format!(
+                "the output `{}` of shape {a:?} at batch 1 and {b:?} at batch 2 does not have \
+                 the batch axis first",
+                model.nodes[output].name
+            )));
+        }
         for spec in model.param_specs() {
             let tensor = Tensor::zeros(&spec.shape);
             model.params.insert(spec.name, tensor);

@@ -155,3 +155,10 @@ fn group_and_instance_norm_hard_activations_and_batchnorm1d_from_both_exporters(
         check(&format!("norms_{exporter}"), &[3, 3, 8, 8], 5);
     }
 }
+
+#[test]
+fn torch_transformer_encoder_layers_whose_attention_moves_the_batch_axis() {
+    for exporter in ["legacy", "dynamo"] {
+        check(&format!("torch_encoder_{exporter}"), &[3, 8, 32], 5);
+    }
+}

@@ -85,6 +85,22 @@ impl Attrs {
             .collect()
     }
 
+    /// A list of signed integers (at most 16).
+    pub fn ints(&self, key: &str) -> Result<Vec<i64>> {
+        let list = self
+            .map
+            .get(key)
+            .and_then(Json::as_array)
+            .filter(|l| l.len() <= 16)
+            .ok_or_else(|| self.err(format!("`{key}` must be a list of at most 16 integers")))?;
+        list.iter()
+            .map(|v| {
+                v.as_i64()
+                    .ok_or_else(|| self.err(format!("`{key}` must hold integers")))
+            })
+            .collect()
+    }
+
     /// A list of sizes, or `default` when absent.
     pub fn dims_or(&self, key: &str, default: &[usize]) -> Result<Vec<usize>> {
         if self.map.contains_key(key) {

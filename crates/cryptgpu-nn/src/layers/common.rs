@@ -20,8 +20,8 @@ pub(crate) use super::tensor_ops::{
 };
 pub(crate) use crate::error::{NnError, Result};
 pub(crate) use crate::onnx::node::{
-    ImportGraph, OnnxNode, Value, attr_float, attr_int, attr_ints, attr_pair, bad, pads4,
-    symmetric_pads,
+    ImportGraph, OnnxNode, PROBE_BATCH, Value, attr_float, attr_int, attr_ints, attr_pair, bad,
+    pads4, symmetric_pads,
 };
 pub(crate) use crate::onnx::proto::NodeProto;
 pub(crate) use crate::tensor::Tensor;

@@ -71,9 +71,6 @@ impl Layer for MatMul {
 
     fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
         let [_, _, out] = shapes(inputs[0], inputs[1])?;
-        if out.first() != inputs[0].first() {
-            return Err("the batch axis must stay first".into());
-        }
         Ok(out)
     }
 

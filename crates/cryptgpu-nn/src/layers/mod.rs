@@ -42,6 +42,7 @@ pub(crate) mod tensor_ops;
 pub mod add;
 pub mod add_const;
 pub mod avg_pool;
+pub mod batch_reshape;
 pub mod batchnorm;
 pub mod causal_mask;
 pub mod clip;
@@ -83,6 +84,7 @@ pub mod prelude {
     pub use super::add::Add;
     pub use super::add_const::AddConst;
     pub use super::avg_pool::AvgPool2d;
+    pub use super::batch_reshape::BatchReshape;
     pub use super::batchnorm::BatchNorm2d;
     pub use super::causal_mask::CausalMask;
     pub use super::clip::Clip;

@@ -57,7 +57,8 @@ impl Layer for Reshape {
 relayout_private_passes!(Reshape);
 
 /// ONNX `Reshape`, `Squeeze`, `Unsqueeze` of a graph value (constants are folded by the
-/// importer). The batch axis must stay first and whole.
+/// importer). With the batch first and whole in both shapes, a [`Reshape`] (or a
+/// [`Flatten`]); otherwise, with a symbolic batch, a [`super::batch_reshape::BatchReshape`].
 pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
     let x = im.input_node(node, 0)?;
     let input = im.shape(x).to_vec();
@@ -72,7 +73,7 @@ pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
                 .iter()
                 .enumerate()
                 .map(|(i, &d)| {
-                    if i == 0 && d == im.batch() as i64 {
+                    if i == 0 && d == im.batch() as i64 && input.first() == Some(&im.batch()) {
                         0
                     } else {
                         d
@@ -97,18 +98,26 @@ pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
             let mut out = input.clone();
             if squeeze {
                 if axes.is_empty() {
-                    axes = (1..input.len()).filter(|&a| input[a] == 1).collect();
+                    axes = (0..input.len())
+                        .filter(|&a| input[a] == 1 && !im.is_batch_axis(x, a))
+                        .collect();
                 }
                 for &a in axes.iter().rev() {
-                    if a == 0 || out.get(a) != Some(&1) {
-                        return Err(bad(node, format!("cannot squeeze axis {a} of {input:?}")));
+                    if out.get(a) != Some(&1) || im.is_batch_axis(x, a) {
+                        return Err(bad(
+                            node,
+                            format!("cannot squeeze axis {a} of {}", im.describe(x)),
+                        ));
                     }
                     out.remove(a);
                 }
             } else {
                 for &a in &axes {
-                    if a == 0 || a > out.len() {
-                        return Err(bad(node, format!("cannot unsqueeze axis {a} of {input:?}")));
+                    if a > out.len() {
+                        return Err(bad(
+                            node,
+                            format!("cannot unsqueeze axis {a} of {}", im.describe(x)),
+                        ));
                     }
                     out.insert(a, 1);
                 }
@@ -116,20 +125,61 @@ pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
             out
         }
     };
-    if out.first() != input.first() {
-        return Err(bad(
-            node,
-            format!("reshaping {input:?} to {out:?} changes the batch axis"),
-        ));
-    }
+    let name = im.node_name(node, None);
+    let id = reshape_to(im, name, false, x, &out).map_err(|e| bad(node, e))?;
+    im.alias(node, id);
+    Ok(())
+}
+
+/// Node `x` reshaped to `out` (its shape at the importer's batch): `x` itself, a
+/// [`Flatten`], a [`Reshape`] when the batch stays first and whole, else a
+/// [`super::batch_reshape::BatchReshape`] (a symbolic batch only: with a fixed one, where the
+/// batch went cannot be told). The node is `name`, made unique first when `unique`.
+pub(crate) fn reshape_to(
+    im: &mut dyn ImportGraph,
+    name: String,
+    unique: bool,
+    x: NodeId,
+    out: &[usize],
+) -> Result<NodeId> {
+    let input = im.shape(x).to_vec();
     if out == input {
-        im.alias(node, x);
-        return Ok(());
+        return Ok(x);
     }
-    if out.len() == 2 {
-        im.unary(node, Flatten)
-    } else {
-        let shape = out[1..].to_vec();
-        im.unary(node, Reshape { shape })
+    let batch_first = |shape: &[usize]| shape.first() == Some(&im.batch());
+    if batch_first(&input) && batch_first(out) && im.is_batch_axis(x, 0) {
+        let probe_elsewhere =
+            im.batch() == PROBE_BATCH && out[1..].iter().any(|d| d % PROBE_BATCH == 0);
+        if !probe_elsewhere {
+            return if out.len() == 2 {
+                im.add_layer(name, unique, &Flatten, &[x])
+            } else {
+                let shape = out[1..].to_vec();
+                im.add_layer(name, unique, &Reshape { shape }, &[x])
+            };
+        }
     }
+    if im.batch() != PROBE_BATCH {
+        return Err(NnError::Graph(format!(
+            "reshaping {input:?} to {out:?} moves the batch axis, which needs a model exported \
+             with a dynamic batch axis"
+        )));
+    }
+    let target: Vec<i64> = out
+        .iter()
+        .map(|&d| {
+            if d % PROBE_BATCH == 0 {
+                -((d / PROBE_BATCH) as i64)
+            } else {
+                d as i64
+            }
+        })
+        .collect();
+    if target.iter().filter(|&&d| d < 0).count() != 1 {
+        return Err(NnError::Graph(format!(
+            "reshaping to {out:?} splits or drops the batch axis"
+        )));
+    }
+    let layer = super::batch_reshape::BatchReshape { target };
+    im.add_layer(name, unique, &layer, &[x])
 }

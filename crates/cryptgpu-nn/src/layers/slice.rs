@@ -4,7 +4,8 @@
 
 use super::common::*;
 
-/// Entries `start..end` along `axis` (≥ 1).
+/// Entries `start..end` along `axis` (not the batch's: axis 0 where the batch is first; the
+/// importer checks where it is).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slice {
     /// The axis, batch axis = 0.
@@ -48,11 +49,8 @@ impl Layer for Slice {
 
     fn output_shape(&self, inputs: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
         let x = inputs[0];
-        if self.axis == 0 || self.axis >= x.len() {
-            return Err(format!(
-                "axis {} is not a non-batch axis of {x:?}",
-                self.axis
-            ));
+        if self.axis >= x.len() {
+            return Err(format!("axis {} is not an axis of {x:?}", self.axis));
         }
         if self.start >= self.end || self.end > x[self.axis] {
             return Err(format!(
@@ -124,12 +122,14 @@ impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for Slice {
 }
 
 /// The axis of a node attribute or input, made non-negative for rank `rank`.
-fn axis_in(node: &NodeProto, axis: i64, rank: usize) -> Result<usize> {
+/// `axis` of node `x` (negative from the end), when it is an axis and not the batch's.
+fn axis_in(im: &dyn ImportGraph, node: &NodeProto, x: NodeId, axis: i64) -> Result<usize> {
+    let rank = im.shape(x).len();
     let a = if axis < 0 { axis + rank as i64 } else { axis };
-    if a <= 0 || a as usize >= rank {
+    if a < 0 || a as usize >= rank || im.is_batch_axis(x, a as usize) {
         return Err(bad(
             node,
-            format!("axis {axis} is not a non-batch axis of a rank-{rank} value"),
+            format!("axis {axis} is not a non-batch axis of {}", im.describe(x)),
         ));
     }
     Ok(a as usize)
@@ -144,9 +144,8 @@ pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
     }
     let x = im.input_node(node, 0)?;
     let shape = im.shape(x).to_vec();
-    let rank = shape.len();
     if node.op_type == "Split" {
-        let axis = axis_in(node, attr_int(node, "axis", 0), rank)?;
+        let axis = axis_in(im, node, x, attr_int(node, "axis", 0))?;
         let outputs: Vec<usize> = (0..node.outputs.len()).collect();
         let sizes: Vec<usize> = match im.constant(node, 1)? {
             Some(t) => t.values.iter().map(|&v| v.max(0.0) as usize).collect(),
@@ -204,7 +203,7 @@ pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
     let mut current = x;
     let mut layers = Vec::new();
     for ((&s, &e), &a) in starts.iter().zip(&ends).zip(&axes) {
-        let axis = axis_in(node, a, rank)?;
+        let axis = axis_in(im, node, x, a)?;
         let n = shape[axis] as i64;
         let fix = |v: i64| (if v < 0 { v + n } else { v }).clamp(0, n) as usize;
         let (start, end) = (fix(s), fix(e));
@@ -241,7 +240,7 @@ fn import_gather(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
     }
     let x = im.input_node(node, 0)?;
     let shape = im.shape(x).to_vec();
-    let axis = axis_in(node, attr_int(node, "axis", 0), shape.len())?;
+    let axis = axis_in(im, node, x, attr_int(node, "axis", 0))?;
     let indices = im
         .constant(node, 1)?
         .ok_or_else(|| bad(node, "needs constant indices"))?;
@@ -282,13 +281,9 @@ fn import_gather(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
         return Ok(());
     }
     let sliced = im.push_internal(format!("{name}.slice"), layer, &[x])?;
-    let mut out = shape.clone();
+    let mut out = im.shape(sliced).to_vec();
     out.remove(axis);
-    if out.len() == 2 {
-        im.push(node, name, super::flatten::Flatten, &[sliced])?;
-    } else {
-        let shape = out[1..].to_vec();
-        im.push(node, name, super::reshape::Reshape { shape }, &[sliced])?;
-    }
+    let id = super::reshape::reshape_to(im, name, false, sliced, &out).map_err(|e| bad(node, e))?;
+    im.alias(node, id);
     Ok(())
 }

@@ -12,10 +12,10 @@ use super::attrs::{Attributes, Attrs};
 use super::context::{ModelView, NodeId, PlainBackCx, PlainCx, PrivateBackCx, PrivateCx};
 use super::layer::{Arity, Layer, ParamDecl, PrivateLayer};
 use super::{
-    add, add_const, avg_pool, batchnorm, causal_mask, clip, concat, constant, conv, dropout,
-    embedding, erf, flatten, gelu, global_avg_pool, global_max_pool, input, inv_sqrt, layer_norm,
-    leaky_relu, linear, log_softmax, matmul, max_pool, mean, mul, mul_const, pad, pow, relu,
-    reshape, sigmoid, slice, softmax, sqrt, tanh, transpose,
+    add, add_const, avg_pool, batch_reshape, batchnorm, causal_mask, clip, concat, constant, conv,
+    dropout, embedding, erf, flatten, gelu, global_avg_pool, global_max_pool, input, inv_sqrt,
+    layer_norm, leaky_relu, linear, log_softmax, matmul, max_pool, mean, mul, mul_const, pad, pow,
+    relu, reshape, sigmoid, slice, softmax, sqrt, tanh, transpose,
 };
 use crate::error::{NnError, Result};
 use crate::onnx::node::{ImportGraph, OnnxNode};
@@ -245,4 +245,5 @@ layer_table! {
     Constant => constant::Constant,
     Embedding => embedding::Embedding,
     CausalMask => causal_mask::CausalMask,
+    BatchReshape => batch_reshape::BatchReshape,
 }

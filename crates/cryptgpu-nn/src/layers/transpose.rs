@@ -61,9 +61,6 @@ impl Layer for Transpose {
                 self.perm
             ));
         }
-        if self.perm[0] != 0 {
-            return Err("the batch axis must stay first".into());
-        }
         Ok(self.perm.iter().map(|&p| x[p]).collect())
     }
 
@@ -94,7 +91,8 @@ impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for Transpose {
     }
 }
 
-/// ONNX `Transpose` (no `perm`: all axes reversed, which moves the batch axis: refused).
+/// ONNX `Transpose` (no `perm`: all axes reversed). The batch axis may move (multi-head
+/// attention's `[N, L, E] → [L, N, E]`); the model's output must have it first again.
 pub(crate) fn import(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<()> {
     let x = im.input_node(node, 0)?;
     let rank = im.shape(x).len();

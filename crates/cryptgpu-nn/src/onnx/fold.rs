@@ -28,6 +28,7 @@ pub const FOLDED_OPS: &[&str] = &[
     "Sub",
     "Mul",
     "Div",
+    "Mod",
     "Neg",
     "Equal",
     "Where",
@@ -543,7 +544,7 @@ fn evaluate(node: &NodeProto, op: &str, c: Vec<Option<Const>>) -> Result<Const> 
             t.ty = to;
             t
         }
-        "Add" | "Sub" | "Mul" | "Div" | "Equal" => {
+        "Add" | "Sub" | "Mul" | "Div" | "Mod" | "Equal" => {
             let a = need(node, &c, 0)?;
             let b = need(node, &c, 1)?;
             let int = a.is_int() && b.is_int();
@@ -558,6 +559,17 @@ fn evaluate(node: &NodeProto, op: &str, c: Vec<Option<Const>>) -> Result<Const> 
                     broadcast_op(node, &a, &b, |x, y| (x / y).trunc())?
                 }
                 "Div" => broadcast_op(node, &a, &b, |x, y| x / y)?,
+                "Mod" => {
+                    if b.values.contains(&0.0) {
+                        return Err(bad(node, "modulo by zero"));
+                    }
+                    // Integers: the sign of the divisor (fmod = 0); floats: C's fmod.
+                    if int && attr_int(node, "fmod", 0) == 0 {
+                        broadcast_op(node, &a, &b, |x, y| x - y * (x / y).floor())?
+                    } else {
+                        broadcast_op(node, &a, &b, |x, y| x % y)?
+                    }
+                }
                 _ => broadcast_op(node, &a, &b, |x, y| f64::from(u8::from(x == y)))?,
             };
             if op == "Equal" {

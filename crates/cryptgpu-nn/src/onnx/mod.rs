@@ -38,9 +38,7 @@ use crate::tensor::Tensor;
 use node::{ImportGraph, Value, bad};
 use proto::{ModelProto, NodeProto, TensorProto, Writer, data_type};
 
-/// The batch size a symbolic batch axis takes while importing: a prime no model dimension
-/// equals, so a folded shape entry equal to it is the batch.
-pub const PROBE_BATCH: usize = 1_000_003;
+pub use node::PROBE_BATCH;
 
 /// The most values one node's output may hold per example (2^26: VGG-16 on ImageNet peaks
 /// at 3.2·10^6), so a malformed file cannot make the executors allocate without bound.

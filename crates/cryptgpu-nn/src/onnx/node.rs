@@ -10,6 +10,12 @@ use crate::error::{NnError, Result};
 use crate::layers::context::{ModelView, NodeId};
 use crate::tensor::Tensor;
 
+/// The batch size a symbolic batch axis takes while importing: a prime no model dimension
+/// equals, so a folded shape entry equal to it is the batch, and one that is a multiple
+/// of it is the batch merged with other axes (`[L, N·H, d]` of PyTorch's multi-head
+/// attention).
+pub const PROBE_BATCH: usize = 1_000_003;
+
 /// What a graph value name refers to while importing.
 #[derive(Clone, Debug)]
 pub enum Value {
@@ -127,15 +133,31 @@ pub trait ImportGraph {
     /// The inputs of node `id`.
     fn inputs_of(&self, id: NodeId) -> Vec<NodeId>;
 
-    /// Node `id`'s shape as a message shows it: `[N, ...]`, the batch axis by name (its size
-    /// while importing is a probe, not the user's).
+    /// Node `id`'s shape as a message shows it, the batch by name (`[N, 4, 16]`, `[16, 4·N,
+    /// 8]`): its size while importing is a probe, not the user's.
     fn describe(&self, id: NodeId) -> String {
-        let shape = self.shape(id);
-        let rest: Vec<String> = shape.iter().skip(1).map(usize::to_string).collect();
-        if rest.is_empty() {
-            "[N]".into()
+        let symbolic = self.batch() == PROBE_BATCH;
+        let dims: Vec<String> = self
+            .shape(id)
+            .iter()
+            .map(|&d| match d / PROBE_BATCH {
+                _ if !symbolic || d % PROBE_BATCH != 0 => d.to_string(),
+                1 => "N".into(),
+                k => format!("{k}·N"),
+            })
+            .collect();
+        format!("[{}]", dims.join(", "))
+    }
+
+    /// Whether axis `axis` of node `id` holds the batch (alone or merged with other axes):
+    /// always axis 0 with a fixed batch, the axes whose size is a multiple of the probe
+    /// with a symbolic one.
+    fn is_batch_axis(&self, id: NodeId, axis: usize) -> bool {
+        let d = self.shape(id).get(axis).copied().unwrap_or(0);
+        if self.batch() == PROBE_BATCH {
+            d != 0 && d % PROBE_BATCH == 0
         } else {
-            format!("[N, {}]", rest.join(", "))
+            axis == 0
         }
     }
 
