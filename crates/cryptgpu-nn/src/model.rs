@@ -67,6 +67,8 @@ pub struct Model {
     pub params: BTreeMap<String, Tensor>,
     /// How raw inputs are normalised before they reach the model, when known.
     pub normalization: Option<Normalization>,
+    /// Parameters training leaves alone ([`Model::train_only`]).
+    frozen: std::collections::BTreeSet<String>,
 }
 
 impl Model {
@@ -132,6 +134,7 @@ impl Model {
             output,
             params: BTreeMap::new(),
             normalization: None,
+            frozen: Default::default(),
         };
         let one = model.shapes(1)?;
         // Layers may move the batch axis (multi-head attention), but the output has it first.
@@ -225,15 +228,97 @@ impl Model {
         let mut specs = Vec::new();
         for (id, node) in self.nodes.iter().enumerate() {
             for decl in node.op.params() {
+                let name = format!("{}.{}", node.name, decl.suffix);
+                let kind = match decl.kind {
+                    ParamKind::Trainable if self.frozen.contains(&name) => ParamKind::Frozen,
+                    kind => kind,
+                };
                 specs.push(ParamSpec {
-                    name: format!("{}.{}", node.name, decl.suffix),
+                    name,
                     shape: decl.shape,
-                    kind: decl.kind,
+                    kind,
                     node: id,
                 });
             }
         }
         specs
+    }
+
+    /// Trains only the parameters whose names start with one of `prefixes` (`head`,
+    /// `classifier.`): every other trainable parameter becomes [`ParamKind::Frozen`], so
+    /// SGD leaves it alone, and training runs backward passes only where a trained
+    /// parameter is at or before a node (fine-tuning a head on a frozen encoder never
+    /// differentiates through the encoder). An empty list trains everything again. Returns
+    /// how many parameters train; none is an error.
+    pub fn train_only(&mut self, prefixes: &[String]) -> Result<usize> {
+        self.frozen.clear();
+        if prefixes.is_empty() {
+            return Ok(self.trained_names().len());
+        }
+        let (trained, frozen): (Vec<_>, Vec<_>) = self
+            .trained_names()
+            .into_iter()
+            .partition(|name| prefixes.iter().any(|p| name.starts_with(p.as_str())));
+        if trained.is_empty() {
+            let names = self.trained_names();
+            let shown: Vec<&str> = names.iter().rev().take(8).map(String::as_str).collect();
+            return Err(NnError::InvalidArgument(format!(
+                "no trainable parameter starts with {prefixes:?}; the last of the {} are: {}",
+                names.len(),
+                shown.join(", ")
+            )));
+        }
+        self.frozen = frozen.into_iter().collect();
+        Ok(trained.len())
+    }
+
+    /// The parameters training leaves alone.
+    pub fn frozen(&self) -> &std::collections::BTreeSet<String> {
+        &self.frozen
+    }
+
+    /// Freezes exactly the parameters `names` (a manifest's record of
+    /// [`Model::train_only`]); each must be one the layers could learn.
+    pub fn freeze(&mut self, names: impl IntoIterator<Item = String>) -> Result<()> {
+        let known: std::collections::BTreeSet<String> = self.trained_names().into_iter().collect();
+        let names: std::collections::BTreeSet<String> = names.into_iter().collect();
+        if let Some(bad) = names.iter().find(|n| !known.contains(*n)) {
+            return Err(NnError::InvalidArgument(format!(
+                "cannot freeze `{bad}`: not a trainable parameter of the model"
+            )));
+        }
+        self.frozen = names;
+        Ok(())
+    }
+
+    /// Names of the parameters the layers could learn, frozen or not.
+    fn trained_names(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .flat_map(|node| {
+                node.op
+                    .params()
+                    .into_iter()
+                    .filter(|d| d.kind == ParamKind::Trainable)
+                    .map(move |d| format!("{}.{}", node.name, d.suffix))
+            })
+            .collect()
+    }
+
+    /// For each node, whether training needs its backward pass: it has a trained
+    /// parameter, or one of its inputs needs one.
+    pub fn needs_backward(&self) -> Vec<bool> {
+        let trains: std::collections::BTreeSet<NodeId> = self
+            .param_specs()
+            .into_iter()
+            .filter(|s| s.kind == ParamKind::Trainable)
+            .map(|s| s.node)
+            .collect();
+        let mut needed = vec![false; self.nodes.len()];
+        for (id, node) in self.nodes.iter().enumerate() {
+            needed[id] = trains.contains(&id) || node.inputs.iter().any(|&i| needed[i]);
+        }
+        needed
     }
 
     /// The parameter `"{node}.{suffix}"`, or a `MissingParameter` error.

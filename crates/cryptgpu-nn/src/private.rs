@@ -281,7 +281,9 @@ impl<B: GpuBackend> SharedModel<B> {
         let probs = nl::softmax(p, &logits, 1, nl::SoftmaxOptions::default())?;
         let diff = p.sub(&probs, onehot)?;
         let grad = p.mul_public_fixed(&diff, 1.0 / n as f64)?;
-        let grads = self.backward(p, &fwd, logits_id, grad)?;
+        let mut grads = self.backward(p, &fwd, logits_id, grad)?;
+        let frozen = self.model.frozen();
+        grads.retain(|name, _| !frozen.contains(name));
         optimizer.step(p, &mut self.params, &grads)?;
         self.params.extend(fwd.running_stats);
         Ok(logits)
@@ -296,6 +298,7 @@ impl<B: GpuBackend> SharedModel<B> {
         grad: Rss<B>,
     ) -> Result<BTreeMap<String, Rss<B>>> {
         let nodes = self.model.nodes();
+        let needs = self.model.needs_backward();
         let mut flowing: Vec<Option<Rss<B>>> = vec![None; nodes.len()];
         flowing[from] = Some(grad);
         let mut grads = BTreeMap::new();
@@ -303,6 +306,10 @@ impl<B: GpuBackend> SharedModel<B> {
             let Some(dy) = flowing[id].take() else {
                 continue;
             };
+            if !needs[id] {
+                // Nothing trained at or before it: its backward pass would be wasted.
+                continue;
+            }
             let node = &nodes[id];
             let input_grads = if fwd.deferred[id] {
                 // A layer that ran after its consumer: the consumer's backward pass covered it.
@@ -326,6 +333,7 @@ impl<B: GpuBackend> SharedModel<B> {
                     input_shapes,
                     out_shape: shape_of(id)?,
                     params: &self.params,
+                    needs: &needs,
                     saved: fwd.saved[id].as_deref(),
                     grads: &mut grads,
                 };

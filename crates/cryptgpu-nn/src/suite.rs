@@ -270,9 +270,10 @@ fn check_transcripts_match<B: GpuBackend>(backend: &B, start: &Model) {
 
 /// The transformer fixtures the suite runs on every backend: a ViT (patch convolution,
 /// class token, LayerNorm, exact GELU through Erf, attention) and a GPT-2-style decoder on
-/// token ids (embedding lookup by one-hot shares, causal mask, tanh GELU), as
+/// token ids (embedding lookup by one-hot shares, causal mask, tanh GELU) and PyTorch's
+/// `nn.TransformerEncoderLayer` (its attention moves the batch axis), as
 /// `torch.onnx.export` wrote them (`tests/fixtures/transformers/`).
-const TRANSFORMERS: [(&str, &[u8]); 2] = [
+const TRANSFORMERS: [(&str, &[u8]); 3] = [
     (
         "vit_legacy",
         include_bytes!("../tests/fixtures/transformers/vit_legacy.onnx"),
@@ -280,6 +281,10 @@ const TRANSFORMERS: [(&str, &[u8]); 2] = [
     (
         "gpt2_legacy",
         include_bytes!("../tests/fixtures/transformers/gpt2_legacy.onnx"),
+    ),
+    (
+        "torch_encoder_legacy",
+        include_bytes!("../tests/fixtures/transformers/torch_encoder_legacy.onnx"),
     ),
 ];
 

@@ -162,3 +162,73 @@ fn torch_transformer_encoder_layers_whose_attention_moves_the_batch_axis() {
         check(&format!("torch_encoder_{exporter}"), &[3, 8, 32], 5);
     }
 }
+
+/// Fine-tuning the ViT's head on its frozen encoder, two private SGD steps against two
+/// plaintext ones from the same start: the head moves alike, the encoder does not move,
+/// and no backward pass runs through the encoder (its LayerNorms and GELUs have none on
+/// shares, which a full training run reports).
+#[test]
+fn fine_tuning_a_head_on_a_frozen_private_encoder() {
+    use cryptgpu_nn::optim::{Sgd, SgdConfig};
+    use cryptgpu_nn::private::{PrivateSgd, share_input};
+
+    let mut start = onnx::import_file(&fixtures().join("vit_legacy.onnx")).unwrap();
+    assert_eq!(start.train_only(&["head".into()]).unwrap(), 2);
+    let x = read_f32(&fixtures().join("vit_legacy.input.bin"), &[3, 1, 28, 28]);
+    let labels = [1usize, 4, 7];
+    let mut onehot = Tensor::zeros(&[3, 10]);
+    for (row, &l) in labels.iter().enumerate() {
+        onehot.data_mut()[row * 10 + l] = 1.0;
+    }
+    let config = SgdConfig::new(0.5).with_momentum(0.9);
+    let mut plain_model = start.clone();
+    let mut sgd = Sgd::new(config);
+    for step in 0..2 {
+        plain::train_step(&mut plain_model, &mut sgd, &x, &labels, step).unwrap();
+    }
+    let run = |model: &Model| {
+        let out = run_local_3pc(|t| {
+            let mut p = Party::setup_with(
+                CpuBackend::new(),
+                t,
+                FixedPoint::default(),
+                KeySource::InsecureSeeded(9),
+            )
+            .unwrap();
+            let mut shared = SharedModel::share_for_training(&mut p, model, PartyId::P0)?;
+            let mut sgd = PrivateSgd::new(config);
+            let mine = p.id() == PartyId::P1;
+            for step in 0..2 {
+                let sx =
+                    share_model_input(&mut p, model, PartyId::P1, mine.then_some(&x), x.shape())?;
+                let sy = share_input(&mut p, PartyId::P1, mine.then_some(&onehot), &[3, 10])?;
+                shared.train_step(&mut p, &mut sgd, &sx, &sy, step)?;
+            }
+            shared.reveal_to(&mut p, PartyId::P0)
+        })
+        .unwrap();
+        let [owner, _, _] = out;
+        owner
+    };
+    let private = run(&start).unwrap().unwrap();
+    for (name, want) in &plain_model.params {
+        let got = &private.params[name];
+        let moved = want.max_abs_diff(&start.params[name]);
+        let gap = got.max_abs_diff(want);
+        if name.starts_with("head") {
+            assert!(moved > 1e-3, "{name} did not move in plaintext ({moved})");
+            assert!(
+                gap < 2e-3,
+                "{name}: private differs from plaintext by {gap}"
+            );
+        } else {
+            assert_eq!(moved, 0.0, "{name} is frozen but moved in plaintext");
+            assert!(gap < 1e-5, "{name} is frozen but moved privately ({gap})");
+        }
+    }
+    // Training everything needs LayerNorm's backward pass on shares, which is refused.
+    let mut whole = start.clone();
+    whole.train_only(&[]).unwrap();
+    let err = run(&whole).unwrap_err().to_string();
+    assert!(err.contains("no private backward pass"), "{err}");
+}

@@ -22,7 +22,7 @@ use cryptgpu::device::Device;
 use cryptgpu::files::inputs::Layout;
 use cryptgpu::jobs::{DataSpec, DatasetChoice};
 use cryptgpu::manifest::JobKind;
-use cryptgpu::models::{initial_model, load_model};
+use cryptgpu::models::load_model;
 use cryptgpu::share::Truncation;
 use cryptgpu::tls_party::on_interrupt;
 
@@ -163,7 +163,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => {
             on_interrupt(None);
             args.check_save()?;
-            let model = initial_model(&args.model.source(), args.seed.unwrap_or(0))?;
+            let model = args.initial_model()?;
             let data = data_spec(&args.data, None, JobKind::Train)?;
             train_in_process(model, data, &args)
         }

@@ -256,13 +256,17 @@ pub fn architecture_json(model: &Model) -> Value {
             Value::Object(o)
         })
         .collect();
-    json!({
+    let mut arch = json!({
         "name": model.name(),
         "input_shape": model.input_shape(),
         "output": model.output(),
         "normalization": model.normalization.as_ref().map(|n| json!({"mean": n.mean, "std": n.std})),
         "nodes": nodes,
-    })
+    });
+    if !model.frozen().is_empty() {
+        arch["frozen"] = json!(model.frozen());
+    }
+    arch
 }
 
 /// A field of a JSON object, or an error naming it.
@@ -404,6 +408,20 @@ pub fn model_from_architecture(arch: &Value) -> Result<Model> {
             "node {id} of the architecture has an output of {shape:?}, more than {MAX_INPUT} \
              values per example"
         );
+    }
+    if let Some(frozen) = o.get("frozen") {
+        let names = frozen
+            .as_array()
+            .filter(|a| a.len() <= MAX_PARAMS as usize)
+            .and_then(|a| {
+                a.iter()
+                    .map(|n| n.as_str().filter(|n| n.len() <= 1024).map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .context("the architecture's `frozen` is not a list of parameter names")?;
+        model
+            .freeze(names)
+            .map_err(|e| anyhow!("the architecture's `frozen`: {e}"))?;
     }
     model.normalization = match field(o, "normalization", what)? {
         Value::Null => None,

@@ -251,6 +251,8 @@ pub struct PrivateBackCx<'a, B: GpuBackend, T: Transport> {
     /// The shape of the node's output.
     pub out_shape: Vec<usize>,
     pub(crate) params: &'a BTreeMap<String, Rss<B>>,
+    /// For each node of the model, whether training needs its gradient.
+    pub(crate) needs: &'a [bool],
     pub(crate) saved: Option<&'a dyn Any>,
     pub(crate) grads: &'a mut BTreeMap<String, Rss<B>>,
 }
@@ -292,10 +294,10 @@ impl<'a, B: GpuBackend, T: Transport> PrivateBackCx<'a, B, T> {
         ))
     }
 
-    /// Whether input `i`'s gradient is wanted: not for the model's input, which no
-    /// parameter depends on.
+    /// Whether input `i`'s gradient is wanted: only where a trained parameter is at or
+    /// before it (never the model's input; not a frozen encoder's output).
     pub fn wants(&self, i: usize) -> bool {
-        self.inputs[i] != 0
+        self.inputs[i] != 0 && self.needs[self.inputs[i]]
     }
 
     /// Records the gradient of parameter `suffix`.

@@ -113,6 +113,9 @@ pub enum ParamKind {
     Trainable,
     /// State updated by the forward pass in training (BatchNorm running statistics).
     Buffer,
+    /// A parameter the layer could learn, held fixed in this model's training
+    /// ([`crate::Model::train_only`]: fine-tuning a head on a frozen encoder).
+    Frozen,
 }
 
 /// Everything about one kind of layer. See the [module docs](crate::layers) for how to add

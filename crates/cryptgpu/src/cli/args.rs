@@ -208,6 +208,11 @@ pub(crate) struct TrainArgs {
     /// names) or .onnx. [model owner]
     #[arg(long)]
     pub(crate) save: Option<PathBuf>,
+    /// Train only the parameters whose names start with PREFIX (repeatable; e.g. `head` to
+    /// fine-tune a classifier on a frozen encoder); the rest stay as they are and no
+    /// backward pass runs through them. [model owner]
+    #[arg(long = "train-only", value_name = "PREFIX")]
+    pub(crate) train_only: Vec<String>,
     #[command(flatten)]
     pub(crate) run: RunArgs,
 }
@@ -349,6 +354,16 @@ pub(crate) fn data_spec(
             .transpose()?,
         normalization,
     })
+}
+
+impl TrainArgs {
+    /// The model owner's starting model, with `--train-only` applied.
+    pub(crate) fn initial_model(&self) -> Result<cryptgpu_nn::Model> {
+        let mut model =
+            cryptgpu::models::initial_model(&self.model.source(), self.seed.unwrap_or(0))?;
+        model.train_only(&self.train_only)?;
+        Ok(model)
+    }
 }
 
 impl ModelArgs {

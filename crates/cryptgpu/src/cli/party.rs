@@ -13,7 +13,7 @@ use cryptgpu::files::predictions::write_predictions;
 use cryptgpu::jobs::{PartyInput, PartyOutcome};
 use cryptgpu::local::{fraction_equal, progress_bar};
 use cryptgpu::manifest::JobKind;
-use cryptgpu::models::{initial_model, load_model, save_model};
+use cryptgpu::models::{load_model, save_model};
 use cryptgpu::roles::Roles;
 use cryptgpu::tls_party::{TlsParty, on_interrupt};
 use cryptgpu::transport::PartyId;
@@ -108,13 +108,17 @@ fn plan(job: PartyJob, me: PartyId, deployment: &Deployment) -> Result<Plan> {
             check_data_args(&args.data)?;
             if !is_model_owner {
                 refuse(args.save.is_some(), "--save", &model_owner, me, &roles)?;
+                refuse(
+                    !args.train_only.is_empty(),
+                    "--train-only",
+                    &model_owner,
+                    me,
+                    &roles,
+                )?;
             }
             args.check_save()?;
             let model = is_model_owner
-                .then(|| {
-                    initial_model(&args.model.source(), args.seed.unwrap_or(0))
-                        .context(Stage::MODEL)
-                })
+                .then(|| args.initial_model().context(Stage::MODEL))
                 .transpose()?;
             let data = is_data_owner
                 .then(|| data_spec(&args.data, None, JobKind::Train).context(Stage::DATA))
