@@ -305,3 +305,24 @@ fn malformed_or_unsupported_files_are_clear_errors() {
     let err = onnx::import(&model_bytes(&nodes, &inits, &[0, 4], "y")).unwrap_err();
     assert!(err.to_string().contains("/fc"), "{err}");
 }
+
+#[test]
+fn errors_name_the_batch_not_the_importers_probe() {
+    // Softmax over axis 1 of [N, 4, 3, 3] (only the last axis is supported).
+    let mut axis = Writer::new();
+    axis.string(1, "axis").int(3, 1).int(20, 2);
+    let nodes = [node("Softmax", "/sm", &["x"], &["y"], &[axis])];
+    let err = onnx::import(&model_bytes(&nodes, &[], &[0, 4, 3, 3], "y")).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("[N, 4, 3, 3]"), "{msg}");
+    assert!(!msg.contains(&onnx::PROBE_BATCH.to_string()), "{msg}");
+    // A reshape that moves the batch into axis 1 for good: the output must have it first.
+    let nodes = [node("Reshape", "/r", &["x", "target"], &["y"], &[])];
+    let inits = [int64_tensor("target", &[2, -1, 3])];
+    let err = onnx::import(&model_bytes(&nodes, &inits, &[0, 4, 3], "y")).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        !msg.contains(&onnx::PROBE_BATCH.to_string()) && msg.contains("batch axis first"),
+        "{msg}"
+    );
+}

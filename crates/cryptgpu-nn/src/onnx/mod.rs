@@ -368,6 +368,14 @@ impl Importer {
                 supported: supported_ops(),
             });
         }
+        if self.batch == PROBE_BATCH {
+            // The probe batch is the importer's, not the user's: messages name it N.
+            return self.import_node(node).map_err(hide_probe);
+        }
+        self.import_node(node)
+    }
+
+    fn import_node(&mut self, node: &NodeProto) -> Result<()> {
         if fold::try_fold(self, node)? {
             return Ok(());
         }
@@ -461,6 +469,44 @@ impl ImportGraph for Importer {
 
     fn inputs_of(&self, id: NodeId) -> Vec<NodeId> {
         self.nodes[id].inputs.clone()
+    }
+}
+
+/// `error` with every multiple k·PROBE_BATCH written as `N` or `k·N`.
+fn hide_probe(error: NnError) -> NnError {
+    let scrub = |text: String| {
+        let mut out = String::with_capacity(text.len());
+        let mut digits = String::new();
+        let flush = |digits: &mut String, out: &mut String| {
+            match digits.parse::<usize>() {
+                Ok(v) if v > 0 && v % PROBE_BATCH == 0 => match v / PROBE_BATCH {
+                    1 => out.push('N'),
+                    k => out.push_str(&format!("{k}·N")),
+                },
+                _ => out.push_str(digits),
+            }
+            digits.clear();
+        };
+        for c in text.chars() {
+            if c.is_ascii_digit() {
+                digits.push(c);
+            } else {
+                flush(&mut digits, &mut out);
+                out.push(c);
+            }
+        }
+        flush(&mut digits, &mut out);
+        out
+    };
+    match error {
+        NnError::Onnx(m) => NnError::Onnx(scrub(m)),
+        NnError::Graph(m) => NnError::Graph(scrub(m)),
+        NnError::Shape { node, op, message } => NnError::Shape {
+            node,
+            op,
+            message: scrub(message),
+        },
+        other => other,
     }
 }
 
