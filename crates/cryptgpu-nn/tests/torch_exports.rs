@@ -11,24 +11,14 @@
 
 use std::path::{Path, PathBuf};
 
-use cryptgpu_cpu::CpuBackend;
-use cryptgpu_nn::private::{SharedModel, share_input};
-use cryptgpu_nn::{Model, Tensor, onnx, plain};
-use cryptgpu_ring::FixedPoint;
-use cryptgpu_share::{KeySource, Party};
-use cryptgpu_transport::{PartyId, run_local_3pc};
+use cryptgpu_nn::{Tensor, onnx, plain};
+
+mod common;
+
+use common::{private_logits, read_f32_file as read_f32};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch")
-}
-
-fn read_f32(path: &Path, shape: &[usize]) -> Tensor {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let values: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Tensor::from_f32(shape, &values).unwrap()
 }
 
 /// The largest |a − b| / max(1, |b|).
@@ -39,29 +29,6 @@ fn max_relative(a: &Tensor, b: &Tensor) -> f64 {
         .zip(b.data())
         .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
         .fold(0.0, f64::max)
-}
-
-/// The model's logits, computed privately by three parties on the CPU backend.
-fn private_logits(model: &Model, x: &Tensor) -> Tensor {
-    let shape = x.shape().to_vec();
-    let out = run_local_3pc(|t| {
-        let mut p = Party::setup_with(
-            CpuBackend::new(),
-            t,
-            FixedPoint::default(),
-            KeySource::InsecureSeeded(5),
-        )
-        .unwrap();
-        let shared = SharedModel::share(&mut p, model, PartyId::P0).unwrap();
-        let input = (p.id() == PartyId::P1).then_some(x);
-        let sx = share_input(&mut p, PartyId::P1, input, &shape).unwrap();
-        let logits = shared.forward(&mut p, &sx).unwrap();
-        Ok::<_, cryptgpu_share::ShareError>(p.reveal_f64(&logits).unwrap())
-    })
-    .unwrap();
-    let [a, _, _] = out.map(|r| r.unwrap());
-    let logits_shape = model.shapes(shape[0]).unwrap()[model.logits()].clone();
-    Tensor::new(&logits_shape, a).unwrap()
 }
 
 fn check(dir: &Path, name: &str, input: &[usize], private: bool) {

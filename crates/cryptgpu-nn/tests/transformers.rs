@@ -3,12 +3,11 @@
 //! ViT with nn.LayerNorm and exact GELU, the same with a hand-written LayerNorm and the
 //! tanh GELU, a decoder with a causal mask on embedded tokens, and a BERT-style classifier
 //! and a GPT-2-style decoder on token ids (shared by the data owner as one-hot rows). Each
-//! imports; its plaintext
-//! forward equals onnxruntime's within 1e-4 (relative); its private logits (three parties,
+//! imports; its plaintext forward equals onnxruntime's within 1e-4 (relative); its private logits (three parties,
 //! CPU backend, f = 20) are within 1e-2 (absolute) of onnxruntime's, with the same arg-max
 //! on every row, at the exported batch and at batch 1.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use cryptgpu_cpu::CpuBackend;
 use cryptgpu_nn::private::{SharedModel, share_model_input};
@@ -17,40 +16,12 @@ use cryptgpu_ring::FixedPoint;
 use cryptgpu_share::{KeySource, Party};
 use cryptgpu_transport::{PartyId, run_local_3pc};
 
+mod common;
+
+use common::{private_logits, read_f32_file as read_f32};
+
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/transformers")
-}
-
-fn read_f32(path: &Path, shape: &[usize]) -> Tensor {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let values: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Tensor::from_f32(shape, &values).unwrap()
-}
-
-/// The model's logits, computed privately by three parties on the CPU backend.
-fn private_logits(model: &Model, x: &Tensor) -> Tensor {
-    let shape = x.shape().to_vec();
-    let out = run_local_3pc(|t| {
-        let mut p = Party::setup_with(
-            CpuBackend::new(),
-            t,
-            FixedPoint::default(),
-            KeySource::InsecureSeeded(5),
-        )
-        .unwrap();
-        let shared = SharedModel::share(&mut p, model, PartyId::P0).unwrap();
-        let input = (p.id() == PartyId::P1).then_some(x);
-        let sx = share_model_input(&mut p, model, PartyId::P1, input, &shape).unwrap();
-        let logits = shared.forward(&mut p, &sx).unwrap();
-        Ok::<_, cryptgpu_share::ShareError>(p.reveal_f64(&logits).unwrap())
-    })
-    .unwrap();
-    let [a, _, _] = out.map(|r| r.unwrap());
-    let logits_shape = model.shapes(shape[0]).unwrap()[model.logits()].clone();
-    Tensor::new(&logits_shape, a).unwrap()
 }
 
 /// The first `n` examples of `t`.

@@ -182,3 +182,28 @@ fn initialisation_is_deterministic_and_pytorch_like() {
         assert!(mean.abs() < 0.2 * bound, "{name}: mean {mean}");
     }
 }
+
+/// The zoo's transformers have their papers' sizes: ViT-B/16 exactly timm's
+/// `vit_base_patch16_224` (86,567,656 values); BERT-base and GPT-2 small as Hugging Face's
+/// (109,482,240 and 124,439,808), less the positions past the 128 tokens, BERT's token-type
+/// embeddings, plus BERT's 2-class head and GPT-2's head (not tied to its embedding).
+#[test]
+fn transformers_have_their_papers_sizes() {
+    let size = |name: &str| -> usize {
+        zoo::architecture(name, zoo::Pooling::Avg)
+            .unwrap()
+            .param_specs()
+            .iter()
+            .map(|s| s.shape.iter().product::<usize>())
+            .sum()
+    };
+    assert_eq!(size("vit-b16"), 86_567_656);
+    assert_eq!(
+        size("bert-base"),
+        109_482_240 - (512 - 128) * 768 - 2 * 768 + 768 * 2 + 2
+    );
+    assert_eq!(
+        size("gpt2"),
+        124_439_808 - (1024 - 128) * 768 + 768 * 50_257
+    );
+}

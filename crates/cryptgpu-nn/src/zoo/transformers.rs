@@ -151,6 +151,27 @@ fn token(b: &mut GraphBuilder, name: &str, x: NodeId, index: usize) -> NodeId {
     )
 }
 
+/// Token embeddings (a lookup of the input's ids) plus learned position embeddings,
+/// with the nodes named `[words, positions, sum]`.
+fn embeddings(b: &mut GraphBuilder, names: [&str; 3], vocabulary: usize, c: Config) -> NodeId {
+    let words = b.add(
+        names[0],
+        Embedding {
+            vocabulary,
+            dim: c.dim,
+        },
+        &[0],
+    );
+    let positions = b.add(
+        names[1],
+        Constant {
+            shape: vec![c.length, c.dim],
+        },
+        &[0],
+    );
+    b.add(names[2], Op::Add(Add::default()), &[words, positions])
+}
+
 /// BERT-base: word and position embeddings, LayerNorm, 12 post-norm blocks, the pooler
 /// (tanh of a linear map of the first token) and a 2-class head.
 pub fn bert_base() -> Result<Model> {
@@ -160,26 +181,12 @@ pub fn bert_base() -> Result<Model> {
     };
     let vocabulary = 30_522;
     let mut b = GraphBuilder::with_tokens(vocabulary);
-    let words = b.add(
+    let names = [
         "embeddings.word_embeddings",
-        Embedding {
-            vocabulary,
-            dim: c.dim,
-        },
-        &[0],
-    );
-    let positions = b.add(
         "embeddings.position_embeddings",
-        Constant {
-            shape: vec![c.length, c.dim],
-        },
-        &[0],
-    );
-    let sum = b.add(
         "embeddings.sum",
-        Op::Add(Add::default()),
-        &[words, positions],
-    );
+    ];
+    let sum = embeddings(&mut b, names, vocabulary, c);
     let mut x = layer_norm(&mut b, "embeddings.LayerNorm".into(), c.dim, sum);
     for i in 0..c.layers {
         x = block(&mut b, &format!("encoder.layer.{i}"), c, x);
@@ -200,32 +207,15 @@ pub fn gpt2() -> Result<Model> {
     };
     let vocabulary = 50_257;
     let mut b = GraphBuilder::with_tokens(vocabulary);
-    let words = b.add(
-        "wte",
-        Embedding {
-            vocabulary,
-            dim: c.dim,
-        },
-        &[0],
-    );
-    let positions = b.add(
-        "wpe",
-        Constant {
-            shape: vec![c.length, c.dim],
-        },
-        &[0],
-    );
-    let mut x = b.add(
-        "embeddings.sum",
-        Op::Add(Add::default()),
-        &[words, positions],
-    );
+    let mut x = embeddings(&mut b, ["wte", "wpe", "embeddings.sum"], vocabulary, c);
     for i in 0..c.layers {
         x = block(&mut b, &format!("h.{i}"), c, x);
     }
     let x = layer_norm(&mut b, "ln_f".into(), c.dim, x);
     let last = token(&mut b, "last", x, c.length - 1);
-    let logits = b.add("lm_head", linear(c.dim, vocabulary), &[last]);
+    // GPT-2's head has no bias (it is the token embedding, transposed, in the original).
+    let head = crate::layers::linear::Linear::new(c.dim, vocabulary, false);
+    let logits = b.add("lm_head", Op::Linear(head), &[last]);
     b.finish_zeroed("gpt2", &[c.length], logits)
 }
 

@@ -1,15 +1,17 @@
 //! What several of this crate's tests use: the fixtures folder, raw f32 fixture files, a
-//! seeded pseudo-random sequence, and a CPU party with repeatable (insecure, test-only) keys.
+//! seeded pseudo-random sequence, a CPU party with repeatable (insecure, test-only) keys,
+//! and a model's private logits.
 
 #![allow(dead_code)] // each test binary uses its own part
 
 use std::path::PathBuf;
 
 use cryptgpu_cpu::CpuBackend;
-use cryptgpu_nn::Tensor;
+use cryptgpu_nn::private::{SharedModel, share_model_input};
+use cryptgpu_nn::{Model, Tensor};
 use cryptgpu_ring::FixedPoint;
 use cryptgpu_share::{KeySource, Party};
-use cryptgpu_transport::LocalTransport;
+use cryptgpu_transport::{LocalTransport, PartyId, run_local_3pc};
 
 /// `tests/fixtures/<name>`.
 pub(crate) fn fixture(name: &str) -> PathBuf {
@@ -20,12 +22,35 @@ pub(crate) fn fixture(name: &str) -> PathBuf {
 
 /// A fixture of little-endian f32 values as a tensor of `shape`.
 pub(crate) fn read_f32(name: &str, shape: &[usize]) -> Tensor {
-    let bytes = std::fs::read(fixture(name)).unwrap();
+    read_f32_file(&fixture(name), shape)
+}
+
+/// A file of little-endian f32 values as a tensor of `shape`.
+pub(crate) fn read_f32_file(path: &std::path::Path, shape: &[usize]) -> Tensor {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let values: Vec<f32> = bytes
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
     Tensor::from_f32(shape, &values).unwrap()
+}
+
+/// `model`'s logits on `x`, computed privately by three parties on the CPU backend (P0
+/// shares the model, P1 the input, token ids as one-hot rows), revealed.
+pub(crate) fn private_logits(model: &Model, x: &Tensor) -> Tensor {
+    let shape = x.shape().to_vec();
+    let out = run_local_3pc(|t| {
+        let mut p = seeded_party(t, FixedPoint::default(), 5);
+        let shared = SharedModel::share(&mut p, model, PartyId::P0).unwrap();
+        let input = (p.id() == PartyId::P1).then_some(x);
+        let sx = share_model_input(&mut p, model, PartyId::P1, input, &shape).unwrap();
+        let logits = shared.forward(&mut p, &sx).unwrap();
+        Ok::<_, cryptgpu_share::ShareError>(p.reveal_f64(&logits).unwrap())
+    })
+    .unwrap();
+    let [a, _, _] = out.map(|r| r.unwrap());
+    let logits_shape = model.shapes(shape[0]).unwrap()[model.logits()].clone();
+    Tensor::new(&logits_shape, a).unwrap()
 }
 
 /// `n` values in [−1, 1) from an xorshift sequence seeded by `seed`.
