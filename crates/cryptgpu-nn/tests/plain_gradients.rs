@@ -140,3 +140,126 @@ fn backward_matches_finite_differences_in_inference() {
 fn backward_matches_finite_differences_in_training() {
     check_gradients(Mode::Training { seed: 3 }, 0.3);
 }
+
+/// The transformer layers' backward passes against finite differences: LayerNorm, GELU
+/// (exact and tanh), Erf, attention (a product of two values, a causal mask, a softmax
+/// inside the graph), Pow, Mean, Sqrt, InvSqrt, a class-token Constant and a batch-moving
+/// reshape.
+#[test]
+fn transformer_layers_backward_matches_finite_differences() {
+    let (l, d) = (4usize, 6usize);
+    let mut b = GraphBuilder::new();
+    let cls = b.add("cls", Constant { shape: vec![1, d] }, &[0]);
+    let tokens = b.add("tokens", Concat { axis: 1 }, &[cls, 0]);
+    let norm = b.add(
+        "norm",
+        LayerNorm {
+            size: d,
+            epsilon: 1e-5,
+        },
+        &[tokens],
+    );
+    let act = b.add("act", Gelu { tanh: false }, &[norm]);
+    let proj = b.add("proj", linear(d, d), &[act]);
+    let keys = b.add(
+        "keys",
+        Transpose {
+            perm: vec![0, 2, 1],
+        },
+        &[proj],
+    );
+    let scores = b.add("scores", MatMul, &[proj, keys]);
+    let masked = b.add("masked", CausalMask { fill: -8.0 }, &[scores]);
+    let weights = b.add("weights", Softmax, &[masked]);
+    let mixed = b.add("mixed", MatMul, &[weights, proj]);
+    let moved = b.add(
+        "moved",
+        BatchReshape {
+            target: vec![l as i64 + 1, -1, d as i64],
+        },
+        &[mixed],
+    );
+    let back = b.add(
+        "back",
+        BatchReshape {
+            target: vec![-1, l as i64 + 1, d as i64],
+        },
+        &[moved],
+    );
+    let tanh = b.add("tanh_gelu", Gelu { tanh: true }, &[back]);
+    let erf = b.add("erf", Erf, &[tanh]);
+    let cube = b.add("cube", Pow { exponent: 3 }, &[erf]);
+    let square = b.add("square", Pow { exponent: 2 }, &[cube]);
+    let shifted = b.add(
+        "shifted",
+        AddConst {
+            shape: vec![],
+            negate_input: false,
+        },
+        &[square],
+    );
+    let root = b.add("root", Sqrt, &[shifted]);
+    let inverse = b.add("inverse", InvSqrt, &[shifted]);
+    let both = b.add("both", Op::Add(Add::default()), &[root, inverse]);
+    let mean = b.add(
+        "mean",
+        Mean {
+            axes: vec![2],
+            keep_dims: false,
+        },
+        &[both],
+    );
+    let out = b.add("out", linear(l + 1, 3), &[mean]);
+    let mut model = b.finish("transformer-ops", &[l, d], out, 11).unwrap();
+    let set = |model: &mut Model, name: &str, shape: &[usize], seed: u64, scale: f64| {
+        let n = shape.iter().product();
+        let values = pseudo_random(n, seed).iter().map(|v| v * scale).collect();
+        model
+            .params
+            .insert(name.into(), Tensor::new(shape, values).unwrap());
+    };
+    set(&mut model, "cls.constant", &[1, d], 3, 1.0);
+    set(&mut model, "norm.weight", &[d], 4, 0.5);
+    model.params.insert(
+        "shifted.constant".into(),
+        Tensor::new(&[], vec![1.5]).unwrap(),
+    );
+    let input = Tensor::new(&[2, l, d], pseudo_random(2 * l * d, 5)).unwrap();
+    let mode = Mode::Inference;
+    let fwd = plain::forward(&model, &input, mode).unwrap();
+    let weights = pseudo_random(fwd.output(&model).len(), 6);
+    let grad_out = Tensor::new(fwd.output(&model).shape(), weights.clone()).unwrap();
+    let grads = plain::backward(&model, &fwd, model.output(), grad_out).unwrap();
+    let h = 1e-6;
+    let check = |what: &str, analytic: f64, plus: f64, minus: f64| {
+        let numeric = (plus - minus) / (2.0 * h);
+        let err = (analytic - numeric).abs() / (1e-3 + analytic.abs().max(numeric.abs()));
+        assert!(err < 1e-4, "{what}: analytic {analytic}, numeric {numeric}");
+    };
+    for (name, grad) in &grads.params {
+        for i in 0..grad.len() {
+            let mut plus = model.clone();
+            plus.params.get_mut(name).unwrap().data_mut()[i] += h;
+            let mut minus = model.clone();
+            minus.params.get_mut(name).unwrap().data_mut()[i] -= h;
+            check(
+                &format!("{name}[{i}]"),
+                grad.data()[i],
+                objective(&plus, &input, &weights, mode),
+                objective(&minus, &input, &weights, mode),
+            );
+        }
+    }
+    for i in 0..input.len() {
+        let mut plus = input.clone();
+        plus.data_mut()[i] += h;
+        let mut minus = input.clone();
+        minus.data_mut()[i] -= h;
+        check(
+            &format!("input[{i}]"),
+            grads.input().data()[i],
+            objective(&model, &plus, &weights, mode),
+            objective(&model, &minus, &weights, mode),
+        );
+    }
+}

@@ -134,17 +134,15 @@ fn torch_transformer_encoder_layers_whose_attention_moves_the_batch_axis() {
     }
 }
 
-/// Fine-tuning the ViT's head on its frozen encoder, two private SGD steps against two
-/// plaintext ones from the same start: the head moves alike, the encoder does not move,
-/// and no backward pass runs through the encoder (its LayerNorms and GELUs have none on
-/// shares, which a full training run reports).
+/// Two private SGD steps of the ViT against two plaintext ones from the same start: with
+/// the encoder frozen (`train_only(["head"])`), the head moves alike, the encoder does not
+/// move and no backward pass runs through it; with everything trained, every parameter
+/// (LayerNorms, GELUs, attention, the class token's constant excepted) moves alike.
 #[test]
-fn fine_tuning_a_head_on_a_frozen_private_encoder() {
+fn fine_tuning_a_head_on_a_frozen_private_encoder_and_training_it_all() {
     use cryptgpu_nn::optim::{Sgd, SgdConfig};
     use cryptgpu_nn::private::{PrivateSgd, share_input};
 
-    let mut start = onnx::import_file(&fixtures().join("vit_legacy.onnx")).unwrap();
-    assert_eq!(start.train_only(&["head".into()]).unwrap(), 2);
     let x = read_f32(&fixtures().join("vit_legacy.input.bin"), &[3, 1, 28, 28]);
     let labels = [1usize, 4, 7];
     let mut onehot = Tensor::zeros(&[3, 10]);
@@ -152,13 +150,16 @@ fn fine_tuning_a_head_on_a_frozen_private_encoder() {
         onehot.data_mut()[row * 10 + l] = 1.0;
     }
     let config = SgdConfig::new(0.5).with_momentum(0.9);
-    let mut plain_model = start.clone();
-    let mut sgd = Sgd::new(config);
-    for step in 0..2 {
-        plain::train_step(&mut plain_model, &mut sgd, &x, &labels, step).unwrap();
-    }
-    let run = |model: &Model| {
-        let out = run_local_3pc(|t| {
+    let plaintext = |start: &Model| {
+        let mut model = start.clone();
+        let mut sgd = Sgd::new(config);
+        for step in 0..2 {
+            plain::train_step(&mut model, &mut sgd, &x, &labels, step).unwrap();
+        }
+        model
+    };
+    let private = |model: &Model| {
+        let [owner, _, _] = run_local_3pc(|t| {
             let mut p = Party::setup_with(
                 CpuBackend::new(),
                 t,
@@ -178,28 +179,40 @@ fn fine_tuning_a_head_on_a_frozen_private_encoder() {
             shared.reveal_to(&mut p, PartyId::P0)
         })
         .unwrap();
-        let [owner, _, _] = out;
-        owner
+        owner.unwrap().unwrap()
     };
-    let private = run(&start).unwrap().unwrap();
-    for (name, want) in &plain_model.params {
-        let got = &private.params[name];
-        let moved = want.max_abs_diff(&start.params[name]);
-        let gap = got.max_abs_diff(want);
-        if name.starts_with("head") {
-            assert!(moved > 1e-3, "{name} did not move in plaintext ({moved})");
+    let mut start = onnx::import_file(&fixtures().join("vit_legacy.onnx")).unwrap();
+    for head_only in [true, false] {
+        let prefixes: Vec<String> = if head_only {
+            vec!["head".into()]
+        } else {
+            vec![]
+        };
+        let trained = start.train_only(&prefixes).unwrap();
+        if head_only {
+            assert_eq!(trained, 2);
+        }
+        let (want, got) = (plaintext(&start), private(&start));
+        let mut moved_encoder = 0.0f64;
+        for (name, w) in &want.params {
+            let moved = w.max_abs_diff(&start.params[name]);
+            let gap = got.params[name].max_abs_diff(w);
+            let tolerance = if head_only { 2e-3 } else { 5e-3 };
             assert!(
-                gap < 2e-3,
+                gap < tolerance,
                 "{name}: private differs from plaintext by {gap}"
             );
-        } else {
-            assert_eq!(moved, 0.0, "{name} is frozen but moved in plaintext");
-            assert!(gap < 1e-5, "{name} is frozen but moved privately ({gap})");
+            if name.starts_with("head") {
+                assert!(moved > 1e-3, "{name} did not move in plaintext ({moved})");
+            } else if head_only {
+                assert_eq!(moved, 0.0, "{name} is frozen but moved in plaintext");
+            } else {
+                moved_encoder = moved_encoder.max(moved);
+            }
         }
+        assert!(
+            head_only || moved_encoder > 1e-3,
+            "training everything moved the encoder by {moved_encoder}"
+        );
     }
-    // Training everything needs LayerNorm's backward pass on shares, which is refused.
-    let mut whole = start.clone();
-    whole.train_only(&[]).unwrap();
-    let err = run(&whole).unwrap_err().to_string();
-    assert!(err.contains("no private backward pass"), "{err}");
 }

@@ -70,5 +70,6 @@ pub use pool::{
     global_avg_pool_backward, max, max_pool2d, max_pool2d_backward, max_pool2d_values,
 };
 pub use transformer::{
-    InvSqrtWideOptions, erf, erf_f64, gelu, gelu_f64, inv_sqrt_wide, layer_norm, polynomial,
+    Gelu, InvSqrtWideOptions, erf, erf_f64, erf_parts, erf_slope, gelu, gelu_f64, gelu_parts,
+    gelu_slope, inv_sqrt_wide, layer_norm, layer_norm_backward, layer_norm_parts, polynomial,
 };

@@ -24,7 +24,7 @@
 use crate::approx::powers;
 use crate::{NonlinearError, Result};
 use cryptgpu_backend::GpuBackend;
-use cryptgpu_share::{Party, Rss};
+use cryptgpu_share::{Party, Rss, SharedBits};
 use cryptgpu_transport::Transport;
 
 /// Beyond |z| = 3, erf(z) is taken as ±1 (erfc(3) = 2.2·10^-5).
@@ -107,6 +107,15 @@ pub fn polynomial<B: GpuBackend, T: Transport>(
 /// erf(z), by the method of the module docs: within 3·10^-5 everywhere in the comparison
 /// domain.
 pub fn erf<B: GpuBackend, T: Transport>(p: &mut Party<B, T>, z: &Rss<B>) -> Result<Rss<B>> {
+    Ok(erf_parts(p, z)?.0)
+}
+
+/// [`erf`] and its range bits [|z| < 3], which the backward pass reuses (outside, erf is
+/// taken as flat).
+pub fn erf_parts<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    z: &Rss<B>,
+) -> Result<(Rss<B>, SharedBits<B>)> {
     let fixed = p.fixed();
     let negative = p.msb(z)?;
     let negative_part = p.mul_bit(&negative, z)?;
@@ -120,19 +129,77 @@ pub fn erf<B: GpuBackend, T: Transport>(p: &mut Party<B, T>, z: &Rss<B>) -> Resu
     let of_magnitude = p.add_scalar(&p.neg(&tail)?, fixed.encode(1.0)?)?;
     // erf(z) = erf(|z|) for z ≥ 0, −erf(|z|) below.
     let flip = p.mul_bit(&negative, &of_magnitude)?;
-    Ok(p.sub(&of_magnitude, &p.mul_scalar(&flip, 2)?)?)
+    let value = p.sub(&of_magnitude, &p.mul_scalar(&flip, 2)?)?;
+    Ok((value, inside))
+}
+
+/// erf's derivative (2/√π)·e^(−z²) where the range bits `inside` are 1, 0 elsewhere (below
+/// 1.4·10^-4 there): a square, exp (whose garbage for large |z| the bit multiplies by 0),
+/// a public factor and a bit injection.
+pub fn erf_slope<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    z: &Rss<B>,
+    inside: &SharedBits<B>,
+) -> Result<Rss<B>> {
+    let square = p.square_fixed(z)?;
+    let e = crate::approx::exp(p, &p.neg(&square)?, crate::approx::ExpOptions::default())?;
+    let slope = p.mul_public_fixed(&e, std::f64::consts::FRAC_2_SQRT_PI)?;
+    Ok(p.mul_bit(inside, &slope)?)
 }
 
 /// GELU(x) = x·Φ(x) = x·(1 + erf(x/√2))/2 (PyTorch's exact `nn.GELU()`); also used for its
 /// tanh form, which differs from it by at most 4.8·10^-4.
 pub fn gelu<B: GpuBackend, T: Transport>(p: &mut Party<B, T>, x: &Rss<B>) -> Result<Rss<B>> {
+    Ok(gelu_parts(p, x)?.output)
+}
+
+/// [`gelu`]'s output with what its backward pass needs.
+pub struct Gelu<B: GpuBackend> {
+    /// GELU(x).
+    pub output: Rss<B>,
+    /// erf(x/√2).
+    pub erf: Rss<B>,
+    /// [|x/√2| < 3].
+    pub inside: SharedBits<B>,
+}
+
+/// [`gelu`], keeping erf(x/√2) and its range bits.
+pub fn gelu_parts<B: GpuBackend, T: Transport>(p: &mut Party<B, T>, x: &Rss<B>) -> Result<Gelu<B>> {
     let fixed = p.fixed();
     let z = p.mul_public_fixed(x, std::f64::consts::FRAC_1_SQRT_2)?;
-    let e = erf(p, &z)?;
+    let (e, inside) = erf_parts(p, &z)?;
     let one_plus = p.add_scalar(&e, fixed.encode(1.0)?)?;
     // x·(1 + erf): one product at 2f bits, truncated by f + 1 for the half.
     let product = p.mul(x, &one_plus)?;
-    Ok(p.truncate_by(&product, fixed.frac_bits() + 1)?)
+    let output = p.truncate_by(&product, fixed.frac_bits() + 1)?;
+    Ok(Gelu {
+        output,
+        erf: e,
+        inside,
+    })
+}
+
+/// GELU's derivative Φ(x) + x·φ(x) from [`gelu_parts`]: (1 + erf)/2 plus x·e^(−x²/2)/√(2π)
+/// where |x| < 3√2 (outside, that term is below 2·10^-4).
+pub fn gelu_slope<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    x: &Rss<B>,
+    parts: &Gelu<B>,
+) -> Result<Rss<B>> {
+    let fixed = p.fixed();
+    let half_square = p.square(x)?;
+    let half_square = p.truncate_by(&half_square, fixed.frac_bits() + 1)?;
+    let e = crate::approx::exp(
+        p,
+        &p.neg(&half_square)?,
+        crate::approx::ExpOptions::default(),
+    )?;
+    let density = p.mul_public_fixed(&e, 1.0 / (2.0 * std::f64::consts::PI).sqrt())?;
+    let density = p.mul_bit(&parts.inside, &density)?;
+    let x_density = p.mul_fixed(x, &density)?;
+    let one_plus = p.add_scalar(&parts.erf, fixed.encode(1.0)?)?;
+    let cdf = p.truncate_by(&one_plus, 1)?;
+    Ok(p.add(&cdf, &x_density)?)
 }
 
 /// Options of [`inv_sqrt_wide`].
@@ -219,6 +286,16 @@ pub fn layer_norm<B: GpuBackend, T: Transport>(
     x: &Rss<B>,
     epsilon: f64,
 ) -> Result<Rss<B>> {
+    Ok(layer_norm_parts(p, x, epsilon)?.0)
+}
+
+/// [`layer_norm`] and each row's 1/√(variance + ε) (shape: x's without the last axis),
+/// which the backward pass reuses.
+pub fn layer_norm_parts<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    x: &Rss<B>,
+    epsilon: f64,
+) -> Result<(Rss<B>, Rss<B>)> {
     let shape = x.shape().to_vec();
     let Some((&d, outer)) = shape.split_last() else {
         return Err(NonlinearError::Argument {
@@ -233,14 +310,9 @@ pub fn layer_norm<B: GpuBackend, T: Transport>(
         });
     }
     let axis = shape.len() - 1;
-    let mut kept = outer.to_vec();
-    kept.push(1);
-    let spread = |p: &Party<B, T>, t: &Rss<B>| {
-        p.linear(t, |b, s| b.broadcast_to(&b.reshape(s, &kept)?, &shape))
-    };
     let sum = p.sum_axis(x, axis)?;
     let mean = p.mul_public_fixed(&sum, 1.0 / d as f64)?;
-    let centred = p.sub(x, &spread(p, &mean)?)?;
+    let centred = p.sub(x, &spread_rows(p, &mean, outer, &shape)?)?;
     // S = Σ (x − mean)², summed at 2f bits and truncated once: d times the variance, so a
     // small variance keeps d times the resolution it would have alone.
     let squares = p.square(&centred)?;
@@ -250,5 +322,48 @@ pub fn layer_norm<B: GpuBackend, T: Transport>(
     // 1/√(variance + ε) = √d / √(S + d·ε).
     let inverse = inv_sqrt_wide(p, &v, InvSqrtWideOptions::default())?;
     let inverse = p.mul_public_fixed(&inverse, (d as f64).sqrt())?;
-    Ok(p.mul_fixed(&centred, &spread(p, &inverse)?)?)
+    let normalised = p.mul_fixed(&centred, &spread_rows(p, &inverse, outer, &shape)?)?;
+    Ok((normalised, inverse))
+}
+
+/// The gradient of [`layer_norm`] (before its scale): from g (the output's gradient times
+/// the scale), the normalised x̂ and the rows' 1/σ, dx = (g − mean(g) − x̂·mean(g·x̂))/σ,
+/// by three products and two public factors.
+pub fn layer_norm_backward<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    g: &Rss<B>,
+    normalised: &Rss<B>,
+    inverse: &Rss<B>,
+) -> Result<Rss<B>> {
+    let shape = g.shape().to_vec();
+    let Some((&d, outer)) = shape.split_last() else {
+        return Err(NonlinearError::Argument {
+            op: "layer_norm_backward",
+            why: "needs a tensor of rank 1 or more".into(),
+        });
+    };
+    let axis = shape.len() - 1;
+    let gx = p.mul_fixed(g, normalised)?;
+    let means = |p: &mut Party<B, T>, t: &Rss<B>| -> Result<Rss<B>> {
+        let sum = p.sum_axis(t, axis)?;
+        Ok(p.mul_public_fixed(&sum, 1.0 / d as f64)?)
+    };
+    let mean_g = means(p, g)?;
+    let mean_gx = means(p, &gx)?;
+    let along = p.mul_fixed(normalised, &spread_rows(p, &mean_gx, outer, &shape)?)?;
+    let centred = p.sub(&p.sub(g, &spread_rows(p, &mean_g, outer, &shape)?)?, &along)?;
+    Ok(p.mul_fixed(&centred, &spread_rows(p, inverse, outer, &shape)?)?)
+}
+
+/// `t`, a value per row (shape `outer`), spread over the rows' last axis (to `shape`):
+/// local.
+fn spread_rows<B: GpuBackend, T: Transport>(
+    p: &Party<B, T>,
+    t: &Rss<B>,
+    outer: &[usize],
+    shape: &[usize],
+) -> Result<Rss<B>> {
+    let mut kept = outer.to_vec();
+    kept.push(1);
+    Ok(p.linear(t, |b, s| b.broadcast_to(&b.reshape(s, &kept)?, shape))?)
 }

@@ -285,15 +285,6 @@ impl<'a, B: GpuBackend, T: Transport> PrivateBackCx<'a, B, T> {
         ))
     }
 
-    /// The error of a backward pass a layer does not have on shares yet.
-    pub fn not_trained_privately(&self) -> NnError {
-        NnError::Graph(format!(
-            "`{}`: this layer has no private backward pass yet (private training through it \
-             is not supported)",
-            self.name
-        ))
-    }
-
     /// Whether input `i`'s gradient is wanted: only where a trained parameter is at or
     /// before it (never the model's input; not a frozen encoder's output).
     pub fn wants(&self, i: usize) -> bool {

@@ -28,11 +28,18 @@ impl Layer for Erf {
 
 impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for Erf {
     fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
-        Ok(nl::erf(cx.p, x[0])?)
+        let (y, inside) = nl::erf_parts(cx.p, x[0])?;
+        if cx.keep() {
+            cx.save((x[0].clone(), inside));
+        }
+        Ok(y)
     }
 
-    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, _: Rss<B>) -> Grads<B> {
-        Err(cx.not_trained_privately())
+    /// dy·(2/√π)·e^(−x²) where |x| < 3, 0 beyond ([`nl::erf_slope`]).
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, dy: Rss<B>) -> Grads<B> {
+        let (x, inside): &(Rss<B>, cryptgpu_share::SharedBits<B>) = cx.saved()?;
+        let slope = nl::erf_slope(cx.p, x, inside)?;
+        Ok(vec![Some(cx.p.mul_fixed(&dy, &slope)?)])
     }
 }
 

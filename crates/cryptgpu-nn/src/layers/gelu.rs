@@ -72,11 +72,19 @@ impl Layer for Gelu {
 
 impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for Gelu {
     fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
-        Ok(nl::gelu(cx.p, x[0])?)
+        let parts = nl::gelu_parts(cx.p, x[0])?;
+        let y = parts.output.clone();
+        if cx.keep() {
+            cx.save((x[0].clone(), parts));
+        }
+        Ok(y)
     }
 
-    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, _: Rss<B>) -> Grads<B> {
-        Err(cx.not_trained_privately())
+    /// dy·(Φ(x) + x·φ(x)) ([`nl::gelu_slope`]; the exact GELU's, for the tanh form too).
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, dy: Rss<B>) -> Grads<B> {
+        let (x, parts): &(Rss<B>, nl::Gelu<B>) = cx.saved()?;
+        let slope = nl::gelu_slope(cx.p, x, parts)?;
+        Ok(vec![Some(cx.p.mul_fixed(&dy, &slope)?)])
     }
 }
 

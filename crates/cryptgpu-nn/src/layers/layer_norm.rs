@@ -1,7 +1,8 @@
 //! `LayerNorm`: (x − mean)/√(variance + ε)·weight + bias over the last axis, PyTorch's
 //! `nn.LayerNorm(d)` (parameters `weight` and `bias` of `[d]`). Privately
 //! [`nl::layer_norm`] (44 rounds; 2·10^-3 on its unit-scale outputs for rows whose
-//! Σ (x − mean)² + d·ε lies in [3.8·10^-6, 4.2·10^6)) and one product by the weight. ONNX
+//! Σ (x − mean)² + d·ε lies in [3.8·10^-6, 4.2·10^6)) and one product by the weight; the
+//! backward pass reuses x̂ and the rows' 1/σ ([`nl::layer_norm_backward`]). ONNX
 //! `LayerNormalization` (opset 17) over the last axis; the decomposed form a hand-written
 //! LayerNorm exports (ReduceMean, Sub, Pow, Add, Sqrt, Div) imports as those layers, and
 //! `InstanceNormalization` (GroupNorm) as a LayerNorm between reshapes.
@@ -112,15 +113,38 @@ impl Layer for LayerNorm {
 impl<B: GpuBackend, T: Transport> PrivateLayer<B, T> for LayerNorm {
     fn private_forward(&self, cx: &mut PrivateCx<'_, B, T>, x: &[&Rss<B>]) -> Result<Rss<B>> {
         let shape = x[0].shape().to_vec();
-        let normalised = nl::layer_norm(cx.p, x[0], self.epsilon)?;
+        let (normalised, inverse) = nl::layer_norm_parts(cx.p, x[0], self.epsilon)?;
         let w = private_broadcast(cx.p, cx.param("weight")?, &shape)?;
         let b = private_broadcast(cx.p, cx.param("bias")?, &shape)?;
         let scaled = cx.p.mul_fixed(&normalised, &w)?;
-        Ok(cx.p.add(&scaled, &b)?)
+        let y = cx.p.add(&scaled, &b)?;
+        cx.save((normalised, inverse));
+        Ok(y)
     }
 
-    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, _: Rss<B>) -> Grads<B> {
-        Err(cx.not_trained_privately())
+    /// dbias = Σ dy, dweight = Σ dy·x̂ over the rows; dx by
+    /// [`nl::layer_norm_backward`] of dy·weight.
+    fn private_backward(&self, cx: &mut PrivateBackCx<'_, B, T>, dy: Rss<B>) -> Grads<B> {
+        let (normalised, inverse): &(Rss<B>, Rss<B>) = cx.saved()?;
+        let shape = dy.shape().to_vec();
+        let d = self.size;
+        let rows = dy.len() / d;
+        let over_rows = |p: &Party<B, T>, t: &Rss<B>| -> Result<Rss<B>> {
+            Ok(p.linear(t, |b, s| b.sum_axis(&b.reshape(s, &[rows, d])?, 0))?)
+        };
+        let weighted = cx.p.mul_fixed(&dy, normalised)?;
+        let dw = over_rows(cx.p, &weighted)?;
+        let db = over_rows(cx.p, &dy)?;
+        let dx = if cx.wants(0) {
+            let w = private_broadcast(cx.p, cx.param("weight")?, &shape)?;
+            let g = cx.p.mul_fixed(&dy, &w)?;
+            Some(nl::layer_norm_backward(cx.p, &g, normalised, inverse)?)
+        } else {
+            None
+        };
+        cx.grad("weight", dw);
+        cx.grad("bias", db);
+        Ok(vec![dx])
     }
 }
 

@@ -117,6 +117,7 @@ pub mod prelude {
     pub use super::sigmoid::Sigmoid;
     pub use super::slice::Slice;
     pub use super::softmax::Softmax;
+    pub use super::sqrt::Sqrt;
     pub use super::tanh::Tanh;
     pub use super::transpose::Transpose;
     pub use super::{Layer, Op, PrivateLayer};
