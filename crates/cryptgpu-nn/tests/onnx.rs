@@ -308,9 +308,9 @@ fn malformed_or_unsupported_files_are_clear_errors() {
 
 #[test]
 fn errors_name_the_batch_not_the_importers_probe() {
-    // Softmax over axis 1 of [N, 4, 3, 3] (only the last axis is supported).
+    // Softmax over axis 0 of [N, 4, 3, 3]: across the batch, which is refused.
     let mut axis = Writer::new();
-    axis.string(1, "axis").int(3, 1).int(20, 2);
+    axis.string(1, "axis").int(3, 0).int(20, 2);
     let nodes = [node("Softmax", "/sm", &["x"], &["y"], &[axis])];
     let err = onnx::import(&model_bytes(&nodes, &[], &[0, 4, 3, 3], "y")).unwrap_err();
     let msg = err.to_string();

@@ -50,7 +50,7 @@ fn every_op_model(dropout: f64) -> Model {
     let sum = b.add("sum", Op::Add(Add::default()), &[flat_a, fc_b]);
     let drop = b.add("drop", Op::Dropout(Dropout { p: dropout }), &[sum]);
     let fc = b.add("fc", linear(3, 5), &[drop]);
-    let soft = b.add("softmax", Op::Softmax(Softmax), &[fc]);
+    let soft = b.add("softmax", Op::Softmax(Softmax::default()), &[fc]);
     let mut model = b.finish("every-op", &[2, 6, 6], soft, 7).unwrap();
     // Non-trivial BatchNorm state so inference mode is not the identity.
     let bn_params = [
@@ -170,7 +170,7 @@ fn transformer_layers_backward_matches_finite_differences() {
     );
     let scores = b.add("scores", MatMul, &[proj, keys]);
     let masked = b.add("masked", CausalMask { fill: -8.0 }, &[scores]);
-    let weights = b.add("weights", Softmax, &[masked]);
+    let weights = b.add("weights", Softmax { axis: Some(1) }, &[masked]);
     let mixed = b.add("mixed", MatMul, &[weights, proj]);
     let moved = b.add(
         "moved",

@@ -176,7 +176,11 @@ fn linear_pools_and_softmax_match_definitions() {
     assert!((gap.data()[0] - x.data().iter().sum::<f64>() / 25.0).abs() < 1e-12);
 
     let logits = Tensor::new(&[1, 3], vec![1.0, 2.0, 3.0]).unwrap();
-    let soft = plain::predict(&single_op(Op::Softmax(Softmax), &[3], 0), &logits).unwrap();
+    let soft = plain::predict(
+        &single_op(Op::Softmax(Softmax::default()), &[3], 0),
+        &logits,
+    )
+    .unwrap();
     let z: f64 = [1.0f64, 2.0, 3.0].iter().map(|v| v.exp()).sum();
     assert_close(
         soft.data(),

@@ -1114,7 +1114,7 @@ mod tests {
             }),
             &[f],
         );
-        let s = b.add("softmax", Op::Softmax(Softmax), &[l]);
+        let s = b.add("softmax", Op::Softmax(Softmax::default()), &[l]);
         let mut m = b.finish_zeroed("tiny", &[1, 4, 4], s).unwrap();
         m.normalization = Some(Normalization::mnist());
         m

@@ -167,6 +167,7 @@ pub struct Importer {
     shapes: Vec<Vec<usize>>,
     input_shape: Vec<usize>,
     batch: usize,
+    opset: i64,
     params: BTreeMap<String, Tensor>,
     values: HashMap<String, Value>,
     names: HashSet<String>,
@@ -238,6 +239,7 @@ fn import_with_dir(bytes: &[u8], dir: Option<&Path>, fallback_name: &str) -> Res
         ],
         input_shape,
         batch,
+        opset: model.default_opset().unwrap_or(13),
         params: BTreeMap::new(),
         values,
         names: HashSet::from(["input".to_owned()]),
@@ -402,6 +404,10 @@ impl Importer {
 impl ImportGraph for Importer {
     fn batch(&self) -> usize {
         self.batch
+    }
+
+    fn opset(&self) -> i64 {
+        self.opset
     }
 
     fn shape(&self, id: NodeId) -> &[usize] {

@@ -95,6 +95,9 @@ pub trait ImportGraph {
     /// ([`super::PROBE_BATCH`] for a symbolic batch).
     fn batch(&self) -> usize;
 
+    /// The model's default-domain opset (13 when the file names none).
+    fn opset(&self) -> i64;
+
     /// The shape of node `id`'s value at [`ImportGraph::batch`].
     fn shape(&self, id: NodeId) -> &[usize];
 

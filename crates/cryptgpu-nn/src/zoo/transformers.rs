@@ -83,7 +83,7 @@ fn attention(b: &mut GraphBuilder, prefix: &str, c: Config, x: NodeId) -> NodeId
     if c.causal {
         scores = b.add(format!("{prefix}.causal"), CausalMask::default(), &[scores]);
     }
-    let weights = b.add(format!("{prefix}.softmax"), Softmax, &[scores]);
+    let weights = b.add(format!("{prefix}.softmax"), Softmax::default(), &[scores]);
     let mixed = b.add(format!("{prefix}.mix"), MatMul, &[weights, v]);
     let merged = b.add(
         format!("{prefix}.merge"),
