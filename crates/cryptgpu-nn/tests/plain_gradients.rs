@@ -74,24 +74,27 @@ fn objective(model: &Model, input: &Tensor, weights: &[f64], mode: Mode) -> f64 
     out.data().iter().zip(weights).map(|(a, b)| a * b).sum()
 }
 
-fn check_gradients(mode: Mode, dropout: f64) {
-    let model = every_op_model(dropout);
-    let input = Tensor::new(&[3, 2, 6, 6], pseudo_random(3 * 72, 1)).unwrap();
-    let fwd = plain::forward(&model, &input, mode).unwrap();
-    let weights = pseudo_random(fwd.output(&model).len(), 2);
-    let grad_out = Tensor::new(fwd.output(&model).shape(), weights.clone()).unwrap();
-    let grads = plain::backward(&model, &fwd, model.output(), grad_out).unwrap();
-
+/// Checks `model`'s backward pass on `input` against central finite differences of
+/// [`objective`]: every parameter's gradient, and every `input_step`-th input's. Returns the
+/// parameters' gradients.
+fn check_against_finite_differences(
+    model: &Model,
+    input: &Tensor,
+    mode: Mode,
+    input_step: usize,
+) -> std::collections::BTreeMap<String, Tensor> {
+    let fwd = plain::forward(model, input, mode).unwrap();
+    let weights = pseudo_random(fwd.output(model).len(), 2);
+    let grad_out = Tensor::new(fwd.output(model).shape(), weights.clone()).unwrap();
+    let grads = plain::backward(model, &fwd, model.output(), grad_out).unwrap();
     let h = 1e-6;
-    let mut worst: f64 = 0.0;
-    let mut compare = |what: &str, analytic: f64, plus: f64, minus: f64| {
+    let compare = |what: &str, analytic: f64, plus: f64, minus: f64| {
         let numeric = (plus - minus) / (2.0 * h);
         let err = (analytic - numeric).abs() / (1e-3 + analytic.abs().max(numeric.abs()));
         assert!(
             err < 1e-4,
             "{mode:?}: {what}: analytic {analytic}, numeric {numeric}"
         );
-        worst = worst.max(err);
     };
     for (name, grad) in &grads.params {
         for i in 0..grad.len() {
@@ -102,12 +105,12 @@ fn check_gradients(mode: Mode, dropout: f64) {
             compare(
                 &format!("{name}[{i}]"),
                 grad.data()[i],
-                objective(&plus, &input, &weights, mode),
-                objective(&minus, &input, &weights, mode),
+                objective(&plus, input, &weights, mode),
+                objective(&minus, input, &weights, mode),
             );
         }
     }
-    for i in (0..input.len()).step_by(5) {
+    for i in (0..input.len()).step_by(input_step) {
         let mut plus = input.clone();
         plus.data_mut()[i] += h;
         let mut minus = input.clone();
@@ -115,20 +118,23 @@ fn check_gradients(mode: Mode, dropout: f64) {
         compare(
             &format!("input[{i}]"),
             grads.input().data()[i],
-            objective(&model, &plus, &weights, mode),
-            objective(&model, &minus, &weights, mode),
+            objective(model, &plus, &weights, mode),
+            objective(model, &minus, &weights, mode),
         );
     }
+    grads.params
+}
+
+fn check_gradients(mode: Mode, dropout: f64) {
+    let model = every_op_model(dropout);
+    let input = Tensor::new(&[3, 2, 6, 6], pseudo_random(3 * 72, 1)).unwrap();
+    let params = check_against_finite_differences(&model, &input, mode, 5);
     let trainable = model
         .param_specs()
         .iter()
         .filter(|s| s.kind == cryptgpu_nn::model::ParamKind::Trainable)
         .count();
-    assert_eq!(
-        grads.params.len(),
-        trainable,
-        "a gradient per trained tensor"
-    );
+    assert_eq!(params.len(), trainable, "a gradient per trained tensor");
 }
 
 #[test]
@@ -225,41 +231,5 @@ fn transformer_layers_backward_matches_finite_differences() {
         Tensor::new(&[], vec![1.5]).unwrap(),
     );
     let input = Tensor::new(&[2, l, d], pseudo_random(2 * l * d, 5)).unwrap();
-    let mode = Mode::Inference;
-    let fwd = plain::forward(&model, &input, mode).unwrap();
-    let weights = pseudo_random(fwd.output(&model).len(), 6);
-    let grad_out = Tensor::new(fwd.output(&model).shape(), weights.clone()).unwrap();
-    let grads = plain::backward(&model, &fwd, model.output(), grad_out).unwrap();
-    let h = 1e-6;
-    let check = |what: &str, analytic: f64, plus: f64, minus: f64| {
-        let numeric = (plus - minus) / (2.0 * h);
-        let err = (analytic - numeric).abs() / (1e-3 + analytic.abs().max(numeric.abs()));
-        assert!(err < 1e-4, "{what}: analytic {analytic}, numeric {numeric}");
-    };
-    for (name, grad) in &grads.params {
-        for i in 0..grad.len() {
-            let mut plus = model.clone();
-            plus.params.get_mut(name).unwrap().data_mut()[i] += h;
-            let mut minus = model.clone();
-            minus.params.get_mut(name).unwrap().data_mut()[i] -= h;
-            check(
-                &format!("{name}[{i}]"),
-                grad.data()[i],
-                objective(&plus, &input, &weights, mode),
-                objective(&minus, &input, &weights, mode),
-            );
-        }
-    }
-    for i in 0..input.len() {
-        let mut plus = input.clone();
-        plus.data_mut()[i] += h;
-        let mut minus = input.clone();
-        minus.data_mut()[i] -= h;
-        check(
-            &format!("input[{i}]"),
-            grads.input().data()[i],
-            objective(&model, &plus, &weights, mode),
-            objective(&model, &minus, &weights, mode),
-        );
-    }
+    check_against_finite_differences(&model, &input, Mode::Inference, 1);
 }
