@@ -24,7 +24,7 @@
 use crate::approx::powers;
 use crate::{NonlinearError, Result};
 use cryptgpu_backend::GpuBackend;
-use cryptgpu_share::{Party, Rss, SharedBits};
+use cryptgpu_share::{Bilinear, Party, Rss, SharedBits};
 use cryptgpu_transport::Transport;
 
 /// Beyond |z| = 3, erf(z) is taken as ±1 (erfc(3) = 2.2·10^-5).
@@ -142,9 +142,21 @@ pub fn erf_slope<B: GpuBackend, T: Transport>(
     inside: &SharedBits<B>,
 ) -> Result<Rss<B>> {
     let square = p.square_fixed(z)?;
-    let e = crate::approx::exp(p, &p.neg(&square)?, crate::approx::ExpOptions::default())?;
-    let slope = p.mul_public_fixed(&e, std::f64::consts::FRAC_2_SQRT_PI)?;
-    Ok(p.mul_bit(inside, &slope)?)
+    masked_gaussian(p, &square, std::f64::consts::FRAC_2_SQRT_PI, inside)
+}
+
+/// c·e^(−s) where the bits `inside` are 1, exactly 0 elsewhere (where s may be too large
+/// for exp's domain, whose garbage the bit multiplies by 0): the Gaussian factor of erf's
+/// and GELU's slopes.
+fn masked_gaussian<B: GpuBackend, T: Transport>(
+    p: &mut Party<B, T>,
+    s: &Rss<B>,
+    c: f64,
+    inside: &SharedBits<B>,
+) -> Result<Rss<B>> {
+    let e = crate::approx::exp(p, &p.neg(s)?, crate::approx::ExpOptions::default())?;
+    let scaled = p.mul_public_fixed(&e, c)?;
+    Ok(p.mul_bit(inside, &scaled)?)
 }
 
 /// GELU(x) = x·Φ(x) = x·(1 + erf(x/√2))/2 (PyTorch's exact `nn.GELU()`); also used for its
@@ -189,13 +201,8 @@ pub fn gelu_slope<B: GpuBackend, T: Transport>(
     let fixed = p.fixed();
     let half_square = p.square(x)?;
     let half_square = p.truncate_by(&half_square, fixed.frac_bits() + 1)?;
-    let e = crate::approx::exp(
-        p,
-        &p.neg(&half_square)?,
-        crate::approx::ExpOptions::default(),
-    )?;
-    let density = p.mul_public_fixed(&e, 1.0 / (2.0 * std::f64::consts::PI).sqrt())?;
-    let density = p.mul_bit(&parts.inside, &density)?;
+    let scale = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
+    let density = masked_gaussian(p, &half_square, scale, &parts.inside)?;
     let x_density = p.mul_fixed(x, &density)?;
     let one_plus = p.add_scalar(&parts.erf, fixed.encode(1.0)?)?;
     let cdf = p.truncate_by(&one_plus, 1)?;
@@ -258,13 +265,17 @@ pub fn inv_sqrt_wide<B: GpuBackend, T: Transport>(
     // at_least[i] = 1 where v ≥ 4^i.
     let below = p.msb(&below)?;
     let at_least = p.bit_to_arith(&p.bits_not(&below)?)?;
+    // y0 = start(lo − 1) + Σ_i at_least[i]·(start(i) − start(i − 1)): the bits are ring
+    // integers, so one product by the public steps and a sum, no truncation.
     let start = |j: i32| 2.0 / 3.0 * 2f64.powi(-j);
-    let mut y = p.mul_scalar(&row, 0)?;
-    for (k, i) in (lo..=hi).enumerate() {
-        let bit = p.linear(&at_least, |b, t| b.slice(t, 0, k..k + 1))?;
-        let step = fixed.encode(start(i) - start(i - 1))?;
-        y = p.add(&y, &p.mul_scalar(&bit, step)?)?;
-    }
+    let steps = (lo..=hi)
+        .map(|i| fixed.encode(start(i) - start(i - 1)))
+        .collect::<std::result::Result<Vec<u64>, _>>()?;
+    let steps = p.backend().upload(&steps, &[steps.len(), 1])?;
+    let m = (hi - lo + 1) as usize;
+    let steps = p.backend().broadcast_to(&steps, &[m, n])?;
+    let weighted = p.apply_public(Bilinear::Mul, &at_least, &steps)?;
+    let y = p.linear(&weighted, |b, t| b.reshape(&b.sum_axis(t, 0)?, &[1, n]))?;
     let mut y = p.add_scalar(&y, fixed.encode(start(lo - 1))?)?;
     let frac = fixed.frac_bits();
     for _ in 0..iterations {

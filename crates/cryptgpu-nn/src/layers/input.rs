@@ -24,14 +24,13 @@ impl Attributes for Input {
     }
 
     fn read_attrs(a: &Attrs) -> Result<Self> {
-        let vocabulary = if a.has("vocabulary") {
-            Some(a.dim("vocabulary")?).filter(|&v| v > 0)
-        } else {
-            None
+        let vocabulary = match a.has("vocabulary") {
+            false => None,
+            true => match a.dim("vocabulary")? {
+                0 => return Err(a.err("`vocabulary` must be positive")),
+                v => Some(v),
+            },
         };
-        if a.has("vocabulary") && vocabulary.is_none() {
-            return Err(a.err("`vocabulary` must be positive"));
-        }
         Ok(Self { vocabulary })
     }
 }

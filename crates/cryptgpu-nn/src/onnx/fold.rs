@@ -172,18 +172,9 @@ pub(crate) fn try_fold(im: &mut dyn ImportGraph, node: &NodeProto) -> Result<boo
             // A constant for every example (a class token): a node, not a folded constant
             // of the probe batch's size.
             let t = need(node, &consts, 0)?;
-            let mut target: Vec<usize> = as_ints(&need(node, &consts, 1)?)
-                .iter()
-                .map(|&d| d.max(0) as usize)
-                .collect();
+            let mut target = expand_target(&need(node, &consts, 1)?);
             target[0] = 1;
-            let count = bounded(node, &target)?;
-            let ones = Const {
-                dims: target,
-                values: vec![0.0; count],
-                ty: t.ty,
-            };
-            let one = broadcast_op(node, &t, &ones, |v, _| v)?;
+            let one = expand(node, &t, target)?;
             let shape = one.dims[1..].to_vec();
             crate::layers::constant::import_batched(im, node, shape, one.values)?;
             return Ok(true);
@@ -218,6 +209,22 @@ fn expands_to_batch(im: &dyn ImportGraph, consts: &[Option<Const>]) -> bool {
         1
     };
     target.first() == Some(&(im.batch() as i64)) && leading == 1 && t.dims.len() <= target.len()
+}
+
+/// The target shape of an `Expand` (negative entries as 0).
+fn expand_target(shape: &Const) -> Vec<usize> {
+    as_ints(shape).iter().map(|&d| d.max(0) as usize).collect()
+}
+
+/// `t` broadcast (NumPy rules) to `shape`, as ONNX `Expand` does.
+fn expand(node: &NodeProto, t: &Const, shape: Vec<usize>) -> Result<Const> {
+    let count = bounded(node, &shape)?;
+    let target = Const {
+        dims: shape,
+        values: vec![0.0; count],
+        ty: t.ty,
+    };
+    broadcast_op(node, t, &target, |v, _| v)
 }
 
 fn constant(node: &NodeProto) -> Result<Const> {
@@ -647,17 +654,7 @@ fn evaluate(node: &NodeProto, op: &str, c: Vec<Option<Const>>) -> Result<Const> 
         }
         "Expand" => {
             let t = need(node, &c, 0)?;
-            let shape: Vec<usize> = as_ints(&need(node, &c, 1)?)
-                .iter()
-                .map(|&d| d.max(0) as usize)
-                .collect();
-            let count = bounded(node, &shape)?;
-            let zeros = Const {
-                dims: shape.clone(),
-                values: vec![0.0; count],
-                ty: t.ty,
-            };
-            broadcast_op(node, &t, &zeros, |v, _| v)?
+            expand(node, &t, expand_target(&need(node, &c, 1)?))?
         }
         other => {
             return Err(NnError::Onnx(format!(

@@ -484,12 +484,9 @@ fn hide_probe(error: NnError) -> NnError {
         let mut out = String::with_capacity(text.len());
         let mut digits = String::new();
         let flush = |digits: &mut String, out: &mut String| {
-            match digits.parse::<usize>() {
-                Ok(v) if v > 0 && v % PROBE_BATCH == 0 => match v / PROBE_BATCH {
-                    1 => out.push('N'),
-                    k => out.push_str(&format!("{k}·N")),
-                },
-                _ => out.push_str(digits),
+            match digits.parse::<usize>().ok().and_then(node::batch_text) {
+                Some(batch) => out.push_str(&batch),
+                None => out.push_str(digits),
             }
             digits.clear();
         };

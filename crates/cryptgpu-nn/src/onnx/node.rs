@@ -16,6 +16,16 @@ use crate::tensor::Tensor;
 /// attention).
 pub const PROBE_BATCH: usize = 1_000_003;
 
+/// `d` as a message names it when it is a positive multiple of [`PROBE_BATCH`]: `N` or
+/// `k·N` (the batch, alone or merged with k other entries); `None` for any other size.
+pub(crate) fn batch_text(d: usize) -> Option<String> {
+    match d / PROBE_BATCH {
+        _ if d == 0 || !d.is_multiple_of(PROBE_BATCH) => None,
+        1 => Some("N".into()),
+        k => Some(format!("{k}·N")),
+    }
+}
+
 /// What a graph value name refers to while importing.
 #[derive(Clone, Debug)]
 pub enum Value {
@@ -143,10 +153,11 @@ pub trait ImportGraph {
         let dims: Vec<String> = self
             .shape(id)
             .iter()
-            .map(|&d| match d / PROBE_BATCH {
-                _ if !symbolic || d % PROBE_BATCH != 0 => d.to_string(),
-                1 => "N".into(),
-                k => format!("{k}·N"),
+            .map(|&d| {
+                symbolic
+                    .then(|| batch_text(d))
+                    .flatten()
+                    .unwrap_or_else(|| d.to_string())
             })
             .collect();
         format!("[{}]", dims.join(", "))
