@@ -7,7 +7,7 @@
 #      builds the test and bench binaries in release mode, strips them, and copies them
 #      into device-bin/ (git ignores it; pass it as `carry` to the device runner).
 #   2. On the GPU machine, from the repository root:
-#        crates/cryptgpu-cuda/device-run.sh run [tests|sanitizer|profile|targets|bench|all]
+#        crates/cryptgpu-cuda/device-run.sh run [tests|sanitizer|profile|targets|big|serve|bench|all]
 #      finds libcuda, NVRTC and cuBLAS (ldconfig, /usr/local/cuda*, pip wheels), sets
 #      LD_LIBRARY_PATH, and runs:
 #      - tests: the limb tests, the device tests, the conformance suite for all three GEMM
@@ -23,8 +23,15 @@
 #        (CRYPTGPU_CUDA_STREAMS=shared) ($OUT/targets.jsonl, device counts included), and
 #        the criterion rows relu/10000, relu/1000000 and matmul_fixed/4096 in both stream
 #        modes;
+#      - big: issue 27's rows ($OUT/big.jsonl, peak device memory per party included):
+#        ResNet-50 and VGG16 on ImageNet at batch 1 and 64, AlexNet and VGG16 on Tiny
+#        ImageNet at batch 64 (inference, LAN); training iterations of LeNet (128), AlexNet-CIFAR10
+#        (128) and VGG16-CIFAR10 (32 and 128); the ring GEMM at n = 512, 1024, 4096, 8192;
+#        and nsys profiles of ResNet-50 at batch 1 and of a VGG16-CIFAR10 training step;
+#      - serve: the inference service's load test on the GPU (AlexNet-CIFAR10, ResNet-18);
 #      - bench: every criterion bench of the CUDA backend;
-#      - all (the default): tests, sanitizer, profile, targets: under 8 minutes on an H100.
+#      - all (the default): tests, sanitizer, profile, targets, big: under 8 minutes on an
+#        H100 (BIG_QUICK=1 keeps big to its batch-1 rows and the GEMMs).
 #      Results go under $OUT (or ./device-out when $OUT is unset).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -169,6 +176,60 @@ PY
     done
 }
 
+# One `cryptgpu bench --json` row into $out/big.jsonl, or a line in big.err saying why not
+# (a model that does not fit fails naming the layer and the bytes).
+big_row() {
+    local limit=$1
+    shift
+    timeout "$limit" "$bin/cryptgpu" bench --backend cuda --json "$@" >>"$out/big.jsonl" \
+        2>>"$out/big.err" || echo "failed or timed out: $*" | tee -a "$out/big.err"
+}
+
+run_big() {
+    mkdir -p "$out"
+    : >"$out/big.jsonl"
+    for n in 512 1024 4096 8192; do
+        big_row 60 --gemm "$n" --runs 5
+    done
+    big_row 120 --network resnet50 --batch 1 --link lan --runs 3 --warmup 1
+    big_row 120 --network vgg16-imagenet --batch 1 --link lan --runs 3 --warmup 1
+    big_row 60 --network lenet --mode training --batch 128 --link lan --runs 3 --warmup 1
+    big_row 60 --network alexnet-cifar10 --mode training --batch 128 --link lan --runs 3 --warmup 1
+    big_row 90 --network vgg16-cifar10 --mode training --batch 32 --link lan --runs 3 --warmup 1
+    if [ -z "${BIG_QUICK:-}" ]; then
+        big_row 180 --network resnet50 --batch 64 --link lan --runs 2 --warmup 1
+        big_row 180 --network vgg16-imagenet --batch 64 --link lan --runs 2 --warmup 1
+        big_row 90 --network alexnet-tinyimagenet --batch 64 --link lan --runs 2 --warmup 1
+        big_row 90 --network vgg16-tinyimagenet --batch 64 --link lan --runs 2 --warmup 1
+        big_row 180 --network vgg16-cifar10 --mode training --batch 128 --link lan --runs 2 \
+            --warmup 1
+        profile_one resnet50 "$bin/cryptgpu" bench --network resnet50 --batch 1 \
+            --backend cuda --link lan --runs 2 --warmup 1 --json
+        profile_one vgg16-train "$bin/cryptgpu" bench --network vgg16-cifar10 --mode training \
+            --batch 32 --backend cuda --link lan --runs 2 --warmup 1 --json
+    fi
+    python3 - "$out/big.jsonl" <<'PY' | tee "$out/big.txt"
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if "network" not in r:
+        print(json.dumps(r)[:200]); continue
+    peak = r.get("peak_device_bytes") or []
+    peak = "/".join(f"{b/1e9:.2f}" for b in peak) if isinstance(peak, list) else str(peak)
+    print(f"{r['network']:22} {r['mode']:9} batch {r['batch']:4} median {r['median_seconds']:8.3f} s"
+          f" rounds {r['rounds']:5} P0 sent {r['bytes_sent'][0]/1e6:9.1f} MB peak device GB {peak}")
+PY
+}
+
+run_serve() {
+    mkdir -p "$out"
+    for model in alexnet-cifar10 resnet18; do
+        timeout 200 "$bin/cryptgpu" loadtest --backend cuda --model "$model" --clients 1,8,64 \
+            --queries 10 --max-batch 128 --json >>"$out/serve.jsonl" 2>>"$out/serve.err" ||
+            echo "failed: serve $model" | tee -a "$out/serve.err"
+    done
+}
+
 case "${1:-}" in
     build) build ;;
     run)
@@ -178,10 +239,12 @@ case "${1:-}" in
             sanitizer) run_sanitizer ;;
             profile) run_profile ;;
             targets) run_targets ;;
+            big) run_big ;;
+            serve) run_serve ;;
             bench) run_bench ;;
-            all) run_tests && run_sanitizer && run_profile && run_targets ;;
-            *) echo "usage: $0 run [tests|sanitizer|profile|targets|bench|all]" >&2; exit 2 ;;
+            all) run_tests && run_sanitizer && run_profile && run_targets && run_big ;;
+            *) echo "usage: $0 run [tests|sanitizer|profile|targets|big|serve|bench|all]" >&2; exit 2 ;;
         esac
         ;;
-    *) echo "usage: $0 build | run [tests|sanitizer|profile|targets|bench|all]" >&2; exit 2 ;;
+    *) echo "usage: $0 build | run [tests|sanitizer|profile|targets|big|serve|bench|all]" >&2; exit 2 ;;
 esac

@@ -8,6 +8,7 @@ mod bench;
 #[cfg(test)]
 mod imports;
 mod matrix;
+mod serve;
 mod tidy;
 
 use anyhow::{Result, bail};
@@ -18,10 +19,14 @@ cargo xtask <command>
 
 Commands:
   test               what CI runs: rustfmt check, clippy -D warnings, every test of the
-                     workspace, then the bench matrix at --quick sizes
+                     workspace, then the bench matrix and the service load test at --quick
+                     sizes
   bench [OPTIONS]    the bench matrix: private inference and training per network, backend
                      and emulated link; results.json, results.md and plots under
                      target/bench/<timestamp>/ (`cargo xtask bench --help`)
+  bench --serve [OPTIONS]
+                     the inference service under load: p50/p99 latency and queries per
+                     second of 1, 8, 64 clients (`cargo xtask bench --serve --help`)
   bench-report --out DIR RESULTS.json...
                      merge bench matrix results (e.g. a CPU run and a GPU machine's) into
                      one results.json, results.md and plots, running nothing
@@ -40,6 +45,13 @@ fn main() -> Result<()> {
     sh.change_dir(project_root());
     match command.as_str() {
         "test" => test(&sh),
+        "bench" if args.contains("--serve") => {
+            if args.contains(["-h", "--help"]) {
+                print!("{}", serve::HELP);
+                return Ok(());
+            }
+            serve::run(&sh, &project_root(), &mut args).map(|_| ())
+        }
         "bench" => {
             if args.contains(["-h", "--help"]) {
                 print!("{}", matrix::run::HELP);
@@ -100,5 +112,18 @@ fn test(sh: &Shell) -> Result<()> {
         "bench --quick (from `cargo xtask test`)".into(),
     )?;
     matrix::run::run(sh, &project_root(), &args)?;
+    // The service's load test at a tiny size, with faults, through the same binary.
+    println!("== service load test (--quick --chaos)");
+    let binary = project_root().join("target/release/cryptgpu");
+    serve::run(
+        sh,
+        &project_root(),
+        &mut pico_args::Arguments::from_vec(vec![
+            "--quick".into(),
+            "--chaos".into(),
+            "--binary".into(),
+            binary.into(),
+        ]),
+    )?;
     Ok(())
 }

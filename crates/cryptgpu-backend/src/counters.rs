@@ -21,6 +21,10 @@
 //!   and each download on the GPU backends, which waits for the work before it).
 //! - `allocations` and their bytes: device buffers obtained from the allocator; on the
 //!   CPU, buffers its pool could not serve.
+//!
+//! These count work, per thread. What a party holds at a time (live and peak device bytes,
+//! per party, whichever thread frees a buffer) is the device-memory ledger's
+//! ([`crate::memory`]).
 
 use std::cell::Cell;
 use std::fmt;

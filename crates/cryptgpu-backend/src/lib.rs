@@ -16,12 +16,16 @@
 //!   [`GpuBackend::sync`] wait for the work before them.
 //! - Every backend counts its work for the calling thread ([`counters`]): launches,
 //!   transfers, syncs and allocations, read with [`counters::thread_counts`].
+//! - Every backend charges every tensor buffer it makes to the calling thread's party in
+//!   the device-memory ledger ([`memory`]) before allocating it, and refuses one past the
+//!   party's limit with [`BackendError::OutOfDeviceMemory`].
 
 #![forbid(unsafe_code)]
 
 pub mod counters;
 mod error;
 pub mod fused;
+pub mod memory;
 mod params;
 pub mod prg;
 pub mod shape;

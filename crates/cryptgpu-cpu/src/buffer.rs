@@ -16,17 +16,18 @@
 //! # Memory per party
 //!
 //! Three parties in one process share the pool, so the process's resident memory says
-//! nothing of one party's. A thread may say which party it runs
-//! ([`set_thread_party`]); every tensor buffer is then charged to the party whose thread
-//! made it, until it is freed, and [`party_peak_bytes`] gives each party's peak of live
-//! tensor memory: what one party's process would hold in tensors, without the pool's idle
-//! buffers and the kernels' scratch space.
+//! nothing of one party's. Every tensor buffer is charged to the device-memory ledger
+//! ([`cryptgpu_backend::memory`]) when it becomes a tensor ([`Buffer::new`]), to the party
+//! whose thread made it, until it is freed: what one party's process would hold in tensors,
+//! without the pool's idle buffers and the kernels' scratch space. A buffer that would take
+//! its party past the ledger's limit is refused there (and goes back to the pool).
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
+
+use cryptgpu_backend::Result;
+use cryptgpu_backend::memory::{self, MemoryCharge};
 
 /// Buffers shorter than this many words are left to the allocator: small allocations do
 /// not go through `mmap`, so recycling them saves nothing.
@@ -39,62 +40,38 @@ pub const POOL_LIMIT_ENV: &str = "CRYPTGPU_CPU_POOL_MIB";
 /// The pool's default limit in MiB.
 pub const DEFAULT_POOL_MIB: usize = 512;
 
-/// Accounts of live tensor bytes: one per party, and one for threads of no party.
-const ACCOUNTS: usize = 4;
-const NO_PARTY: usize = 3;
-static LIVE: [AtomicU64; ACCOUNTS] = [const { AtomicU64::new(0) }; ACCOUNTS];
-static PEAK: [AtomicU64; ACCOUNTS] = [const { AtomicU64::new(0) }; ACCOUNTS];
-
-thread_local! {
-    static PARTY: Cell<usize> = const { Cell::new(NO_PARTY) };
-}
-
-/// Charges the tensors this thread makes from now on to party `party` (0, 1 or 2), or to
-/// no party (`None`, the default).
-pub fn set_thread_party(party: Option<usize>) {
-    PARTY.set(party.filter(|&p| p < NO_PARTY).unwrap_or(NO_PARTY));
-}
-
-/// Each party's peak of live tensor bytes since the last [`reset_party_peaks`].
-pub fn party_peak_bytes() -> [u64; 3] {
-    std::array::from_fn(|i| PEAK[i].load(Ordering::Relaxed))
-}
-
-/// Starts the parties' peaks again from their live bytes now.
-pub fn reset_party_peaks() {
-    for (peak, live) in PEAK.iter().zip(&LIVE) {
-        peak.store(live.load(Ordering::Relaxed), Ordering::Relaxed);
-    }
-}
-
 /// The words of one tensor; goes back to the pool when dropped.
 #[derive(Debug)]
 pub(crate) struct Buffer {
     words: Vec<u64>,
-    /// The account its bytes are charged to.
-    account: usize,
+    /// Its bytes in the ledger, given back when the buffer goes.
+    _charge: MemoryCharge,
 }
 
 impl Buffer {
     /// Wraps `words` (from [`take`], [`take_zeroed`] or anywhere else), charging them to
-    /// this thread's party.
-    pub(crate) fn new(words: Vec<u64>) -> Self {
-        let account = PARTY.get();
-        let bytes = 8 * words.capacity() as u64;
-        let live = LIVE[account].fetch_add(bytes, Ordering::Relaxed) + bytes;
-        PEAK[account].fetch_max(live, Ordering::Relaxed);
-        Self { words, account }
+    /// this thread's party in the ledger.
+    ///
+    /// # Errors
+    /// [`cryptgpu_backend::BackendError::OutOfDeviceMemory`] where they would take the
+    /// party past its limit; the words go back to the pool.
+    pub(crate) fn new(words: Vec<u64>) -> Result<Self> {
+        match memory::charge(8 * words.capacity() as u64) {
+            Ok(charge) => Ok(Self {
+                words,
+                _charge: charge,
+            }),
+            Err(e) => {
+                give(words);
+                Err(e)
+            }
+        }
     }
 
-    /// The words, leaving an empty buffer behind (nothing goes to the pool).
+    /// The words, leaving an empty buffer behind (nothing goes to the pool); their charge
+    /// ends.
     pub(crate) fn into_vec(mut self) -> Vec<u64> {
-        self.release();
         std::mem::take(&mut self.words)
-    }
-
-    /// Stops charging the words to the account.
-    fn release(&mut self) {
-        LIVE[self.account].fetch_sub(8 * self.words.capacity() as u64, Ordering::Relaxed);
     }
 }
 
@@ -107,7 +84,6 @@ impl Deref for Buffer {
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        self.release();
         give(std::mem::take(&mut self.words));
     }
 }
@@ -232,29 +208,30 @@ mod tests {
         let len = MIN_POOLED_WORDS * 8 + 17;
         let words = take_zeroed(len);
         let ptr = words.as_ptr();
-        drop(Buffer::new(words));
+        drop(Buffer::new(words).expect("no limit"));
         // A request 1/16 shorter reuses it, truncated; a longer one cannot.
         let again = take(len - len / 16);
         assert_eq!(again.len(), len - len / 16);
         assert_eq!(again.as_ptr(), ptr);
         assert_eq!(take(len + 1).len(), len + 1);
-        drop(Buffer::new(again));
+        drop(Buffer::new(again).expect("no limit"));
         assert_eq!(take_zeroed(len - 3), vec![0; len - 3]);
     }
 
     #[test]
     fn tensors_are_charged_to_the_party_whose_thread_made_them() {
         std::thread::spawn(|| {
-            set_thread_party(Some(2));
-            reset_party_peaks();
-            let before = party_peak_bytes()[2];
-            let a = Buffer::new(vec![0; 1000]);
-            let b = Buffer::new(vec![0; 3000]);
-            assert!(party_peak_bytes()[2] >= before + 32_000);
+            memory::set_thread_party(Some(2));
+            let before = memory::party_live_bytes()[2];
+            let a = Buffer::new(vec![0; 1000]).expect("no limit");
+            let b = Buffer::new(vec![0; 3000]).expect("no limit");
+            assert!(memory::party_live_bytes()[2] >= before + 32_000);
+            assert!(memory::party_peak_bytes()[2] >= before + 32_000);
             drop((a, b));
-            let words = Buffer::new(vec![0; 500]).into_vec();
+            let words = Buffer::new(vec![0; 500]).expect("no limit").into_vec();
             assert_eq!(words.len(), 500);
-            set_thread_party(None);
+            assert_eq!(memory::party_live_bytes()[2], before);
+            memory::set_thread_party(None);
         })
         .join()
         .expect("no panic");
@@ -265,7 +242,7 @@ mod tests {
         // Tests on other threads pool buffers too: look for this length only, which no
         // other test uses, rather than at the pool's total.
         let len = MIN_POOLED_WORDS - 1;
-        drop(Buffer::new(vec![1; len]));
+        drop(Buffer::new(vec![1; len]).expect("no limit"));
         let pool = pool().lock().unwrap_or_else(|e| e.into_inner());
         assert!(pool.idle.get(&len).is_none_or(Vec::is_empty));
     }

@@ -22,10 +22,7 @@ use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::Arc;
 
-pub use buffer::{
-    DEFAULT_POOL_MIB, POOL_LIMIT_ENV, idle_buffer_bytes, party_peak_bytes, release_idle_buffers,
-    reset_party_peaks, set_thread_party,
-};
+pub use buffer::{DEFAULT_POOL_MIB, POOL_LIMIT_ENV, idle_buffer_bytes, release_idle_buffers};
 
 /// The CPU backend. Work runs on rayon's global thread pool (size it with
 /// `RAYON_NUM_THREADS`); every op has finished when it returns.
@@ -39,12 +36,12 @@ impl CpuBackend {
     }
 
     /// A layout op (permute, slice, broadcast) as the strided gather it is.
-    fn gather(&self, tensor: &CpuTensor, view: shape::StridedView) -> CpuTensor {
+    fn gather(&self, tensor: &CpuTensor, view: shape::StridedView) -> Result<CpuTensor> {
         if view.is_whole(tensor.len()) {
-            return CpuTensor {
+            return Ok(CpuTensor {
                 data: tensor.data.clone(),
                 shape: view.shape,
-            };
+            });
         }
         let data = layout::strided_gather(&tensor.data, &view.shape, &view.strides, view.offset);
         CpuTensor::new(data, view.shape)
@@ -69,18 +66,26 @@ impl Eq for CpuTensor {}
 
 impl CpuTensor {
     /// The result of an op: one pass over memory, counted as a launch.
-    fn new(data: Vec<u64>, shape: Vec<usize>) -> Self {
+    ///
+    /// # Errors
+    /// [`cryptgpu_backend::BackendError::OutOfDeviceMemory`] where the buffer would take
+    /// this thread's party past its limit ([`cryptgpu_backend::memory`]).
+    fn new(data: Vec<u64>, shape: Vec<usize>) -> Result<Self> {
         counters::record_launches(1);
         Self::from_host(data, shape)
     }
 
-    /// A tensor of words from the host (an upload: no pass counted).
-    fn from_host(data: Vec<u64>, shape: Vec<usize>) -> Self {
+    /// A tensor of words from the host (an upload: no pass counted), charged to this
+    /// thread's party.
+    ///
+    /// # Errors
+    /// As [`CpuTensor::new`].
+    fn from_host(data: Vec<u64>, shape: Vec<usize>) -> Result<Self> {
         debug_assert_eq!(data.len(), shape.iter().product::<usize>());
-        Self {
-            data: Arc::new(Buffer::new(data)),
+        Ok(Self {
+            data: Arc::new(Buffer::new(data)?),
             shape,
-        }
+        })
     }
 
     /// The elements, row-major (no copy: the CPU's "device" memory is the host's).
@@ -105,13 +110,13 @@ impl GpuBackend for CpuBackend {
     fn upload(&self, data: &[u64], shape: &[usize]) -> Result<CpuTensor> {
         shape::check_len("upload", shape, data.len())?;
         counters::record_upload(8 * data.len() as u64);
-        Ok(CpuTensor::from_host(buffer::copy_of(data), shape.to_vec()))
+        CpuTensor::from_host(buffer::copy_of(data), shape.to_vec())
     }
 
     fn upload_vec(&self, data: Vec<u64>, shape: &[usize]) -> Result<CpuTensor> {
         shape::check_len("upload", shape, data.len())?;
         counters::record_upload(8 * data.len() as u64);
-        Ok(CpuTensor::from_host(data, shape.to_vec()))
+        CpuTensor::from_host(data, shape.to_vec())
     }
 
     fn download(&self, tensor: &CpuTensor) -> Result<Vec<u64>> {
@@ -131,7 +136,7 @@ impl GpuBackend for CpuBackend {
         let n = shape::numel("full", shape)?;
         let mut data = buffer::take(n);
         data.fill(value);
-        Ok(CpuTensor::new(data, shape.to_vec()))
+        CpuTensor::new(data, shape.to_vec())
     }
 
     fn sync(&self) -> Result<()> {
@@ -150,12 +155,12 @@ impl GpuBackend for CpuBackend {
 
     fn permute(&self, tensor: &CpuTensor, axes: &[usize]) -> Result<CpuTensor> {
         let view = shape::permute_view("permute", &tensor.shape, axes)?;
-        Ok(self.gather(tensor, view))
+        self.gather(tensor, view)
     }
 
     fn slice(&self, tensor: &CpuTensor, axis: usize, range: Range<usize>) -> Result<CpuTensor> {
         let view = shape::slice_view("slice", &tensor.shape, axis, &range)?;
-        Ok(self.gather(tensor, view))
+        self.gather(tensor, view)
     }
 
     fn concat(&self, tensors: &[&CpuTensor], axis: usize) -> Result<CpuTensor> {
@@ -169,10 +174,7 @@ impl GpuBackend for CpuBackend {
             .map(|t| (&t.data[..], t.shape.as_slice()))
             .collect();
         let total = out_shape.iter().product();
-        Ok(CpuTensor::new(
-            layout::concat(&parts, axis, total),
-            out_shape,
-        ))
+        CpuTensor::new(layout::concat(&parts, axis, total), out_shape)
     }
 
     fn select_rows(&self, tensor: &CpuTensor, rows: &[Option<usize>]) -> Result<CpuTensor> {
@@ -189,12 +191,12 @@ impl GpuBackend for CpuBackend {
         } else if row_len > 0 {
             out.par_chunks_mut(row_len).zip(rows).for_each(copy_row);
         }
-        Ok(CpuTensor::new(out, out_shape))
+        CpuTensor::new(out, out_shape)
     }
 
     fn broadcast_to(&self, tensor: &CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
         let view = shape::broadcast_view("broadcast_to", &tensor.shape, shape)?;
-        Ok(self.gather(tensor, view))
+        self.gather(tensor, view)
     }
 
     fn binary(&self, op: BinaryOp, lhs: &CpuTensor, rhs: &CpuTensor) -> Result<CpuTensor> {
@@ -207,43 +209,43 @@ impl GpuBackend for CpuBackend {
             BinaryOp::Or => par::zip_map(&lhs.data, &rhs.data, |a, b| a | b),
             BinaryOp::Xor => par::zip_map(&lhs.data, &rhs.data, |a, b| a ^ b),
         };
-        Ok(CpuTensor::new(data, lhs.shape.clone()))
+        CpuTensor::new(data, lhs.shape.clone())
     }
 
     fn binary_scalar(&self, op: BinaryOp, tensor: &CpuTensor, scalar: u64) -> Result<CpuTensor> {
-        Ok(CpuTensor::new(
+        CpuTensor::new(
             par::map(&tensor.data, |x| op.apply(x, scalar)),
             tensor.shape.clone(),
-        ))
+        )
     }
 
     fn unary(&self, op: UnaryOp, tensor: &CpuTensor) -> Result<CpuTensor> {
-        Ok(CpuTensor::new(
+        CpuTensor::new(
             par::map(&tensor.data, |x| op.apply(x)),
             tensor.shape.clone(),
-        ))
+        )
     }
 
     fn shift(&self, op: ShiftOp, tensor: &CpuTensor, bits: u32) -> Result<CpuTensor> {
         shape::check_shift("shift", bits)?;
-        Ok(CpuTensor::new(
+        CpuTensor::new(
             par::map(&tensor.data, |x| op.apply(x, bits)),
             tensor.shape.clone(),
-        ))
+        )
     }
 
     fn fused(&self, program: &Fused, inputs: &[&CpuTensor]) -> Result<CpuTensor> {
         let shape = cryptgpu_backend::fused_shape(program, inputs)?;
         let words: Vec<&[u64]> = inputs.iter().map(|t| &t.data[..]).collect();
-        Ok(CpuTensor::new(par::fused(program, &words), shape))
+        CpuTensor::new(par::fused(program, &words), shape)
     }
 
     fn extract_bit(&self, tensor: &CpuTensor, bit: u32) -> Result<CpuTensor> {
         shape::check_bit("extract_bit", bit)?;
-        Ok(CpuTensor::new(
+        CpuTensor::new(
             par::map(&tensor.data, |x| (x >> bit) & 1),
             tensor.shape.clone(),
-        ))
+        )
     }
 
     fn pack_bits(&self, tensor: &CpuTensor) -> Result<CpuTensor> {
@@ -259,7 +261,7 @@ impl GpuBackend for CpuBackend {
                     .fold(0, |acc, (j, &b)| acc | ((b & 1) << j));
             }
         });
-        Ok(CpuTensor::new(out, vec![words]))
+        CpuTensor::new(out, vec![words])
     }
 
     fn bit_planes(&self, tensor: &CpuTensor) -> Result<CpuTensor> {
@@ -284,7 +286,7 @@ impl GpuBackend for CpuBackend {
                 *word = blocks[64 * w + plane];
             }
         });
-        Ok(CpuTensor::new(planes, vec![64, words]))
+        CpuTensor::new(planes, vec![64, words])
     }
 
     fn unpack_bits(&self, packed: &CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
@@ -298,7 +300,7 @@ impl GpuBackend for CpuBackend {
                 *bit = (words[i / 64] >> (i % 64)) & 1;
             }
         });
-        Ok(CpuTensor::new(out, shape.to_vec()))
+        CpuTensor::new(out, shape.to_vec())
     }
 
     fn matmul(&self, lhs: &CpuTensor, rhs: &CpuTensor) -> Result<CpuTensor> {
@@ -312,7 +314,7 @@ impl GpuBackend for CpuBackend {
                 gemm::gemm_u64(m, k, n, a, k, 1, b, n, 1, c, n, false);
             });
         }
-        Ok(CpuTensor::new(out, d.out_shape))
+        CpuTensor::new(out, d.out_shape)
     }
 
     fn conv2d(
@@ -322,10 +324,10 @@ impl GpuBackend for CpuBackend {
         params: Conv2dParams,
     ) -> Result<CpuTensor> {
         let d = Conv2dDims::forward(&input.shape, &weight.shape, params)?;
-        Ok(CpuTensor::new(
+        CpuTensor::new(
             conv::conv2d(&d, &input.data, &weight.data),
             d.output_shape(),
-        ))
+        )
     }
 
     fn conv2d_grad_input(
@@ -336,10 +338,10 @@ impl GpuBackend for CpuBackend {
         params: Conv2dParams,
     ) -> Result<CpuTensor> {
         let d = Conv2dDims::grad_input(&grad_output.shape, &weight.shape, input_hw, params)?;
-        Ok(CpuTensor::new(
+        CpuTensor::new(
             conv::grad_input(&d, &grad_output.data, &weight.data),
             d.input_shape(),
-        ))
+        )
     }
 
     fn conv2d_grad_weight(
@@ -350,10 +352,10 @@ impl GpuBackend for CpuBackend {
         params: Conv2dParams,
     ) -> Result<CpuTensor> {
         let d = Conv2dDims::grad_weight(&input.shape, &grad_output.shape, kernel_hw, params)?;
-        Ok(CpuTensor::new(
+        CpuTensor::new(
             conv::grad_weight(&d, &input.data, &grad_output.data),
             d.weight_shape(),
-        ))
+        )
     }
 
     fn sum_axis(&self, tensor: &CpuTensor, axis: usize) -> Result<CpuTensor> {
@@ -369,15 +371,12 @@ impl GpuBackend for CpuBackend {
                 *o = (0..extent).fold(0u64, |acc, a| acc.wrapping_add(x[base + a * inner]));
             }
         });
-        Ok(CpuTensor::new(out, out_shape))
+        CpuTensor::new(out, out_shape)
     }
 
     fn pool_window_sum(&self, input: &CpuTensor, params: Pool2dParams) -> Result<CpuTensor> {
         let d = Pool2dDims::new("pool_window_sum", &input.shape, params)?;
-        Ok(CpuTensor::new(
-            pool::window_sum(&d, &input.data),
-            d.output_shape(),
-        ))
+        CpuTensor::new(pool::window_sum(&d, &input.data), d.output_shape())
     }
 
     fn pool_unfold(
@@ -387,10 +386,7 @@ impl GpuBackend for CpuBackend {
         pad_value: u64,
     ) -> Result<CpuTensor> {
         let d = Pool2dDims::new("pool_unfold", &input.shape, params)?;
-        Ok(CpuTensor::new(
-            pool::unfold(&d, &input.data, pad_value),
-            d.windows_shape(),
-        ))
+        CpuTensor::new(pool::unfold(&d, &input.data, pad_value), d.windows_shape())
     }
 
     fn pool_fold(
@@ -401,10 +397,7 @@ impl GpuBackend for CpuBackend {
     ) -> Result<CpuTensor> {
         let d = Pool2dDims::new("pool_fold", input_shape, params)?;
         d.check_windows("pool_fold", &windows.shape)?;
-        Ok(CpuTensor::new(
-            pool::fold(&d, &windows.data),
-            d.input_shape(),
-        ))
+        CpuTensor::new(pool::fold(&d, &windows.data), d.input_shape())
     }
 
     fn fill_chacha12(
@@ -419,7 +412,7 @@ impl GpuBackend for CpuBackend {
         par::fill_chunks(&mut out, |first, chunk| {
             chacha::fill_chacha12(key, stream, position.wrapping_add(first as u64), chunk);
         });
-        Ok(CpuTensor::new(out, shape.to_vec()))
+        CpuTensor::new(out, shape.to_vec())
     }
 }
 

@@ -11,7 +11,7 @@
 use crate::device::Arg::{In, Out, Val};
 use crate::gemm::{self, GemmShape, MatRef};
 use crate::kernels::ConvDims;
-use crate::{CudaBackend, CudaError, CudaTensor};
+use crate::{CudaBackend, CudaError, CudaTensor, DeviceBuf};
 use cryptgpu_backend::shape::Conv2dDims;
 use cudarc::driver::CudaSlice;
 
@@ -49,7 +49,7 @@ fn im2col(
     backend: &CudaBackend,
     d: &Conv2dDims,
     input: &CudaTensor,
-) -> Result<CudaSlice<u64>, CudaError> {
+) -> Result<DeviceBuf, CudaError> {
     let (g, _, _, r, _, q) = sizes(d);
     let total = (g * r * q) as u64;
     let mut cols = backend.alloc(total as usize)?;

@@ -40,6 +40,11 @@ pub enum CudaError {
         /// What does not match.
         why: String,
     },
+    /// A buffer that does not fit: the party's limit in the device-memory ledger, or the
+    /// device's memory, is reached. Always a
+    /// [`BackendError::OutOfDeviceMemory`], which it becomes at the backend boundary.
+    #[error(transparent)]
+    OutOfMemory(BackendError),
     /// A size beyond what a kernel or cuBLAS can address.
     #[error("{op}: {why}")]
     TooLarge {
@@ -52,6 +57,9 @@ pub enum CudaError {
 
 impl From<CudaError> for BackendError {
     fn from(error: CudaError) -> Self {
-        BackendError::Device(Box::new(error))
+        match error {
+            CudaError::OutOfMemory(error) => error,
+            error => BackendError::Device(Box::new(error)),
+        }
     }
 }

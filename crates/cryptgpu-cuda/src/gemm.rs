@@ -340,21 +340,28 @@ fn limbs<K: LimbKind>(
     let device = backend.device();
     let queue = backend.queue()?;
     let stream = &queue.stream;
+    let sizes = [
+        m_pad * ld * std::mem::size_of::<K::Limb>(),
+        n_pad * ld * std::mem::size_of::<K::Limb>(),
+        l_count * m_pad * n_pad * std::mem::size_of::<K::Sum>(),
+    ];
+    // The three scratch buffers are device memory of this party's while the product runs.
+    let workspace = cryptgpu_backend::memory::charge(sizes.iter().sum::<usize>() as u64)
+        .map_err(CudaError::OutOfMemory)?;
+    let out_of_memory = |e| backend.driver_error(e, &workspace);
     // SAFETY: every element of the three buffers is written by a split kernel or a GEMM
     // before anything reads it (the split kernels write all rows_pad·L·kcp limbs, the
     // GEMMs all L planes of m_pad·n_pad sums, and the recombination reads only those).
     let (mut a_split, mut b_split, mut sums) = unsafe {
         (
-            stream.alloc::<K::Limb>(m_pad * ld)?,
-            stream.alloc::<K::Limb>(n_pad * ld)?,
-            stream.alloc::<K::Sum>(l_count * m_pad * n_pad)?,
+            stream.alloc::<K::Limb>(m_pad * ld).map_err(out_of_memory)?,
+            stream.alloc::<K::Limb>(n_pad * ld).map_err(out_of_memory)?,
+            stream
+                .alloc::<K::Sum>(l_count * m_pad * n_pad)
+                .map_err(out_of_memory)?,
         )
     };
-    for bytes in [
-        m_pad * ld * std::mem::size_of::<K::Limb>(),
-        n_pad * ld * std::mem::size_of::<K::Limb>(),
-        l_count * m_pad * n_pad * std::mem::size_of::<K::Sum>(),
-    ] {
+    for bytes in sizes {
         cryptgpu_backend::counters::record_allocation(bytes as u64);
     }
     let plane = m_pad * n_pad;

@@ -36,19 +36,21 @@ pub use error::CudaError;
 pub use gemm::{GemmMethod, ReferenceGemm};
 
 use cryptgpu_backend::counters;
+use cryptgpu_backend::memory::{self, MemoryCharge, Shortfall};
 use cryptgpu_backend::shape::{self, Conv2dDims, MatmulDims, Pool2dDims};
 use cryptgpu_backend::{
     BackendError, BinaryOp, Conv2dParams, DeviceTensor, Fused, GpuBackend, Pool2dParams, Result,
     ShiftOp, UnaryOp, prg,
 };
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::{CudaSlice, CudaStream};
+use cudarc::driver::{CudaSlice, CudaStream, DriverError, LaunchArgs};
 use device::Arg::{self, In, Out, Val};
-use device::Device;
+use device::{Device, KernelBuffer};
 use gemm::{GemmShape, MatRef};
+use kernels::Param;
 use kernels::{ChachaKey, FusedParams, GATHER_MAX_RANK, GatherParams, PoolDims, SelectRowsParams};
 use std::collections::HashMap;
-use std::ops::Range;
+use std::ops::{Deref, DerefMut, Range};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
@@ -96,16 +98,47 @@ pub struct CudaBackend {
     method: GemmMethod,
 }
 
+/// A device buffer of ring elements ([`CudaBackend::alloc`]) and its bytes in the
+/// device-memory ledger, given back when the buffer is freed.
+#[derive(Debug)]
+pub(crate) struct DeviceBuf {
+    slice: CudaSlice<u64>,
+    _charge: MemoryCharge,
+}
+
+impl Deref for DeviceBuf {
+    type Target = CudaSlice<u64>;
+    fn deref(&self) -> &CudaSlice<u64> {
+        &self.slice
+    }
+}
+
+impl DerefMut for DeviceBuf {
+    fn deref_mut(&mut self) -> &mut CudaSlice<u64> {
+        &mut self.slice
+    }
+}
+
+impl KernelBuffer for DeviceBuf {
+    fn push_read<'a>(&'a self, builder: &mut LaunchArgs<'a>) -> Param {
+        self.slice.push_read(builder)
+    }
+
+    fn push_write<'a>(&'a mut self, builder: &mut LaunchArgs<'a>) -> Param {
+        self.slice.push_write(builder)
+    }
+}
+
 /// A tensor in device memory. Clones share the buffer; ops never write to an existing
 /// tensor. The buffer holds at least one element, so empty tensors are real allocations.
 #[derive(Clone, Debug)]
 pub struct CudaTensor {
-    buf: Arc<CudaSlice<u64>>,
+    buf: Arc<DeviceBuf>,
     shape: Vec<usize>,
 }
 
 impl CudaTensor {
-    fn new(buf: CudaSlice<u64>, shape: Vec<usize>) -> Self {
+    fn new(buf: DeviceBuf, shape: Vec<usize>) -> Self {
         Self {
             buf: Arc::new(buf),
             shape,
@@ -236,14 +269,45 @@ impl CudaBackend {
         Ok(self.queue()?.stream.clone())
     }
 
-    /// A buffer of `len` elements (at least one) whose contents the caller will write.
-    fn alloc(&self, len: usize) -> Result<CudaSlice<u64>, CudaError> {
+    /// A buffer of `len` elements (at least one) whose contents the caller will write,
+    /// charged to this thread's party in the device-memory ledger before the driver is
+    /// asked for it.
+    ///
+    /// # Errors
+    /// [`CudaError::OutOfMemory`] where the party's limit or the device's memory is
+    /// reached; a driver error.
+    pub(crate) fn alloc(&self, len: usize) -> Result<DeviceBuf, CudaError> {
+        let bytes = 8 * len.max(1) as u64;
+        let charge = memory::charge(bytes).map_err(CudaError::OutOfMemory)?;
         // SAFETY: every caller launches a kernel (or a copy) that writes all `len`
         // elements before the buffer is read; the spare element of an empty tensor is
         // never read.
-        let buf = unsafe { self.stream()?.alloc::<u64>(len.max(1)) }?;
-        counters::record_allocation(8 * len.max(1) as u64);
-        Ok(buf)
+        let slice = unsafe { self.stream()?.alloc::<u64>(len.max(1)) }
+            .map_err(|e| self.driver_error(e, &charge))?;
+        counters::record_allocation(bytes);
+        Ok(DeviceBuf {
+            slice,
+            _charge: charge,
+        })
+    }
+
+    /// `e`, the driver's refusal of an allocation charged as `charge`: where the device's
+    /// memory ran out, [`CudaError::OutOfMemory`] with the bytes asked for, what the party
+    /// held besides them and the device's total memory (0 if the driver cannot say).
+    pub(crate) fn driver_error(&self, e: DriverError, charge: &MemoryCharge) -> CudaError {
+        if e.0 != cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+            return e.into();
+        }
+        CudaError::OutOfMemory(
+            Shortfall {
+                requested: charge.bytes(),
+                live: memory::thread_live_bytes().saturating_sub(charge.bytes()),
+                limit: self.device.ctx.total_mem().map_or(0, |total| total as u64),
+                party: charge.party(),
+                by_driver: true,
+            }
+            .into(),
+        )
     }
 
     /// Launches kernel `name` on the calling thread's stream over a 1-d grid for `items`
@@ -417,8 +481,16 @@ impl GpuBackend for CudaBackend {
         let buf = if data.is_empty() {
             self.alloc(0)?
         } else {
+            let charge = memory::charge(8 * data.len() as u64)?;
+            let slice = self
+                .stream()?
+                .clone_htod(data)
+                .map_err(|e| self.driver_error(e, &charge))?;
             counters::record_allocation(8 * data.len() as u64);
-            self.stream()?.clone_htod(data).map_err(CudaError::from)?
+            DeviceBuf {
+                slice,
+                _charge: charge,
+            }
         };
         counters::record_upload(8 * data.len() as u64);
         Ok(CudaTensor::new(buf, shape.to_vec()))

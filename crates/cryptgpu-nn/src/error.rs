@@ -128,6 +128,20 @@ pub enum NnError {
     /// `ShareError::OutOfComparisonRange`, lifted here.)
     #[error(transparent)]
     OutOfComparisonRange(cryptgpu_share::OutOfComparisonRange),
+    /// A layer of the private executor whose device buffers do not fit: its party's limit
+    /// in the device-memory ledger (`cryptgpu_backend::memory`), or the device's memory, is
+    /// reached. Names the layer and the bytes, never a value.
+    #[error("layer `{node}` ({op}, {pass}) does not fit: {shortfall}")]
+    LayerOutOfMemory {
+        /// The node's name.
+        node: String,
+        /// Its op kind.
+        op: &'static str,
+        /// `forward` or `backward`.
+        pass: &'static str,
+        /// The bytes asked for, held and allowed.
+        shortfall: cryptgpu_backend::memory::Shortfall,
+    },
     /// A private protocol failed (a peer left, a message did not fit, a device op failed).
     #[error(transparent)]
     Protocol(#[from] cryptgpu_nonlinear::NonlinearError),
@@ -147,6 +161,38 @@ impl From<cryptgpu_share::ShareError> for NnError {
     }
 }
 
+impl NnError {
+    /// The device-memory shortfall this error is, if it is one (a backend's
+    /// `OutOfDeviceMemory`, however deep in the protocol layers, or a layer's).
+    pub fn shortfall(&self) -> Option<cryptgpu_backend::memory::Shortfall> {
+        use cryptgpu_nonlinear::NonlinearError;
+        use cryptgpu_share::ShareError;
+        match self {
+            NnError::LayerOutOfMemory { shortfall, .. } => Some(*shortfall),
+            NnError::Protocol(
+                NonlinearError::Backend(e) | NonlinearError::Share(ShareError::Backend(e)),
+            ) => e.shortfall(),
+            _ => None,
+        }
+    }
+
+    /// This error as node `node`'s (of kind `op`, in its `pass`) if it is a device-memory
+    /// shortfall that names no layer yet; otherwise unchanged.
+    pub(crate) fn in_layer(self, node: &str, op: &'static str, pass: &'static str) -> NnError {
+        match self.shortfall() {
+            Some(shortfall) if !matches!(self, NnError::LayerOutOfMemory { .. }) => {
+                NnError::LayerOutOfMemory {
+                    node: node.to_string(),
+                    op,
+                    pass,
+                    shortfall,
+                }
+            }
+            _ => self,
+        }
+    }
+}
+
 impl From<cryptgpu_backend::BackendError> for NnError {
     fn from(e: cryptgpu_backend::BackendError) -> Self {
         NnError::Protocol(e.into())
@@ -156,5 +202,53 @@ impl From<cryptgpu_backend::BackendError> for NnError {
 impl From<cryptgpu_ring::RingError> for NnError {
     fn from(e: cryptgpu_ring::RingError) -> Self {
         NnError::Protocol(cryptgpu_share::ShareError::from(e).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryptgpu_backend::BackendError;
+    use cryptgpu_backend::memory::Shortfall;
+    use cryptgpu_nonlinear::NonlinearError;
+    use cryptgpu_share::ShareError;
+
+    const SHORT: Shortfall = Shortfall {
+        requested: 25_700_000,
+        live: 39_990_000_000,
+        limit: 40_000_000_000,
+        party: Some(1),
+        by_driver: false,
+    };
+
+    #[test]
+    fn a_shortfall_from_any_depth_is_named_after_its_layer_once() {
+        for deep in [
+            NnError::from(BackendError::from(SHORT)),
+            NnError::from(ShareError::Backend(SHORT.into())),
+            NnError::Protocol(NonlinearError::Share(ShareError::Backend(SHORT.into()))),
+        ] {
+            assert_eq!(deep.shortfall(), Some(SHORT));
+            let named = deep.in_layer("features.28", "Conv2d", "forward");
+            assert_eq!(
+                named.to_string(),
+                "layer `features.28` (Conv2d, forward) does not fit: 25.7 MB more device \
+                 memory needed, party P1 already holds 39.99 GB of its 40.00 GB limit"
+            );
+            // A layer inside another (a moved ReLU, an accumulated gradient) keeps the first.
+            let again = named.in_layer("outer", "Add", "backward");
+            assert!(
+                again.to_string().starts_with("layer `features.28`"),
+                "{again}"
+            );
+        }
+        let other = NnError::from(BackendError::invalid("matmul", "no"));
+        assert_eq!(other.shortfall(), None);
+        assert!(matches!(
+            other.in_layer("fc", "Gemm", "forward"),
+            NnError::Protocol(NonlinearError::Backend(
+                BackendError::InvalidArgument { .. }
+            ))
+        ));
     }
 }

@@ -337,7 +337,9 @@ impl<B: GpuBackend> SharedModel<B> {
                     saved: fwd.saved[id].as_deref(),
                     grads: &mut grads,
                 };
-                node.op.private_backward(&mut cx, dy)?
+                node.op
+                    .private_backward(&mut cx, dy)
+                    .map_err(|e| e.in_layer(&node.name, node.op.kind(), "backward"))?
             };
             for (&target, g) in node.inputs.iter().zip(input_grads) {
                 let Some(g) = g else { continue };
@@ -345,7 +347,9 @@ impl<B: GpuBackend> SharedModel<B> {
                     continue;
                 }
                 flowing[target] = Some(match flowing[target].take() {
-                    Some(acc) => p.add(&acc, &g)?,
+                    Some(acc) => p.add(&acc, &g).map_err(|e| {
+                        NnError::from(e).in_layer(&node.name, node.op.kind(), "backward")
+                    })?,
                     None => g,
                 });
             }
@@ -409,7 +413,10 @@ impl<B: GpuBackend> SharedModel<B> {
             saved: None,
             updates: running_stats,
         };
-        let value = node.op.private_forward(&mut cx, args)?;
+        let value = node
+            .op
+            .private_forward(&mut cx, args)
+            .map_err(|e| e.in_layer(&node.name, node.op.kind(), "forward"))?;
         Ok((value, cx.saved.take()))
     }
 
@@ -495,7 +502,9 @@ impl<B: GpuBackend> SharedModel<B> {
                 )?;
                 value = after;
                 if keep {
-                    node.op.absorb_moved(p, &mut saved[id], moved_saved)?;
+                    node.op
+                        .absorb_moved(p, &mut saved[id], moved_saved)
+                        .map_err(|e| e.in_layer(&node.name, node.op.kind(), "forward"))?;
                 }
             }
             if value.shape() != shapes[id] {

@@ -233,6 +233,14 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
         result
     }
 
+    /// This party's counted link to its neighbours, for messages of a caller's own between
+    /// protocol steps (a service's control messages, say). Like every protocol message,
+    /// such a message must be sent and received by the parties in the same order; it is
+    /// counted in [`Party::stats`].
+    pub fn transport_mut(&mut self) -> &mut Counting<T> {
+        &mut self.net
+    }
+
     /// This party's communication so far (setup included).
     pub fn stats(&self) -> CommStats {
         self.net.stats()

@@ -13,6 +13,10 @@
 //!   [`FailureKind`] (never an error's text, which may hold secrets);
 //!   [`generate_deployment`] makes the CA and certificates; [`run_tls_loopback_3pc`] runs
 //!   three parties over loopback TLS in one process.
+//! - [`service_server_config`], [`service_client_config`], [`ClientCredentials`] and
+//!   [`check_client_name`]: mutual TLS between the parties as servers of the inference
+//!   service and its clients, whose certificates [`generate_deployment_with_clients`] makes
+//!   (client authentication only, so a client can never act as a party).
 //! - [`Counting`] and [`CommStats`]: bytes, messages and rounds per party, with the round
 //!   definition of PROTOCOLS.md.
 //! - [`EmulatedLink`] and [`LinkProfile`]: a wrapper that delivers each message no earlier
@@ -45,19 +49,29 @@ mod link;
 mod local;
 mod party;
 mod runner;
+mod service_tls;
 mod tcp;
 mod tls;
 mod transport;
 
 use std::time::Duration;
 
-pub use certs::{DeploymentFiles, GeneratedDeployment, GeneratedParty, generate_deployment};
+pub use certs::{
+    ClientFiles, DeploymentFiles, GeneratedClient, GeneratedDeployment, GeneratedParty,
+    generate_deployment, generate_deployment_with_clients,
+};
 pub use counting::{CommStats, Counting, PeerCounts, StatsHandle};
 pub use emulated_link::{EmulatedLink, LinkProfile, Uplink, parse_link};
 pub use error::TransportError;
 pub use failure::FailureKind;
 pub use local::{LocalConfig, LocalTransport, run_local_3pc, run_local_3pc_with};
 pub use party::{PartyId, Peer};
+/// The rustls this crate is built on, for the configurations it returns
+/// ([`service_server_config`], [`service_client_config`]) and the connections made with them.
+pub use rustls;
+pub use service_tls::{
+    ClientCredentials, check_client_name, service_client_config, service_server_config,
+};
 pub use tcp::{
     AbortHandle, AcceptFrom, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_MESSAGE_LEN, DEFAULT_QUEUE_LIMIT,
     LinkConfig, NetworkConfig, TcpTransport, run_tls_loopback_3pc,

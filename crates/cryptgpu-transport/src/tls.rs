@@ -57,7 +57,10 @@ impl fmt::Debug for PartyCredentials {
     }
 }
 
-fn parse_certs(what: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TransportError> {
+pub(crate) fn parse_certs(
+    what: &str,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TransportError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TransportError::Credentials(format!("{what}: bad PEM: {e}")))?;
@@ -69,7 +72,7 @@ fn parse_certs(what: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, T
     Ok(certs)
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, TransportError> {
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, TransportError> {
     std::fs::read(path).map_err(|source| TransportError::File {
         path: path.to_path_buf(),
         source,
@@ -181,6 +184,59 @@ impl PartyCredentials {
     }
 }
 
+/// A root store holding `certs`, the CA certificates to trust.
+pub(crate) fn root_store(
+    certs: &[CertificateDer<'static>],
+) -> Result<Arc<RootCertStore>, TransportError> {
+    let mut roots = RootCertStore::empty();
+    for ca in certs {
+        roots
+            .add(ca.clone())
+            .map_err(|e| TransportError::Credentials(format!("CA certificate: {e}")))?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// A TLS 1.3 client that verifies its server against `credentials`' CA certificates and the
+/// server name given to each connection, presents `credentials`' certificate, and resumes
+/// nothing: a party dialing its next party, or a client of the service.
+pub(crate) fn client_config(
+    credentials: &PartyCredentials,
+) -> Result<Arc<ClientConfig>, TransportError> {
+    let provider = provider();
+    let verifier = WebPkiServerVerifier::builder_with_provider(
+        root_store(&credentials.ca_certs)?,
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| TransportError::Credentials(format!("server verifier: {e}")))?;
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TransportError::Credentials(format!("TLS versions: {e}")))?
+        .with_webpki_verifier(verifier)
+        .with_client_auth_cert(credentials.cert_chain.clone(), credentials.key.clone_key())
+        .map_err(|e| TransportError::Credentials(format!("own certificate or key: {e}")))?;
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+/// A TLS 1.3 server presenting `credentials`' certificate, its clients checked by
+/// `verifier`, without session tickets: a party accepting its previous party, or a server
+/// of the service.
+pub(crate) fn server_config(
+    credentials: &PartyCredentials,
+    verifier: Arc<dyn ClientCertVerifier>,
+) -> Result<ServerConfig, TransportError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TransportError::Credentials(format!("TLS versions: {e}")))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(credentials.cert_chain.clone(), credentials.key.clone_key())
+        .map_err(|e| TransportError::Credentials(format!("own certificate or key: {e}")))?;
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
 /// What a party needs for mutual TLS: its [`PartyCredentials`] and the identities (certificate
 /// DNS names) of the three parties, by default [`DEFAULT_IDENTITIES`].
 #[derive(Clone, Debug)]
@@ -226,32 +282,12 @@ impl TlsConfig {
     }
 
     fn roots(&self) -> Result<Arc<RootCertStore>, TransportError> {
-        let mut roots = RootCertStore::empty();
-        for ca in &self.credentials.ca_certs {
-            roots
-                .add(ca.clone())
-                .map_err(|e| TransportError::Credentials(format!("CA certificate: {e}")))?;
-        }
-        Ok(Arc::new(roots))
+        root_store(&self.credentials.ca_certs)
     }
 
     /// The client side, used by `party` to connect to its next party.
     pub(crate) fn client_config(&self) -> Result<Arc<ClientConfig>, TransportError> {
-        let provider = provider();
-        let verifier = WebPkiServerVerifier::builder_with_provider(self.roots()?, provider.clone())
-            .build()
-            .map_err(|e| TransportError::Credentials(format!("server verifier: {e}")))?;
-        let mut config = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| TransportError::Credentials(format!("TLS versions: {e}")))?
-            .with_webpki_verifier(verifier)
-            .with_client_auth_cert(
-                self.credentials.cert_chain.clone(),
-                self.credentials.key.clone_key(),
-            )
-            .map_err(|e| TransportError::Credentials(format!("own certificate or key: {e}")))?;
-        config.resumption = rustls::client::Resumption::disabled();
-        Ok(Arc::new(config))
+        client_config(&self.credentials)
     }
 
     /// The server side, used by `party` to accept its previous party.
@@ -259,23 +295,12 @@ impl TlsConfig {
         &self,
         party: PartyId,
     ) -> Result<Arc<ServerConfig>, TransportError> {
-        let provider = provider();
-        let inner = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone())
+        let inner = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider())
             .build()
             .map_err(|e| TransportError::Credentials(format!("client verifier: {e}")))?;
         let expected = self.server_name(party.prev())?;
         let verifier = Arc::new(IdentityClientVerifier { inner, expected });
-        let mut config = ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| TransportError::Credentials(format!("TLS versions: {e}")))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(
-                self.credentials.cert_chain.clone(),
-                self.credentials.key.clone_key(),
-            )
-            .map_err(|e| TransportError::Credentials(format!("own certificate or key: {e}")))?;
-        config.send_tls13_tickets = 0;
-        Ok(Arc::new(config))
+        Ok(Arc::new(server_config(&self.credentials, verifier)?))
     }
 
     /// The identity of `party` as a TLS server name.
@@ -295,13 +320,13 @@ pub fn check_identity(identity: &str) -> Result<(), TransportError> {
     server_name(identity).map(|_| ())
 }
 
-fn server_name(identity: &str) -> Result<ServerName<'static>, TransportError> {
+pub(crate) fn server_name(identity: &str) -> Result<ServerName<'static>, TransportError> {
     ServerName::try_from(identity.to_string()).map_err(|e| {
         TransportError::Config(format!("identity {identity:?} is not a DNS name: {e}"))
     })
 }
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

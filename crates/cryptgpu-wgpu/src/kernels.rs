@@ -387,10 +387,7 @@ pub(crate) fn gather_new(
     };
     if view.is_whole(src.len()) {
         // The view reads all of src in order: src itself, no pass.
-        return Ok(WgpuTensor {
-            buffer: src.buffer.clone(),
-            shape: view.shape,
-        });
+        return Ok(src.whole_as(view.shape));
     }
     let threads = shape::numel(op, shape)?;
     let axes = merged_axes(op, shape, src_strides)?;
@@ -428,10 +425,7 @@ pub(crate) fn concat(
 ) -> Result<WgpuTensor> {
     const OP: &str = "concat";
     if let [only] = tensors {
-        return Ok(WgpuTensor {
-            buffer: only.buffer.clone(),
-            shape: out_shape.to_vec(),
-        });
+        return Ok(only.whole_as(out_shape.to_vec()));
     }
     let out = ctx.output(OP, out_shape)?;
     if out.is_empty() {

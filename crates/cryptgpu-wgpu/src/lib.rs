@@ -25,6 +25,7 @@ pub use error::WgpuError;
 pub use shaders::RingPath;
 
 use cryptgpu_backend::counters;
+use cryptgpu_backend::memory::{self, MemoryCharge};
 use cryptgpu_backend::shape::{self, Conv2dDims, MatmulDims, Pool2dDims};
 use cryptgpu_backend::{
     BinaryOp, Conv2dParams, DeviceTensor, Fused, GpuBackend, Pool2dParams, Result, ShiftOp, UnaryOp,
@@ -44,7 +45,21 @@ pub struct WgpuBackend {
 #[derive(Clone, Debug)]
 pub struct WgpuTensor {
     buffer: wgpu::Buffer,
+    /// The buffer's bytes in the device-memory ledger, given back when the last tensor on
+    /// the buffer goes (as the buffer itself is).
+    charge: Arc<MemoryCharge>,
     shape: Vec<usize>,
+}
+
+impl WgpuTensor {
+    /// The same buffer read as `shape` (a view of all of it, in order: no pass).
+    pub(crate) fn whole_as(&self, shape: Vec<usize>) -> WgpuTensor {
+        WgpuTensor {
+            buffer: self.buffer.clone(),
+            charge: self.charge.clone(),
+            shape,
+        }
+    }
 }
 
 impl DeviceTensor for WgpuTensor {
@@ -91,10 +106,12 @@ impl WgpuBackend {
 }
 
 impl Context {
-    /// A new, uninitialised output tensor of `shape`.
+    /// A new, uninitialised output tensor of `shape`, charged to this thread's party in
+    /// the device-memory ledger before wgpu is asked for it.
     pub(crate) fn output(&self, op: &'static str, shape: &[usize]) -> Result<WgpuTensor> {
         let len = shape::numel(op, shape)?;
         self.check_size(op, len)?;
+        let charge = memory::charge((len.max(1) * 8) as u64)?;
         counters::record_allocation((len.max(1) * 8) as u64);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(op),
@@ -106,6 +123,7 @@ impl Context {
         });
         Ok(WgpuTensor {
             buffer,
+            charge: Arc::new(charge),
             shape: shape.to_vec(),
         })
     }
@@ -136,6 +154,7 @@ impl GpuBackend for WgpuBackend {
         shape::check_len("upload", shape, data.len())?;
         let ctx = self.ctx();
         ctx.check_size("upload", data.len())?;
+        let charge = Arc::new(memory::charge((data.len().max(1) * 8) as u64)?);
         counters::record_upload(8 * data.len() as u64);
         counters::record_allocation((data.len().max(1) * 8) as u64);
         Ok(ctx.scoped("upload", || {
@@ -156,6 +175,7 @@ impl GpuBackend for WgpuBackend {
             );
             Ok(WgpuTensor {
                 buffer,
+                charge,
                 shape: shape.to_vec(),
             })
         })?)
@@ -171,6 +191,8 @@ impl GpuBackend for WgpuBackend {
         if len == 0 {
             return Ok(out);
         }
+        // The staging buffer is device memory too, for as long as the download lasts.
+        let _staging_charge = memory::charge((len.min(DOWNLOAD_PIECE) * 8) as u64)?;
         counters::record_allocation((len.min(DOWNLOAD_PIECE) * 8) as u64);
         let staging = ctx.scoped(OP, || {
             Ok(ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -235,10 +257,7 @@ impl GpuBackend for WgpuBackend {
 
     fn reshape(&self, tensor: &WgpuTensor, shape: &[usize]) -> Result<WgpuTensor> {
         shape::check_len("reshape", shape, tensor.len())?;
-        Ok(WgpuTensor {
-            buffer: tensor.buffer.clone(),
-            shape: shape.to_vec(),
-        })
+        Ok(tensor.whole_as(shape.to_vec()))
     }
 
     fn permute(&self, tensor: &WgpuTensor, axes: &[usize]) -> Result<WgpuTensor> {

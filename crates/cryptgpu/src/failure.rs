@@ -91,6 +91,7 @@ fn nn_kind(e: &NnError) -> Option<FailureKind> {
     match e {
         NnError::Protocol(p) => nonlinear_kind(p),
         NnError::OutOfComparisonRange(_) => Some(FailureKind::InputOutOfRange),
+        NnError::LayerOutOfMemory { .. } => Some(FailureKind::Device),
         NnError::Io { .. }
         | NnError::BadData { .. }
         | NnError::MissingData { .. }
@@ -177,6 +178,24 @@ mod tests {
         }
         .into();
         assert_eq!(classify(&device), FailureKind::Device);
+        let shortfall = cryptgpu_backend::memory::Shortfall {
+            requested: 25_700_000,
+            live: 39_990_000_000,
+            limit: 40_000_000_000,
+            party: Some(1),
+            by_driver: false,
+        };
+        let layer: anyhow::Error = NnError::LayerOutOfMemory {
+            node: "features.28".into(),
+            op: "Conv2d",
+            pass: "forward",
+            shortfall,
+        }
+        .into();
+        assert_eq!(classify(&layer.context("P1")), FailureKind::Device);
+        let unplaced: anyhow::Error =
+            NnError::Protocol(NonlinearError::Backend(shortfall.into())).into();
+        assert_eq!(classify(&unplaced), FailureKind::Device);
         assert_eq!(
             classify(&anyhow::anyhow!("something else")),
             FailureKind::Internal

@@ -16,6 +16,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use cryptgpu_backend::GpuBackend;
 use cryptgpu_backend::counters::{self, DeviceCounts};
+use cryptgpu_backend::memory;
 use cryptgpu_nn::Tensor;
 use cryptgpu_nn::data::{self, Dataset, Normalization, Split, epoch_order};
 use cryptgpu_nn::model::Model;
@@ -369,6 +370,8 @@ pub fn run_party<B: GpuBackend, T: Transport>(
     progress: Option<&ProgressBar>,
 ) -> Result<PartyOutcome> {
     let me = transport.party();
+    // Every backend charges the device buffers this thread makes to this party.
+    memory::set_thread_party(Some(me.index()));
     let roles = input.roles;
     if (me == roles.model_owner) != input.model.is_some() {
         bail!(
@@ -710,12 +713,10 @@ pub fn run_in_process<B: GpuBackend>(
     messages_on_device: bool,
 ) -> Result<[PartyOutcome; 3]> {
     let slots = std::sync::Mutex::new(inputs.map(Some));
-    cryptgpu_cpu::reset_party_peaks();
+    memory::reset_party_peaks();
     let config = LocalConfig::default().with_handles(messages_on_device);
     let results = run_local_3pc_with(config, |t: &mut LocalTransport| {
         let me = t.party();
-        // The CPU backend charges this thread's tensors to this party.
-        cryptgpu_cpu::set_thread_party(Some(me.index()));
         let taken = match slots.lock() {
             Ok(mut slots) => slots[me.index()].take(),
             Err(poisoned) => poisoned.into_inner()[me.index()].take(),

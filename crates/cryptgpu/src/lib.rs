@@ -25,6 +25,9 @@
 //! TLS as `parties.toml` ([`config::Deployment`]) describes it; both run the one party-local
 //! job function, [`jobs::run_party`], after agreeing the job's [`manifest`].
 //!
+//! A service that stays up is [`serve`]: three servers share a model once and answer
+//! queries from clients who run no server ([`serve::client::Client`]).
+//!
 //! The backends: [`cpu`] always (the reference every backend agrees with bit for bit), [`cuda`]
 //! and [`wgpu`] with the features of those names (both on by default, so that the command's
 //! `auto` finds a GPU; `default-features = false` builds the CPU backend alone, and a device
@@ -42,6 +45,7 @@ pub mod local;
 pub mod manifest;
 pub mod models;
 pub mod roles;
+pub mod serve;
 pub mod tls_party;
 
 pub use cryptgpu_backend as backend;

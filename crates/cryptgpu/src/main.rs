@@ -3,7 +3,9 @@
 //!
 //! `demo`, `infer` and `train` run the three parties (model owner, data owner, helper) as
 //! threads of one process; `certs` makes a deployment's certificates and `parties.toml`,
-//! and `party` runs one party of the same jobs on its own host, over mutual TLS.
+//! and `party` runs one party of the same jobs on its own host, over mutual TLS. `serve`
+//! runs one server of a service that stays up, `query` is a client of one, and `loadtest`
+//! times one.
 //!
 //! A thin layer over the `cryptgpu` library: this file holds the commands, [`cli`] their
 //! options and printing; every job is the library's.
@@ -17,7 +19,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use cryptgpu::config::{CertsRequest, make_deployment};
+use cryptgpu::config::{CertsRequest, ServiceRequest, make_deployment_with_service};
 use cryptgpu::device::Device;
 use cryptgpu::files::inputs::Layout;
 use cryptgpu::jobs::{DataSpec, DatasetChoice};
@@ -56,6 +58,10 @@ enum Command {
         /// Print one JSON object at the end instead of the table.
         #[arg(long)]
         json: bool,
+        /// The most device memory each party may hold, e.g. `40GB` or `512MiB` (default:
+        /// no limit).
+        #[arg(long, value_name = "SIZE", value_parser = cli::args::parse_device_memory)]
+        device_memory: Option<u64>,
     },
     /// Private inference of a model over the data owner's examples, three parties in one
     /// process.
@@ -77,6 +83,14 @@ enum Command {
         /// Replace an existing deployment in DIR (its keys are lost).
         #[arg(long)]
         force: bool,
+        /// Also make certificates and keys for N clients of the inference service (client0 to
+        /// client{N-1}: they may query, never act as a party), and a [serve] table.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        clients: usize,
+        /// Where clients reach the service on P0, P1 and P2: three host:port, comma-separated
+        /// (default each party's host with its port + 10). Writes a [serve] table.
+        #[arg(long, value_delimiter = ',', num_args = 1..)]
+        serve_addresses: Option<Vec<String>>,
     },
     /// Time one cell of the bench matrix: a zoo network's private inference or training
     /// iteration (three parties in one process, random inputs, optionally over an emulated
@@ -95,6 +109,16 @@ enum Command {
         #[command(subcommand)]
         job: cli::party::PartyJob,
     },
+    /// Run one server of a private inference service until stopped: the three servers of a
+    /// deployment (its `[serve]` table) share the model owner's model once, then answer
+    /// clients' queries in batches.
+    Serve(cli::serve::ServeArgs),
+    /// Ask a service for private answers on this client's inputs: each server gets two of
+    /// three random shares of them, and only this client can add up the answer.
+    Query(cli::serve::QueryArgs),
+    /// Time a service: three servers in this process and 1, 8, 64, ... concurrent clients
+    /// (p50/p99 latency, queries per second, bytes per query), beside the one-shot job.
+    Loadtest(cli::serve::LoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -115,6 +139,7 @@ fn run(cli: Cli) -> Result<()> {
             limit,
             truncation,
             json,
+            device_memory,
         } => {
             on_interrupt(None);
             let mut data = cryptgpu::demo::mnist_sample()?;
@@ -140,6 +165,7 @@ fn run(cli: Cli) -> Result<()> {
                     json,
                     insecure_test_keys: None,
                     link: None,
+                    device_memory,
                 },
             };
             infer_in_process(
@@ -172,16 +198,30 @@ fn run(cli: Cli) -> Result<()> {
             addresses,
             names,
             force,
+            clients,
+            serve_addresses,
         } => {
-            let path = make_deployment(&CertsRequest {
-                out: &out,
-                addresses: &addresses,
-                names: names.as_deref(),
-                force,
-            })?;
+            let service = ServiceRequest {
+                clients,
+                serve_addresses: serve_addresses.as_deref(),
+            };
+            let path = make_deployment_with_service(
+                &CertsRequest {
+                    out: &out,
+                    addresses: &addresses,
+                    names: names.as_deref(),
+                    force,
+                },
+                &service,
+            )?;
+            let for_clients = match clients {
+                0 => String::new(),
+                1 => " and for one client (client0)".to_string(),
+                n => format!(" and per client (client0 to client{})", n - 1),
+            };
             println!(
                 "Wrote a deployment to {}: ca.pem, a certificate and a private key (mode 0600) \
-                 per party, and {}.",
+                 per party{for_clients}, and {}.",
                 out.display(),
                 path.display()
             );
@@ -190,6 +230,19 @@ fn run(cli: Cli) -> Result<()> {
                  another party's key), then run on each: cryptgpu party --config parties.toml \
                  --id N infer|train ..."
             );
+            if service.serves() {
+                let who = if clients > 0 {
+                    "Give each client parties.toml, ca.pem and its own certificate and key \
+                     (clientK.pem and clientK.key.pem; no other key)"
+                } else {
+                    "A client needs parties.toml, ca.pem and a certificate from the client CA \
+                     (none made: see --clients, or set client_ca in [serve])"
+                };
+                println!(
+                    "The [serve] table of parties.toml sets up the inference service: each \
+                     party's host runs `cryptgpu serve`. {who}; a client runs `cryptgpu query`."
+                );
+            }
             Ok(())
         }
         Command::Bench(args) => {
@@ -197,5 +250,11 @@ fn run(cli: Cli) -> Result<()> {
             cli::bench::run(&args)
         }
         Command::Party { config, id, job } => cli::party::run(&config, id, job),
+        Command::Serve(args) => cli::serve::serve(args),
+        Command::Query(args) => cli::serve::query(args),
+        Command::Loadtest(args) => {
+            on_interrupt(None);
+            cli::serve::loadtest(args)
+        }
     }
 }

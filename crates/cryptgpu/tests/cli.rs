@@ -388,6 +388,15 @@ fn bench_times_a_network_and_a_gemm() {
     assert!(bytes.iter().all(|&b| b > 0), "{plain}");
     assert!(plain["rounds"].as_u64().unwrap() > 10);
     assert!(plain["peak_rss_bytes"].as_u64().unwrap() > 0);
+    // Each party's peak of device memory, from the ledger every backend charges.
+    let peaks: Vec<u64> = plain["peak_device_bytes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("peak_device_bytes per party: {plain}"))
+        .iter()
+        .map(|b| b.as_u64().unwrap())
+        .collect();
+    assert_eq!(peaks.len(), 3, "{plain}");
+    assert!(peaks.iter().all(|&b| b > 0), "{plain}");
 
     // The same cell over an emulated link sends the same bytes in the same rounds, and each
     // iteration takes at least its rounds' one-way latencies (a lower bound only).
@@ -420,6 +429,31 @@ fn bench_times_a_network_and_a_gemm() {
         ("bench --network lenet --batch 0 --backend cpu", "--batch"),
         ("bench --gemm 0 --backend cpu", "--gemm"),
         ("bench --network lenet --runs 0 --backend cpu", "--runs"),
+        (
+            "bench --network lenet --device-memory 12parsecs --backend cpu",
+            "unknown unit `parsecs`",
+        ),
+        (
+            "bench --network lenet --device-memory 0 --backend cpu",
+            "needs some device memory",
+        ),
+        // LeNet's first layer at batch 64 does not fit in 40 MB a party (its weights do):
+        // the error names the layer (`features.0 (Conv2d, forward)` today) and the bytes.
+        (
+            "bench --network lenet --batch 64 --runs 1 --warmup 0 --device-memory 40MB \
+             --backend cpu",
+            "forward) does not fit: ",
+        ),
+        (
+            "bench --network lenet --batch 64 --runs 1 --warmup 0 --device-memory 40MB \
+             --backend cpu",
+            ": layer `features.",
+        ),
+        (
+            "bench --network lenet --batch 64 --runs 1 --warmup 0 --device-memory 40MB \
+             --backend cpu",
+            "of its 40.0 MB limit",
+        ),
     ] {
         let message = error_of(line, &[]);
         assert!(

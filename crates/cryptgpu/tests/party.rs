@@ -864,6 +864,19 @@ fn failures_tell_the_others_a_category_never_a_secret() {
             owner_says: &["--data is the data owner (P1)'s"],
             category: "wrong command line",
         },
+        Case {
+            what: "a layer that does not fit in the helper's device memory",
+            owner: 2,
+            args: [
+                format!("infer --model lenet --weights {w} --backend cpu"),
+                format!("infer --data {} --limit 64 --backend cpu", sample()),
+                // LeNet's weights fit in 35 MB a party; its first layers at batch 64 do not.
+                "infer --backend cpu --device-memory 35MB".into(),
+            ],
+            secrets: &["does not fit", "35.0 MB", "layer `"],
+            owner_says: &["layer `features.", "does not fit: ", "of its 35.0 MB limit"],
+            category: "a device error",
+        },
     ];
     for case in &cases {
         let args = case

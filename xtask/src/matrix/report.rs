@@ -258,7 +258,7 @@ fn mode_table(md: &mut String, results: &Results, mode: &str) {
         "sent P1",
         "sent P2",
         "rounds",
-        "peak memory: RSS (process, 3 parties); tensors per party",
+        "peak memory: RSS (process, 3 parties) (device: the busiest party's); per party",
     ]
     .iter()
     .map(|h| h.to_string())
@@ -313,13 +313,18 @@ fn mode_table(md: &mut String, results: &Results, mode: &str) {
             Some(device) => format!(
                 "{} (device {})",
                 human_bytes(first.peak_rss_bytes as f64),
-                human_bytes(device as f64)
+                human_bytes(device.max() as f64)
             ),
             None => human_bytes(first.peak_rss_bytes as f64),
         };
-        if let Some(parties) = first.peak_party_tensor_bytes {
+        // Each party's device memory; older CPU rows have their tensors' instead.
+        let parties = first
+            .peak_device_bytes
+            .and_then(|d| d.per_party())
+            .or(first.peak_party_tensor_bytes);
+        if let Some(parties) = parties {
             let parties: Vec<String> = parties.iter().map(|&b| human_bytes(b as f64)).collect();
-            memory.push_str(&format!("; tensors per party {}", parties.join(" / ")));
+            memory.push_str(&format!("; per party {}", parties.join(" / ")));
         }
         line.push(memory);
         for link in &links {
@@ -588,7 +593,9 @@ fn formula_explanation(md: &mut String) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::matrix::schema::{DeviceCounts, DeviceCountsPerRound, Failure, GemmRow, Skipped};
+    use crate::matrix::schema::{
+        DeviceCounts, DeviceCountsPerRound, Failure, GemmRow, PeakDeviceBytes, Skipped,
+    };
 
     /// One measured row with round numbers; links and software devices are set by callers.
     pub(crate) fn row(network: &str, mode: &str, backend: &str, link: &str) -> NetworkRow {
@@ -667,7 +674,7 @@ pub(crate) mod tests {
         soft.software_device = true;
         soft.median_seconds = 2.5;
         soft.seconds = vec![2.5; 5];
-        soft.peak_device_bytes = Some(3_000_000_000);
+        soft.peak_device_bytes = Some(PeakDeviceBytes::Total(3_000_000_000));
         Results {
             started: "2025-01-02T03:04:05Z".to_string(),
             command: "bench --quick".to_string(),
@@ -731,7 +738,8 @@ pub(crate) mod tests {
             "| lenet | inference | 1 | cpu (AMD EPYC 7763) | none | device | 100 | 31.5 | 0.0 | 0.2 \
              | 0.0 | 1 / 0 / 0 |",
             "| network | input shape | batch | backend (device) | compute time | sent P0 | sent P1 \
-             | sent P2 | rounds | peak memory: RSS (process, 3 parties); tensors per party | lan: emulated | lan: formula | lan: emulated / \
+             | sent P2 | rounds | peak memory: RSS (process, 3 parties) (device: the busiest \
+             party's); per party | lan: emulated | lan: formula | lan: emulated / \
              formula | CryptGPU | Piranha | Falcon (paper) | Falcon (measured here) |",
             "| lenet | 1×28×28 | 1 | cpu (AMD EPYC 7763) | 100 ms (median of 3) | 1.00 MB | \
              2.00 MB | 1.50 MB | 100 | 250 MB | 400 ms | 216 ms | 1.85× | 380 ms / 3.00 MB \
@@ -755,6 +763,28 @@ pub(crate) mod tests {
         let training = md.split("## Training").nth(1).unwrap();
         let training = training.split("## Ring GEMM").next().unwrap();
         assert!(!training.contains("lan: formula"), "{training}");
+    }
+
+    #[test]
+    fn memory_shows_the_busiest_party_and_each_party() {
+        let mut results = sample();
+        results.rows[0].peak_device_bytes = Some(PeakDeviceBytes::PerParty([
+            21_000_000, 13_100_000, 13_200_000,
+        ]));
+        let md = markdown(&results);
+        assert!(
+            md.contains("| 250 MB (device 21.0 MB); per party 21.0 MB / 13.1 MB / 13.2 MB |"),
+            "{md}"
+        );
+        // A row from before: the CPU's tensors per party, no device figure.
+        results.rows[0].peak_device_bytes = None;
+        results.rows[0].peak_party_tensor_bytes =
+            Some([1_420_000_000, 1_220_000_000, 1_150_000_000]);
+        let md = markdown(&results);
+        assert!(
+            md.contains("| 250 MB; per party 1.42 GB / 1.22 GB / 1.15 GB |"),
+            "{md}"
+        );
     }
 
     #[test]

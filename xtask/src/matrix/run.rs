@@ -201,11 +201,10 @@ impl Cell {
     }
 }
 
-/// Runs the matrix and writes its results; returns the directory written.
-pub(crate) fn run(sh: &Shell, root: &Path, args: &MatrixArgs) -> Result<PathBuf> {
-    let started = SystemTime::now();
-    let binary = match &args.binary {
-        Some(binary) => binary.clone(),
+/// The `cryptgpu` binary to run: `given` (`--binary`), else one built here in release mode.
+pub(crate) fn cryptgpu_binary(sh: &Shell, root: &Path, given: Option<PathBuf>) -> Result<PathBuf> {
+    let binary = match given {
+        Some(binary) => binary,
         None => {
             println!("== building cryptgpu (release)");
             cmd!(sh, "cargo build --release --locked -p cryptgpu").run()?;
@@ -214,9 +213,16 @@ pub(crate) fn run(sh: &Shell, root: &Path, args: &MatrixArgs) -> Result<PathBuf>
     };
     ensure!(
         binary.exists(),
-        "the build left no binary at {}",
+        "no cryptgpu binary at {}",
         binary.display()
     );
+    Ok(binary)
+}
+
+/// Runs the matrix and writes its results; returns the directory written.
+pub(crate) fn run(sh: &Shell, root: &Path, args: &MatrixArgs) -> Result<PathBuf> {
+    let started = SystemTime::now();
+    let binary = cryptgpu_binary(sh, root, args.binary.clone())?;
     let figures = published::load(&root.join("benches/published.json"))?;
 
     let asked: Vec<String> = match &args.backends {
@@ -483,7 +489,7 @@ fn last_line(bytes: &[u8]) -> String {
 }
 
 /// The machine, in words: CPU model, threads, memory (Linux), else the architecture.
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -507,7 +513,7 @@ fn machine() -> String {
 }
 
 /// `git rev-parse --short HEAD`, with `-dirty` when tracked files have changes.
-fn commit(sh: &Shell) -> String {
+pub(crate) fn commit(sh: &Shell) -> String {
     let head = cmd!(sh, "git rev-parse --short HEAD")
         .quiet()
         .ignore_stderr()
@@ -522,7 +528,7 @@ fn commit(sh: &Shell) -> String {
 }
 
 /// `time` as UTC RFC 3339, to the second (`2026-11-26T04:05:06Z`).
-fn rfc3339(time: SystemTime) -> String {
+pub(crate) fn rfc3339(time: SystemTime) -> String {
     let secs = time
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);

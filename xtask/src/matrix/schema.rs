@@ -41,8 +41,11 @@ pub(crate) struct NetworkRow {
     /// for it (the CPU backend); rows from before it was measured have none.
     #[serde(default)]
     pub(crate) peak_party_tensor_bytes: Option<[u64; 3]>,
-    /// Peak device memory, where the backend can tell.
-    pub(crate) peak_device_bytes: Option<u64>,
+    /// Each party's peak of live device memory (P0, P1, P2) in the device-memory ledger
+    /// that every backend charges, over the whole run; rows from before it was measured
+    /// have none (`null`).
+    #[serde(default)]
+    pub(crate) peak_device_bytes: Option<PeakDeviceBytes>,
     /// Each party's device work in one inference or iteration (P0, P1, P2); rows from
     /// before it was counted have none.
     #[serde(default)]
@@ -61,6 +64,35 @@ pub(crate) struct NetworkRow {
     pub(crate) frac_bits: u32,
     /// `max` or `avg`.
     pub(crate) pooling: String,
+}
+
+/// A row's peak device memory: per party (what `cryptgpu bench` writes), or one number
+/// for the whole device (the schema's first form, still read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum PeakDeviceBytes {
+    /// Each party's peak (P0, P1, P2).
+    PerParty([u64; 3]),
+    /// One number.
+    Total(u64),
+}
+
+impl PeakDeviceBytes {
+    /// The largest: the busiest party's peak, or the one number.
+    pub(crate) fn max(&self) -> u64 {
+        match *self {
+            PeakDeviceBytes::PerParty(parties) => parties.into_iter().max().unwrap_or(0),
+            PeakDeviceBytes::Total(bytes) => bytes,
+        }
+    }
+
+    /// Each party's peak, where the row has them.
+    pub(crate) fn per_party(&self) -> Option<[u64; 3]> {
+        match *self {
+            PeakDeviceBytes::PerParty(parties) => Some(parties),
+            PeakDeviceBytes::Total(_) => None,
+        }
+    }
 }
 
 /// One party's device work (`cryptgpu_backend::DeviceCounts`): counts (`u64`), or counts
@@ -192,4 +224,46 @@ impl Results {
 /// The zoo name of a network label made by [`Results::with_pooling_in_names`].
 pub(crate) fn zoo_name(label: &str) -> &str {
     label.split(" (").next().unwrap_or(label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row of `cryptgpu bench --json` with `peak_device_bytes` as `peak` (JSON), or
+    /// without the field where `peak` is `None`.
+    fn row_with(peak: Option<&str>) -> NetworkRow {
+        let peak = peak.map_or(String::new(), |p| format!(r#""peak_device_bytes": {p},"#));
+        let text = format!(
+            r#"{{"network": "lenet", "input_shape": [1, 28, 28], "mode": "inference",
+                "batch": 1, "backend": "cpu", "device": "AMD EPYC", "software_device": false,
+                "link": "none", "link_bits_per_second": null, "link_rtt_seconds": null,
+                "seconds": [0.4], "median_seconds": 0.4, "bytes_sent": [7, 5, 4],
+                "rounds": 69, "peak_rss_bytes": 106995712, {peak}
+                "frac_bits": 16, "pooling": "avg"}}"#
+        );
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    #[test]
+    fn peak_device_bytes_reads_per_party_one_number_null_or_nothing() {
+        let parties = row_with(Some("[20979296, 13100256, 13081312]"));
+        let peak = parties.peak_device_bytes.expect("per party");
+        assert_eq!(
+            peak,
+            PeakDeviceBytes::PerParty([20_979_296, 13_100_256, 13_081_312])
+        );
+        assert_eq!(peak.max(), 20_979_296);
+        assert_eq!(peak.per_party(), Some([20_979_296, 13_100_256, 13_081_312]));
+        let one = row_with(Some("3000000000")).peak_device_bytes.expect("one");
+        assert_eq!(one, PeakDeviceBytes::Total(3_000_000_000));
+        assert_eq!(one.max(), 3_000_000_000);
+        assert_eq!(one.per_party(), None);
+        assert_eq!(row_with(Some("null")).peak_device_bytes, None);
+        assert_eq!(row_with(None).peak_device_bytes, None);
+        // Written back as it was read.
+        let again: NetworkRow =
+            serde_json::from_str(&serde_json::to_string(&parties).unwrap()).unwrap();
+        assert_eq!(again.peak_device_bytes, parties.peak_device_bytes);
+    }
 }

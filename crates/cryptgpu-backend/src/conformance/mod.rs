@@ -900,6 +900,70 @@ pub fn check_bit_planes<B: GpuBackend>(backend: &B) {
     }
 }
 
+/// The device-memory ledger ([`crate::memory`]) on `backend`: every tensor it makes is
+/// charged to the calling thread's party, views and clones share their buffer's charge, the
+/// last one gone gives it back, and a tensor past the party's limit is refused with
+/// [`crate::BackendError::OutOfDeviceMemory`] (its bytes, the party, the limit) without
+/// charging anything. Not part of [`conformance_tests!`]: it sets the process-wide limit, so
+/// each backend crate runs it alone, in a test binary of its own.
+pub fn check_memory_ledger<B: GpuBackend>(backend: &B) {
+    use crate::BackendError;
+    use crate::memory;
+    memory::set_thread_party(Some(1));
+    let live = || memory::party_live_bytes()[1];
+    let base = live();
+    memory::reset_party_peaks();
+    // 1000 words: 8000 bytes a tensor.
+    let data = Inputs::new("memory").elems(1000);
+    let x = backend.upload(&data, &[10, 100]).unwrap();
+    assert_eq!(live(), base + 8000, "an uploaded tensor is charged");
+    let y = backend.add(&x, &x).unwrap();
+    assert_eq!(live(), base + 16_000, "an op's output is charged");
+    let view = backend.reshape(&y, &[100, 10]).unwrap();
+    let copy = y.clone();
+    assert_eq!(live(), base + 16_000, "views and clones share the charge");
+    drop(y);
+    drop(view);
+    assert_eq!(live(), base + 16_000, "a clone keeps the buffer");
+    drop(copy);
+    assert_eq!(live(), base + 8000, "the last clone gives the buffer back");
+    assert!(memory::party_peak_bytes()[1] >= base + 16_000);
+    // Charged to the thread's party, whichever thread drops it.
+    let z = backend.add(&x, &x).unwrap();
+    std::thread::spawn(move || drop(z)).join().unwrap();
+    assert_eq!(live(), base + 8000, "given back from another thread");
+
+    memory::set_party_limit(Some(base + 8000 + 12_000));
+    let fits = backend.add(&x, &x).unwrap();
+    assert_eq!(live(), base + 16_000);
+    let refused = backend.add(&x, &x);
+    let refused_full = backend.full(&[3000], 7);
+    memory::set_party_limit(None);
+    for (what, refused, requested) in [("add", refused, 8000), ("full", refused_full, 24_000)] {
+        match refused {
+            Err(BackendError::OutOfDeviceMemory {
+                requested: asked,
+                live: held,
+                limit,
+                party,
+                by_driver,
+            }) => {
+                assert_eq!(asked, requested, "{what}: the bytes asked for");
+                assert_eq!(held, base + 16_000, "{what}: the bytes held");
+                assert_eq!(limit, base + 20_000, "{what}: the limit");
+                assert_eq!(party, Some(1), "{what}: the party");
+                assert!(!by_driver, "{what}");
+            }
+            Err(other) => panic!("{what} past the limit: {other}"),
+            Ok(_) => panic!("{what} past the limit was not refused"),
+        }
+    }
+    assert_eq!(live(), base + 16_000, "a refused tensor charges nothing");
+    drop((x, fits));
+    assert_eq!(live(), base, "every buffer given back");
+    memory::set_thread_party(None);
+}
+
 /// Instantiates every `check_*` of [`crate::conformance`] as a `#[test]`, given a path to a
 /// `fn() -> Option<B>` that makes the backend (or returns `None` after saying why it skips).
 #[macro_export]

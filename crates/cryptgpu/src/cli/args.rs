@@ -78,6 +78,21 @@ pub(crate) struct RunArgs {
     /// `party` takes it from the deployment's `[link] emulate` unless given here.
     #[arg(long, value_name = "LINK", value_parser = parse_link)]
     pub(crate) link: Option<LinkChoice>,
+    /// The most device memory each party may hold, e.g. `40GB`, `512MiB` or a number of
+    /// bytes (decimal kB/MB/GB/TB, binary KiB/MiB/GiB/TiB): a layer whose buffers would go
+    /// past it stops the job with an error that names it and the bytes it lacks, before the
+    /// device runs out. Counted per party on every backend (tensors; on the GPUs also an
+    /// op's scratch buffers). Default: no limit.
+    #[arg(long, value_name = "SIZE", value_parser = parse_device_memory)]
+    pub(crate) device_memory: Option<u64>,
+}
+
+/// Parses `--device-memory`: a size of at least one byte.
+pub(crate) fn parse_device_memory(s: &str) -> std::result::Result<u64, String> {
+    match cryptgpu::backend::memory::parse_size(s)? {
+        0 => Err(format!("`{s}`: a party needs some device memory")),
+        bytes => Ok(bytes),
+    }
 }
 
 /// `--link`: `none` or an emulated link.
@@ -92,6 +107,12 @@ pub(crate) fn parse_link(s: &str) -> std::result::Result<LinkChoice, String> {
 }
 
 impl RunArgs {
+    /// Sets the device-memory ledger's per-party limit to `--device-memory` (none without
+    /// it), for the jobs this process runs next.
+    pub(crate) fn limit_device_memory(&self) {
+        cryptgpu::backend::memory::set_party_limit(self.device_memory);
+    }
+
     /// The emulated link `--link` asks for, if any (`--link none` and no `--link` alike).
     pub(crate) fn link(&self) -> Option<LinkProfile> {
         self.link.and_then(|l| l.0)

@@ -4,6 +4,12 @@
 //! process on synthetic inputs of the network's shape, optionally over an emulated link;
 //! `--gemm N` times one backend's ring GEMM instead. `--json` prints one JSON object, the
 //! record `xtask/src/matrix/schema.rs` reads.
+//!
+//! `peak_device_bytes` is each party's peak of live device memory (P0, P1, P2) in the
+//! device-memory ledger (`cryptgpu::backend::memory`), on every backend, over the whole
+//! run: the sharing of the model and the inputs, the warm-up steps and the timed ones (a
+//! step's buffers are the same every time, except that training's momentum buffers appear
+//! after its first step).
 
 use std::time::Instant;
 
@@ -11,6 +17,7 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use cryptgpu::backend::GpuBackend;
 use cryptgpu::backend::counters::{self, DeviceCounts};
+use cryptgpu::backend::memory;
 use cryptgpu::device::{Job, run_on_device};
 use cryptgpu::jobs::{DataSpec, PartyOutcome, StepRecord, in_process_inputs};
 use cryptgpu::local::{InProcess, progress_bar};
@@ -83,6 +90,7 @@ pub(crate) struct BenchArgs {
 
 /// Runs `cryptgpu bench`.
 pub(crate) fn run(args: &BenchArgs) -> Result<()> {
+    args.run.limit_device_memory();
     ensure!(
         (1..=MAX_RUNS).contains(&args.runs),
         "--runs must be between 1 and {MAX_RUNS}"
@@ -159,9 +167,9 @@ fn network_cell(args: &BenchArgs, network: &str) -> Result<()> {
     let seconds: Vec<f64> = timed.iter().map(|s| s.seconds).collect();
     let median_seconds = median(&seconds);
     let peak_rss = peak_rss_bytes().unwrap_or(0);
-    // Tensor memory per party, which the CPU backend accounts for (the GPU backends'
-    // tensors live on the device).
-    let party_peaks = (device.backend == "cpu").then(cryptgpu_cpu::party_peak_bytes);
+    // Device memory per party, from the ledger every backend charges (reset when the job
+    // started: the whole run).
+    let party_peaks = memory::party_peak_bytes();
     // The last step's traffic: a training run's first step differs (no momentum yet).
     let last = &timed[timed.len() - 1];
     let m = &outcomes[0].manifest;
@@ -181,8 +189,7 @@ fn network_cell(args: &BenchArgs, network: &str) -> Result<()> {
         "bytes_sent": last.bytes_sent,
         "rounds": last.rounds,
         "peak_rss_bytes": peak_rss,
-        "peak_party_tensor_bytes": party_peaks,
-        "peak_device_bytes": null,
+        "peak_device_bytes": party_peaks,
         "device_counts": last.device.map(|c| counts_json(&c)),
         "device_counts_per_round": per_round_json(&last.device, last.rounds),
         "messages": if args.messages_via_host { "host" } else { "device" },
@@ -198,7 +205,7 @@ fn network_cell(args: &BenchArgs, network: &str) -> Result<()> {
         println!(
             "{network} {} at batch {} on {device}{}: median {:.3} s over {} runs ({} warm-up); \
              sent P0 {:.2} MB, P1 {:.2} MB, P2 {:.2} MB; {} rounds; peak RSS {:.0} MB (three \
-             parties in one process){}",
+             parties in one process); peak device memory per party {:.1} / {:.1} / {:.1} MB",
             args.mode.name(),
             args.batch,
             link.map_or(String::new(), |l| format!(", link {l}")),
@@ -210,12 +217,9 @@ fn network_cell(args: &BenchArgs, network: &str) -> Result<()> {
             mb(last.bytes_sent[2]),
             last.rounds,
             mb(peak_rss),
-            party_peaks.map_or(String::new(), |p| format!(
-                "; peak tensor memory per party {:.0} / {:.0} / {:.0} MB",
-                mb(p[0]),
-                mb(p[1]),
-                mb(p[2])
-            )),
+            mb(party_peaks[0]),
+            mb(party_peaks[1]),
+            mb(party_peaks[2]),
         );
         let busiest = last.device.iter().max_by_key(|c| c.launches);
         if let Some(d) = busiest {

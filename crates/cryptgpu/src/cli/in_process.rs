@@ -41,6 +41,7 @@ pub(crate) fn infer_in_process(
     what: &str,
 ) -> Result<()> {
     let name = model.name().to_string();
+    args.run.limit_device_memory();
     let bar = progress_bar(0, "private inference");
     let result = local::infer(model, data, infer_options(args), &args.run.local(&bar));
     bar.finish_and_clear();
@@ -71,6 +72,7 @@ pub(crate) fn infer_in_process(
 
 /// Private training in one process, the same training in plaintext, and the report.
 pub(crate) fn train_in_process(model: Model, data: DataSpec, args: &TrainArgs) -> Result<()> {
+    args.run.limit_device_memory();
     let bar = progress_bar(0, "private training");
     let result = local::train(model, data, train_options(args), &args.run.local(&bar));
     bar.finish_and_clear();

@@ -157,6 +157,7 @@ pub(crate) fn run(config: &Path, id: usize, job: PartyJob) -> Result<()> {
         Ok(plan) => plan,
         Err(e) => return Err(party.refuse(e)),
     };
+    run.limit_device_memory();
     let bar = (me == roles.data_owner).then(|| progress_bar(0, "private job"));
     let link = run.link.map(|choice| choice.0);
     let result = party.run_over(run.backend, input, link, bar.as_ref());
