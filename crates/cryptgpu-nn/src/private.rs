@@ -135,35 +135,54 @@ impl<B: GpuBackend> SharedModel<B> {
     /// outside the comparison domain [−2^ℓ, 2^ℓ) ([`NnError::OutOfComparisonRange`]). The
     /// others then fail with a transport error.
     pub fn share<T: Transport>(p: &mut Party<B, T>, model: &Model, owner: PartyId) -> Result<Self> {
-        let model = model.fold_batchnorm()?;
-        let mine = p.id() == owner;
+        let (model, tensors) = inference_layout(model)?;
+        let values = if p.id() == owner {
+            Some(inference_values(&model)?)
+        } else {
+            None
+        };
         let mut params = BTreeMap::new();
-        for (id, node) in model.nodes().iter().enumerate() {
-            match node.op.inference_params() {
-                None => {
-                    for decl in node.op.params() {
-                        let name = format!("{}.{}", node.name, decl.suffix);
-                        let shared = share_param(p, &model, owner, &name, &decl.shape)?;
-                        params.insert(name, shared);
-                    }
-                }
-                Some(specs) => {
-                    let values = if mine {
-                        node.op.inference_values(&model, id)?
-                    } else {
-                        specs
-                            .iter()
-                            .map(|(_, s)| vec![0.0; s.iter().product()])
-                            .collect()
-                    };
-                    for ((suffix, shape), value) in specs.iter().zip(&values) {
-                        let name = format!("{}.{suffix}", node.name);
-                        let mine = mine.then_some(&value[..]);
-                        let shared = p.share_f64_checked(owner, &name, mine, shape)?;
-                        params.insert(name, shared);
-                    }
-                }
+        for (k, tensor) in tensors.into_iter().enumerate() {
+            let mine = values.as_ref().map(|v| &v[k][..]);
+            let shared = p.share_f64_checked(owner, &tensor.name, mine, &tensor.shape)?;
+            params.insert(tensor.name, shared);
+        }
+        Ok(Self {
+            model,
+            params,
+            sharing: Sharing::Inference,
+        })
+    }
+
+    /// The model [`SharedModel::share`] would give, from shares this party already holds:
+    /// one per tensor of [`inference_layout`] (by name, of its shape, none missing, none
+    /// more), shared outside of a job (by a client of a service that uploaded the model,
+    /// say). `model` is the unfolded architecture; its values are not read.
+    pub fn from_shares(model: &Model, mut shares: BTreeMap<String, Rss<B>>) -> Result<Self> {
+        let (model, tensors) = inference_layout(model)?;
+        let mut params = BTreeMap::new();
+        for tensor in tensors {
+            let shared = shares
+                .remove(&tensor.name)
+                .ok_or_else(|| NnError::MissingParameter {
+                    name: tensor.name.clone(),
+                    expected: tensor.shape.clone(),
+                    context: " among the shares".into(),
+                })?;
+            if shared.shape() != tensor.shape {
+                return Err(NnError::ParameterShape {
+                    found: shared.shape().to_vec(),
+                    name: tensor.name,
+                    expected: tensor.shape,
+                    context: " among the shares".into(),
+                });
             }
+            params.insert(tensor.name, shared);
+        }
+        if let Some(extra) = shares.keys().next() {
+            return Err(NnError::InvalidArgument(format!(
+                "shares of {extra}, which the model does not have"
+            )));
         }
         Ok(Self {
             model,
@@ -534,6 +553,80 @@ impl<B: GpuBackend> SharedModel<B> {
 }
 
 /// Shares parameter `name` of `model` (of `shape`) from `owner`'s value.
+/// One tensor that [`SharedModel::share`] shares: a parameter, or a layer's own inference
+/// tensor (BatchNorm's per-channel `scale` and `shift`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InferenceTensor {
+    /// Its name (`node.suffix`).
+    pub name: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+}
+
+/// What [`SharedModel::share`] shares for `model`: the model with its BatchNorm nodes
+/// folded ([`Model::fold_batchnorm`]), and its tensors in the order they are shared. It
+/// depends on the architecture only, so a party without the values gets the same list.
+pub fn inference_layout(model: &Model) -> Result<(Model, Vec<InferenceTensor>)> {
+    let model = model.fold_batchnorm()?;
+    let mut tensors = Vec::new();
+    for node in model.nodes() {
+        match node.op.inference_params() {
+            None => {
+                for decl in node.op.params() {
+                    tensors.push(InferenceTensor {
+                        name: format!("{}.{}", node.name, decl.suffix),
+                        shape: decl.shape.clone(),
+                    });
+                }
+            }
+            Some(specs) => {
+                for (suffix, shape) in specs {
+                    tensors.push(InferenceTensor {
+                        name: format!("{}.{suffix}", node.name),
+                        shape,
+                    });
+                }
+            }
+        }
+    }
+    Ok((model, tensors))
+}
+
+/// The model owner's values of the tensors of [`inference_layout`] (given the folded model
+/// it returned), in the same order: plaintext, to be encoded and shared.
+pub fn inference_values(folded: &Model) -> Result<Vec<Vec<f64>>> {
+    let mut values = Vec::new();
+    for (id, node) in folded.nodes().iter().enumerate() {
+        match node.op.inference_params() {
+            None => {
+                for decl in node.op.params() {
+                    let name = format!("{}.{}", node.name, decl.suffix);
+                    let value =
+                        folded
+                            .params
+                            .get(&name)
+                            .ok_or_else(|| NnError::MissingParameter {
+                                name: name.clone(),
+                                expected: decl.shape.clone(),
+                                context: String::new(),
+                            })?;
+                    if value.shape() != decl.shape {
+                        return Err(NnError::ParameterShape {
+                            name,
+                            expected: decl.shape.clone(),
+                            found: value.shape().to_vec(),
+                            context: String::new(),
+                        });
+                    }
+                    values.push(value.data().to_vec());
+                }
+            }
+            Some(_) => values.extend(node.op.inference_values(folded, id)?),
+        }
+    }
+    Ok(values)
+}
+
 fn share_param<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
     model: &Model,

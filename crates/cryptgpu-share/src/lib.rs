@@ -45,6 +45,6 @@ mod privacy_tests;
 pub use arith::Bilinear;
 pub use binary::SharedBits;
 pub use error::{OutOfComparisonRange, Result, ShareError};
-pub use party::{COMPARISON_BITS, KeySource, Party, default_comparison_bits};
+pub use party::{COMPARISON_BITS, KeySource, Party, check_comparable, default_comparison_bits};
 pub use rss::{BinaryRss, Rss};
 pub use truncation::Truncation;

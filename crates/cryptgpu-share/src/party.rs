@@ -203,25 +203,12 @@ impl<B: GpuBackend, T: Transport> Party<B, T> {
     /// on its plaintext before sharing: a pass over plaintext, no message. The error's text
     /// names the tensor, the value and its index, so it must stay with the owner.
     pub fn check_comparable(&self, what: &str, values: &[u64]) -> Result<()> {
-        let l = self.comparison_bits;
-        let half = 1u64 << l;
-        // v + 2^ℓ < 2^(ℓ+1) exactly for v in [−2^ℓ, 2^ℓ).
-        let Some(index) = values
-            .iter()
-            .position(|&v| v.wrapping_add(half) >= half << 1)
-        else {
-            return Ok(());
-        };
-        let fixed = self.fixed;
-        Err(OutOfComparisonRange {
-            tensor: what.to_owned(),
-            index,
-            value: fixed.decode(values[index]),
-            limit: half as f64 / (1u64 << fixed.frac_bits()) as f64,
-            comparison_bits: l,
-            frac_bits: fixed.frac_bits(),
-        }
-        .into())
+        Ok(check_comparable(
+            self.fixed,
+            self.comparison_bits,
+            what,
+            values,
+        )?)
     }
 
     /// Runs `f` with truncations in `mode`, then restores the job's mode: a per-call choice,
@@ -545,6 +532,35 @@ pub fn default_comparison_bits(fixed: FixedPoint) -> u32 {
     63u32
         .saturating_sub(fixed.frac_bits())
         .clamp(*COMPARISON_BITS.start(), *COMPARISON_BITS.end())
+}
+
+/// Checks fixed-point `values` (in format `fixed`) against the comparison domain
+/// [−2^ℓ, 2^ℓ) of ℓ = `comparison_bits`: [`Party::check_comparable`] for one who shares
+/// values without being a party (a client of a service uploading a model, say). The error
+/// names the tensor `what`, the value and its index: it stays with the one who holds them.
+pub fn check_comparable(
+    fixed: FixedPoint,
+    comparison_bits: u32,
+    what: &str,
+    values: &[u64],
+) -> std::result::Result<(), OutOfComparisonRange> {
+    let l = comparison_bits;
+    let half = 1u64 << l;
+    // v + 2^ℓ < 2^(ℓ+1) exactly for v in [−2^ℓ, 2^ℓ).
+    let Some(index) = values
+        .iter()
+        .position(|&v| v.wrapping_add(half) >= half << 1)
+    else {
+        return Ok(());
+    };
+    Err(OutOfComparisonRange {
+        tensor: what.to_owned(),
+        index,
+        value: fixed.decode(values[index]),
+        limit: half as f64 / (1u64 << fixed.frac_bits()) as f64,
+        comparison_bits: l,
+        frac_bits: fixed.frac_bits(),
+    })
 }
 
 /// Checks that two shared operands have the same shape.

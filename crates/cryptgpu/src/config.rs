@@ -59,6 +59,7 @@ struct RawServe {
     queue_limit: Option<Spanned<i64>>,
     client_limit: Option<Spanned<i64>>,
     query_timeout_secs: Option<Spanned<f64>>,
+    model_client: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -353,6 +354,11 @@ pub struct ServeConfig {
     pub client_limit: usize,
     /// A query not answered in this time fails (`query_timeout_secs`, default 30 s).
     pub query_timeout: Duration,
+    /// The client that owns the model and uploads it (`model_client`, the name in its
+    /// client certificate): the servers then hold no model of their own and serve the
+    /// shares it uploads (`cryptgpu upload`). `None`: the model owner among the servers
+    /// (`[roles] model_owner`) shares it.
+    pub model_client: Option<String>,
 }
 
 impl ServeConfig {
@@ -383,6 +389,7 @@ impl ServeConfig {
             queue_limit: Self::DEFAULT_QUEUE_LIMIT,
             client_limit: Self::DEFAULT_CLIENT_LIMIT,
             query_timeout: Self::DEFAULT_QUERY_TIMEOUT,
+            model_client: None,
         }
     }
 }
@@ -512,7 +519,27 @@ fn parse_serve(
             Duration::from_secs_f64(s)
         }
     };
+    let model_client = match raw.model_client {
+        None => None,
+        Some(name) => {
+            let here = at(name.span().start);
+            let name = name.into_inner();
+            if name.is_empty()
+                || name.len() > 253
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            {
+                bail!(
+                    "{here} `model_client` is {name:?}: it takes the DNS name in a client \
+                     certificate (letters, digits, '-' and '.')"
+                );
+            }
+            Some(name)
+        }
+    };
     Ok(ServeConfig {
+        model_client,
         addresses,
         listen,
         client_ca: raw.client_ca.map(|c| base.join(c)),
@@ -876,7 +903,10 @@ fn serve_table(addresses: &[String; 3]) -> String {
          # Queries in flight per client.\n\
          # client_limit = {}\n\
          # A query not answered in this time fails.\n\
-         # query_timeout_secs = {}\n",
+         # query_timeout_secs = {}\n\
+         # The client that owns the model and uploads its shares (`cryptgpu upload`), if the\n\
+         # model owner runs no server; then no server takes --model.\n\
+         # model_client = \"client0\"\n",
         quoted(addresses),
         quoted(&any_host),
         ServeConfig::MAX_MAX_BATCH,

@@ -116,6 +116,9 @@ enum Command {
     /// Ask a service for private answers on this client's inputs: each server gets two of
     /// three random shares of them, and only this client can add up the answer.
     Query(cli::serve::QueryArgs),
+    /// Upload a model to a service as its owner's client (`[serve] model_client`): each
+    /// server gets two of three random shares of every weight, and none sees the model.
+    Upload(cli::serve::UploadArgs),
     /// Time a service: three servers in this process and 1, 8, 64, ... concurrent clients
     /// (p50/p99 latency, queries per second, bytes per query), beside the one-shot job.
     Loadtest(cli::serve::LoadArgs),
@@ -252,6 +255,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Party { config, id, job } => cli::party::run(&config, id, job),
         Command::Serve(args) => cli::serve::serve(args),
         Command::Query(args) => cli::serve::query(args),
+        Command::Upload(args) => cli::serve::upload(args),
         Command::Loadtest(args) => {
             on_interrupt(None);
             cli::serve::loadtest(args)

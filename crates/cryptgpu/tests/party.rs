@@ -928,3 +928,116 @@ fn failures_tell_the_others_a_category_never_a_secret() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Runs `cryptgpu ARGS` until it succeeds (the servers may still be starting), at most
+/// `limit`; returns its output.
+fn until_it_succeeds(args: &[String], limit: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        if out.status.success() {
+            return out;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{args:?} kept failing: {}",
+            text(&out.stderr)
+        );
+        thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Three `cryptgpu serve` processes of a deployment whose model a client owns: the owner's
+/// `cryptgpu upload`, then another client's `cryptgpu query`, then Ctrl-C on each server.
+#[test]
+fn three_serve_processes_serve_a_model_a_client_uploaded() {
+    let dir = test_dir("serve-upload");
+    let parties = free_addresses().join(",");
+    let service = free_addresses().join(",");
+    let vars = [
+        ("dir", dir.to_str().unwrap()),
+        ("parties", &parties),
+        ("service", &service),
+    ];
+    in_process(&argv(
+        "certs --out {dir} --addresses {parties} --serve-addresses {service} --clients 2",
+        &vars,
+    ));
+    let config = dir.join("parties.toml");
+    let text_of = std::fs::read_to_string(&config).unwrap();
+    assert!(text_of.contains("# model_client = \"client0\""));
+    std::fs::write(
+        &config,
+        text_of.replace("# model_client = \"client0\"", "model_client = \"client0\""),
+    )
+    .unwrap();
+    let servers: Vec<Child> = (0..3)
+        .map(|id| {
+            Command::new(BIN)
+                .args(["serve", "--config", config.to_str().unwrap(), "--id"])
+                .arg(id.to_string())
+                .args(["--backend", "cpu", "--quiet", "--model-store"])
+                .arg(dir.join(format!("store{id}")))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let c = config.to_str().unwrap();
+    let w = weights();
+    let upload = until_it_succeeds(
+        &argv(
+            "upload --config {c} --client client0 --model lenet --weights {w}",
+            &[("c", c), ("w", &w)],
+        ),
+        Duration::from_secs(60),
+    );
+    assert!(
+        text(&upload.stdout).contains("uploaded lenet"),
+        "{}",
+        text(&upload.stdout)
+    );
+    let data = sample();
+    let query = until_it_succeeds(
+        &argv(
+            "query --config {c} --client client1 --data {data} --limit 8 --json",
+            &[("c", c), ("data", &data)],
+        ),
+        Duration::from_secs(120),
+    );
+    let report: serde_json::Value = serde_json::from_slice(&query.stdout).unwrap();
+    assert_eq!(report["examples"], 8, "{report}");
+    assert!(report["accuracy"].as_f64().unwrap() >= 0.75, "{report}");
+    // A client that is not the model's owner cannot upload.
+    let refused = Command::new(BIN)
+        .args(argv(
+            "upload --config {c} --client client1 --model lenet --weights {w}",
+            &[("c", c), ("w", &w)],
+        ))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("refused"),
+        "{}",
+        text(&refused.stderr)
+    );
+    for s in &servers {
+        signal(s, "INT");
+    }
+    for (id, s) in servers.into_iter().enumerate() {
+        let out = wait_for(s, Duration::from_secs(60)).unwrap_or_else(|| panic!("S{id} hung"));
+        let log = text(&out.stderr);
+        assert!(out.status.success(), "S{id}: {log}");
+        assert!(
+            log.contains("client client0 uploaded model shares"),
+            "S{id}: {log}"
+        );
+        assert!(
+            dir.join(format!("store{id}/uploaded-model.P{id}.shares"))
+                .exists()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

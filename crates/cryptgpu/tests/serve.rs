@@ -288,3 +288,147 @@ fn a_small_load_test_with_faults_loses_no_query() {
     }
     assert!(report.table().contains("server restart"));
 }
+
+/// The logits the service gives client `setup` for `images` (`n` examples), once it serves.
+fn served_logits(setup: &ClientSetup, images: &[f64], n: usize) -> anyhow::Result<Vec<f64>> {
+    let mut client = Client::connect(setup)?;
+    Ok(client.query(images, n, Answer::Logits)?.values)
+}
+
+fn close(got: &[f64], want: &[f64]) -> bool {
+    got.len() == want.len() && got.iter().zip(want).all(|(g, w)| (g - w).abs() < 0.05)
+}
+
+/// A model owner who runs no server (`[serve] model_client`): the servers wait for its
+/// upload, serve the shares it sent, refuse an upload from anyone else or of the wrong form,
+/// switch to a new upload without a restart, and a restarted server serves its stored
+/// shares again without a new upload.
+#[test]
+fn a_client_uploads_the_model_and_a_restarted_server_serves_it_from_its_store() {
+    use cryptgpu::serve::shares::NumberFormat;
+    use cryptgpu::serve::upload::upload_model;
+
+    let model = cryptgpu::demo::lenet().unwrap();
+    // A second model of the same architecture: the last layer's weights negated.
+    let mut flipped = model.clone();
+    let last = format!("{}.", model.nodes()[model.logits()].name);
+    for (name, t) in flipped.params.iter_mut() {
+        if name.starts_with(&last) {
+            t.data_mut().iter_mut().for_each(|v| *v = -*v);
+        }
+    }
+    let digits = cryptgpu::demo::mnist_sample().unwrap().truncate(4);
+    let (images, _) = digits.range(0, digits.len()).unwrap();
+    let want = plain::predict(&model, &images).unwrap().data().to_vec();
+    let want_flipped = plain::predict(&flipped, &images).unwrap().data().to_vec();
+    assert!(!close(&want, &want_flipped), "the two models must differ");
+    let x: Vec<f64> = digits.images.iter().map(|&v| f64::from(v)).collect();
+
+    let deployment = TempDeployment::new(2, 16, Duration::from_millis(5)).unwrap();
+    deployment
+        .set_serve_option("model_client", "\"client0\"")
+        .unwrap();
+    let store = |me: PartyId| deployment.dir.join(format!("store-{me}"));
+    let start = |me: PartyId| {
+        deployment
+            .start_server_for_upload(me, Some(store(me)), Device::Cpu)
+            .unwrap()
+    };
+    let mut servers: Vec<_> = PartyId::ALL.iter().map(|&me| start(me)).collect();
+    let owner = deployment.client(0).unwrap();
+    let user = deployment.client(1).unwrap();
+
+    // No model yet: a client is told the service waits for it.
+    let waiting = loop {
+        match Client::connect(&user) {
+            Err(e) if e.to_string().contains("waits for the model") => break e,
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    assert_eq!(
+        kind_of(&waiting),
+        Some(ErrorKind::Unavailable),
+        "{waiting:#}"
+    );
+
+    // Only the model owner's client may upload.
+    let refused = upload_model(&user, &model, NumberFormat::default()).unwrap_err();
+    assert_eq!(kind_of(&refused), Some(ErrorKind::Refused), "{refused:#}");
+    // An upload whose form does not fit its architecture is refused as malformed.
+    let mut tls = cryptgpu::serve::client::open_server(&owner, 2).unwrap();
+    let architecture = b"{\"name\": 3}".to_vec();
+    write_header(
+        &mut tls,
+        &ClientMessage::Upload {
+            client: "client0".into(),
+            version: WIRE_VERSION,
+            id: "aa".into(),
+            architecture_bytes: architecture.len(),
+            tensors: 1,
+            frac_bits: 16,
+            truncation: None,
+            comparison_bits: None,
+        },
+    )
+    .unwrap();
+    cryptgpu::serve::wire::write_frame(&mut tls, &architecture).unwrap();
+    tls.flush().unwrap();
+    let reply: ServerMessage = read_header(&mut tls).unwrap();
+    assert!(
+        matches!(
+            reply,
+            ServerMessage::Error {
+                kind: ErrorKind::Malformed,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+
+    // The owner uploads: the three serve its shares, and no server held the model.
+    let report = upload_model(&owner, &model, NumberFormat::default()).unwrap();
+    assert!(report.elements > 40_000, "{report:?}");
+    wait_until_serving(
+        &servers.iter().collect::<Vec<_>>(),
+        Duration::from_secs(120),
+    )
+    .unwrap();
+    let got = served_logits(&user, &x, 4).unwrap();
+    assert!(close(&got, &want), "{got:?} vs {want:?}");
+
+    // A new upload replaces it between batches, without a restart.
+    upload_model(&owner, &flipped, NumberFormat::default()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        match served_logits(&user, &x, 4) {
+            Ok(got) if close(&got, &want_flipped) => break,
+            Ok(got) => assert!(close(&got, &want), "neither model's logits: {got:?}"),
+            Err(e) => assert!(matches!(kind_of(&e), Some(ErrorKind::Unavailable)), "{e:#}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new upload was not served"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // P1 restarts: it serves its stored shares of the new upload, with no upload again.
+    let p1 = servers.remove(1);
+    p1.stop().unwrap();
+    assert!(
+        cryptgpu::serve::upload::ModelSlot::store_file(&store(PartyId::P1), PartyId::P1).exists()
+    );
+    servers.insert(1, start(PartyId::P1));
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let got = loop {
+        match served_logits(&user, &x, 4) {
+            Ok(got) => break got,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "{e:#}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(close(&got, &want_flipped), "{got:?} vs {want_flipped:?}");
+    for s in servers {
+        s.stop().unwrap();
+    }
+}

@@ -1,4 +1,5 @@
-//! `cryptgpu serve` (one server of the service), `cryptgpu query` (a client's query) and
+//! `cryptgpu serve` (one server of the service), `cryptgpu query` (a client's query),
+//! `cryptgpu upload` (the model owner's client uploading the model) and
 //! `cryptgpu loadtest` (three servers and many clients in one process, timed): options and
 //! printing over [`cryptgpu::serve`].
 
@@ -17,8 +18,10 @@ use cryptgpu::models::load_model;
 use cryptgpu::nn::data::{Normalization, Split, load_mnist};
 use cryptgpu::serve::Server;
 use cryptgpu::serve::client::Client;
-use cryptgpu::serve::engine::{EngineConfig, NumberFormat};
+use cryptgpu::serve::engine::EngineConfig;
 use cryptgpu::serve::load::{LoadOptions, run_load};
+use cryptgpu::serve::shares::NumberFormat;
+use cryptgpu::serve::upload::upload_model;
 use cryptgpu::serve::wire::Answer;
 use cryptgpu::share::KeySource;
 use cryptgpu::transport::PartyId;
@@ -60,6 +63,11 @@ pub(crate) struct ServeArgs {
     /// more fails naming the layer and the bytes, and the servers set up again.
     #[arg(long, value_name = "SIZE", value_parser = parse_device_memory)]
     pub(crate) device_memory: Option<u64>,
+    /// Where this server keeps its shares of a model its owner's client uploaded
+    /// (`[serve] model_client`): a folder, made if absent; a restarted server serves them
+    /// again without a new upload. Without it, the shares are held in memory only.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) model_store: Option<PathBuf>,
     /// Do not log every query.
     #[arg(long)]
     pub(crate) quiet: bool,
@@ -73,7 +81,37 @@ pub(crate) fn serve(args: ServeArgs) -> Result<()> {
         .map_err(|_| anyhow::anyhow!("--id {}: a server is 0, 1 or 2", args.id))?;
     let deployment = Deployment::load(&args.config)?;
     let owner = deployment.roles.model_owner;
-    let model = if me == owner {
+    let model_client = deployment
+        .serve
+        .as_ref()
+        .and_then(|s| s.model_client.clone());
+    let number_given = args.number.frac_bits.is_some()
+        || args.number.truncation.is_some()
+        || args.number.comparison_bits.is_some();
+    let model = if let Some(client) = &model_client {
+        let m = &args.model;
+        if m.model.is_some() || m.weights.is_some() || m.pooling.is_some() || number_given {
+            bail!(
+                "the model and its number format come from client {client}'s upload ([serve] \
+                 model_client in {}): no server takes --model, --weights, --pooling or a \
+                 number format",
+                args.config.display()
+            );
+        }
+        if args.model_store.is_none() {
+            eprintln!(
+                "note: without --model-store the uploaded shares are held in memory only: \
+                 after a restart this server waits for a new upload"
+            );
+        }
+        None
+    } else if args.model_store.is_some() {
+        bail!(
+            "--model-store keeps a model uploaded by a client, and {} has no [serve] \
+             model_client",
+            args.config.display()
+        );
+    } else if me == owner {
         Some(model_or_bundled(&args.model)?)
     } else {
         let m = &args.model;
@@ -83,10 +121,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<()> {
                  is {me}"
             );
         }
-        if args.number.frac_bits.is_some()
-            || args.number.truncation.is_some()
-            || args.number.comparison_bits.is_some()
-        {
+        if number_given {
             bail!("the number format is the model owner {owner}'s to choose; this is {me}");
         }
         None
@@ -107,6 +142,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<()> {
         link,
         keys: KeySource::Os,
         log_queries: !args.quiet,
+        model_store: args.model_store,
     };
     cryptgpu::backend::memory::set_party_limit(args.device_memory);
     let mut server = Server::start(config, args.backend)?;
@@ -129,9 +165,9 @@ pub(crate) fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// `cryptgpu query`'s options.
+/// Who a client is: its deployment file, name, certificate and key (`query`, `upload`).
 #[derive(Args, Debug)]
-pub(crate) struct QueryArgs {
+pub(crate) struct ClientArgs {
     /// The deployment file (its `[serve]` table and the parties' names); the client needs it,
     /// `ca.pem`, and its own certificate and key.
     #[arg(long)]
@@ -145,6 +181,24 @@ pub(crate) struct QueryArgs {
     /// Its private key (default NAME.key.pem beside the deployment file).
     #[arg(long)]
     pub(crate) key: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    fn setup(&self) -> Result<ClientSetup> {
+        ClientSetup::load(
+            &self.config,
+            &self.client,
+            self.cert.as_deref(),
+            self.key.as_deref(),
+        )
+    }
+}
+
+/// `cryptgpu query`'s options.
+#[derive(Args, Debug)]
+pub(crate) struct QueryArgs {
+    #[command(flatten)]
+    pub(crate) identity: ClientArgs,
     /// The inputs: a .npy array or a folder of PNG/JPEG images, as for `infer`.
     #[arg(long, required_unless_present = "data", conflicts_with = "data")]
     pub(crate) input: Option<PathBuf>,
@@ -181,12 +235,7 @@ pub(crate) fn query(args: QueryArgs) -> Result<()> {
     if let Some(out) = &args.out {
         check_output("--out", out, PREDICTION_EXTENSIONS)?;
     }
-    let setup = ClientSetup::load(
-        &args.config,
-        &args.client,
-        args.cert.as_deref(),
-        args.key.as_deref(),
-    )?;
+    let setup = args.identity.setup()?;
     let mut client = Client::connect(&setup)?;
     let description = client.description().clone();
     let normalization: Option<Normalization> = description.normalization.clone().map(Into::into);
@@ -245,7 +294,7 @@ pub(crate) fn query(args: QueryArgs) -> Result<()> {
         let a = client.query(&x, end - start, answer)?;
         eprintln!(
             "{}: examples {start}..{end} ran in batch {} of {} examples; {:.1} ms",
-            args.client,
+            args.identity.client,
             a.batch,
             a.batch_examples,
             a.latency.as_secs_f64() * 1e3
@@ -271,7 +320,7 @@ pub(crate) fn query(args: QueryArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({
-                "client": args.client,
+                "client": args.identity.client,
                 "model": description.model,
                 "examples": n,
                 "queries": latencies.len(),
@@ -298,6 +347,46 @@ pub(crate) fn query(args: QueryArgs) -> Result<()> {
                 .map_or(String::new(), |o| format!("; written to {}", o.display())),
         );
     }
+    Ok(())
+}
+
+/// `cryptgpu upload`'s options.
+#[derive(Args, Debug)]
+pub(crate) struct UploadArgs {
+    #[command(flatten)]
+    pub(crate) identity: ClientArgs,
+    /// The model: --model and --weights, as for `infer` (default: the bundled MNIST
+    /// LeNet).
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    /// The number format the servers compute in.
+    #[command(flatten)]
+    pub(crate) number: NumberArgs,
+}
+
+/// Uploads a model's shares to the three servers.
+pub(crate) fn upload(args: UploadArgs) -> Result<()> {
+    let setup = args.identity.setup()?;
+    let model = model_or_bundled(&args.model)?;
+    let report = upload_model(
+        &setup,
+        &model,
+        NumberFormat {
+            frac_bits: args.number.frac_bits,
+            truncation: args.number.truncation,
+            comparison_bits: args.number.comparison_bits,
+        },
+    )?;
+    println!(
+        "{}: uploaded {} ({} tensors, {} weights) as shares {}: {:.2} MB sent to the three \
+         servers, which serve it once all three hold it",
+        args.identity.client,
+        model.name(),
+        report.tensors,
+        report.elements,
+        report.id,
+        report.bytes_sent as f64 / 1e6
+    );
     Ok(())
 }
 

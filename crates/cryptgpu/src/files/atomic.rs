@@ -60,6 +60,15 @@ pub fn write_private_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomically_as(path, true, |out| out.write_all(bytes))
 }
 
+/// [`write_atomically`] to a file readable and writable by its owner only (mode 0600 on
+/// Unix): for a server's shares of an uploaded model, say.
+pub fn write_private_atomically_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<()> {
+    write_atomically_as(path, true, write)
+}
+
 fn write_atomically_as(
     path: &Path,
     private: bool,

@@ -28,7 +28,7 @@ use cryptgpu_ring::FixedPoint;
 use cryptgpu_transport::rustls::pki_types::ServerName;
 use cryptgpu_transport::rustls::{ClientConnection, StreamOwned};
 
-use super::engine::{getrandom_fill, hex};
+use super::shares::{additive_shares, getrandom_fill, hex};
 use super::wire::{
     Answer, ClientMessage, ErrorKind, ServerMessage, ServiceDescription, WIRE_VERSION, read_header,
     read_words, write_header, write_words,
@@ -191,15 +191,7 @@ impl Client {
             .fixed
             .encode_slice(inputs)
             .context("an input value cannot be encoded in the servers' fixed-point format")?;
-        // x = x0 + x1 + x2 with x0, x1 uniformly random: any two shares are independent of x.
-        let x0 = random_words(x.len())?;
-        let x1 = random_words(x.len())?;
-        let x2: Vec<u64> = x
-            .iter()
-            .zip(x0.iter().zip(&x1))
-            .map(|(v, (a, b))| v.wrapping_sub(*a).wrapping_sub(*b))
-            .collect();
-        let shares = [x0, x1, x2];
+        let shares = additive_shares(&x)?;
         let mut id_bytes = [0u8; 16];
         getrandom_fill(&mut id_bytes)?;
         let id = hex(&id_bytes);
@@ -252,7 +244,11 @@ impl Client {
                         message,
                     });
                 }
-                ServerMessage::Service(_) => bail!("server P{i} sent a second description"),
+                ServerMessage::Service(_)
+                | ServerMessage::Uploaded { .. }
+                | ServerMessage::UploadReady { .. } => {
+                    bail!("server P{i} sent {message:?} where an answer was due")
+                }
             }
         }
         if let Some(e) = refusal {
@@ -298,26 +294,7 @@ fn connect_one(
     address: &str,
     identity: &str,
 ) -> Result<(Tls, ServiceDescription)> {
-    let resolved = address
-        .to_socket_addrs()
-        .with_context(|| format!("resolving server P{i}'s address {address}"))?
-        .next()
-        .with_context(|| format!("server P{i}'s address {address} resolves to nothing"))?;
-    let stream = TcpStream::connect_timeout(&resolved, CONNECT_TIMEOUT).map_err(|e| {
-        anyhow::Error::new(ServiceError {
-            server: i,
-            kind: ErrorKind::Unavailable,
-            message: format!("cannot connect to {address}: {e}"),
-        })
-    })?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
-    stream.set_write_timeout(Some(CONNECT_TIMEOUT))?;
-    let name = ServerName::try_from(identity.to_string())
-        .with_context(|| format!("server P{i}'s identity {identity:?}"))?;
-    let connection = ClientConnection::new(setup.tls.clone(), name)
-        .with_context(|| format!("a TLS session with server P{i}"))?;
-    let mut tls = StreamOwned::new(connection, stream);
+    let mut tls = open(setup, i, address, identity)?;
     write_header(
         &mut tls,
         &ClientMessage::Hello {
@@ -338,16 +315,39 @@ fn connect_one(
             message,
         }
         .into()),
-        ServerMessage::Result { .. } => bail!("server P{i} answered hello with a result"),
+        ServerMessage::Result { .. }
+        | ServerMessage::Uploaded { .. }
+        | ServerMessage::UploadReady { .. } => {
+            bail!("server P{i} answered hello with a result")
+        }
     }
 }
 
-/// `n` uniformly random ring elements from the OS.
-fn random_words(n: usize) -> Result<Vec<u64>> {
-    let mut bytes = vec![0u8; 8 * n];
-    getrandom_fill(&mut bytes)?;
-    Ok(bytes
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-        .collect())
+/// A TLS connection to server `i` of `setup`, before any message: for an upload, which
+/// starts with its own header instead of `hello`.
+pub fn open_server(setup: &ClientSetup, i: usize) -> Result<ServerStream> {
+    open(setup, i, &setup.servers[i], &setup.identities[i])
+}
+
+fn open(setup: &ClientSetup, i: usize, address: &str, identity: &str) -> Result<Tls> {
+    let resolved = address
+        .to_socket_addrs()
+        .with_context(|| format!("resolving server P{i}'s address {address}"))?
+        .next()
+        .with_context(|| format!("server P{i}'s address {address} resolves to nothing"))?;
+    let stream = TcpStream::connect_timeout(&resolved, CONNECT_TIMEOUT).map_err(|e| {
+        anyhow::Error::new(ServiceError {
+            server: i,
+            kind: ErrorKind::Unavailable,
+            message: format!("cannot connect to {address}: {e}"),
+        })
+    })?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+    stream.set_write_timeout(Some(CONNECT_TIMEOUT))?;
+    let name = ServerName::try_from(identity.to_string())
+        .with_context(|| format!("server P{i}'s identity {identity:?}"))?;
+    let connection = ClientConnection::new(setup.tls.clone(), name)
+        .with_context(|| format!("a TLS session with server P{i}"))?;
+    Ok(StreamOwned::new(connection, stream))
 }

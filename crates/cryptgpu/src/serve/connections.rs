@@ -2,7 +2,8 @@
 //! number, each on its own thread, with timeouts on every read), checks each client's
 //! claimed name against its certificate, answers `hello` with the service's public
 //! description, and turns each query into a [`Pending`] entry of the queue, then writes back
-//! the engine's outcome. A malformed or abandoned query fails alone.
+//! the engine's outcome. A malformed or abandoned query fails alone. The model owner's
+//! client, when the model comes from a client, uploads its shares here too.
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -16,9 +17,10 @@ use cryptgpu_transport::rustls::{ServerConfig, ServerConnection, StreamOwned};
 use cryptgpu_transport::{PartyId, check_client_name};
 
 use super::queue::{Outcome, Pending, QueryKey, Queue, Status};
+use super::upload::{ModelSlot, check_upload, receive_shares};
 use super::wire::{
-    ClientMessage, ErrorKind, ServerMessage, WIRE_VERSION, check_query_id, read_header, read_words,
-    write_header, write_words,
+    ClientMessage, ErrorKind, MAX_ARCHITECTURE_BYTES, ServerMessage, WIRE_VERSION, check_query_id,
+    read_frame, read_header, read_words, write_header, write_words,
 };
 
 /// Client connections a server holds at most; more are closed at once.
@@ -45,6 +47,16 @@ pub struct Connections {
     pub stop: Arc<AtomicBool>,
     /// Whether to log refused connections and failed queries.
     pub log: bool,
+    /// Where a model upload goes, if the model comes from a client.
+    pub uploads: Option<Uploads>,
+}
+
+/// Who may upload the model, and where it goes.
+pub struct Uploads {
+    /// The model owner's client (`[serve] model_client`).
+    pub client: String,
+    /// This server's slot.
+    pub slot: Arc<ModelSlot>,
 }
 
 /// Accepts clients on `listener` until `stop` is set, on a thread of its own.
@@ -105,6 +117,81 @@ fn send_error(tls: &mut Tls, id: Option<&str>, kind: ErrorKind, message: String)
     Ok(())
 }
 
+/// A model upload from `client` (checked against its certificate), after its header.
+fn take_upload(
+    shared: &Connections,
+    tls: &mut Tls,
+    client: &str,
+    header: &ClientMessage,
+    architecture: Result<Vec<u8>>,
+) -> Result<()> {
+    let Some(uploads) = &shared.uploads else {
+        send_error(
+            tls,
+            None,
+            ErrorKind::Refused,
+            "this service serves a model owned by one of its servers ([serve] model_client is \
+             not set); it takes no upload"
+                .into(),
+        )?;
+        bail!("client {client} tried to upload a model; this service takes none");
+    };
+    if client != uploads.client {
+        send_error(
+            tls,
+            None,
+            ErrorKind::Refused,
+            format!("only the model owner's client may upload the model, and {client} is not it"),
+        )?;
+        bail!(
+            "client {client} tried to upload a model; only {} may",
+            uploads.client
+        );
+    }
+    // Errors are about the upload's form (sizes, the architecture), never a value.
+    let malformed = |tls: &mut Tls, e: anyhow::Error| {
+        let _ = send_error(
+            tls,
+            None,
+            ErrorKind::Malformed,
+            format!("the upload: {e:#}"),
+        );
+        anyhow::anyhow!("client {client}'s upload: {e:#}")
+    };
+    let form = match architecture.and_then(|a| check_upload(header, &a)) {
+        Ok(form) => form,
+        Err(e) => return Err(malformed(tls, e)),
+    };
+    let ClientMessage::Upload { id, .. } = header else {
+        bail!("not an upload");
+    };
+    write_header(tls, &ServerMessage::UploadReady { id: id.clone() })?;
+    tls.flush()?;
+    let upload = match receive_shares(tls, form) {
+        Ok(u) => u,
+        Err(e) => return Err(malformed(tls, e)),
+    };
+    let id = upload.id.clone();
+    let elements: usize = upload.tensors.iter().map(|t| t.own.len()).sum();
+    if let Err(e) = uploads.slot.put(upload) {
+        let _ = send_error(
+            tls,
+            None,
+            ErrorKind::Unavailable,
+            format!("the server could not keep the upload: {e:#}"),
+        );
+        bail!("keeping client {client}'s upload: {e:#}");
+    }
+    eprintln!(
+        "{}: client {client} uploaded model shares {id} ({elements} elements); the servers \
+         serve them once all three hold them",
+        shared.me
+    );
+    write_header(tls, &ServerMessage::Uploaded { id })?;
+    tls.flush()?;
+    Ok(())
+}
+
 /// One client connection: hello, then queries one at a time.
 fn serve_connection(shared: &Connections, stream: TcpStream) -> Result<()> {
     stream.set_nonblocking(false)?;
@@ -114,14 +201,34 @@ fn serve_connection(shared: &Connections, stream: TcpStream) -> Result<()> {
     let connection = ServerConnection::new(shared.tls.clone()).context("a TLS session")?;
     let mut tls = StreamOwned::new(connection, stream);
     let hello: ClientMessage = read_header(&mut tls).context("reading the client's hello")?;
-    let ClientMessage::Hello { client, version } = hello else {
-        send_error(
-            &mut tls,
-            None,
-            ErrorKind::Malformed,
-            "say hello first".into(),
-        )?;
-        bail!("a client sent a query before its hello");
+    // An upload's architecture is read before anything is answered, so that a refusal is
+    // read by the client, not lost to a connection reset over unread bytes.
+    let architecture = match &hello {
+        ClientMessage::Upload {
+            architecture_bytes, ..
+        } => Some(if *architecture_bytes <= MAX_ARCHITECTURE_BYTES {
+            read_frame(&mut tls, *architecture_bytes).context("the upload's architecture")
+        } else {
+            Err(anyhow::anyhow!(
+                "an architecture of {architecture_bytes} bytes; at most {MAX_ARCHITECTURE_BYTES}"
+            ))
+        }),
+        _ => None,
+    };
+    let (client, version) = match &hello {
+        ClientMessage::Hello { client, version }
+        | ClientMessage::Upload {
+            client, version, ..
+        } => (client.clone(), *version),
+        ClientMessage::Query { .. } => {
+            send_error(
+                &mut tls,
+                None,
+                ErrorKind::Malformed,
+                "say hello first".into(),
+            )?;
+            bail!("a client sent a query before its hello");
+        }
     };
     if version != WIRE_VERSION {
         send_error(
@@ -148,6 +255,9 @@ fn serve_connection(shared: &Connections, stream: TcpStream) -> Result<()> {
             format!("the client certificate is not valid for the name {client:?}"),
         )?;
         bail!("a client claimed the name {client:?}, which its certificate does not carry");
+    }
+    if let Some(architecture) = architecture {
+        return take_upload(shared, &mut tls, &client, &hello, architecture);
     }
     let description = match shared.queue.status() {
         Status::Serving(d) => d,

@@ -2,7 +2,9 @@
 //! (links, keys, the model shared once) and then answers queries a batch at a time until it
 //! is stopped; when the servers lose each other, it fails what is queued, sets up again and
 //! goes on. The same function runs as a thread (three servers in one process) or as the
-//! `cryptgpu serve` process of one host.
+//! `cryptgpu serve` process of one host. When the model comes from a client
+//! (`[serve] model_client`), a session starts only once all three hold the same upload,
+//! and P0 ends it (`reload`) when it holds a newer one.
 //!
 //! # One batch
 //! P0 leads: it takes the oldest queries from its queue (up to the batch size, waiting up to
@@ -37,6 +39,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::queue::{Outcome, Pending, Proposed, QueryKey, Queue, Status};
+use super::shares::{NumberFormat, getrandom_fill, hex, unhex};
+use super::upload::{ModelSlot, Upload};
 use super::wire::{Answer, ErrorKind, ServiceDescription};
 use crate::config::{Deployment, ServeConfig};
 use crate::device::Job;
@@ -51,17 +55,6 @@ pub const CONNECT_ATTEMPT: Duration = Duration::from_secs(5);
 
 /// How long a follower waits for a proposed query it has not received yet.
 pub const ARRIVAL_GRACE: Duration = Duration::from_millis(500);
-
-/// The number format the model owner serves with (the others take the owner's).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NumberFormat {
-    /// Fractional bits (default 16).
-    pub frac_bits: Option<u64>,
-    /// Truncation (default exact).
-    pub truncation: Option<Truncation>,
-    /// ℓ of comparisons (default: the format's).
-    pub comparison_bits: Option<u64>,
-}
 
 /// What one server's engine is given.
 #[derive(Debug)]
@@ -80,6 +73,10 @@ pub struct EngineConfig {
     pub keys: KeySource,
     /// Whether to log every query (its batch and latency) on stderr.
     pub log_queries: bool,
+    /// Where this server keeps the shares of a model uploaded by a client
+    /// (`[serve] model_client`), so that it serves them again after a restart; `None`: in
+    /// memory only.
+    pub model_store: Option<std::path::PathBuf>,
 }
 
 /// What the servers' engines count while they serve (read by the load test).
@@ -108,6 +105,8 @@ enum SessionEnd {
     Stopped,
     /// P0 said it stops.
     LeaderStopped,
+    /// P0 holds a new upload of the model: set up again to serve it.
+    Reload,
 }
 
 /// A control message between the servers (JSON).
@@ -124,6 +123,8 @@ enum Control {
     Missing(Vec<QueryKey>),
     /// The batch to run.
     Run(Vec<QueryKey>),
+    /// P0 holds a new upload of the model: all three set up again.
+    Reload,
 }
 
 /// What each server says at the start of a session.
@@ -137,6 +138,9 @@ struct SetupMessage {
     frac_bits: Option<u64>,
     truncation: Option<String>,
     comparison_bits: Option<u64>,
+    /// The id of the upload it serves, when the model comes from a client.
+    #[serde(default)]
+    upload: Option<String>,
 }
 
 /// The largest control or setup message a server accepts.
@@ -160,6 +164,8 @@ pub struct Engine {
     pub counters: Arc<Mutex<ServeCounters>>,
     /// When P0's last batch ended (read and set by the engine's own thread only).
     pub last_batch_end: Cell<Instant>,
+    /// The uploaded model, when it comes from a client (`[serve] model_client`).
+    pub slot: Option<Arc<ModelSlot>>,
 }
 
 impl Job for Engine {
@@ -177,6 +183,17 @@ impl Job for Engine {
         let network = &network;
         let mut waiting_since: Option<Instant> = None;
         while !self.stop.load(Ordering::SeqCst) {
+            if let Some(slot) = &self.slot
+                && slot.get().is_none()
+            {
+                let client = self.serve.model_client.as_deref().unwrap_or("its owner");
+                self.queue.set_status(Status::Down(format!(
+                    "the service is down: it waits for the model, which client {client} uploads \
+                     (`cryptgpu upload`)"
+                )));
+                sleep_unless(&self.stop, Duration::from_millis(200));
+                continue;
+            }
             let listener = self
                 .listener
                 .try_clone()
@@ -209,11 +226,28 @@ impl Job for Engine {
                     eprintln!("{me}: stopped serving; telling the other servers");
                     break;
                 }
+                Ok(SessionEnd::Reload) => {
+                    eprintln!("{me}: setting up again to serve the model owner's new upload");
+                    self.queue.set_status(Status::Down(
+                        "the service is down: the servers set up again to serve a new upload \
+                         of the model; retry in a moment"
+                            .into(),
+                    ));
+                }
                 Ok(SessionEnd::LeaderStopped) => {
                     eprintln!("{me}: P0 stopped serving; waiting for it to come back");
                     self.queue.set_status(Status::Down(
                         "the service is down: server P0 stopped; it resumes when P0 is back".into(),
                     ));
+                }
+                Err(e) if e.downcast_ref::<UploadsDiffer>().is_some() => {
+                    eprintln!("{me}: {e:#}; trying again");
+                    self.queue.set_status(Status::Down(
+                        "the service is down: the servers wait until the model owner's upload \
+                         has reached all three"
+                            .into(),
+                    ));
+                    sleep_unless(&self.stop, Duration::from_millis(200));
                 }
                 Err(e) => {
                     let kind = classify(&e);
@@ -250,9 +284,10 @@ impl Engine {
         let me = self.config.me;
         let owner = self.config.deployment.roles.model_owner;
         let setup = self.agree(&mut t)?;
-        let model = match &self.config.model {
-            Some(m) => m.clone(),
-            None => model_from_architecture(&setup.architecture)?,
+        let model = match (&self.config.model, &setup.upload) {
+            (Some(m), _) => m.clone(),
+            (None, Some(upload)) => upload.model()?,
+            (None, None) => model_from_architecture(&setup.architecture)?,
         };
         ensure!(
             model.token_vocabulary().is_none(),
@@ -265,7 +300,10 @@ impl Engine {
             p.set_comparison_bits(u32::try_from(bits).context("`comparison_bits`")?)?;
         }
         let started = Instant::now();
-        let shared = SharedModel::share(&mut p, &model, owner)?;
+        let shared = match &setup.upload {
+            Some(upload) => upload.shared(backend)?,
+            None => SharedModel::share(&mut p, &model, owner)?,
+        };
         let setup_stats = p.stats();
         let description = ServiceDescription {
             server: me.index(),
@@ -282,13 +320,18 @@ impl Engine {
             c.sessions += 1;
             c.setup = setup_stats;
         }
+        let how = match &setup.upload {
+            Some(u) => format!("the model is client upload {}", &u.id[..u.id.len().min(8)]),
+            None => format!(
+                "the model was shared in {:.2} s ({:.1} MB sent)",
+                started.elapsed().as_secs_f64(),
+                setup_stats.total_bytes_sent() as f64 / 1e6
+            ),
+        };
         eprintln!(
-            "{me}: serving {} (session {}): the model was shared in {:.2} s ({:.1} MB sent); \
-             clients reach this server at {}",
+            "{me}: serving {} (session {}): {how}; clients reach this server at {}",
             description.model,
             &description.session[..8],
-            started.elapsed().as_secs_f64(),
-            setup_stats.total_bytes_sent() as f64 / 1e6,
             self.serve.addresses[me.index()],
         );
         self.queue.set_status(Status::Serving(description.clone()));
@@ -296,6 +339,12 @@ impl Engine {
         loop {
             let before = p.stats();
             let ran = if me == PartyId::P0 {
+                if let (Some(slot), Some(serving)) = (&self.slot, &setup.upload)
+                    && slot.get().is_some_and(|u| u.id != serving.id)
+                {
+                    send_both(&mut p, &Control::Reload)?;
+                    return Ok(SessionEnd::Reload);
+                }
                 self.lead(&mut p, &shared, &description, batch)?
             } else {
                 self.follow(&mut p, &shared, &description, batch)?
@@ -321,6 +370,7 @@ impl Engine {
         let owner = self.config.deployment.roles.model_owner;
         let mut part = [0u8; 16];
         getrandom_fill(&mut part)?;
+        let upload = self.slot.as_ref().and_then(|s| s.get());
         let mine = SetupMessage {
             party: me.index(),
             session_part: hex(&part),
@@ -328,6 +378,7 @@ impl Engine {
             frac_bits: self.config.number.frac_bits,
             truncation: self.config.number.truncation.map(|t| t.name().to_string()),
             comparison_bits: self.config.number.comparison_bits,
+            upload: upload.as_ref().map(|u| u.id.clone()),
         };
         let bytes = serde_json::to_vec(&mine)?;
         t.send(Peer::Next, &bytes)?;
@@ -356,6 +407,32 @@ impl Engine {
                 *s ^= p;
             }
         }
+        let session = hex(&session);
+        if self.slot.is_some() {
+            // The model is a client's upload: all three must hold the same one.
+            let ids: Vec<Option<&str>> = messages.iter().map(|m| m.upload.as_deref()).collect();
+            let Some(upload) = upload.filter(|u| ids.iter().all(|id| *id == Some(&u.id[..])))
+            else {
+                let mut held: Vec<(usize, Option<&str>)> = messages
+                    .iter()
+                    .map(|m| (m.party, m.upload.as_deref()))
+                    .collect();
+                held.sort();
+                let held: Vec<String> = held
+                    .iter()
+                    .map(|(p, id)| format!("P{p} {}", id.map_or("none", |i| &i[..i.len().min(8)])))
+                    .collect();
+                return Err(UploadsDiffer(held.join(", ")).into());
+            };
+            return Ok(Agreed {
+                session,
+                architecture: upload.architecture.clone(),
+                frac_bits: u64::from(upload.frac_bits),
+                truncation: upload.truncation,
+                comparison_bits: upload.comparison_bits.map(u64::from),
+                upload: Some(upload),
+            });
+        }
         let from_owner = messages
             .iter()
             .find(|m| m.party == owner.index())
@@ -378,11 +455,12 @@ impl Engine {
             None => Truncation::Exact,
         };
         Ok(Agreed {
-            session: hex(&session),
+            session,
             architecture,
             frac_bits: from_owner.frac_bits.unwrap_or(16),
             truncation,
             comparison_bits: from_owner.comparison_bits,
+            upload: None,
         })
     }
 
@@ -475,6 +553,7 @@ impl Engine {
                 Ok(Step::Idle)
             }
             Control::Stop => Ok(Step::End(SessionEnd::LeaderStopped)),
+            Control::Reload => Ok(Step::End(SessionEnd::Reload)),
             Control::Propose(proposal) => {
                 let missing = self.queue.missing(&proposal, ARRIVAL_GRACE);
                 send_control(p, leader, &Control::Missing(missing))?;
@@ -575,7 +654,15 @@ struct Agreed {
     frac_bits: u64,
     truncation: Truncation,
     comparison_bits: Option<u64>,
+    /// The client's upload it serves, if the model comes from a client.
+    upload: Option<Arc<Upload>>,
 }
+
+/// The servers hold different uploads of the model (or some none): the model owner's
+/// upload has not reached all three yet. The servers try again.
+#[derive(Debug, thiserror::Error)]
+#[error("the servers hold different uploads of the model ({0})")]
+struct UploadsDiffer(String);
 
 /// What one step of the serving loop did.
 enum Step {
@@ -636,24 +723,4 @@ pub fn sleep_unless(stop: &AtomicBool, total: Duration) {
     while !stop.load(Ordering::SeqCst) && start.elapsed() < total {
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Fills `bytes` from the operating system's randomness.
-pub fn getrandom_fill(bytes: &mut [u8]) -> Result<()> {
-    getrandom::fill(bytes).map_err(|e| anyhow!("the OS has no randomness: {e}"))
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }

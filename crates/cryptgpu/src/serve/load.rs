@@ -20,7 +20,8 @@ use serde::Serialize;
 
 use super::Server;
 use super::client::{Client, ServiceError};
-use super::engine::{EngineConfig, NumberFormat, getrandom_fill, hex};
+use super::engine::EngineConfig;
+use super::shares::{NumberFormat, getrandom_fill, hex};
 use super::wire::Answer;
 use crate::config::{
     CertsRequest, ClientSetup, Deployment, ServiceRequest, make_deployment_with_service,
@@ -276,6 +277,30 @@ impl TempDeployment {
                 link,
                 keys: KeySource::Os,
                 log_queries: false,
+                model_store: None,
+            },
+            device,
+        )
+    }
+
+    /// Starts server `me` of a deployment whose model a client uploads
+    /// (`[serve] model_client`), keeping the upload in `store` if given.
+    pub fn start_server_for_upload(
+        &self,
+        me: PartyId,
+        store: Option<PathBuf>,
+        device: Device,
+    ) -> Result<Server> {
+        Server::start(
+            EngineConfig {
+                me,
+                deployment: self.load()?,
+                model: None,
+                number: NumberFormat::default(),
+                link: None,
+                keys: KeySource::Os,
+                log_queries: false,
+                model_store: store,
             },
             device,
         )

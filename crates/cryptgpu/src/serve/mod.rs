@@ -7,6 +7,8 @@
 //! - [`connections`]: a server's client connections (mutual TLS, client certificates).
 //! - [`engine`]: the party-local function: set up, batch, run, set up again after a loss.
 //! - [`client`]: the data owner's library call.
+//! - [`shares`]: the randomness, additive shares, hex ids and number format both sides use.
+//! - [`upload`]: a model uploaded by its owner's client (`[serve] model_client`).
 //! - [`load`]: the load generator behind `cryptgpu bench --serve`.
 //!
 //! What each server and each client learns is in `SECURITY.md`; the protocol in
@@ -17,6 +19,8 @@ pub mod connections;
 pub mod engine;
 pub mod load;
 pub mod queue;
+pub mod shares;
+pub mod upload;
 pub mod wire;
 
 use std::net::TcpListener;
@@ -29,6 +33,7 @@ use anyhow::{Context, Result};
 use crate::device::{Device, run_on};
 use engine::{Engine, EngineConfig, ServeCounters};
 use queue::{Limits, Queue};
+use upload::ModelSlot;
 
 /// One server, started: its engine on a thread of its own, and its client listener.
 pub struct Server {
@@ -63,6 +68,24 @@ impl Server {
             queue_examples: serve.queue_limit,
             per_client: serve.client_limit,
         }));
+        let slot = match &serve.model_client {
+            Some(client) => {
+                anyhow::ensure!(
+                    config.model.is_none(),
+                    "the model comes from client {client}'s upload ([serve] model_client): no \
+                     server takes a model of its own"
+                );
+                Some(Arc::new(ModelSlot::open(me, config.model_store.clone())?))
+            }
+            None => {
+                anyhow::ensure!(
+                    config.model_store.is_none(),
+                    "a model store keeps a model uploaded by a client; this deployment has no \
+                     [serve] model_client"
+                );
+                None
+            }
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Mutex::new(ServeCounters::default()));
         let connections = connections::spawn(
@@ -74,6 +97,11 @@ impl Server {
                 query_timeout: serve.query_timeout,
                 stop: stop.clone(),
                 log: config.log_queries,
+                uploads: serve
+                    .model_client
+                    .clone()
+                    .zip(slot.clone())
+                    .map(|(client, slot)| connections::Uploads { client, slot }),
             },
         )?;
         let engine = Engine {
@@ -83,6 +111,7 @@ impl Server {
             stop: stop.clone(),
             counters: counters.clone(),
             last_batch_end: std::cell::Cell::new(std::time::Instant::now()),
+            slot,
             serve,
             config,
         };

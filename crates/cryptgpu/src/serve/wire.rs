@@ -9,6 +9,16 @@
 //! | client | `query` (id, examples, what to reveal) | its two shares, `2·n·d` words |
 //! | server | `result` (id, batch, shape) or `error` | its output share, `n·k` words |
 //!
+//! The model owner's client, when the model comes from a client (`[serve] model_client`),
+//! opens a connection of its own to each server for an upload:
+//!
+//! | from | header | then |
+//! | --- | --- | --- |
+//! | client | `upload` (its name, the upload's id, number format, sizes) | the architecture (JSON) |
+//! | server | `upload_ready` (the id) or `error` | |
+//! | client | | per tensor its two shares, `2·len` words |
+//! | server | `uploaded` (the id) or `error` | |
+//!
 //! Every size is checked before it is read: a header is at most [`MAX_HEADER_BYTES`], a data
 //! frame exactly what its header announced, and no more than the service allows.
 
@@ -26,6 +36,9 @@ pub const WIRE_VERSION: u32 = 1;
 
 /// The longest header a peer may send.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// The longest architecture an upload may carry.
+pub const MAX_ARCHITECTURE_BYTES: usize = 16 << 20;
 
 /// What the servers tell a client about the service: all of it public (the model's input
 /// and output shapes, the number format), so that the client can share its input and read
@@ -162,6 +175,27 @@ pub enum ClientMessage {
         /// [`WIRE_VERSION`].
         version: u32,
     },
+    /// The first message of a model upload, instead of `hello`: the architecture (a
+    /// frame of `architecture_bytes` bytes of JSON) follows; once the server says
+    /// `upload_ready`, each tensor's two shares in the order the architecture gives them.
+    Upload {
+        /// The DNS name in its certificate (the deployment's `model_client`).
+        client: String,
+        /// [`WIRE_VERSION`].
+        version: u32,
+        /// The upload's id, the same at all three servers (hex, at most 64 characters).
+        id: String,
+        /// Bytes of the architecture frame.
+        architecture_bytes: usize,
+        /// Tensors that follow.
+        tensors: usize,
+        /// Fractional bits of the shares' fixed-point format.
+        frac_bits: u32,
+        /// Truncation the servers use (`exact` or `probabilistic`; default exact).
+        truncation: Option<String>,
+        /// ℓ of comparisons (default: the format's).
+        comparison_bits: Option<u32>,
+    },
     /// A query; its shares follow.
     Query {
         /// The client's id of the query, the same at all three servers (hex, at most 64
@@ -190,6 +224,16 @@ pub enum ServerMessage {
         batch_examples: usize,
         /// The result's shape, `[examples, width]`.
         shape: Vec<usize>,
+    },
+    /// The upload's header and architecture were checked: its shares may follow.
+    UploadReady {
+        /// The upload's id.
+        id: String,
+    },
+    /// The upload was received and stored: the servers serve it once all three hold it.
+    Uploaded {
+        /// The upload's id.
+        id: String,
     },
     /// A query (or the connection) was refused.
     Error {
