@@ -22,6 +22,7 @@ use toml::Spanned;
 
 use crate::files::atomic::{write_bytes_atomically, write_private_atomically};
 use crate::roles::Roles;
+use crate::serve::wire::Answer;
 
 /// The longest timeout the file may set: a day.
 const MAX_TIMEOUT_SECS: f64 = 86_400.0;
@@ -60,6 +61,7 @@ struct RawServe {
     client_limit: Option<Spanned<i64>>,
     query_timeout_secs: Option<Spanned<f64>>,
     model_client: Option<Spanned<String>>,
+    answers: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -359,6 +361,10 @@ pub struct ServeConfig {
     /// shares it uploads (`cryptgpu upload`). `None`: the model owner among the servers
     /// (`[roles] model_owner`) shares it.
     pub model_client: Option<String>,
+    /// What a client may ask to have revealed (`answers`, default all three: `class`,
+    /// `logits`, `probabilities`). Scores reveal more of the model than classes do (they
+    /// make it easier to extract), so a model owner may allow classes only.
+    pub answers: Vec<Answer>,
 }
 
 impl ServeConfig {
@@ -390,6 +396,7 @@ impl ServeConfig {
             client_limit: Self::DEFAULT_CLIENT_LIMIT,
             query_timeout: Self::DEFAULT_QUERY_TIMEOUT,
             model_client: None,
+            answers: Answer::ALL.to_vec(),
         }
     }
 }
@@ -538,8 +545,37 @@ fn parse_serve(
             Some(name)
         }
     };
+    let answers = match raw.answers {
+        None => Answer::ALL.to_vec(),
+        Some(list) => {
+            let here = at(list.span().start);
+            let list = list.into_inner();
+            if list.is_empty() {
+                bail!(
+                    "{here} `answers` is empty: it takes one or more of class, logits, probabilities"
+                );
+            }
+            let mut answers = Vec::new();
+            for name in &list {
+                let answer = Answer::ALL
+                    .into_iter()
+                    .find(|a| a.name() == name)
+                    .with_context(|| {
+                        format!(
+                            "{here} `answers` has {name:?}: it takes class, logits and \
+                             probabilities"
+                        )
+                    })?;
+                if !answers.contains(&answer) {
+                    answers.push(answer);
+                }
+            }
+            answers
+        }
+    };
     Ok(ServeConfig {
         model_client,
+        answers,
         addresses,
         listen,
         client_ca: raw.client_ca.map(|c| base.join(c)),
@@ -906,7 +942,10 @@ fn serve_table(addresses: &[String; 3]) -> String {
          # query_timeout_secs = {}\n\
          # The client that owns the model and uploads its shares (`cryptgpu upload`), if the\n\
          # model owner runs no server; then no server takes --model.\n\
-         # model_client = \"client0\"\n",
+         # model_client = \"client0\"\n\
+         # What clients may ask to have revealed: scores make the model easier to extract\n\
+         # than classes do.\n\
+         # answers = [\"class\", \"logits\", \"probabilities\"]\n",
         quoted(addresses),
         quoted(&any_host),
         ServeConfig::MAX_MAX_BATCH,
@@ -1203,7 +1242,17 @@ mod tests {
             .replacen("# batch_wait_ms = 5", "batch_wait_ms = 0", 1)
             .replacen("# queue_limit = 1024", "queue_limit = 1", 1)
             .replacen("# client_limit = 16", "client_limit = 3", 1)
-            .replacen("# query_timeout_secs = 30", "query_timeout_secs = 0.5", 1);
+            .replacen("# query_timeout_secs = 30", "query_timeout_secs = 0.5", 1)
+            .replacen(
+                "# model_client = \"client0\"",
+                "model_client = \"owner.example\"",
+                1,
+            )
+            .replacen(
+                "# answers = [\"class\", \"logits\", \"probabilities\"]",
+                "answers = [\"class\", \"probabilities\", \"class\"]",
+                1,
+            );
         let serve = parse(&text).unwrap().serve.unwrap();
         assert_eq!(
             serve.listen,
@@ -1219,6 +1268,8 @@ mod tests {
         assert_eq!(serve.queue_limit, 1);
         assert_eq!(serve.client_limit, 3);
         assert_eq!(serve.query_timeout, Duration::from_millis(500));
+        assert_eq!(serve.model_client.as_deref(), Some("owner.example"));
+        assert_eq!(serve.answers, [Answer::Class, Answer::Probabilities]);
         // A table with the addresses alone.
         let text = format!(
             "{}\n[serve]\naddresses = [\"a:1\", \"b:2\", \"c:3\"]\n",
@@ -1241,7 +1292,22 @@ mod tests {
                 + 1;
             format!("line {line}")
         };
-        let cases: [(&str, &str, &str); 17] = [
+        let cases: [(&str, &str, &str); 20] = [
+            (
+                "# answers = [\"class\", \"logits\", \"probabilities\"]",
+                "answers = []",
+                "`answers` is empty",
+            ),
+            (
+                "# answers = [\"class\", \"logits\", \"probabilities\"]",
+                "answers = [\"class\", \"weights\"]",
+                "`answers` has \"weights\"",
+            ),
+            (
+                "# model_client = \"client0\"",
+                "model_client = \"a b\"",
+                "`model_client` is \"a b\"",
+            ),
             (
                 "# max_batch = 64",
                 "max_batch = 0",

@@ -968,7 +968,12 @@ fn three_serve_processes_serve_a_model_a_client_uploaded() {
     assert!(text_of.contains("# model_client = \"client0\""));
     std::fs::write(
         &config,
-        text_of.replace("# model_client = \"client0\"", "model_client = \"client0\""),
+        text_of
+            .replace("# model_client = \"client0\"", "model_client = \"client0\"")
+            .replace(
+                "# answers = [\"class\", \"logits\", \"probabilities\"]",
+                "answers = [\"class\"]",
+            ),
     )
     .unwrap();
     let servers: Vec<Child> = (0..3)
@@ -1009,6 +1014,20 @@ fn three_serve_processes_serve_a_model_a_client_uploaded() {
     let report: serde_json::Value = serde_json::from_slice(&query.stdout).unwrap();
     assert_eq!(report["examples"], 8, "{report}");
     assert!(report["accuracy"].as_f64().unwrap() >= 0.75, "{report}");
+    // This service reveals classes only.
+    let scores = Command::new(BIN)
+        .args(argv(
+            "query --config {c} --client client1 --data {data} --limit 1 --reveal logits",
+            &[("c", c), ("data", &data)],
+        ))
+        .output()
+        .unwrap();
+    assert!(!scores.status.success());
+    assert!(
+        text(&scores.stderr).contains("reveals only class, not logits"),
+        "{}",
+        text(&scores.stderr)
+    );
     // A client that is not the model's owner cannot upload.
     let refused = Command::new(BIN)
         .args(argv(

@@ -328,6 +328,10 @@ fn a_client_uploads_the_model_and_a_restarted_server_serves_it_from_its_store() 
     deployment
         .set_serve_option("model_client", "\"client0\"")
         .unwrap();
+    // Scores make a model easier to extract: this service reveals no probabilities.
+    deployment
+        .set_serve_option("answers", "[\"class\", \"logits\"]")
+        .unwrap();
     let store = |me: PartyId| deployment.dir.join(format!("store-{me}"));
     let start = |me: PartyId| {
         deployment
@@ -395,6 +399,44 @@ fn a_client_uploads_the_model_and_a_restarted_server_serves_it_from_its_store() 
     .unwrap();
     let got = served_logits(&user, &x, 4).unwrap();
     assert!(close(&got, &want), "{got:?} vs {want:?}");
+    // Probabilities are refused: by the client library before anything is sent, and by a
+    // server to a client that asks all the same.
+    let mut client = Client::connect(&user).unwrap();
+    assert_eq!(
+        client.description().answers,
+        [Answer::Class, Answer::Logits]
+    );
+    let e = client
+        .query(&x[..784], 1, Answer::Probabilities)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("reveals only class, logits"),
+        "{e:#}"
+    );
+    let (mut tls, _) = raw(&user, 1, "client1");
+    write_header(
+        &mut tls,
+        &ClientMessage::Query {
+            id: "beef".into(),
+            examples: 1,
+            answer: Answer::Probabilities,
+        },
+    )
+    .unwrap();
+    write_words(&mut tls, &vec![0u64; 2 * 784]).unwrap();
+    tls.flush().unwrap();
+    let reply: ServerMessage = read_header(&mut tls).unwrap();
+    assert!(
+        matches!(
+            &reply,
+            ServerMessage::Error {
+                kind: ErrorKind::Malformed,
+                message,
+                ..
+            } if message.contains("reveals only class, logits")
+        ),
+        "{reply:?}"
+    );
 
     // A new upload replaces it between batches, without a restart.
     upload_model(&owner, &flipped, NumberFormat::default()).unwrap();

@@ -177,6 +177,12 @@ impl Client {
     ) -> Result<QueryAnswer> {
         let d = self.description.example_len();
         ensure!(
+            self.description.answers.contains(&answer),
+            "the service reveals only {}, not {}",
+            super::wire::answer_names(&self.description.answers),
+            answer.name()
+        );
+        ensure!(
             examples >= 1 && examples <= self.description.max_query_examples,
             "a query carries 1 to {} examples; split the input",
             self.description.max_query_examples

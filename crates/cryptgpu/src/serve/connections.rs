@@ -19,8 +19,8 @@ use cryptgpu_transport::{PartyId, check_client_name};
 use super::queue::{Outcome, Pending, QueryKey, Queue, Status};
 use super::upload::{ModelSlot, check_upload, receive_shares};
 use super::wire::{
-    ClientMessage, ErrorKind, MAX_ARCHITECTURE_BYTES, ServerMessage, WIRE_VERSION, check_query_id,
-    read_frame, read_header, read_words, write_header, write_words,
+    ClientMessage, ErrorKind, MAX_ARCHITECTURE_BYTES, ServerMessage, WIRE_VERSION, answer_names,
+    check_query_id, read_frame, read_header, read_words, write_header, write_words,
 };
 
 /// Client connections a server holds at most; more are closed at once.
@@ -314,6 +314,22 @@ fn serve_connection(shared: &Connections, stream: TcpStream) -> Result<()> {
                 ),
             )?;
             bail!("client {client} sent a query of {examples} examples");
+        }
+        if !description.answers.contains(&answer) {
+            // The connection is sound; only this query is refused, before its shares are
+            // read, so they are read and dropped.
+            let words = examples * description.example_len();
+            read_words(&mut tls, 2 * words)?;
+            send_error(
+                &mut tls,
+                Some(&id),
+                ErrorKind::Malformed,
+                format!(
+                    "this service reveals only {}; ask for one of them",
+                    answer_names(&description.answers)
+                ),
+            )?;
+            continue;
         }
         let words = examples * description.example_len();
         let shares = match read_words(&mut tls, 2 * words) {

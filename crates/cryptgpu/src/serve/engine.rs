@@ -313,6 +313,7 @@ impl Engine {
             classes: model.num_classes(),
             frac_bits: fixed.frac_bits(),
             max_query_examples: self.serve.max_batch,
+            answers: self.serve.answers.clone(),
             normalization: model.normalization.clone().map(Into::into),
         };
         {

@@ -399,6 +399,7 @@ mod tests {
             classes: 2,
             frac_bits: 16,
             max_query_examples: 8,
+            answers: Answer::ALL.to_vec(),
             normalization: None,
         })
     }

@@ -60,6 +60,9 @@ pub struct ServiceDescription {
     pub frac_bits: u32,
     /// The most examples one query may carry.
     pub max_query_examples: usize,
+    /// What a query may ask to have revealed (`[serve] answers`).
+    #[serde(default = "all_answers")]
+    pub answers: Vec<Answer>,
     /// How the model's inputs were normalised in training (images and `uint8` arrays are
     /// normalised so before they are shared).
     pub normalization: Option<InputNormalization>,
@@ -111,7 +114,32 @@ pub enum Answer {
     Probabilities,
 }
 
+/// "class, logits" for the answers a service allows.
+pub fn answer_names(answers: &[Answer]) -> String {
+    answers
+        .iter()
+        .map(|a| a.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn all_answers() -> Vec<Answer> {
+    Answer::ALL.to_vec()
+}
+
 impl Answer {
+    /// The three kinds.
+    pub const ALL: [Answer; 3] = [Answer::Class, Answer::Logits, Answer::Probabilities];
+
+    /// Its name in `[serve] answers` and `--reveal`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Answer::Class => "class",
+            Answer::Logits => "logits",
+            Answer::Probabilities => "probabilities",
+        }
+    }
+
     /// From `--reveal`.
     pub fn from_reveal(reveal: Reveal) -> Answer {
         match reveal {
