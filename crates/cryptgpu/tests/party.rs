@@ -947,6 +947,18 @@ fn until_it_succeeds(args: &[String], limit: Duration) -> Output {
     }
 }
 
+/// Server processes, killed if the test ends before it stops them (a failed assertion).
+struct Servers(Vec<Child>);
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Three `cryptgpu serve` processes of a deployment whose model a client owns: the owner's
 /// `cryptgpu upload`, then another client's `cryptgpu query`, then Ctrl-C on each server.
 #[test]
@@ -976,19 +988,21 @@ fn three_serve_processes_serve_a_model_a_client_uploaded() {
             ),
     )
     .unwrap();
-    let servers: Vec<Child> = (0..3)
-        .map(|id| {
-            Command::new(BIN)
-                .args(["serve", "--config", config.to_str().unwrap(), "--id"])
-                .arg(id.to_string())
-                .args(["--backend", "cpu", "--quiet", "--model-store"])
-                .arg(dir.join(format!("store{id}")))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let mut servers = Servers(
+        (0..3)
+            .map(|id| {
+                Command::new(BIN)
+                    .args(["serve", "--config", config.to_str().unwrap(), "--id"])
+                    .arg(id.to_string())
+                    .args(["--backend", "cpu", "--quiet", "--model-store"])
+                    .arg(dir.join(format!("store{id}")))
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
     let c = config.to_str().unwrap();
     let w = weights();
     let upload = until_it_succeeds(
@@ -1042,10 +1056,10 @@ fn three_serve_processes_serve_a_model_a_client_uploaded() {
         "{}",
         text(&refused.stderr)
     );
-    for s in &servers {
+    for s in &servers.0 {
         signal(s, "INT");
     }
-    for (id, s) in servers.into_iter().enumerate() {
+    for (id, s) in std::mem::take(&mut servers.0).into_iter().enumerate() {
         let out = wait_for(s, Duration::from_secs(60)).unwrap_or_else(|| panic!("S{id} hung"));
         let log = text(&out.stderr);
         assert!(out.status.success(), "S{id}: {log}");
