@@ -60,26 +60,8 @@ pub enum BackendError {
     /// past its limit ([`crate::memory::set_party_limit`]; refused before anything is
     /// allocated), or the device's driver had no more memory (`by_driver`). Only sizes: no
     /// value of any tensor.
-    #[error("a device buffer does not fit: {}", crate::memory::Shortfall {
-        requested: *.requested,
-        live: *.live,
-        limit: *.limit,
-        party: *.party,
-        by_driver: *.by_driver,
-    })]
-    OutOfDeviceMemory {
-        /// Bytes of the buffer asked for.
-        requested: u64,
-        /// Bytes the party's account held when it asked.
-        live: u64,
-        /// The per-party limit met; where the driver refused, the device's total memory
-        /// (0 if unknown).
-        limit: u64,
-        /// The party whose account was charged (`None`: a thread of no party).
-        party: Option<usize>,
-        /// Whether the device's driver refused the allocation, rather than the ledger.
-        by_driver: bool,
-    },
+    #[error("a device buffer does not fit: {0}")]
+    OutOfDeviceMemory(crate::memory::Shortfall),
     /// A failure of the device or its driver, as the backend reported it.
     #[error(transparent)]
     Device(#[from] Box<dyn std::error::Error + Send + Sync + 'static>),
@@ -101,19 +83,7 @@ impl BackendError {
     /// other error.
     pub fn shortfall(&self) -> Option<crate::memory::Shortfall> {
         match *self {
-            Self::OutOfDeviceMemory {
-                requested,
-                live,
-                limit,
-                party,
-                by_driver,
-            } => Some(crate::memory::Shortfall {
-                requested,
-                live,
-                limit,
-                party,
-                by_driver,
-            }),
+            Self::OutOfDeviceMemory(shortfall) => Some(shortfall),
             _ => None,
         }
     }

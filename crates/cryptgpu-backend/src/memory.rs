@@ -184,13 +184,7 @@ pub struct Shortfall {
 
 impl From<Shortfall> for BackendError {
     fn from(s: Shortfall) -> Self {
-        BackendError::OutOfDeviceMemory {
-            requested: s.requested,
-            live: s.live,
-            limit: s.limit,
-            party: s.party,
-            by_driver: s.by_driver,
-        }
+        BackendError::OutOfDeviceMemory(s)
     }
 }
 
@@ -341,13 +335,13 @@ mod tests {
             let refused = charge(5_000).expect_err("past the limit");
             set_party_limit(None);
             match refused {
-                BackendError::OutOfDeviceMemory {
+                BackendError::OutOfDeviceMemory(Shortfall {
                     requested,
                     live,
                     limit,
                     party,
                     by_driver,
-                } => {
+                }) => {
                     assert_eq!(requested, 5_000);
                     assert_eq!(live, held + 6_000);
                     assert_eq!(limit, held + 10_000);

@@ -552,7 +552,6 @@ impl<B: GpuBackend> SharedModel<B> {
     }
 }
 
-/// Shares parameter `name` of `model` (of `shape`) from `owner`'s value.
 /// One tensor that [`SharedModel::share`] shares: a parameter, or a layer's own inference
 /// tensor (BatchNorm's per-channel `scale` and `shift`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -563,32 +562,33 @@ pub struct InferenceTensor {
     pub shape: Vec<usize>,
 }
 
+/// The tensors node `node` shares for inference: its inference tensors if it has any, else
+/// its parameters.
+fn node_tensors(node: &crate::model::Node) -> Vec<InferenceTensor> {
+    let tensor = |suffix: &str, shape: Vec<usize>| InferenceTensor {
+        name: format!("{}.{suffix}", node.name),
+        shape,
+    };
+    match node.op.inference_params() {
+        Some(specs) => specs
+            .into_iter()
+            .map(|(suffix, shape)| tensor(suffix, shape))
+            .collect(),
+        None => node
+            .op
+            .params()
+            .into_iter()
+            .map(|decl| tensor(decl.suffix, decl.shape))
+            .collect(),
+    }
+}
+
 /// What [`SharedModel::share`] shares for `model`: the model with its BatchNorm nodes
 /// folded ([`Model::fold_batchnorm`]), and its tensors in the order they are shared. It
 /// depends on the architecture only, so a party without the values gets the same list.
 pub fn inference_layout(model: &Model) -> Result<(Model, Vec<InferenceTensor>)> {
     let model = model.fold_batchnorm()?;
-    let mut tensors = Vec::new();
-    for node in model.nodes() {
-        match node.op.inference_params() {
-            None => {
-                for decl in node.op.params() {
-                    tensors.push(InferenceTensor {
-                        name: format!("{}.{}", node.name, decl.suffix),
-                        shape: decl.shape.clone(),
-                    });
-                }
-            }
-            Some(specs) => {
-                for (suffix, shape) in specs {
-                    tensors.push(InferenceTensor {
-                        name: format!("{}.{suffix}", node.name),
-                        shape,
-                    });
-                }
-            }
-        }
-    }
+    let tensors = model.nodes().iter().flat_map(node_tensors).collect();
     Ok((model, tensors))
 }
 
@@ -597,36 +597,35 @@ pub fn inference_layout(model: &Model) -> Result<(Model, Vec<InferenceTensor>)> 
 pub fn inference_values(folded: &Model) -> Result<Vec<Vec<f64>>> {
     let mut values = Vec::new();
     for (id, node) in folded.nodes().iter().enumerate() {
-        match node.op.inference_params() {
-            None => {
-                for decl in node.op.params() {
-                    let name = format!("{}.{}", node.name, decl.suffix);
-                    let value =
-                        folded
-                            .params
-                            .get(&name)
-                            .ok_or_else(|| NnError::MissingParameter {
-                                name: name.clone(),
-                                expected: decl.shape.clone(),
-                                context: String::new(),
-                            })?;
-                    if value.shape() != decl.shape {
-                        return Err(NnError::ParameterShape {
-                            name,
-                            expected: decl.shape.clone(),
-                            found: value.shape().to_vec(),
-                            context: String::new(),
-                        });
-                    }
-                    values.push(value.data().to_vec());
-                }
+        if node.op.inference_params().is_some() {
+            values.extend(node.op.inference_values(folded, id)?);
+            continue;
+        }
+        for tensor in node_tensors(node) {
+            let value =
+                folded
+                    .params
+                    .get(&tensor.name)
+                    .ok_or_else(|| NnError::MissingParameter {
+                        name: tensor.name.clone(),
+                        expected: tensor.shape.clone(),
+                        context: String::new(),
+                    })?;
+            if value.shape() != tensor.shape {
+                return Err(NnError::ParameterShape {
+                    found: value.shape().to_vec(),
+                    name: tensor.name,
+                    expected: tensor.shape,
+                    context: String::new(),
+                });
             }
-            Some(_) => values.extend(node.op.inference_values(folded, id)?),
+            values.push(value.data().to_vec());
         }
     }
     Ok(values)
 }
 
+/// Shares parameter `name` of `model` (of `shape`) from `owner`'s value.
 fn share_param<B: GpuBackend, T: Transport>(
     p: &mut Party<B, T>,
     model: &Model,

@@ -26,10 +26,10 @@ fn tensors_and_staging_buffers_are_charged_and_refused_past_the_limit() {
     assert!(
         matches!(
             refused,
-            Err(BackendError::OutOfDeviceMemory {
+            Err(BackendError::OutOfDeviceMemory(memory::Shortfall {
                 requested: 8000,
                 ..
-            })
+            }))
         ),
         "{refused:?}"
     );

@@ -941,13 +941,13 @@ pub fn check_memory_ledger<B: GpuBackend>(backend: &B) {
     memory::set_party_limit(None);
     for (what, refused, requested) in [("add", refused, 8000), ("full", refused_full, 24_000)] {
         match refused {
-            Err(BackendError::OutOfDeviceMemory {
+            Err(BackendError::OutOfDeviceMemory(memory::Shortfall {
                 requested: asked,
                 live: held,
                 limit,
                 party,
                 by_driver,
-            }) => {
+            })) => {
                 assert_eq!(asked, requested, "{what}: the bytes asked for");
                 assert_eq!(held, base + 16_000, "{what}: the bytes held");
                 assert_eq!(limit, base + 20_000, "{what}: the limit");

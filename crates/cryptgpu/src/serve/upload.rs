@@ -105,8 +105,8 @@ impl Upload {
         for t in &self.tensors {
             let shape = &t.tensor.shape;
             let x = Rss::from_shares(
-                backend.upload_vec(t.own.clone(), shape)?,
-                backend.upload_vec(t.next.clone(), shape)?,
+                backend.upload(&t.own, shape)?,
+                backend.upload(&t.next, shape)?,
             )?;
             shares.insert(t.tensor.name.clone(), x);
         }
